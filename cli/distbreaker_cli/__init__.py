@@ -1,0 +1,1 @@
+"""The `distbreaker` command line (click)."""

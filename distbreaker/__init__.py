@@ -1,0 +1,47 @@
+"""distbreaker: a circuit breaker whose state lives in Redis, shared by a whole fleet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._breaker import Breaker
+from ._config import BreakerConfig
+from ._connect import connect
+from ._model import Snapshot, State, Transition
+from .admin import Admin
+from .errors import (
+    AccessDeniedError,
+    BackendError,
+    CircuitOpenError,
+    ConfigError,
+    DistbreakerError,
+    RedisUnavailableError,
+    ScriptError,
+    UnknownServiceError,
+)
+
+__all__ = [
+    "AccessDeniedError",
+    "Admin",
+    "BackendError",
+    "Breaker",
+    "BreakerConfig",
+    "CircuitOpenError",
+    "ConfigError",
+    "DistbreakerError",
+    "RedisUnavailableError",
+    "ScriptError",
+    "Snapshot",
+    "State",
+    "Transition",
+    "UnknownServiceError",
+    "connect",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("distbreaker")
+    raise AttributeError(f"module 'distbreaker' has no attribute {name!r}")

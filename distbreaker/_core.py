@@ -1,0 +1,205 @@
+"""The sans-IO core shared by the sync and asyncio shells.
+
+Everything that is not a socket call lives here: service-name validation, key names, the
+ARGV of each script, decoding replies, the local admission decision from the cached state,
+and outcome classification. A shell builds a request here, runs it, and hands the reply back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ._config import BreakerConfig
+from ._model import Snapshot, State, Transition
+from .errors import CircuitOpenError, ConfigError
+
+__all__ = ["DEFAULT_PREFIX", "Keys", "View", "classify", "decode_snapshot", "keys_for", "validate_service"]
+
+DEFAULT_PREFIX = "distbreaker"
+_SERVICE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_PREFIX = re.compile(r"[^{}\s]{1,128}")
+
+_STATES: dict[Any, State] = {}
+for _s in State:
+    _STATES[_s.value] = _s
+    _STATES[_s.value.encode()] = _s
+
+
+def validate_service(service: object) -> str:
+    """Return `service` if it is a valid name (1-128 chars of ``[A-Za-z0-9._:-]``), else raise."""
+    if not isinstance(service, str) or not _SERVICE.fullmatch(service):
+        raise ConfigError("service", f"must be 1-128 characters of A-Z a-z 0-9 . _ : -, got {service!r}")
+    return service
+
+
+def validate_prefix(prefix: object) -> str:
+    """Return `prefix` if usable as a key prefix (no braces or whitespace), else raise."""
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise ConfigError("prefix", f"must be 1-128 characters without braces or spaces, got {prefix!r}")
+    return prefix
+
+
+class Keys(NamedTuple):
+    """The Redis names of one breaker."""
+
+    state: str
+    events: str
+    channel: str
+
+
+def keys_for(prefix: str, service: str) -> Keys:
+    """Key names of `service` under `prefix` (the service is the Cluster hash tag)."""
+    return Keys(f"{prefix}:{{{service}}}", f"{prefix}:{{{service}}}:events", f"{prefix}:events")
+
+
+def service_of_key(prefix: str, key: str) -> str | None:
+    """The service of a state key `<prefix>:{service}`, or None for any other key."""
+    head = prefix + ":{"
+    if key.startswith(head) and key.endswith("}"):
+        service = key[len(head):-1]
+        if _SERVICE.fullmatch(service):
+            return service
+    return None
+
+
+def text(value: Any) -> str:
+    """A reply field as str (replies are bytes unless the client decodes responses)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def script_args(service: str, channel: str, config: BreakerConfig | None, now_ms: int | None) -> list[str]:
+    """ARGV 1..17: service, now override, channel, fingerprint and config (or none)."""
+    now = "" if now_ms is None else str(now_ms)
+    if config is None:
+        return [service, now, channel, "", *([""] * 13)]
+    return [service, now, channel, config.fingerprint, *config._lua]
+
+
+def _s(ms: Any) -> float | None:
+    v = int(ms)
+    return v / 1000.0 if v else None
+
+
+def decode_snapshot(service: str, reply: Sequence[Any]) -> Snapshot:
+    """Build a Snapshot from a script reply (docs/state-machine.md, "Reply")."""
+    last = None
+    config = None
+    if len(reply) > 18:  # read.lua extras
+        config = text(reply[19]) or None
+        if int(reply[21]):
+            last = Transition(service, int(reply[21]) / 1000.0, _STATES[reply[22]], _STATES[reply[0]],
+                              text(reply[23]), text(reply[24]), int(reply[1]))
+    return Snapshot(
+        service=service,
+        state=_STATES[reply[0]],
+        generation=int(reply[1]),
+        calls=int(reply[4]),
+        failures=int(reply[5]),
+        slow_calls=int(reply[6]),
+        consecutive_failures=int(reply[7]),
+        open_until=_s(reply[3]),
+        forced_until=_s(reply[8]),
+        reason=text(reply[9]),
+        actor=text(reply[10]),
+        open_count=int(reply[11]),
+        half_open_calls=int(reply[16]),
+        half_open_successes=int(reply[17]),
+        server_time=int(reply[2]) / 1000.0,
+        last_transition=last,
+        config=config,
+    )
+
+
+def decode_transition(service: str, entry: tuple[Any, dict[Any, Any]]) -> Transition:
+    """A Transition from one XRANGE entry of the events stream."""
+    f = {text(k): v for k, v in entry[1].items()}
+    return Transition(service, int(f["ts"]) / 1000.0, _STATES[f["from"]], _STATES[f["to"]],
+                      text(f.get("cause", b"")), text(f.get("actor", b"")), int(f["gen"]))
+
+
+# Admission decisions
+ALLOW, REJECT, ASK = 0, 1, 2
+_LOCAL_ALLOW = (State.CLOSED, State.DISABLED)
+
+
+class View:
+    """What one process knows of one breaker: the last reply and when it arrived.
+
+    Local times come from the shell's clock (monotonic, or the test clock); server times are
+    mapped onto it with the offset measured when the reply arrived.
+    """
+
+    __slots__ = ("state", "generation", "fetched_at", "open_until", "forced_until", "reason", "max_staleness")
+
+    def __init__(self, max_staleness: float) -> None:
+        self.state: State | None = None
+        self.generation = 0
+        self.fetched_at = 0.0
+        self.open_until = 0.0     # local clock; 0 = none
+        self.forced_until = 0.0   # local clock; 0 = none
+        self.reason = ""
+        self.max_staleness = max_staleness
+
+    def update(self, reply: Sequence[Any], local_now: float) -> State:
+        """Take a script reply received at `local_now`; return the new state."""
+        state = _STATES[reply[0]]
+        offset = int(reply[2]) / 1000.0 - local_now
+        ou, fu = int(reply[3]), int(reply[8])
+        self.open_until = ou / 1000.0 - offset if ou else 0.0
+        self.forced_until = fu / 1000.0 - offset if fu else 0.0
+        self.reason = text(reply[9] or reply[13]) if state is not State.CLOSED else ""
+        self.generation = int(reply[1])
+        self.fetched_at = local_now
+        self.state = state
+        return state
+
+    def forget(self) -> None:
+        """Drop the cached state (the next admission asks Redis)."""
+        self.state = None
+
+    def decide(self, now: float) -> int:
+        """ALLOW or REJECT from the cache alone, or ASK (run acquire.lua)."""
+        state = self.state
+        if state is None or now - self.fetched_at > self.max_staleness:
+            return ASK
+        if state in _LOCAL_ALLOW:
+            return ALLOW
+        if state is State.OPEN:
+            return REJECT if now < self.open_until else ASK
+        if state is State.FORCED_OPEN:
+            return REJECT if not self.forced_until or now < self.forced_until else ASK
+        return ASK  # half_open: every probe needs a lease
+
+    def rejection(self, service: str, now: float, retry_at_ms: int = 0, server_now_ms: int = 0) -> CircuitOpenError:
+        """The error for a rejected call, from the cache or from an acquire reply."""
+        state = self.state or State.OPEN
+        if retry_at_ms:
+            retry: float | None = max(0.0, (retry_at_ms - server_now_ms) / 1000.0)
+        elif state is State.OPEN:
+            retry = max(0.0, self.open_until - now)
+        elif state is State.FORCED_OPEN and self.forced_until:
+            retry = max(0.0, self.forced_until - now)
+        else:
+            retry = None
+        return CircuitOpenError(service, state.value, retry, self.reason)
+
+
+# Outcomes
+SUCCESS, FAILURE, IGNORED = 0, 1, 2
+
+
+def classify(config: BreakerConfig, exc: BaseException | None) -> int:
+    """SUCCESS, FAILURE or IGNORED for a call that returned (exc None) or raised `exc`.
+
+    Ignored exceptions, and BaseExceptions that are not Exceptions (KeyboardInterrupt,
+    cancellation), count as nothing. Exceptions outside `failure_exceptions` count as success.
+    """
+    if exc is None:
+        return SUCCESS
+    if isinstance(exc, config.ignored_exceptions) or not isinstance(exc, Exception):
+        return IGNORED
+    if isinstance(exc, config.failure_exceptions):
+        return FAILURE
+    return SUCCESS

@@ -1,0 +1,87 @@
+"""Value types: State, Snapshot, Transition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["Snapshot", "State", "Transition"]
+
+
+class State(str, Enum):
+    """Breaker states; the values are the same strings in Lua, Python, metrics and JSON."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change of a breaker, as stored in its events stream.
+
+    Attributes:
+        service: the breaker.
+        time: server time of the transition, seconds since the epoch.
+        from_state / to_state: the states.
+        cause: e.g. ``"failure_rate 0.62 >= 0.50 over 48 calls"``, ``"manual trip by alice: INC-42"``.
+        actor: who made it (operators), ``""`` for automatic transitions.
+        generation: the generation the breaker entered.
+    """
+
+    service: str
+    time: float
+    from_state: State
+    to_state: State
+    cause: str
+    actor: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A breaker's shared state as Redis held it at `server_time`.
+
+    Times are seconds since the epoch on the Redis server's clock; durations are seconds.
+    """
+
+    service: str
+    state: State
+    generation: int
+    calls: int
+    failures: int
+    slow_calls: int
+    consecutive_failures: int
+    open_until: float | None
+    forced_until: float | None
+    reason: str
+    actor: str
+    open_count: int
+    half_open_calls: int
+    half_open_successes: int
+    server_time: float
+    last_transition: Transition | None = None
+    config: str | None = None
+
+    @property
+    def failure_rate(self) -> float:
+        """Failures / calls in the window (0.0 with no calls)."""
+        return self.failures / self.calls if self.calls else 0.0
+
+    @property
+    def slow_call_rate(self) -> float:
+        """Slow calls / calls in the window (0.0 with no calls)."""
+        return self.slow_calls / self.calls if self.calls else 0.0
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until an open or forced-open breaker may admit calls, else None."""
+        until = self.open_until if self.state is State.OPEN else self.forced_until
+        if self.state not in (State.OPEN, State.FORCED_OPEN) or until is None:
+            return None
+        return max(0.0, until - self.server_time)

@@ -1,0 +1,66 @@
+"""Helpers shared by Breaker and Admin for operator actions (no state of their own)."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ._config import BreakerConfig, seconds
+from .errors import ConfigError, translate
+
+log = logging.getLogger("distbreaker")
+
+MAX_REASON = 500
+
+
+def actor_or_default(actor: str | None) -> str:
+    """`actor`, or the OS user when None."""
+    if actor is None:
+        try:
+            actor = getpass.getuser()
+        except Exception:  # no user database entry (containers)
+            actor = "unknown"
+    if not isinstance(actor, str) or len(actor) > 128:
+        raise ConfigError("actor", f"must be a string of at most 128 characters, got {actor!r}")
+    return actor
+
+
+def check_reason(reason: str) -> str:
+    """Validate an operator's reason."""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise ConfigError("reason", f"must be a string of at most {MAX_REASON} characters")
+    return reason
+
+
+def duration(for_: Any) -> float | None:
+    """Normalise `for_` (seconds or timedelta, None = no expiry); must be positive."""
+    value = seconds(for_, "for_")
+    if value is not None and not value > 0:
+        raise ConfigError("for_", f"must be a positive duration, got {for_!r}")
+    return value
+
+
+def server_ms(client: Any) -> int:
+    """The Redis server's clock in milliseconds."""
+    try:
+        sec, usec = client.time()
+    except RedisError as exc:
+        raise translate(exc) from exc
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def check_client_budget(client: Any, config: BreakerConfig) -> None:
+    """Log once when the client's socket timeout cannot hold `redis_timeout`."""
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+    except AttributeError:
+        return
+    timeout = kwargs.get("socket_timeout")
+    if timeout is None or timeout > 4 * config.redis_timeout:  # type: ignore[operator]
+        log.warning(
+            "the Redis client has socket_timeout=%r; a hung Redis can delay protected calls "
+            "that long (redis_timeout=%s). Build the client with distbreaker.connect().",
+            timeout, config.redis_timeout)

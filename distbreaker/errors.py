@@ -1,0 +1,125 @@
+"""Exceptions. Everything distbreaker raises derives from `DistbreakerError`."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "AccessDeniedError",
+    "BackendError",
+    "CircuitOpenError",
+    "ConfigError",
+    "DistbreakerError",
+    "RedisUnavailableError",
+    "ScriptError",
+    "UnknownServiceError",
+    "redact",
+]
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):[^@/\s]*@")
+_KV_PASSWORD = re.compile(r"(?i)(password['\"]?\s*[=:]\s*['\"]?)[^'\",\s)]+")
+
+
+def redact(text: str) -> str:
+    """Return `text` with passwords in URLs and `password=...` pairs replaced by `***`."""
+    text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+    return _KV_PASSWORD.sub(r"\1***", text)
+
+
+class DistbreakerError(Exception):
+    """Root of every exception distbreaker raises."""
+
+
+class CircuitOpenError(DistbreakerError):
+    """The breaker rejected the call without running it.
+
+    Attributes:
+        service: the breaker's service name.
+        state: ``"open"``, ``"forced_open"`` or ``"half_open"`` (all probe slots taken).
+        retry_after: seconds until the breaker may admit calls again, or None when unknown
+            (a forced state without expiry).
+        reason: why (the cause of the transition, or the operator's reason).
+    """
+
+    # Raised on the hot reject path: store fields, format only in __str__.
+    def __init__(self, service: str, state: str, retry_after: float | None, reason: str = "") -> None:
+        self.service = service
+        self.state = state
+        self.retry_after = retry_after
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, str, float | None, str]]:
+        return (CircuitOpenError, (self.service, self.state, self.retry_after, self.reason))
+
+    def __str__(self) -> str:
+        msg = f"circuit {self.service!r} is {self.state}"
+        if self.retry_after is not None:
+            msg += f"; retry after {self.retry_after:.3f}s"
+        if self.reason:
+            msg += f" ({self.reason})"
+        return msg
+
+
+class ConfigError(DistbreakerError, ValueError):
+    """An invalid configuration value or argument; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class UnknownServiceError(DistbreakerError, LookupError):
+    """No breaker exists in Redis under this service name."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"no breaker named {service!r}")
+        self.service = service
+
+
+class BackendError(DistbreakerError):
+    """Redis answered with an error the breaker cannot work around (wrong key type, ...)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+
+class RedisUnavailableError(BackendError):
+    """Redis is unreachable, timed out, busy, loading, read-only or out of memory."""
+
+
+class AccessDeniedError(BackendError):
+    """Authentication failed or an ACL denies a command or key the breaker needs."""
+
+
+class ScriptError(BackendError):
+    """A breaker script refused its arguments (a reply starting with ``distbreaker:``)."""
+
+
+def translate(exc: BaseException, what: str = "") -> DistbreakerError:
+    """Map a redis-py exception to a distbreaker one (the one place this happens).
+
+    `what` names the object involved (a service, a key) for the message. Messages are
+    redacted: a password never appears.
+    """
+    from redis import exceptions as rx
+
+    msg = redact(str(exc)) or type(exc).__name__
+    where = f" ({what})" if what else ""
+    if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError,
+                        rx.AuthenticationWrongNumberOfArgsError)) or msg.startswith(("NOAUTH", "NOPERM", "WRONGPASS")):
+        return AccessDeniedError(f"Redis denied access{where}: {msg}")
+    if isinstance(exc, (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, rx.OutOfMemoryError,
+                        rx.ClusterDownError, rx.TryAgainError, rx.MovedError, rx.AskError,
+                        rx.MasterDownError, rx.ClusterError, OSError)):
+        return RedisUnavailableError(f"Redis unavailable{where}: {msg}")
+    if msg.startswith(("BUSY", "LOADING", "OOM", "READONLY", "MOVED", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")):
+        return RedisUnavailableError(f"Redis unavailable{where}: {msg}")
+    if "distbreaker:" in msg:
+        detail = msg.split("distbreaker:", 1)[1].split(" script:", 1)[0].strip()
+        if detail.startswith("WRONGTYPE"):
+            return BackendError(f"{detail}{where}")
+        return ScriptError(f"breaker script refused its arguments{where}: {detail}")
+    if msg.startswith("WRONGTYPE"):
+        return BackendError(f"a key of {what or 'this breaker'} holds a value that is not a breaker (WRONGTYPE); "
+                            "choose another prefix or delete the key")
+    return BackendError(f"Redis error{where}: {msg}")

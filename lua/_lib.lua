@@ -1,0 +1,277 @@
+-- distbreaker/_lib.lua: shared by record, acquire, control and read (the loader prepends it).
+-- The contract (fields, ARGV, steps, reply) is docs/state-machine.md; keep both in step.
+--
+-- KEYS[1]  <prefix>:{<service>}          hash: the breaker
+-- KEYS[2]  <prefix>:{<service>}:events   stream: transitions
+-- ARGV[1]  service          ARGV[2] now (ms, '' = TIME)   ARGV[3] pub/sub channel
+-- ARGV[4]  config fingerprint ('' = use the stored config)   ARGV[5..17] config values
+-- Time is in integer milliseconds in these scripts.
+
+local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
+local SERVICE, CHANNEL, FP = ARGV[1], ARGV[3], ARGV[4]
+
+local function fail(msg)
+  error({err = 'ERR distbreaker: ' .. msg})
+end
+
+local function num(i, name)
+  local v = tonumber(ARGV[i])
+  if v == nil then fail(name .. ' must be a number, got ' .. tostring(ARGV[i])) end
+  return v
+end
+
+local now
+if ARGV[2] ~= nil and ARGV[2] ~= '' then
+  now = num(2, 'now')
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Hot fields, read with one HMGET on every call. Others are read lazily (lazy()).
+local HOT = {'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fp', 'fu', 'oc'}
+local NUMERIC = {g = 1, ou = 1, be = 1, tc = 1, tf = 1, ts = 1, c0 = 1, f0 = 1, s0 = 1, cx = 1,
+                 fu = 1, oc = 1, oa = 1, hs = 1, hn = 1, lt = 1}
+local S = {}        -- field -> current value (numbers for NUMERIC fields)
+local loaded = {}   -- field -> true once read
+local W = {}        -- fields to HSET
+local D = {}        -- fields to HDEL
+local EVENTS = {}   -- transitions to XADD / PUBLISH on save
+local TRANS = {}    -- 'from>to' made by this call
+local LAST_CAUSE = ''
+local TOUCH = false -- refresh the idle TTL on save
+
+local function decode(f, v)
+  if NUMERIC[f] then return tonumber(v) or 0 end
+  if v == false then return nil end
+  return v
+end
+
+local hot = redis.call('HMGET', K_STATE, unpack(HOT))
+local EXISTS = hot[1] ~= false
+for i = 1, #HOT do
+  S[HOT[i]] = decode(HOT[i], hot[i]); loaded[HOT[i]] = true
+end
+if S.st == nil then S.st = 'closed' end
+if hot[4] == false then S.be = nil end
+
+local function lazy(f)
+  if not loaded[f] then
+    S[f] = decode(f, redis.call('HGET', K_STATE, f)); loaded[f] = true
+  end
+  return S[f]
+end
+
+local function set(f, v)
+  S[f] = v; loaded[f] = true; W[f] = v; D[f] = nil
+end
+
+local function del(f)
+  S[f] = nil; loaded[f] = true; W[f] = nil; D[f] = true
+end
+
+-- Config ------------------------------------------------------------------------------------
+local CFG_NAMES = {'failure_rate_threshold', 'minimum_calls', 'window_ms', 'buckets',
+  'consecutive_failures', 'slow_call_rate_threshold', 'open_duration_ms', 'backoff_multiplier',
+  'max_open_duration_ms', 'half_open_max_calls', 'half_open_successes', 'probe_timeout_ms',
+  'idle_ttl_ms'}
+local DEFAULT_CFG = '0.5,10,60000,10,0,1.0,30000,2.0,600000,1,1,10000,604800000'
+
+local function parse_cfg(values)
+  local c = {}
+  for i = 1, 13 do
+    local v = tonumber(values[i])
+    if v == nil then fail(CFG_NAMES[i] .. ' must be a number, got ' .. tostring(values[i])) end
+    c[i] = v
+  end
+  local C = {frt = c[1], min = c[2], win = c[3], nb = c[4], cxn = c[5], srt = c[6],
+             open = c[7], mult = c[8], maxo = c[9], hmax = c[10], hsucc = c[11],
+             probe = c[12], ttl = c[13]}
+  if C.nb < 1 or C.win < C.nb then fail('window_ms must be >= buckets >= 1') end
+  if C.min < 1 or C.hmax < 1 or C.hsucc < 1 then
+    fail('minimum_calls, half_open_max_calls and half_open_successes must be >= 1')
+  end
+  C.bms = math.floor(C.win / C.nb)
+  return C
+end
+
+local function split(s)
+  local out = {}
+  for v in string.gmatch(s, '[^,]+') do out[#out + 1] = v end
+  return out
+end
+
+local C
+
+-- Window ------------------------------------------------------------------------------------
+local function epoch()
+  return math.floor(now / C.bms)
+end
+
+local function clear_ring(nb)
+  for i = 0, nb - 1 do del('r' .. i) end
+end
+
+local function clear_window()
+  set('tc', 0); set('tf', 0); set('ts', 0); set('c0', 0); set('f0', 0); set('s0', 0)
+  set('be', epoch())
+  clear_ring(C.nb)
+end
+
+local function rotate()
+  local E = epoch()
+  if S.be == nil then set('be', E); return end
+  if E <= S.be then return end
+  TOUCH = true
+  if E - S.be >= C.nb then clear_window(); return end
+  local cur = 'r' .. (S.be % C.nb)
+  if S.c0 > 0 then set(cur, S.c0 .. ':' .. S.f0 .. ':' .. S.s0) else del(cur) end
+  local fields = {}
+  for e = S.be - C.nb + 1, E - C.nb do fields[#fields + 1] = 'r' .. (e % C.nb) end
+  if #fields > 0 then
+    local vals = redis.call('HMGET', K_STATE, unpack(fields))
+    local tc, tf, ts = S.tc, S.tf, S.ts
+    for j = 1, #fields do
+      local v = vals[j]
+      if v then
+        local c, f, s = string.match(v, '^(%d+):(%d+):(%d+)$')
+        tc = tc - tonumber(c); tf = tf - tonumber(f); ts = ts - tonumber(s)
+      end
+      del(fields[j])
+    end
+    set('tc', tc); set('tf', tf); set('ts', ts)
+  end
+  set('c0', 0); set('f0', 0); set('s0', 0); set('be', E)
+end
+
+-- Half-open leases: 'id=exp;id=exp' ---------------------------------------------------------
+local function leases()
+  local out = {}
+  for id, exp in string.gmatch(lazy('hl') or '', '([^=;]+)=(%d+)') do
+    out[#out + 1] = {id, tonumber(exp)}
+  end
+  return out
+end
+
+local function store_leases(list)
+  local parts = {}
+  for i = 1, #list do parts[i] = list[i][1] .. '=' .. list[i][2] end
+  set('hl', table.concat(parts, ';'))
+end
+
+local function release(id)
+  local list, kept, found = leases(), {}, false
+  for i = 1, #list do
+    if list[i][1] == id then found = true else kept[#kept + 1] = list[i] end
+  end
+  if found then store_leases(kept) end
+end
+
+-- Transitions: the one place where the state changes ------------------------------------------
+local ALLOWED = {
+  closed = {open = true, forced_open = true, disabled = true, closed = true},
+  open = {half_open = true, forced_open = true, disabled = true, closed = true},
+  half_open = {open = true, closed = true, forced_open = true, disabled = true},
+  forced_open = {closed = true, forced_open = true, disabled = true},
+  disabled = {closed = true, forced_open = true, disabled = true},
+}
+local FORCED = {forced_open = true, disabled = true}
+
+-- kind: 'reset' clears everything; otherwise the target state decides.
+local function transition(to, cause, actor, kind)
+  local from = S.st
+  if not (ALLOWED[from] and ALLOWED[from][to]) then
+    fail('transition ' .. tostring(from) .. ' -> ' .. to .. ' is not allowed')
+  end
+  set('st', to)
+  set('g', S.g + 1)
+  TOUCH = true
+  if FORCED[from] then set('fu', 0); set('fr', ''); set('fa', '') end
+  if to == 'open' then
+    local oc = S.oc + 1
+    local exp = oc - 1
+    if exp > 64 then exp = 64 end
+    local dur = C.open * C.mult ^ exp
+    if dur > C.maxo then dur = C.maxo end
+    set('oc', oc); set('oa', now); set('ou', now + math.floor(dur))
+    clear_window(); set('cx', 0)
+  elseif to == 'half_open' then
+    set('hl', ''); set('hs', 0)
+  elseif to == 'closed' and (from == 'half_open' or kind == 'reset') then
+    clear_window(); set('oc', 0); set('cx', 0); set('hl', ''); set('hs', 0)
+  end
+  set('lt', now); set('lf', from); set('lc', cause); set('la', actor)
+  TRANS[#TRANS + 1] = from .. '>' .. to
+  LAST_CAUSE = cause
+  EVENTS[#EVENTS + 1] = {from, to, cause, actor, S.g, (to == 'open') and S.ou or 0}
+end
+
+-- The steps every script runs first (docs/state-machine.md, "Steps") ---------------------------
+local function begin()
+  if FP ~= nil and FP ~= '' then
+    C = parse_cfg({unpack(ARGV, 5, 17)})
+    if S.fp ~= FP then
+      local old = lazy('cfg')
+      set('fp', FP); set('cfg', table.concat(ARGV, ',', 5, 17))
+      if old then
+        local O = parse_cfg(split(old))
+        if O.win ~= C.win or O.nb ~= C.nb then
+          clear_ring(O.nb); clear_window()
+        end
+      end
+    end
+  else
+    C = parse_cfg(split(lazy('cfg') or DEFAULT_CFG))
+  end
+  if FORCED[S.st] and S.fu > 0 and now >= S.fu then
+    transition('closed', S.st .. ' expired', '')
+  end
+  if S.st == 'open' and now >= S.ou then
+    transition('half_open', 'open_duration elapsed', '')
+  end
+  rotate()
+end
+
+local function save(create)
+  if not EXISTS then
+    if not create then return end
+    set('st', S.st); set('g', S.g)
+    TOUCH = true
+  end
+  if #EVENTS > 0 then
+    local t = redis.call('TYPE', K_EVENTS)
+    t = t.ok or t
+    if t ~= 'none' and t ~= 'stream' then
+      fail('WRONGTYPE ' .. K_EVENTS .. ' holds a ' .. t .. ', not a breaker event stream')
+    end
+  end
+  local args = {}
+  for f, v in pairs(W) do args[#args + 1] = f; args[#args + 1] = v end
+  if #args > 0 then redis.call('HSET', K_STATE, unpack(args)) end
+  local dels = {}
+  for f in pairs(D) do dels[#dels + 1] = f end
+  if #dels > 0 then redis.call('HDEL', K_STATE, unpack(dels)) end
+  for i = 1, #EVENTS do
+    local e = EVENTS[i]
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
+      'cause', e[3], 'actor', e[4], 'gen', e[5])
+    redis.call('PUBLISH', CHANNEL, cjson.encode({service = SERVICE, from = e[1], to = e[2],
+      generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now}))
+  end
+  if TOUCH then
+    redis.call('PEXPIRE', K_STATE, C.ttl)
+    if #EVENTS > 0 then redis.call('PEXPIRE', K_EVENTS, C.ttl) end
+  end
+end
+
+local function reply(lease, retry_at)
+  local fr, fa, live, hs = '', '', 0, 0
+  if FORCED[S.st] then fr = lazy('fr') or ''; fa = lazy('fa') or '' end
+  if S.st == 'half_open' then
+    local list = leases()
+    for i = 1, #list do if list[i][2] > now then live = live + 1 end end
+    hs = lazy('hs')
+  end
+  return {S.st, S.g, now, (S.st == 'open') and S.ou or 0, S.tc, S.tf, S.ts, S.cx, S.fu, fr, fa,
+          S.oc, table.concat(TRANS, ';'), LAST_CAUSE, lease, retry_at, live, hs}
+end

@@ -1,0 +1,24 @@
+-- control.lua: operator actions.
+-- ARGV[18] op: 'trip' | 'disable' | 'reset'   ARGV[19] until (ms, absolute; 0 = no expiry)
+-- ARGV[20] reason   ARGV[21] actor
+-- Returns the reply of docs/state-machine.md.
+
+local op = ARGV[18]
+local untl = num(19, 'until')
+local reason, actor = ARGV[20] or '', ARGV[21] or ''
+if op ~= 'trip' and op ~= 'disable' and op ~= 'reset' then
+  fail("op must be 'trip', 'disable' or 'reset', got " .. tostring(op))
+end
+if untl < 0 then fail('until must be >= 0') end
+
+begin()
+local cause = 'manual ' .. op .. ' by ' .. actor
+if reason ~= '' then cause = cause .. ': ' .. reason end
+if op == 'reset' then
+  transition('closed', cause, actor, 'reset')
+else
+  transition((op == 'trip') and 'forced_open' or 'disabled', cause, actor)
+  set('fu', untl); set('fr', reason); set('fa', actor)
+end
+save(true)
+return reply('', 0)

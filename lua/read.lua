@@ -1,0 +1,16 @@
+-- read.lua: return the snapshot; changes nothing but the lazy expiry of elapsed states and
+-- bucket rotation. ARGV[18] '1' = create nothing when the key does not exist.
+-- Returns the reply of docs/state-machine.md, then: exists (1/0), cfg, fp, last transition
+-- time (ms), from, cause, actor.
+
+begin()
+save(ARGV[18] ~= '1')
+local out = reply('', 0)
+out[#out + 1] = EXISTS and 1 or 0
+out[#out + 1] = lazy('cfg') or ''
+out[#out + 1] = S.fp or ''
+out[#out + 1] = lazy('lt')
+out[#out + 1] = lazy('lf') or ''
+out[#out + 1] = lazy('lc') or ''
+out[#out + 1] = lazy('la') or ''
+return out

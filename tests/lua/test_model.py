@@ -1,0 +1,322 @@
+"""The real Lua scripts against the reference model (`tests/model.py`), step by step.
+
+A hypothesis state machine draws a small config, then random sequences of clock moves,
+outcomes (single and batched, current and stale generations, with and without probe leases),
+acquires, operator actions and reads. Each step runs the script on a real server and the same
+operation on the model, and asserts that all 18 reply fields are equal, that read.lua's extra
+fields match, and that the events stream holds one entry per model transition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+
+from distbreaker._scripts import SCRIPTS
+from model import Cfg, Event, Model, Reply
+
+pytestmark = pytest.mark.redis
+
+SETTINGS = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+FINGERPRINT = "t1"
+T0 = 1_700_000_000_000  # epoch ms: large enough to catch number formatting bugs in Lua
+STREAM_CHECKED = 900  # the stream is trimmed with MAXLEN ~ 1000: compare below that only
+REASONS = ("", "INC-42", "db down, again: 50%")
+ACTORS = ("alice", "ops bot")
+
+CFGS = st.builds(
+    Cfg,
+    failure_rate_threshold=st.sampled_from([0.25, 0.5, 1.0]),
+    minimum_calls=st.integers(1, 5),
+    window_ms=st.integers(1_000, 10_000),
+    buckets=st.integers(1, 5),
+    consecutive_failures=st.integers(0, 3),
+    slow_call_rate_threshold=st.sampled_from([0.5, 1.0]),
+    open_duration_ms=st.integers(100, 2_000),
+    backoff_multiplier=st.one_of(
+        st.sampled_from([1.0, 1.5, 2.0, 3.0]),
+        st.floats(1.0, 3.0, allow_nan=False, allow_infinity=False),
+    ),
+    max_open_duration_ms=st.integers(500, 5_000),
+    half_open_max_calls=st.integers(1, 3),
+    half_open_successes=st.integers(1, 3),
+    probe_timeout_ms=st.integers(50, 1_000),
+    idle_ttl_ms=st.just(86_400_000),
+)
+
+OUTCOMES = {  # name -> (successes, failures, slow)
+    "success": (1, 0, 0),
+    "failure": (0, 1, 0),
+    "slow_success": (1, 0, 1),
+    "slow_failure": (0, 1, 1),
+}
+
+
+def _as_int(value: Any) -> int:
+    """An integer reply field: Lua numbers arrive as ints, some may be decimal strings."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    raise AssertionError(f"expected an integer, got {value!r}")
+
+
+def _as_str(value: Any) -> str:
+    """A string reply field."""
+    if isinstance(value, str):
+        return value
+    raise AssertionError(f"expected a string, got {value!r}")
+
+
+def parse_reply(raw: Sequence[Any]) -> Reply:
+    """The first 18 fields of a script reply, typed like the model's `Reply`."""
+    names = Reply.names()
+    assert isinstance(raw, list), f"reply is not an array: {raw!r}"
+    assert len(raw) >= len(names), f"reply has {len(raw)} fields: {raw!r}"
+    values: dict[str, Any] = {}
+    for name, value in zip(names, raw):
+        kind = Reply.__dataclass_fields__[name].type
+        values[name] = _as_str(value) if kind == "str" else _as_int(value)
+    return Reply(**values)
+
+
+def diff(expected: Reply, actual: Reply) -> str:
+    """A readable field-by-field difference."""
+    return "; ".join(
+        f"{n}: model {getattr(expected, n)!r} != lua {getattr(actual, n)!r}"
+        for n in Reply.names()
+        if getattr(expected, n) != getattr(actual, n)
+    )
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """Drives one fresh breaker key on the server and a `Model` in lock-step."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        super().__init__()
+        self.r = client
+        self.prefix = prefix
+        self.service = f"svc-{uuid.uuid4().hex[:12]}"
+        self.key = f"{prefix}:{{{self.service}}}"
+        self.events_key = f"{self.key}:events"
+        self.channel = f"{prefix}:events"
+        self.now = T0
+        self.model: Model | None = None
+        self.cfg: Cfg | None = None
+        self.leases: list[tuple[str, int]] = []  # every lease granted, with its generation
+        self.did_write = False  # a script other than read.lua ran, so the key exists
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def m(self) -> Model:
+        assert self.model is not None
+        return self.model
+
+    def call(self, name: str, *extra: str) -> list[Any]:
+        """Run script `name` with the test clock, the fixed config and `extra` ARGV."""
+        assert self.cfg is not None
+        script = SCRIPTS[name]
+        argv = [self.service, str(self.now), self.channel, FINGERPRINT, *self.cfg.argv(), *extra]
+        try:
+            reply = self.r.evalsha(script.sha, 2, self.key, self.events_key, *argv)
+        except redis.exceptions.NoScriptError:
+            reply = self.r.eval(script.text, 2, self.key, self.events_key, *argv)
+        assert isinstance(reply, list), f"{name}: {reply!r}"
+        return reply
+
+    def check(self, name: str, raw: list[Any], expected: Reply, events_before: int) -> None:
+        """Compare a reply with the model's, and the stream with the model's transitions."""
+        actual = parse_reply(raw)
+        assert actual == expected, f"{name}: {diff(expected, actual)}"
+        self.check_stream(events_before)
+
+    def check_stream(self, events_before: int) -> None:
+        """XLEN equals the transitions made so far; the new entries equal the model's events."""
+        made = len(self.m.events)
+        if made >= STREAM_CHECKED:
+            return
+        assert self.r.xlen(self.events_key) == made
+        new = made - events_before
+        if new:
+            entries = self.r.xrevrange(self.events_key, count=new)[::-1]
+            for event, (_id, data) in zip(self.m.events[events_before:], entries):
+                assert stream_event(data) == event
+
+    # ------------------------------------------------------------ setup
+
+    @initialize(cfg=CFGS, offset=st.integers(0, 86_400_000))
+    def setup(self, cfg: Cfg, offset: int) -> None:
+        """Draw the config and the starting clock."""
+        self.cfg = cfg
+        self.model = Model(cfg)
+        self.now = T0 + offset
+
+    def teardown(self) -> None:
+        self.r.delete(self.key, self.events_key)
+
+    # ------------------------------------------------------------ clock
+
+    @rule(data=st.data())
+    def advance(self, data: st.DataObject) -> None:
+        """Move the clock: small steps, any step up to 3 windows, an edge, or backwards."""
+        assert self.cfg is not None
+        kind = data.draw(
+            st.sampled_from(["small", "small", "any", "edge", "edge", "back"]), label="kind"
+        )
+        if kind == "small":
+            self.now += data.draw(st.integers(0, 60), label="dt")
+        elif kind == "any":
+            self.now += data.draw(st.integers(0, 3 * self.cfg.window_ms), label="dt")
+        elif kind == "back":
+            self.now -= data.draw(st.integers(1, self.cfg.bucket_ms), label="back")
+        else:
+            target = data.draw(st.sampled_from(self.edges()), label="edge")
+            self.now = max(self.now, target + data.draw(st.sampled_from([-1, 0, 0, 1]), "off"))
+
+    def edges(self) -> list[int]:
+        """Interesting future instants: open_until, forced until, lease expiries, bucket edges."""
+        assert self.cfg is not None
+        m, bucket = self.m, self.cfg.bucket_ms
+        edges = [(self.now // bucket + k) * bucket for k in (1, 2, self.cfg.buckets)]
+        if m.st == "open":
+            edges.append(m.ou)
+        if m.fu:
+            edges.append(m.fu)
+        edges.extend(m.hl.values())
+        return [e for e in edges if e >= self.now] or [self.now]
+
+    # ------------------------------------------------------------ record
+
+    def pick(self, data: st.DataObject, gen_mode: str) -> tuple[int, str]:
+        """The (generation, lease) of an outcome: a granted lease carries its own generation."""
+        if self.leases and data.draw(st.booleans(), label="with lease"):
+            lease, gen = data.draw(st.sampled_from(self.leases), label="lease")
+            return gen, lease
+        g = self.m.g
+        return (g - 1 if gen_mode == "stale" and g > 0 else g), ""
+
+    def do_record(self, gen: int, successes: int, failures: int, slow: int, lease: str) -> None:
+        before = len(self.m.events)
+        raw = self.call("record", str(gen), str(successes), str(failures), str(slow), lease)
+        self.did_write = True
+        expected = self.m.record(self.now, gen, successes, failures, slow, lease)
+        self.check("record", raw, expected, before)
+
+    @rule(
+        outcome=st.sampled_from(sorted(OUTCOMES)),
+        gen_mode=st.sampled_from(["current", "current", "stale"]),
+        data=st.data(),
+    )
+    def record_one(self, outcome: str, gen_mode: str, data: st.DataObject) -> None:
+        """Record one success, failure, slow success or slow failure."""
+        gen, lease = self.pick(data, gen_mode)
+        self.do_record(gen, *OUTCOMES[outcome], lease)
+
+    @rule(
+        successes=st.integers(0, 3),
+        failures=st.integers(0, 3),
+        gen_mode=st.sampled_from(["current", "current", "stale"]),
+        data=st.data(),
+    )
+    def record_batch(
+        self, successes: int, failures: int, gen_mode: str, data: st.DataObject
+    ) -> None:
+        """Record a small batch, some of it slow."""
+        slow = data.draw(st.integers(0, successes + failures), label="slow")
+        gen, lease = self.pick(data, gen_mode)
+        self.do_record(gen, successes, failures, slow, lease)
+
+    # ------------------------------------------------------------ acquire, control, read
+
+    @rule()
+    def acquire(self) -> None:
+        """Ask for admission (a probe lease in half_open)."""
+        before = len(self.m.events)
+        raw = self.call("acquire")
+        self.did_write = True
+        expected = self.m.acquire(self.now)
+        self.check("acquire", raw, expected, before)
+        if expected.lease:
+            self.leases.append((expected.lease, expected.generation))
+
+    @rule(
+        op=st.sampled_from(["trip", "disable"]),
+        until=st.one_of(st.just(0), st.integers(-200, 20_000)),
+        reason=st.sampled_from(REASONS),
+        actor=st.sampled_from(ACTORS),
+    )
+    def force(self, op: str, until: int, reason: str, actor: str) -> None:
+        """Trip or disable, forever (0) or until an absolute time (possibly already past)."""
+        until_ms = 0 if until == 0 else self.now + until
+        self.do_control(op, until_ms, reason, actor)
+
+    @rule(reason=st.sampled_from(REASONS), actor=st.sampled_from(ACTORS))
+    def reset(self, reason: str, actor: str) -> None:
+        """Reset to closed with an empty window."""
+        self.do_control("reset", 0, reason, actor)
+
+    def do_control(self, op: str, until_ms: int, reason: str, actor: str) -> None:
+        before = len(self.m.events)
+        raw = self.call("control", op, str(until_ms), reason, actor)
+        self.did_write = True
+        expected = self.m.control(self.now, op, until_ms, reason, actor)
+        self.check("control", raw, expected, before)
+
+    @rule()
+    def read(self) -> None:
+        """Read the snapshot (creating nothing), and check read.lua's extra fields."""
+        assert self.cfg is not None
+        before = len(self.m.events)
+        raw = self.call("read", "1")
+        expected = self.m.read(self.now)
+        self.check("read", raw, expected, before)
+        m = self.m
+        assert len(raw) == 25, f"read: {len(raw)} fields: {raw!r}"
+        exists, cfg, fp, lt, lf, lc, la = raw[18:25]
+        assert _as_int(exists) == int(self.did_write), f"read: exists {exists!r}"
+        if self.did_write:
+            assert (cfg, fp) == (",".join(self.cfg.argv()), FINGERPRINT)
+        if m.lt is None:
+            assert (lt, lf, lc, la) in (("", "", "", ""), (0, "", "", "")), (lt, lf, lc, la)
+        else:
+            assert (_as_int(lt), lf, lc, la) == (m.lt, m.lf, m.lc, m.la)
+
+
+def stream_event(data: dict[str, str]) -> Event:
+    """An events-stream entry as an `Event`."""
+    return Event(
+        ts=int(data["ts"]),
+        from_=data["from"],
+        to=data["to"],
+        cause=data["cause"],
+        actor=data["actor"],
+        gen=int(data["gen"]),
+    )
+
+
+def test_scripts_match_model(redis_url: str, prefix: str) -> None:
+    """Every reply of the four scripts equals the reference model's, over random sequences."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    class Machine(BreakerMachine):
+        def __init__(self) -> None:
+            super().__init__(client, prefix)
+
+    try:
+        run_state_machine_as_test(Machine, settings=SETTINGS)
+    finally:
+        client.close()

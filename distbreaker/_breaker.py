@@ -25,13 +25,12 @@ from ._core import (
     classify,
     decode_snapshot,
     keys_for,
-    script_args,
     text,
     validate_prefix,
     validate_service,
 )
 from ._model import Snapshot, State
-from ._scripts import SCRIPTS, run
+from ._scripts import SCRIPTS, LuaScript, run
 from .errors import CircuitOpenError, RedisUnavailableError, translate
 
 __all__ = ["Breaker"]
@@ -42,7 +41,7 @@ Permit = tuple[int, str] | None  # (generation, lease id); None = admitted witho
 
 log = logging.getLogger("distbreaker")
 
-_RECORD, _ACQUIRE = SCRIPTS["record"], SCRIPTS["acquire"]
+_RECORD, _ACQUIRE, _CONTROL, _READ = (SCRIPTS[n] for n in ("record", "acquire", "control", "read"))
 _ADMITTED = (State.CLOSED, State.DISABLED)
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 2.0
 
@@ -91,7 +90,9 @@ class Breaker:
         self._key_list = (self._keys.state, self._keys.events)
         self._test_clock = clock
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
-        self._static_args = script_args(self.service, self._keys.channel, self.config, None)
+        self._fingerprint = self.config.fingerprint
+        self._config_args = list(self.config._lua)
+        self._config_sent = False  # the first call stores our config; later ones send only its hash
         self._view = View(self.config.max_staleness)  # type: ignore[arg-type]
         self._local = threading.local()
         self._slow = self.config.slow_call_duration
@@ -103,11 +104,15 @@ class Breaker:
         return f"Breaker({self.service!r}, state={self._view.state or 'unknown'})"
 
     # -- Redis -------------------------------------------------------------------------------
-    def _args(self, extra: list[str]) -> list[str]:
-        if self._test_clock is None:
-            return self._static_args + extra
-        now_ms = round(self._test_clock() * 1000)
-        return script_args(self.service, self._keys.channel, self.config, now_ms) + extra
+    def _eval(self, script: LuaScript, extra: list[str]) -> Any:
+        """Run `script` on this breaker's keys; raises redis errors untranslated."""
+        now = "" if self._test_clock is None else str(round(self._test_clock() * 1000))
+        args = [now, self._fingerprint, *extra]
+        if not self._config_sent:
+            reply = run(self.redis, script, self._key_list, args + self._config_args)
+            self._config_sent = True
+            return reply
+        return run(self.redis, script, self._key_list, args, self._config_args)
 
     def _failed(self, exc: RedisError, now: float) -> None:
         """Handle a Redis error on the call path: back off on outages, raise anything else."""
@@ -144,7 +149,7 @@ class Breaker:
         if now < self._down_until:
             return self._degraded(now)
         try:
-            reply = run(self.redis, _ACQUIRE, self._key_list, self._args([]))
+            reply = self._eval(_ACQUIRE, [])
         except RedisError as exc:
             self._failed(exc, now)
             return self._degraded(now)
@@ -171,7 +176,7 @@ class Breaker:
         if now < self._down_until:
             return
         try:
-            reply = run(self.redis, _RECORD, self._key_list, self._args([str(gen), *counts, lease]))
+            reply = self._eval(_RECORD, [str(gen), *counts, lease])
         except RedisError as exc:
             self._failed(exc, now)
             return
@@ -236,8 +241,7 @@ class Breaker:
     def _control(self, op: str, until_ms: int, reason: str, actor: str | None) -> Snapshot:
         reason, actor = _ops.check_reason(reason), _ops.actor_or_default(actor)
         try:
-            reply = run(self.redis, SCRIPTS["control"], self._key_list,
-                        self._args([op, str(until_ms), reason, actor]))
+            reply = self._eval(_CONTROL, [op, str(until_ms), reason, actor])
         except RedisError as exc:
             raise translate(exc, self.service) from exc
         self._view.update(reply, self._clock())
@@ -246,7 +250,7 @@ class Breaker:
     def snapshot(self) -> Snapshot:
         """Read the shared state from Redis (one round trip)."""
         try:
-            reply = run(self.redis, SCRIPTS["read"], self._key_list, self._args(["1"]))
+            reply = self._eval(_READ, ["1"])
         except RedisError as exc:
             raise translate(exc, self.service) from exc
         self._view.update(reply, self._clock())

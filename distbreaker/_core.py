@@ -69,12 +69,13 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def script_args(service: str, channel: str, config: BreakerConfig | None, now_ms: int | None) -> list[str]:
-    """ARGV 1..17: service, now override, channel, fingerprint and config (or none)."""
-    now = "" if now_ms is None else str(now_ms)
-    if config is None:
-        return [service, now, channel, "", *([""] * 13)]
-    return [service, now, channel, config.fingerprint, *config._lua]
+def script_args(config: BreakerConfig | None, now_ms: int | None, extra: Sequence[str]) -> list[str]:
+    """ARGV of a script call: now override ('' = server time), fingerprint, the script's own args.
+
+    The 13 config values (`config._lua`) are appended only when the script needs them
+    (first call, or after it answered NOCONFIG); see docs/state-machine.md.
+    """
+    return ["" if now_ms is None else str(now_ms), "" if config is None else config.fingerprint, *extra]
 
 
 def _s(ms: Any) -> float | None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
+import redis
+from redis.exceptions import NoScriptError, ResponseError
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -51,19 +53,62 @@ def _load() -> dict[str, LuaScript]:
 
 SCRIPTS: dict[str, LuaScript] = _load()
 
+# redis-py < 5.1 requires a command name in get_connection(); newer ones deprecate passing it.
+_param = inspect.signature(redis.ConnectionPool.get_connection).parameters.get("command_name")
+_GET_CONNECTION_ARGS: tuple[str, ...] = (
+    ("EVALSHA",) if _param is not None and _param.default is inspect.Parameter.empty else ())
+
 
 def source(name: str) -> str:
     """Return the full text of script `name` (library included)."""
     return SCRIPTS[name].text.decode()
 
 
-def run(client: Any, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+def _connection_path(client: Any) -> Any:
+    """The pool to use for the lean path, or None to go through `client.execute_command`."""
+    if type(client) is not redis.Redis:  # pipelines, clusters, subclasses: their own routing
+        return None
+    return client.connection_pool
+
+
+def _execute(client: Any, *command: Any) -> Any:
+    """Send one command on a pooled connection and read its reply.
+
+    The same wire exchange as `client.execute_command`, without redis-py's per-command retry
+    and instrumentation layers: the breaker has its own budget and backoff, and a retry here
+    would multiply the delay a hung Redis adds to a protected call.
+    """
+    pool = _connection_path(client)
+    if pool is None:
+        return client.execute_command(*command)
+    conn = pool.get_connection(*_GET_CONNECTION_ARGS)
+    try:
+        conn.send_command(*command)
+        return conn.read_response()
+    except ResponseError:
+        raise  # an error reply: the connection is fine
+    except BaseException:
+        conn.disconnect()  # timeout, reset, interrupt mid-reply: never reuse it
+        raise
+    finally:
+        pool.release(conn)
+
+
+def run(client: Any, script: LuaScript, keys: Sequence[str], args: Sequence[Any],
+        config: Sequence[str] | None = None) -> Any:
     """EVALSHA `script`; on NOSCRIPT (restart, failover, SCRIPT FLUSH) run EVAL with its text.
 
     EVAL also caches the script, so the next EVALSHA finds it; EVAL itself cannot answer
-    NOSCRIPT, so no flush storm can leak the error to the caller.
+    NOSCRIPT, so no flush storm can leak the error to the caller. When the script answers
+    NOCONFIG (its stored config fingerprint differs) and `config` is given, the call is
+    repeated once with the config values appended.
     """
     try:
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    except NoScriptError:
-        return client.execute_command("EVAL", script.text, len(keys), *keys, *args)
+        try:
+            return _execute(client, "EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return _execute(client, "EVAL", script.text, len(keys), *keys, *args)
+    except ResponseError as exc:
+        if config is None or "NOCONFIG" not in str(exc):
+            raise
+    return run(client, script, keys, [*args, *config])

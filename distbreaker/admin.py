@@ -41,7 +41,7 @@ class Admin:
         keys = keys_for(self.prefix, validate_service(service))
         try:
             return run(self.redis, SCRIPTS[name], (keys.state, keys.events),
-                       script_args(service, keys.channel, None, None) + extra)
+                       script_args(None, None, extra))
         except RedisError as exc:
             raise translate(exc, service) from exc
 

@@ -3,12 +3,14 @@
 --
 -- KEYS[1]  <prefix>:{<service>}          hash: the breaker
 -- KEYS[2]  <prefix>:{<service>}:events   stream: transitions
--- ARGV[1]  service          ARGV[2] now (ms, '' = TIME)   ARGV[3] pub/sub channel
--- ARGV[4]  config fingerprint ('' = use the stored config)   ARGV[5..17] config values
+-- ARGV[1]  now (ms; '' = TIME)   ARGV[2] config fingerprint ('' = none: stored config or defaults)
+-- ARGV[3 .. 2+NOP]  the script's own arguments (NOP of them)
+-- ARGV[3+NOP .. 15+NOP]  the 13 config values, optional: sent only when the stored fingerprint
+--                        differs (the script answers 'distbreaker: NOCONFIG' otherwise)
 -- Time is in integer milliseconds in these scripts.
 
 local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
-local SERVICE, CHANNEL, FP = ARGV[1], ARGV[3], ARGV[4]
+local FP = ARGV[2] or ''
 
 local function fail(msg)
   error({err = 'ERR distbreaker: ' .. msg})
@@ -21,19 +23,23 @@ local function num(i, name)
 end
 
 local now
-if ARGV[2] ~= nil and ARGV[2] ~= '' then
-  now = num(2, 'now')
+if ARGV[1] ~= nil and ARGV[1] ~= '' then
+  now = num(1, 'now')
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Hot fields, read with one HMGET on every call. Others are read lazily (lazy()).
-local HOT = {'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fp', 'fu', 'oc'}
-local NUMERIC = {g = 1, ou = 1, be = 1, tc = 1, tf = 1, ts = 1, c0 = 1, f0 = 1, s0 = 1, cx = 1,
-                 fu = 1, oc = 1, oa = 1, hs = 1, hn = 1, lt = 1}
-local S = {}        -- field -> current value (numbers for NUMERIC fields)
-local loaded = {}   -- field -> true once read
+-- One HMGET of the hot fields (state, window totals, the config the hot path needs).
+local h = redis.call('HMGET', K_STATE, 'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0',
+  'cx', 'fu', 'oc', 'fp', 'qb', 'qn', 'qr', 'qm', 'qc', 'qs')
+local EXISTS = h[1] ~= false
+local S = {st = h[1] or 'closed', g = tonumber(h[2]) or 0, ou = tonumber(h[3]) or 0,
+  be = tonumber(h[4]), tc = tonumber(h[5]) or 0, tf = tonumber(h[6]) or 0,
+  ts = tonumber(h[7]) or 0, c0 = tonumber(h[8]) or 0, f0 = tonumber(h[9]) or 0,
+  s0 = tonumber(h[10]) or 0, cx = tonumber(h[11]) or 0, fu = tonumber(h[12]) or 0,
+  oc = tonumber(h[13]) or 0, fp = h[14] or nil}
+local loaded = {}   -- lazily read fields
 local W = {}        -- fields to HSET
 local D = {}        -- fields to HDEL
 local EVENTS = {}   -- transitions to XADD / PUBLISH on save
@@ -41,23 +47,13 @@ local TRANS = {}    -- 'from>to' made by this call
 local LAST_CAUSE = ''
 local TOUCH = false -- refresh the idle TTL on save
 
-local function decode(f, v)
-  if NUMERIC[f] then return tonumber(v) or 0 end
-  if v == false then return nil end
-  return v
-end
-
-local hot = redis.call('HMGET', K_STATE, unpack(HOT))
-local EXISTS = hot[1] ~= false
-for i = 1, #HOT do
-  S[HOT[i]] = decode(HOT[i], hot[i]); loaded[HOT[i]] = true
-end
-if S.st == nil then S.st = 'closed' end
-if hot[4] == false then S.be = nil end
+local LAZY_NUMERIC = {oa = true, hs = true, hn = true, lt = true}
 
 local function lazy(f)
   if not loaded[f] then
-    S[f] = decode(f, redis.call('HGET', K_STATE, f)); loaded[f] = true
+    local v = redis.call('HGET', K_STATE, f)
+    if LAZY_NUMERIC[f] then v = tonumber(v) or 0 elseif v == false then v = nil end
+    S[f] = v; loaded[f] = true
   end
   return S[f]
 end
@@ -71,6 +67,7 @@ local function del(f)
 end
 
 -- Config ------------------------------------------------------------------------------------
+-- C holds what the hot path needs; full() adds the rest, parsed only when a rare path needs it.
 local CFG_NAMES = {'failure_rate_threshold', 'minimum_calls', 'window_ms', 'buckets',
   'consecutive_failures', 'slow_call_rate_threshold', 'open_duration_ms', 'backoff_multiplier',
   'max_open_duration_ms', 'half_open_max_calls', 'half_open_successes', 'probe_timeout_ms',
@@ -84,15 +81,13 @@ local function parse_cfg(values)
     if v == nil then fail(CFG_NAMES[i] .. ' must be a number, got ' .. tostring(values[i])) end
     c[i] = v
   end
-  local C = {frt = c[1], min = c[2], win = c[3], nb = c[4], cxn = c[5], srt = c[6],
-             open = c[7], mult = c[8], maxo = c[9], hmax = c[10], hsucc = c[11],
-             probe = c[12], ttl = c[13]}
-  if C.nb < 1 or C.win < C.nb then fail('window_ms must be >= buckets >= 1') end
-  if C.min < 1 or C.hmax < 1 or C.hsucc < 1 then
+  if c[4] < 1 or c[3] < c[4] then fail('window_ms must be >= buckets >= 1') end
+  if c[2] < 1 or c[10] < 1 or c[11] < 1 then
     fail('minimum_calls, half_open_max_calls and half_open_successes must be >= 1')
   end
-  C.bms = math.floor(C.win / C.nb)
-  return C
+  return {frt = c[1], min = c[2], nb = c[4], cxn = c[5], srt = c[6], bms = math.floor(c[3] / c[4]),
+    open = c[7], mult = c[8], maxo = c[9], hmax = c[10], hsucc = c[11], probe = c[12], ttl = c[13],
+    full = true}
 end
 
 local function split(s)
@@ -102,6 +97,16 @@ local function split(s)
 end
 
 local C
+
+local function full()
+  if not C.full then
+    local F = parse_cfg(split(lazy('cfg') or DEFAULT_CFG))
+    for k, v in pairs(C) do F[k] = v end
+    F.full = true
+    C = F
+  end
+  return C
+end
 
 -- Window ------------------------------------------------------------------------------------
 local function epoch()
@@ -168,21 +173,22 @@ local function release(id)
 end
 
 -- Transitions: the one place where the state changes ------------------------------------------
-local ALLOWED = {
-  closed = {open = true, forced_open = true, disabled = true, closed = true},
-  open = {half_open = true, forced_open = true, disabled = true, closed = true},
-  half_open = {open = true, closed = true, forced_open = true, disabled = true},
-  forced_open = {closed = true, forced_open = true, disabled = true},
-  disabled = {closed = true, forced_open = true, disabled = true},
-}
 local FORCED = {forced_open = true, disabled = true}
 
 -- kind: 'reset' clears everything; otherwise the target state decides.
 local function transition(to, cause, actor, kind)
   local from = S.st
-  if not (ALLOWED[from] and ALLOWED[from][to]) then
+  local allowed = {
+    closed = {open = true, forced_open = true, disabled = true, closed = true},
+    open = {half_open = true, forced_open = true, disabled = true, closed = true},
+    half_open = {open = true, closed = true, forced_open = true, disabled = true},
+    forced_open = {closed = true, forced_open = true, disabled = true},
+    disabled = {closed = true, forced_open = true, disabled = true},
+  }
+  if not (allowed[from] and allowed[from][to]) then
     fail('transition ' .. tostring(from) .. ' -> ' .. to .. ' is not allowed')
   end
+  full()
   set('st', to)
   set('g', S.g + 1)
   TOUCH = true
@@ -207,21 +213,27 @@ local function transition(to, cause, actor, kind)
 end
 
 -- The steps every script runs first (docs/state-machine.md, "Steps") ---------------------------
-local function begin()
-  if FP ~= nil and FP ~= '' then
-    C = parse_cfg({unpack(ARGV, 5, 17)})
-    if S.fp ~= FP then
-      local old = lazy('cfg')
-      set('fp', FP); set('cfg', table.concat(ARGV, ',', 5, 17))
-      if old then
-        local O = parse_cfg(split(old))
-        if O.win ~= C.win or O.nb ~= C.nb then
-          clear_ring(O.nb); clear_window()
-        end
+local function begin(nop)
+  local base = 2 + nop
+  if ARGV[base + 13] ~= nil then
+    -- config given: authoritative for this call, stored when the fingerprint changed
+    C = parse_cfg({unpack(ARGV, base + 1, base + 13)})
+    if FP ~= '' and S.fp ~= FP then
+      local ob, on = tonumber(h[15]), tonumber(h[16])
+      set('fp', FP); set('cfg', table.concat(ARGV, ',', base + 1, base + 13))
+      set('qb', C.bms); set('qn', C.nb); set('qr', ARGV[base + 1]); set('qm', C.min)
+      set('qc', C.cxn); set('qs', ARGV[base + 6])
+      if ob and (ob ~= C.bms or on ~= C.nb) then
+        clear_ring(on); clear_window()
       end
     end
+  elseif FP ~= '' and S.fp ~= FP then
+    fail('NOCONFIG')
+  elseif h[15] then
+    C = {bms = tonumber(h[15]), nb = tonumber(h[16]), frt = tonumber(h[17]),
+         min = tonumber(h[18]), cxn = tonumber(h[19]), srt = tonumber(h[20])}
   else
-    C = parse_cfg(split(lazy('cfg') or DEFAULT_CFG))
+    C = parse_cfg(split(DEFAULT_CFG))
   end
   if FORCED[S.st] and S.fu > 0 and now >= S.fu then
     transition('closed', S.st .. ' expired', '')
@@ -251,16 +263,20 @@ local function save(create)
   local dels = {}
   for f in pairs(D) do dels[#dels + 1] = f end
   if #dels > 0 then redis.call('HDEL', K_STATE, unpack(dels)) end
-  for i = 1, #EVENTS do
-    local e = EVENTS[i]
-    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
-      'cause', e[3], 'actor', e[4], 'gen', e[5])
-    redis.call('PUBLISH', CHANNEL, cjson.encode({service = SERVICE, from = e[1], to = e[2],
-      generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now}))
+  if #EVENTS > 0 then
+    local prefix, service = string.match(K_STATE, '^(.*):{([^{}]*)}$')
+    for i = 1, #EVENTS do
+      local e = EVENTS[i]
+      redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
+        'cause', e[3], 'actor', e[4], 'gen', e[5])
+      redis.call('PUBLISH', prefix .. ':events', cjson.encode({service = service, from = e[1],
+        to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now}))
+    end
   end
   if TOUCH then
-    redis.call('PEXPIRE', K_STATE, C.ttl)
-    if #EVENTS > 0 then redis.call('PEXPIRE', K_EVENTS, C.ttl) end
+    local ttl = full().ttl
+    redis.call('PEXPIRE', K_STATE, ttl)
+    if #EVENTS > 0 then redis.call('PEXPIRE', K_EVENTS, ttl) end
   end
 end
 

@@ -1,9 +1,9 @@
 -- acquire.lua: move open -> half_open when open_until has passed; grant a probe lease when
--- fewer than half_open_max_calls are live. No ARGV after the config.
+-- fewer than half_open_max_calls are live. No arguments of its own; ARGV[3..15] config (optional).
 -- Returns the reply of docs/state-machine.md; field 15 is the lease id ('' = none),
 -- field 16 the time (ms) a denied caller may try again (0 = unknown).
 
-begin()
+begin(0)
 local lease, retry_at = '', 0
 if S.st == 'open' then
   retry_at = S.ou
@@ -18,6 +18,7 @@ elseif S.st == 'half_open' then
       if earliest == nil or list[i][2] < earliest then earliest = list[i][2] end
     end
   end
+  full()
   if #live < C.hmax then
     local hn = lazy('hn') + 1
     set('hn', hn)

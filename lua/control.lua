@@ -1,17 +1,17 @@
 -- control.lua: operator actions.
--- ARGV[18] op: 'trip' | 'disable' | 'reset'   ARGV[19] until (ms, absolute; 0 = no expiry)
--- ARGV[20] reason   ARGV[21] actor
+-- ARGV[3] op: 'trip' | 'disable' | 'reset'   ARGV[4] until (ms, absolute; 0 = no expiry)
+-- ARGV[5] reason   ARGV[6] actor   ARGV[7..19] config (optional)
 -- Returns the reply of docs/state-machine.md.
 
-local op = ARGV[18]
-local untl = num(19, 'until')
-local reason, actor = ARGV[20] or '', ARGV[21] or ''
+local op = ARGV[3]
+local untl = num(4, 'until')
+local reason, actor = ARGV[5] or '', ARGV[6] or ''
 if op ~= 'trip' and op ~= 'disable' and op ~= 'reset' then
   fail("op must be 'trip', 'disable' or 'reset', got " .. tostring(op))
 end
 if untl < 0 then fail('until must be >= 0') end
 
-begin()
+begin(4)
 local cause = 'manual ' .. op .. ' by ' .. actor
 if reason ~= '' then cause = cause .. ': ' .. reason end
 if op == 'reset' then

@@ -1,10 +1,11 @@
 -- read.lua: return the snapshot; changes nothing but the lazy expiry of elapsed states and
--- bucket rotation. ARGV[18] '1' = create nothing when the key does not exist.
+-- bucket rotation. ARGV[3] '1' = create nothing when the key does not exist;
+-- ARGV[4..16] config (optional).
 -- Returns the reply of docs/state-machine.md, then: exists (1/0), cfg, fp, last transition
 -- time (ms), from, cause, actor.
 
-begin()
-save(ARGV[18] ~= '1')
+begin(1)
+save(ARGV[3] ~= '1')
 local out = reply('', 0)
 out[#out + 1] = EXISTS and 1 or 0
 out[#out + 1] = lazy('cfg') or ''

@@ -1,16 +1,17 @@
 -- record.lua: add outcomes to the window, evaluate transitions, release a probe lease.
--- ARGV[18] generation the outcome was admitted under   ARGV[19] successes   ARGV[20] failures
--- ARGV[21] how many of those were slow                  ARGV[22] lease id ('' = none)
+-- ARGV[3] generation the outcome was admitted under   ARGV[4] successes   ARGV[5] failures
+-- ARGV[6] how many of those were slow                  ARGV[7] lease id ('' = none)
+-- ARGV[8..20] config (optional, see _lib.lua)
 -- Returns the reply of docs/state-machine.md ("Reply").
 
-local gen = num(18, 'generation')
-local ns, nf, nslow = num(19, 'successes'), num(20, 'failures'), num(21, 'slow')
-local lease = ARGV[22] or ''
+local gen = num(3, 'generation')
+local ns, nf, nslow = num(4, 'successes'), num(5, 'failures'), num(6, 'slow')
+local lease = ARGV[7] or ''
 if ns < 0 or nf < 0 or nslow < 0 or nslow > ns + nf then
   fail('successes, failures and slow must be >= 0, slow <= successes + failures')
 end
 
-begin()
+begin(5)
 if lease ~= '' then release(lease) end
 
 if gen == S.g then
@@ -41,7 +42,7 @@ if gen == S.g then
     elseif ns > 0 then
       local hs = lazy('hs') + ns
       set('hs', hs)
-      if hs >= C.hsucc then transition('closed', hs .. ' probes succeeded', '') end
+      if hs >= full().hsucc then transition('closed', hs .. ' probes succeeded', '') end
     end
   end
 end

@@ -36,7 +36,7 @@ FORCED_STATES = (FORCED_OPEN, DISABLED)
 
 @dataclass(frozen=True, slots=True)
 class Cfg:
-    """The 13 config values of ARGV 5..17, in the spec's units (ms for every duration)."""
+    """The 13 config values, in the spec's order and units (ms for every duration)."""
 
     failure_rate_threshold: float
     minimum_calls: int
@@ -58,13 +58,17 @@ class Cfg:
         return self.window_ms // self.buckets
 
     def argv(self) -> list[str]:
-        """ARGV 5..17 as the client passes them: ints as decimals, floats with `repr()`."""
+        """The 13 config ARGV as the client passes them: ints as decimals, floats with `repr()`."""
         return [repr(v) if isinstance(v, float) else str(v) for v in astuple(self)]
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The 18 fields every script returns, in the spec's order."""
+    """The 18 fields every script returns, in the spec's order.
+
+    `leases` and `half_open_successes` describe the half-open probes: both are 0 in any other
+    state, and `leases` counts only leases that have not expired (`exp > now`).
+    """
 
     state: str
     generation: int
@@ -108,8 +112,9 @@ class Model:
     """One breaker: the hash fields of the spec as attributes, and the operations on them.
 
     Attribute names are the hash field names. The ring of finished buckets `r<i>` is the dict
-    `ring` (slot -> (calls, failures, slow)); the live leases `hl` are the ordered dict `hl`
-    (lease id -> expiry ms); `be`, `lt`, `lf`, `lc`, `la` are `None` while absent.
+    `ring` (slot -> (calls, failures, slow)); the half-open leases `hl` are the ordered dict
+    `hl` (lease id -> expiry ms; expired ones stay until `acquire` drops them); `be`, `lt`,
+    `lf`, `lc`, `la` are `None` while absent.
     `events` lists every transition made (the stream, untrimmed); `exists` tells whether the
     key has been created (every script but `read` creates it).
 
@@ -144,10 +149,10 @@ class Model:
     la: str | None = None
     exists: bool = False
     events: list[Event] = field(default_factory=list)
-    # Scratch of the current script call.
-    now: int = 0
-    _moves: list[str] = field(default_factory=list)
-    _cause: str = ""
+    # Scratch of the current script call: its clock, its transitions and the last cause.
+    now: int = field(default=0, init=False)
+    _moves: list[str] = field(default_factory=list, init=False, repr=False)
+    _cause: str = field(default="", init=False, repr=False)
 
     # ---------------------------------------------------------------- scripts
 
@@ -229,7 +234,7 @@ class Model:
         return self._reply()
 
     def read(self, now_ms: int) -> Reply:
-        """read.lua (called with ARGV 18 = "1"): expiry and rotation only.
+        """read.lua (called with its ARGV 3 = "1"): expiry and rotation only.
 
         When the key does not exist nothing is written, so the rotation is not kept.
         """
@@ -329,14 +334,13 @@ class Model:
             self.hl.pop(lease, None)
 
     def _open_duration(self) -> int:
-        """Backoff: `floor(min(open_duration * multiplier ^ (oc - 1), max_open_duration))`."""
+        """Backoff: `floor(min(open * multiplier ^ min(oc - 1, 64), max_open_duration))`."""
         cfg = self.cfg
-        return math.floor(
-            min(
-                cfg.open_duration_ms * cfg.backoff_multiplier ** (self.oc - 1),
-                cfg.max_open_duration_ms,
-            )
-        )
+        try:
+            grown = cfg.open_duration_ms * cfg.backoff_multiplier ** min(self.oc - 1, 64)
+        except OverflowError:  # Lua's `^` gives inf here, which min() then caps
+            grown = math.inf
+        return math.floor(min(grown, cfg.max_open_duration_ms))
 
     def _transition(
         self,
@@ -396,6 +400,16 @@ class Model:
             cause=self._cause,
             lease=lease,
             retry_at=retry_at,
-            leases=len(self.hl),
-            half_open_successes=self.hs,
+            leases=self._live_leases(),
+            half_open_successes=self.hs if self.st == HALF_OPEN else 0,
         )
+
+    def _live_leases(self) -> int:
+        """Reply field 17: leases with `exp > now` while `half_open`, else 0.
+
+        The spec leaves `hl` (and `hs`) in place when half_open is left for a forced state,
+        and only `acquire` prunes expired leases; the reply counts what is live right now.
+        """
+        if self.st != HALF_OPEN:
+            return 0
+        return sum(1 for exp in self.hl.values() if exp > self.now)

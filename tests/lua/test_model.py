@@ -17,7 +17,13 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from distbreaker._scripts import SCRIPTS
 from model import Cfg, Event, Model, Reply
@@ -25,8 +31,8 @@ from model import Cfg, Event, Model, Reply
 pytestmark = pytest.mark.redis
 
 SETTINGS = settings(
-    max_examples=150,
-    stateful_step_count=40,
+    max_examples=500,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -57,6 +63,8 @@ CFGS = st.builds(
     idle_ttl_ms=st.just(86_400_000),
 )
 
+STR_FIELDS = frozenset({"state", "reason", "actor", "transitions", "cause", "lease"})
+
 OUTCOMES = {  # name -> (successes, failures, slow)
     "success": (1, 0, 0),
     "failure": (0, 1, 0),
@@ -86,10 +94,10 @@ def parse_reply(raw: Sequence[Any]) -> Reply:
     names = Reply.names()
     assert isinstance(raw, list), f"reply is not an array: {raw!r}"
     assert len(raw) >= len(names), f"reply has {len(raw)} fields: {raw!r}"
-    values: dict[str, Any] = {}
-    for name, value in zip(names, raw):
-        kind = Reply.__dataclass_fields__[name].type
-        values[name] = _as_str(value) if kind == "str" else _as_int(value)
+    values = {
+        name: _as_str(value) if name in STR_FIELDS else _as_int(value)
+        for name, value in zip(names, raw)
+    }
     return Reply(**values)
 
 
@@ -149,12 +157,13 @@ class BreakerMachine(RuleBasedStateMachine):
         made = len(self.m.events)
         if made >= STREAM_CHECKED:
             return
-        assert self.r.xlen(self.events_key) == made
+        length = self.r.xlen(self.events_key)
+        assert length == made, f"stream: {length} entries, the model made {made} transitions"
         new = made - events_before
         if new:
             entries = self.r.xrevrange(self.events_key, count=new)[::-1]
             for event, (_id, data) in zip(self.m.events[events_before:], entries):
-                assert stream_event(data) == event
+                assert stream_event(data) == event, f"stream entry {data!r} != model {event}"
 
     # ------------------------------------------------------------ setup
 
@@ -166,6 +175,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.now = T0 + offset
 
     def teardown(self) -> None:
+        """Delete this example's keys (the server may be shared through REDIS_URL)."""
         self.r.delete(self.key, self.events_key)
 
     # ------------------------------------------------------------ clock
@@ -184,8 +194,7 @@ class BreakerMachine(RuleBasedStateMachine):
         elif kind == "back":
             self.now -= data.draw(st.integers(1, self.cfg.bucket_ms), label="back")
         else:
-            target = data.draw(st.sampled_from(self.edges()), label="edge")
-            self.now = max(self.now, target + data.draw(st.sampled_from([-1, 0, 0, 1]), "off"))
+            self.jump(data.draw(st.sampled_from(self.edges()), label="edge"), data)
 
     def edges(self) -> list[int]:
         """Interesting future instants: open_until, forced until, lease expiries, bucket edges."""
@@ -199,14 +208,46 @@ class BreakerMachine(RuleBasedStateMachine):
         edges.extend(m.hl.values())
         return [e for e in edges if e >= self.now] or [self.now]
 
+    def jump(self, target: int, data: st.DataObject) -> None:
+        """Move the clock to just before, at or just after `target` (never backwards)."""
+        offset = data.draw(st.sampled_from([0, 0, 1, -1]), label="offset")
+        self.now = max(self.now, target + offset)
+
+    @precondition(lambda self: self.model is not None and self.m.st == "open")
+    @rule(data=st.data())
+    def wait_open_until(self, data: st.DataObject) -> None:
+        """Jump to the end of the open period."""
+        self.jump(self.m.ou, data)
+
+    @precondition(lambda self: self.model is not None and self.m.fu > 0)
+    @rule(data=st.data())
+    def wait_forced_until(self, data: st.DataObject) -> None:
+        """Jump to the expiry of the forced state."""
+        self.jump(self.m.fu, data)
+
+    @precondition(lambda self: self.model is not None and bool(self.m.hl))
+    @rule(data=st.data())
+    def wait_lease_expiry(self, data: st.DataObject) -> None:
+        """Jump to the expiry of one of the half-open leases."""
+        self.jump(data.draw(st.sampled_from(sorted(self.m.hl.values())), label="exp"), data)
+
     # ------------------------------------------------------------ record
 
     def pick(self, data: st.DataObject, gen_mode: str) -> tuple[int, str]:
-        """The (generation, lease) of an outcome: a granted lease carries its own generation."""
-        if self.leases and data.draw(st.booleans(), label="with lease"):
-            lease, gen = data.draw(st.sampled_from(self.leases), label="lease")
-            return gen, lease
+        """The (generation, lease) of an outcome: a granted lease carries its own generation.
+
+        Most outcomes with a lease use one granted in the current generation (a probe that
+        reports back); the others use any lease ever granted (late or repeated reports).
+        """
         g = self.m.g
+        current = [lease for lease in self.leases if lease[1] == g]
+        choice = data.draw(st.sampled_from(["none", "current", "current", "any"]), label="lease")
+        if choice == "current" and current:
+            lease, gen = data.draw(st.sampled_from(current), label="current lease")
+            return gen, lease
+        if choice == "any" and self.leases:
+            lease, gen = data.draw(st.sampled_from(self.leases), label="any lease")
+            return gen, lease
         return (g - 1 if gen_mode == "stale" and g > 0 else g), ""
 
     def do_record(self, gen: int, successes: int, failures: int, slow: int, lease: str) -> None:
@@ -217,7 +258,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.check("record", raw, expected, before)
 
     @rule(
-        outcome=st.sampled_from(sorted(OUTCOMES)),
+        outcome=st.sampled_from(["success", "success", *sorted(OUTCOMES)]),
         gen_mode=st.sampled_from(["current", "current", "stale"]),
         data=st.data(),
     )
@@ -254,20 +295,15 @@ class BreakerMachine(RuleBasedStateMachine):
             self.leases.append((expected.lease, expected.generation))
 
     @rule(
-        op=st.sampled_from(["trip", "disable"]),
+        op=st.sampled_from(["trip", "disable", "reset"]),
         until=st.one_of(st.just(0), st.integers(-200, 20_000)),
         reason=st.sampled_from(REASONS),
         actor=st.sampled_from(ACTORS),
     )
-    def force(self, op: str, until: int, reason: str, actor: str) -> None:
-        """Trip or disable, forever (0) or until an absolute time (possibly already past)."""
+    def control(self, op: str, until: int, reason: str, actor: str) -> None:
+        """Trip or disable, forever (0) or until an absolute time (possibly past); or reset."""
         until_ms = 0 if until == 0 else self.now + until
         self.do_control(op, until_ms, reason, actor)
-
-    @rule(reason=st.sampled_from(REASONS), actor=st.sampled_from(ACTORS))
-    def reset(self, reason: str, actor: str) -> None:
-        """Reset to closed with an empty window."""
-        self.do_control("reset", 0, reason, actor)
 
     def do_control(self, op: str, until_ms: int, reason: str, actor: str) -> None:
         before = len(self.m.events)

@@ -1,0 +1,344 @@
+"""Fleet invariants with real worker processes sharing one breaker through one Redis.
+
+Workers are started with the "spawn" context: each builds its own client from the URL, and
+only plain data (URL, prefix, config keywords) crosses the process boundary. Every wait is
+bounded by a deadline and stragglers are terminated in a ``finally``.
+
+The clients here use a generous socket timeout (``FLEET_TIMEOUT``): these tests check the
+concurrency invariants (exact counts, probe exclusivity), not outage handling, and eight
+busy processes on two cores can miss a 50 ms budget, which under ``on_redis_error="allow"``
+would drop records silently. Workers count the library's log warnings so that a dropped
+record shows up as a diagnosis rather than as a puzzling count.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from distbreaker import Breaker, BreakerConfig, CircuitOpenError, State, connect
+
+pytestmark = pytest.mark.fleet
+
+WORKERS = 8
+FLEET_TIMEOUT = 2.0  # socket timeout of every client in this module (see the module docstring)
+START_TIMEOUT = 30.0  # spawning 8 interpreters on 2 cores can take a few seconds
+SERVICE = "fleet-svc"
+
+_CTX = multiprocessing.get_context("spawn")
+
+
+class ProbeFailed(Exception):
+    """The protected function's own failure."""
+
+
+# -- helpers shared by parent and workers -------------------------------------------------------
+def _config(**kw: Any) -> BreakerConfig:
+    return BreakerConfig(redis_timeout=FLEET_TIMEOUT, **kw)
+
+
+class _WarningCounter(logging.Handler):
+    """Counts the distbreaker log records at WARNING or above (Redis errors, mostly)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def _worker_main(out: Any, wid: int, body: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> None:
+    """Run ``body(*args)`` in a worker and put ``(wid, "ok"|"error", payload)`` on ``out``."""
+    counter = _WarningCounter()
+    logging.getLogger("distbreaker").addHandler(counter)
+    try:
+        result = body(*args)
+        result["warnings"] = counter.count
+        out.put((wid, "ok", result))
+    except BaseException:
+        out.put((wid, "error", traceback.format_exc()))
+
+
+def _make_breaker(url: str, prefix: str, cfg: dict[str, Any]) -> tuple[Any, Breaker]:
+    client = connect(url, timeout=FLEET_TIMEOUT)
+    return client, Breaker(SERVICE, client, _config(**cfg), prefix=prefix)
+
+
+def _run_fleet(
+    body: Callable[..., dict[str, Any]],
+    args_per_worker: Sequence[tuple[Any, ...]],
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """Start one spawned process per args tuple, collect their results within ``timeout``."""
+    out = _CTX.Queue()
+    procs = [
+        _CTX.Process(target=_worker_main, args=(out, wid, body, args), daemon=True, name=f"fleet-{wid}")
+        for wid, args in enumerate(args_per_worker)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + timeout
+        results: dict[int, dict[str, Any]] = {}
+        errors: list[str] = []
+        while len(results) + len(errors) < len(procs):
+            try:
+                wid, status, payload = out.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"only {len(results) + len(errors)} of {len(procs)} workers reported "
+                            f"within {timeout:.0f} s; errors so far: {errors}")
+            if status == "ok":
+                results[wid] = payload
+            else:
+                errors.append(f"worker {wid}:\n{payload}")
+        assert not errors, "\n".join(errors)
+        for p in procs:
+            p.join(timeout=max(0.01, deadline - time.monotonic()))
+            assert not p.is_alive(), f"{p.name} did not exit within {timeout:.0f} s"
+            assert p.exitcode == 0, f"{p.name} exited with {p.exitcode}"
+        return [results[i] for i in range(len(procs))]
+    finally:
+        _reap(procs)
+        out.close()
+        out.join_thread()
+
+
+def _reap(procs: Sequence[Any]) -> None:
+    """Terminate, then kill, any process still alive; always join."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
+
+
+# -- worker bodies (module level: spawn pickles them by reference) -----------------------------
+def _body_successes(url: str, prefix: str, cfg: dict[str, Any], barrier: Any, n: int) -> dict[str, Any]:
+    client, breaker = _make_breaker(url, prefix, cfg)
+    try:
+        barrier.wait(timeout=START_TIMEOUT)
+        done = sum(breaker.call(int, 1) for _ in range(n))
+        return {"done": done}
+    finally:
+        client.close()
+
+
+def _body_failures(
+    url: str, prefix: str, cfg: dict[str, Any], barrier: Any, executed: Any, attempts: int
+) -> dict[str, Any]:
+    client, breaker = _make_breaker(url, prefix, cfg)
+    mine = 0
+
+    def fail() -> None:
+        nonlocal mine
+        mine += 1
+        with executed.get_lock():
+            executed.value += 1
+        raise ProbeFailed("down")
+
+    try:
+        barrier.wait(timeout=START_TIMEOUT)
+        for i in range(attempts):
+            try:
+                breaker.call(fail)
+            except ProbeFailed:
+                continue
+            except CircuitOpenError as exc:
+                return {"executed": mine, "rejected": True, "attempts": i + 1, "state": exc.state}
+        return {"executed": mine, "rejected": False, "attempts": attempts, "state": None}
+    finally:
+        client.close()
+
+
+def _body_probes(
+    url: str, prefix: str, cfg: dict[str, Any], barrier: Any, duration: float, work: float
+) -> dict[str, Any]:
+    client, breaker = _make_breaker(url, prefix, cfg)
+    intervals: list[tuple[float, float]] = []
+
+    def probe() -> None:
+        start = time.monotonic()
+        time.sleep(work)  # the workload of the protected call, not synchronisation
+        intervals.append((start, time.monotonic()))
+        raise ProbeFailed("still down")
+
+    rejected = 0
+    try:
+        barrier.wait(timeout=START_TIMEOUT)
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            try:
+                breaker.call(probe)
+            except CircuitOpenError:
+                rejected += 1
+            except ProbeFailed:
+                pass
+            time.sleep(0.002)  # load pacing: 8 spinning processes would starve Redis on 2 cores
+        return {"intervals": intervals, "rejected": rejected}
+    finally:
+        client.close()
+
+
+def _body_hold_probe(url: str, prefix: str, cfg: dict[str, Any], out: Any, patience: float) -> None:
+    """Enter the breaker as the half-open probe, report it, then block until killed."""
+    client, breaker = _make_breaker(url, prefix, cfg)
+    give_up = time.monotonic() + patience
+    while True:
+        t0 = time.monotonic()
+        try:
+            with breaker:
+                out.put(("held", t0))
+                threading.Event().wait(patience)  # block "forever": the parent SIGKILLs us
+                out.put(("not killed", time.monotonic()))
+                return
+        except CircuitOpenError:
+            if time.monotonic() > give_up:
+                out.put(("never admitted", time.monotonic()))
+                return
+            time.sleep(0.005)  # poll interval while waiting for the open state to elapse
+
+
+# -- tests -------------------------------------------------------------------------------------
+def test_counts_are_exact_across_processes(redis_url: str, prefix: str) -> None:
+    """Eight processes making 500 successful calls each are counted exactly 4000 times."""
+    n = 500
+    cfg = {"window": 600.0, "buckets": 10, "minimum_calls": 1_000_000}
+    barrier = _CTX.Barrier(WORKERS)
+    results = _run_fleet(_body_successes, [(redis_url, prefix, cfg, barrier, n)] * WORKERS,
+                         timeout=START_TIMEOUT + 60)
+    assert [r["done"] for r in results] == [n] * WORKERS
+    assert sum(r["warnings"] for r in results) == 0, results
+
+    client, breaker = _make_breaker(redis_url, prefix, cfg)
+    try:
+        snap = breaker.snapshot()
+    finally:
+        client.close()
+    assert snap.state is State.CLOSED
+    assert snap.calls == WORKERS * n
+    assert snap.failures == 0
+
+
+def test_trip_overshoot_is_bounded(redis_url: str, prefix: str) -> None:
+    """Eight processes failing together run at most minimum_calls + 8 calls before all reject."""
+    minimum_calls = 10
+    cfg = {"minimum_calls": minimum_calls, "failure_rate_threshold": 0.5, "window": 600.0,
+           "open_duration": 60.0, "max_open_duration": 60.0}
+    barrier = _CTX.Barrier(WORKERS)
+    executed = _CTX.Value("i", 0)
+    results = _run_fleet(_body_failures, [(redis_url, prefix, cfg, barrier, executed, 200)] * WORKERS,
+                         timeout=START_TIMEOUT + 30)
+    total = sum(r["executed"] for r in results)
+    print(f"\ntrip overshoot: {total} calls executed (minimum_calls={minimum_calls}, "
+          f"workers={WORKERS}); per worker {[r['executed'] for r in results]}")
+    assert total == executed.value
+    assert total <= minimum_calls + WORKERS
+    assert all(r["rejected"] for r in results), results
+    assert {r["state"] for r in results} == {"open"}
+    assert sum(r["warnings"] for r in results) == 0, results
+
+    client, breaker = _make_breaker(redis_url, prefix, cfg)
+    try:
+        assert breaker.snapshot().state is State.OPEN
+    finally:
+        client.close()
+
+
+def test_half_open_admits_one_probe_fleet_wide(redis_url: str, prefix: str) -> None:
+    """With half_open_max_calls=1, probes from eight processes never overlap in time."""
+    open_duration, work, duration = 0.3, 0.02, 2.0
+    cfg = {"minimum_calls": 2, "failure_rate_threshold": 0.5, "open_duration": open_duration,
+           "backoff_multiplier": 1.0, "max_open_duration": open_duration,
+           "half_open_max_calls": 1, "probe_timeout": 5.0}
+    client, breaker = _make_breaker(redis_url, prefix, cfg)
+    try:
+        for _ in range(2):
+            with pytest.raises(ProbeFailed):
+                breaker.call(_raise_probe_failed)
+        assert breaker.snapshot().state is State.OPEN
+    finally:
+        client.close()
+
+    barrier = _CTX.Barrier(WORKERS)
+    results = _run_fleet(_body_probes, [(redis_url, prefix, cfg, barrier, duration, work)] * WORKERS,
+                         timeout=START_TIMEOUT + duration + 30)
+    intervals = sorted(iv for r in results for iv in r["intervals"])
+    gaps = [b[0] - a[1] for a, b in zip(intervals, intervals[1:])]
+    print(f"\nprobes: {len(intervals)} in {duration:.1f} s from "
+          f"{sum(1 for r in results if r['intervals'])} workers; "
+          f"smallest gap between probes {min(gaps, default=float('nan')):.3f} s; "
+          f"rejections {sum(r['rejected'] for r in results)}")
+    assert len(intervals) > 1
+    for (s1, e1), (s2, e2) in zip(intervals, intervals[1:]):
+        assert s2 >= e1, f"probes overlapped: [{s1:.4f}, {e1:.4f}] and [{s2:.4f}, {e2:.4f}]"
+    # Each failed probe reopens the breaker for open_duration before the next can start.
+    assert min(gaps) >= open_duration - 0.05, gaps
+    assert sum(r["warnings"] for r in results) == 0, results
+
+
+def _raise_probe_failed() -> None:
+    raise ProbeFailed("down")
+
+
+def test_lease_of_killed_worker_frees_after_probe_timeout(redis_url: str, prefix: str) -> None:
+    """A probe lease held by a SIGKILLed worker blocks others only until probe_timeout."""
+    probe_timeout = 1.0
+    cfg = {"minimum_calls": 2, "failure_rate_threshold": 0.5, "open_duration": 0.2,
+           "max_open_duration": 0.2, "half_open_max_calls": 1, "probe_timeout": probe_timeout}
+    client, breaker = _make_breaker(redis_url, prefix, cfg)
+    out = _CTX.Queue()
+    proc = _CTX.Process(target=_body_hold_probe, args=(redis_url, prefix, cfg, out, 30.0),
+                        daemon=True, name="fleet-holder")
+    try:
+        for _ in range(2):
+            with pytest.raises(ProbeFailed):
+                breaker.call(_raise_probe_failed)
+        assert breaker.snapshot().state is State.OPEN
+
+        proc.start()
+        try:
+            what, t0 = out.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            pytest.fail(f"the worker did not acquire the probe within {START_TIMEOUT:.0f} s")
+        assert what == "held", what
+        proc.kill()
+        proc.join(timeout=10)
+        assert not proc.is_alive()
+        killed_at = time.monotonic()
+
+        states: list[str] = []
+        admitted_at = None
+        deadline = killed_at + probe_timeout + 5.0
+        while time.monotonic() < deadline:
+            try:
+                breaker.call(int)
+            except CircuitOpenError as exc:
+                states.append(exc.state)
+                time.sleep(0.005)  # poll interval
+                continue
+            admitted_at = time.monotonic()
+            break
+        assert admitted_at is not None, f"never admitted within {deadline - killed_at:.1f} s"
+        print(f"\nkilled probe: admitted {admitted_at - t0:.3f} s after the lease was taken "
+              f"(probe_timeout={probe_timeout}); {len(states)} rejections before")
+        assert states, "the lease of the killed worker was not honoured at all"
+        assert set(states) == {"half_open"}
+        assert admitted_at - t0 >= probe_timeout - 0.05
+        assert breaker.snapshot().state is State.CLOSED  # the successful probe closed it
+    finally:
+        _reap([proc])
+        out.close()
+        out.join_thread()
+        client.close()

@@ -124,6 +124,8 @@ class Breaker:
                         self.service, err, self.config.on_redis_error)
         self._backoff = min(max(self._backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
         self._down_until = now + self._backoff
+        if self.config.on_redis_error == "reject":
+            self._view.forget()  # a cached "closed" must not keep admitting calls during the outage
 
     def _recovered(self) -> None:
         if self._backoff:
@@ -133,8 +135,8 @@ class Breaker:
 
     def _degraded(self, now: float) -> Permit:
         if self.config.on_redis_error == "reject":
-            raise CircuitOpenError(self.service, (self._view.state or State.OPEN).value,
-                                   max(0.0, self._down_until - now), "Redis unavailable")
+            raise CircuitOpenError(self.service, "unavailable", max(0.0, self._down_until - now),
+                                   "Redis unavailable and on_redis_error='reject'")
         return None
 
     # -- The call path -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Lua loading and the EVALSHA/NOSCRIPT policy.
 
-Each script is `lua/_lib.lua` (shared functions) followed by `lua/<name>.lua`, read once at
-import. The text and its SHA1 are immutable; the SHA is never rewritten at run time.
+Each script is `lua/_head.lua`, then `lua/<name>.lua` with `lua/_lib.lua` (the general path)
+inserted at its `--@lib` line; read once at import. The text and its SHA1 are immutable; the SHA is never rewritten at run time.
 """
 
 from __future__ import annotations
@@ -43,10 +43,14 @@ class LuaScript:
 
 def _load() -> dict[str, LuaScript]:
     base = _lua_dir()
+    head = (base / "_head.lua").read_bytes()
     lib = (base / "_lib.lua").read_bytes()
     scripts = {}
     for name in NAMES:
-        text = lib + b"\n" + (base / f"{name}.lua").read_bytes()
+        body = (base / f"{name}.lua").read_bytes()
+        if body.count(b"\n--@lib\n") != 1:
+            raise RuntimeError(f"lua/{name}.lua must contain one '--@lib' line")
+        text = head + b"\n" + body.replace(b"\n--@lib\n", b"\n" + lib + b"\n")
         scripts[name] = LuaScript(name, text, hashlib.sha1(text).hexdigest())
     return scripts
 

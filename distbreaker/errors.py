@@ -35,7 +35,8 @@ class CircuitOpenError(DistbreakerError):
 
     Attributes:
         service: the breaker's service name.
-        state: ``"open"``, ``"forced_open"`` or ``"half_open"`` (all probe slots taken).
+        state: ``"open"``, ``"forced_open"``, ``"half_open"`` (all probe slots taken), or
+            ``"unavailable"`` (Redis unreachable and ``on_redis_error="reject"``).
         retry_after: seconds until the breaker may admit calls again, or None when unknown
             (a forced state without expiry).
         reason: why (the cause of the transition, or the operator's reason).

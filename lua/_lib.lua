@@ -1,38 +1,7 @@
--- distbreaker/_lib.lua: shared by record, acquire, control and read (the loader prepends it).
--- The contract (fields, ARGV, steps, reply) is docs/state-machine.md; keep both in step.
---
--- KEYS[1]  <prefix>:{<service>}          hash: the breaker
--- KEYS[2]  <prefix>:{<service>}:events   stream: transitions
--- ARGV[1]  now (ms; '' = TIME)   ARGV[2] config fingerprint ('' = none: stored config or defaults)
--- ARGV[3 .. 2+NOP]  the script's own arguments (NOP of them)
--- ARGV[3+NOP .. 15+NOP]  the 13 config values, optional: sent only when the stored fingerprint
---                        differs (the script answers 'distbreaker: NOCONFIG' otherwise)
--- Time is in integer milliseconds in these scripts.
+-- distbreaker/_lib.lua: the general path shared by every script, inserted at its --@lib line
+-- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now and h = the hot HMGET).
+-- docs/state-machine.md is the contract.
 
-local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
-local FP = ARGV[2] or ''
-
-local function fail(msg)
-  error({err = 'ERR distbreaker: ' .. msg})
-end
-
-local function num(i, name)
-  local v = tonumber(ARGV[i])
-  if v == nil then fail(name .. ' must be a number, got ' .. tostring(ARGV[i])) end
-  return v
-end
-
-local now
-if ARGV[1] ~= nil and ARGV[1] ~= '' then
-  now = num(1, 'now')
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- One HMGET of the hot fields (state, window totals, the config the hot path needs).
-local h = redis.call('HMGET', K_STATE, 'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0',
-  'cx', 'fu', 'oc', 'fp', 'qb', 'qn', 'qr', 'qm', 'qc', 'qs')
 local EXISTS = h[1] ~= false
 local S = {st = h[1] or 'closed', g = tonumber(h[2]) or 0, ou = tonumber(h[3]) or 0,
   be = tonumber(h[4]), tc = tonumber(h[5]) or 0, tf = tonumber(h[6]) or 0,

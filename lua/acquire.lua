@@ -3,6 +3,8 @@
 -- Returns the reply of docs/state-machine.md; field 15 is the lease id ('' = none),
 -- field 16 the time (ms) a denied caller may try again (0 = unknown).
 
+--@lib
+
 begin(0)
 local lease, retry_at = '', 0
 if S.st == 'open' then

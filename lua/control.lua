@@ -3,6 +3,8 @@
 -- ARGV[5] reason   ARGV[6] actor   ARGV[7..19] config (optional)
 -- Returns the reply of docs/state-machine.md.
 
+--@lib
+
 local op = ARGV[3]
 local untl = num(4, 'until')
 local reason, actor = ARGV[5] or '', ARGV[6] or ''

@@ -4,6 +4,8 @@
 -- Returns the reply of docs/state-machine.md, then: exists (1/0), cfg, fp, last transition
 -- time (ms), from, cause, actor.
 
+--@lib
+
 begin(1)
 save(ARGV[3] ~= '1')
 local out = reply('', 0)

@@ -4,6 +4,38 @@
 -- ARGV[8..20] config (optional, see _lib.lua)
 -- Returns the reply of docs/state-machine.md ("Reply").
 
+-- Fast path: the common call. Closed, config known, no lease, same generation and same bucket,
+-- and no trip: count and return. Everything else (and any doubt) takes the general path below,
+-- which starts again from the values read in the head; nothing has been written here.
+if ARGV[8] == nil and ARGV[7] == '' and h[1] == 'closed' and h[14] == FP and h[15] then
+  local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local g, be = tonumber(h[2]) or 0, tonumber(h[4])
+  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
+      and tonumber(ARGV[3]) == g and be == math.floor(now / tonumber(h[15])) then
+    local n = ns + nf
+    local tc, tf, ts = (tonumber(h[5]) or 0) + n, (tonumber(h[6]) or 0) + nf, (tonumber(h[7]) or 0) + nslow
+    local cx0 = tonumber(h[11]) or 0
+    local cx = cx0 + nf
+    if ns > 0 then cx = nf end
+    local cxn, min = tonumber(h[19]), tonumber(h[18])
+    if not ((cxn > 0 and cx >= cxn)
+        or (tc >= min and (tf / tc >= tonumber(h[17]) or (ts > 0 and ts / tc >= tonumber(h[20]))))) then
+      local w = {}
+      if n > 0 then
+        w[1] = 'c0'; w[2] = (tonumber(h[8]) or 0) + n; w[3] = 'tc'; w[4] = tc
+        if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = (tonumber(h[9]) or 0) + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
+        if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = (tonumber(h[10]) or 0) + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
+      end
+      if cx ~= cx0 then w[#w + 1] = 'cx'; w[#w + 1] = cx end
+      if #w > 0 then redis.call('HSET', K_STATE, unpack(w)) end
+      return {'closed', g, now, 0, tc, tf, ts, cx, tonumber(h[12]) or 0, '', '', tonumber(h[13]) or 0,
+              '', '', '', 0, 0, 0}
+    end
+  end
+end
+
+--@lib
+
 local gen = num(3, 'generation')
 local ns, nf, nslow = num(4, 'successes'), num(5, 'failures'), num(6, 'slow')
 local lease = ARGV[7] or ''

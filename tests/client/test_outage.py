@@ -177,7 +177,7 @@ def test_reject_mode_rejects_while_redis_is_down(
                 fresh.call(fn)
         assert ran == 0
 
-        # A warm breaker may act on its cached "closed" for up to max_staleness.
+        # A warm breaker runs at most the one call whose record reveals the outage.
         ran = 0
         states: list[str] = []
 
@@ -200,6 +200,8 @@ def test_reject_mode_rejects_while_redis_is_down(
         print(f"\nreject/{outage}: warm breaker ran {ran_before_rejecting} calls over {took:.2f} s "
               f"before rejecting; rejection states {sorted(set(states))}")
         assert ran == 0
+        assert ran_before_rejecting <= 1
+        assert set(states) == {"unavailable"}
     finally:
         if outage == "pause":
             server.resume()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from model import CLOSED, DISABLED, FORCED_OPEN, HALF_OPEN, OPEN, Cfg, Model
 
@@ -89,6 +90,14 @@ def test_backoff_doubles_and_is_capped() -> None:
         durations.append(m.ou - now)
     assert durations == [1_000, 2_000, 4_000, 5_000, 5_000]
     assert m.oc == 5
+
+
+def test_backoff_exponent_is_capped_at_64() -> None:
+    """From the 66th opening on, the open duration stops growing: exponent min(oc - 1, 64)."""
+    m = Model(cfg(open_duration_ms=100, backoff_multiplier=1.01, max_open_duration_ms=5_000))
+    m.oc = 65  # the next opening is the 66th
+    tripped(m)
+    assert m.ou - T0 == math.floor(100 * 1.01**64) == 189
 
 
 def test_expired_lease_frees_a_probe_slot() -> None:

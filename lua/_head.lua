@@ -16,8 +16,9 @@
 local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
 local FP = ARGV[2] or ''
 
+-- A plain string: Redis 6.2's error handler rejects error tables, and fakeredis drops their text.
 local function fail(msg)
-  error({err = 'ERR distbreaker: ' .. msg})
+  error('distbreaker: ' .. msg)
 end
 
 local function num(i, name)

@@ -22,6 +22,25 @@ _NO_SETINFO: dict[str, Any] = (
 )
 
 
+def client_options(url: object, timeout: object) -> dict[str, Any]:
+    """Validated redis-py options for a breaker client (sync or asyncio)."""
+    value = seconds(timeout, "timeout")  # type: ignore[arg-type]
+    if value is None or not value > 0:
+        raise ConfigError("timeout", f"must be a positive number of seconds, got {timeout!r}")
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError("url", f"must look like redis://host:port/db, got {redact(str(url))!r}")
+    return {
+        "socket_timeout": value,
+        "socket_connect_timeout": value,
+        "retry": Retry(NoBackoff(), 0),
+        # A burst of concurrent calls waits (up to the budget) for a pooled connection instead of
+        # failing at once with "Too many connections", which would look like an outage.
+        "max_connections": 100,
+        "timeout": value,
+        **_NO_SETINFO,
+    }
+
+
 def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.Redis:
     """Return a `redis.Redis` for `url` whose every command is bounded by `timeout` seconds.
 
@@ -30,26 +49,17 @@ def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.Redis:
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` or ``unix://``.
-        timeout: connect and read timeout in seconds. Default 0.05 (the default
+        timeout: connect and read timeout in seconds, and the longest a call waits for a free
+            pooled connection (100 at most). Default 0.05 (the default
             `BreakerConfig.redis_timeout`); the CLI uses a longer one.
         **kwargs: passed to `redis.Redis.from_url`.
 
     Raises:
         ConfigError: the URL is not a Redis URL (the message never shows the password).
     """
-    value = seconds(timeout, "timeout")
-    if value is None or not value > 0:
-        raise ConfigError("timeout", f"must be a positive number of seconds, got {timeout!r}")
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError("url", f"must look like redis://host:port/db, got {redact(str(url))!r}")
-    options: dict[str, Any] = {
-        "socket_timeout": value,
-        "socket_connect_timeout": value,
-        "retry": Retry(NoBackoff(), 0),
-        **_NO_SETINFO,
-    }
+    options = client_options(url, timeout)
     options.update(kwargs)
     try:
-        return redis.Redis.from_url(url, **options)
+        return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, **options))
     except ValueError as exc:
         raise ConfigError("url", redact(str(exc))) from None

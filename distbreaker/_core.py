@@ -7,15 +7,23 @@ and outcome classification. A shell builds a request here, runs it, and hands th
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from ._config import BreakerConfig
 from ._model import Snapshot, State, Transition
-from .errors import CircuitOpenError, ConfigError
+from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
 
-__all__ = ["DEFAULT_PREFIX", "Keys", "View", "classify", "decode_snapshot", "keys_for", "validate_service"]
+__all__ = [
+    "DEFAULT_PREFIX", "BreakerCore", "Command", "Eval", "Keys", "Permit", "View", "classify", "decode_snapshot",
+    "keys_for", "validate_service",
+]
+
+log = logging.getLogger("distbreaker")
 
 DEFAULT_PREFIX = "distbreaker"
 _SERVICE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -204,3 +212,172 @@ def classify(config: BreakerConfig, exc: BaseException | None) -> int:
     if isinstance(exc, config.failure_exceptions):
         return FAILURE
     return SUCCESS
+
+
+# Requests a shell executes ---------------------------------------------------------------------
+class Eval(NamedTuple):
+    """Run `script` on `keys` with `args`; when it answers NOCONFIG, again with `config` appended."""
+
+    script: Any  # _scripts.LuaScript (kept Any here: the core imports no I/O module)
+    keys: tuple[str, str]
+    args: list[str]
+    config: list[str] | None
+
+
+class Command(NamedTuple):
+    """A plain Redis command, run through the client's `execute_command` (reply callbacks apply)."""
+
+    args: tuple[Any, ...]
+
+
+Permit = tuple[int, str] | None  # (generation, lease id); None = admitted without Redis (degraded)
+_BACKOFF_MIN, _BACKOFF_MAX = 0.1, 2.0
+
+
+class BreakerCore:
+    """Everything one breaker decides, with no I/O: the shells run the requests it builds.
+
+    A shell's call path is: `admit()` → a permit, or an `Eval` to run and hand to
+    `acquired()`; then `record()` → an `Eval` (or None) to run and hand to `recorded()`;
+    any Redis error goes to `failed()`.
+    """
+
+    def __init__(self, service: str, config: BreakerConfig, prefix: str,
+                 clock: Callable[[], float] | None, scripts: dict[str, Any]) -> None:
+        self.service = validate_service(service)
+        self.prefix = validate_prefix(prefix)
+        self.config = config
+        self.keys = keys_for(self.prefix, self.service)
+        self.key_list = (self.keys.state, self.keys.events)
+        self.test_clock = clock
+        self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
+        self.view = View(config.max_staleness)  # type: ignore[arg-type]
+        self.scripts = scripts
+        self.fingerprint = config.fingerprint
+        self.config_args = list(config._lua)
+        self.config_sent = False  # the first call stores our config; later ones send only its hash
+        self.slow = config.slow_call_duration
+        self.reject_when_down = config.on_redis_error == "reject"
+        self.down_until = 0.0
+        self.backoff = 0.0
+
+    # -- requests -------------------------------------------------------------------------------
+    def eval(self, name: str, extra: list[str]) -> Eval:
+        """A request for script `name` with its own arguments `extra`."""
+        now = "" if self.test_clock is None else str(round(self.test_clock() * 1000))
+        args = [now, self.fingerprint, *extra]
+        if not self.config_sent:
+            self.config_sent = True  # optimistic; failed() clears it
+            return Eval(self.scripts[name], self.key_list, args + self.config_args, None)
+        return Eval(self.scripts[name], self.key_list, args, self.config_args)
+
+    # -- the call path ------------------------------------------------------------------------
+    def admit(self) -> Permit | Eval:
+        """A permit from the cache (or the outage policy), or the acquire request to run.
+
+        Raises:
+            CircuitOpenError: the cache says open / forced open, or Redis is down and the
+                policy is "reject".
+        """
+        now = self.clock()
+        view = self.view
+        decision = view.decide(now)
+        if decision == ALLOW:
+            return (view.generation, "")
+        if decision == REJECT:
+            raise view.rejection(self.service, now)
+        if now < self.down_until:
+            return self.degraded(now)
+        return self.eval("acquire", [])
+
+    def acquired(self, reply: Sequence[Any]) -> Permit:
+        """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
+        self.recovered()
+        now = self.clock()
+        state = self.view.update(reply, now)
+        lease = reply[14]
+        if lease or state in _LOCAL_ALLOW:
+            return (self.view.generation, text(lease) if lease else "")
+        raise self.view.rejection(self.service, now, int(reply[15]), int(reply[2]))
+
+    def record(self, permit: Permit, outcome: int, duration: float) -> Eval | None:
+        """The record request for a finished call, or None when nothing is to be recorded."""
+        if permit is None:
+            return None
+        gen, lease = permit
+        if outcome == IGNORED:
+            if not lease:
+                return None
+            counts = ["0", "0", "0"]
+        else:
+            slow = "1" if self.slow is not None and duration >= self.slow else "0"
+            counts = ["1", "0", slow] if outcome == SUCCESS else ["0", "1", slow]
+        if self.down_until and self.clock() < self.down_until:
+            return None
+        return self.eval("record", [str(gen), *counts, lease])
+
+    def recorded(self, reply: Sequence[Any]) -> None:
+        """Take a record reply (the new shared state)."""
+        self.recovered()
+        self.view.update(reply, self.clock())
+
+    def degraded(self, now: float) -> Permit:
+        """The permit while Redis is unreachable: run the call ("allow") or raise ("reject")."""
+        if self.reject_when_down:
+            raise CircuitOpenError(self.service, "unavailable", max(0.0, self.down_until - now),
+                                   "Redis unavailable and on_redis_error='reject'")
+        return None
+
+    def failed(self, exc: BaseException) -> None:
+        """Handle a Redis error on the call path: back off on outages, raise anything else."""
+        self.config_sent = False
+        err = translate(exc, self.service)
+        if not isinstance(err, RedisUnavailableError):
+            raise err from exc
+        if not self.backoff:
+            log.warning("breaker %r: %s; on_redis_error=%r until Redis answers",
+                        self.service, err, self.config.on_redis_error)
+        self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
+        self.down_until = self.clock() + self.backoff
+        if self.reject_when_down:
+            self.view.forget()  # a cached "closed" must not keep admitting calls during the outage
+
+    def recovered(self) -> None:
+        if self.backoff:
+            log.warning("breaker %r: Redis answers again", self.service)
+            self.backoff = 0.0
+            self.down_until = 0.0
+
+    def cached_state(self) -> State | None:
+        """The cached state while fresh, else None."""
+        view = self.view
+        if view.state is not None and self.clock() - view.fetched_at <= view.max_staleness:
+            return view.state
+        return None
+
+    def until_ms(self, for_: float | None, server_now_ms: int | None) -> int:
+        """Absolute expiry (ms) `for_` seconds from now on the script clock; 0 = none."""
+        if for_ is None:
+            return 0
+        if self.test_clock is not None:
+            return round((self.test_clock() + for_) * 1000)
+        assert server_now_ms is not None
+        return server_now_ms + round(for_ * 1000)
+
+
+class PermitStack:
+    """Permits of open `with`/`async with` blocks: per thread and per asyncio task (a ContextVar)."""
+
+    __slots__ = ("_var",)
+
+    def __init__(self) -> None:
+        self._var: contextvars.ContextVar[tuple[tuple[Permit, float], ...]] = contextvars.ContextVar(
+            "distbreaker_permits", default=())
+
+    def push(self, permit: Permit, start: float) -> None:
+        self._var.set((*self._var.get(), (permit, start)))
+
+    def pop(self) -> tuple[Permit, float]:
+        stack = self._var.get()
+        self._var.set(stack[:-1])
+        return stack[-1]

@@ -11,16 +11,20 @@ import importlib.resources
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from ._core import Command, Eval
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["LuaScript", "SCRIPTS", "run", "source"]
+__all__ = ["SCRIPTS", "LuaScript", "adrive", "drive", "eval_steps", "run", "source"]
+
+T = TypeVar("T")
 
 NAMES = ("record", "acquire", "control", "read")
 
@@ -68,21 +72,20 @@ def source(name: str) -> str:
     return SCRIPTS[name].text.decode()
 
 
-def _connection_path(client: Any) -> Any:
+def lean_pool(client: Any) -> Any:
     """The pool to use for the lean path, or None to go through `client.execute_command`."""
     if type(client) is not redis.Redis:  # pipelines, clusters, subclasses: their own routing
         return None
     return client.connection_pool
 
 
-def _execute(client: Any, *command: Any) -> Any:
+def _execute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     """Send one command on a pooled connection and read its reply.
 
     The same wire exchange as `client.execute_command`, without redis-py's per-command retry
     and instrumentation layers: the breaker has its own budget and backoff, and a retry here
     would multiply the delay a hung Redis adds to a protected call.
     """
-    pool = _connection_path(client)
     if pool is None:
         return client.execute_command(*command)
     conn = pool.get_connection(*_GET_CONNECTION_ARGS)
@@ -98,21 +101,63 @@ def _execute(client: Any, *command: Any) -> Any:
         pool.release(conn)
 
 
-def run(client: Any, script: LuaScript, keys: Sequence[str], args: Sequence[Any],
-        config: Sequence[str] | None = None) -> Any:
-    """EVALSHA `script`; on NOSCRIPT (restart, failover, SCRIPT FLUSH) run EVAL with its text.
+def eval_steps(request: Eval) -> Generator[Command, Any, Any]:
+    """Run a script request: EVALSHA; on NOSCRIPT, EVAL; on NOCONFIG, once more with the config.
 
     EVAL also caches the script, so the next EVALSHA finds it; EVAL itself cannot answer
-    NOSCRIPT, so no flush storm can leak the error to the caller. When the script answers
-    NOCONFIG (its stored config fingerprint differs) and `config` is given, the call is
-    repeated once with the config values appended.
+    NOSCRIPT, so no SCRIPT FLUSH storm can leak the error to the caller.
     """
-    try:
+    args = request.args
+    script, keys = request.script, request.keys
+    for attempt in (0, 1):
         try:
-            return _execute(client, "EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return _execute(client, "EVAL", script.text, len(keys), *keys, *args)
-    except ResponseError as exc:
-        if config is None or "NOCONFIG" not in str(exc):
-            raise
-    return run(client, script, keys, [*args, *config])
+            try:
+                return (yield Command(("EVALSHA", script.sha, len(keys), *keys, *args)))
+            except NoScriptError:
+                return (yield Command(("EVAL", script.text, len(keys), *keys, *args)))
+        except ResponseError as exc:
+            if request.config is None or attempt or "NOCONFIG" not in str(exc):
+                raise
+            args = [*args, *request.config]
+    raise AssertionError("unreachable")
+
+
+Steps = Generator[Command, Any, T]
+
+
+def drive(client: Any, steps: Steps[T]) -> T:
+    """Run `steps` on a sync client: each yielded command is executed, its reply (or redis
+    error) sent back in. Redis errors the steps do not handle propagate untranslated."""
+    pool = lean_pool(client)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            reply, error = _execute(client, pool, command.args), None
+        except RedisError as exc:
+            reply, error = None, exc
+
+
+async def adrive(client: Any, steps: Steps[T]) -> T:
+    """`drive` for a `redis.asyncio` client."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            reply, error = await client.execute_command(*command.args), None
+        except RedisError as exc:
+            reply, error = None, exc
+
+
+def run(client: Any, script: LuaScript, keys: Sequence[str], args: Sequence[Any],
+        config: Sequence[str] | None = None) -> Any:
+    """Run `script` once on a sync client (see `eval_steps`)."""
+    return drive(client, eval_steps(Eval(script, tuple(keys), list(args), None if config is None else list(config))))

@@ -1,0 +1,179 @@
+"""The asyncio Breaker over `redis.asyncio`: the same names and behaviour as the sync one.
+
+It is a shell over the same sans-IO core (`_core.BreakerCore`) and the same steps
+(`_actions`); only the I/O differs (`await`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from . import _ops
+from ._actions import control_steps, snapshot_steps
+from ._config import BreakerConfig
+from ._connect import client_options
+from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
+from ._model import Snapshot, State
+from ._scripts import SCRIPTS, Steps, adrive, eval_steps
+from .errors import CircuitOpenError, ConfigError, redact, translate
+
+__all__ = ["Breaker", "connect"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.asyncio.Redis:
+    """`distbreaker.connect` for asyncio: a `redis.asyncio.Redis` bounded by `timeout` seconds."""
+    options = client_options(url, timeout)
+    options.update(kwargs)
+    try:
+        return redis.asyncio.Redis.from_pool(redis.asyncio.BlockingConnectionPool.from_url(url, **options))
+    except ValueError as exc:
+        raise ConfigError("url", redact(str(exc))) from None
+
+
+async def _resolve(value: T | Awaitable[T]) -> T:
+    if inspect.isawaitable(value):
+        return await value  # type: ignore[no-any-return]
+    return value  # type: ignore[return-value]
+
+
+class Breaker:
+    """`distbreaker.Breaker` for asyncio: ``async with``, a decorator for ``async def``, and
+    ``await breaker.call(fn, ...)`` (fn and fallback may be sync or async).
+
+    Args:
+        service: the breaker's name, 1-128 characters of ``[A-Za-z0-9._:-]``.
+        redis: a `redis.asyncio.Redis` client (`distbreaker.asyncio.connect` makes one).
+        config: thresholds and timings (`BreakerConfig()` by default).
+        prefix: key prefix in Redis. Default ``"distbreaker"``.
+        clock: for tests only: a callable returning seconds (local and server clock).
+    """
+
+    def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
+                 prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None) -> None:
+        config = config if config is not None else BreakerConfig()
+        if not isinstance(config, BreakerConfig):
+            raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
+        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS)
+        self.service, self.prefix, self.config, self.redis = core.service, core.prefix, config, redis
+        self._stack = PermitStack()
+        _ops.check_client_budget(redis, config)
+
+    def __repr__(self) -> str:
+        return f"asyncio.Breaker({self.service!r}, state={self._core.view.state or 'unknown'})"
+
+    # -- the call path (I/O only; the core decides) ------------------------------------------
+    async def _run(self, request: Eval) -> Any:
+        return await adrive(self.redis, eval_steps(request))
+
+    async def _admit(self) -> Permit:
+        core = self._core
+        permit = core.admit()
+        if type(permit) is not Eval:
+            return permit  # type: ignore[return-value]
+        try:
+            reply = await self._run(permit)  # type: ignore[arg-type]
+        except RedisError as exc:
+            core.failed(exc)
+            return core.degraded(core.clock())
+        return core.acquired(reply)
+
+    async def _record(self, permit: Permit, outcome: int, duration: float) -> None:
+        core = self._core
+        request = core.record(permit, outcome, duration)
+        if request is None:
+            return
+        try:
+            reply = await self._run(request)
+        except RedisError as exc:
+            core.failed(exc)
+            return
+        core.recorded(reply)
+
+    async def call(self, fn: Callable[..., T | Awaitable[T]], /, *args: Any,
+                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` (awaited when it returns an awaitable) through the breaker.
+
+        Args:
+            fn: the protected function, sync or async.
+            fallback: called with the exception when the breaker rejects the call or the call
+                fails; its result (awaited if needed) is returned instead of raising.
+
+        Raises:
+            CircuitOpenError: the breaker is open and no fallback was given.
+        """
+        try:
+            permit = await self._admit()
+        except CircuitOpenError as exc:
+            if fallback is None:
+                raise
+            return await _resolve(fallback(exc))
+        clock = self._core.clock
+        start = clock()
+        try:
+            result = await _resolve(fn(*args, **kwargs))
+        except BaseException as exc:
+            outcome = classify(self.config, exc)
+            await self._record(permit, outcome, clock() - start)
+            if fallback is not None and outcome == FAILURE:
+                return await _resolve(fallback(exc))
+            raise
+        await self._record(permit, SUCCESS, clock() - start)
+        return result
+
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate the coroutine function `fn` so that every call goes through the breaker."""
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: decorate it "
+                            "with distbreaker.Breaker, not distbreaker.asyncio.Breaker")
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+    async def __aenter__(self) -> Breaker:
+        permit = await self._admit()
+        self._stack.push(permit, self._core.clock())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        permit, start = self._stack.pop()
+        await self._record(permit, classify(self.config, exc), self._core.clock() - start)
+
+    # -- state and operator actions -----------------------------------------------------------
+    async def _do(self, steps: Steps[T]) -> T:
+        try:
+            return await adrive(self.redis, steps)
+        except RedisError as exc:
+            raise translate(exc, self.service) from exc
+
+    async def snapshot(self) -> Snapshot:
+        """Read the shared state from Redis (one round trip)."""
+        return await self._do(snapshot_steps(self._core))
+
+    @property
+    def state(self) -> State | None:
+        """The cached state while fresh (no I/O in a property), else None: use `await snapshot()`."""
+        return self._core.cached_state()
+
+    async def trip(self, *, for_: float | Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
+        """Force the breaker open fleet-wide, for `for_` seconds or a timedelta (None = until reset)."""
+        return await self._do(control_steps(self._core, "trip", for_, reason, actor))
+
+    async def disable(self, *, for_: float | Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
+        """Force the breaker closed fleet-wide (outcomes still counted), for `for_` seconds."""
+        return await self._do(control_steps(self._core, "disable", for_, reason, actor))
+
+    async def reset(self, *, reason: str = "", actor: str | None = None) -> Snapshot:
+        """Return the breaker to closed with an empty window, clearing any forced state."""
+        return await self._do(control_steps(self._core, "reset", None, reason, actor))

@@ -1,0 +1,159 @@
+"""The asyncio Breaker mirrors the sync one: same names, same behaviour, on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+import distbreaker
+import distbreaker.asyncio as dba
+from distbreaker import BackendError, BreakerConfig, CircuitOpenError, State
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+async def aclient(redis_url: str) -> AsyncIterator[Any]:
+    client = dba.connect(redis_url, timeout=2.0)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def make(aclient: Any, prefix: str) -> Callable[..., dba.Breaker]:
+    def factory(service: str = "svc", **cfg: Any) -> dba.Breaker:
+        return dba.Breaker(service, aclient, BreakerConfig(**cfg), prefix=prefix)
+
+    return factory
+
+
+async def fail() -> None:
+    raise Boom("down")
+
+
+def test_public_names_match_the_sync_breaker() -> None:
+    """Both Breaker classes expose the same public names; the async ones are coroutines."""
+    sync_names = {n for n in dir(distbreaker.Breaker) if not n.startswith("_")}
+    async_names = {n for n in dir(dba.Breaker) if not n.startswith("_")}
+    assert sync_names == async_names
+    for name in ("call", "snapshot", "trip", "disable", "reset"):
+        assert inspect.iscoroutinefunction(getattr(dba.Breaker, name))
+    assert inspect.iscoroutinefunction(dba.Breaker.__aenter__)
+
+
+async def test_decorator_context_manager_and_call(make: Callable[..., dba.Breaker]) -> None:
+    """async decorator, async with and await call() all count their outcomes."""
+    b = make()
+
+    @b
+    async def add(x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 1
+
+    assert await add(1) == 2
+    async with b:
+        pass
+    with pytest.raises(Boom):
+        async with b:
+            raise Boom
+    assert await b.call(lambda: 5) == 5  # a sync function works too
+    s = await b.snapshot()
+    assert (s.calls, s.failures) == (4, 1)
+
+
+async def test_fallback_sync_or_async(make: Callable[..., dba.Breaker]) -> None:
+    """fallback gets the failure, then the CircuitOpenError; it may be sync or async."""
+    b = make(minimum_calls=1)
+    seen: list[type[BaseException]] = []
+
+    async def afb(exc: BaseException) -> str:
+        seen.append(type(exc))
+        return "async fb"
+
+    assert await b.call(fail, fallback=afb) == "async fb"
+    assert await b.call(fail, fallback=lambda exc: seen.append(type(exc)) or "sync fb") == "sync fb"
+    assert seen == [Boom, CircuitOpenError]
+
+
+async def test_sync_function_is_refused_by_the_async_decorator() -> None:
+    """Decorating a plain function with the asyncio Breaker raises TypeError pointing to the sync one."""
+    client = dba.connect("redis://127.0.0.1:1/0")
+    b = dba.Breaker("svc", client)
+    with pytest.raises(TypeError, match="distbreaker.Breaker"):
+        b(lambda: None)  # type: ignore[arg-type]
+    await client.aclose()
+
+
+async def test_concurrent_tasks_count_exactly(make: Callable[..., dba.Breaker]) -> None:
+    """200 concurrent tasks through one breaker, half failing, count exactly 200 / 100."""
+    b = make(minimum_calls=10_000)
+
+    async def one(i: int) -> None:
+        try:
+            async with b:
+                await asyncio.sleep(0)
+                if i % 2:
+                    raise Boom
+        except Boom:
+            pass
+
+    await asyncio.gather(*(one(i) for i in range(200)))
+    s = await b.snapshot()
+    assert (s.calls, s.failures) == (200, 100)
+
+
+async def test_open_rejects_without_round_trip_then_probes(aclient: Any, prefix: str) -> None:
+    """The async breaker trips, rejects from the cache, half-opens and closes like the sync one."""
+    now = [1_700_000_000.0]
+    b = dba.Breaker("svc", aclient, BreakerConfig(minimum_calls=2, open_duration=5), prefix=prefix,
+                    clock=lambda: now[0])
+    for _ in range(2):
+        with pytest.raises(Boom):
+            await b.call(fail)
+    assert b.state is State.OPEN
+    with pytest.raises(CircuitOpenError) as info:
+        await b.call(lambda: None)
+    assert info.value.retry_after == pytest.approx(5)
+    now[0] += 5
+    assert await b.call(lambda: "probe") == "probe"
+    assert (await b.snapshot()).state is State.CLOSED
+
+
+async def test_operator_actions(make: Callable[..., dba.Breaker]) -> None:
+    """trip / disable / reset work and return snapshots."""
+    b = make()
+    s = await b.trip(for_=60, reason="INC-7", actor="alice")
+    assert (s.state, s.reason, s.actor) == (State.FORCED_OPEN, "INC-7", "alice")
+    assert s.retry_after == pytest.approx(60, abs=1)
+    assert (await b.disable(actor="bob")).state is State.DISABLED
+    assert (await b.reset(actor="carol")).state is State.CLOSED
+
+
+async def test_wrongtype_is_raised(make: Callable[..., dba.Breaker], r: Any, prefix: str) -> None:
+    """A non-breaker value at the key raises BackendError naming WRONGTYPE."""
+    r.set(f"{prefix}:{{taken}}", "x")
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        await make("taken").call(lambda: None)
+
+
+async def test_redis_down_allows_within_budget(redis_server_factory: Any, prefix: str) -> None:
+    """With Redis killed, calls run under on_redis_error='allow' and each costs at most ~the budget."""
+    server = redis_server_factory()
+    client = dba.connect(server.url, timeout=0.05)
+    b = dba.Breaker("svc", client, BreakerConfig(), prefix=prefix)
+    await b.call(lambda: None)
+    server.kill()
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    for _ in range(20):
+        t0 = loop.time()
+        assert await b.call(lambda: "ran") == "ran"
+        worst = max(worst, loop.time() - t0)
+    assert worst < 0.5
+    await client.aclose()

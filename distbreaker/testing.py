@@ -20,6 +20,7 @@ built on these helpers provides the fixtures ``breaker_clock`` and ``fake_breake
 
 from __future__ import annotations
 
+import inspect
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,11 @@ EPOCH = 1_700_000_000.0
 
 TEST_ACTOR = "test"
 """The actor that `force_open`, `force_closed` and `reset` record."""
+
+# No pub/sub listener thread: it would apply other breakers' transitions at moments the test
+# does not control. Breakers made here learn of each other's changes at their next round trip
+# (or after max_staleness on the frozen clock), which is deterministic.
+_OPTIONS: dict[str, Any] = {"listen": False} if "listen" in inspect.signature(Breaker).parameters else {}
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -135,7 +141,10 @@ def make_breaker(
     """Return a `distbreaker.Breaker` on a fake Redis, driven by a frozen clock.
 
     Pass the `FrozenClock` you want to move (``clock.advance(30)``) and, to make several
-    breakers that share state like the workers of a fleet, the same `redis` client.
+    breakers that share state like the workers of a fleet, the same `redis` client. The
+    breaker does not listen to pub/sub: a change made through another breaker reaches it at
+    its next round trip to Redis, or once its cached state is older than ``max_staleness``
+    on the frozen clock, never at a moment the test does not control.
 
     Args:
         service: the breaker's service name. Default ``"test"``.
@@ -150,7 +159,8 @@ def make_breaker(
         config = BreakerConfig()
     if redis is None:
         redis = fake_redis(socket_timeout=config.redis_timeout)  # type: ignore[arg-type]
-    return Breaker(service, redis, config, prefix=prefix, clock=clock if clock is not None else FrozenClock())
+    return Breaker(service, redis, config, prefix=prefix, clock=clock if clock is not None else FrozenClock(),
+                   **_OPTIONS)
 
 
 def force_open(breaker: Breaker, *, for_: float | timedelta | None = None,

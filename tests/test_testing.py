@@ -289,10 +289,11 @@ class Backend:
 
 
 def real_backend(client: redis.Redis, prefix: str) -> Backend:
+    """Breakers on the real server, built by the same make_breaker: only the server differs."""
     clock = FrozenClock()
 
     def make(service: str = "svc", **fields: Any) -> Breaker:
-        return Breaker(service, client, BreakerConfig(**fields), prefix=prefix, clock=clock)
+        return make_breaker(service, BreakerConfig(**fields), redis=client, clock=clock, prefix=prefix)
 
     return Backend(make, clock)
 

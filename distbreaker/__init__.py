@@ -9,6 +9,7 @@ from ._config import BreakerConfig
 from ._connect import connect
 from ._model import Snapshot, State, Transition
 from .admin import Admin
+from .registry import BreakerRegistry
 from .errors import (
     AccessDeniedError,
     BackendError,
@@ -26,6 +27,7 @@ __all__ = [
     "BackendError",
     "Breaker",
     "BreakerConfig",
+    "BreakerRegistry",
     "CircuitOpenError",
     "ConfigError",
     "DistbreakerError",

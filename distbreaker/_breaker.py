@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from . import _ops
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
+from ._listener import sync_listener
 from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, drive, eval_steps
@@ -46,10 +47,14 @@ class Breaker:
         prefix: key prefix in Redis. Default ``"distbreaker"``.
         clock: for tests only: a callable returning seconds; it replaces both the local
             monotonic clock and the Redis server clock.
+        listen: apply transitions published by other processes as they happen (one pub/sub
+            thread per process and client, shared by its breakers). Default True; without it
+            a worker learns of them within `max_staleness`.
     """
 
     def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
-                 prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None) -> None:
+                 prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
+                 listen: bool = True) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
@@ -57,6 +62,17 @@ class Breaker:
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, config, redis
         self._stack = PermitStack()
         _ops.check_client_budget(redis, config)
+        self._listener = sync_listener(redis) if listen else None
+        if self._listener is not None:
+            self._listener.add(core)
+
+    def close(self) -> None:
+        """Stop listening for transitions (the process's listener thread ends with its last breaker)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.remove(self._core)
+            if not listener.routes.channels():
+                listener.stop()
 
     def __repr__(self) -> str:
         return f"Breaker({self.service!r}, state={self._core.view.state or 'unknown'})"

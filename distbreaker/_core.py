@@ -140,7 +140,8 @@ class View:
     mapped onto it with the offset measured when the reply arrived.
     """
 
-    __slots__ = ("state", "generation", "fetched_at", "open_until", "forced_until", "reason", "max_staleness")
+    __slots__ = ("state", "generation", "fetched_at", "open_until", "forced_until", "reason", "max_staleness",
+                 "offset")
 
     def __init__(self, max_staleness: float) -> None:
         self.state: State | None = None
@@ -150,11 +151,12 @@ class View:
         self.forced_until = 0.0   # local clock; 0 = none
         self.reason = ""
         self.max_staleness = max_staleness
+        self.offset = 0.0         # server seconds - local seconds, at the last reply
 
     def update(self, reply: Sequence[Any], local_now: float) -> State:
         """Take a script reply received at `local_now`; return the new state."""
         state = _STATES[reply[0]]
-        offset = int(reply[2]) / 1000.0 - local_now
+        self.offset = offset = int(reply[2]) / 1000.0 - local_now
         ou, fu = int(reply[3]), int(reply[8])
         self.open_until = ou / 1000.0 - offset if ou else 0.0
         self.forced_until = fu / 1000.0 - offset if fu else 0.0
@@ -167,6 +169,30 @@ class View:
     def forget(self) -> None:
         """Drop the cached state (the next admission asks Redis)."""
         self.state = None
+
+    def apply_event(self, event: dict[str, Any], local_now: float) -> None:
+        """Take a transition published by any process (pub/sub).
+
+        `open` and `forced_open` are applied as they are (calls are rejected at once, with no
+        round trip; a forced state's expiry is learnt at the next refresh, within max_staleness);
+        any other transition drops the cache, so the next call asks Redis for the new state.
+        Events older than the cached generation are ignored.
+        """
+        if self.state is None or int(event.get("generation", 0)) < self.generation:
+            return
+        to = event.get("to")
+        if to == "open" and event.get("open_until"):
+            self.state = State.OPEN
+            self.open_until = int(event["open_until"]) / 1000.0 - self.offset
+        elif to == "forced_open":  # its expiry is not in the message: learnt at the next refresh
+            self.state = State.FORCED_OPEN
+            self.forced_until = 0.0
+        else:
+            self.forget()
+            return
+        self.generation = int(event["generation"])
+        self.reason = str(event.get("cause", ""))
+        self.fetched_at = local_now
 
     def decide(self, now: float) -> int:
         """ALLOW or REJECT from the cache alone, or ASK (run acquire.lua)."""

@@ -6,9 +6,10 @@ It is a shell over the same sans-IO core (`_core.BreakerCore`) and the same step
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio
@@ -18,12 +19,14 @@ from . import _ops
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._connect import client_options
+from ._listener import AsyncListener, async_listener
 from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, adrive, eval_steps
+from .registry import _Registry
 from .errors import CircuitOpenError, ConfigError, redact, translate
 
-__all__ = ["Breaker", "connect"]
+__all__ = ["Breaker", "BreakerRegistry", "connect"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,10 +58,13 @@ class Breaker:
         config: thresholds and timings (`BreakerConfig()` by default).
         prefix: key prefix in Redis. Default ``"distbreaker"``.
         clock: for tests only: a callable returning seconds (local and server clock).
+        listen: apply transitions published by other processes as they happen (one pub/sub
+            task per event loop and client). Default True.
     """
 
     def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
-                 prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None) -> None:
+                 prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
+                 listen: bool = True) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
@@ -66,12 +72,29 @@ class Breaker:
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, config, redis
         self._stack = PermitStack()
         _ops.check_client_budget(redis, config)
+        self._listen = listen
+        self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
+
+    def _start_listening(self) -> None:
+        if self._listen and self._listener is None:
+            self._listener = async_listener(self.redis)
+            self._listener.add(self._core)
+
+    async def close(self) -> None:
+        """Stop listening for transitions (the listener task ends with its client's last breaker)."""
+        listener, self._listener, self._listen = self._listener, None, False
+        if listener is not None:
+            listener.remove(self._core)
+            if not listener.routes.channels():
+                await listener.stop()
 
     def __repr__(self) -> str:
         return f"asyncio.Breaker({self.service!r}, state={self._core.view.state or 'unknown'})"
 
     # -- the call path (I/O only; the core decides) ------------------------------------------
     async def _run(self, request: Eval) -> Any:
+        if self._listener is None and self._listen:
+            self._start_listening()
         return await adrive(self.redis, eval_steps(request))
 
     async def _admit(self) -> Permit:
@@ -152,6 +175,8 @@ class Breaker:
 
     # -- state and operator actions -----------------------------------------------------------
     async def _do(self, steps: Steps[T]) -> T:
+        if self._listener is None and self._listen:
+            self._start_listening()
         try:
             return await adrive(self.redis, steps)
         except RedisError as exc:
@@ -177,3 +202,38 @@ class Breaker:
     async def reset(self, *, reason: str = "", actor: str | None = None) -> Snapshot:
         """Return the breaker to closed with an empty window, clearing any forced state."""
         return await self._do(control_steps(self._core, "reset", None, reason, actor))
+
+
+class BreakerRegistry(_Registry[Breaker]):
+    """`distbreaker.BreakerRegistry` for asyncio: hands out `distbreaker.asyncio.Breaker`s.
+
+    Args:
+        redis: a `redis.asyncio.Redis` (`distbreaker.asyncio.connect`).
+        default_config: config of breakers without an override. Default `BreakerConfig()`.
+        max_breakers: how many breakers to keep in memory. Default 1000.
+        prefix: key prefix. Default ``"distbreaker"``.
+        configs: per-service configs.
+        clock: for tests only.
+    """
+
+    def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
+                 prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock)
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, service: str) -> Breaker:
+        """The breaker of `service` (no I/O: a plain method)."""
+        breaker, evicted = self._get(service)
+        for old in evicted:  # stop listening in the background; keep a reference until done
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return breaker
+
+    async def close(self) -> None:
+        """Close every breaker (their listener task stops)."""
+        for breaker in self._take_all():
+            await breaker.close()
+        if self._closing:
+            await asyncio.gather(*self._closing)

@@ -1,0 +1,121 @@
+"""Pub/sub invalidation: transitions made elsewhere reach every cached breaker of a process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import distbreaker.asyncio as dba
+from _servers import ServerFactory
+from distbreaker import Admin, Breaker, BreakerConfig, State, connect
+from distbreaker._listener import sync_listener
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Poll `predicate` until true; return the seconds it took, fail after `timeout`."""
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+    return time.monotonic() - t0
+
+
+class Boom(Exception):
+    pass
+
+
+def boom() -> None:
+    raise Boom
+
+
+def test_a_trip_elsewhere_reaches_an_idle_breaker(redis_url: str, prefix: str) -> None:
+    """A breaker that cached 'closed' sees another process's trip without making a call."""
+    cfg = BreakerConfig(minimum_calls=1, max_staleness=60)
+    watcher = Breaker("svc", connect(redis_url, timeout=1), cfg, prefix=prefix)
+    worker = Breaker("svc", connect(redis_url, timeout=1), cfg, prefix=prefix, listen=False)
+    watcher.call(lambda: None)
+    assert watcher._listener is not None
+    wait_for("the listener", watcher._listener.ready.is_set)
+    with pytest.raises(Boom):
+        worker.call(boom)
+    took = wait_for("open to propagate", lambda: watcher._core.view.state is State.OPEN)
+    assert took < 2.0
+    Admin(worker.redis, prefix=prefix).trip("svc", reason="INC-9", actor="ops")
+    wait_for("forced_open to propagate", lambda: watcher._core.view.state is State.FORCED_OPEN)
+    Admin(worker.redis, prefix=prefix).reset("svc", actor="ops")
+    wait_for("the reset to drop the cache", lambda: watcher._core.view.state is None)
+    assert watcher.call(lambda: "ok") == "ok"  # asks Redis, finds closed
+    watcher.close()
+    worker.close()
+
+
+def test_listener_reconnects_and_drops_caches_after_restart(redis_server_factory: ServerFactory,
+                                                             prefix: str) -> None:
+    """After the server restarts the listener resubscribes, drops cached states, and applies new trips."""
+    server = redis_server_factory()
+    cfg = BreakerConfig(minimum_calls=1, max_staleness=60)
+    watcher = Breaker("svc", connect(server.url, timeout=0.2), cfg, prefix=prefix)
+    watcher.call(lambda: None)
+    listener = watcher._listener
+    assert listener is not None
+    wait_for("the listener", listener.ready.is_set)
+    server.kill()
+    wait_for("the listener to notice", lambda: not listener.ready.is_set())
+    server.restart()
+    wait_for("the listener to resubscribe", listener.ready.is_set, timeout=10)
+    assert watcher._core.view.state is None  # messages may have been lost: cache dropped
+    watcher.call(lambda: None)  # the next call asks Redis again
+    assert watcher._core.view.state is State.CLOSED
+    Admin(connect(server.url, timeout=1), prefix=prefix).trip("svc", actor="ops")
+    wait_for("the trip after restart", lambda: watcher._core.view.state is State.FORCED_OPEN)
+    watcher.close()
+
+
+def test_one_thread_per_client_and_it_ends_with_the_last_breaker(redis_url: str, prefix: str) -> None:
+    """Breakers sharing a client share one listener thread, which stops after close()."""
+    client = connect(redis_url, timeout=1)
+    before = {t.name for t in threading.enumerate()}
+    a = Breaker("a", client, prefix=prefix)
+    b = Breaker("b", client, prefix=prefix)
+    listener = sync_listener(client)
+    assert a._listener is b._listener is listener and listener.running
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("distbreaker-listener") - list(before).count("distbreaker-listener") <= 1
+    a.close()
+    assert listener.running  # b still listens
+    b.close()
+    wait_for("the thread to end", lambda: not listener.running)
+
+
+async def test_async_listener_applies_trips_and_stops(redis_url: str, prefix: str) -> None:
+    """The asyncio listener task applies a trip made elsewhere and ends on close()."""
+    client = dba.connect(redis_url, timeout=1)
+    watcher = dba.Breaker("svc", client, BreakerConfig(max_staleness=60), prefix=prefix)
+    await watcher.call(lambda: None)
+    listener = watcher._listener
+    assert listener is not None
+    await asyncio.wait_for(listener.ready.wait(), 5)
+    Admin(connect(redis_url, timeout=1), prefix=prefix).trip("svc", actor="ops")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while watcher.state is not State.FORCED_OPEN:
+        assert loop.time() < deadline, "trip never reached the async breaker"
+        await asyncio.sleep(0.005)
+    await watcher.close()
+    assert not listener.running
+    await client.aclose()
+
+
+def test_listen_false_starts_nothing(redis_url: str, prefix: str) -> None:
+    """listen=False makes no listener."""
+    b = Breaker("svc", connect(redis_url, timeout=1), prefix=prefix, listen=False)
+    assert b._listener is None
+    b.call(lambda: None)
+
+

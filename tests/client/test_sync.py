@@ -258,7 +258,7 @@ def test_operator_trip_reaches_a_worker_within_staleness(make: Callable[..., Bre
         try:
             b.call(lambda: None)
         except CircuitOpenError as exc:
-            assert exc.state == "forced_open" and exc.reason == "INC-1"
+            assert exc.state == "forced_open" and "INC-1" in exc.reason
             break
         assert time.monotonic() < deadline, "the trip never reached the worker"
 

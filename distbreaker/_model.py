@@ -28,7 +28,8 @@ class Transition:
     Attributes:
         service: the breaker.
         time: server time of the transition, seconds since the epoch.
-        from_state / to_state: the states.
+        from_state: the state it left.
+        to_state: the state it entered.
         cause: e.g. ``"failure_rate 0.62 >= 0.50 over 48 calls"``, ``"manual trip by alice: INC-42"``.
         actor: who made it (operators), ``""`` for automatic transitions.
         generation: the generation the breaker entered.

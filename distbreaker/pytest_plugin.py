@@ -4,12 +4,14 @@ Installed with distbreaker and loaded by pytest automatically (entry point ``pyt
 name ``distbreaker``; turn it off with ``-p no:distbreaker``). Importing it costs nothing
 beyond distbreaker itself: fakeredis is imported only when a test uses ``fake_breaker``.
 
-Example::
+Example:
 
-    def test_rejects_when_open(fake_breaker, breaker_clock):
-        payments = fake_breaker("payments", minimum_calls=2)
-        ...
-        breaker_clock.advance(30)
+```python
+def test_rejects_when_open(fake_breaker, breaker_clock):
+    payments = fake_breaker("payments", minimum_calls=2)
+    ...
+    breaker_clock.advance(30)
+```
 """
 
 from __future__ import annotations

@@ -2,15 +2,17 @@
 
 `make_breaker` builds a real `distbreaker.Breaker` (the same Lua scripts, the same state
 machine) on an in-process fakeredis server, driven by a `FrozenClock` that only moves when the
-test moves it::
+test moves it:
 
-    from distbreaker.testing import FrozenClock, force_open, make_breaker
+```python
+from distbreaker.testing import FrozenClock, force_open, make_breaker
 
-    def test_checkout_queues_when_payments_is_open():
-        clock = FrozenClock()
-        payments = make_breaker("payments", clock=clock)
-        force_open(payments)
-        assert checkout(order, breaker=payments) == "queued"
+def test_checkout_queues_when_payments_is_open():
+    clock = FrozenClock()
+    payments = make_breaker("payments", clock=clock)
+    force_open(payments)
+    assert checkout(order, breaker=payments) == "queued"
+```
 
 Needs the ``testing`` extra (``pip install 'distbreaker[testing]'``, which installs
 ``fakeredis[lua]``). fakeredis is imported only when a fake client is made. A pytest plugin

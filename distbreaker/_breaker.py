@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+import threading
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError
 
 from . import _ops
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
+from ._batch import sync_flusher
 from ._listener import sync_listener
 from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._model import Snapshot, State
@@ -50,11 +52,19 @@ class Breaker:
         listen: apply transitions published by other processes as they happen (one pub/sub
             thread per process and client, shared by its breakers). Default True; without it
             a worker learns of them within `max_staleness`.
+        mode: ``"sync"`` (default): one round trip records each admitted call, counts exact.
+            ``"batched"``: outcomes are summed locally and sent by one background thread per
+            process every `flush_interval` seconds (or at `flush_size` outcomes): a few µs per
+            call; a trip is detected within about one interval. Probes stay synchronous.
+            Call `close()` (or let the interpreter exit normally) to flush the rest.
+        flush_interval: seconds between flushes in batched mode. Default 0.1.
+        flush_size: flush at once when this many outcomes wait. Default 1000.
     """
 
     def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
                  prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
-                 listen: bool = True) -> None:
+                 listen: bool = True, mode: Literal["sync", "batched"] = "sync",
+                 flush_interval: float = 0.1, flush_size: int = 1000) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
@@ -65,9 +75,34 @@ class Breaker:
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:
             self._listener.add(core)
+        self.mode, self.flush_interval = _ops.check_mode(mode, flush_interval, flush_size)
+        self._flusher = None
+        if mode == "batched":
+            self._flush_lock = threading.Lock()
+            self._flusher = sync_flusher()
+            core.batched(flush_size, self._flusher.wake)
+            self._flusher.add(self)
+
+    def flush(self) -> None:
+        """Send the outcomes summed locally (batched mode); those that fail stay for the next flush."""
+        core = self._core
+        if core.batch is None:
+            return
+        with self._flush_lock:
+            for batch_id, request in core.flush_requests():
+                try:
+                    reply = self._run(request)
+                except RedisError as exc:
+                    core.flush_failed(batch_id, exc)
+                    return  # in order: a later batch must not overtake a pending one
+                core.flushed(batch_id, reply)
 
     def close(self) -> None:
-        """Stop listening for transitions (the process's listener thread ends with its last breaker)."""
+        """Flush what batched mode summed and stop listening (the listener thread ends with its
+        client's last breaker, the flusher with the process's last batched breaker)."""
+        if self._flusher is not None:
+            self._flusher.remove(self)
+            self.flush()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.remove(self._core)

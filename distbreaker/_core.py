@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
+import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -55,11 +58,13 @@ class Keys(NamedTuple):
     state: str
     events: str
     channel: str
+    ids: str  # batched flushes: each client's last applied batch
 
 
 def keys_for(prefix: str, service: str) -> Keys:
     """Key names of `service` under `prefix` (the service is the Cluster hash tag)."""
-    return Keys(f"{prefix}:{{{service}}}", f"{prefix}:{{{service}}}:events", f"{prefix}:events")
+    return Keys(f"{prefix}:{{{service}}}", f"{prefix}:{{{service}}}:events", f"{prefix}:events",
+                f"{prefix}:{{{service}}}:ids")
 
 
 def service_of_key(prefix: str, key: str) -> str | None:
@@ -245,7 +250,7 @@ class Eval(NamedTuple):
     """Run `script` on `keys` with `args`; when it answers NOCONFIG, again with `config` appended."""
 
     script: Any  # _scripts.LuaScript (kept Any here: the core imports no I/O module)
-    keys: tuple[str, str]
+    keys: tuple[str, ...]
     args: list[str]
     config: list[str] | None
 
@@ -254,6 +259,10 @@ class Command(NamedTuple):
     """A plain Redis command, run through the client's `execute_command` (reply callbacks apply)."""
 
     args: tuple[Any, ...]
+
+
+def _nothing() -> None:
+    pass
 
 
 Permit = tuple[int, str] | None  # (generation, lease id); None = admitted without Redis (degraded)
@@ -286,6 +295,13 @@ class BreakerCore:
         self.reject_when_down = config.on_redis_error == "reject"
         self.down_until = 0.0
         self.backoff = 0.0
+        self.batch: Batcher | None = None
+        self.wake: Callable[[], None] = _nothing
+
+    def batched(self, size: int, wake: Callable[[], None]) -> None:
+        """Sum outcomes locally (`record` returns None); `wake` is called at `size` outcomes."""
+        self.batch = Batcher(size, max_age=self.config.window)  # type: ignore[arg-type]
+        self.wake = wake
 
     # -- requests -------------------------------------------------------------------------------
     def eval(self, name: str, extra: list[str]) -> Eval:
@@ -338,9 +354,41 @@ class BreakerCore:
         else:
             slow = "1" if self.slow is not None and duration >= self.slow else "0"
             counts = ["1", "0", slow] if outcome == SUCCESS else ["0", "1", slow]
+        if self.batch is not None and not lease:  # probes stay synchronous: half-open is exact
+            if self.batch.add(gen, int(counts[0]), int(counts[1]), int(counts[2])):
+                self.wake()
+            return None
         if self.down_until and self.clock() < self.down_until:
             return None
         return self.eval("record", [str(gen), *counts, lease])
+
+    def flush_requests(self) -> list[tuple[str, Eval]]:
+        """One record request per pending batch (none while backing off after an outage)."""
+        now = self.clock()
+        if self.batch is None or (self.down_until and now < self.down_until):
+            return []
+        keys = (*self.key_list, self.keys.ids)
+        out = []
+        for batch_id, gen, (s, f, slow) in self.batch.take(now):
+            head = ["" if self.test_clock is None else str(round(self.test_clock() * 1000)), self.fingerprint]
+            args = [*head, str(gen), str(s), str(f), str(slow), "", *self.config_args, batch_id]
+            out.append((batch_id, Eval(self.scripts["record"], keys, args, None)))
+        return out
+
+    def flushed(self, batch_id: str, reply: Sequence[Any]) -> None:
+        """A batch was applied."""
+        assert self.batch is not None
+        self.batch.done(batch_id)
+        self.recorded(reply)
+
+    def flush_failed(self, batch_id: str, exc: BaseException) -> None:
+        """Keep the batch for the next flush on an outage; drop it (logged) on any other error."""
+        assert self.batch is not None
+        try:
+            self.failed(exc)
+        except Exception as err:
+            self.batch.done(batch_id)
+            log.error("breaker %r: dropping a batch of outcomes: %s", self.service, err)
 
     def recorded(self, reply: Sequence[Any]) -> None:
         """Take a record reply (the new shared state)."""
@@ -407,3 +455,67 @@ class PermitStack:
         stack = self._var.get()
         self._var.set(stack[:-1])
         return stack[-1]
+
+
+# Batched mode ----------------------------------------------------------------------------------
+_CLIENT_ID: tuple[int, str] | None = None
+
+
+def client_id() -> str:
+    """A random id of this process (new after a fork), the prefix of batch ids."""
+    global _CLIENT_ID
+    pid = os.getpid()
+    if _CLIENT_ID is None or _CLIENT_ID[0] != pid:
+        _CLIENT_ID = (pid, uuid.uuid4().hex[:16])
+    return _CLIENT_ID[1]
+
+
+class Batcher:
+    """Outcomes of one breaker summed locally until the next flush (no I/O).
+
+    Counts are kept per generation (an outcome counts only under the generation that
+    admitted it). A flush takes them as numbered batches; a batch whose record failed stays
+    pending and is sent again with the same id, which record.lua applies at most once.
+    Batches older than the window are dropped (their outcomes would count in the wrong bucket).
+    """
+
+    def __init__(self, size: int, max_age: float) -> None:
+        self.size = size
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._counts: dict[int, list[int]] = {}  # generation -> [successes, failures, slow]
+        self._n = 0
+        self._seq = 0
+        self._pending: list[tuple[str, int, list[int], float]] = []  # (id, generation, counts, taken at)
+
+    def add(self, generation: int, successes: int, failures: int, slow: int) -> bool:
+        """Count one outcome; True when `size` outcomes wait (flush now)."""
+        with self._lock:
+            c = self._counts.get(generation)
+            if c is None:
+                c = self._counts[generation] = [0, 0, 0]
+            c[0] += successes
+            c[1] += failures
+            c[2] += slow
+            self._n += 1
+            return self._n >= self.size
+
+    def take(self, now: float) -> list[tuple[str, int, list[int]]]:
+        """The batches to send now: the pending ones first, then what was counted since."""
+        with self._lock:
+            ident = client_id()
+            for gen, counts in self._counts.items():
+                self._seq += 1
+                self._pending.append((f"{ident}:{self._seq}", gen, counts, now))
+            self._counts, self._n = {}, 0
+            self._pending = [p for p in self._pending if now - p[3] <= self.max_age]
+            return [(i, g, c) for i, g, c, _ in self._pending]
+
+    def done(self, batch_id: str) -> None:
+        """A batch was applied (or refused for good): forget it."""
+        with self._lock:
+            self._pending = [p for p in self._pending if p[0] != batch_id]
+
+    @property
+    def empty(self) -> bool:
+        return not self._counts and not self._pending

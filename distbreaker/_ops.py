@@ -64,3 +64,15 @@ def check_client_budget(client: Any, config: BreakerConfig) -> None:
             "the Redis client has socket_timeout=%r; a hung Redis can delay protected calls "
             "that long (redis_timeout=%s). Build the client with distbreaker.connect().",
             timeout, config.redis_timeout)
+
+
+def check_mode(mode: object, flush_interval: object, flush_size: object) -> tuple[str, float]:
+    """Validate the batched-mode arguments of a Breaker."""
+    if mode not in ("sync", "batched"):
+        raise ConfigError("mode", f"must be 'sync' or 'batched', got {mode!r}")
+    interval = seconds(flush_interval, "flush_interval")  # type: ignore[arg-type]
+    if interval is None or not 0 < interval <= 60:
+        raise ConfigError("flush_interval", f"must be > 0 and <= 60 seconds, got {flush_interval!r}")
+    if not isinstance(flush_size, int) or isinstance(flush_size, bool) or flush_size < 1:
+        raise ConfigError("flush_size", f"must be an int >= 1, got {flush_size!r}")
+    return mode, interval  # type: ignore[return-value]

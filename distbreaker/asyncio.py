@@ -10,7 +10,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import redis.asyncio
 from redis.exceptions import RedisError
@@ -19,6 +19,7 @@ from . import _ops
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._connect import client_options
+from ._batch import AsyncFlusher, async_flusher
 from ._listener import AsyncListener, async_listener
 from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._model import Snapshot, State
@@ -60,11 +61,16 @@ class Breaker:
         clock: for tests only: a callable returning seconds (local and server clock).
         listen: apply transitions published by other processes as they happen (one pub/sub
             task per event loop and client). Default True.
+        mode: ``"sync"`` (default) or ``"batched"`` (outcomes summed locally and sent by one
+            task per event loop every `flush_interval`; see `distbreaker.Breaker`).
+        flush_interval: seconds between flushes in batched mode. Default 0.1.
+        flush_size: flush at once when this many outcomes wait. Default 1000.
     """
 
     def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
                  prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
-                 listen: bool = True) -> None:
+                 listen: bool = True, mode: Literal["sync", "batched"] = "sync",
+                 flush_interval: float = 0.1, flush_size: int = 1000) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
@@ -74,6 +80,31 @@ class Breaker:
         _ops.check_client_budget(redis, config)
         self._listen = listen
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
+        self.mode, self.flush_interval = _ops.check_mode(mode, flush_interval, flush_size)
+        self._flusher: AsyncFlusher | None = None  # started by the first batched outcome
+        self._flush_lock: asyncio.Lock | None = None
+        if mode == "batched":
+            core.batched(flush_size, self._wake_flusher)
+
+    def _wake_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.wake()
+
+    async def flush(self) -> None:
+        """Send the outcomes summed locally (batched mode); those that fail stay for the next flush."""
+        core = self._core
+        if core.batch is None:
+            return
+        if self._flush_lock is None:
+            self._flush_lock = asyncio.Lock()
+        async with self._flush_lock:
+            for batch_id, request in core.flush_requests():
+                try:
+                    reply = await self._run(request)
+                except RedisError as exc:
+                    core.flush_failed(batch_id, exc)
+                    return  # in order: a later batch must not overtake a pending one
+                core.flushed(batch_id, reply)
 
     def _start_listening(self) -> None:
         if self._listen and self._listener is None:
@@ -81,7 +112,14 @@ class Breaker:
             self._listener.add(self._core)
 
     async def close(self) -> None:
-        """Stop listening for transitions (the listener task ends with its client's last breaker)."""
+        """Flush what batched mode summed and stop listening (the listener and flusher tasks end
+        with their last breaker)."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.remove(self)
+            await self.flush()
+            if not flusher._breakers:
+                await flusher.stop()
         listener, self._listener, self._listen = self._listener, None, False
         if listener is not None:
             listener.remove(self._core)
@@ -111,6 +149,9 @@ class Breaker:
 
     async def _record(self, permit: Permit, outcome: int, duration: float) -> None:
         core = self._core
+        if core.batch is not None and self._flusher is None:
+            self._flusher = async_flusher()
+            self._flusher.add(self)
         request = core.record(permit, outcome, duration)
         if request is None:
             return
@@ -214,12 +255,17 @@ class BreakerRegistry(_Registry[Breaker]):
         prefix: key prefix. Default ``"distbreaker"``.
         configs: per-service configs.
         clock: for tests only.
+        listen, mode, flush_interval, flush_size: passed to every breaker.
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
                  prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
-        super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock)
+                 clock: Callable[[], float] | None = None, listen: bool = True,
+                 mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
+                 flush_size: int = 1000) -> None:
+        super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
+                         {"listen": listen, "mode": mode, "flush_interval": flush_interval,
+                          "flush_size": flush_size})
         self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, service: str) -> Breaker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ._breaker import Breaker
 from ._config import BreakerConfig
@@ -22,7 +22,7 @@ class _Registry(Generic[B]):
 
     def __init__(self, factory: Callable[..., B], redis: Any, default_config: BreakerConfig | None,
                  max_breakers: int, prefix: str, configs: Mapping[str, BreakerConfig] | None,
-                 clock: Callable[[], float] | None) -> None:
+                 clock: Callable[[], float] | None, options: dict[str, Any]) -> None:
         if not isinstance(max_breakers, int) or isinstance(max_breakers, bool) or max_breakers < 1:
             raise ConfigError("max_breakers", f"must be an int >= 1, got {max_breakers!r}")
         self.redis = redis
@@ -32,6 +32,7 @@ class _Registry(Generic[B]):
         self._configs = {validate_service(k): v for k, v in (configs or {}).items()}
         self._factory = factory
         self._clock = clock
+        self._options = options
         self._breakers: OrderedDict[str, B] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -43,7 +44,8 @@ class _Registry(Generic[B]):
                 self._breakers.move_to_end(service)
                 return breaker, []
             config = self._configs.get(validate_service(service), self.default_config)
-            breaker = self._factory(service, self.redis, config, prefix=self.prefix, clock=self._clock)
+            breaker = self._factory(service, self.redis, config, prefix=self.prefix, clock=self._clock,
+                                    **self._options)
             self._breakers[service] = breaker
             evicted = []
             while len(self._breakers) > self.max_breakers:
@@ -85,12 +87,17 @@ class BreakerRegistry(_Registry[Breaker]):
         prefix: key prefix. Default ``"distbreaker"``.
         configs: per-service configs, e.g. ``{"payments": BreakerConfig(minimum_calls=50)}``.
         clock: for tests only (see `Breaker`).
+        listen, mode, flush_interval, flush_size: passed to every breaker (see `Breaker`).
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
                  prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
-        super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock)
+                 clock: Callable[[], float] | None = None, listen: bool = True,
+                 mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
+                 flush_size: int = 1000) -> None:
+        super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
+                         {"listen": listen, "mode": mode, "flush_interval": flush_interval,
+                          "flush_size": flush_size})
 
     def get(self, service: str) -> Breaker:
         """The breaker of `service`."""

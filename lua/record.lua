@@ -2,6 +2,9 @@
 -- ARGV[3] generation the outcome was admitted under   ARGV[4] successes   ARGV[5] failures
 -- ARGV[6] how many of those were slow                  ARGV[7] lease id ('' = none)
 -- ARGV[8..20] config (optional, see _lib.lua)
+-- ARGV[21] batch id '<client>:<seq>' (optional; only after the config, and with KEYS[3]): a
+--          batched flush. KEYS[3] = <prefix>:{<service>}:ids keeps each client's highest applied
+--          seq, so a flush retried after a lost reply is applied at most once.
 -- Returns the reply of docs/state-machine.md ("Reply").
 
 -- Fast path: the common call. Closed, config known, no lease, same generation and same bucket,
@@ -43,10 +46,20 @@ if ns < 0 or nf < 0 or nslow < 0 or nslow > ns + nf then
   fail('successes, failures and slow must be >= 0, slow <= successes + failures')
 end
 
+local batch, client, seq = ARGV[21], nil, nil
+local duplicate = false
+if batch ~= nil and batch ~= '' then
+  client, seq = string.match(batch, '^(.+):(%d+)$')
+  if client == nil or KEYS[3] == nil then fail('a batch id is <client>:<seq> and needs KEYS[3]') end
+  seq = tonumber(seq)
+  local last = tonumber(redis.call('HGET', KEYS[3], client))
+  duplicate = last ~= nil and seq <= last
+end
+
 begin(5)
 if lease ~= '' then release(lease) end
 
-if gen == S.g then
+if gen == S.g and not duplicate then
   if S.st == 'closed' or S.st == 'disabled' then
     local n = ns + nf
     if n > 0 then
@@ -80,4 +93,8 @@ if gen == S.g then
 end
 
 save(true)
+if client ~= nil and not duplicate then
+  redis.call('HSET', KEYS[3], client, seq)
+  redis.call('PEXPIRE', KEYS[3], 3600000)  -- a client silent for an hour has no retry pending
+end
 return reply('', 0)

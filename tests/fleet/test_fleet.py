@@ -132,6 +132,7 @@ def _body_successes(url: str, prefix: str, cfg: dict[str, Any], barrier: Any, n:
         done = sum(breaker.call(int, 1) for _ in range(n))
         return {"done": done}
     finally:
+        breaker.close()  # stop its listener before its client goes
         client.close()
 
 
@@ -159,6 +160,7 @@ def _body_failures(
                 return {"executed": mine, "rejected": True, "attempts": i + 1, "state": exc.state}
         return {"executed": mine, "rejected": False, "attempts": attempts, "state": None}
     finally:
+        breaker.close()  # stop its listener before its client goes
         client.close()
 
 
@@ -188,6 +190,7 @@ def _body_probes(
             time.sleep(0.002)  # load pacing: 8 spinning processes would starve Redis on 2 cores
         return {"intervals": intervals, "rejected": rejected}
     finally:
+        breaker.close()  # stop its listener before its client goes
         client.close()
 
 
@@ -225,6 +228,7 @@ def test_counts_are_exact_across_processes(redis_url: str, prefix: str) -> None:
     try:
         snap = breaker.snapshot()
     finally:
+        breaker.close()  # stop its listener before its client goes
         client.close()
     assert snap.state is State.CLOSED
     assert snap.calls == WORKERS * n
@@ -253,6 +257,7 @@ def test_trip_overshoot_is_bounded(redis_url: str, prefix: str) -> None:
     try:
         assert breaker.snapshot().state is State.OPEN
     finally:
+        breaker.close()  # stop its listener before its client goes
         client.close()
 
 
@@ -269,6 +274,7 @@ def test_half_open_admits_one_probe_fleet_wide(redis_url: str, prefix: str) -> N
                 breaker.call(_raise_probe_failed)
         assert breaker.snapshot().state is State.OPEN
     finally:
+        breaker.close()  # stop its listener before its client goes
         client.close()
 
     barrier = _CTX.Barrier(WORKERS)
@@ -341,4 +347,5 @@ def test_lease_of_killed_worker_frees_after_probe_timeout(redis_url: str, prefix
         _reap([proc])
         out.close()
         out.join_thread()
+        breaker.close()  # stop its listener before its client goes
         client.close()

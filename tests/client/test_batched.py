@@ -1,0 +1,176 @@
+"""Batched mode: outcomes summed locally, flushed in the background, applied at most once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import TimeoutError as RedisTimeout
+
+import distbreaker.asyncio as dba
+from _servers import ServerFactory
+from distbreaker import Breaker, BreakerConfig, CircuitOpenError, State, connect
+from distbreaker._scripts import SCRIPTS
+
+
+class Boom(Exception):
+    pass
+
+
+def boom() -> None:
+    raise Boom
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_counts_are_exact_after_close(redis_url: str, prefix: str) -> None:
+    """5000 calls in batched mode, half failing, count exactly once close() flushed the rest."""
+    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10**6), prefix=prefix,
+                mode="batched", flush_interval=0.05)
+    for i in range(5000):
+        try:
+            b.call(boom if i % 2 else (lambda: None))
+        except Boom:
+            pass
+    b.close()
+    s = b.snapshot()
+    assert (s.calls, s.failures) == (5000, 2500)
+
+
+def test_calls_make_no_round_trip(redis_server_factory: ServerFactory, prefix: str) -> None:
+    """Closed calls in batched mode cost no EVALSHA each: a handful of flushes carry them all."""
+    server = redis_server_factory()
+    stats = server.client()
+    b = Breaker("svc", connect(server.url, timeout=1), BreakerConfig(minimum_calls=10**6), prefix=prefix,
+                mode="batched", flush_interval=0.2, listen=False)
+    b.call(lambda: None)  # first call: acquire (empty cache)
+    stats.config_resetstat()
+    for _ in range(2000):
+        b.call(lambda: None)
+    b.close()
+    cmd = stats.info("commandstats")
+    scripts = cmd.get("cmdstat_evalsha", {}).get("calls", 0) + cmd.get("cmdstat_eval", {}).get("calls", 0)
+    assert 1 <= scripts <= 20
+    assert b.snapshot().calls == 2001
+
+
+def test_trip_is_detected_within_an_interval(redis_url: str, prefix: str) -> None:
+    """All calls failing: the breaker opens after a flush and then rejects locally."""
+    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10), prefix=prefix,
+                mode="batched", flush_interval=0.05, listen=False)
+    executed = 0
+    deadline = time.monotonic() + 5
+    while True:
+        assert time.monotonic() < deadline, "never tripped"
+        try:
+            b.call(boom)
+            executed += 1
+        except Boom:
+            executed += 1
+        except CircuitOpenError:
+            break
+    assert b.snapshot().state is State.OPEN
+    b.close()
+
+
+class LosesReplies:
+    """A client whose every other EVALSHA/EVAL is applied by Redis but whose reply is 'lost'."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.connection_pool = client.connection_pool
+        self.n = 0
+
+    def execute_command(self, *args: Any) -> Any:
+        reply = self.client.execute_command(*args)
+        if args[0] in ("EVALSHA", "EVAL"):
+            self.n += 1
+            if self.n % 2 == 0:
+                raise RedisTimeout("reply lost (injected)")
+        return reply
+
+
+def test_lost_replies_are_retried_and_applied_once(redis_url: str, prefix: str) -> None:
+    """Flushes whose replies are lost are retried with the same id and counted exactly once."""
+    lossy = LosesReplies(connect(redis_url, timeout=1))
+    b = Breaker("svc", lossy, BreakerConfig(minimum_calls=10**6), prefix=prefix, mode="batched",
+                flush_interval=0.01, listen=False)
+    for _round in range(50):
+        for _ in range(20):
+            b.call(lambda: None)
+        b._core.down_until = 0.0  # no backoff between injected failures: retry at once
+        b.flush()
+    for _ in range(10):  # drain whatever is still pending
+        b._core.down_until = 0.0
+        b.flush()
+        if b._core.batch is not None and b._core.batch.empty:
+            break
+    b.close()
+    assert lossy.n > 50  # failures were injected and retried
+    snapshot = Breaker("svc", connect(redis_url, timeout=1), prefix=prefix, listen=False).snapshot()
+    assert snapshot.calls == 1000  # every call counted exactly once
+
+
+def test_same_batch_id_twice_counts_once(r: redis.Redis, prefix: str) -> None:
+    """record.lua applies a batch id at most once per client."""
+    cfg = BreakerConfig(minimum_calls=10**6)
+    keys = (f"{prefix}:{{svc}}", f"{prefix}:{{svc}}:events", f"{prefix}:{{svc}}:ids")
+    args = ["", cfg.fingerprint, "0", "3", "1", "0", "", *cfg._lua, "client-a:1"]
+    for _ in range(3):
+        reply = r.eval(SCRIPTS["record"].text, 3, *keys, *args)
+    assert (reply[4], reply[5]) == (4, 1)
+    args[-1] = "client-a:2"
+    assert r.eval(SCRIPTS["record"].text, 3, *keys, *args)[4] == 8
+    args[-1] = "client-b:1"  # another client's sequence is independent
+    assert r.eval(SCRIPTS["record"].text, 3, *keys, *args)[4] == 12
+
+
+def test_outcomes_are_flushed_at_interpreter_exit(redis_url: str, prefix: str) -> None:
+    """A process that exits normally without close() loses no batched outcome."""
+    code = textwrap.dedent(f"""
+        from distbreaker import Breaker, BreakerConfig, connect
+        b = Breaker("svc", connect({redis_url!r}, timeout=1), BreakerConfig(minimum_calls=10**6),
+                    prefix={prefix!r}, mode="batched", flush_interval=30)
+        for _ in range(321):
+            b.call(lambda: None)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    b = Breaker("svc", connect(redis_url, timeout=1), prefix=prefix, listen=False)
+    assert b.snapshot().calls == 321
+
+
+def test_invalid_mode_arguments(redis_url: str) -> None:
+    """mode, flush_interval and flush_size are validated."""
+    client = connect(redis_url, timeout=1)
+    with pytest.raises(ValueError, match="mode"):
+        Breaker("svc", client, mode="fast", listen=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="flush_interval"):
+        Breaker("svc", client, mode="batched", flush_interval=0, listen=False)
+    with pytest.raises(ValueError, match="flush_size"):
+        Breaker("svc", client, mode="batched", flush_size=0, listen=False)
+
+
+async def test_async_batched_counts_and_stops(redis_url: str, prefix: str) -> None:
+    """The asyncio batched breaker counts exactly and its flusher task ends on close()."""
+    client = dba.connect(redis_url, timeout=1)
+    b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, mode="batched",
+                    flush_interval=0.05)
+    for _ in range(1000):
+        await b.call(lambda: None)
+    flusher = b._flusher
+    assert flusher is not None and flusher.running
+    await b.close()
+    assert not flusher.running
+    assert (await dba.Breaker("svc", client, prefix=prefix, listen=False).snapshot()).calls == 1000
+    await client.aclose()

@@ -29,7 +29,7 @@ T = TypeVar("T")
 class Breaker:
     """A circuit breaker whose state is shared, through Redis, by every process that uses it.
 
-    Use it as a decorator, a context manager, or with `call`::
+    Use it as a decorator, a context manager, or with `call`:
 
         payments = Breaker("payments", connect("redis://localhost:6379/0"))
 

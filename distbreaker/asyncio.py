@@ -255,7 +255,10 @@ class BreakerRegistry(_Registry[Breaker]):
         prefix: key prefix. Default ``"distbreaker"``.
         configs: per-service configs.
         clock: for tests only.
-        listen, mode, flush_interval, flush_size: passed to every breaker.
+        listen: passed to every breaker.
+        mode: passed to every breaker.
+        flush_interval: passed to every breaker.
+        flush_size: passed to every breaker.
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,

@@ -87,7 +87,10 @@ class BreakerRegistry(_Registry[Breaker]):
         prefix: key prefix. Default ``"distbreaker"``.
         configs: per-service configs, e.g. ``{"payments": BreakerConfig(minimum_calls=50)}``.
         clock: for tests only (see `Breaker`).
-        listen, mode, flush_interval, flush_size: passed to every breaker (see `Breaker`).
+        listen: passed to every breaker (see `Breaker`).
+        mode: passed to every breaker (see `Breaker`).
+        flush_interval: passed to every breaker (see `Breaker`).
+        flush_size: passed to every breaker (see `Breaker`).
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,

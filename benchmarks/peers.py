@@ -697,7 +697,7 @@ def targets(sync: list[Row], asy: list[Row], cost: list[tuple[str, str, str]]) -
         if target.startswith("≤"):
             limit = float(target.split()[1])
             num = float(value.split()[0]) if value[0].isdigit() else None
-            verdict(le(num, limit), f"{what.split(' (')[0]}: {value} (target {target})")
+            verdict(le(num, limit), f"{what}: {value} (target {target})")
     return out
 
 
@@ -735,6 +735,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---|")
     for what, value, target in cost:
         print(f"| {what} | {value} | {target} |")
+    try:
+        print("\nLoad average at the end: %.2f %.2f %.2f" % os.getloadavg())
+    except OSError:
+        pass
     print("\nTargets (issue 4):")
     print("\n".join(targets(sync, asy, cost)))
     return 0

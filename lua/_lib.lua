@@ -16,7 +16,7 @@ local TRANS = {}    -- 'from>to' made by this call
 local LAST_CAUSE = ''
 local TOUCH = false -- refresh the idle TTL on save
 
-local LAZY_NUMERIC = {oa = true, hs = true, hn = true, lt = true}
+local LAZY_NUMERIC = {oa = true, hs = true, hn = true, lt = true, pt = true}
 
 local function lazy(f)
   if not loaded[f] then
@@ -42,6 +42,9 @@ local CFG_NAMES = {'failure_rate_threshold', 'minimum_calls', 'window_ms', 'buck
   'max_open_duration_ms', 'half_open_max_calls', 'half_open_successes', 'probe_timeout_ms',
   'idle_ttl_ms'}
 local DEFAULT_CFG = '0.5,10,60000,10,0,1.0,30000,2.0,600000,1,1,10000,604800000'
+local DEFAULT_BMS, DEFAULT_NB = 6000, 10   -- the bucket layout of DEFAULT_CFG
+local CFG_INDEX = {}
+for i = 1, 13 do CFG_INDEX[CFG_NAMES[i]] = i end
 
 local function parse_cfg(values)
   local c = {}
@@ -63,6 +66,32 @@ local function split(s)
   local out = {}
   for v in string.gmatch(s, '[^,]+') do out[#out + 1] = v end
   return out
+end
+
+-- Operator overrides 'name=value;name=value' (field `ov`) -> {index = value text}.
+local function parse_ov(s)
+  local out = {}
+  for part in string.gmatch(s, '[^;]+') do
+    local name, v = string.match(part, '^([%w_]+)=(.+)$')
+    local i = name and CFG_INDEX[name]
+    if not i then fail('config override must be name=value with a config name, got ' .. part) end
+    if tonumber(v) == nil then fail(name .. ' must be a number, got ' .. v) end
+    out[i] = v
+  end
+  return out
+end
+
+-- The 13 values of a config with the stored overrides applied, and the parsed config.
+-- An override set that would make this config invalid is ignored for it (docs/state-machine.md).
+local function with_overrides(values)
+  local ov = lazy('ov')
+  if ov ~= nil and ov ~= '' then
+    local merged = {unpack(values)}
+    for i, v in pairs(parse_ov(ov)) do merged[i] = v end
+    local ok, c = pcall(parse_cfg, merged)
+    if ok then return merged, c end
+  end
+  return values, parse_cfg(values)
 end
 
 local C
@@ -185,14 +214,18 @@ end
 local function begin(nop)
   local base = 2 + nop
   if ARGV[base + 13] ~= nil then
-    -- config given: authoritative for this call, stored when the fingerprint changed
-    C = parse_cfg({unpack(ARGV, base + 1, base + 13)})
+    -- config given: authoritative for this call (operator overrides win over it), stored
+    -- when the fingerprint changed
+    local given = {unpack(ARGV, base + 1, base + 13)}
+    local values
+    values, C = with_overrides(given)
     if FP ~= '' and S.fp ~= FP then
-      local ob, on = tonumber(h[15]), tonumber(h[16])
-      set('fp', FP); set('cfg', table.concat(ARGV, ',', base + 1, base + 13))
-      set('qb', C.bms); set('qn', C.nb); set('qr', ARGV[base + 1]); set('qm', C.min)
-      set('qc', C.cxn); set('qs', ARGV[base + 6])
-      if ob and (ob ~= C.bms or on ~= C.nb) then
+      local ob, on = tonumber(h[15]) or DEFAULT_BMS, tonumber(h[16]) or DEFAULT_NB
+      if S.fp then set('pf', S.fp); set('pt', now) end
+      set('fp', FP); set('cc', table.concat(given, ',')); set('cfg', table.concat(values, ','))
+      set('qb', C.bms); set('qn', C.nb); set('qr', values[1]); set('qm', C.min)
+      set('qc', C.cxn); set('qs', values[6])
+      if S.be ~= nil and (ob ~= C.bms or on ~= C.nb) then
         clear_ring(on); clear_window()
       end
     end

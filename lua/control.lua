@@ -1,6 +1,8 @@
 -- control.lua: operator actions.
--- ARGV[3] op: 'trip' | 'disable' | 'reset'   ARGV[4] until (ms, absolute; 0 = no expiry)
--- ARGV[5] reason   ARGV[6] actor   ARGV[7..19] config (optional)
+-- ARGV[3] op: 'trip' | 'disable' | 'reset' | 'config'
+-- ARGV[4] until (ms, absolute; 0 = no expiry; ignored by reset and config)
+-- ARGV[5] reason; for 'config': the overrides 'name=value;name=value' ('' = clear them all)
+-- ARGV[6] actor   ARGV[7..19] config (optional)
 -- Returns the reply of docs/state-machine.md.
 
 --@lib
@@ -8,19 +10,53 @@
 local op = ARGV[3]
 local untl = num(4, 'until')
 local reason, actor = ARGV[5] or '', ARGV[6] or ''
-if op ~= 'trip' and op ~= 'disable' and op ~= 'reset' then
-  fail("op must be 'trip', 'disable' or 'reset', got " .. tostring(op))
+if op ~= 'trip' and op ~= 'disable' and op ~= 'reset' and op ~= 'config' then
+  fail("op must be 'trip', 'disable', 'reset' or 'config', got " .. tostring(op))
 end
 if untl < 0 then fail('until must be >= 0') end
+local given
+if op == 'config' then given = parse_ov(reason) end
+
+-- Fleet-wide overrides: stored in `ov`, merged over the client config `cc` into `cfg` and the
+-- hot fields at once; a change of the bucket layout clears the window. Not a transition: an
+-- event with from = to = the current state, and the generation unchanged.
+local function set_overrides()
+  local base = split(lazy('cc') or lazy('cfg') or DEFAULT_CFG)
+  local values, parts = {unpack(base)}, {}
+  for i = 1, 13 do
+    if given[i] then
+      values[i] = given[i]
+      parts[#parts + 1] = CFG_NAMES[i] .. '=' .. given[i]
+    end
+  end
+  local new = parse_cfg(values)  -- an invalid result fails here, before anything is written
+  local old = full()
+  if #parts > 0 then set('ov', table.concat(parts, ';')) else del('ov') end
+  set('cc', table.concat(base, ',')); set('cfg', table.concat(values, ','))
+  set('qb', new.bms); set('qn', new.nb); set('qr', values[1]); set('qm', new.min)
+  set('qc', new.cxn); set('qs', values[6])
+  C = new
+  if old.bms ~= new.bms or old.nb ~= new.nb then
+    clear_ring(old.nb); clear_window()
+  end
+  TOUCH = true
+  local cause = 'config cleared by ' .. actor
+  if #parts > 0 then cause = 'config set by ' .. actor .. ': ' .. table.concat(parts, ', ') end
+  EVENTS[#EVENTS + 1] = {S.st, S.st, cause, actor, S.g, (S.st == 'open') and S.ou or 0}
+end
 
 begin(4)
-local cause = 'manual ' .. op .. ' by ' .. actor
-if reason ~= '' then cause = cause .. ': ' .. reason end
-if op == 'reset' then
-  transition('closed', cause, actor, 'reset')
+if op == 'config' then
+  set_overrides()
 else
-  transition((op == 'trip') and 'forced_open' or 'disabled', cause, actor)
-  set('fu', untl); set('fr', reason); set('fa', actor)
+  local cause = 'manual ' .. op .. ' by ' .. actor
+  if reason ~= '' then cause = cause .. ': ' .. reason end
+  if op == 'reset' then
+    transition('closed', cause, actor, 'reset')
+  else
+    transition((op == 'trip') and 'forced_open' or 'disabled', cause, actor)
+    set('fu', untl); set('fr', reason); set('fa', actor)
+  end
 end
 save(true)
 return reply('', 0)

@@ -2,7 +2,8 @@
 -- bucket rotation. ARGV[3] '1' = create nothing when the key does not exist;
 -- ARGV[4..16] config (optional).
 -- Returns the reply of docs/state-machine.md, then: exists (1/0), cfg, fp, last transition
--- time (ms), from, cause, actor.
+-- time (ms), from, cause, actor, overrides (ov), client config (cc), previous fingerprint (pf),
+-- time of the last fingerprint change (pt, ms; 0 = none).
 
 --@lib
 
@@ -16,4 +17,8 @@ out[#out + 1] = lazy('lt')
 out[#out + 1] = lazy('lf') or ''
 out[#out + 1] = lazy('lc') or ''
 out[#out + 1] = lazy('la') or ''
+out[#out + 1] = lazy('ov') or ''
+out[#out + 1] = lazy('cc') or ''
+out[#out + 1] = lazy('pf') or ''
+out[#out + 1] = lazy('pt')
 return out

@@ -4,18 +4,23 @@ It follows `docs/state-machine.md` line by line, and is meant to be read next to
 method names the spec step it implements. `tests/lua/test_model.py` runs the real Lua scripts
 and this model in lock-step and asserts that every reply field agrees.
 
-The model holds one breaker (one hash and its event stream) and one fixed config. The config
-fingerprint is never changed during a model's life, so the "config changed, clear the window"
-rule of the spec is not modelled.
+The model holds one breaker (one hash and its event stream). `cfg` is the config of the client
+that makes the calls; assigning another `Cfg` to it models a worker with a different config
+(its fingerprint replaces the stored one: `pf`/`pt`, and a new bucket layout clears the
+window). Operator calls (`operator=True`) pass no config and use the stored one, else the
+defaults; `control(..., "config", ...)` sets or clears the fleet-wide overrides `ov`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import astuple, dataclass, field, fields
 
 __all__ = [
+    "CFG_NAMES",
     "CLOSED",
+    "DEFAULT_CFG",
     "DISABLED",
     "FORCED_OPEN",
     "HALF_OPEN",
@@ -60,6 +65,33 @@ class Cfg:
     def argv(self) -> list[str]:
         """The 13 config ARGV as the client passes them: ints as decimals, floats with `repr()`."""
         return [repr(v) if isinstance(v, float) else str(v) for v in astuple(self)]
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of `argv()` (what a client sends as ARGV 2)."""
+        return hashlib.sha1(",".join(self.argv()).encode()).hexdigest()[:10]
+
+    @classmethod
+    def from_argv(cls, values: list[str]) -> Cfg:
+        """Parse 13 config values as text (the stored `cfg`/`cc`); ints stay ints."""
+        out = []
+        for f, text in zip(fields(cls), values, strict=True):
+            out.append(float(text) if f.type == "float" else int(text))
+        return cls(*out)
+
+    def valid(self) -> bool:
+        """The checks the scripts make on a config (`parse_cfg`)."""
+        return (
+            self.buckets >= 1
+            and self.window_ms >= self.buckets
+            and self.minimum_calls >= 1
+            and self.half_open_max_calls >= 1
+            and self.half_open_successes >= 1
+        )
+
+
+CFG_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Cfg))
+DEFAULT_CFG = Cfg(0.5, 10, 60_000, 10, 0, 1.0, 30_000, 2.0, 600_000, 1, 1, 10_000, 604_800_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +147,11 @@ class Model:
     `ring` (slot -> (calls, failures, slow)); the half-open leases `hl` are the ordered dict
     `hl` (lease id -> expiry ms; expired ones stay until `acquire` drops them); `be`, `lt`,
     `lf`, `lc`, `la` are `None` while absent.
-    `events` lists every transition made (the stream, untrimmed); `exists` tells whether the
-    key has been created (every script but `read` creates it).
+    `events` lists every entry of the stream, untrimmed (transitions, and config changes with
+    from = to); `exists` tells whether the key has been created (every script but `read`
+    creates it). The stored config is `fp` (fingerprint), `stored` (the `cfg` field: 13 texts,
+    overrides applied), `cc` (the client config as passed), `ov` (overrides, name -> text, in
+    config order), `pf`/`pt` (the fingerprint replaced last, and when; `pt` 0 = never).
 
     Each public method is one script call: it sets `now`, runs lazy expiry, then rotation, then
     the operation, and returns the `Reply`.
@@ -147,10 +182,23 @@ class Model:
     lf: str | None = None
     lc: str | None = None
     la: str | None = None
+    fp: str | None = None
+    stored: list[str] | None = None
+    cc: list[str] | None = None
+    ov: dict[str, str] = field(default_factory=dict)
+    pf: str | None = None
+    pt: int = 0
     exists: bool = False
     events: list[Event] = field(default_factory=list)
-    # Scratch of the current script call: its clock, its transitions and the last cause.
+    # Scratch of the current script call: its clock, its config, its transitions, the last cause.
     now: int = field(default=0, init=False)
+    eff: Cfg = field(default=DEFAULT_CFG, init=False, repr=False)
+    # What the last call did on the rarer config paths, for test statistics.
+    notes: list[str] = field(default_factory=list, init=False, repr=False)
+    # read.lua's extra fields as the last read saw them (see `_extras`).
+    extras: tuple[int, str, str, int, str, str, str, str, str, str, int] = field(
+        default=(0, "", "", 0, "", "", "", "", "", "", 0), init=False, repr=False
+    )
     _moves: list[str] = field(default_factory=list, init=False, repr=False)
     _cause: str = field(default="", init=False, repr=False)
 
@@ -181,7 +229,7 @@ class Model:
                 self._transition(OPEN, "probe failed" if failures > 0 else "probe slow")
             else:
                 self.hs += successes
-                if self.hs >= self.cfg.half_open_successes:
+                if self.hs >= self.eff.half_open_successes:
                     self._transition(CLOSED, f"{self.hs} probes succeeded")
         # open, forced_open: nothing
         return self._reply()
@@ -202,24 +250,45 @@ class Model:
             return self._reply(retry_at=self.fu)
         # half_open
         self.hl = {lease: exp for lease, exp in self.hl.items() if exp > self.now}
-        if len(self.hl) < self.cfg.half_open_max_calls:
+        if len(self.hl) < self.eff.half_open_max_calls:
             self.hn += 1
             lease = f"{self.g}:{self.hn}"
-            self.hl[lease] = self.now + self.cfg.probe_timeout_ms
+            self.hl[lease] = self.now + self.eff.probe_timeout_ms
             return self._reply(lease=lease)
         return self._reply(retry_at=min(self.hl.values()))
 
     def control(
-        self, now_ms: int, op: str, until_ms: int = 0, reason: str = "", actor: str = ""
+        self,
+        now_ms: int,
+        op: str,
+        until_ms: int = 0,
+        reason: str = "",
+        actor: str = "",
+        *,
+        operator: bool = False,
     ) -> Reply:
-        """control.lua: `trip` (-> forced_open), `disable` (-> disabled), `reset` (-> closed).
+        """control.lua: `trip` (-> forced_open), `disable` (-> disabled), `reset` (-> closed),
+        `config` (set the overrides `reason` = `"name=value;..."`, or clear them with `""`).
 
-        `until_ms` is the absolute expiry of a forced state (`0` = none); reset ignores it.
+        `until_ms` is the absolute expiry of a forced state (`0` = none); reset and config
+        ignore it. A config whose overrides would make the stored config invalid raises
+        `ValueError` before anything changes (the script fails and writes nothing).
         """
-        self._begin(now_ms)
+        if op == "config":
+            if not operator:
+                raise ValueError("the model runs `config` as operators do (no client config)")
+            given = parse_overrides(reason)
+            base = self.cc or DEFAULT_CFG.argv()
+            values = [given.get(name, text) for name, text in zip(CFG_NAMES, base)]
+            new = Cfg.from_argv(values)
+            if not new.valid():
+                raise ValueError(f"overrides {reason!r} make the config invalid: {new}")
+        self._begin(now_ms, operator=operator)
         self.exists = True
         suffix = f": {reason}" if reason else ""
-        if op == "trip":
+        if op == "config":
+            self._set_overrides(given, base, values, actor)
+        elif op == "trip":
             self._transition(
                 FORCED_OPEN, f"manual trip by {actor}{suffix}", actor, until=until_ms, reason=reason
             )
@@ -233,27 +302,94 @@ class Model:
             raise ValueError(f"unknown op {op!r}")
         return self._reply()
 
-    def read(self, now_ms: int) -> Reply:
+    def read(self, now_ms: int, *, operator: bool = False) -> Reply:
         """read.lua (called with its ARGV 3 = "1"): expiry and rotation only.
 
-        When the key does not exist nothing is written, so the rotation is not kept.
+        When the key does not exist nothing is written, so the rotation (and the config the
+        caller passed) is not kept; `extras` still shows what this call saw.
         """
-        be = self.be
-        self._begin(now_ms)
+        kept = (self.be, self.fp, self.stored, self.cc, self.pf, self.pt)
+        self._begin(now_ms, operator=operator)
         reply = self._reply()
+        self.extras = self._extras()
         if not self.exists:
-            self.be = be
+            self.be, self.fp, self.stored, self.cc, self.pf, self.pt = kept
         return reply
+
+    def _extras(self) -> tuple[int, str, str, int, str, str, str, str, str, str, int]:
+        """read.lua's fields 19-29: exists, cfg, fp, lt, lf, lc, la, ov, cc, pf, pt."""
+        return (
+            int(self.exists),
+            ",".join(self.stored) if self.stored else "",
+            self.fp or "",
+            self.lt or 0,
+            self.lf or "",
+            self.lc or "",
+            self.la or "",
+            ";".join(f"{n}={v}" for n, v in self.ov.items()),
+            ",".join(self.cc) if self.cc else "",
+            self.pf or "",
+            self.pt,
+        )
 
     # ---------------------------------------------------------------- steps
 
-    def _begin(self, now_ms: int) -> None:
-        """Steps 1-3: take `now`, run lazy expiry, then rotation."""
+    def _begin(self, now_ms: int, *, operator: bool = False) -> None:
+        """Steps 1-3: take `now` and the config, run lazy expiry, then rotation."""
         self.now = now_ms
         self._moves = []
         self._cause = ""
+        self.notes = []
+        self._config(operator)
         self._expire()
         self._rotate()
+
+    def _config(self, operator: bool) -> None:
+        """The config of this call (ARGV section): an operator uses the stored one (else the
+        defaults); a client uses its own with the overrides applied, and stores it when its
+        fingerprint differs from the stored one (clearing the window on a new bucket layout).
+        """
+        if operator:
+            self.eff = Cfg.from_argv(self.stored) if self.stored else DEFAULT_CFG
+            return
+        given = self.cfg.argv()
+        values = [self.ov.get(name, text) for name, text in zip(CFG_NAMES, given)]
+        if self.ov and not Cfg.from_argv(values).valid():
+            self.notes.append("overrides ignored: invalid with this client config")
+            values = given
+        self.eff = Cfg.from_argv(values)
+        if self.fp == self.cfg.fingerprint:
+            return
+        old = Cfg.from_argv(self.stored) if self.stored else DEFAULT_CFG
+        if self.fp is not None:
+            self.pf, self.pt = self.fp, self.now
+        self.fp, self.cc = self.cfg.fingerprint, given
+        if self.be is not None and (old.bucket_ms, old.buckets) != (
+            self.eff.bucket_ms,
+            self.eff.buckets,
+        ):
+            self.notes.append(
+                "client config: new bucket layout" + ("" if self.stored else " (after defaults)")
+            )
+            self._clear_window()
+        self.stored = values
+
+    def _set_overrides(
+        self, given: dict[str, str], base: list[str], values: list[str], actor: str
+    ) -> None:
+        """control.lua's `config`: store the overrides and the merged config at once; a new
+        bucket layout clears the window; log an event with from = to and the same generation.
+        """
+        old, new = self.eff, Cfg.from_argv(values)
+        self.ov = {name: given[name] for name in CFG_NAMES if name in given}
+        self.cc, self.stored = base, values
+        self.eff = new
+        if (old.bucket_ms, old.buckets) != (new.bucket_ms, new.buckets):
+            self.notes.append("overrides: new bucket layout")
+            self._clear_window()
+        shown = ", ".join(f"{n}={v}" for n, v in self.ov.items())
+        cause = f"config set by {actor}: {shown}" if shown else f"config cleared by {actor}"
+        self.events.append(Event(self.now, self.st, self.st, cause, actor, self.g))
 
     def _expire(self) -> None:
         """Step 2, lazy expiry of a forced state with an expiry, or of `open`."""
@@ -264,8 +400,8 @@ class Model:
 
     def _rotate(self) -> None:
         """Step 3, rotation of the bucket ring to epoch `E = floor(now / bucket_ms)`."""
-        n = self.cfg.buckets
-        e_now = self.now // self.cfg.bucket_ms
+        n = self.eff.buckets
+        e_now = self.now // self.eff.bucket_ms
         if self.be is None:
             self.be = e_now
         elif e_now <= self.be:  # same bucket, or a clock that went back
@@ -290,7 +426,7 @@ class Model:
         self.tc = self.tf = self.ts = 0
         self.c0 = self.f0 = self.s0 = 0
         self.ring.clear()
-        self.be = self.now // self.cfg.bucket_ms
+        self.be = self.now // self.eff.bucket_ms
 
     def _count(self, successes: int, failures: int, slow: int) -> None:
         """Add a batch to the current bucket and the totals; update consecutive failures."""
@@ -305,7 +441,7 @@ class Model:
 
     def _trip_cause(self) -> str:
         """The trip check of `closed`, first match wins; `""` when the breaker stays closed."""
-        cfg = self.cfg
+        cfg = self.eff
         if cfg.consecutive_failures > 0 and self.cx >= cfg.consecutive_failures:
             return f"consecutive_failures {self.cx} >= {cfg.consecutive_failures}"
         if self.tc >= cfg.minimum_calls and self.tf / self.tc >= cfg.failure_rate_threshold:
@@ -335,7 +471,7 @@ class Model:
 
     def _open_duration(self) -> int:
         """Backoff: `floor(min(open * multiplier ^ min(oc - 1, 64), max_open_duration))`."""
-        cfg = self.cfg
+        cfg = self.eff
         try:
             grown = cfg.open_duration_ms * cfg.backoff_multiplier ** min(self.oc - 1, 64)
         except OverflowError:  # Lua's `^` gives inf here, which min() then caps
@@ -413,3 +549,15 @@ class Model:
         if self.st != HALF_OPEN:
             return 0
         return sum(1 for exp in self.hl.values() if exp > self.now)
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """control.lua's `config` argument `"name=value;name=value"` (`""` = none) -> name -> text."""
+    out: dict[str, str] = {}
+    for part in filter(None, text.split(";")):
+        name, sep, value = part.partition("=")
+        if not sep or name not in CFG_NAMES or not value:
+            raise ValueError(f"config override must be name=value with a config name, got {part!r}")
+        float(value)
+        out[name] = value
+    return out

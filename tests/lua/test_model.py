@@ -2,22 +2,25 @@
 
 A hypothesis state machine draws a small config, then random sequences of clock moves,
 outcomes (single and batched, current and stale generations, with and without probe leases),
-acquires, operator actions and reads; the config is passed on every call or only when the
-script asks for it (NOCONFIG), and operators call without one. Each step runs the script on a
-real server and the same operation on the model, and asserts that all 18 reply fields are
-equal, that read.lua's extra fields match, and that the events stream holds one entry per
-model transition, with the same fields.
+acquires, operator actions (trip, disable, reset, fleet-wide config overrides set and cleared)
+and reads; the config is passed on every call or only when the script asks for it (NOCONFIG),
+operators call without one, and the client's config may change mid-run (a worker with another
+config). Each step runs the script on a real server and the same operation on the model, and
+asserts that all 18 reply fields are equal, that read.lua's extra fields match, and that the
+events stream holds one entry per model event (transitions and config changes), with the same
+fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -28,7 +31,7 @@ from hypothesis.stateful import (
 )
 
 from distbreaker._scripts import SCRIPTS
-from model import Cfg, Event, Model, Reply
+from model import CFG_NAMES, Cfg, Event, Model, Reply
 
 pytestmark = pytest.mark.redis
 
@@ -39,7 +42,6 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-FINGERPRINT = "t1"
 T0 = 1_700_000_000_000  # epoch ms: large enough to catch number formatting bugs in Lua
 STREAM_CHECKED = 900  # the stream is trimmed with MAXLEN ~ 1000: compare below that only
 REASONS = ("", "INC-42", "db down, again: 50%")
@@ -49,7 +51,8 @@ CFGS = st.builds(
     Cfg,
     failure_rate_threshold=st.sampled_from([0.25, 0.5, 1.0]),
     minimum_calls=st.integers(1, 5),
-    window_ms=st.integers(1_000, 10_000),
+    # wide buckets too: wider than the defaults' 6 s, the layout a key made by an operator has
+    window_ms=st.one_of(st.integers(1_000, 10_000), st.sampled_from([30_000, 90_000])),
     buckets=st.integers(1, 5),
     consecutive_failures=st.integers(0, 3),
     slow_call_rate_threshold=st.sampled_from([0.5, 1.0]),
@@ -64,6 +67,25 @@ CFGS = st.builds(
     probe_timeout_ms=st.integers(50, 1_000),
     idle_ttl_ms=st.just(86_400_000),
 )
+
+# Override values as the operator sends them (text in script units); a tiny window_ms can make
+# a merged config invalid (the op then fails, or a client's merge falls back to its own config).
+OVERRIDE_VALUES: dict[str, st.SearchStrategy[int | float]] = {
+    "failure_rate_threshold": st.sampled_from([0.25, 0.5, 1.0]),
+    "minimum_calls": st.integers(1, 5),
+    "window_ms": st.one_of(st.integers(1_000, 10_000), st.integers(1, 6)),
+    "buckets": st.integers(1, 5),
+    "consecutive_failures": st.integers(0, 3),
+    "slow_call_rate_threshold": st.sampled_from([0.5, 1.0]),
+    "open_duration_ms": st.integers(100, 2_000),
+    "backoff_multiplier": st.sampled_from([1.0, 1.5, 2.0]),
+    "max_open_duration_ms": st.integers(500, 5_000),
+    "half_open_max_calls": st.integers(1, 3),
+    "half_open_successes": st.integers(1, 3),
+    "probe_timeout_ms": st.integers(50, 1_000),
+    "idle_ttl_ms": st.just(86_400_000),
+}
+assert tuple(OVERRIDE_VALUES) == CFG_NAMES
 
 STR_FIELDS = frozenset({"state", "reason", "actor", "transitions", "cause", "lease"})
 
@@ -126,8 +148,8 @@ class BreakerMachine(RuleBasedStateMachine):
         self.model: Model | None = None
         self.cfg: Cfg | None = None
         self.leases: list[tuple[str, int]] = []  # every lease granted, with its generation
-        self.did_write = False  # a script other than read.lua ran: the key and its fp exist
         self.eager_config = True  # pass the config on every call, or only on NOCONFIG
+        self.statistics = True  # report hypothesis events (off when driven by hand)
 
     # ------------------------------------------------------------ plumbing
 
@@ -135,6 +157,12 @@ class BreakerMachine(RuleBasedStateMachine):
     def m(self) -> Model:
         assert self.model is not None
         return self.model
+
+    @property
+    def layout(self) -> Cfg:
+        """The config whose window the clock moves follow: the stored one, else the client's."""
+        m = self.m
+        return Cfg.from_argv(m.stored) if m.stored else m.cfg
 
     def eval(self, name: str, argv: list[str]) -> Any:
         """EVALSHA the script, falling back to EVAL on NOSCRIPT."""
@@ -147,29 +175,30 @@ class BreakerMachine(RuleBasedStateMachine):
     def call(self, name: str, *own: str, operator: bool = False) -> list[Any]:
         """Run script `name` at the test clock with its own ARGV `own`.
 
-        A client passes the fingerprint, and the 13 config values either always (`eager`) or
-        only after the script answered NOCONFIG (`lazy`, as `distbreaker._scripts.run` does);
-        NOCONFIG must come exactly while no fingerprint is stored. An operator passes no
-        fingerprint and no config, and gets the stored config; the test does this only once
-        the config is stored, so the model's config applies.
+        A client (the model's current `cfg`) passes its fingerprint, and the 13 config values
+        either always (`eager`) or only after the script answered NOCONFIG (`lazy`, as
+        `distbreaker._scripts.run` does); NOCONFIG must come exactly while the stored
+        fingerprint differs from the client's. An operator passes no fingerprint and no config,
+        and gets the stored config (or the defaults).
         """
-        assert self.cfg is not None
-        config = self.cfg.argv()
+        client = self.m.cfg
+        config, fingerprint = client.argv(), client.fingerprint
         if operator:
             reply = self.eval(name, [str(self.now), "", *own])
         elif self.eager_config:
-            reply = self.eval(name, [str(self.now), FINGERPRINT, *own, *config])
+            reply = self.eval(name, [str(self.now), fingerprint, *own, *config])
         else:
-            argv = [str(self.now), FINGERPRINT, *own]
+            argv = [str(self.now), fingerprint, *own]
+            stored = self.m.fp
             try:
                 reply = self.eval(name, argv)
             except redis.exceptions.ResponseError as exc:
                 if "NOCONFIG" not in str(exc):
                     raise
-                assert not self.did_write, f"{name}: NOCONFIG with the fingerprint stored"
+                assert stored != fingerprint, f"{name}: NOCONFIG with the fingerprint stored"
                 reply = self.eval(name, [*argv, *config])
             else:
-                assert self.did_write, f"{name}: no NOCONFIG, yet no fingerprint is stored"
+                assert stored == fingerprint, f"{name}: no NOCONFIG, yet {stored!r} is stored"
         assert isinstance(reply, list), f"{name}: {reply!r}"
         return reply
 
@@ -178,6 +207,13 @@ class BreakerMachine(RuleBasedStateMachine):
         actual = parse_reply(raw)
         assert actual == expected, f"{name}: {diff(expected, actual)}"
         self.check_stream(events_before)
+        for note in self.m.notes:
+            self.event(note)
+
+    def event(self, note: str) -> None:
+        """A hypothesis statistics event (how often the rarer paths ran)."""
+        if self.statistics:
+            event(note)
 
     def check_stream(self, events_before: int) -> None:
         """XLEN equals the transitions made so far; the new entries equal the model's events."""
@@ -211,24 +247,24 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def advance(self, data: st.DataObject) -> None:
         """Move the clock: small steps, any step up to 3 windows, an edge, or backwards."""
-        assert self.cfg is not None
+        cfg = self.layout
         kind = data.draw(
             st.sampled_from(["small", "small", "any", "edge", "edge", "back"]), label="kind"
         )
         if kind == "small":
             self.now += data.draw(st.integers(0, 60), label="dt")
         elif kind == "any":
-            self.now += data.draw(st.integers(0, 3 * self.cfg.window_ms), label="dt")
+            self.now += data.draw(st.integers(0, 3 * cfg.window_ms), label="dt")
         elif kind == "back":
-            self.now -= data.draw(st.integers(1, self.cfg.bucket_ms), label="back")
+            self.now -= data.draw(st.integers(1, cfg.bucket_ms), label="back")
         else:
             self.jump(data.draw(st.sampled_from(self.edges()), label="edge"), data)
 
     def edges(self) -> list[int]:
         """Interesting future instants: open_until, forced until, lease expiries, bucket edges."""
-        assert self.cfg is not None
-        m, bucket = self.m, self.cfg.bucket_ms
-        edges = [(self.now // bucket + k) * bucket for k in (1, 2, self.cfg.buckets)]
+        m, cfg = self.m, self.layout
+        bucket = cfg.bucket_ms
+        edges = [(self.now // bucket + k) * bucket for k in (1, 2, cfg.buckets)]
         if m.st == "open":
             edges.append(m.ou)
         if m.fu:
@@ -281,7 +317,6 @@ class BreakerMachine(RuleBasedStateMachine):
     def do_record(self, gen: int, successes: int, failures: int, slow: int, lease: str) -> None:
         before = len(self.m.events)
         raw = self.call("record", str(gen), str(successes), str(failures), str(slow), lease)
-        self.did_write = True
         expected = self.m.record(self.now, gen, successes, failures, slow, lease)
         self.check("record", raw, expected, before)
 
@@ -316,7 +351,6 @@ class BreakerMachine(RuleBasedStateMachine):
         """Ask for admission (a probe lease in half_open)."""
         before = len(self.m.events)
         raw = self.call("acquire")
-        self.did_write = True
         expected = self.m.acquire(self.now)
         self.check("acquire", raw, expected, before)
         if expected.lease:
@@ -333,34 +367,62 @@ class BreakerMachine(RuleBasedStateMachine):
         """Trip or disable, forever (0) or until an absolute time (possibly past); or reset."""
         until_ms = 0 if until == 0 else self.now + until
         before = len(self.m.events)
-        raw = self.call(
-            "control", op, str(until_ms), reason, actor, operator=operator and self.did_write
-        )
-        self.did_write = True
-        expected = self.m.control(self.now, op, until_ms, reason, actor)
+        raw = self.call("control", op, str(until_ms), reason, actor, operator=operator)
+        expected = self.m.control(self.now, op, until_ms, reason, actor, operator=operator)
         self.check("control", raw, expected, before)
+
+    @rule(data=st.data(), actor=st.sampled_from(ACTORS))
+    def configure(self, data: st.DataObject, actor: str) -> None:
+        """Set fleet-wide overrides (any subset, in any order) or clear them, as operators do.
+
+        When the overrides would make the stored config invalid, the script fails and the
+        model refuses them too; the steps after prove that nothing was written.
+        """
+        names = data.draw(st.lists(st.sampled_from(CFG_NAMES), max_size=4), label="names")
+        parts = []
+        for name in names:
+            value = data.draw(OVERRIDE_VALUES[name], label=name)
+            parts.append(f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}")
+        self.do_configure(";".join(parts), actor)
+
+    def do_configure(self, text: str, actor: str) -> None:
+        """Run control.lua's `config` op as an operator, and the model's."""
+        before = len(self.m.events)
+        try:
+            raw = self.call("control", "config", "0", text, actor, operator=True)
+        except redis.exceptions.ResponseError as exc:
+            assert "window_ms must be >= buckets" in str(exc), exc
+            with pytest.raises(ValueError):
+                self.m.control(self.now, "config", 0, text, actor, operator=True)
+            self.event("config: refused (invalid)")
+            return
+        self.event("config: set" if text else "config: cleared")
+        expected = self.m.control(self.now, "config", 0, text, actor, operator=True)
+        self.check("config", raw, expected, before)
+
+    @rule(cfg=CFGS)
+    def switch_client(self, cfg: Cfg) -> None:
+        """From now on the calls come from a worker with another config (maybe the same)."""
+        self.m.cfg = cfg
 
     @rule(operator=st.booleans())
     def read(self, operator: bool) -> None:
         """Read the snapshot (creating nothing), and check read.lua's extra fields."""
-        assert self.cfg is not None
         before = len(self.m.events)
-        raw = self.call("read", "1", operator=operator and self.did_write)
-        expected = self.m.read(self.now)
+        raw = self.call("read", "1", operator=operator)
+        expected = self.m.read(self.now, operator=operator)
         self.check("read", raw, expected, before)
-        m = self.m
-        assert len(raw) == 25, f"read: {len(raw)} fields: {raw!r}"
-        exists, cfg, fp, lt, lf, lc, la = raw[18:25]
-        assert _as_int(exists) == int(self.did_write), f"read: exists {exists!r}"
-        given = (",".join(self.cfg.argv()), FINGERPRINT)
-        if self.did_write:
-            assert (cfg, fp) == given
-        else:  # nothing stored; the spec does not say whether the call's own config shows
-            assert (cfg, fp) in (given, ("", "")), (cfg, fp)
-        if m.lt is None:
-            assert (lt, lf, lc, la) in (("", "", "", ""), (0, "", "", "")), (lt, lf, lc, la)
-        else:
-            assert (_as_int(lt), lf, lc, la) == (m.lt, m.lf, m.lc, m.la)
+        assert len(raw) == 29, f"read: {len(raw)} fields: {raw!r}"
+        names = ("exists", "cfg", "fp", "lt", "lf", "lc", "la", "ov", "cc", "pf", "pt")
+        actual = tuple(
+            _as_int(v) if n in ("exists", "lt", "pt") else _as_str(v)
+            for n, v in zip(names, raw[18:])
+        )
+        assert actual == self.m.extras, "read extras: " + "; ".join(
+            f"{n}: model {e!r} != lua {a!r}"
+            for n, e, a in zip(names, self.m.extras, actual)
+            if e != a
+        )
 
 
 def stream_event(data: dict[str, str]) -> Event:
@@ -387,3 +449,74 @@ def test_scripts_match_model(redis_url: str, prefix: str) -> None:
         run_state_machine_as_test(Machine, settings=SETTINGS)
     finally:
         client.close()
+
+
+# -- Scenarios: the rarer config paths, spelled out (the random run reaches them too) ----------
+
+CLIENT = Cfg(0.5, 2, 4_000, 2, 0, 1.0, 1_000, 2.0, 5_000, 1, 1, 500, 86_400_000)
+
+
+@pytest.fixture
+def machine(r: redis.Redis, redis_url: str, prefix: str) -> Any:
+    """A `BreakerMachine` driven by hand: one fresh key, the model, `CLIENT` as the worker."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    mc = BreakerMachine(client, prefix)
+    mc.setup(CLIENT, offset=0, eager_config=False)
+    mc.statistics = False
+    try:
+        yield mc
+    finally:
+        mc.teardown()
+        client.close()
+
+
+def test_operator_first_then_a_worker_with_wide_buckets(machine: BreakerMachine) -> None:
+    """A key an operator made (default 6 s buckets) gets a cleared window when the first worker
+    brings 30 s buckets, so its counts expire with its own window."""
+    mc = machine
+    mc.control("trip", 0, "before any worker", "alice", True)
+    mc.control("reset", 0, "", "alice", True)
+    mc.switch_client(dataclasses.replace(CLIENT, window_ms=60_000, buckets=2, minimum_calls=50))
+    mc.do_record(mc.m.g, 3, 0, 0, "")
+    assert mc.m.notes == ["client config: new bucket layout (after defaults)"]
+    mc.read(False)
+    assert mc.m.tc == 3
+    mc.now += 60_000
+    mc.read(False)
+    assert mc.m.tc == 0
+
+
+def test_overrides_win_until_cleared_and_are_events(machine: BreakerMachine) -> None:
+    """Overrides change the stored config at once, log an event with from = to (same
+    generation), and clearing them restores the worker's own config."""
+    mc = machine
+    mc.do_record(0, 1, 0, 0, "")
+    mc.do_configure("open_duration_ms=1500;minimum_calls=1", "alice")
+    mc.read(True)
+    exists, cfg, fp, *_, ov, cc, pf, pt = mc.m.extras
+    assert cfg.split(",")[1:7:5] == ["1", "1500"] and ov == "minimum_calls=1;open_duration_ms=1500"
+    assert cc == ",".join(CLIENT.argv()) and fp == CLIENT.fingerprint and (pf, pt) == ("", 0)
+    event = mc.m.events[-1]
+    assert (event.from_, event.to, event.gen) == ("closed", "closed", 0)
+    assert event.cause == "config set by alice: minimum_calls=1, open_duration_ms=1500"
+    mc.do_record(0, 0, 1, 0, "")  # minimum_calls=1 from the override trips it
+    assert mc.m.st == "open" and mc.m.ou == mc.now + 1_500
+    mc.do_configure("", "bob")
+    mc.read(False)
+    assert mc.m.extras[1] == ",".join(CLIENT.argv()) and mc.m.events[-1].cause == "config cleared by bob"
+
+
+def test_overrides_invalid_for_a_new_worker_are_ignored_for_it(machine: BreakerMachine) -> None:
+    """An override that cannot hold with a later worker's config (1 ms per bucket) is ignored for
+    that config instead of failing the worker's calls; the previous fingerprint is kept."""
+    mc = machine
+    mc.do_record(0, 1, 0, 0, "")
+    mc.do_configure("window_ms=3", "alice")  # 2 buckets in 3 ms: valid for CLIENT
+    other = dataclasses.replace(CLIENT, buckets=5)
+    mc.switch_client(other)
+    mc.do_record(mc.m.g, 1, 0, 0, "")
+    assert mc.m.notes[0] == "overrides ignored: invalid with this client config"
+    mc.read(False)
+    _, cfg, fp, *_, ov, cc, pf, pt = mc.m.extras
+    assert cfg == cc == ",".join(other.argv()) and ov == "window_ms=3"
+    assert (fp, pf, pt) == (other.fingerprint, CLIENT.fingerprint, mc.now)

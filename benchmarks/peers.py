@@ -5,7 +5,7 @@ world: redis.asyncio), each with its ratio to the bare round trip of its world a
 times faster distbreaker is than the peer; then a small table of Redis server CPU per record
 (INFO commandstats) and memory of a breaker's hash (MEMORY USAGE), measured on a dedicated server.
 
-    python benchmarks/peers.py [--url redis://127.0.0.1:PORT/0] [--calls 5000] [--repeats 5] [--quick]
+    python benchmarks/peers.py [--url redis://127.0.0.1:PORT/0] [--calls 1000] [--repeats 25] [--quick]
 
 Peers (the `bench` extra: ``pip install -e '.[bench]'``), each in its Redis-backed mode:
 pybreaker (CircuitRedisStorage), purgatory (AsyncRedisUnitOfWork), aiobreaker-redis 0.1.0
@@ -571,6 +571,16 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
         out.append((f"MEMORY USAGE of the breaker hash after {i} calls (window 0.5 s / 10 buckets, all "
                     "written; failures and slow calls)", f"{mem_full} B ({enc_full})", "≤ 2048 B"))
 
+        # A stored config string over hash-max-listpack-value (64 bytes) makes the hash a hashtable.
+        big = Breaker("big", r, BreakerConfig(minimum_calls=10**9, redis_timeout=TIMEOUT), prefix=prefix, listen=False)
+        closers.append(big.close)
+        for _ in range(calls):
+            big.call(noop)
+        mem_big = int(r.memory_usage(big._core.keys.state, samples=0) or 0)
+        enc_big = _text(r.object("encoding", big._core.keys.state))
+        out.append((f"MEMORY USAGE of the breaker hash after {calls} calls, minimum_calls=10**9 (stored config "
+                    "string 66 bytes, over hash-max-listpack-value 64)", f"{mem_big} B ({enc_big})", "≤ 2048 B"))
+
         bb = batched_breaker(Breaker, "cpu-batched", r, cfg, prefix)
         if bb is None:
             out.append(("Redis CPU per call, batched (per flush / calls per flush)", "pending", "—"))
@@ -708,13 +718,13 @@ NAMES = {"pb": "pybreaker + Redis", "pg": "purgatory + Redis", "ar": "aiobreaker
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--url", help="an existing server (its INFO stats are reset for the cost table)")
-    ap.add_argument("--calls", type=int, default=5000, help="calls per row per repeat (rejections: 10×)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=1000, help="calls per row per repeat (distbreaker rejected/batched: 10×)")
+    ap.add_argument("--repeats", type=int, default=25, help="short runs interleaved: load swings hit every row alike")
     ap.add_argument("--cost-calls", type=int, default=10_000, help="calls for the CPU/memory table")
     ap.add_argument("--quick", action="store_true", help="few calls: a smoke run of a few seconds")
     a = ap.parse_args(argv)
     if a.quick:
-        a.calls, a.repeats, a.cost_calls = 200, 2, 1000
+        a.calls, a.repeats, a.cost_calls = 100, 3, 1000
     logging.basicConfig(level=logging.ERROR)  # peers log every Redis hiccup at ERROR; keep the table clean
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     with server(a.url) as url:

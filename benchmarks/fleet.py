@@ -128,7 +128,7 @@ async def _async_caller(lib: str, url: str, ns: str) -> tuple[Callable[[Callable
         async def pg_call(fn: Callable[[], Any]) -> Any:
             return await factory(ns)(fn)()
 
-        return pg_call, OpenedState, uow.contexts.redis.aclose
+        return pg_call, OpenedState, uow.contexts.redis.aclose  # type: ignore[attr-defined]
     if lib == "aiobreaker_redis":
         try:
             import redis.asyncio

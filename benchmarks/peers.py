@@ -336,7 +336,7 @@ async def async_rows(url: str, prefix: str, n: int, closers: list[Callable[[], A
 
     async def adb_rejected() -> None:
         try:
-            await opened.call(anoop)
+            await opened.call(anoop)  # type: ignore[arg-type]  # distbreaker.asyncio's call() typing
         except CircuitOpenError:
             pass
 
@@ -367,7 +367,7 @@ async def _purgatory_rows(url: str, prefix: str, n: int, closers: list[Callable[
         from purgatory.domain.model import OpenedState
 
         uow = AsyncRedisUnitOfWork(url)
-        closers.append(uow.contexts.redis.aclose)
+        closers.append(uow.contexts.redis.aclose)  # type: ignore[attr-defined]  # AsyncRedisRepository
         factory = AsyncCircuitBreakerFactory(default_threshold=10**9, default_ttl=3600, uow=uow)
         await factory.initialize()
         closed.fn = factory(f"{prefix}-closed")(anoop)
@@ -692,7 +692,7 @@ def targets(sync: list[Row], asy: list[Row], cost: list[tuple[str, str, str]]) -
             x = div(d.get(f"{p}_closed"), closed)
             verdict(None if x is None else x >= 1.8, f"{world} closed ≥ 1.8× faster than {NAMES[p]}: {fx(x, '×', 1)}")
         verdict(le(rej, 5e-6), f"{world} rejected call ≤ 5 µs: {us(rej)}")
-        peer_rej = [d.get(f"{p}_rejected") for p in rej_peers if d.get(f"{p}_rejected") is not None]
+        peer_rej = [v for v in (d.get(f"{p}_rejected") for p in rej_peers) if v is not None]
         fastest = min(peer_rej) if peer_rej else None
         x = div(fastest, rej)
         name = next((NAMES[p] for p in rej_peers if d.get(f"{p}_rejected") == fastest), "—")

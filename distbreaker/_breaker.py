@@ -174,15 +174,39 @@ class Breaker:
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate `fn` so that every call goes through the breaker."""
-        if inspect.iscoroutinefunction(fn):
-            raise TypeError(f"{fn.__qualname__} is a coroutine function: decorate it with "
-                            "distbreaker.asyncio.Breaker, not distbreaker.Breaker")
+        return self.protect()(fn)
 
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return self.call(fn, *args, **kwargs)
+    def protect(self, *, fallback: Callable[[BaseException], Any] | None = None,
+                ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """A decorator like ``@breaker``, with options: ``@breaker.protect(fallback=...)``.
 
-        return wrapper
+        Args:
+            fallback: called with the exception when the breaker rejects a call or a call
+                fails (as in `call`); its result is returned instead of raising.
+
+        The decorated function's own keyword arguments are passed through untouched (even one
+        named ``fallback``).
+        """
+        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            if inspect.iscoroutinefunction(fn):
+                raise TypeError(f"{fn.__qualname__} is a coroutine function: decorate it with "
+                                "distbreaker.asyncio.Breaker, not distbreaker.Breaker")
+
+            @functools.wraps(fn)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                result: T = self.call(functools.partial(fn, *args, **kwargs), fallback=fallback)
+                return result
+
+            return wrapper
+
+        return decorate
+
+    def allows(self) -> bool:
+        """False when the local cache alone rejects a call now (open, forced open); no I/O.
+
+        True does not promise admission: a half-open breaker, or a stale cache, asks Redis.
+        """
+        return self._core.allows()
 
     def __enter__(self) -> Breaker:
         permit = self._admit()

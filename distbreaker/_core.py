@@ -422,6 +422,15 @@ class BreakerCore:
             self.backoff = 0.0
             self.down_until = 0.0
 
+    def allows(self) -> bool:
+        """False when `admit()` would reject from the cache alone (open, forced open, or Redis
+        down under ``on_redis_error="reject"``); True otherwise. No I/O."""
+        now = self.clock()
+        decision = self.view.decide(now)
+        if decision == REJECT:
+            return False
+        return decision == ALLOW or not (self.reject_when_down and now < self.down_until)
+
     def cached_state(self) -> State | None:
         """The cached state while fresh, else None."""
         view = self.view

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import timedelta
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import redis.asyncio
@@ -22,10 +23,12 @@ from ._connect import client_options
 from ._batch import AsyncFlusher, async_flusher
 from ._listener import AsyncListener, async_listener
 from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
+from ._core import validate_service
+from ._timeout import check_timeout, within
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, adrive, eval_steps
 from .registry import _Registry
-from .errors import CircuitOpenError, ConfigError, redact, translate
+from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
 
 __all__ = ["Breaker", "BreakerRegistry", "connect"]
 
@@ -163,17 +166,25 @@ class Breaker:
         core.recorded(reply)
 
     async def call(self, fn: Callable[..., T | Awaitable[T]], /, *args: Any,
-                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None, **kwargs: Any) -> T:
+                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` (awaited when it returns an awaitable) through the breaker.
 
         Args:
             fn: the protected function, sync or async.
             fallback: called with the exception when the breaker rejects the call or the call
                 fails; its result (awaited if needed) is returned instead of raising.
+            timeout: seconds (or a timedelta) the awaitable may take; then it is cancelled and
+                `CallTimeoutError` is raised (or given to `fallback`). A timeout always counts
+                as a failure, with a duration of at least `timeout`: it is also slow when
+                ``timeout >= slow_call_duration``. A sync `fn` is not interrupted. None (default):
+                no limit.
 
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
+            CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
+        limit = check_timeout(timeout)
         try:
             permit = await self._admit()
         except CircuitOpenError as exc:
@@ -182,11 +193,21 @@ class Breaker:
             return await _resolve(fallback(exc))
         clock = self._core.clock
         start = clock()
+        expired: CallTimeoutError | None = None
         try:
-            result = await _resolve(fn(*args, **kwargs))
+            if limit is None:
+                result = await _resolve(fn(*args, **kwargs))
+            else:
+                done, result = await within(limit, fn(*args, **kwargs))
+                if not done:
+                    raise (expired := CallTimeoutError(self.service, limit))
         except BaseException as exc:
-            outcome = classify(self.config, exc)
-            await self._record(permit, outcome, clock() - start)
+            took = clock() - start
+            if exc is expired:
+                outcome, took = FAILURE, max(took, limit or 0.0)
+            else:
+                outcome = classify(self.config, exc)
+            await self._record(permit, outcome, took)
             if fallback is not None and outcome == FAILURE:
                 return await _resolve(fallback(exc))
             raise
@@ -195,15 +216,42 @@ class Breaker:
 
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate the coroutine function `fn` so that every call goes through the breaker."""
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: decorate it "
-                            "with distbreaker.Breaker, not distbreaker.asyncio.Breaker")
+        return self.protect()(fn)
 
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await self.call(fn, *args, **kwargs)
+    def protect(self, *, fallback: Callable[[BaseException], Any] | None = None,
+                timeout: float | timedelta | None = None,
+                ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
+        """A decorator like ``@breaker``, with options: ``@breaker.protect(fallback=..., timeout=2.0)``.
 
-        return wrapper
+        Args:
+            fallback: sync or async, called with the exception when the breaker rejects a call
+                or a call fails (as in `call`); its result is returned instead of raising.
+            timeout: cancel each call after this many seconds (as in `call`). None: no limit.
+
+        The decorated function's own keyword arguments are passed through untouched (even ones
+        named ``fallback`` or ``timeout``).
+        """
+        check_timeout(timeout)
+
+        def decorate(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: decorate it "
+                                "with distbreaker.Breaker, not distbreaker.asyncio.Breaker")
+
+            @functools.wraps(fn)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                return await self.call(functools.partial(fn, *args, **kwargs), fallback=fallback, timeout=timeout)
+
+            return wrapper
+
+        return decorate
+
+    def allows(self) -> bool:
+        """False when the local cache alone rejects a call now (open, forced open); no I/O.
+
+        True does not promise admission: a half-open breaker, or a stale cache, asks Redis.
+        """
+        return self._core.allows()
 
     async def __aenter__(self) -> Breaker:
         permit = await self._admit()
@@ -259,17 +307,47 @@ class BreakerRegistry(_Registry[Breaker]):
         mode: passed to every breaker.
         flush_interval: passed to every breaker.
         flush_size: passed to every breaker.
+        fallback: the default fallback (sync or async) of `call` and `protect`. Default None: raise.
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
                  prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
                  clock: Callable[[], float] | None = None, listen: bool = True,
                  mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
-                 flush_size: int = 1000) -> None:
+                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None) -> None:
         super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
                          {"listen": listen, "mode": mode, "flush_interval": flush_interval,
                           "flush_size": flush_size})
         self._closing: set[asyncio.Task[None]] = set()
+        self.fallback = fallback
+
+    async def call(self, service: str, fn: Callable[..., T | Awaitable[T]], /, *args: Any,
+                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> T:
+        """``await get(service).call(fn, ...)`` with the registry's default `fallback` when none is given."""
+        return await self.get(service).call(fn, *args, fallback=fallback if fallback is not None else self.fallback,
+                                            timeout=timeout, **kwargs)
+
+    def protect(self, service: str, *, fallback: Callable[[BaseException], Any] | None = None,
+                timeout: float | timedelta | None = None,
+                ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
+        """A decorator for ``async def``: every call goes through `service`'s breaker (looked up
+        per call), with `fallback` or else the registry's default, and `timeout`."""
+        validate_service(service)
+        check_timeout(timeout)
+
+        def decorate(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function")
+
+            @functools.wraps(fn)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                return await self.call(service, functools.partial(fn, *args, **kwargs), fallback=fallback,
+                                       timeout=timeout)
+
+            return wrapper
+
+        return decorate
 
     def get(self, service: str) -> Breaker:
         """The breaker of `service` (no I/O: a plain method)."""

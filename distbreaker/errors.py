@@ -7,9 +7,11 @@ import re
 __all__ = [
     "AccessDeniedError",
     "BackendError",
+    "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",
     "DistbreakerError",
+    "FailoverError",
     "RedisUnavailableError",
     "ScriptError",
     "UnknownServiceError",
@@ -59,6 +61,54 @@ class CircuitOpenError(DistbreakerError):
         if self.reason:
             msg += f" ({self.reason})"
         return msg
+
+
+class CallTimeoutError(DistbreakerError, TimeoutError):
+    """A protected call ran past its `timeout` and was cancelled; it counted as a failure.
+
+    Also a `TimeoutError` (on Python 3.11+ that is `asyncio.TimeoutError` too).
+
+    Attributes:
+        service: the breaker's service name.
+        timeout: the limit, seconds.
+    """
+
+    def __init__(self, service: str, timeout: float) -> None:
+        super().__init__(f"call through {service!r} timed out after {timeout:g}s")
+        self.service = service
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[type[CallTimeoutError], tuple[str, float]]:
+        return (CallTimeoutError, (self.service, self.timeout))
+
+    def __str__(self) -> str:
+        return f"call through {self.service!r} timed out after {self.timeout:g}s"
+
+
+class FailoverError(DistbreakerError):
+    """Every provider of a failover chain failed or was rejected by its breaker.
+
+    Attributes:
+        errors: provider name -> the exception it ended with (a `CircuitOpenError` for a
+            provider skipped because its breaker is open), in the order they were tried.
+    """
+
+    def __init__(self, errors: dict[str, BaseException]) -> None:
+        super().__init__(errors)
+        self.errors = dict(errors)
+
+    def __reduce__(self) -> tuple[type[FailoverError], tuple[dict[str, BaseException]]]:
+        return (FailoverError, (self.errors,))
+
+    def __str__(self) -> str:
+        parts = "; ".join(f"{name}: {_describe(exc)}" for name, exc in self.errors.items())
+        return f"all {len(self.errors)} providers failed: {parts}"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DistbreakerError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class ConfigError(DistbreakerError, ValueError):

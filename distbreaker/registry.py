@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._breaker import Breaker
 from ._config import BreakerConfig
@@ -15,6 +17,8 @@ from .errors import ConfigError
 __all__ = ["BreakerRegistry"]
 
 B = TypeVar("B")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class _Registry(Generic[B]):
@@ -91,16 +95,46 @@ class BreakerRegistry(_Registry[Breaker]):
         mode: passed to every breaker (see `Breaker`).
         flush_interval: passed to every breaker (see `Breaker`).
         flush_size: passed to every breaker (see `Breaker`).
+        fallback: the default fallback of `call` and `protect` (called with the exception when
+            a breaker rejects a call or a call fails). Default None: raise.
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
                  prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
                  clock: Callable[[], float] | None = None, listen: bool = True,
                  mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
-                 flush_size: int = 1000) -> None:
+                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None) -> None:
         super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
                          {"listen": listen, "mode": mode, "flush_interval": flush_interval,
                           "flush_size": flush_size})
+        self.fallback = fallback
+
+    def call(self, service: str, fn: Callable[..., T], /, *args: Any,
+             fallback: Callable[[BaseException], T] | None = None, **kwargs: Any) -> T:
+        """``get(service).call(fn, *args, **kwargs)`` with the registry's default `fallback`
+        when none is given."""
+        result: T = self.get(service).call(fn, *args, fallback=fallback if fallback is not None else self.fallback,
+                                           **kwargs)
+        return result
+
+    def protect(self, service: str, *, fallback: Callable[[BaseException], Any] | None = None,
+                ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """A decorator: every call goes through `service`'s breaker (looked up per call), with
+        `fallback` or else the registry's default."""
+        validate_service(service)
+
+        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            if inspect.iscoroutinefunction(fn):
+                raise TypeError(f"{fn.__qualname__} is a coroutine function: use distbreaker.asyncio.BreakerRegistry")
+
+            @functools.wraps(fn)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                result: T = self.call(service, functools.partial(fn, *args, **kwargs), fallback=fallback)
+                return result
+
+            return wrapper
+
+        return decorate
 
     def get(self, service: str) -> Breaker:
         """The breaker of `service`."""

@@ -1,0 +1,61 @@
+"""Fixtures of the resilience toolkit tests: clients of the session server, breaker factories,
+and a local HTTP server (loopback only)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+import distbreaker.asyncio as dba
+from _toolkit import HTTPServer
+from distbreaker import Breaker, BreakerConfig, connect
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Any]:
+    """A breaker-tuned sync client of the session server (generous timeout: CI is busy)."""
+    c = connect(redis_url, timeout=2.0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def aclient(redis_url: str) -> AsyncIterator[Any]:
+    """The asyncio client of the session server."""
+    c = dba.connect(redis_url, timeout=2.0)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def make(client: Any, prefix: str) -> Callable[..., Breaker]:
+    """``make(service, clock=None, **config) -> Breaker`` under this test's prefix, not listening."""
+    def factory(service: str = "svc", clock: Callable[[], float] | None = None, **cfg: Any) -> Breaker:
+        return Breaker(service, client, BreakerConfig(**cfg), prefix=prefix, clock=clock, listen=False)
+
+    return factory
+
+
+@pytest.fixture
+def amake(aclient: Any, prefix: str) -> Callable[..., dba.Breaker]:
+    """``amake(service, clock=None, **config)``: an asyncio Breaker under this test's prefix."""
+    def factory(service: str = "svc", clock: Callable[[], float] | None = None, **cfg: Any) -> dba.Breaker:
+        return dba.Breaker(service, aclient, BreakerConfig(**cfg), prefix=prefix, clock=clock, listen=False)
+
+    return factory
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[[], HTTPServer]]:
+    """``http_server() -> HTTPServer``: local servers, all stopped at teardown."""
+    servers: list[HTTPServer] = []
+
+    def factory() -> HTTPServer:
+        servers.append(HTTPServer())
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        server.stop()

@@ -1,0 +1,251 @@
+"""Failover: an ordered chain of providers, each protected by its own distributed breaker.
+
+A call tries the providers one after the other, in the order the strategy gives, until one
+succeeds. A provider whose breaker is open is skipped by the breaker's local admission, with no
+Redis round trip; a provider that fails (an exception its breaker counts as a failure) hands the
+call to the next one. When every provider failed or was skipped, `FailoverError` lists each
+provider's reason:
+
+    from distbreaker import Breaker
+    from distbreaker.failover import Failover, Provider
+
+    geocode = Failover([
+        Provider(Breaker("geo-primary", r), primary.lookup),
+        Provider(Breaker("geo-backup", r), backup.lookup),
+    ], strategy="priority")
+    place = geocode.call("10 Downing St")
+
+`AsyncFailover` is the same over `distbreaker.asyncio.Breaker` (providers sync or async).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Generic, Literal, TypeVar
+
+from ._core import FAILURE, classify
+from ._timeout import check_timeout
+from .errors import CircuitOpenError, ConfigError, FailoverError
+
+__all__ = ["STRATEGIES", "AsyncFailover", "Failover", "Provider", "Strategy"]
+
+T = TypeVar("T")
+
+Strategy = Literal["priority", "round_robin", "random", "fastest"]
+STRATEGIES: tuple[str, ...] = ("priority", "round_robin", "random", "fastest")
+
+_ALPHA = 0.3  # weight of the newest sample in the latency average of "fastest"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """One provider of a failover chain.
+
+    Args:
+        breaker: its breaker (`distbreaker.Breaker` for `Failover`, `distbreaker.asyncio.Breaker`
+            for `AsyncFailover`); one breaker per provider.
+        fn: called with the arguments of `Failover.call`; sync, or for `AsyncFailover` also async.
+        name: the provider's name in errors and results. Default: the breaker's service.
+        probe: an optional health probe (no arguments) for `distbreaker.health`.
+    """
+
+    breaker: Any
+    fn: Callable[..., Any]
+    name: str = ""
+    probe: Callable[[], Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise TypeError(f"Provider fn must be callable, got {self.fn!r}")
+        if not self.name:
+            object.__setattr__(self, "name", self.breaker.service)
+
+
+class _Chain:
+    """The order of the providers for one call, and their observed latency (no I/O)."""
+
+    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], strategy: str,
+                 rng: random.Random | None) -> None:
+        items = [p if isinstance(p, Provider) else Provider(*p) for p in providers]
+        if not items:
+            raise ConfigError("providers", "needs at least one provider")
+        names = [p.name for p in items]
+        if len(set(names)) != len(names):
+            raise ConfigError("providers", f"names must be unique, got {names}")
+        if strategy not in STRATEGIES:
+            raise ConfigError("strategy", f"must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        self.providers: tuple[Provider, ...] = tuple(items)
+        self.strategy = strategy
+        self._rng = rng if rng is not None else random.Random()
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self._latency: dict[str, float] = {}
+
+    def order(self) -> list[Provider]:
+        providers, n = self.providers, len(self.providers)
+        if self.strategy == "round_robin":
+            start = next(self._turn) % n
+            return [*providers[start:], *providers[:start]]
+        if self.strategy == "random":
+            with self._lock:  # random.Random is not documented as thread-safe
+                return self._rng.sample(providers, n)
+        if self.strategy == "fastest":  # unmeasured first (so each gets measured), ties in priority order
+            latency = self._latency
+            return sorted(providers, key=lambda p: latency.get(p.name, -1.0))
+        return list(providers)
+
+    def observe(self, provider: Provider, seconds: float) -> None:
+        with self._lock:
+            old = self._latency.get(provider.name)
+            self._latency[provider.name] = seconds if old is None else old + _ALPHA * (seconds - old)
+
+    def latencies(self) -> dict[str, float | None]:
+        return {p.name: self._latency.get(p.name) for p in self.providers}
+
+
+def _moves_on(provider: Provider, exc: Exception) -> bool:
+    """Whether `exc` from `provider` hands the call to the next provider."""
+    return isinstance(exc, CircuitOpenError) or classify(provider.breaker.config, exc) == FAILURE
+
+
+class _Base(Generic[T]):
+    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], strategy: str,
+                 fallback: Callable[[FailoverError], Any] | None, rng: random.Random | None) -> None:
+        self._chain = _Chain(providers, strategy, rng)
+        self.fallback = fallback
+
+    @property
+    def providers(self) -> tuple[Provider, ...]:
+        """The providers, in priority order."""
+        return self._chain.providers
+
+    @property
+    def strategy(self) -> str:
+        """``"priority"``, ``"round_robin"``, ``"random"`` or ``"fastest"``."""
+        return self._chain.strategy
+
+    def available(self) -> list[str]:
+        """Names of the providers whose breaker does not reject from its local cache (no I/O)."""
+        return [p.name for p in self._chain.providers if p.breaker.allows()]
+
+    def latencies(self) -> dict[str, float | None]:
+        """Average latency (seconds) of each provider's successful calls in this process (None:
+        not measured yet); the ``"fastest"`` strategy orders by it."""
+        return self._chain.latencies()
+
+
+class Failover(_Base[T]):
+    """Try providers in turn until one succeeds; each has its own `distbreaker.Breaker`.
+
+    Strategies: ``"priority"`` (the given order), ``"round_robin"`` (the first provider rotates
+    with every call; the others follow in order), ``"random"`` (a random order per call), and
+    ``"fastest"`` (ascending average latency of each provider's successful calls in this
+    process; a provider not measured yet comes first, ties keep the given order).
+
+    A provider is skipped when its breaker rejects the call (from the local cache: no Redis
+    round trip), and left for the next one when it raises an exception its breaker counts as a
+    failure. Any other exception (ignored, or not a failure by `failure_exceptions`) is the
+    caller's and propagates at once.
+
+    Args:
+        providers: `Provider`s, or ``(breaker, fn)`` pairs, in priority order. Names (default:
+            the breakers' services) must be unique.
+        strategy: ``"priority"`` (default), ``"round_robin"``, ``"random"`` or ``"fastest"``.
+        fallback: called with the `FailoverError` when every provider failed; its result is
+            returned instead of raising. Default None: raise.
+        rng: the `random.Random` of the ``"random"`` strategy (for tests). Default: a new one.
+
+    Raises:
+        ConfigError: no providers, duplicate names, or an unknown strategy.
+    """
+
+    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], *,
+                 strategy: Strategy = "priority", fallback: Callable[[FailoverError], T] | None = None,
+                 rng: random.Random | None = None) -> None:
+        super().__init__(providers, strategy, fallback, rng)
+
+    def call(self, *args: Any, **kwargs: Any) -> T:
+        """Call the providers' ``fn(*args, **kwargs)`` in turn; return the first success.
+
+        Raises:
+            FailoverError: every provider failed or was rejected (and no fallback was given);
+                `errors` maps each provider to its exception.
+        """
+        chain = self._chain
+        errors: dict[str, BaseException] = {}
+        for provider in chain.order():
+            start = time.perf_counter()
+            try:
+                result = provider.breaker.call(functools.partial(provider.fn, *args, **kwargs))
+            except Exception as exc:
+                if not _moves_on(provider, exc):
+                    raise
+                errors[provider.name] = exc
+                continue
+            chain.observe(provider, time.perf_counter() - start)
+            return result  # type: ignore[no-any-return]
+        error = FailoverError(errors)
+        if self.fallback is None:
+            raise error
+        return self.fallback(error)  # type: ignore[no-any-return]
+
+    __call__ = call
+
+
+class AsyncFailover(_Base[T]):
+    """`Failover` for asyncio: providers use `distbreaker.asyncio.Breaker`; ``await call(...)``.
+
+    Args:
+        providers: `Provider`s, or ``(breaker, fn)`` pairs, in priority order; `fn` sync or async.
+        strategy: as in `Failover`. Default ``"priority"``.
+        fallback: sync or async, called with the `FailoverError` when every provider failed.
+        timeout: each attempt is cancelled after this many seconds and counts as a failure of
+            its provider (`distbreaker.asyncio.Breaker.call`'s `timeout`). None: no limit.
+        rng: the `random.Random` of the ``"random"`` strategy.
+    """
+
+    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], *,
+                 strategy: Strategy = "priority",
+                 fallback: Callable[[FailoverError], T | Awaitable[T]] | None = None,
+                 timeout: float | timedelta | None = None, rng: random.Random | None = None) -> None:
+        super().__init__(providers, strategy, fallback, rng)
+        self.timeout = check_timeout(timeout)
+
+    async def call(self, *args: Any, **kwargs: Any) -> T:
+        """Call the providers' ``fn(*args, **kwargs)`` (awaited if needed) in turn; return the
+        first success.
+
+        Raises:
+            FailoverError: every provider failed or was rejected (and no fallback was given).
+        """
+        chain = self._chain
+        errors: dict[str, BaseException] = {}
+        for provider in chain.order():
+            start = time.perf_counter()
+            try:
+                result = await provider.breaker.call(functools.partial(provider.fn, *args, **kwargs),
+                                                     timeout=self.timeout)
+            except Exception as exc:
+                if not _moves_on(provider, exc):
+                    raise
+                errors[provider.name] = exc
+                continue
+            chain.observe(provider, time.perf_counter() - start)
+            return result  # type: ignore[no-any-return]
+        error = FailoverError(errors)
+        if self.fallback is None:
+            raise error
+        value = self.fallback(error)
+        if inspect.isawaitable(value):
+            value = await value
+        return value  # type: ignore[no-any-return]
+
+    __call__ = call

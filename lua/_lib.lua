@@ -284,7 +284,11 @@ end
 
 local function reply(lease, retry_at)
   local fr, fa, live, hs = '', '', 0, 0
-  if FORCED[S.st] then fr = lazy('fr') or ''; fa = lazy('fa') or '' end
+  if FORCED[S.st] then
+    fr = lazy('fr') or ''; fa = lazy('fa') or ''
+  elseif S.st == 'open' or S.st == 'half_open' then
+    fr = lazy('lc') or ''  -- why it opened: the cause of the last transition
+  end
   if S.st == 'half_open' then
     local list = leases()
     for i = 1, #list do if list[i][2] > now then live = live + 1 end end

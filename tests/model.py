@@ -529,7 +529,7 @@ class Model:
             slow=self.ts,
             consecutive=self.cx,
             forced_until=self.fu,
-            reason=self.fr,
+            reason=self.fr if self.st in (FORCED_OPEN, DISABLED) else (self.lc or "") if self.st in (OPEN, HALF_OPEN) else "",
             actor=self.fa,
             open_count=self.oc,
             transitions=";".join(self._moves),

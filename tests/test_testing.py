@@ -77,7 +77,7 @@ def brief(s: Snapshot) -> str:
         parts.append(f"retry {s.retry_after:g}")
     if s.half_open_calls or s.half_open_successes:
         parts.append(f"probes {s.half_open_calls}/{s.half_open_successes}")
-    if s.reason or s.actor:
+    if s.state.value in ("forced_open", "disabled") and (s.reason or s.actor):  # an operator's
         parts.append(f"by {s.actor}: {s.reason}")
     if s.last_transition is not None:
         parts.append(f"<- {s.last_transition.cause}")

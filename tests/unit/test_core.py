@@ -38,7 +38,7 @@ def test_view_allows_closed_while_fresh_then_asks() -> None:
 def test_view_rejects_open_until_mapped_local_time() -> None:
     """open_until (server ms) maps to local time through the offset measured at receipt."""
     v = View(max_staleness=100.0)
-    v.update(reply("open", now_ms=5_000_000, open_until=5_030_000, cause="probe failed"), local_now=7.0)
+    v.update(reply("open", now_ms=5_000_000, open_until=5_030_000, reason="probe failed"), local_now=7.0)
     assert v.decide(36.9) == REJECT
     assert v.decide(37.0) == ASK
     err = v.rejection("svc", 27.0)

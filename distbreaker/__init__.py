@@ -7,7 +7,7 @@ from typing import Any
 from ._breaker import Breaker
 from ._config import BreakerConfig
 from ._connect import connect
-from ._model import Snapshot, State, Transition
+from ._model import CallDetails, Snapshot, State, Transition
 from .admin import Admin
 from .registry import BreakerRegistry
 from .errors import (
@@ -30,6 +30,7 @@ __all__ = [
     "Breaker",
     "BreakerConfig",
     "BreakerRegistry",
+    "CallDetails",
     "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",

@@ -14,7 +14,7 @@ from ._scripts import Steps, eval_steps
 def snapshot_steps(core: BreakerCore) -> Steps[Snapshot]:
     """Read the shared state (read.lua) and refresh the cache."""
     reply = yield from eval_steps(core.eval("read", ["1"]))
-    core.view.update(reply, core.clock())
+    core.update(reply)  # read.lua may make lazy expiries: this process performed them
     return decode_snapshot(core.service, reply)
 
 
@@ -27,5 +27,5 @@ def control_steps(core: BreakerCore, op: str, for_: Any, reason: str, actor: str
         sec, usec = yield Command(("TIME",))
         server_ms = int(sec) * 1000 + int(usec) // 1000
     reply = yield from eval_steps(core.eval("control", [op, str(core.until_ms(duration, server_ms)), reason, actor]))
-    core.view.update(reply, core.clock())
+    core.update(reply, actor)
     return decode_snapshot(core.service, reply)

@@ -11,7 +11,7 @@ import threading
 import weakref
 from typing import Any, Protocol
 
-log = logging.getLogger("distbreaker")
+from ._log import LIMITED
 
 
 class _SyncBatched(Protocol):
@@ -24,6 +24,12 @@ class _AsyncBatched(Protocol):
     flush_interval: float
 
     async def flush(self) -> None: ...
+
+
+def _flush_failed(breaker: Any) -> None:
+    service = getattr(breaker, "service", "?")
+    LIMITED.log(logging.ERROR, ("flush-failed", service), "flush of breaker %r failed", service, burst=3,
+                exc_info=True)
 
 
 class SyncFlusher:
@@ -62,7 +68,7 @@ class SyncFlusher:
             try:
                 breaker.flush()
             except Exception:  # a flush must never kill the flusher; the breaker logged it
-                log.exception("flush of breaker %r failed", getattr(breaker, "service", "?"))
+                _flush_failed(breaker)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +124,7 @@ class AsyncFlusher:
                 try:
                     await breaker.flush()
                 except Exception:
-                    log.exception("flush of breaker %r failed", getattr(breaker, "service", "?"))
+                    _flush_failed(breaker)
 
     async def stop(self) -> None:
         task, self._task = self._task, None

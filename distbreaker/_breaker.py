@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 import threading
+from time import perf_counter
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError
@@ -16,6 +17,7 @@ from ._config import BreakerConfig
 from ._batch import sync_flusher
 from ._listener import sync_listener
 from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
+from ._hooks import CallHook, Hooks, TransitionHook
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, drive, eval_steps
 from .errors import CircuitOpenError, translate
@@ -59,16 +61,26 @@ class Breaker:
             Call `close()` (or let the interpreter exit normally) to flush the rest.
         flush_interval: seconds between flushes in batched mode. Default 0.1.
         flush_size: flush at once when this many outcomes wait. Default 1000.
+        on_transition: a function (or several) called with a `Transition` once per transition
+            this process learns of: made by its own calls, or by other processes and operators
+            (through pub/sub, with `listen`). Runs on the thread that learnt it; keep it fast.
+            An exception is logged, never raised. A coroutine function raises `TypeError`
+            (use `distbreaker.asyncio.Breaker`).
+        on_call: a function (or several) called with a `CallDetails` after every call
+            (admitted or rejected), on the calling thread. Same rules as `on_transition`.
     """
 
     def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
                  prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
                  listen: bool = True, mode: Literal["sync", "batched"] = "sync",
-                 flush_interval: float = 0.1, flush_size: int = 1000) -> None:
+                 flush_interval: float = 0.1, flush_size: int = 1000,
+                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
-        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS)
+        hooks = Hooks(on_transition, on_call, asynchronous=False)
+        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, config, redis
         self._stack = PermitStack()
         _ops.check_client_budget(redis, config)
@@ -108,13 +120,17 @@ class Breaker:
             listener.remove(self._core)
             if not listener.routes.channels():
                 listener.stop()
+        self._core.close()
 
     def __repr__(self) -> str:
         return f"Breaker({self.service!r}, state={self._core.view.state or 'unknown'})"
 
     # -- the call path (I/O only; the core decides) ------------------------------------------
     def _run(self, request: Eval) -> Any:
-        return drive(self.redis, eval_steps(request))
+        start = perf_counter()
+        reply = drive(self.redis, eval_steps(request))
+        self._core.ran(request, start)
+        return reply
 
     def _admit(self) -> Permit:
         core = self._core
@@ -128,17 +144,17 @@ class Breaker:
             return core.degraded(core.clock())
         return core.acquired(reply)
 
-    def _record(self, permit: Permit, outcome: int, duration: float) -> None:
+    def _record(self, permit: Permit, outcome: int, duration: float, exc: BaseException | None = None) -> None:
         core = self._core
         request = core.record(permit, outcome, duration)
-        if request is None:
-            return
-        try:
-            reply = self._run(request)
-        except RedisError as exc:
-            core.failed(exc)
-            return
-        core.recorded(reply)
+        if request is not None:
+            try:
+                reply = self._run(request)
+            except RedisError as err:
+                core.failed(err)
+            else:
+                core.recorded(reply)
+        core.finished(outcome, duration, exc)
 
     def call(self, fn: Callable[..., T], /, *args: Any, fallback: Callable[[BaseException], T] | None = None,
              **kwargs: Any) -> T:
@@ -165,7 +181,7 @@ class Breaker:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             outcome = classify(self.config, exc)
-            self._record(permit, outcome, clock() - start)
+            self._record(permit, outcome, clock() - start, exc)
             if fallback is not None and outcome == FAILURE:
                 return fallback(exc)
             raise
@@ -215,7 +231,7 @@ class Breaker:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         permit, start = self._stack.pop()
-        self._record(permit, classify(self.config, exc), self._core.clock() - start)
+        self._record(permit, classify(self.config, exc), self._core.clock() - start, exc)
 
     # -- state and operator actions -----------------------------------------------------------
     def _do(self, steps: Steps[T]) -> T:

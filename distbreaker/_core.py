@@ -18,7 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from ._config import BreakerConfig
-from ._model import Snapshot, State, Transition
+from ._hooks import Hooks
+from ._log import LIMITED, OUTAGE
+from ._model import CallDetails, Snapshot, State, Transition
+from ._otel import DURATION_SAMPLE, INSTRUMENTS, OUTCOMES, REJECTED
 from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
 
 __all__ = [
@@ -124,6 +127,41 @@ def decode_snapshot(service: str, reply: Sequence[Any]) -> Snapshot:
         last_transition=last,
         config=config,
     )
+
+
+def _implied_cause(frm: str, to: str) -> str:
+    """The cause of a transition that was not the last one of a script call (the reply carries
+    only the last cause): the lazy expiries that run before a script's own decision."""
+    if frm == "open" and to == "half_open":
+        return "open_duration elapsed"
+    if to == "closed" and frm in ("forced_open", "disabled"):
+        return f"{frm} expired"
+    return ""
+
+
+def decode_made(service: str, reply: Sequence[Any], actor: str = "") -> list[Transition]:
+    """The transitions a script call performed (reply fields 13-14), oldest first; `actor` is
+    the operator of a control call (it made the last one; the earlier ones are expiries)."""
+    pairs = text(reply[12]).split(";")
+    generation, at, n = int(reply[1]), int(reply[2]) / 1000.0, len(pairs)
+    out = []
+    for i, pair in enumerate(pairs):
+        frm, _, to = pair.partition(">")
+        last = i == n - 1
+        out.append(Transition(service, at, _STATES[frm], _STATES[to],
+                              text(reply[13]) if last else _implied_cause(frm, to),
+                              actor if last else "", generation - (n - 1 - i)))
+    return out
+
+
+def decode_event(service: str, event: dict[str, Any]) -> Transition | None:
+    """The Transition a pub/sub message carries, or None for an event that is not one (a fleet
+    config change is published with from = to and the generation unchanged)."""
+    frm, to, cause = event["from"], event["to"], str(event.get("cause", ""))
+    if frm == to and not cause.startswith("manual reset"):
+        return None
+    return Transition(service, int(event["ts"]) / 1000.0, _STATES[frm], _STATES[to], cause,
+                      str(event.get("actor", "")), int(event["generation"]))
 
 
 def decode_transition(service: str, entry: tuple[Any, dict[Any, Any]]) -> Transition:
@@ -278,7 +316,7 @@ class BreakerCore:
     """
 
     def __init__(self, service: str, config: BreakerConfig, prefix: str,
-                 clock: Callable[[], float] | None, scripts: dict[str, Any]) -> None:
+                 clock: Callable[[], float] | None, scripts: dict[str, Any], hooks: Hooks | None = None) -> None:
         self.service = validate_service(service)
         self.prefix = validate_prefix(prefix)
         self.config = config
@@ -297,6 +335,15 @@ class BreakerCore:
         self.backoff = 0.0
         self.batch: Batcher | None = None
         self.wake: Callable[[], None] = _nothing
+        self.hooks = hooks if hooks else None  # None: no hook at all (the hot path checks this only)
+        self.obs = INSTRUMENTS
+        self.redis_attrs: dict[str, dict[str, str]] = {}
+        self.sample_at = 0.0  # perf_counter time from which the next round trip is measured
+        self.tally = INSTRUMENTS.register(self)
+
+    def close(self) -> None:
+        """The breaker is closed: its state leaves the state gauge."""
+        INSTRUMENTS.unregister(self)
 
     def batched(self, size: int, wake: Callable[[], None]) -> None:
         """Sum outcomes locally (`record` returns None); `wake` is called at `size` outcomes."""
@@ -327,7 +374,7 @@ class BreakerCore:
         if decision == ALLOW:
             return (view.generation, "")
         if decision == REJECT:
-            raise view.rejection(self.service, now)
+            raise self.rejected(view.rejection(self.service, now))
         if now < self.down_until:
             return self.degraded(now)
         return self.eval("acquire", [])
@@ -335,12 +382,11 @@ class BreakerCore:
     def acquired(self, reply: Sequence[Any]) -> Permit:
         """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
         self.recovered()
-        now = self.clock()
-        state = self.view.update(reply, now)
+        state = self.update(reply)
         lease = reply[14]
         if lease or state in _LOCAL_ALLOW:
             return (self.view.generation, text(lease) if lease else "")
-        raise self.view.rejection(self.service, now, int(reply[15]), int(reply[2]))
+        raise self.rejected(self.view.rejection(self.service, self.clock(), int(reply[15]), int(reply[2])))
 
     def record(self, permit: Permit, outcome: int, duration: float) -> Eval | None:
         """The record request for a finished call, or None when nothing is to be recorded."""
@@ -388,29 +434,100 @@ class BreakerCore:
             self.failed(exc)
         except Exception as err:
             self.batch.done(batch_id)
-            log.error("breaker %r: dropping a batch of outcomes: %s", self.service, err)
+            LIMITED.log(logging.ERROR, ("batch-dropped", self.service),
+                        "breaker %r: dropping a batch of outcomes: %s", self.service, err, burst=3)
 
     def recorded(self, reply: Sequence[Any]) -> None:
         """Take a record reply (the new shared state)."""
         self.recovered()
-        self.view.update(reply, self.clock())
+        self.update(reply)
+
+    def update(self, reply: Sequence[Any], actor: str = "") -> State:
+        """Take any script reply: refresh the cache, and report the transitions the call made
+        (`actor`: the operator of a control call). Returns the new state."""
+        state = self.view.update(reply, self.clock())
+        if reply[12]:
+            self.made(decode_made(self.service, reply, actor), int(reply[2]))
+        return state
+
+    # -- observability: metrics, span attributes, logs, hooks ---------------------------------
+    def made(self, transitions: list[Transition], ms: int) -> None:
+        """This process's script performed `transitions` (at server time `ms`)."""
+        if self.obs.on:
+            self.obs.made(self, transitions)
+        for t in transitions:
+            LIMITED.log(logging.INFO, ("transition", self.service), "breaker %r: %s -> %s (%s)",
+                        self.service, t.from_state.value, t.to_state.value, t.cause or "no cause", every=3.0,
+                        burst=20)
+        hooks = self.hooks
+        if hooks is not None and hooks.on_transition:
+            for t in transitions:
+                hooks.transition(t, ms)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Take a transition published by any process (pub/sub): the cache, then the hooks (a
+        transition this process made and already reported is not reported again)."""
+        self.view.apply_event(event, self.clock())
+        hooks = self.hooks
+        if hooks is not None and hooks.on_transition:
+            try:
+                t = decode_event(self.service, event)
+            except (KeyError, ValueError, TypeError):
+                LIMITED.warning(("malformed-event", self.service), "breaker %r: ignoring a malformed event %r",
+                                self.service, event)
+                return
+            if t is not None:
+                log.debug("breaker %r: %s -> %s (%s), learnt from pub/sub", self.service, t.from_state.value,
+                          t.to_state.value, t.cause)
+                hooks.transition(t, int(event["ts"]))
+
+    def finished(self, outcome: int, duration: float, exc: BaseException | None) -> None:
+        """An admitted call ended with `outcome` after `duration` seconds (after its record)."""
+        slow = outcome != IGNORED and self.slow is not None and duration >= self.slow
+        if self.obs.on:
+            self.obs.call(self, outcome * 2 + slow, self.view.state)
+        hooks = self.hooks
+        if hooks is not None and hooks.on_call:
+            state = self.view.state
+            hooks.call(CallDetails(self.service, OUTCOMES[outcome], duration, slow,
+                                   "unknown" if state is None else state, exc))
+
+    def rejected(self, err: CircuitOpenError) -> CircuitOpenError:
+        """Report the rejection `err` (metrics, span, hooks) and return it, to be raised."""
+        if self.obs.on:
+            self.obs.rejected(self, err.state)
+        hooks = self.hooks
+        if hooks is not None and hooks.on_call:
+            hooks.call(CallDetails(self.service, REJECTED, 0.0, False, _STATES.get(err.state, err.state), err))
+        return err
+
+    def ran(self, request: Eval, start: float) -> None:
+        """A script request on the call path returned; it started at `time.perf_counter()` `start`.
+        One round trip per `DURATION_SAMPLE` seconds goes to the histogram (an SDK measurement
+        costs several µs)."""
+        now = time.perf_counter()
+        if now >= self.sample_at and self.obs.on:
+            self.sample_at = now + DURATION_SAMPLE
+            self.obs.redis(self, request.script.name, now - start)
 
     def degraded(self, now: float) -> Permit:
         """The permit while Redis is unreachable: run the call ("allow") or raise ("reject")."""
         if self.reject_when_down:
-            raise CircuitOpenError(self.service, "unavailable", max(0.0, self.down_until - now),
-                                   "Redis unavailable and on_redis_error='reject'")
+            raise self.rejected(CircuitOpenError(self.service, "unavailable", max(0.0, self.down_until - now),
+                                                 "Redis unavailable and on_redis_error='reject'"))
         return None
 
     def failed(self, exc: BaseException) -> None:
         """Handle a Redis error on the call path: back off on outages, raise anything else."""
         self.config_sent = False
+        if self.obs.on:
+            self.obs.redis_error(self, exc)
         err = translate(exc, self.service)
         if not isinstance(err, RedisUnavailableError):
             raise err from exc
-        if not self.backoff:
-            log.warning("breaker %r: %s; on_redis_error=%r until Redis answers",
-                        self.service, err, self.config.on_redis_error)
+        # once per outage of this process, then a reminder at most every OUTAGE_REMINDER seconds
+        OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
+                      self.config.on_redis_error)
         self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
         self.down_until = self.clock() + self.backoff
         if self.reject_when_down:
@@ -418,7 +535,7 @@ class BreakerCore:
 
     def recovered(self) -> None:
         if self.backoff:
-            log.warning("breaker %r: Redis answers again", self.service)
+            OUTAGE.recovered("breaker %r: Redis answers again", self.service)
             self.backoff = 0.0
             self.down_until = 0.0
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import threading
 import weakref
 from typing import Any
 
 from ._core import BreakerCore, text
-
-log = logging.getLogger("distbreaker")
+from ._log import LIMITED
 
 _POLL = 0.5             # seconds a listener waits for a message before checking its work
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 2.0
@@ -59,10 +57,11 @@ class Routes:
             with self._lock:
                 cores = list(self._routes.get(text(message["channel"]), {}).get(event["service"], ()))
         except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed message on %r", message.get("channel"))
+            LIMITED.warning(("malformed", message.get("channel")), "ignoring a malformed message on %r",
+                            message.get("channel"))
             return
         for core in cores:
-            core.view.apply_event(event, core.clock())
+            core.event(event)
 
     def invalidate(self) -> None:
         """Drop every cached state (after a gap in the subscription)."""
@@ -79,8 +78,9 @@ class _Loop:
         self.subscribed: set[str] = set()
 
     def failed(self, exc: BaseException) -> float:
-        if not self.gap:
-            log.warning("pub/sub listener lost Redis (%s); breakers fall back to max_staleness", exc)
+        if not self.gap:  # once per gap (a flapping Redis: 3 lines, then one a minute)
+            LIMITED.warning("pubsub-down", "pub/sub listener lost Redis (%s); breakers fall back to max_staleness",
+                            exc, burst=3)
         self.gap = True
         self.subscribed = set()
         self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
@@ -91,7 +91,7 @@ class _Loop:
         if self.gap:
             self.gap = False
             routes.invalidate()
-            log.warning("pub/sub listener resubscribed; cached breaker states dropped")
+            LIMITED.warning("pubsub-up", "pub/sub listener resubscribed; cached breaker states dropped", burst=3)
 
 
 class SyncListener:

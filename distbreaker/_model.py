@@ -1,11 +1,11 @@
-"""Value types: State, Snapshot, Transition."""
+"""Value types: State, Snapshot, Transition, CallDetails."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Snapshot", "State", "Transition"]
+__all__ = ["CallDetails", "Snapshot", "State", "Transition"]
 
 
 class State(str, Enum):
@@ -42,6 +42,34 @@ class Transition:
     cause: str
     actor: str
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallDetails:
+    """One protected call, as `on_call` hooks receive it (fields may be added; none removed).
+
+    Attributes:
+        service: the breaker.
+        outcome: ``"success"``, ``"failure"``, ``"rejected"`` (not run: `CircuitOpenError`) or
+            ``"ignored"`` (an ignored exception or a cancellation: counted as nothing). The same
+            values as the ``outcome`` attribute of the ``distbreaker.calls`` metric.
+        duration: seconds the protected function ran (0.0 when rejected).
+        slow: the call took at least `slow_call_duration` (always False when that is None or
+            the call was rejected).
+        state: the breaker's state as this process knew it after the call: a `State`, or
+            ``"unavailable"`` (rejected because Redis is unreachable and
+            ``on_redis_error="reject"``), or ``"unknown"`` (no reply from Redis yet).
+        exception: what the call raised (the `CircuitOpenError` when rejected), else None.
+
+    .. versionadded:: 0.1.0
+    """
+
+    service: str
+    outcome: str
+    duration: float
+    slow: bool
+    state: str
+    exception: BaseException | None
 
 
 @dataclass(frozen=True, slots=True)

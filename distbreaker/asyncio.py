@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import timedelta
+from time import perf_counter
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import redis.asyncio
@@ -24,6 +25,7 @@ from ._batch import AsyncFlusher, async_flusher
 from ._listener import AsyncListener, async_listener
 from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._core import validate_service
+from ._hooks import CallHook, Hooks, TransitionHook
 from ._timeout import check_timeout, within
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, adrive, eval_steps
@@ -68,16 +70,26 @@ class Breaker:
             task per event loop every `flush_interval`; see `distbreaker.Breaker`).
         flush_interval: seconds between flushes in batched mode. Default 0.1.
         flush_size: flush at once when this many outcomes wait. Default 1000.
+        on_transition: a function (or several), sync or async, called with a `Transition` once
+            per transition this process learns of (its own calls', or through pub/sub). Sync
+            ones run inline; a coroutine function runs as a task on the loop, never awaited by
+            the call (`close()` waits for those still running). An exception is logged, never
+            raised.
+        on_call: a function (or several), sync or async, called with a `CallDetails` after
+            every call (admitted or rejected). Same rules as `on_transition`.
     """
 
     def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
                  prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
                  listen: bool = True, mode: Literal["sync", "batched"] = "sync",
-                 flush_interval: float = 0.1, flush_size: int = 1000) -> None:
+                 flush_interval: float = 0.1, flush_size: int = 1000,
+                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
-        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS)
+        self._hooks = hooks = Hooks(on_transition, on_call, asynchronous=True)
+        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, config, redis
         self._stack = PermitStack()
         _ops.check_client_budget(redis, config)
@@ -128,6 +140,8 @@ class Breaker:
             listener.remove(self._core)
             if not listener.routes.channels():
                 await listener.stop()
+        self._core.close()
+        await self._hooks.drain()
 
     def __repr__(self) -> str:
         return f"asyncio.Breaker({self.service!r}, state={self._core.view.state or 'unknown'})"
@@ -136,7 +150,10 @@ class Breaker:
     async def _run(self, request: Eval) -> Any:
         if self._listener is None and self._listen:
             self._start_listening()
-        return await adrive(self.redis, eval_steps(request))
+        start = perf_counter()
+        reply = await adrive(self.redis, eval_steps(request))
+        self._core.ran(request, start)
+        return reply
 
     async def _admit(self) -> Permit:
         core = self._core
@@ -150,20 +167,21 @@ class Breaker:
             return core.degraded(core.clock())
         return core.acquired(reply)
 
-    async def _record(self, permit: Permit, outcome: int, duration: float) -> None:
+    async def _record(self, permit: Permit, outcome: int, duration: float,
+                      exc: BaseException | None = None) -> None:
         core = self._core
         if core.batch is not None and self._flusher is None:
             self._flusher = async_flusher()
             self._flusher.add(self)
         request = core.record(permit, outcome, duration)
-        if request is None:
-            return
-        try:
-            reply = await self._run(request)
-        except RedisError as exc:
-            core.failed(exc)
-            return
-        core.recorded(reply)
+        if request is not None:
+            try:
+                reply = await self._run(request)
+            except RedisError as err:
+                core.failed(err)
+            else:
+                core.recorded(reply)
+        core.finished(outcome, duration, exc)
 
     async def call(self, fn: Callable[..., T | Awaitable[T]], /, *args: Any,
                    fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
@@ -207,7 +225,7 @@ class Breaker:
                 outcome, took = FAILURE, max(took, limit or 0.0)
             else:
                 outcome = classify(self.config, exc)
-            await self._record(permit, outcome, took)
+            await self._record(permit, outcome, took, exc)
             if fallback is not None and outcome == FAILURE:
                 return await _resolve(fallback(exc))
             raise
@@ -260,7 +278,7 @@ class Breaker:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         permit, start = self._stack.pop()
-        await self._record(permit, classify(self.config, exc), self._core.clock() - start)
+        await self._record(permit, classify(self.config, exc), self._core.clock() - start, exc)
 
     # -- state and operator actions -----------------------------------------------------------
     async def _do(self, steps: Steps[T]) -> T:
@@ -308,16 +326,21 @@ class BreakerRegistry(_Registry[Breaker]):
         flush_interval: passed to every breaker.
         flush_size: passed to every breaker.
         fallback: the default fallback (sync or async) of `call` and `protect`. Default None: raise.
+        on_transition: passed to every breaker (see `Breaker`).
+        on_call: passed to every breaker (see `Breaker`).
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
                  prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
                  clock: Callable[[], float] | None = None, listen: bool = True,
                  mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
-                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None) -> None:
+                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None,
+                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
                          {"listen": listen, "mode": mode, "flush_interval": flush_interval,
-                          "flush_size": flush_size})
+                          "flush_size": flush_size, "on_transition": on_transition, "on_call": on_call})
+        Hooks(on_transition, on_call, asynchronous=True)  # refuse bad hooks now, not at the first get()
         self._closing: set[asyncio.Task[None]] = set()
         self.fallback = fallback
 

@@ -6,12 +6,13 @@ import functools
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._breaker import Breaker
 from ._config import BreakerConfig
 from ._core import DEFAULT_PREFIX, validate_prefix, validate_service
+from ._hooks import CallHook, Hooks, TransitionHook
 from .errors import ConfigError
 
 __all__ = ["BreakerRegistry"]
@@ -97,16 +98,22 @@ class BreakerRegistry(_Registry[Breaker]):
         flush_size: passed to every breaker (see `Breaker`).
         fallback: the default fallback of `call` and `protect` (called with the exception when
             a breaker rejects a call or a call fails). Default None: raise.
+        on_transition: passed to every breaker (see `Breaker`): each breaker reports its own
+            service's transitions, once each.
+        on_call: passed to every breaker (see `Breaker`).
     """
 
     def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
                  prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
                  clock: Callable[[], float] | None = None, listen: bool = True,
                  mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
-                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None) -> None:
+                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None,
+                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
                          {"listen": listen, "mode": mode, "flush_interval": flush_interval,
-                          "flush_size": flush_size})
+                          "flush_size": flush_size, "on_transition": on_transition, "on_call": on_call})
+        Hooks(on_transition, on_call, asynchronous=False)  # refuse bad hooks now, not at the first get()
         self.fallback = fallback
 
     def call(self, service: str, fn: Callable[..., T], /, *args: Any,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError
 
 from . import _ops
+from ._config import BreakerConfig
 from ._core import (
     DEFAULT_PREFIX,
     decode_snapshot,
@@ -20,9 +26,120 @@ from ._core import (
 )
 from ._model import Snapshot, Transition
 from ._scripts import SCRIPTS, run
-from .errors import UnknownServiceError, translate
+from .errors import ConfigError, UnknownServiceError, translate
 
-__all__ = ["Admin"]
+__all__ = ["Admin", "Check", "FleetConfig"]
+
+# The 13 config values of the scripts (docs/state-machine.md), in order: the script's name,
+# the `BreakerConfig` field, and its kind ("ms" = a duration the scripts keep in ms).
+CONFIG_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("failure_rate_threshold", "failure_rate_threshold", "float"),
+    ("minimum_calls", "minimum_calls", "int"),
+    ("window_ms", "window", "ms"),
+    ("buckets", "buckets", "int"),
+    ("consecutive_failures", "consecutive_failures", "off"),
+    ("slow_call_rate_threshold", "slow_call_rate_threshold", "float"),
+    ("open_duration_ms", "open_duration", "ms"),
+    ("backoff_multiplier", "backoff_multiplier", "float"),
+    ("max_open_duration_ms", "max_open_duration", "ms"),
+    ("half_open_max_calls", "half_open_max_calls", "int"),
+    ("half_open_successes", "half_open_successes", "int"),
+    ("probe_timeout_ms", "probe_timeout", "ms"),
+    ("idle_ttl_ms", "idle_ttl", "ms"),
+)
+FLEET_FIELDS: tuple[str, ...] = tuple(field for _, field, _ in CONFIG_FIELDS)
+_BY_SCRIPT_NAME = {script: (i, field, kind) for i, (script, field, kind) in enumerate(CONFIG_FIELDS)}
+_DEFAULTS = BreakerConfig()
+DOCTOR_SERVICE = "__doctor__"
+MIN_SERVER = (6, 2, 0)
+
+
+def _user_value(kind: str, text_value: str) -> float | int | None:
+    """A script value (text) in the units of `BreakerConfig`."""
+    if kind == "ms":
+        return int(float(text_value)) / 1000.0
+    if kind == "float":
+        return float(text_value)
+    value = int(float(text_value))
+    return None if kind == "off" and value == 0 else value
+
+
+def _config_values(joined: str) -> dict[str, float | int | None] | None:
+    """The 13 comma-joined script values as `BreakerConfig` fields, or None when empty."""
+    if not joined:
+        return None
+    parts = joined.split(",")
+    return {field: _user_value(kind, parts[i]) for i, (_, field, kind) in enumerate(CONFIG_FIELDS)}
+
+
+def _overrides(joined: str) -> dict[str, float | int | None]:
+    """The stored overrides ``name=value;...`` as `BreakerConfig` fields."""
+    out: dict[str, float | int | None] = {}
+    for part in filter(None, joined.split(";")):
+        name, _, value = part.partition("=")
+        if name in _BY_SCRIPT_NAME:
+            _, field, kind = _BY_SCRIPT_NAME[name]
+            out[field] = _user_value(kind, value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """A breaker's config as Redis holds it (`BreakerConfig` field names and units: seconds).
+
+    Only the 13 values the scripts use are stored; the rest (`slow_call_duration`, exceptions,
+    `on_redis_error`, `redis_timeout`, `max_staleness`) is each worker's own.
+
+    Attributes:
+        service: the breaker.
+        effective: the config in force (the workers' config with the overrides applied), or
+            None when nothing is stored yet (the defaults apply).
+        client: the config the workers passed last, or None.
+        overrides: fleet-wide overrides set by operators (they win over `client`).
+        fingerprint: fingerprint of the workers' config stored last, or None.
+        previous_fingerprint: the fingerprint it replaced, or None.
+        fingerprint_changed_at: server time (seconds since the epoch) of that replacement.
+        server_time: server time of the read.
+
+    .. versionadded:: 0.1.0
+    """
+
+    service: str
+    effective: dict[str, float | int | None] | None
+    client: dict[str, float | int | None] | None
+    overrides: dict[str, float | int | None]
+    fingerprint: str | None
+    previous_fingerprint: str | None
+    fingerprint_changed_at: float | None
+    server_time: float
+
+    def changed_within(self, seconds: float) -> bool:
+        """Whether the workers' config fingerprint changed in the last `seconds`.
+
+        When it keeps changing, workers run different configs and overwrite each other's.
+        """
+        at = self.fingerprint_changed_at
+        return at is not None and self.server_time - at <= seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One finding of `Admin.doctor`.
+
+    Attributes:
+        name: what was checked (``"server"``, ``"lua"``, ``"acl"``, ``"maxmemory-policy"``,
+            ``"latency"``, ``"cleanup"``).
+        status: ``"PASS"``, ``"WARN"`` or ``"FAIL"``.
+        detail: one line for people.
+        denied: the failure is an ACL denial (NOPERM).
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    status: str
+    detail: str
+    denied: bool = False
 
 
 class Admin:
@@ -54,16 +171,125 @@ class Admin:
             raise translate(exc) from exc
         return sorted(s for s in found if s)
 
+    def _read(self, service: str) -> Any:
+        reply = self._run(service, "read", ["1"])
+        if not int(reply[18]):
+            raise UnknownServiceError(service)
+        return reply
+
     def status(self, service: str) -> Snapshot:
         """The snapshot of `service`, with its config and last transition.
 
         Raises:
             UnknownServiceError: no breaker by that name exists.
         """
-        reply = self._run(service, "read", ["1"])
-        if not int(reply[18]):
+        return decode_snapshot(service, self._read(service))
+
+    def config(self, service: str) -> FleetConfig:
+        """The stored config of `service`: the workers', the overrides and the one in force.
+
+        Raises:
+            UnknownServiceError: no breaker by that name exists.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._fleet_config(service, self._read(service))
+
+    def inspect(self, service: str) -> tuple[Snapshot, FleetConfig]:
+        """`status` and `config` of `service` from one read (one round trip).
+
+        Raises:
+            UnknownServiceError: no breaker by that name exists.
+
+        .. versionadded:: 0.1.0
+        """
+        reply = self._read(service)
+        return decode_snapshot(service, reply), self._fleet_config(service, reply)
+
+    @staticmethod
+    def _fleet_config(service: str, reply: Any) -> FleetConfig:
+        ov, cc, pf = text(reply[25]), text(reply[26]), text(reply[27])
+        pt = int(reply[28])
+        return FleetConfig(
+            service=service,
+            effective=_config_values(text(reply[19])),
+            client=_config_values(cc),
+            overrides=_overrides(ov),
+            fingerprint=text(reply[20]) or None,
+            previous_fingerprint=pf or None,
+            fingerprint_changed_at=pt / 1000.0 if pt else None,
+            server_time=int(reply[2]) / 1000.0,
+        )
+
+    def set_config(self, service: str, *, actor: str | None = None, replace: bool = False,
+                   **overrides: Any) -> FleetConfig:
+        """Override config values of `service` fleet-wide; they win over what workers pass.
+
+        The overrides apply to every worker's next call (the record fast path reads the merged
+        values), survive worker restarts and config changes, and are recorded in the events
+        stream (``"config set by <actor>: minimum_calls=20"``; the state and generation stay).
+
+        Args:
+            service: the breaker (it need not exist yet).
+            actor: who makes the change; default the OS user.
+            replace: drop the overrides set before (default: keep them, and change these).
+            **overrides: `BreakerConfig` fields the scripts use, in its units (durations in
+                seconds or `timedelta`; ``consecutive_failures=None`` turns it off):
+                ``failure_rate_threshold``, ``minimum_calls``, ``window``, ``buckets``,
+                ``consecutive_failures``, ``slow_call_rate_threshold``, ``open_duration``,
+                ``backoff_multiplier``, ``max_open_duration``, ``half_open_max_calls``,
+                ``half_open_successes``, ``probe_timeout``, ``idle_ttl``.
+
+        Returns:
+            The config after the change.
+
+        Raises:
+            ConfigError: a name that cannot be set fleet-wide, or a value `BreakerConfig`
+                rejects (checked with the workers' stored config around it).
+
+        .. versionadded:: 0.1.0
+        """
+        for name in overrides:
+            if name not in FLEET_FIELDS:
+                why = ("is each worker's own setting, not stored in Redis"
+                       if name in BreakerConfig.__dataclass_fields__ else "is not a config field")
+                raise ConfigError(name, f"{why}; fleet-wide: {', '.join(FLEET_FIELDS)}")
+        if not overrides:
+            raise ConfigError("overrides", "give at least one name=value (clear_config removes them)")
+        current = self.config(service) if self.exists(service) else None
+        base = dict(current.client or current.effective or {}) if current else {}
+        kept = {} if replace or current is None else dict(current.overrides)
+        wanted = {**kept, **overrides}
+        values = {f: getattr(_DEFAULTS, f) for f in FLEET_FIELDS}
+        values.update({k: v for k, v in base.items() if k in values})
+        values.update(wanted)
+        try:
+            merged = BreakerConfig(**values)  # validates: ConfigError names the field
+        except ConfigError as exc:
+            if exc.field in wanted:
+                raise
+            raise ConfigError(exc.field, f"{str(exc).split(': ', 1)[1]} (the workers' value, with the "
+                                         f"overrides given; override {exc.field} too)") from None
+        lua = merged._lua
+        spec = ";".join(f"{script}={lua[i]}" for i, (script, field, _) in enumerate(CONFIG_FIELDS)
+                        if field in wanted)
+        self._run(service, "control", ["config", "0", spec, _ops.actor_or_default(actor)])
+        return self.config(service)
+
+    def clear_config(self, service: str, *, actor: str | None = None) -> FleetConfig:
+        """Remove every fleet-wide override of `service`: the workers' own config applies again.
+
+        Recorded in the events stream as ``"config cleared by <actor>"``.
+
+        Raises:
+            UnknownServiceError: no breaker by that name exists.
+
+        .. versionadded:: 0.1.0
+        """
+        if not self.exists(service):
             raise UnknownServiceError(service)
-        return decode_snapshot(service, reply)
+        self._run(service, "control", ["config", "0", "", _ops.actor_or_default(actor)])
+        return self.config(service)
 
     def exists(self, service: str) -> bool:
         """Whether a breaker named `service` exists in Redis."""
@@ -103,3 +329,176 @@ class Admin:
         except RedisError as exc:
             raise translate(exc, service) from exc
         return [decode_transition(service, e) for e in entries]
+
+    # -- doctor ------------------------------------------------------------------------------
+    def doctor(self, *, pings: int = 20) -> list[Check]:
+        """Check that this Redis can hold breakers: server version, the Lua scripts, the ACL
+        permissions the breaker needs, the eviction policy, and the round-trip latency.
+
+        Commands run on a throwaway breaker ``<prefix>:{__doctor__}`` (its keys get a 60 s
+        expiry and are deleted at the end); one message for it is published on
+        ``<prefix>:events``.
+
+        Raises:
+            RedisUnavailableError: Redis does not answer.
+            AccessDeniedError: authentication failed (ACL denials of single commands are
+                reported as checks instead).
+
+        .. versionadded:: 0.1.0
+        """
+        r = self.redis
+        keys = keys_for(self.prefix, DOCTOR_SERVICE)
+        checks: list[Check] = []
+
+        def attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
+            """(reply, None), or (None, the NOPERM message); other errors propagate."""
+            try:
+                return fn(), None
+            except RedisError as exc:
+                err = translate(exc)
+                message = str(exc).split(" script:", 1)[0]
+                if isinstance(exc, NoPermissionError) or "NOPERM" in message or "no permissions" in message:
+                    return None, message
+                raise err from exc
+
+        checks.append(self._check_server(attempt))
+        checks.extend(self._check_lua_and_acl(attempt, keys))
+        checks.append(self._check_eviction(attempt))
+        checks.append(self._check_latency(attempt, pings))
+        _, denied = attempt(lambda: r.execute_command("DEL", keys.state, keys.events))
+        if denied:
+            checks.append(Check("cleanup", "WARN", f"cannot delete {keys.state} (NOPERM); it expires in 60 s"))
+        return checks
+
+    def _check_server(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]]) -> Check:
+        info, denied = attempt(lambda: self.redis.info("server"))
+        if denied:
+            return Check("server", "WARN", f"cannot read INFO server ({denied}); version unknown")
+        if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
+            info = next(iter(info.values()))  # a cluster client answers per node
+        redis_version = str(info.get("redis_version", "0"))
+        name = str(info.get("server_name") or "redis")
+        version = str(info.get("valkey_version") or redis_version)
+        mode = info.get("redis_mode", "standalone")
+        parts = tuple(int(p) for p in redis_version.split(".")[:3] if p.isdigit())
+        detail = f"{name} {version} ({mode})"
+        if name != "redis":
+            detail = f"{name} {version} (redis_version {redis_version}, {mode})"
+        if parts < MIN_SERVER:
+            return Check("server", "FAIL", f"{detail}: distbreaker needs Redis >= 6.2 or Valkey >= 7.2")
+        return Check("server", "PASS", detail)
+
+    def _check_lua_and_acl(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]],
+                           keys: Any) -> list[Check]:
+        r = self.redis
+        read = SCRIPTS["read"]
+        read_args = (2, keys.state, keys.events, "", "", "1")
+        checks: list[Check] = []
+        # SCRIPT LOAD compiles every script (workers never need it: EVAL loads on first use).
+        loaded: list[str] = []
+        script_denied = None
+        for script in SCRIPTS.values():
+            sha, script_denied = attempt(lambda s=script: r.script_load(s.text))
+            if script_denied:
+                break
+            if text(sha) != script.sha:
+                checks.append(Check("lua", "FAIL", f"SCRIPT LOAD of {script.name}.lua returned {text(sha)}, "
+                                                   f"expected {script.sha}"))
+                return checks
+            loaded.append(script.name)
+
+        def evalsha() -> Any:
+            try:
+                return r.execute_command("EVALSHA", read.sha, *read_args)
+            except NoScriptError:  # not loaded (SCRIPT LOAD denied): the command itself is allowed
+                return None
+
+        commands: list[tuple[str, Callable[[], Any]]] = [
+            ("TIME", lambda: r.execute_command("TIME")),
+            ("EVALSHA", evalsha),
+            ("EVAL", lambda: r.execute_command("EVAL", read.text, *read_args)),
+            ("HMGET", lambda: r.execute_command("HMGET", keys.state, "st", "g")),
+            ("HGET", lambda: r.execute_command("HGET", keys.state, "st")),
+            ("HSET", lambda: r.execute_command("HSET", keys.state, "doctor", "1")),
+            ("HDEL", lambda: r.execute_command("HDEL", keys.state, "doctor")),
+            ("EXISTS", lambda: r.execute_command("EXISTS", keys.state)),
+            ("TYPE", lambda: r.execute_command("TYPE", keys.events)),
+            ("XADD", lambda: r.execute_command("XADD", keys.events, "MAXLEN", "~", "1000", "*", "ts", "0",
+                                               "from", "closed", "to", "closed", "cause", "distbreaker doctor",
+                                               "actor", "doctor", "gen", "0")),
+            ("XREVRANGE", lambda: r.execute_command("XREVRANGE", keys.events, "+", "-", "COUNT", "1")),
+            ("PEXPIRE", lambda: (r.execute_command("PEXPIRE", keys.state, 60000),
+                                 r.execute_command("PEXPIRE", keys.events, 60000))),
+            ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
+            ("PUBLISH", lambda: r.publish(keys.channel, json.dumps(
+                {"service": DOCTOR_SERVICE, "from": "closed", "to": "closed", "generation": 0, "open_until": 0,
+                 "cause": "distbreaker doctor", "actor": "doctor", "ts": 0}))),
+            ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
+        ]
+        denied = []
+        for name, fn in commands:
+            _, why = attempt(fn)
+            if why:
+                denied.append(Check("acl", "FAIL", f"{name}: {why}", denied=True))
+        if script_denied:
+            lua_ok = not any(c.detail.startswith("EVAL:") for c in denied)
+            checks.append(Check("lua", "WARN" if lua_ok else "FAIL",
+                                f"SCRIPT LOAD denied ({script_denied}); "
+                                + ("EVAL of read.lua works, workers load scripts with EVAL"
+                                   if lua_ok else "EVAL is denied too: no script can run")))
+        else:
+            checks.append(Check("lua", "PASS", f"{len(loaded)} scripts load ({', '.join(loaded)})"))
+        if denied:
+            checks.extend(denied)
+        else:
+            checks.append(Check("acl", "PASS", f"{len(commands)} commands the breaker uses are allowed on "
+                                               f"{self.prefix}:{{...}} and {keys.channel}"))
+        return checks
+
+    def _subscribe_once(self, channel: str) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            pubsub.subscribe(channel)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                message = pubsub.get_message(timeout=0.5)
+                if message is not None and message.get("type") == "subscribe":
+                    return
+            raise RedisError(f"no answer to SUBSCRIBE {channel}")
+        finally:
+            pubsub.close()
+
+    def _check_eviction(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]]) -> Check:
+        reply, denied = attempt(lambda: self.redis.config_get("maxmemory*"))
+        if denied:
+            return Check("maxmemory-policy", "WARN", f"cannot read it (CONFIG GET denied: {denied}); "
+                                                     "make sure it is noeviction")
+        config = {text(k): text(v) for k, v in (reply or {}).items()}
+        policy = config.get("maxmemory-policy", "?")
+        limit = int(config.get("maxmemory", "0") or 0)
+        if policy == "noeviction":
+            return Check("maxmemory-policy", "PASS", "noeviction")
+        where = f"maxmemory {limit} bytes" if limit else "maxmemory 0 (no limit set now)"
+        return Check("maxmemory-policy", "WARN",
+                     f"{policy} ({where}): under memory pressure Redis may evict breaker keys (they carry "
+                     "an idle TTL, so volatile-* policies can pick them too) and lose their state; "
+                     "use noeviction")
+
+    def _check_latency(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]],
+                       pings: int) -> Check:
+        samples: list[float] = []
+        for _ in range(max(1, pings)):
+            start = time.perf_counter()
+            _, denied = attempt(lambda: self.redis.execute_command("PING"))
+            if denied:
+                return Check("latency", "WARN", f"cannot PING ({denied})")
+            samples.append((time.perf_counter() - start) * 1000)
+        samples.sort()
+        p50 = statistics.median(samples)
+        p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+        detail = f"{len(samples)} PINGs: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        budget = _DEFAULTS.redis_timeout * 1000  # type: ignore[operator]
+        if p99 >= budget / 2:
+            return Check("latency", "WARN", f"{detail}: close to the default redis_timeout "
+                                            f"({budget:.0f} ms); raise it in BreakerConfig")
+        return Check("latency", "PASS", detail)

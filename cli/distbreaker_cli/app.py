@@ -1,20 +1,21 @@
 """The click application: global options and the one error boundary.
 
-Exit codes: 0 ok · 1 unexpected · 2 usage · 3 unknown service · 69 Redis unreachable or
-timed out · 77 authentication/ACL denied · 130 interrupted.
+Every error ends as one line on stderr and an exit code (`exits.ExitStatus`): 0 ok ·
+1 unexpected · 2 usage · 3 unknown service · 69 Redis unreachable or timed out ·
+77 authentication/ACL denied · 130 interrupted. Tracebacks only with --traceback.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import click
+from redis.exceptions import RedisClusterException, RedisError
 
-import distbreaker
-from distbreaker import Admin, connect
 from distbreaker.errors import (
     AccessDeniedError,
     ConfigError,
@@ -22,38 +23,27 @@ from distbreaker.errors import (
     RedisUnavailableError,
     UnknownServiceError,
     redact,
+    translate,
 )
 
+from . import commands, demo
+from .context import CliError, Context
 from .exits import ExitStatus
-from .output import dumps, snapshot_dict, table
+
+__all__ = ["CliError", "Context", "cli", "main"]
 
 CLI_TIMEOUT = 5.0
-
-
-@dataclass
-class Context:
-    url: str
-    prefix: str
-    json: bool
-    traceback: bool
-    timeout: float
-
-    def admin(self) -> Admin:
-        return Admin(connect(self.url, timeout=self.timeout), prefix=self.prefix)
-
-
-class CliError(click.ClickException):
-    """A one-line error with an exit code."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(redact(message))
-        self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
+EXIT_CODES = ("Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 unknown service, "
+              "69 Redis unreachable or timed out, 77 authentication/ACL denied, 130 interrupted "
+              "(Ctrl-C ends status --watch and demo with 0).")
 
 
 def _exit_for(exc: BaseException) -> CliError:
+    """The one mapping of exceptions to a message and an exit code."""
+    if isinstance(exc, RedisError):
+        exc = translate(exc)
+    if isinstance(exc, RedisClusterException):
+        return CliError(f"Redis Cluster unavailable: {exc} (check --url)", ExitStatus.UNAVAILABLE)
     if isinstance(exc, UnknownServiceError):
         return CliError(f"{exc} (distbreaker status lists the breakers)", ExitStatus.UNKNOWN_SERVICE)
     if isinstance(exc, RedisUnavailableError):
@@ -84,39 +74,69 @@ class Group(click.Group):
             if isinstance(obj, Context) and obj.traceback:
                 traceback.print_exc()
             raise _exit_for(exc) from None
+        finally:
+            if isinstance(ctx.obj, Context):
+                ctx.obj.close()
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """click's main, except that a usage error is one line (``Error: ... (see '... -h')``)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {redact(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Interrupted", err=True)
+            sys.exit(ExitStatus.INTERRUPTED)
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:  # stdout closed early (| head): not an error
+                raise
+            sys.stdout = click.utils._PacifyFlushWrapper(sys.stdout)  # type: ignore[assignment]
+            sys.exit(ExitStatus.OK)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else ExitStatus.OK)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 unknown service, "
-                    "69 Redis unreachable or timed out, 77 authentication/ACL denied, 130 interrupted.")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES)
 @click.version_option(package_name="distbreaker", prog_name="distbreaker")
 @click.option("--url", envvar="DISTBREAKER_URL", default="redis://localhost:6379/0", show_default=True,
-              help="Redis URL (env DISTBREAKER_URL).")
+              help="Redis URL (env DISTBREAKER_URL); redis://[user:password@]host:port/db.")
 @click.option("--prefix", envvar="DISTBREAKER_PREFIX", default="distbreaker", show_default=True,
               help="Key prefix of the breakers (env DISTBREAKER_PREFIX).")
+@click.option("--cluster", is_flag=True, envvar="DISTBREAKER_CLUSTER",
+              help="--url names a node of a Redis Cluster (env DISTBREAKER_CLUSTER).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--timeout", type=float, default=CLI_TIMEOUT, show_default=True, help="Redis timeout, seconds.")
+@click.option("--no-color", is_flag=True, help="No colours (also with env NO_COLOR, or when not a terminal).")
 @click.option("--traceback", "show_traceback", is_flag=True, help="Show a traceback on errors.")
 @click.pass_context
-def cli(ctx: click.Context, url: str, prefix: str, as_json: bool, timeout: float, show_traceback: bool) -> None:
-    """Inspect and operate the circuit breakers a fleet shares through Redis."""
-    ctx.obj = Context(url, prefix, as_json, show_traceback, timeout)
+def cli(ctx: click.Context, url: str, prefix: str, cluster: bool, as_json: bool, timeout: float,
+        no_color: bool, show_traceback: bool) -> None:
+    """Inspect and operate the circuit breakers a fleet shares through Redis.
+
+    \b
+    distbreaker status                          every breaker, a table (--json, --watch)
+    distbreaker trip payments --for 10m --reason INC-42
+    distbreaker reset payments --reason fixed
+    distbreaker demo                            a live demo on an embedded server
+    """
+    color = False if no_color or os.environ.get("NO_COLOR") else None
+    ctx.obj = Context(url, prefix, as_json, show_traceback, timeout, color, cluster)
+    ctx.color = color
 
 
-@cli.command()
-@click.argument("services", nargs=-1)
-@click.pass_obj
-def status(obj: Context, services: tuple[str, ...]) -> None:
-    """Show the state of SERVICES (every breaker when none is named)."""
-    admin = obj.admin()
-    names = list(services) or admin.list()
-    snapshots = [admin.status(s) for s in names]
-    if obj.json:
-        click.echo(dumps([snapshot_dict(s) for s in snapshots]))
-    elif not snapshots:
-        click.echo(f"no breakers under prefix {obj.prefix!r}", err=True)
-    else:
-        click.echo(table(snapshots))
+for _command in (*commands.COMMANDS, demo.demo):
+    cli.add_command(_command)
 
 
 def main() -> None:
@@ -126,5 +146,3 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-__all__ = ["cli", "main", "distbreaker"]

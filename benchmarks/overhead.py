@@ -94,6 +94,8 @@ def main() -> None:
         print(f"| bare EVALSHA round trip (`return 1`) | {t_bare * 1e6:.1f} µs | 1.00× |")
         print(f"| protected no-op, closed (sync, 1 record) | {t_closed * 1e6:.1f} µs | {t_closed / t_bare:.2f}× |")
         print(f"| rejected call, open (cached, no round trip) | {t_rej * 1e6:.2f} µs | {t_rej / t_bare:.3f}× |")
+        closed.close()
+        opened.close()
         r.close()
 
 

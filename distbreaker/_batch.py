@@ -34,7 +34,7 @@ def _flush_failed(breaker: Any) -> None:
 
 class SyncFlusher:
     """The flusher thread of this process: flushes every batched breaker each `flush_interval`
-    (the smallest of its breakers'), or at once when one of them has `flush_size` outcomes."""
+    (the smallest of its breakers'). A caller flushes inline when its batch is full or could trip."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -55,9 +55,6 @@ class SyncFlusher:
     def remove(self, breaker: _SyncBatched) -> None:
         with self._lock:
             self._breakers.discard(breaker)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     @property
     def running(self) -> bool:
@@ -102,9 +99,6 @@ class AsyncFlusher:
 
     def remove(self, breaker: _AsyncBatched) -> None:
         self._breakers.discard(breaker)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     @property
     def running(self) -> bool:

@@ -16,7 +16,7 @@ from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._batch import sync_flusher
 from ._listener import sync_listener
-from ._core import DEFAULT_PREFIX, FAILURE, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
+from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, drive, eval_steps
@@ -92,7 +92,7 @@ class Breaker:
         if mode == "batched":
             self._flush_lock = threading.Lock()
             self._flusher = sync_flusher()
-            core.batched(flush_size, self._flusher.wake)
+            core.batched(flush_size)
             self._flusher.add(self)
 
     def flush(self) -> None:
@@ -147,9 +147,11 @@ class Breaker:
     def _record(self, permit: Permit, outcome: int, duration: float, exc: BaseException | None = None) -> None:
         core = self._core
         request = core.record(permit, outcome, duration)
-        if request is not None:
+        if request is FLUSH:
+            self.flush()
+        elif request is not None:
             try:
-                reply = self._run(request)
+                reply = self._run(request)  # type: ignore[arg-type]
             except RedisError as err:
                 core.failed(err)
             else:

@@ -49,8 +49,10 @@ class BreakerConfig:
         probe_timeout: a probe lease expires after this, seconds. Default 10.
         failure_exceptions: exceptions that count as failures. Default (Exception,).
         ignored_exceptions: exceptions that count as nothing. Default ().
-        on_redis_error: "allow" (run the call) or "reject" (raise CircuitOpenError) when
-            Redis is unreachable. Default "allow".
+        on_redis_error: what to do while Redis is unreachable: "allow" (run the call),
+            "reject" (raise CircuitOpenError), or "local" (an in-process breaker with the same
+            config decides; its counts are dropped, not replayed, when Redis answers again).
+            Default "allow".
         redis_timeout: budget of any breaker Redis operation on the call path. Default 0.05.
         max_staleness: longest a worker acts on a cached state without hearing from Redis.
             Default 1.0.
@@ -72,7 +74,7 @@ class BreakerConfig:
     probe_timeout: Duration = 10.0
     failure_exceptions: tuple[type[BaseException], ...] = (Exception,)
     ignored_exceptions: tuple[type[BaseException], ...] = ()
-    on_redis_error: Literal["allow", "reject"] = "allow"
+    on_redis_error: Literal["allow", "reject", "local"] = "allow"
     redis_timeout: Duration = 0.05
     max_staleness: Duration = 1.0
     idle_ttl: Duration = 7 * 86400.0
@@ -138,7 +140,8 @@ class BreakerConfig:
             v = getattr(self, name)
             need(isinstance(v, tuple) and all(isinstance(t, type) and issubclass(t, BaseException) for t in v),
                  name, "a tuple of exception classes")
-        need(self.on_redis_error in ("allow", "reject"), "on_redis_error", "'allow' or 'reject'")
+        need(self.on_redis_error in ("allow", "reject", "local"), "on_redis_error",
+             "'allow', 'reject' or 'local'")
 
     @property
     def fingerprint(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import os
 import re
 import threading
@@ -203,7 +204,7 @@ class View:
         ou, fu = int(reply[3]), int(reply[8])
         self.open_until = ou / 1000.0 - offset if ou else 0.0
         self.forced_until = fu / 1000.0 - offset if fu else 0.0
-        self.reason = text(reply[9] or reply[13]) if state is not State.CLOSED else ""
+        self.reason = text(reply[9])  # operator reason (forced) or the cause of the open
         self.generation = int(reply[1])
         self.fetched_at = local_now
         self.state = state
@@ -299,11 +300,15 @@ class Command(NamedTuple):
     args: tuple[Any, ...]
 
 
-def _nothing() -> None:
-    pass
-
+FLUSH = "flush"  # BreakerCore.record: flush the batch now (batched mode)
 
 Permit = tuple[int, str] | None  # (generation, lease id); None = admitted without Redis (degraded)
+
+
+class LocalPermit(tuple):  # type: ignore[type-arg]
+    """A permit granted by the in-process model (on_redis_error="local")."""
+
+    __slots__ = ()
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 2.0
 
 
@@ -331,10 +336,11 @@ class BreakerCore:
         self.config_sent = False  # the first call stores our config; later ones send only its hash
         self.slow = config.slow_call_duration
         self.reject_when_down = config.on_redis_error == "reject"
+        self.local_when_down = config.on_redis_error == "local"
+        self.local: Any = None  # on_redis_error="local": the in-process model during an outage
         self.down_until = 0.0
         self.backoff = 0.0
         self.batch: Batcher | None = None
-        self.wake: Callable[[], None] = _nothing
         self.hooks = hooks if hooks else None  # None: no hook at all (the hot path checks this only)
         self.obs = INSTRUMENTS
         self.redis_attrs: dict[str, dict[str, str]] = {}
@@ -345,10 +351,12 @@ class BreakerCore:
         """The breaker is closed: its state leaves the state gauge."""
         INSTRUMENTS.unregister(self)
 
-    def batched(self, size: int, wake: Callable[[], None]) -> None:
-        """Sum outcomes locally (`record` returns None); `wake` is called at `size` outcomes."""
-        self.batch = Batcher(size, max_age=self.config.window)  # type: ignore[arg-type]
-        self.wake = wake
+    def batched(self, size: int) -> None:
+        """Sum outcomes locally: `record` returns None, or FLUSH when the caller should flush now."""
+        cfg = self.config
+        self.batch = Batcher(size, max_age=cfg.window,  # type: ignore[arg-type]
+                             trip_failures=max(1, math.ceil(cfg.minimum_calls * cfg.failure_rate_threshold)),
+                             trip_consecutive=cfg.consecutive_failures or 0)
 
     # -- requests -------------------------------------------------------------------------------
     def eval(self, name: str, extra: list[str]) -> Eval:
@@ -388,9 +396,13 @@ class BreakerCore:
             return (self.view.generation, text(lease) if lease else "")
         raise self.rejected(self.view.rejection(self.service, self.clock(), int(reply[15]), int(reply[2])))
 
-    def record(self, permit: Permit, outcome: int, duration: float) -> Eval | None:
-        """The record request for a finished call, or None when nothing is to be recorded."""
+    def record(self, permit: Permit, outcome: int, duration: float) -> Eval | None | str:
+        """The record request for a finished call, None when nothing is to be sent, or FLUSH
+        (batched mode) when the caller should flush the batch now."""
         if permit is None:
+            return None
+        if type(permit) is LocalPermit:
+            self.local_record(permit, outcome, duration)
             return None
         gen, lease = permit
         if outcome == IGNORED:
@@ -401,9 +413,7 @@ class BreakerCore:
             slow = "1" if self.slow is not None and duration >= self.slow else "0"
             counts = ["1", "0", slow] if outcome == SUCCESS else ["0", "1", slow]
         if self.batch is not None and not lease:  # probes stay synchronous: half-open is exact
-            if self.batch.add(gen, int(counts[0]), int(counts[1]), int(counts[2])):
-                self.wake()
-            return None
+            return FLUSH if self.batch.add(gen, int(counts[0]), int(counts[1]), int(counts[2])) else None
         if self.down_until and self.clock() < self.down_until:
             return None
         return self.eval("record", [str(gen), *counts, lease])
@@ -511,11 +521,41 @@ class BreakerCore:
             self.obs.redis(self, request.script.name, now - start)
 
     def degraded(self, now: float) -> Permit:
-        """The permit while Redis is unreachable: run the call ("allow") or raise ("reject")."""
+        """The permit while Redis is unreachable: run the call ("allow"), raise ("reject"), or
+        ask the in-process breaker ("local")."""
         if self.reject_when_down:
             raise self.rejected(CircuitOpenError(self.service, "unavailable", max(0.0, self.down_until - now),
                                                  "Redis unavailable and on_redis_error='reject'"))
+        if self.local_when_down:
+            return self.local_admit(now)
         return None
+
+    def local_admit(self, now: float) -> Permit:
+        """Admission by the in-process model (the reference state machine, proven equal to the
+        scripts), made on the first call of an outage with this breaker's config."""
+        if self.local is None:
+            from ._reference import Cfg, Model
+
+            self.local = Model(Cfg.from_argv(self.config_args))
+            log.warning("breaker %r: deciding in-process until Redis answers (on_redis_error='local')",
+                        self.service)
+        r = self.local.acquire(round(now * 1000))
+        if r.lease or r.state in ("closed", "disabled"):
+            return LocalPermit((r.generation, r.lease))
+        retry = max(0.0, (r.retry_at - r.now) / 1000.0) if r.retry_at else None
+        raise self.rejected(CircuitOpenError(self.service, r.state, retry, r.reason))
+
+    def local_record(self, permit: Permit, outcome: int, duration: float) -> None:
+        """Count an outcome admitted by the in-process model."""
+        if self.local is None or permit is None:
+            return  # Redis came back meanwhile: local counts are not replayed
+        gen, lease = permit
+        if outcome == IGNORED:
+            s = f = 0
+        else:
+            s, f = (1, 0) if outcome == SUCCESS else (0, 1)
+        slow = int(outcome != IGNORED and self.slow is not None and duration >= self.slow)
+        self.local.record(round(self.clock() * 1000), gen, s, f, slow, lease)
 
     def failed(self, exc: BaseException) -> None:
         """Handle a Redis error on the call path: back off on outages, raise anything else."""
@@ -530,10 +570,14 @@ class BreakerCore:
                       self.config.on_redis_error)
         self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
         self.down_until = self.clock() + self.backoff
-        if self.reject_when_down:
-            self.view.forget()  # a cached "closed" must not keep admitting calls during the outage
+        if self.reject_when_down or self.local_when_down:
+            self.view.forget()  # the cache must not keep admitting calls during the outage
 
     def recovered(self) -> None:
+        if self.local is not None:  # reconcile: Redis is the truth again; local counts are dropped
+            self.local = None
+            log.warning("breaker %r: Redis answers again; the in-process breaker's counts are dropped",
+                        self.service)
         if self.backoff:
             OUTAGE.recovered("breaker %r: Redis answers again", self.service)
             self.backoff = 0.0
@@ -605,9 +649,13 @@ class Batcher:
     Batches older than the window are dropped (their outcomes would count in the wrong bucket).
     """
 
-    def __init__(self, size: int, max_age: float) -> None:
+    def __init__(self, size: int, max_age: float, trip_failures: int, trip_consecutive: int) -> None:
         self.size = size
         self.max_age = max_age
+        self.trip_failures = trip_failures        # unflushed failures that may trip on their own
+        self.trip_consecutive = trip_consecutive  # 0 = off
+        self._failures = 0
+        self._consecutive = 0
         self._lock = threading.Lock()
         self._counts: dict[int, list[int]] = {}  # generation -> [successes, failures, slow]
         self._n = 0
@@ -615,7 +663,9 @@ class Batcher:
         self._pending: list[tuple[str, int, list[int], float]] = []  # (id, generation, counts, taken at)
 
     def add(self, generation: int, successes: int, failures: int, slow: int) -> bool:
-        """Count one outcome; True when `size` outcomes wait (flush now)."""
+        """Count one outcome; True when the caller should flush now: `size` outcomes wait, or
+        the unflushed failures alone could trip the breaker (so that a worker never runs far
+        past a trip it is causing while the flusher waits for its turn)."""
         with self._lock:
             c = self._counts.get(generation)
             if c is None:
@@ -624,7 +674,10 @@ class Batcher:
             c[1] += failures
             c[2] += slow
             self._n += 1
-            return self._n >= self.size
+            self._failures += failures
+            self._consecutive = failures if successes else self._consecutive + failures
+            return (self._n >= self.size or self._failures >= self.trip_failures
+                    or (self.trip_consecutive > 0 and self._consecutive >= self.trip_consecutive))
 
     def take(self, now: float) -> list[tuple[str, int, list[int]]]:
         """The batches to send now: the pending ones first, then what was counted since."""
@@ -633,7 +686,7 @@ class Batcher:
             for gen, counts in self._counts.items():
                 self._seq += 1
                 self._pending.append((f"{ident}:{self._seq}", gen, counts, now))
-            self._counts, self._n = {}, 0
+            self._counts, self._n, self._failures, self._consecutive = {}, 0, 0, 0
             self._pending = [p for p in self._pending if now - p[3] <= self.max_age]
             return [(i, g, c) for i, g, c, _ in self._pending]
 

@@ -2,7 +2,9 @@
 
 It follows `docs/state-machine.md` line by line, and is meant to be read next to it: each
 method names the spec step it implements. `tests/lua/test_model.py` runs the real Lua scripts
-and this model in lock-step and asserts that every reply field agrees.
+and this model in lock-step and asserts that every reply field agrees. Because it is proven
+equal to the scripts, it is also what `on_redis_error="local"` runs in-process while Redis is
+unreachable (imported only then).
 
 The model holds one breaker (one hash and its event stream). `cfg` is the config of the client
 that makes the calls; assigning another `Cfg` to it models a worker with a different config

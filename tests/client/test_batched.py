@@ -84,6 +84,23 @@ def test_trip_is_detected_within_an_interval(redis_url: str, prefix: str) -> Non
     b.close()
 
 
+def test_a_failing_caller_flushes_inline_so_overshoot_stays_small(redis_url: str, prefix: str) -> None:
+    """A caller whose unflushed failures could trip flushes at once: no thousands of calls past the trip."""
+    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10), prefix=prefix,
+                mode="batched", flush_interval=30, listen=False)  # the background flush never comes
+    executed = 0
+    while executed < 10_000:
+        try:
+            b.call(boom)
+        except Boom:
+            pass
+        except CircuitOpenError:
+            break
+        executed += 1
+    assert executed <= 2 * 10
+    b.close()
+
+
 class LosesReplies:
     """A client whose every other EVALSHA/EVAL is applied by Redis but whose reply is 'lost'."""
 

@@ -48,7 +48,7 @@ CHECK_STYLES: dict[str, dict[str, Any]] = {
     "WARN": {"fg": "yellow", "bold": True},
     "FAIL": {"fg": "red", "bold": True},
 }
-FORCED_MAX = 30  # widest FORCED BY: REASON cell on a terminal
+FORCED_MAX = 30  # FORCED BY: REASON gives up width first, down to this
 
 
 def dumps(value: Any) -> str:
@@ -123,27 +123,37 @@ def _cut(text: str, width: int) -> str:
 
 
 def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = (),
-            styled: dict[int, dict[str, dict[str, Any]]] | None = None, width: int | None = None) -> str:
-    """Aligned columns (two spaces apart); the last column is free text, cut to `width`.
+            styled: dict[int, dict[str, dict[str, Any]]] | None = None, width: int | None = None,
+            flex: Sequence[tuple[int, int]] = ()) -> str:
+    """Aligned columns, two spaces apart.
 
-    `styled[col][cell value]` gives click.style arguments for a cell.
+    With a `width` (a terminal), the columns in `flex` give up width in that order, each down
+    to its floor, until the lines fit (cut cells end with an ellipsis); a terminal narrower
+    than all the floors wraps. `styled[col][cell value]` gives click.style arguments for a cell.
     """
     all_rows = [list(header), *[list(r) for r in rows]]
     ncols = len(header)
-    widths = [max(len(r[i]) for r in all_rows) for i in range(ncols - 1)]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(ncols)]
+    if width is not None:
+        over = sum(widths) + 2 * (ncols - 1) - width
+        for col, floor in flex:
+            if over <= 0:
+                break
+            give = min(over, max(0, widths[col] - floor))
+            widths[col] -= give
+            over -= give
     lines = []
     for n, row in enumerate(all_rows):
         cells = []
-        for i in range(ncols - 1):
-            cell = row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
-            if n and styled and i in styled and row[i] in styled[i]:
-                cell = click.style(cell, **styled[i][row[i]])
-            elif n == 0:
+        for i in range(ncols):
+            cell = _cut(row[i], widths[i])
+            if i < ncols - 1:
+                cell = cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            if n == 0:
                 cell = click.style(cell, bold=True)
+            elif styled and i in styled and row[i] in styled[i]:
+                cell = click.style(cell, **styled[i][row[i]])
             cells.append(cell)
-        used = sum(widths) + 2 * (ncols - 1)
-        last = row[-1] if width is None else _cut(row[-1], width - used)
-        cells.append(click.style(last, bold=True) if n == 0 else last)
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
@@ -167,8 +177,6 @@ def table(snapshots: Sequence[Snapshot], now: float | None = None, width: int | 
         forced = "-"
         if s.state in (State.FORCED_OPEN, State.DISABLED):
             forced = ": ".join(p for p in (s.actor, s.reason) if p) or "-"
-            if width is not None:
-                forced = _cut(forced, FORCED_MAX)
         last = "-"
         if s.last_transition is not None:
             t = s.last_transition
@@ -176,7 +184,8 @@ def table(snapshots: Sequence[Snapshot], now: float | None = None, width: int | 
             last = f"{ago} ago {t.from_state.value}>{t.to_state.value}: {t.cause}"
         failed = f"{s.failures} ({100 * s.failure_rate:.0f}%)" if s.calls else "0"
         rows.append((s.service, s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s), forced, last))
-    return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width)
+    return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width,
+                   flex=((6, FORCED_MAX), (7, 30), (6, 16), (7, 16), (0, 20), (6, 8), (7, 0)))
 
 
 def history_table(transitions: Sequence[Transition], width: int | None = None) -> str:
@@ -184,7 +193,8 @@ def history_table(transitions: Sequence[Transition], width: int | None = None) -
     header = ("TIME (UTC)", "FROM", "TO", "GEN", "ACTOR", "CAUSE")
     rows = [(utc(t.time), t.from_state.value, t.to_state.value, str(t.generation), t.actor or "-", t.cause)
             for t in transitions]
-    return _render(header, rows, right=(3,), styled={1: STATE_STYLES, 2: STATE_STYLES}, width=width)
+    return _render(header, rows, right=(3,), styled={1: STATE_STYLES, 2: STATE_STYLES}, width=width,
+                   flex=((5, 30), (4, 12), (5, 0)))
 
 
 def _value(kind: str, value: Any) -> str:
@@ -204,7 +214,7 @@ def config_table(c: FleetConfig, width: int | None = None) -> str:
         override = _value(kind, c.overrides[field]) if field in c.overrides else "-"
         rows.append((field, _value(kind, effective.get(field)) if effective else "(default)",
                      _value(kind, client.get(field)) if client else "-", override))
-    return _render(header, rows, styled={3: {}}, width=width)
+    return _render(header, rows, width=width)
 
 
 def config_changes(before: FleetConfig | None, after: FleetConfig) -> list[str]:

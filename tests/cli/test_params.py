@@ -1,0 +1,116 @@
+"""The CLI's parameter types and rendering, without Redis."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from distbreaker import Snapshot, State, Transition
+from distbreaker_cli.output import history_table, table
+from distbreaker_cli.params import SETTING, format_duration, parse_duration
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1h30m", 5400.0), ("1d", 86400.0),
+    ("250ms", 0.25), ("1.5s", 1.5), ("45", 45.0), ("0.5", 0.5), (" 10M ", 600.0), ("1m30s", 90.0),
+])
+def test_durations_accept_units_and_plain_seconds(text: str, seconds: float) -> None:
+    """Durations take s/m/h/d/ms, combinations like 1h30m, and plain seconds."""
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["10x", "", "m", "-5", "0", "0s", "1h-30m", "inf", "nan", "10 m", "1e400"])
+def test_bad_durations_are_refused(text: str) -> None:
+    """Anything else, zero and negative durations are refused with the accepted forms named."""
+    with pytest.raises(ValueError, match="90s, 10m, 2h"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.25, "250ms"), (1.5, "1.5s"), (9.0, "9s"), (45.4, "45s"), (90, "1m30s"), (600, "10m"),
+    (5400, "1h30m"), (604800, "7d"), (None, "-"),
+])
+def test_durations_print_short(seconds: float | None, text: str) -> None:
+    """Durations print as the shortest readable form (two units at most)."""
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("minimum_calls=20", ("minimum_calls", 20)),
+    ("open_duration=30s", ("open_duration", 30.0)),
+    ("window=2m", ("window", 120.0)),
+    ("failure_rate_threshold=0.4", ("failure_rate_threshold", 0.4)),
+    ("consecutive_failures=off", ("consecutive_failures", None)),
+    ("consecutive_failures=5", ("consecutive_failures", 5)),
+    (" buckets = 6 ", ("buckets", 6)),
+])
+def test_settings_convert_user_units(text: str, parsed: tuple[str, object]) -> None:
+    """--set takes BreakerConfig names and units (durations with the duration syntax)."""
+    assert SETTING.convert(text, None, None) == parsed
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("minimum_calls", "is not name=value"),
+    ("bogus=1", "is not a config field"),
+    ("slow_call_duration=1s", "each worker's own setting"),
+    ("open_duration_ms=5000", "use open_duration="),
+    ("minimum_calls=lots", "'lots' is not an integer"),
+    ("open_duration=10x", "is not a duration"),
+    ("failure_rate_threshold=high", "is not a number"),
+])
+def test_bad_settings_name_the_problem(text: str, message: str) -> None:
+    """A bad --set names the field and what is wrong (click turns it into exit 2)."""
+    with pytest.raises(click.BadParameter, match=message):
+        SETTING.convert(text, None, None)
+
+
+def _snap(service: str, state: State, **kw: object) -> Snapshot:
+    values: dict[str, object] = dict(
+        service=service, state=state, generation=1, calls=48, failures=31, slow_calls=2,
+        consecutive_failures=0, open_until=None, forced_until=None, reason="", actor="", open_count=0,
+        half_open_calls=0, half_open_successes=0, server_time=1_700_000_100.0)
+    values.update(kw)
+    return Snapshot(**values)  # type: ignore[arg-type]
+
+
+def test_table_aligns_columns_and_fits_a_terminal() -> None:
+    """Columns line up whatever the cell widths; given a width, every line fits it (long reasons and
+    causes are cut with an ellipsis); without one (piped) nothing is cut."""
+    reason = "INC-42 database failover in progress, do not reset before the DBA says so"
+    last = Transition("inventory", 1_700_000_040.0, State.CLOSED, State.FORCED_OPEN,
+                      f"manual trip by alice: {reason}", "alice", 1)
+    snaps = [
+        _snap("payments", State.OPEN, open_until=1_700_000_125.0),
+        _snap("inventory-service.eu-west-1", State.FORCED_OPEN, forced_until=1_700_000_700.0, actor="alice",
+              reason=reason, last_transition=last),
+        _snap("email", State.DISABLED, actor="bob", reason="migration", calls=0, failures=0),
+    ]
+    fitted = click.unstyle(table(snaps, width=100)).splitlines()
+    assert all(len(line) <= 100 for line in fitted)
+    assert "…" in fitted[2]
+    starts = {line.index(state) for line, state in zip(fitted[1:], ("open", "forced_open", "disabled"))}
+    assert len(starts) == 1  # the STATE column is aligned
+    assert "25s" in fitted[1] and "10m" in fitted[2] and "until reset" in fitted[3]
+    assert "31 (65%)" in fitted[1] and "alice: INC" in fitted[2]
+    full = click.unstyle(table(snaps)).splitlines()
+    assert reason in full[2] and "1m ago closed>forced_open: manual trip by alice" in full[2]
+
+
+def test_states_are_coloured_only_as_styles() -> None:
+    """The state cell carries ANSI colour (shown on a terminal) without shifting the columns."""
+    rendered = table([_snap("a", State.OPEN), _snap("b", State.CLOSED)])
+    assert "\x1b[31m" in rendered and "\x1b[32m" in rendered
+    plain = click.unstyle(rendered).splitlines()
+    assert plain[1].index("open") == plain[2].index("closed")
+
+
+def test_history_shows_config_changes_with_from_equal_to() -> None:
+    """History rows: time (UTC), from, to, generation, actor, cause; newest first as given."""
+    events = [Transition("a", 1_700_000_060.0, State.CLOSED, State.CLOSED, "config set by bob: minimum_calls=20",
+                         "bob", 1),
+              Transition("a", 1_700_000_000.0, State.CLOSED, State.OPEN, "failure_rate 0.62 >= 0.50 over 48 calls",
+                         "", 1)]
+    lines = click.unstyle(history_table(events)).splitlines()
+    assert lines[0].split() == ["TIME", "(UTC)", "FROM", "TO", "GEN", "ACTOR", "CAUSE"]
+    assert lines[1].startswith("2023-11-14 22:14:20") and "config set by bob" in lines[1]
+    assert " - " in lines[2] and "failure_rate 0.62" in lines[2]

@@ -1,0 +1,207 @@
+"""The CLI as real processes against a real server: commands, a worker that sees a trip, and the
+long-running commands (status --watch, demo) stopping cleanly.
+
+Every wait is bounded by a deadline; processes are stopped by pid in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
+
+CLI = [sys.executable, "-m", "distbreaker_cli.app"]
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a process; stdin closed, output captured as text."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def gone(pid: int) -> bool:
+    """No process has this pid (exited and reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def popen() -> Iterator[Any]:
+    """``popen(args) -> Popen`` in a session of its own; each one is killed by pid at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=30)
+
+
+def test_commands_as_processes(redis_url: str, prefix: str) -> None:
+    """The console entry point runs every operator command: output, JSON and exit codes."""
+    base = ["--url", redis_url, "--prefix", prefix]
+    client = connect(redis_url, timeout=2)
+    b = Breaker("payments", client, BreakerConfig(minimum_calls=2), prefix=prefix, listen=False)
+    try:
+        b.call(lambda: None)
+    finally:
+        b.close()
+        client.close()
+    trip = cli(*base, "trip", "payments", "--for", "90s", "--reason", "INC-42", "--actor", "alice")
+    assert trip.returncode == 0 and "payments: tripped (closed -> forced_open for 1m30s" in trip.stdout
+    status = cli(*base, "status")
+    assert status.returncode == 0 and "forced_open" in status.stdout and "alice: INC-42" in status.stdout
+    [doc] = json.loads(cli(*base, "--json", "status").stdout)
+    assert doc["state"] == "forced_open" and 80 < doc["retry_after"] <= 90
+    history = cli(*base, "history", "payments", "-n", "1")
+    assert "manual trip by alice: INC-42" in history.stdout
+    config = cli(*base, "config", "payments", "--set", "minimum_calls=5")
+    assert config.returncode == 0 and "minimum_calls 2 → 5" in config.stdout
+    doctor = cli(*base, "doctor", "--pings", "5")
+    assert doctor.returncode == 0 and doctor.stdout.startswith("PASS  server")
+    bad = cli(*base, "trip", "payments", "--for", "10x", "--reason", "r")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    unknown = cli(*base, "status", "nope")
+    assert unknown.returncode == 3 and unknown.stderr.startswith("Error: no breaker named 'nope'")
+
+
+# -- a trip from the CLI reaches a worker process ----------------------------------------------
+def _worker(url: str, prefix: str, out: Any, deadline: float) -> None:
+    """Call through the breaker until it rejects; report when (wall clock) and what it said."""
+    client = connect(url, timeout=2)
+    breaker = Breaker("payments", client, BreakerConfig(max_staleness=0.2, redis_timeout=2), prefix=prefix,
+                      listen=False)
+    try:
+        breaker.call(lambda: None)
+        out.put(("ready", time.time(), ""))
+        while time.time() < deadline:
+            try:
+                breaker.call(lambda: None)
+            except CircuitOpenError as exc:
+                out.put(("rejected", time.time(), f"{exc.state}|{exc.reason}"))
+                return
+            time.sleep(0.005)
+        out.put(("timeout", time.time(), ""))
+    finally:
+        breaker.close()
+        client.close()
+
+
+def test_a_trip_from_the_cli_is_seen_by_a_worker_process(redis_url: str, prefix: str) -> None:
+    """A worker process without pub/sub rejects calls within its max_staleness (0.2 s) of a
+    `distbreaker trip` run as a process, with the operator's reason."""
+    out = _SPAWN.Queue()
+    worker = _SPAWN.Process(target=_worker, args=(redis_url, prefix, out, time.time() + 60))
+    worker.start()
+    try:
+        kind, _, _ = out.get(timeout=30)
+        assert kind == "ready"
+        trip = cli("--url", redis_url, "--prefix", prefix, "trip", "payments", "--reason", "INC-7")
+        tripped_at = time.time()
+        assert trip.returncode == 0, trip.stderr
+        kind, at, what = out.get(timeout=30)
+        assert (kind, what) == ("rejected", "forced_open|INC-7")
+        assert at - tripped_at < 0.2 + 1.0  # max_staleness, plus a busy machine's scheduling
+    finally:
+        worker.join(10)
+        if worker.is_alive():
+            worker.kill()
+            worker.join(10)
+        out.close()
+        out.join_thread()
+
+
+# -- long-running commands stop cleanly -----------------------------------------------------------
+def _read_until(stream: Any, pattern: str, deadline: float) -> str:
+    """Lines from `stream` until one matches `pattern` (or the deadline passes); all of them."""
+    seen = ""
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen += line
+        if re.search(pattern, line):
+            return seen
+    raise AssertionError(f"no line matching {pattern!r} before the deadline; got:\n{seen}")
+
+
+def test_watch_stops_cleanly_on_ctrl_c(redis_url: str, prefix: str, popen: Any) -> None:
+    """status --watch refreshes until SIGINT, then exits 0 with no traceback."""
+    client = connect(redis_url, timeout=2)
+    Breaker("payments", client, prefix=prefix, listen=False).call(lambda: None)
+    client.close()
+    proc = popen([*CLI, "--url", redis_url, "--prefix", prefix, "status", "--watch", "--interval", "0.2"])
+    seen = _read_until(proc.stdout, r"^payments", time.monotonic() + 30)
+    seen += _read_until(proc.stdout, r"^payments", time.monotonic() + 30)  # a second refresh
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert (seen + out).count("distbreaker status") >= 2
+
+
+def _pids(stderr: str) -> list[int]:
+    """The pids the demo says it started: the server's and the workers'."""
+    server = re.findall(r"\(pid (\d+)\)", stderr)
+    workers = re.search(r"started \d+ workers \(pids ([\d, ]+)\)", stderr)
+    assert workers is not None, stderr
+    return [int(p) for p in server] + [int(p) for p in workers.group(1).split(", ")]
+
+
+def test_demo_trips_recovers_and_leaves_no_process(popen: Any) -> None:
+    """demo --duration: an embedded server and 3 worker processes; the summary (from the events
+    stream) shows the breaker opening, half-opening and closing; exit 0; every process it
+    started is gone."""
+    proc = popen([*CLI, "demo", "--duration", "8", "--workers", "3", "--interval", "1"])
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    summary = out.split("demo summary")[1]
+    for move in ("closed>open", "open>half_open", "half_open>closed"):
+        assert move in summary, out
+    entered = re.search(r"entered: (.*)", summary)
+    assert entered is not None and {"open", "half_open", "closed"} <= {
+        part.split()[0] for part in entered.group(1).split(", ")}
+    pids = _pids(err)
+    assert len(pids) == 4 and "stopped workers" in err
+    assert [pid for pid in pids if not gone(pid)] == []
+
+
+def test_demo_stops_everything_on_ctrl_c(popen: Any) -> None:
+    """Ctrl-C (SIGINT to the demo's process group, as a terminal sends it) stops the workers and
+    the server, prints the summary and exits 0."""
+    proc = popen([*CLI, "demo", "--workers", "2", "--interval", "0.3"])
+    err = _read_until(proc.stderr, r"started \d+ workers", time.monotonic() + 60)
+    _read_until(proc.stdout, r"service", time.monotonic() + 60)  # the live view is running
+    os.killpg(proc.pid, signal.SIGINT)
+    out, rest = proc.communicate(timeout=60)
+    err += rest
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "demo summary: 2 workers, stopped by Ctrl-C" in out
+    pids = _pids(err)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
+        time.sleep(0.05)
+    assert [pid for pid in pids if not gone(pid)] == []

@@ -537,8 +537,8 @@ class BreakerCore:
             from ._reference import Cfg, Model
 
             self.local = Model(Cfg.from_argv(self.config_args))
-            log.warning("breaker %r: deciding in-process until Redis answers (on_redis_error='local')",
-                        self.service)
+            LIMITED.warning("local-on", "breaker %r: deciding in-process until Redis answers "
+                            "(on_redis_error='local')", self.service, burst=3)
         r = self.local.acquire(round(now * 1000))
         if r.lease or r.state in ("closed", "disabled"):
             return LocalPermit((r.generation, r.lease))
@@ -576,8 +576,8 @@ class BreakerCore:
     def recovered(self) -> None:
         if self.local is not None:  # reconcile: Redis is the truth again; local counts are dropped
             self.local = None
-            log.warning("breaker %r: Redis answers again; the in-process breaker's counts are dropped",
-                        self.service)
+            LIMITED.warning("local-off", "breaker %r: Redis answers again; the in-process breaker's counts are "
+                            "dropped", self.service, burst=3)
         if self.backoff:
             OUTAGE.recovered("breaker %r: Redis answers again", self.service)
             self.backoff = 0.0

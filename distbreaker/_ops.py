@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import getpass
-import logging
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from ._config import BreakerConfig, seconds
+from ._log import LIMITED
 from .errors import ConfigError, translate
-
-log = logging.getLogger("distbreaker")
 
 MAX_REASON = 500
 
@@ -60,10 +58,11 @@ def check_client_budget(client: Any, config: BreakerConfig) -> None:
         return
     timeout = kwargs.get("socket_timeout")
     if timeout is None or timeout > 4 * config.redis_timeout:  # type: ignore[operator]
-        log.warning(
+        LIMITED.warning(  # a registry builds many breakers on one client: 3 lines, then one a minute
+            "client-budget",
             "the Redis client has socket_timeout=%r; a hung Redis can delay protected calls "
             "that long (redis_timeout=%s). Build the client with distbreaker.connect().",
-            timeout, config.redis_timeout)
+            timeout, config.redis_timeout, burst=3)
 
 
 def check_mode(mode: object, flush_interval: object, flush_size: object) -> tuple[str, float]:

@@ -174,7 +174,7 @@ class Instruments:
     def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
             tallies = list(self._tallies.values())
-        out = []
+        out: list[Observation] = []
         for tally in tallies:
             with tally.lock:
                 counts = list(tally.n)
@@ -205,8 +205,9 @@ class Instruments:
         lock.release()
         span = get_current_span()
         if span.is_recording():
-            attrs = {SPAN_SERVICE: core.service, SPAN_STATE: "unknown" if state is None else state.value,
-                     SPAN_RESULT: OUTCOMES[slot >> 1]}
+            attrs: dict[str, Any] = {SPAN_SERVICE: core.service,
+                                     SPAN_STATE: "unknown" if state is None else state.value,
+                                     SPAN_RESULT: OUTCOMES[slot >> 1]}
             if slot & 1:
                 attrs[SPAN_SLOW] = True  # set only when slow (each attribute costs the SDK ~0.5 µs)
             span.set_attributes(attrs)

@@ -132,7 +132,9 @@ class Instruments:
 
     def __init__(self) -> None:
         self.on = True
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # breakers and tallies; never held while calling the SDK
+        self._make_lock = threading.Lock()  # making instruments (the SDK's collection holds its own
+        # lock while it runs our callbacks, which take _lock: one lock for both could deadlock)
         self._provider: Any = None  # None: the global MeterProvider (proxied until the app sets one)
         self._made = False
         self._cores: weakref.WeakSet[BreakerCore] = weakref.WeakSet()
@@ -157,9 +159,11 @@ class Instruments:
     def register(self, core: BreakerCore) -> Tally:
         """A breaker was built: make the instruments if needed; report its state in the gauge.
         Returns the tally of its service."""
+        if not self._made:
+            with self._make_lock:
+                if not self._made:
+                    self._make()
         with self._lock:
-            if not self._made:
-                self._make()
             self._cores.add(core)
             tally = self._tallies.get(core.service)
             if tally is None:
@@ -250,6 +254,6 @@ INSTRUMENTS = Instruments()
 def use_meter_provider(provider: Any = None) -> None:
     """Make the instruments again from `provider` (None: the global one). Tests and benchmarks
     use it to read metrics with a private SDK `MeterProvider`; apps set the global provider."""
-    with INSTRUMENTS._lock:
+    with INSTRUMENTS._make_lock:
         INSTRUMENTS._provider = provider
         INSTRUMENTS._make()

@@ -64,10 +64,8 @@ def _disagreements(found: list[tuple[Snapshot, FleetConfig]]) -> dict[str, str]:
     for snap, cfg in found:
         if cfg.changed_within(DISAGREE_WINDOW) and cfg.fingerprint_changed_at is not None:
             out[snap.service] = (
-                f"{snap.service}: the workers' config changed {ago(cfg.server_time - cfg.fingerprint_changed_at)} "
-                f"(fingerprint {cfg.previous_fingerprint} -> {cfg.fingerprint}); if this repeats, workers run "
-                "different configs and overwrite each other's (distbreaker config "
-                f"{snap.service} shows the one in force)")
+                f"{snap.service}: workers' config changed {ago(cfg.server_time - cfg.fingerprint_changed_at)} "
+                f"({cfg.previous_fingerprint} -> {cfg.fingerprint}); do all its workers pass the same config?")
     return out
 
 

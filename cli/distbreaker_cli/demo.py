@@ -497,14 +497,18 @@ def _print_summary(obj: Context, s: dict[str, Any], url: str | None, prefix: str
         obj.out(dumps(s))
         return
     calls = s["calls"]
-    obj.out("")
+    if obj.tty:
+        click.clear()  # the summary replaces the last live frame
+    else:
+        obj.out("")
     obj.out(click.style(f"demo summary: {s['workers']} workers, stopped by {s['stopped_by']} after "
                         f"{s['seconds']:.1f}s", bold=True))
     obj.out(f"calls: {calls['total']} = {calls['ok']} ok + {calls['failed']} failed + "
             f"{calls['rejected']} rejected by the breaker without calling the service")
     obj.out(f"transitions of {SERVICE!r} (from its events stream):")
     for t in s["transitions"]:
-        obj.out(f"{_at(t['time'] - s['started'])}  {t['from'] + '>' + t['to']:<17}  {t['cause']}")
+        arrow = click.style(f"{t['from']}>{t['to']}".ljust(17), **STATE_STYLES[t["to"]])
+        obj.out(f"{_at(t['time'] - s['started'])}  {arrow}  {t['cause']}")
     if not s["transitions"]:
         obj.out("  (none: run longer, e.g. --duration 30)")
     entered = ", ".join(f"{state} {n}x" for state, n in s["entered"].items()) or "nothing"

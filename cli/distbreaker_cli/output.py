@@ -48,7 +48,6 @@ CHECK_STYLES: dict[str, dict[str, Any]] = {
     "WARN": {"fg": "yellow", "bold": True},
     "FAIL": {"fg": "red", "bold": True},
 }
-FORCED_MAX = 30  # FORCED BY: REASON gives up width first, down to this
 
 
 def dumps(value: Any) -> str:
@@ -169,23 +168,20 @@ def _left(s: Snapshot) -> str:
 
 
 def table(snapshots: Sequence[Snapshot], now: float | None = None, width: int | None = None) -> str:
-    """The status table, one breaker a row: state, counts in the window, time left, who forced
-    it and why, and the last transition with its cause. `now` is unused (server time is)."""
-    header = ("SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "FORCED BY: REASON", "LAST TRANSITION")
+    """The status table, one breaker a row: state, counts in the window, time left open or forced,
+    and when the breaker entered its state and why: the cause names who forced it and why
+    (``manual trip by alice: INC-42``). `now` is unused (the server's time is)."""
+    header = ("SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "LAST TRANSITION")
     rows = []
     for s in snapshots:
-        forced = "-"
-        if s.state in (State.FORCED_OPEN, State.DISABLED):
-            forced = ": ".join(p for p in (s.actor, s.reason) if p) or "-"
         last = "-"
         if s.last_transition is not None:
             t = s.last_transition
-            ago = format_duration(max(0.0, s.server_time - t.time)) if s.server_time > t.time else "0s"
-            last = f"{ago} ago {t.from_state.value}>{t.to_state.value}: {t.cause}"
+            last = f"{ago(s.server_time - t.time)}: {t.cause}"  # into STATE (history has from>to)
         failed = f"{s.failures} ({100 * s.failure_rate:.0f}%)" if s.calls else "0"
-        rows.append((s.service, s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s), forced, last))
+        rows.append((s.service, s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s), last))
     return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width,
-                   flex=((6, FORCED_MAX), (7, 30), (6, 16), (7, 16), (0, 20), (6, 8), (7, 0)))
+                   flex=((6, 40), (0, 20), (6, 24), (0, 12), (6, 0)))
 
 
 def history_table(transitions: Sequence[Transition], width: int | None = None) -> str:

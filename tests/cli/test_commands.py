@@ -80,7 +80,8 @@ def one_error_line(result: Result) -> str:
 def test_status_table_shows_every_breaker(run: Run, make: Callable[..., Breaker], client: redis.Redis,
                                           prefix: str) -> None:
     """status with no name lists every breaker under the prefix: state, counts, failure rate, slow
-    calls, time left open, who forced it and why, and the last transition with its cause."""
+    calls, time left open or forced, and when it entered its state and why (for a forced breaker:
+    who forced it and why)."""
     calls(make("payments", minimum_calls=100), ok=6, failed=2)
     calls(make("search", minimum_calls=4), failed=4)
     slow = make("slowpoke", minimum_calls=100, slow_call_duration=0.001)
@@ -91,16 +92,14 @@ def test_status_table_shows_every_breaker(run: Run, make: Callable[..., Breaker]
     result = run("status")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "FORCED", "BY:", "REASON",
-                                "LAST", "TRANSITION"]
+    assert lines[0].split() == ["SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "LAST", "TRANSITION"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert sorted(rows) == ["inventory", "payments", "search", "slowpoke"]
     assert rows["payments"].split()[1:6] == ["closed", "8", "2", "(25%)", "0"]
-    assert rows["search"].split()[1] == "open" and "closed>open: failure_rate 1.00 >= 0.50 over 4 calls" in rows["search"]
+    assert rows["search"].split()[1] == "open" and ": failure_rate 1.00 >= 0.50 over 4 calls" in rows["search"]
     assert rows["search"].split()[5] in ("30s", "29s")
     assert rows["slowpoke"].split()[5] == "3"
-    assert "alice: INC-42" in rows["inventory"] and "10m" in rows["inventory"]
-    assert "manual trip by alice: INC-42" in rows["inventory"]
+    assert "10m" in rows["inventory"] and ": manual trip by alice: INC-42" in rows["inventory"]
     assert result.stderr == ""
 
 
@@ -128,7 +127,7 @@ def test_status_warns_when_workers_pass_different_configs(run: Run, make: Callab
     calls(make("search"), ok=1)
     result = run("status")
     assert result.exit_code == 0
-    assert result.stderr.startswith("warning: payments: the workers' config changed")
+    assert result.stderr.startswith("warning: payments: workers' config changed")
     assert "search" not in result.stderr and result.stderr.count("\n") == 1
     docs = {d["service"]: d for d in json.loads(run("--json", "status").stdout)}
     assert docs["payments"]["config"]["workers_disagree"] is True

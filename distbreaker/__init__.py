@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._breaker import Breaker
+from ._cluster import connect_cluster, connect_sentinel
 from ._config import BreakerConfig
 from ._connect import connect
 from ._model import CallDetails, Snapshot, State, Transition
@@ -43,6 +44,8 @@ __all__ = [
     "Transition",
     "UnknownServiceError",
     "connect",
+    "connect_cluster",
+    "connect_sentinel",
 ]
 
 

@@ -16,6 +16,7 @@ import threading
 import weakref
 from typing import Any
 
+from ._cluster import acheck_eviction, ainit, check_eviction
 from ._core import BreakerCore, text
 from ._log import LIMITED
 
@@ -136,6 +137,7 @@ class SyncListener:
                     break  # every breaker of this client is gone
                 try:
                     if pubsub is None:
+                        check_eviction(self.client)  # once per client and process, off the call path
                         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                     if wanted - loop.subscribed:
                         pubsub.subscribe(*(wanted - loop.subscribed))
@@ -194,6 +196,8 @@ class AsyncListener:
                     break
                 try:
                     if pubsub is None:
+                        await ainit(self.client)  # an asyncio RedisCluster's pub/sub needs its slot table
+                        await acheck_eviction(self.client)
                         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                     if wanted - loop.subscribed:
                         await pubsub.subscribe(*(wanted - loop.subscribed))

@@ -32,7 +32,7 @@ from ._scripts import SCRIPTS, Steps, adrive, eval_steps
 from .registry import _Registry
 from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
 
-__all__ = ["Breaker", "BreakerRegistry", "connect"]
+__all__ = ["Breaker", "BreakerRegistry", "connect", "connect_cluster", "connect_sentinel"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -52,6 +52,43 @@ def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.asyncio.
         return redis.asyncio.Redis.from_pool(redis.asyncio.ConnectionPool.from_url(url, **options))
     except ValueError as exc:
         raise ConfigError("url", redact(str(exc))) from None
+
+
+async def connect_cluster(url: str, *, timeout: float = 0.05, **kwargs: Any) -> Any:
+    """`distbreaker.connect_cluster` for asyncio: a `redis.asyncio.cluster.RedisCluster` bounded by
+    `timeout` seconds with no retries, already initialised (redis-py's asyncio cluster client
+    fails when several commands run at once on a client that was not: `await rc.initialize()`
+    any client you build yourself before sharing it)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    from ._cluster import REDIRECTS, cluster_options
+
+    options = cluster_options(url, timeout)
+    options.update(kwargs)
+    try:
+        client = RedisCluster.from_url(url, **options)
+    except ValueError as exc:
+        raise ConfigError("url", redact(str(exc))) from None
+    client.RedisClusterRequestTTL = REDIRECTS
+    await client.initialize()
+    return client
+
+
+def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *, timeout: float = 0.05,
+                     sentinel_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """`distbreaker.connect_sentinel` for asyncio: a `redis.asyncio.Redis` to the current master."""
+    from redis.asyncio.sentinel import Sentinel
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options = client_options("redis://sentinel", timeout)
+    options.pop("timeout")
+    options.pop("max_connections")
+    to_sentinels = {"socket_timeout": options["socket_timeout"],
+                    "socket_connect_timeout": options["socket_connect_timeout"], "retry": Retry(NoBackoff(), 0),
+                    **(sentinel_kwargs or {})}
+    options.update(kwargs)
+    return Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options).master_for(service_name)
 
 
 async def _resolve(value: T | Awaitable[T]) -> T:

@@ -229,12 +229,13 @@ class Server:
         binary: Binary,
         extra_args: Sequence[str] = (),
         directory: Path | None = None,
+        port: int | None = None,
     ) -> None:
         self.binary = binary
         self.extra_args = tuple(str(a) for a in extra_args)
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="distbreaker-redis-"))
-        self._port: int | None = None
+        self._port: int | None = port  # None: a free port is picked at the first start
         self._proc: subprocess.Popen[bytes] | None = None
         self._clients: list[redis.Redis] = []
 
@@ -424,3 +425,279 @@ class Server:
 
 ServerFactory = Callable[..., Server]
 """Type of the ``redis_server_factory`` fixture: ``factory(*extra_args) -> Server``."""
+
+
+# -- Cluster and Sentinel (TEST-INFRA.md §3 "Cluster on loopback", "Sentinel") ----------------
+class TopologyError(RuntimeError):
+    """A cluster or sentinel set did not form in time (the message says what was missing)."""
+
+
+def cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((LOOPBACK, port + 10000))
+        except OSError:
+            continue
+        return port
+    raise TopologyError("no free port pair (P, P + 10000) with P <= 55535 on 127.0.0.1")
+
+
+def _info(client: redis.Redis, section: str) -> dict[str, str]:
+    raw = client.execute_command("INFO", section)
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
+def _cluster_info(client: redis.Redis) -> dict[str, str]:
+    raw = client.execute_command("CLUSTER", "INFO")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def _wait(what: str, check: Callable[[], bool], deadline_s: float, detail: Callable[[], str]) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        time.sleep(0.02)
+    raise TopologyError(f"{what} not reached within {deadline_s:.0f} s\n{detail()}")
+
+
+CLUSTER_NODE_FLAGS = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                      "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")
+
+
+class Cluster:
+    """A Redis Cluster on 127.0.0.1: `masters` masters with `replicas` replicas each, formed from
+    Python (CLUSTER ADDSLOTS / MEET / REPLICATE, no cli); every process stopped by pid."""
+
+    def __init__(self, binary: Binary, directory: Path, masters: int = 3, replicas: int = 1) -> None:
+        self.binary = binary
+        self.directory = Path(directory)
+        self.n_masters, self.n_replicas = masters, replicas
+        self.nodes: list[Server] = []
+        self._admin: dict[int, redis.Redis] = {}
+
+    @property
+    def masters(self) -> list[Server]:
+        return self.nodes[: self.n_masters]
+
+    @property
+    def replicas(self) -> list[Server]:
+        return self.nodes[self.n_masters:]
+
+    def admin(self, node: Server) -> redis.Redis:
+        """A plain client to one node (no redirections followed)."""
+        c = self._admin.get(node.port)
+        if c is None:
+            c = self._admin[node.port] = redis.Redis(host=LOOPBACK, port=node.port, socket_timeout=5,
+                                                     socket_connect_timeout=5, retry=no_retry())
+        return c
+
+    def _node(self, port: int, index: int) -> Server:
+        d = self.directory / f"node-{index}"
+        d.mkdir(parents=True, exist_ok=True)
+        return Server(self.binary, (*CLUSTER_NODE_FLAGS, "--cluster-config-file", str(d / f"nodes-{port}.conf")),
+                      directory=d, port=port)
+
+    def start(self) -> Cluster:
+        try:
+            total = self.n_masters * (1 + self.n_replicas)
+            for i in range(total):
+                self.nodes.append(self._node(cluster_port(), i).start())
+            self._form()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _form(self) -> None:
+        n = self.n_masters
+        bounds = [round(i * 16384 / n) for i in range(n + 1)]
+        for i, m in enumerate(self.masters):
+            self.admin(m).execute_command("CLUSTER", "ADDSLOTS", *range(bounds[i], bounds[i + 1]))
+        for a in self.nodes:  # a full mesh: meeting only one node makes the create step slow
+            for b in self.nodes:
+                if a is not b:
+                    self.admin(a).execute_command("CLUSTER", "MEET", LOOPBACK, b.port)
+        total = len(self.nodes)
+        _wait("every node knows every node",
+              lambda: all(_cluster_info(self.admin(s))["cluster_known_nodes"] == str(total) for s in self.nodes),
+              15, self.describe)
+        ids = [self.node_id(m) for m in self.masters]
+        for j, rep in enumerate(self.replicas):
+            master_id = ids[j % n]
+            _wait(f"replica {rep.port} replicates {master_id}",
+                  lambda: bool(self.admin(rep).execute_command("CLUSTER", "REPLICATE", master_id)), 15,
+                  self.describe)
+        self.wait_ok()
+
+    def node_id(self, node: Server) -> str:
+        raw = self.admin(node).execute_command("CLUSTER", "MYID")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def wait_ok(self, deadline_s: float = 20.0) -> None:
+        """Until cluster_state:ok on every running node, replicas linked, and CLUSTER SLOTS full."""
+        running = [s for s in self.nodes if s.running]
+
+        def ok() -> bool:
+            if not all(_cluster_info(self.admin(s))["cluster_state"] == "ok" for s in running):
+                return False
+            for rep in running:
+                if _info(self.admin(rep), "replication").get("role") == "slave" and \
+                        _info(self.admin(rep), "replication").get("master_link_status") != "up":
+                    return False
+            want = 1 + self.n_replicas if len(running) == len(self.nodes) else 1
+            for s in running:
+                ranges = self.admin(s).execute_command("CLUSTER", "SLOTS")
+                if sum(r[1] - r[0] + 1 for r in ranges) != 16384 or any(len(r) - 2 < want for r in ranges):
+                    return False
+            return True
+
+        _wait("cluster_state:ok with every replica", ok, deadline_s, self.describe)
+
+    def describe(self) -> str:
+        lines = []
+        for s in self.nodes:
+            try:
+                lines.append(f"{s.port}: {_cluster_info(self.admin(s)).get('cluster_state')} "
+                             f"known={_cluster_info(self.admin(s)).get('cluster_known_nodes')}")
+            except Exception as exc:  # report, do not mask the real error
+                lines.append(f"{s.port}: {exc!r}\n{s.log_tail(10)}")
+        return "\n".join(lines)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def master_of(self, key: str) -> Server:
+        """The node that currently serves `key`'s slot."""
+        from redis.cluster import key_slot
+
+        slot = key_slot(key.encode())
+        for s in self.nodes:
+            if not s.running:
+                continue
+            for r in self.admin(s).execute_command("CLUSTER", "SLOTS"):
+                if r[0] <= slot <= r[1]:
+                    port = int(r[2][1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise TopologyError(f"no node serves slot {slot}")
+
+    def close(self) -> None:
+        admins, self._admin = self._admin, {}
+        for c in admins.values():
+            c.close()
+        for s in reversed(self.nodes):
+            s.close()
+
+
+SENTINEL_MASTER = "dbtest"
+
+
+class _SentinelServer(Server):
+    """A sentinel process: ``<bin> CONF --sentinel``, with a writable config file."""
+
+    def __init__(self, binary: Binary, directory: Path, master_port: int, quorum: int) -> None:
+        super().__init__(binary, (), directory=directory)
+        self.conf = self.directory / "sentinel.conf"
+        self.conf.write_text(
+            f"sentinel monitor {SENTINEL_MASTER} {LOOPBACK} {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n"
+            f"sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
+            f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n")
+
+    def _argv(self, port: int) -> list[str]:
+        d = self.directory
+        return [str(self.binary.server), str(self.conf), "--sentinel", "--port", str(port), "--bind", LOOPBACK,
+                "--daemonize", "no", "--pidfile", str(d / f"server-{port}.pid"),
+                "--logfile", str(d / f"server-{port}.log"), "--dir", str(d)]
+
+
+class SentinelSet:
+    """1 master + 1 replica + 3 sentinels on 127.0.0.1 (quorum 2, down-after 1000 ms,
+    failover-timeout 5000 ms); every process stopped by pid."""
+
+    def __init__(self, binary: Binary, directory: Path, sentinels: int = 3) -> None:
+        self.binary = binary
+        self.directory = Path(directory)
+        self.n_sentinels = sentinels
+        self.master: Server | None = None
+        self.replica: Server | None = None
+        self.sentinels: list[Server] = []
+
+    def _dir(self, name: str) -> Path:
+        d = self.directory / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def start(self) -> SentinelSet:
+        flags = ("--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")
+        try:
+            self.master = Server(self.binary, flags, directory=self._dir("master")).start()
+            self.replica = Server(self.binary, (*flags, "--replicaof", LOOPBACK, str(self.master.port)),
+                                  directory=self._dir("replica")).start()
+            for i in range(self.n_sentinels):
+                s = _SentinelServer(self.binary, self._dir(f"sentinel-{i}"), self.master.port, 2)
+                self.sentinels.append(s.start())
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(LOOPBACK, s.port) for s in self.sentinels]
+
+    def _sentinel_client(self, s: Server) -> redis.Redis:
+        return redis.Redis(host=LOOPBACK, port=s.port, socket_timeout=2, socket_connect_timeout=2,
+                           retry=no_retry(), decode_responses=True)
+
+    def wait_ready(self, deadline_s: float = 20.0) -> None:
+        """Until the replica is linked and every sentinel sees it and its peers."""
+        assert self.master is not None and self.replica is not None
+        replica = self.replica.client(retry=no_retry())
+
+        def ok() -> bool:
+            if _info(replica, "replication").get("master_link_status") != "up":
+                return False
+            for s in self.sentinels:
+                with self._sentinel_client(s) as c:
+                    m = c.execute_command("SENTINEL", "MASTER", SENTINEL_MASTER)
+                    fields = dict(zip(m[::2], m[1::2])) if isinstance(m, list) else m
+                    if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < self.n_sentinels - 1:
+                        return False
+            return True
+
+        _wait("sentinel set ready", ok, deadline_s, lambda: "\n".join(s.log_tail(10) for s in self.sentinels))
+
+    def master_address(self) -> tuple[str, int]:
+        with self._sentinel_client(self.sentinels[0]) as c:
+            host, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER)
+        return str(host), int(port)
+
+    def server_at(self, port: int) -> Server:
+        return next(s for s in (self.master, self.replica) if s is not None and s.port == port)
+
+    def failover(self) -> None:
+        """SENTINEL FAILOVER (a manual failover; the replica is promoted)."""
+        with self._sentinel_client(self.sentinels[0]) as c:
+            c.execute_command("SENTINEL", "FAILOVER", SENTINEL_MASTER)
+
+    def close(self) -> None:
+        for s in reversed(self.sentinels):
+            s.close()
+        for s in (self.replica, self.master):
+            if s is not None:
+                s.close()

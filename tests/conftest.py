@@ -21,9 +21,12 @@ import redis
 from _servers import (
     Binary,
     BinaryNotFound,
+    Cluster,
+    SentinelSet,
     Server,
     ServerFactory,
     ServerStartError,
+    TopologyError,
     find_binary,
 )
 
@@ -148,9 +151,49 @@ def redis_server_factory(redis_binary: Binary, tmp_path: Path) -> Iterator[Serve
             server.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(redis_binary: Binary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-master + 3-replica Cluster on 127.0.0.1 (~2.2 s to form), shared by the session.
+
+    Tests that stop or restart a node must bring it back (`Cluster.wait_ok()`) before they end.
+    Fails loudly if it cannot form (never skips).
+    """
+    try:
+        cluster = Cluster(redis_binary, tmp_path_factory.mktemp("redis-cluster")).start()
+    except (ServerStartError, TopologyError) as exc:
+        message = f"the Redis Cluster fixture could not start:\n{exc}"
+    else:
+        try:
+            yield cluster
+        finally:
+            cluster.close()
+        return
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture
+def redis_sentinel(redis_binary: Binary, tmp_path: Path) -> Iterator[SentinelSet]:
+    """A fresh 1 master + 1 replica + 3 sentinels set (~2.2 s), for one test (it may fail over)."""
+    try:
+        sentinel = SentinelSet(redis_binary, tmp_path / "sentinel").start()
+    except (ServerStartError, TopologyError) as exc:
+        message = f"the Sentinel fixture could not start:\n{exc}"
+    else:
+        try:
+            yield sentinel
+        finally:
+            sentinel.close()
+        return
+    pytest.fail(message, pytrace=False)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that needs a real server (directly or through another fixture)."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "redis_url" in names or "redis_binary" in names:
             item.add_marker(pytest.mark.redis)
+        if "redis_cluster" in names:
+            item.add_marker(pytest.mark.cluster)
+        if "redis_sentinel" in names:
+            item.add_marker(pytest.mark.sentinel)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError
 
@@ -256,7 +258,10 @@ class Admin:
                 raise ConfigError(name, f"{why}; fleet-wide: {', '.join(FLEET_FIELDS)}")
         if not overrides:
             raise ConfigError("overrides", "give at least one name=value (clear_config removes them)")
-        current = self.config(service) if self.exists(service) else None
+        try:
+            current: FleetConfig | None = self.config(service)
+        except UnknownServiceError:
+            current = None
         base = dict(current.client or current.effective or {}) if current else {}
         kept = {} if replace or current is None else dict(current.overrides)
         wanted = {**kept, **overrides}
@@ -319,7 +324,7 @@ class Admin:
         """Return `service` to closed with an empty window, clearing any forced state."""
         return self._control(service, "reset", 0, reason, actor)
 
-    def history(self, service: str, n: int = 20) -> list[Transition]:
+    def history(self, service: str, n: int = 20) -> builtins.list[Transition]:
         """The last `n` transitions of `service`, newest first."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
@@ -331,7 +336,7 @@ class Admin:
         return [decode_transition(service, e) for e in entries]
 
     # -- doctor ------------------------------------------------------------------------------
-    def doctor(self, *, pings: int = 20) -> list[Check]:
+    def doctor(self, *, pings: int = 20) -> builtins.list[Check]:
         """Check that this Redis can hold breakers: server version, the Lua scripts, the ACL
         permissions the breaker needs, the eviction policy, and the round-trip latency.
 
@@ -346,32 +351,27 @@ class Admin:
 
         .. versionadded:: 0.1.0
         """
-        r = self.redis
         keys = keys_for(self.prefix, DOCTOR_SERVICE)
-        checks: list[Check] = []
-
-        def attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
-            """(reply, None), or (None, the NOPERM message); other errors propagate."""
-            try:
-                return fn(), None
-            except RedisError as exc:
-                err = translate(exc)
-                message = str(exc).split(" script:", 1)[0]
-                if isinstance(exc, NoPermissionError) or "NOPERM" in message or "no permissions" in message:
-                    return None, message
-                raise err from exc
-
-        checks.append(self._check_server(attempt))
-        checks.extend(self._check_lua_and_acl(attempt, keys))
-        checks.append(self._check_eviction(attempt))
-        checks.append(self._check_latency(attempt, pings))
-        _, denied = attempt(lambda: r.execute_command("DEL", keys.state, keys.events))
+        checks = [self._check_server(), *self._check_lua_and_acl(keys), self._check_eviction(),
+                  self._check_latency(pings)]
+        _, denied = self._attempt(lambda: self.redis.execute_command("DEL", keys.state, keys.events))
         if denied:
             checks.append(Check("cleanup", "WARN", f"cannot delete {keys.state} (NOPERM); it expires in 60 s"))
         return checks
 
-    def _check_server(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]]) -> Check:
-        info, denied = attempt(lambda: self.redis.info("server"))
+    @staticmethod
+    def _attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
+        """(reply, None), or (None, the message) when the ACL denies it; other errors propagate."""
+        try:
+            return fn(), None
+        except RedisError as exc:
+            message = str(exc).split(" script:", 1)[0]
+            if isinstance(exc, NoPermissionError) or "NOPERM" in message or "no permissions" in message:
+                return None, message
+            raise translate(exc) from exc
+
+    def _check_server(self) -> Check:
+        info, denied = self._attempt(lambda: self.redis.info("server"))
         if denied:
             return Check("server", "WARN", f"cannot read INFO server ({denied}); version unknown")
         if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
@@ -379,7 +379,7 @@ class Admin:
         redis_version = str(info.get("redis_version", "0"))
         name = str(info.get("server_name") or "redis")
         version = str(info.get("valkey_version") or redis_version)
-        mode = info.get("redis_mode", "standalone")
+        mode = info.get("redis_mode") or info.get("server_mode") or "standalone"  # Valkey 8: server_mode
         parts = tuple(int(p) for p in redis_version.split(".")[:3] if p.isdigit())
         detail = f"{name} {version} ({mode})"
         if name != "redis":
@@ -388,9 +388,8 @@ class Admin:
             return Check("server", "FAIL", f"{detail}: distbreaker needs Redis >= 6.2 or Valkey >= 7.2")
         return Check("server", "PASS", detail)
 
-    def _check_lua_and_acl(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]],
-                           keys: Any) -> list[Check]:
-        r = self.redis
+    def _check_lua_and_acl(self, keys: Any) -> builtins.list[Check]:
+        r, attempt = self.redis, self._attempt
         read = SCRIPTS["read"]
         read_args = (2, keys.state, keys.events, "", "", "1")
         checks: list[Check] = []
@@ -398,7 +397,7 @@ class Admin:
         loaded: list[str] = []
         script_denied = None
         for script in SCRIPTS.values():
-            sha, script_denied = attempt(lambda s=script: r.script_load(s.text))
+            sha, script_denied = attempt(partial(r.script_load, script.text))
             if script_denied:
                 break
             if text(sha) != script.sha:
@@ -468,8 +467,8 @@ class Admin:
         finally:
             pubsub.close()
 
-    def _check_eviction(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]]) -> Check:
-        reply, denied = attempt(lambda: self.redis.config_get("maxmemory*"))
+    def _check_eviction(self) -> Check:
+        reply, denied = self._attempt(lambda: self.redis.config_get("maxmemory*"))
         if denied:
             return Check("maxmemory-policy", "WARN", f"cannot read it (CONFIG GET denied: {denied}); "
                                                      "make sure it is noeviction")
@@ -484,12 +483,11 @@ class Admin:
                      "an idle TTL, so volatile-* policies can pick them too) and lose their state; "
                      "use noeviction")
 
-    def _check_latency(self, attempt: Callable[[Callable[[], Any]], tuple[Any, str | None]],
-                       pings: int) -> Check:
+    def _check_latency(self, pings: int) -> Check:
         samples: list[float] = []
         for _ in range(max(1, pings)):
             start = time.perf_counter()
-            _, denied = attempt(lambda: self.redis.execute_command("PING"))
+            _, denied = self._attempt(lambda: self.redis.execute_command("PING"))
             if denied:
                 return Check("latency", "WARN", f"cannot PING ({denied})")
             samples.append((time.perf_counter() - start) * 1000)
@@ -497,7 +495,7 @@ class Admin:
         p50 = statistics.median(samples)
         p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
         detail = f"{len(samples)} PINGs: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
-        budget = _DEFAULTS.redis_timeout * 1000  # type: ignore[operator]
+        budget = 1000 * float(cast(float, _DEFAULTS.redis_timeout))
         if p99 >= budget / 2:
             return Check("latency", "WARN", f"{detail}: close to the default redis_timeout "
                                             f"({budget:.0f} ms); raise it in BreakerConfig")

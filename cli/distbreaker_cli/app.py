@@ -53,7 +53,8 @@ def _exit_for(exc: BaseException) -> CliError:
     if isinstance(exc, ConfigError):
         return CliError(str(exc), ExitStatus.USAGE)
     if isinstance(exc, DistbreakerError):
-        return CliError(str(exc), ExitStatus.ERROR)
+        hint = " (is --url a Redis server?)" if "Protocol error" in str(exc) else ""
+        return CliError(f"{exc}{hint}", ExitStatus.ERROR)
     return CliError(f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)",
                     ExitStatus.ERROR)
 
@@ -101,7 +102,7 @@ class Group(click.Group):
         except OSError as exc:
             if exc.errno != errno.EPIPE:  # stdout closed early (| head): not an error
                 raise
-            sys.stdout = click.utils._PacifyFlushWrapper(sys.stdout)  # type: ignore[assignment]
+            sys.stdout = click.utils._PacifyFlushWrapper(sys.stdout)
             sys.exit(ExitStatus.OK)
         sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else ExitStatus.OK)
 
@@ -145,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

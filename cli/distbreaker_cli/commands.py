@@ -146,7 +146,10 @@ def _forced_until(snap: Snapshot) -> str:
 def _act(obj: Context, service: str, action: str, **kwargs: Any) -> None:
     kwargs["actor"] = actor_or_default(kwargs.get("actor"))
     admin = obj.admin()
-    before = admin.status(service) if admin.exists(service) else None
+    try:
+        before: Snapshot | None = admin.status(service)
+    except UnknownServiceError:
+        before = None
     after: Snapshot = getattr(admin, action)(service, **kwargs)
     if obj.json:
         obj.out(dumps({"service": service, "action": action, "existed": before is not None,
@@ -239,14 +242,18 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
     as workers pass it, and the overrides.
     """
     admin = obj.admin()
-    exists = admin.exists(service)
-    before = admin.config(service) if exists else None
+    try:
+        before: FleetConfig | None = admin.config(service)
+    except UnknownServiceError:
+        before = None
     if settings:
         after = admin.set_config(service, actor=actor, replace=clear, **dict(settings))
     elif clear:
         after = admin.clear_config(service, actor=actor)
+    elif before is None:
+        raise UnknownServiceError(service)
     else:
-        after = admin.config(service)
+        after = before
     changed = bool(settings or clear)
     if obj.json:
         obj.out(dumps({"service": service, "changed": changed, **fleet_config_dict(after)}))
@@ -261,7 +268,7 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
             line += (f" (replaced {after.previous_fingerprint} "
                      f"{ago(after.server_time - after.fingerprint_changed_at)})")
         obj.note(line)
-    if changed and not exists:
+    if changed and before is None:
         obj.note(f"note: no worker has used {service!r} yet; the overrides apply when workers start")
 
 

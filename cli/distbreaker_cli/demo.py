@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ from typing import Any
 import click
 import redis
 
-from distbreaker import Admin, BreakerConfig, Transition, connect
-from distbreaker.errors import redact
+from distbreaker import Admin, BreakerConfig, Snapshot, Transition, connect
+from distbreaker.errors import UnknownServiceError, redact
 
 from .context import CliError, Context
 from .exits import ExitStatus
@@ -413,8 +414,6 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -432,7 +431,10 @@ class _View:
         if obj.json:
             return
         elapsed = time.time() - self.fleet.start_time.value
-        snap = self.admin.status(SERVICE) if self.admin.exists(SERVICE) else None
+        try:
+            snap: Snapshot | None = self.admin.status(SERVICE)
+        except UnknownServiceError:  # no call recorded yet
+            snap = None
         ok, failed, rejected = self.fleet.totals()
         health = phase_name(elapsed, self.period)
         moves = _transitions(self.admin, started)

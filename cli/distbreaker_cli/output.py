@@ -167,10 +167,10 @@ def _left(s: Snapshot) -> str:
     return "-"
 
 
-def table(snapshots: Sequence[Snapshot], now: float | None = None, width: int | None = None) -> str:
+def table(snapshots: Sequence[Snapshot], width: int | None = None) -> str:
     """The status table, one breaker a row: state, counts in the window, time left open or forced,
     and when the breaker entered its state and why: the cause names who forced it and why
-    (``manual trip by alice: INC-42``). `now` is unused (the server's time is)."""
+    (``manual trip by alice: INC-42``). Ages are on the server's clock."""
     header = ("SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "LAST TRANSITION")
     rows = []
     for s in snapshots:

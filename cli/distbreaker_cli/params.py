@@ -55,7 +55,7 @@ def format_duration(seconds: float | None) -> str:
     return "".join(shown[:2])
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.5 on only
     """A positive duration in seconds (float); see `parse_duration`."""
 
     name = "duration"
@@ -69,7 +69,7 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class Setting(click.ParamType):
+class Setting(click.ParamType):  # type: ignore[type-arg]
     """``name=value`` for `Admin.set_config`: a fleet-wide config field in `BreakerConfig` units.
 
     Durations take the `Duration` syntax (``open_duration=30s``); ``consecutive_failures=off``

@@ -364,8 +364,8 @@ def test_bad_url_unreachable_wrong_password_and_acl(redis_server_factory: Server
 def test_doctor_reports_each_denied_command(redis_server_factory: ServerFactory, prefix: str) -> None:
     """doctor names every command the ACL denies (FAIL lines), exits 77, and cleans up."""
     server = redis_server_factory()
-    server.client().execute_command("ACL", "SETUSER", "ops", "on", ">pw", f"~{prefix}:*", f"&{prefix}:nothing",
-                                    "+@all", "-xadd", "-evalsha", "-config")
+    server.client().execute_command("ACL", "SETUSER", "ops", "on", ">pw", f"~{prefix}:*", "resetchannels",
+                                    f"&{prefix}:nothing", "+@all", "-xadd", "-evalsha", "-config")
     result = CliRunner().invoke(cli, ["--url", f"redis://ops:pw@127.0.0.1:{server.port}/0", "--prefix", prefix,
                                       "doctor"])
     assert result.exit_code == 77

@@ -138,7 +138,7 @@ class Breaker:
         if type(permit) is not Eval:
             return permit  # type: ignore[return-value]
         try:
-            reply = self._run(permit)  # type: ignore[arg-type]
+            reply = self._run(permit)
         except RedisError as exc:
             core.failed(exc)
             return core.degraded(core.clock())

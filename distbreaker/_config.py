@@ -152,7 +152,7 @@ class BreakerConfig:
         """Return a copy with `changes` applied (validated again)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         values.update(changes)
-        return BreakerConfig(**values)  # type: ignore[arg-type]
+        return BreakerConfig(**values)
 
 
 def _ms(value: float | timedelta | None) -> int:

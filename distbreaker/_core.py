@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from ._config import BreakerConfig
 from ._hooks import Hooks
@@ -37,9 +37,9 @@ _SERVICE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _PREFIX = re.compile(r"[^{}\s]{1,128}")
 
 _STATES: dict[Any, State] = {}
-for _s in State:
-    _STATES[_s.value] = _s
-    _STATES[_s.value.encode()] = _s
+for _state in State:
+    _STATES[_state.value] = _state
+    _STATES[_state.value.encode()] = _state
 
 
 def validate_service(service: object) -> str:
@@ -334,7 +334,7 @@ class BreakerCore:
         self.fingerprint = config.fingerprint
         self.config_args = list(config._lua)
         self.config_sent = False  # the first call stores our config; later ones send only its hash
-        self.slow = config.slow_call_duration
+        self.slow = cast("float | None", config.slow_call_duration)  # seconds: normalised by BreakerConfig
         self.reject_when_down = config.on_redis_error == "reject"
         self.local_when_down = config.on_redis_error == "local"
         self.local: Any = None  # on_redis_error="local": the in-process model during an outage
@@ -455,6 +455,9 @@ class BreakerCore:
     def update(self, reply: Sequence[Any], actor: str = "") -> State:
         """Take any script reply: refresh the cache, and report the transitions the call made
         (`actor`: the operator of a control call). Returns the new state."""
+        if int(reply[1]) < self.view.generation:  # generations only grow: the key was recreated
+            LIMITED.warning(("key-vanished", self.service), "breaker %r: its Redis key vanished (eviction, "
+                            "FLUSHDB or DEL); it starts again closed with empty counts", self.service)
         state = self.view.update(reply, self.clock())
         if reply[12]:
             self.made(decode_made(self.service, reply, actor), int(reply[2]))

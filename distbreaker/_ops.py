@@ -57,7 +57,7 @@ def check_client_budget(client: Any, config: BreakerConfig) -> None:
     except AttributeError:
         return
     timeout = kwargs.get("socket_timeout")
-    if timeout is None or timeout > 4 * config.redis_timeout:  # type: ignore[operator]
+    if timeout is None or timeout > 4 * config.redis_timeout:
         LIMITED.warning(  # a registry builds many breakers on one client: 3 lines, then one a minute
             "client-budget",
             "the Redis client has socket_timeout=%r; a hung Redis can delay protected calls "
@@ -74,4 +74,4 @@ def check_mode(mode: object, flush_interval: object, flush_size: object) -> tupl
         raise ConfigError("flush_interval", f"must be > 0 and <= 60 seconds, got {flush_interval!r}")
     if not isinstance(flush_size, int) or isinstance(flush_size, bool) or flush_size < 1:
         raise ConfigError("flush_size", f"must be an int >= 1, got {flush_size!r}")
-    return mode, interval  # type: ignore[return-value]
+    return mode, interval

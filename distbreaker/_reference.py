@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import astuple, dataclass, field, fields
+from typing import Any
 
 __all__ = [
     "CFG_NAMES",
@@ -76,7 +77,7 @@ class Cfg:
     @classmethod
     def from_argv(cls, values: list[str]) -> Cfg:
         """Parse 13 config values as text (the stored `cfg`/`cc`); ints stay ints."""
-        out = []
+        out: list[Any] = []
         for f, text in zip(fields(cls), values, strict=True):
             out.append(float(text) if f.type == "float" else int(text))
         return cls(*out)

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import timedelta
 from time import perf_counter
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import redis.asyncio
 from redis.exceptions import RedisError
@@ -93,8 +93,8 @@ def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *,
 
 async def _resolve(value: T | Awaitable[T]) -> T:
     if inspect.isawaitable(value):
-        return await value  # type: ignore[no-any-return]
-    return value  # type: ignore[return-value]
+        return await value
+    return value
 
 
 class Breaker:
@@ -200,7 +200,7 @@ class Breaker:
         if type(permit) is not Eval:
             return permit  # type: ignore[return-value]
         try:
-            reply = await self._run(permit)  # type: ignore[arg-type]
+            reply = await self._run(permit)
         except RedisError as exc:
             core.failed(exc)
             return core.degraded(core.clock())
@@ -224,9 +224,19 @@ class Breaker:
                 core.recorded(reply)
         core.finished(outcome, duration, exc)
 
-    async def call(self, fn: Callable[..., T | Awaitable[T]], /, *args: Any,
+    @overload
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any,
                    fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> T:
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+
+    @overload
+    async def call(self, fn: Callable[..., T], /, *args: Any,
+                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+
+    async def call(self, fn: Callable[..., Any], /, *args: Any,
+                   fallback: Callable[[BaseException], Any] | None = None,
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` (awaited when it returns an awaitable) through the breaker.
 
         Args:
@@ -385,9 +395,19 @@ class BreakerRegistry(_Registry[Breaker]):
         self._closing: set[asyncio.Task[None]] = set()
         self.fallback = fallback
 
-    async def call(self, service: str, fn: Callable[..., T | Awaitable[T]], /, *args: Any,
+    @overload
+    async def call(self, service: str, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any,
                    fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> T:
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+
+    @overload
+    async def call(self, service: str, fn: Callable[..., T], /, *args: Any,
+                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+
+    async def call(self, service: str, fn: Callable[..., Any], /, *args: Any,
+                   fallback: Callable[[BaseException], Any] | None = None,
+                   timeout: float | timedelta | None = None, **kwargs: Any) -> Any:
         """``await get(service).call(fn, ...)`` with the registry's default `fallback` when none is given."""
         return await self.get(service).call(fn, *args, fallback=fallback if fallback is not None else self.fallback,
                                             timeout=timeout, **kwargs)

@@ -156,7 +156,7 @@ def check_eviction(client: Any) -> None:
         reply = client.execute_command("CONFIG", "GET", "maxmemory-policy")
     except Exception:
         return
-    _warn(reply)
+    _warn(client, reply)
 
 
 async def acheck_eviction(client: Any) -> None:
@@ -167,13 +167,13 @@ async def acheck_eviction(client: Any) -> None:
         reply = await client.execute_command("CONFIG", "GET", "maxmemory-policy")
     except Exception:
         return
-    _warn(reply)
+    _warn(client, reply)
 
 
-def _warn(reply: Any) -> None:
+def _warn(client: Any, reply: Any) -> None:
     message = eviction_warning(_policies(reply))
-    if message is not None:
-        LIMITED.log(logging.WARNING, "eviction-policy", "%s", message, burst=1)
+    if message is not None:  # once per client (the key also bounds a process making many clients)
+        LIMITED.log(logging.WARNING, ("eviction-policy", id(client)), "%s", message, burst=1)
 
 
 async def ainit(client: Any) -> None:

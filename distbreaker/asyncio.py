@@ -88,7 +88,21 @@ def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *,
                     "socket_connect_timeout": options["socket_connect_timeout"], "retry": Retry(NoBackoff(), 0),
                     **(sentinel_kwargs or {})}
     options.update(kwargs)
-    return Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options).master_for(service_name)
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)
+    client = sentinel.master_for(service_name, redis_class=_SentinelRedis)
+    client._sentinel_clients = list(sentinel.sentinels)
+    return client
+
+
+class _SentinelRedis(redis.asyncio.Redis):
+    """The master client of `connect_sentinel`: `aclose()` also closes the sentinel connections."""
+
+    _sentinel_clients: list[Any] = []
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self._sentinel_clients:
+            await sentinel.aclose()
 
 
 async def _resolve(value: T | Awaitable[T]) -> T:

@@ -66,7 +66,7 @@ def connect_cluster(url: str | Sequence[tuple[str, int]], *, timeout: float = 0.
     try:
         if isinstance(url, str):
             return _ttl(RedisCluster.from_url(url, **options))
-        nodes = [ClusterNode(host, int(port)) for host, port in url]
+        nodes = [ClusterNode(host, int(port)) for host, port in url]  # type: ignore[no-untyped-call]
         return _ttl(RedisCluster(startup_nodes=nodes, **options))
     except ValueError as exc:
         raise ConfigError("url", redact(str(exc))) from None
@@ -97,8 +97,8 @@ def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *,
                     "socket_connect_timeout": options["socket_connect_timeout"], "retry": Retry(NoBackoff(), 0),
                     **(sentinel_kwargs or {})}
     options.update(kwargs)
-    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)
-    return sentinel.master_for(service_name)
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(service_name)  # type: ignore[no-untyped-call]
 
 
 # -- eviction policy -----------------------------------------------------------------------------

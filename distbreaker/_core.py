@@ -455,7 +455,7 @@ class BreakerCore:
     def update(self, reply: Sequence[Any], actor: str = "") -> State:
         """Take any script reply: refresh the cache, and report the transitions the call made
         (`actor`: the operator of a control call). Returns the new state."""
-        if int(reply[1]) < self.view.generation:  # generations only grow: the key was recreated
+        if reply[1] in (0, b"0", "0") and self.view.generation:  # generation 0 only on a new key: it was lost
             LIMITED.warning(("key-vanished", self.service), "breaker %r: its Redis key vanished (eviction, "
                             "FLUSHDB or DEL); it starts again closed with empty counts", self.service)
         state = self.view.update(reply, self.clock())

@@ -88,7 +88,7 @@ def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *,
                     "socket_connect_timeout": options["socket_connect_timeout"], "retry": Retry(NoBackoff(), 0),
                     **(sentinel_kwargs or {})}
     options.update(kwargs)
-    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call]
     client = sentinel.master_for(service_name, redis_class=_SentinelRedis)
     client._sentinel_clients = list(sentinel.sentinels)
     return client

@@ -185,7 +185,7 @@ class View:
     """
 
     __slots__ = ("state", "generation", "fetched_at", "open_until", "forced_until", "reason", "max_staleness",
-                 "offset")
+                 "offset", "server_ms")
 
     def __init__(self, max_staleness: float) -> None:
         self.state: State | None = None
@@ -196,11 +196,13 @@ class View:
         self.reason = ""
         self.max_staleness = max_staleness
         self.offset = 0.0         # server seconds - local seconds, at the last reply
+        self.server_ms = 0        # server time of what the cache knows (a reply, or an event)
 
     def update(self, reply: Sequence[Any], local_now: float) -> State:
         """Take a script reply received at `local_now`; return the new state."""
         state = _STATES[reply[0]]
-        self.offset = offset = int(reply[2]) / 1000.0 - local_now
+        self.server_ms = int(reply[2])
+        self.offset = offset = self.server_ms / 1000.0 - local_now
         ou, fu = int(reply[3]), int(reply[8])
         self.open_until = ou / 1000.0 - offset if ou else 0.0
         self.forced_until = fu / 1000.0 - offset if fu else 0.0
@@ -235,6 +237,7 @@ class View:
             self.forget()
             return
         self.generation = int(event["generation"])
+        self.server_ms = max(self.server_ms, int(event.get("ts", 0)))
         self.reason = str(event.get("cause", ""))
         self.fetched_at = local_now
 
@@ -455,7 +458,9 @@ class BreakerCore:
     def update(self, reply: Sequence[Any], actor: str = "") -> State:
         """Take any script reply: refresh the cache, and report the transitions the call made
         (`actor`: the operator of a control call). Returns the new state."""
-        if reply[1] in (0, b"0", "0") and self.view.generation:  # generation 0 only on a new key: it was lost
+        # Generation 0 after a later one: the key was lost, unless this reply was computed before
+        # what the cache already knows (an in-flight reply racing a pub/sub event).
+        if reply[1] in (0, b"0", "0") and self.view.generation and int(reply[2]) > self.view.server_ms:
             LIMITED.warning(("key-vanished", self.service), "breaker %r: its Redis key vanished (eviction, "
                             "FLUSHDB or DEL); it starts again closed with empty counts", self.service)
         state = self.view.update(reply, self.clock())

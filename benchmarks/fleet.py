@@ -30,9 +30,10 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+from _server import server  # benchmarks/_server.py
 
 WORKERS = 8
 THRESHOLD = 10
@@ -59,20 +60,6 @@ class Failing(Exception):
     """The protected function's own failure."""
 
 
-@contextlib.contextmanager
-def server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from _servers import Server, find_binary  # the test harness
-
-    srv = Server(find_binary())
-    srv.start()
-    try:
-        yield srv.url
-    finally:
-        srv.close()
 
 
 # -- worker side ------------------------------------------------------------------------------

@@ -11,34 +11,19 @@ Without --url it starts a private server from the same binaries the tests use.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import distbreaker
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 
+from _server import server  # benchmarks/_server.py
+
 TRIVIAL = "return 1"
 
 
-@contextlib.contextmanager
-def server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from _servers import Server, find_binary  # the test harness
-
-    srv = Server(find_binary())
-    srv.start()
-    try:
-        yield srv.url
-    finally:
-        srv.stop()
 
 
 def per_call(fn: Callable[[], object], n: int, repeats: int = 5) -> float:

@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ import distbreaker
 import distbreaker.asyncio as adb
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 
+from _server import server  # benchmarks/_server.py
+
 TRIVIAL = "return 1"
 TIMEOUT = 1.0  # socket timeout of every client here (and redis_timeout): no timeouts under load
 PEERS = ("pybreaker", "purgatory", "aiobreaker", "aiobreaker-redis")
@@ -50,21 +52,6 @@ PEERS = ("pybreaker", "purgatory", "aiobreaker", "aiobreaker-redis")
 # -- servers and the machine --------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def server(url: str | None) -> Iterator[str]:
-    """`url`, or a private server started by the test harness (stopped on exit)."""
-    if url:
-        yield url
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from _servers import Server, find_binary  # the test harness
-
-    srv = Server(find_binary())
-    srv.start()
-    try:
-        yield srv.url
-    finally:
-        srv.close()
 
 
 def cpu_model() -> str:

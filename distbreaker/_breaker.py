@@ -76,14 +76,11 @@ class Breaker:
                  flush_interval: float = 0.1, flush_size: int = 1000,
                  on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
-        config = config if config is not None else BreakerConfig()
-        if not isinstance(config, BreakerConfig):
-            raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
         hooks = Hooks(on_transition, on_call, asynchronous=False)
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
-        self.service, self.prefix, self.config, self.redis = core.service, core.prefix, config, redis
+        self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
-        _ops.check_client_budget(redis, config)
+        _ops.check_client_budget(redis, core.config)
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:
             self._listener.add(core)

@@ -323,8 +323,11 @@ class BreakerCore:
     any Redis error goes to `failed()`.
     """
 
-    def __init__(self, service: str, config: BreakerConfig, prefix: str,
+    def __init__(self, service: str, config: BreakerConfig | None, prefix: str,
                  clock: Callable[[], float] | None, scripts: dict[str, Any], hooks: Hooks | None = None) -> None:
+        config = config if config is not None else BreakerConfig()
+        if not isinstance(config, BreakerConfig):
+            raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
         self.service = validate_service(service)
         self.prefix = validate_prefix(prefix)
         self.config = config

@@ -15,6 +15,7 @@ from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
+import redis.asyncio
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ._core import Command, Eval
@@ -142,8 +143,34 @@ def drive(client: Any, steps: Steps[T]) -> T:
             reply, error = None, exc
 
 
+def alean_pool(client: Any) -> Any:
+    """`lean_pool` for asyncio: the pool of a plain `redis.asyncio.Redis`, else None."""
+    if type(client) is not redis.asyncio.Redis or client.single_connection_client:
+        return None
+    return client.connection_pool
+
+
+async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
+    """`_execute` for asyncio (the same wire exchange as `execute_command`, without its retry
+    and instrumentation layers)."""
+    if pool is None:
+        return await client.execute_command(*command)
+    conn = await pool.get_connection()
+    try:
+        await conn.send_command(*command)
+        return await conn.read_response()
+    except ResponseError:
+        raise  # an error reply: the connection is fine
+    except BaseException:
+        await conn.disconnect()  # timeout, reset, cancellation mid-reply: never reuse it
+        raise
+    finally:
+        await pool.release(conn)
+
+
 async def adrive(client: Any, steps: Steps[T]) -> T:
     """`drive` for a `redis.asyncio` client."""
+    pool = alean_pool(client)
     reply: Any = None
     error: BaseException | None = None
     while True:
@@ -152,7 +179,7 @@ async def adrive(client: Any, steps: Steps[T]) -> T:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
-            reply, error = await client.execute_command(*command.args), None
+            reply, error = await _aexecute(client, pool, command.args), None
         except RedisError as exc:
             reply, error = None, exc
 

@@ -349,3 +349,73 @@ def test_lease_of_killed_worker_frees_after_probe_timeout(redis_url: str, prefix
         out.join_thread()
         breaker.close()  # stop its listener before its client goes
         client.close()
+
+
+def _body_k_probes(
+    url: str, prefix: str, cfg: dict[str, Any], barrier: Any, duration: float, work: float, threads: int
+) -> dict[str, Any]:
+    """`threads` callers in this process call the half-open breaker for `duration` seconds."""
+    client, breaker = _make_breaker(url, prefix, cfg)
+    intervals: list[tuple[float, float]] = []
+    rejected = [0]
+    lock = threading.Lock()
+
+    def probe() -> None:
+        start = time.monotonic()
+        time.sleep(work)  # the workload of the protected call, not synchronisation
+        with lock:
+            intervals.append((start, time.monotonic()))
+
+    def caller(end: float) -> None:
+        while time.monotonic() < end:
+            try:
+                breaker.call(probe)
+            except CircuitOpenError:
+                with lock:
+                    rejected[0] += 1
+            time.sleep(0.002)  # load pacing for 32 callers on 2 cores
+
+    try:
+        barrier.wait(timeout=START_TIMEOUT)
+        end = time.monotonic() + duration
+        callers = [threading.Thread(target=caller, args=(end,)) for _ in range(threads)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(timeout=duration + 30)
+        return {"intervals": intervals, "rejected": rejected[0]}
+    finally:
+        breaker.close()  # stop its listener before its client goes
+        client.close()
+
+
+def test_exactly_k_probes_across_32_callers_in_8_processes(redis_url: str, prefix: str) -> None:
+    """half_open_max_calls=3: 32 concurrent callers in 8 processes never run more than 3 probes
+    at once, and do run 3 at once."""
+    k, work, duration = 3, 0.05, 2.0
+    cfg = {"minimum_calls": 1, "open_duration": 0.05, "half_open_max_calls": k,
+           "half_open_successes": 10_000, "probe_timeout": 10.0}
+    client, breaker = _make_breaker(redis_url, prefix, cfg)
+    try:
+        with pytest.raises(ProbeFailed):
+            breaker.call(_raise_probe_failed)  # open; it half-opens 50 ms later, and stays so
+        assert breaker.snapshot().state is State.OPEN
+    finally:
+        breaker.close()
+        client.close()
+
+    barrier = _CTX.Barrier(WORKERS)
+    results = _run_fleet(_body_k_probes, [(redis_url, prefix, cfg, barrier, duration, work, 4)] * WORKERS,
+                         timeout=START_TIMEOUT + duration + 40)
+    events = sorted([(s, 1) for r in results for s, _ in r["intervals"]]
+                    + [(e, -1) for r in results for _, e in r["intervals"]], key=lambda x: (x[0], x[1]))
+    running = most = 0
+    for _, step in events:  # an end sorts before a start at the same instant
+        running += step
+        most = max(most, running)
+    probes = sum(len(r["intervals"]) for r in results)
+    print(f"\nK={k}: {probes} probes by 32 callers in {duration:.0f} s, at most {most} at once, "
+          f"{sum(r['rejected'] for r in results)} rejections")
+    assert most == k
+    assert probes > 2 * k
+    assert sum(r["warnings"] for r in results) == 0, results

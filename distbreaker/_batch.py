@@ -89,7 +89,6 @@ class AsyncFlusher:
 
     def __init__(self) -> None:
         self._breakers: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def add(self, breaker: _AsyncBatched) -> None:
@@ -109,11 +108,7 @@ class AsyncFlusher:
             breakers = list(self._breakers)
             if not breakers:
                 break
-            try:
-                await asyncio.wait_for(self._wake.wait(), min(b.flush_interval for b in breakers))
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
+            await asyncio.sleep(min(b.flush_interval for b in breakers))  # stop() cancels it
             for breaker in list(self._breakers):
                 try:
                     await breaker.flush()

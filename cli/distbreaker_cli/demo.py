@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from distbreaker import Admin, BreakerConfig, Snapshot, Transition, connect
 from distbreaker.errors import UnknownServiceError, redact

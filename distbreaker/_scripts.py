@@ -6,6 +6,7 @@ inserted at its `--@lib` line; read once at import. The text and its SHA1 are im
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.resources
 import inspect
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._core import Command, Eval
 
@@ -150,6 +153,51 @@ def alean_pool(client: Any) -> Any:
     return client.connection_pool
 
 
+def pack(command: tuple[Any, ...], encoding: str, errors: str) -> bytes | None:
+    """`command` in RESP, as redis-py would send it: str in the client's encoding, bytes as
+    they are, int in decimal. None when an argument is of any other type (the caller then
+    lets redis-py pack it, with its own errors)."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode(encoding, errors)
+        elif kind is int:
+            arg = b"%d" % arg
+        elif kind is not bytes:
+            return None
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+async def _asend(conn: Any, command: tuple[Any, ...]) -> None:
+    """Write `command` on an asyncio connection.
+
+    redis-py's `send_command` packs in pure Python (~6 µs for a record) and bounds the write
+    with `asyncio.wait_for`, which on Python 3.11 runs the write as a task of its own: an extra
+    event-loop cycle per command, ~30 µs of CPU per call here. A small command goes straight
+    into the transport's buffer instead; only a write the socket does not take at once waits
+    for it (within the socket timeout), as redis-py does. Errors are redis-py's.
+    """
+    writer: Any = getattr(conn, "_writer", None)
+    encoder = conn.encoder
+    packed = None if writer is None else pack(command, encoder.encoding, encoder.encoding_errors)
+    if packed is None or conn.health_check_interval:
+        await conn.send_command(*command)
+        return
+    try:
+        writer.write(packed)
+        if writer.transport.get_write_buffer_size():
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+        else:
+            await writer.drain()  # raises a lost connection's error; does not wait
+    except asyncio.TimeoutError:
+        writer.transport.abort()  # drop what the hung server did not take; close the socket now
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+
+
 async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     """`_execute` for asyncio (the same wire exchange as `execute_command`, without its retry
     and instrumentation layers)."""
@@ -157,7 +205,7 @@ async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
         return await client.execute_command(*command)
     conn = await pool.get_connection()
     try:
-        await conn.send_command(*command)
+        await _asend(conn, command)
         return await conn.read_response()
     except ResponseError:
         raise  # an error reply: the connection is fine

@@ -157,3 +157,40 @@ async def test_redis_down_allows_within_budget(redis_server_factory: Any, prefix
         worst = max(worst, loop.time() - t0)
     assert worst < 0.5
     await client.aclose()
+
+
+def test_pack_matches_redis_py() -> None:
+    """The lean asyncio path packs commands byte for byte as redis-py does, and leaves types it
+    does not handle to redis-py."""
+    from redis.asyncio.connection import Connection
+
+    from distbreaker._scripts import pack
+
+    for encoding in ("utf-8", "latin-1"):
+        conn = Connection(encoding=encoding)
+        command = ("EVALSHA", "a" * 40, 2, "p:{svc}", "p:{svc}:events", "", "café", b"\x00\xff", -7, 0)
+        assert pack(command, encoding, "strict") == b"".join(conn.pack_command(*command))
+    assert pack(("SET", "k", 1.5), "utf-8", "strict") is None
+    assert pack(("SET", "k", True), "utf-8", "strict") is None
+
+
+async def test_write_to_a_hung_server_times_out(redis_server_factory: Any) -> None:
+    """A command the socket does not take at once waits for it within the socket timeout; the
+    timeout is redis-py's TimeoutError (a Redis error the breaker's policy handles)."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from distbreaker._scripts import _aexecute
+
+    server = redis_server_factory()
+    client = dba.connect(server.url, timeout=0.2)
+    try:
+        assert await _aexecute(client, client.connection_pool, ("PING",)) == b"PONG"
+        server.pause()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(RedisTimeoutError):
+            await _aexecute(client, client.connection_pool, ("ECHO", b"x" * (64 << 20)))
+        assert loop.time() - t0 < 5.0
+    finally:
+        server.resume()
+        await client.aclose()

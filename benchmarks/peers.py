@@ -42,6 +42,7 @@ import redis.asyncio
 import distbreaker
 import distbreaker.asyncio as adb
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
+from distbreaker._scripts import _aexecute, _execute, alean_pool, lean_pool
 
 from _server import server  # benchmarks/_server.py
 
@@ -223,7 +224,9 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
     rows = [Row("bare", "bare redis-py EVALSHA round trip (`return 1`), `distbreaker.connect` client", n,
                 lambda: r.evalsha(sha, 1, raw_key)),
             Row("bare_plain", "bare redis-py EVALSHA, plain `Redis.from_url` client (the peers' client)", n,
-                lambda: plain.evalsha(sha, 1, raw_key))]
+                lambda: plain.evalsha(sha, 1, raw_key)),
+            Row("bare_lean", "bare EVALSHA (`return 1`) on distbreaker's own send path (the floor of its calls)",
+                n, lambda: _execute(r, lean_pool(r), ("EVALSHA", sha, 1, raw_key)))]
 
     closed = Breaker("closed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)
@@ -306,7 +309,9 @@ async def async_rows(url: str, prefix: str, n: int, closers: list[Callable[[], A
     rows = [Row("abare", "bare redis.asyncio EVALSHA round trip (`return 1`), `distbreaker.asyncio.connect` "
                 "client", n, lambda: r.evalsha(sha, 1, raw_key)),
             Row("abare_plain", "bare redis.asyncio EVALSHA, plain `from_url` client (the peers' client)", n,
-                lambda: plain.evalsha(sha, 1, raw_key))]
+                lambda: plain.evalsha(sha, 1, raw_key)),
+            Row("abare_lean", "bare EVALSHA (`return 1`) on distbreaker.asyncio's own send path (the floor of "
+                "its calls)", n, lambda: _aexecute(r, alean_pool(r), ("EVALSHA", sha, 1, raw_key)))]
 
     closed = adb.Breaker("aclosed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)
@@ -675,6 +680,9 @@ def targets(sync: list[Row], asy: list[Row], cost: list[tuple[str, str, str]]) -
         closed, rej, bat = d.get(f"{db}_closed"), d.get(f"{db}_rejected"), d.get(f"{db}_batched")
         r_bare = div(closed, d.get(bare_key))
         verdict(le(r_bare, 1.2), f"{world} closed path ≤ 1.2× bare EVALSHA: {fx(r_bare)}")
+        r_lean = div(closed, d.get(f"{bare_key}_lean"))
+        out.append(f"- (for reference) {world} closed path vs a bare EVALSHA on distbreaker's own send path "
+                   f"(what the breaker's logic and its script add): {fx(r_lean)}")
         for p in peers:
             x = div(d.get(f"{p}_closed"), closed)
             verdict(None if x is None else x >= 1.8, f"{world} closed ≥ 1.8× faster than {NAMES[p]}: {fx(x, '×', 1)}")

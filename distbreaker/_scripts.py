@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -66,10 +67,18 @@ def _load() -> dict[str, LuaScript]:
 
 SCRIPTS: dict[str, LuaScript] = _load()
 
-# redis-py < 5.1 requires a command name in get_connection(); newer ones deprecate passing it.
-_param = inspect.signature(redis.ConnectionPool.get_connection).parameters.get("command_name")
-_GET_CONNECTION_ARGS: tuple[str, ...] = (
-    ("EVALSHA",) if _param is not None and _param.default is inspect.Parameter.empty else ())
+def _get_connection_args(pool_class: Any) -> tuple[str, ...]:
+    """redis-py < 5.1 requires a command name in get_connection(); newer ones deprecate it."""
+    param = inspect.signature(pool_class.get_connection).parameters.get("command_name")
+    return ("EVALSHA",) if param is not None and param.default is inspect.Parameter.empty else ()
+
+
+_GET_CONNECTION_ARGS = _get_connection_args(redis.ConnectionPool)
+_AGET_CONNECTION_ARGS = _get_connection_args(redis.asyncio.ConnectionPool)
+# The asyncio connection's "is it dirty" check: can_read() in redis-py >= 7 (its pool's own
+# check), can_read_destructive() before.
+_ACAN_READ = ("can_read" if hasattr(redis.asyncio.connection.AbstractConnection, "can_read")
+              else "can_read_destructive")
 
 
 def source(name: str) -> str:
@@ -284,7 +293,7 @@ async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     while held:
         candidate = held.pop()
         try:
-            clean = candidate.is_connected and not await candidate.can_read()
+            clean = candidate.is_connected and not await getattr(candidate, _ACAN_READ)()
         except (OSError, RedisError):
             clean = False
         if clean:
@@ -295,7 +304,7 @@ async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
         finally:
             await pool.release(candidate)
     if conn is None:
-        conn = await pool.get_connection()
+        conn = await pool.get_connection(*_AGET_CONNECTION_ARGS)
     try:
         await _asend(conn, command)
         reply = await conn.read_response()

@@ -220,7 +220,7 @@ class View:
         """Take a transition published by any process (pub/sub).
 
         `open` and `forced_open` are applied as they are (calls are rejected at once, with no
-        round trip; a forced state's expiry is learnt at the next refresh, within max_staleness);
+        round trip, until `open_until` / `forced_until`, then Redis is asked);
         any other transition drops the cache, so the next call asks Redis for the new state.
         Events older than the cached generation are ignored.
         """
@@ -230,15 +230,16 @@ class View:
         if to == "open" and event.get("open_until"):
             self.state = State.OPEN
             self.open_until = int(event["open_until"]) / 1000.0 - self.offset
-        elif to == "forced_open":  # its expiry is not in the message: learnt at the next refresh
+        elif to == "forced_open":
             self.state = State.FORCED_OPEN
-            self.forced_until = 0.0
+            fu = int(event.get("forced_until") or 0)  # absent from messages of older versions
+            self.forced_until = fu / 1000.0 - self.offset if fu else 0.0
         else:
             self.forget()
             return
         self.generation = int(event["generation"])
         self.server_ms = max(self.server_ms, int(event.get("ts", 0)))
-        self.reason = str(event.get("cause", ""))
+        self.reason = str(event.get("reason", event.get("cause", "")))
         self.fetched_at = local_now
 
     def decide(self, now: float) -> int:

@@ -271,8 +271,11 @@ local function save(create)
       local e = EVENTS[i]
       redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
         'cause', e[3], 'actor', e[4], 'gen', e[5])
+      -- a forced state's expiry and reason are set after its transition: the last event has them
+      local forced = i == #EVENTS and FORCED[e[2]] and S.st == e[2]
       redis.call('PUBLISH', prefix .. ':events', cjson.encode({service = service, from = e[1],
-        to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now}))
+        to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now,
+        forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3]}))
     end
   end
   if TOUCH then

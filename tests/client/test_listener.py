@@ -12,7 +12,7 @@ import pytest
 
 import distbreaker.asyncio as dba
 from _servers import ServerFactory
-from distbreaker import Admin, Breaker, BreakerConfig, State, connect
+from distbreaker import Admin, Breaker, BreakerConfig, CircuitOpenError, State, connect
 from distbreaker._listener import sync_listener
 
 
@@ -53,6 +53,27 @@ def test_a_trip_elsewhere_reaches_an_idle_breaker(redis_url: str, prefix: str) -
     assert watcher.call(lambda: "ok") == "ok"  # asks Redis, finds closed
     watcher.close()
     worker.close()
+
+
+def test_a_timed_trip_elsewhere_rejects_with_its_reason_until_its_expiry(redis_url: str, prefix: str) -> None:
+    """The published forced_open carries its expiry and reason: a listening worker rejects with
+    the operator's reason and the time left, and admits again at the expiry, not after
+    max_staleness (60 s here)."""
+    watcher = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(max_staleness=60), prefix=prefix)
+    watcher.call(lambda: None)
+    assert watcher._listener is not None
+    wait_for("the listener", watcher._listener.ready.is_set)
+    Admin(connect(redis_url, timeout=1), prefix=prefix).trip("svc", for_=1.0, reason="INC-7", actor="ops")
+    wait_for("forced_open to propagate", lambda: watcher._core.view.state is State.FORCED_OPEN)
+    with pytest.raises(CircuitOpenError) as err:
+        watcher.call(lambda: None)
+    assert err.value.reason == "INC-7"
+    assert err.value.retry_after is not None and 0 < err.value.retry_after <= 1.0
+    took = wait_for("the trip to expire", watcher.allows, timeout=10)
+    assert took <= 1.5
+    assert watcher.call(lambda: "ok") == "ok"  # asks Redis: the forced state expired
+    assert watcher._core.view.state is State.CLOSED
+    watcher.close()
 
 
 def test_listener_reconnects_and_drops_caches_after_restart(redis_server_factory: ServerFactory,

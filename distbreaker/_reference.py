@@ -233,7 +233,7 @@ class Model:
             else:
                 self.hs += successes
                 if self.hs >= self.eff.half_open_successes:
-                    self._transition(CLOSED, f"{self.hs} probes succeeded")
+                    self._transition(CLOSED, f"{self.hs} probe{'' if self.hs == 1 else 's'} succeeded")
         # open, forced_open: nothing
         return self._reply()
 

@@ -87,7 +87,9 @@ if gen == S.g and not duplicate then
     elseif ns > 0 then
       local hs = lazy('hs') + ns
       set('hs', hs)
-      if hs >= full().hsucc then transition('closed', hs .. ' probes succeeded', '') end
+      if hs >= full().hsucc then
+        transition('closed', hs .. ((hs == 1) and ' probe succeeded' or ' probes succeeded'), '')
+      end
     end
   end
 end

@@ -217,7 +217,7 @@ EXPECTED: dict[str, list[str]] = {
         "failed",
         "rejected open 0.001",
         "half_open | g2 | calls 0/0/0 | oc 1 | probes 1/0 | <- open_duration elapsed",
-        "closed | g3 | calls 0/0/0 | <- 1 probes succeeded",
+        "closed | g3 | calls 0/0/0 | <- 1 probe succeeded",
     ],
     "failed_probes_back_off": [
         "failed",

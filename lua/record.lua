@@ -84,9 +84,9 @@ if gen == S.g and not duplicate then
   elseif S.st == 'half_open' then
     if nf > 0 or nslow > 0 then
       transition('open', (nf > 0) and 'probe failed' or 'probe slow', '')
-    elseif ns > 0 then
+    else  -- also with no success: a config change may have lowered half_open_successes
       local hs = lazy('hs') + ns
-      set('hs', hs)
+      if ns > 0 then set('hs', hs) end
       if hs >= full().hsucc then
         transition('closed', hs .. ((hs == 1) and ' probe succeeded' or ' probes succeeded'), '')
       end

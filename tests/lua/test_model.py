@@ -520,3 +520,21 @@ def test_overrides_invalid_for_a_new_worker_are_ignored_for_it(machine: BreakerM
     _, cfg, fp, *_, ov, cc, pf, pt = mc.m.extras
     assert cfg == cc == ",".join(other.argv()) and ov == "window_ms=3"
     assert (fp, pf, pt) == (other.fingerprint, CLIENT.fingerprint, mc.now)
+
+
+def test_a_lowered_half_open_successes_closes_on_the_next_record(machine: BreakerMachine) -> None:
+    """Half-open with 1 of 2 probe successes; the fleet override lowers half_open_successes to 1:
+    the next record of the generation closes it, even one with no success (a probe whose outcome
+    was ignored). Found by the hypothesis run, where the Lua only checked on a success."""
+    mc = machine
+    mc.do_configure("minimum_calls=1;half_open_successes=2", "alice")
+    mc.do_record(mc.m.g, 0, 1, 0, "")
+    assert mc.m.st == "open"
+    mc.now = mc.m.ou
+    mc.read(False)
+    assert mc.m.st == "half_open"
+    mc.do_record(mc.m.g, 1, 0, 0, "")
+    assert (mc.m.st, mc.m.hs) == ("half_open", 1)
+    mc.do_configure("minimum_calls=1", "alice")
+    mc.do_record(mc.m.g, 0, 0, 0, "")
+    assert mc.m.st == "closed" and mc.m.events[-1].cause == "1 probe succeeded"

@@ -281,7 +281,13 @@ local function save(create)
   if TOUCH then
     local ttl = full().ttl
     redis.call('PEXPIRE', K_STATE, ttl)
-    if #EVENTS > 0 then redis.call('PEXPIRE', K_EVENTS, ttl) end
+    if redis.call('PEXPIRE', K_EVENTS, ttl) == 0 then
+      -- No stream yet: create it, empty. A script names both keys, and while a Cluster slot
+      -- migrates, a node that holds only one of them answers TRYAGAIN (the breaker would be
+      -- unavailable until the migration ends).
+      redis.call('XADD', K_EVENTS, 'MAXLEN', 0, '*', 'created', now)
+      redis.call('PEXPIRE', K_EVENTS, ttl)
+    end
   end
 end
 

@@ -161,10 +161,13 @@ def _migrate_slot(cluster: Cluster, key: str, hold: Callable[[], None]) -> tuple
     return src.port, dst.port
 
 
-def test_resharding_moved_and_ask_are_absorbed(redis_cluster: Cluster, rc: Any, prefix: str) -> None:
+@pytest.mark.parametrize("history", ["transitioned", "new"])
+def test_resharding_moved_and_ask_are_absorbed(redis_cluster: Cluster, rc: Any, prefix: str, history: str) -> None:
     """While a breaker's slot moves to another master, calls keep going through Redis: no error
-    reaches the caller, every call is counted once, each stays within the budget."""
-    service = "resharded"
+    reaches the caller, every call is counted once, each stays within the budget. A new breaker
+    (no transition yet) too: its events stream exists from its first call, so no node ever holds
+    only one of its keys (TRYAGAIN)."""
+    service = f"resharded-{history}"
     b = Breaker(service, rc, cfg(minimum_calls=10_000, redis_timeout=0.5), prefix=prefix, listen=False)
     errors: list[BaseException] = []
     latencies: list[float] = []
@@ -183,8 +186,9 @@ def test_resharding_moved_and_ask_are_absorbed(redis_cluster: Cluster, rc: Any, 
             time.sleep(0.001)
 
     try:
-        b.trip(reason="create the events stream")  # every key the scripts name exists: no TRYAGAIN
-        b.reset(reason="start")
+        if history == "transitioned":
+            b.trip(reason="a breaker with a history")
+            b.reset(reason="start")
         b.call(int, 1)
         n[0] += 1
         t = threading.Thread(target=load)

@@ -157,10 +157,12 @@ def decode_made(service: str, reply: Sequence[Any], actor: str = "") -> list[Tra
 
 def decode_event(service: str, event: dict[str, Any]) -> Transition | None:
     """The Transition a pub/sub message carries, or None for an event that is not one (a fleet
-    config change is published with from = to and the generation unchanged)."""
+    config change: kind "config", from = to and the generation unchanged). A re-trip of a
+    forced state (from = to, a new generation) is a transition."""
     frm, to, cause = event["from"], event["to"], str(event.get("cause", ""))
-    if frm == to and not cause.startswith("manual reset"):
-        return None
+    kind = event.get("kind")
+    if kind == "config" or (kind is None and frm == to and not cause.startswith("manual ")):
+        return None  # (no kind: a message of an older version; operator actions say "manual")
     return Transition(service, int(event["ts"]) / 1000.0, _STATES[frm], _STATES[to], cause,
                       str(event.get("actor", "")), int(event["generation"]))
 

@@ -275,7 +275,8 @@ local function save(create)
       local forced = i == #EVENTS and FORCED[e[2]] and S.st == e[2]
       redis.call('PUBLISH', prefix .. ':events', cjson.encode({service = service, from = e[1],
         to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now,
-        forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3]}))
+        forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3],
+        kind = e[7] or 'transition'}))
     end
   end
   if TOUCH then

@@ -42,7 +42,7 @@ local function set_overrides()
   TOUCH = true
   local cause = 'config cleared by ' .. actor
   if #parts > 0 then cause = 'config set by ' .. actor .. ': ' .. table.concat(parts, ', ') end
-  EVENTS[#EVENTS + 1] = {S.st, S.st, cause, actor, S.g, (S.st == 'open') and S.ou or 0}
+  EVENTS[#EVENTS + 1] = {S.st, S.st, cause, actor, S.g, (S.st == 'open') and S.ou or 0, 'config'}
 end
 
 begin(4)

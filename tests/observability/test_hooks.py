@@ -80,12 +80,16 @@ def test_on_transition_once_per_transition_own_or_learnt(redis_url: str, prefix:
     other.reset(reason="fixed", actor="bob")                # another client's
     Admin(other.redis, prefix=prefix).trip(svc, reason="INC-4", actor="ops")  # an operator's
     wait_for("the operator's trip", lambda: len(seen) >= 3)
+    Admin(other.redis, prefix=prefix).set_config(svc, actor="ops", minimum_calls=5)  # not a transition
+    Admin(other.redis, prefix=prefix).trip(svc, reason="INC-4 longer", actor="ops")  # a re-trip is one
+    wait_for("the re-trip", lambda: len(seen) >= 4)
     Admin(other.redis, prefix=prefix).reset(svc, actor="ops")
-    wait_for("the reset", lambda: len(seen) >= 4)
+    wait_for("the reset", lambda: len(seen) >= 5)
     assert [summary(t) for t in seen][1:] == [
         ("open", "closed", 2, "manual reset by bob: fixed", "bob"),
         ("closed", "forced_open", 3, "manual trip by ops: INC-4", "ops"),
-        ("forced_open", "closed", 4, "manual reset by ops", "ops"),
+        ("forced_open", "forced_open", 4, "manual trip by ops: INC-4 longer", "ops"),
+        ("forced_open", "closed", 5, "manual reset by ops", "ops"),
     ]
     assert all(t.service == svc for t in seen)
     watched.close()

@@ -143,7 +143,7 @@ def test_four_processes_count_each_transition_once(redis_url: str, prefix: str) 
     summed: Counter[str] = Counter()
     for r in reports:
         summed.update(r["transitions"])
-        assert sorted(r["seen"]) == gens, "a hook missed or repeated a transition"
-        assert r["calls"] == r["made"], "distbreaker.calls differs from the calls made"
-    assert summed == stream
+        assert sorted(r["seen"]) == gens, f"a hook missed or repeated a transition: {sorted(r['seen'])} != {gens}"
+        assert r["calls"] == r["made"], f"distbreaker.calls {r['calls']} != the calls made {r['made']}"
+    assert summed == stream, f"transitions counted {dict(summed)} != the stream {dict(stream)}"
     assert sum(1 for r in reports if r["transitions"]) >= 2  # several processes made transitions

@@ -149,6 +149,12 @@ def _held(pool: Any) -> _Held:
     return held
 
 
+def _packed(conn: Any, command: tuple[Any, ...]) -> bytes | None:
+    """`pack` in the encoding of `conn`'s client."""
+    encoder = conn.encoder
+    return pack(command, encoder.encoding, encoder.encoding_errors)
+
+
 def _execute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     """Send one command on a connection of the pool and read its reply.
 
@@ -160,28 +166,9 @@ def _execute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     if pool is None:
         return client.execute_command(*command)
     held = _held(pool)
-    conn = None
-    while held:
-        try:
-            candidate = held.pop()
-        except IndexError:  # another thread took the last one
-            break
-        try:
-            clean = not candidate.can_read()
-        except (OSError, RedisError):
-            clean = False
-        if clean:
-            conn = candidate
-            break
-        try:
-            candidate.disconnect()
-        finally:
-            pool.release(candidate)
-    if conn is None:
-        conn = pool.get_connection(*_GET_CONNECTION_ARGS)
+    conn = _checkout(pool, held)
     try:
-        encoder = conn.encoder
-        packed = pack(command, encoder.encoding, encoder.encoding_errors)
+        packed = _packed(conn, command)
         if packed is None:
             conn.send_command(*command)
         else:
@@ -191,13 +178,33 @@ def _execute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
         _keep(pool, held, conn)  # an error reply: the connection is fine
         raise
     except BaseException:
-        try:
-            conn.disconnect()  # timeout, reset, interrupt mid-reply: never reuse it
-        finally:
-            pool.release(conn)
+        _discard(pool, conn)  # timeout, reset, interrupt mid-reply: never reuse it
         raise
     _keep(pool, held, conn)
     return reply
+
+
+def _checkout(pool: Any, held: _Held) -> Any:
+    """A held connection that passes the pool's own check, else one from the pool."""
+    while held:
+        try:
+            candidate = held.pop()
+        except IndexError:  # another thread took the last one
+            break
+        try:
+            if not candidate.can_read():
+                return candidate
+        except (OSError, RedisError):
+            pass
+        _discard(pool, candidate)
+    return pool.get_connection(*_GET_CONNECTION_ARGS)
+
+
+def _discard(pool: Any, conn: Any) -> None:
+    try:
+        conn.disconnect()
+    finally:
+        pool.release(conn)
 
 
 def _keep(pool: Any, held: _Held, conn: Any) -> None:
@@ -265,10 +272,9 @@ async def _asend(conn: Any, command: tuple[Any, ...]) -> None:
     for it (within the socket timeout), as redis-py does. Errors are redis-py's.
     """
     writer: Any = getattr(conn, "_writer", None)
-    encoder = conn.encoder
-    packed = None if writer is None else pack(command, encoder.encoding, encoder.encoding_errors)
-    if packed is None or conn.health_check_interval:
-        await conn.send_command(*command)
+    packed = None if writer is None or conn.health_check_interval else _packed(conn, command)
+    if packed is None:
+        await conn.send_command(*command)  # redis-py's way (and its health check, if set)
         return
     try:
         writer.write(packed)
@@ -289,22 +295,7 @@ async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     if pool is None:
         return await client.execute_command(*command)
     held = _held(pool)
-    conn = None
-    while held:
-        candidate = held.pop()
-        try:
-            clean = candidate.is_connected and not await getattr(candidate, _ACAN_READ)()
-        except (OSError, RedisError):
-            clean = False
-        if clean:
-            conn = candidate
-            break
-        try:
-            await candidate.disconnect()
-        finally:
-            await pool.release(candidate)
-    if conn is None:
-        conn = await pool.get_connection(*_AGET_CONNECTION_ARGS)
+    conn = await _acheckout(pool, held)
     try:
         await _asend(conn, command)
         reply = await conn.read_response()
@@ -312,13 +303,30 @@ async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
         await _akeep(pool, held, conn)  # an error reply: the connection is fine
         raise
     except BaseException:
-        try:
-            await conn.disconnect()  # timeout, reset, cancellation mid-reply: never reuse it
-        finally:
-            await pool.release(conn)
+        await _adiscard(pool, conn)  # timeout, reset, cancellation mid-reply: never reuse it
         raise
     await _akeep(pool, held, conn)
     return reply
+
+
+async def _acheckout(pool: Any, held: _Held) -> Any:
+    """`_checkout` for asyncio."""
+    while held:
+        candidate = held.pop()
+        try:
+            if candidate.is_connected and not await getattr(candidate, _ACAN_READ)():
+                return candidate
+        except (OSError, RedisError):
+            pass
+        await _adiscard(pool, candidate)
+    return await pool.get_connection(*_AGET_CONNECTION_ARGS)
+
+
+async def _adiscard(pool: Any, conn: Any) -> None:
+    try:
+        await conn.disconnect()
+    finally:
+        await pool.release(conn)
 
 
 async def _akeep(pool: Any, held: _Held, conn: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError
 
-from . import _ops
+from . import _ops, _schema
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._batch import sync_flusher
@@ -76,6 +76,7 @@ class Breaker:
                  flush_interval: float = 0.1, flush_size: int = 1000,
                  on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
+        _schema.check_options(listen, clock)
         hooks = Hooks(on_transition, on_call, asynchronous=False)
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis

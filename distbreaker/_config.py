@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Literal
 
+from . import _schema
 from .errors import ConfigError
 
 __all__ = ["BreakerConfig", "Duration", "seconds"]
 
 Duration = float | timedelta
-
-_DURATIONS = ("window", "slow_call_duration", "open_duration", "max_open_duration", "probe_timeout",
-              "redis_timeout", "max_staleness", "idle_ttl")
 
 
 def seconds(value: Duration | None, name: str) -> float | None:
@@ -26,7 +23,10 @@ def seconds(value: Duration | None, name: str) -> float | None:
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, f"must be seconds (float) or a timedelta, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        raise ConfigError(name, f"must be a finite number of seconds, got {value!r}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,66 +82,27 @@ class BreakerConfig:
     _fingerprint: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in _DURATIONS:
-            object.__setattr__(self, name, seconds(getattr(self, name), name))
-        self._check()
-        lua = (
-            repr(float(self.failure_rate_threshold)),
-            str(self.minimum_calls),
-            str(_ms(self.window)),
-            str(self.buckets),
-            str(self.consecutive_failures or 0),
-            repr(float(self.slow_call_rate_threshold)),
-            str(_ms(self.open_duration)),
-            repr(float(self.backoff_multiplier)),
-            str(_ms(self.max_open_duration)),
-            str(self.half_open_max_calls),
-            str(self.half_open_successes),
-            str(_ms(self.probe_timeout)),
-            str(_ms(self.idle_ttl)),
-        )
-        object.__setattr__(self, "_lua", lua)
-        object.__setattr__(self, "_fingerprint", hashlib.sha1(",".join(lua).encode()).hexdigest()[:10])
-
-    def _check(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(name, f"must be {what}, got {getattr(self, name)!r}")
-
-        def is_int(name: str) -> bool:
-            v = getattr(self, name)
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(name: str) -> bool:
-            v = getattr(self, name)
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        need(is_num("failure_rate_threshold") and 0 < self.failure_rate_threshold <= 1,
-             "failure_rate_threshold", "a number with 0 < x <= 1")
-        need(is_num("slow_call_rate_threshold") and 0 < self.slow_call_rate_threshold <= 1,
-             "slow_call_rate_threshold", "a number with 0 < x <= 1")
-        for name in ("minimum_calls", "buckets", "half_open_max_calls", "half_open_successes"):
-            need(is_int(name) and getattr(self, name) >= 1, name, "an int >= 1")
-        need(self.consecutive_failures is None
-             or (is_int("consecutive_failures") and self.consecutive_failures >= 1),
-             "consecutive_failures", "None or an int >= 1")
-        need(is_num("backoff_multiplier") and self.backoff_multiplier >= 1,
-             "backoff_multiplier", "a number >= 1")
-        for name in _DURATIONS:
-            v = getattr(self, name)
-            if v is None and name == "slow_call_duration":
-                continue
-            need(math.isfinite(v) and v > 0, name, "a positive duration")
-        need(self.window * 1000 >= self.buckets,  # type: ignore[operator]
-             "window", "at least one millisecond per bucket")
-        need(self.max_open_duration >= self.open_duration,  # type: ignore[operator]
-             "max_open_duration", "at least open_duration")
+        # The 13 values the scripts use: checked (and normalised) by the schema, which the
+        # scripts' own checks are generated from; then the rules between them.
+        script: dict[str, float | int] = {}
+        for f in _schema.FIELDS:
+            value = f.check(getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+            script[f.name] = f.script_value(value)
+        rule = _schema.broken_rule(script)
+        if rule is not None:
+            raise ConfigError(rule.field, f"must be {rule.words}, got {getattr(self, rule.field)!r}")
+        for name, (high, off) in _schema.LOCAL_DURATIONS.items():
+            object.__setattr__(self, name, _schema.check_seconds(name, getattr(self, name), high=high, off=off))
         for name in ("failure_exceptions", "ignored_exceptions"):
             v = getattr(self, name)
-            need(isinstance(v, tuple) and all(isinstance(t, type) and issubclass(t, BaseException) for t in v),
-                 name, "a tuple of exception classes")
-        need(self.on_redis_error in ("allow", "reject", "local"), "on_redis_error",
-             "'allow', 'reject' or 'local'")
+            if not (isinstance(v, tuple) and all(isinstance(t, type) and issubclass(t, BaseException) for t in v)):
+                raise ConfigError(name, f"must be a tuple of exception classes, got {v!r}")
+        if self.on_redis_error not in ("allow", "reject", "local"):
+            raise ConfigError("on_redis_error", f"must be 'allow', 'reject' or 'local', got {self.on_redis_error!r}")
+        lua = tuple(f.text(script[f.name]) for f in _schema.FIELDS)
+        object.__setattr__(self, "_lua", lua)
+        object.__setattr__(self, "_fingerprint", hashlib.sha1(",".join(lua).encode()).hexdigest()[:10])
 
     @property
     def fingerprint(self) -> str:
@@ -153,8 +114,3 @@ class BreakerConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         values.update(changes)
         return BreakerConfig(**values)
-
-
-def _ms(value: float | timedelta | None) -> int:
-    assert isinstance(value, float)
-    return max(1, round(value * 1000))

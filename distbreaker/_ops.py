@@ -7,6 +7,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from . import _schema
 from ._config import BreakerConfig, seconds
 from ._log import LIMITED
 from .errors import ConfigError, translate
@@ -34,11 +35,9 @@ def check_reason(reason: str) -> str:
 
 
 def duration(for_: Any) -> float | None:
-    """Normalise `for_` (seconds or timedelta, None = no expiry); must be positive."""
-    value = seconds(for_, "for_")
-    if value is not None and not value > 0:
-        raise ConfigError("for_", f"must be a positive duration, got {for_!r}")
-    return value
+    """Normalise `for_` of trip/disable (seconds or timedelta, None = no expiry): > 0 and at
+    most `_schema.FOR_MAX` (366 days), else `ConfigError` before Redis is touched."""
+    return _schema.check_seconds("for_", for_, high=_schema.FOR_MAX, off=True)
 
 
 def server_ms(client: Any) -> int:

@@ -20,6 +20,8 @@ import math
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
+from . import _schema
+
 __all__ = [
     "CFG_NAMES",
     "CLOSED",
@@ -66,8 +68,8 @@ class Cfg:
         return self.window_ms // self.buckets
 
     def argv(self) -> list[str]:
-        """The 13 config ARGV as the client passes them: ints as decimals, floats with `repr()`."""
-        return [repr(v) if isinstance(v, float) else str(v) for v in astuple(self)]
+        """The 13 config ARGV as the client passes them (`_schema.Field.text`)."""
+        return [f.text(v) for f, v in zip(_schema.FIELDS, astuple(self))]
 
     @property
     def fingerprint(self) -> str:
@@ -76,25 +78,32 @@ class Cfg:
 
     @classmethod
     def from_argv(cls, values: list[str]) -> Cfg:
-        """Parse 13 config values as text (the stored `cfg`/`cc`); ints stay ints."""
+        """Parse 13 config values as text (the stored `cfg`/`cc`); integral ones become ints
+        (a fraction or a non-finite number stays a float, which `valid()` refuses)."""
         out: list[Any] = []
-        for f, text in zip(fields(cls), values, strict=True):
-            out.append(float(text) if f.type == "float" else int(text))
+        for f, text in zip(_schema.FIELDS, values, strict=True):
+            v = float(text)
+            out.append(int(v) if f.integral and v.is_integer() else v)
         return cls(*out)
 
+    @classmethod
+    def defaults(cls) -> Cfg:
+        """The defaults of `BreakerConfig`, in the scripts' units."""
+        return cls.from_argv(list(_schema.DEFAULT_ARGV))
+
     def valid(self) -> bool:
-        """The checks the scripts make on a config (`parse_cfg`)."""
-        return (
-            self.buckets >= 1
-            and self.window_ms >= self.buckets
-            and self.minimum_calls >= 1
-            and self.half_open_max_calls >= 1
-            and self.half_open_successes >= 1
-        )
+        """The checks the scripts make on a config (`parse_cfg`, generated from the schema):
+        every value within its field's bounds, then the rules between fields."""
+        values = dict(zip((f.name for f in _schema.FIELDS), astuple(self)))
+        if not all(f.accepts(values[f.name]) for f in _schema.FIELDS):
+            return False
+        return _schema.broken_rule(values) is None
 
 
 CFG_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Cfg))
-DEFAULT_CFG = Cfg(0.5, 10, 60_000, 10, 0, 1.0, 30_000, 2.0, 600_000, 1, 1, 10_000, 604_800_000)
+if CFG_NAMES != tuple(f.lua for f in _schema.FIELDS):
+    raise RuntimeError("_reference.Cfg's fields must be _schema.FIELDS' lua names, in order")
+DEFAULT_CFG = Cfg.defaults()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import _schema
 from ._core import Command, Eval
 
 if TYPE_CHECKING:
@@ -55,6 +56,10 @@ def _load() -> dict[str, LuaScript]:
     base = _lua_dir()
     head = (base / "_head.lua").read_bytes()
     lib = (base / "_lib.lua").read_bytes()
+    # the config's names, defaults and bounds come from the one schema (distbreaker/_schema.py)
+    if lib.count(b"\n--@schema\n") != 1:
+        raise RuntimeError("lua/_lib.lua must contain one '--@schema' line")
+    lib = lib.replace(b"\n--@schema\n", b"\n" + _schema.lua_constants().encode() + b"\n")
     scripts = {}
     for name in NAMES:
         body = (base / f"{name}.lua").read_bytes()

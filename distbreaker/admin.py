@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError
 
-from . import _ops
+from . import _ops, _schema
 from ._config import BreakerConfig
 from ._core import (
     DEFAULT_PREFIX,
@@ -32,23 +32,9 @@ from .errors import ConfigError, UnknownServiceError, translate
 
 __all__ = ["Admin", "Check", "FleetConfig"]
 
-# The 13 config values of the scripts (docs/state-machine.md), in order: the script's name,
+# The 13 config values of the scripts, in order (from `_schema.FIELDS`): the script's name,
 # the `BreakerConfig` field, and its kind ("ms" = a duration the scripts keep in ms).
-CONFIG_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("failure_rate_threshold", "failure_rate_threshold", "float"),
-    ("minimum_calls", "minimum_calls", "int"),
-    ("window_ms", "window", "ms"),
-    ("buckets", "buckets", "int"),
-    ("consecutive_failures", "consecutive_failures", "off"),
-    ("slow_call_rate_threshold", "slow_call_rate_threshold", "float"),
-    ("open_duration_ms", "open_duration", "ms"),
-    ("backoff_multiplier", "backoff_multiplier", "float"),
-    ("max_open_duration_ms", "max_open_duration", "ms"),
-    ("half_open_max_calls", "half_open_max_calls", "int"),
-    ("half_open_successes", "half_open_successes", "int"),
-    ("probe_timeout_ms", "probe_timeout", "ms"),
-    ("idle_ttl_ms", "idle_ttl", "ms"),
-)
+CONFIG_FIELDS: tuple[tuple[str, str, str], ...] = tuple((f.lua, f.name, f.kind) for f in _schema.FIELDS)
 FLEET_FIELDS: tuple[str, ...] = tuple(field for _, field, _ in CONFIG_FIELDS)
 _BY_SCRIPT_NAME = {script: (i, field, kind) for i, (script, field, kind) in enumerate(CONFIG_FIELDS)}
 _DEFAULTS = BreakerConfig()
@@ -251,13 +237,18 @@ class Admin:
 
         .. versionadded:: 0.1.0
         """
-        for name in overrides:
+        # Everything that can be checked without Redis is checked first: nothing is sent when
+        # a value is refused (the script checks the merged config again, before any write).
+        validate_service(service)
+        for name, value in overrides.items():
             if name not in FLEET_FIELDS:
                 why = ("is each worker's own setting, not stored in Redis"
                        if name in BreakerConfig.__dataclass_fields__ else "is not a config field")
                 raise ConfigError(name, f"{why}; fleet-wide: {', '.join(FLEET_FIELDS)}")
+            _schema.by_name(name).check(value)  # bounds: ConfigError names the field
         if not overrides:
             raise ConfigError("overrides", "give at least one name=value (clear_config removes them)")
+        actor = _ops.actor_or_default(actor)
         try:
             current: FleetConfig | None = self.config(service)
         except UnknownServiceError:
@@ -278,7 +269,7 @@ class Admin:
         lua = merged._lua
         spec = ";".join(f"{script}={lua[i]}" for i, (script, field, _) in enumerate(CONFIG_FIELDS)
                         if field in wanted)
-        self._run(service, "control", ["config", "0", spec, _ops.actor_or_default(actor)])
+        self._run(service, "control", ["config", "0", spec, actor])
         return self.config(service)
 
     def clear_config(self, service: str, *, actor: str | None = None) -> FleetConfig:

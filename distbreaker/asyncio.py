@@ -17,7 +17,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from . import _ops
+from . import _ops, _schema
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._connect import client_options
@@ -142,6 +142,7 @@ class Breaker:
                  flush_interval: float = 0.1, flush_size: int = 1000,
                  on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
+        _schema.check_options(listen, clock)
         self._hooks = hooks = Hooks(on_transition, on_call, asynchronous=True)
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis

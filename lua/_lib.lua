@@ -37,15 +37,13 @@ end
 
 -- Config ------------------------------------------------------------------------------------
 -- C holds what the hot path needs; full() adds the rest, parsed only when a rare path needs it.
-local CFG_NAMES = {'failure_rate_threshold', 'minimum_calls', 'window_ms', 'buckets',
-  'consecutive_failures', 'slow_call_rate_threshold', 'open_duration_ms', 'backoff_multiplier',
-  'max_open_duration_ms', 'half_open_max_calls', 'half_open_successes', 'probe_timeout_ms',
-  'idle_ttl_ms'}
-local DEFAULT_CFG = '0.5,10,60000,10,0,1.0,30000,2.0,600000,1,1,10000,604800000'
-local DEFAULT_BMS, DEFAULT_NB = 6000, 10   -- the bucket layout of DEFAULT_CFG
+-- CFG_NAMES, DEFAULT_CFG, DEFAULT_BMS/DEFAULT_NB and check_cfg (the bounds of each value and
+-- the rules between them) are generated from distbreaker/_schema.py, inserted here:
+--@schema
 local CFG_INDEX = {}
 for i = 1, 13 do CFG_INDEX[CFG_NAMES[i]] = i end
 
+-- The 13 values (text) -> the parsed config; fails on a value out of bounds (nothing written yet).
 local function parse_cfg(values)
   local c = {}
   for i = 1, 13 do
@@ -53,10 +51,7 @@ local function parse_cfg(values)
     if v == nil then fail(CFG_NAMES[i] .. ' must be a number, got ' .. tostring(values[i])) end
     c[i] = v
   end
-  if c[4] < 1 or c[3] < c[4] then fail('window_ms must be >= buckets >= 1') end
-  if c[2] < 1 or c[10] < 1 or c[11] < 1 then
-    fail('minimum_calls, half_open_max_calls and half_open_successes must be >= 1')
-  end
+  check_cfg(c, values)
   return {frt = c[1], min = c[2], nb = c[4], cxn = c[5], srt = c[6], bms = math.floor(c[3] / c[4]),
     open = c[7], mult = c[8], maxo = c[9], hmax = c[10], hsucc = c[11], probe = c[12], ttl = c[13],
     full = true}

@@ -77,15 +77,12 @@ def check_seconds(name: str, value: object, *, high: float, off: bool = False) -
             return None
         raise ConfigError(name, "must be seconds (float) or a timedelta, got None")
     if isinstance(value, timedelta):
-        s = value.total_seconds()
+        s: float | None = value.total_seconds()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            s = float(value)
-        except OverflowError:
-            s = math.inf
+        s = _real(value)
     else:
         raise ConfigError(name, f"must be seconds (float) or a timedelta, got {value!r}")
-    if not (math.isfinite(s) and 0 < s <= high):
+    if s is None or not 0 < s <= high:
         limit = human_ms(high * 1000) if high * 1000 == int(high * 1000) else f"{high} s"
         raise ConfigError(name, f"must be a duration > 0 and at most {limit}, got {value!r}")
     return s
@@ -196,10 +193,21 @@ class Field:
             if not ok:
                 raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
             return value  # type: ignore[return-value]  # an int: checked above
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value) and self.accepts(float(value))):
+        real = _real(value)
+        if real is None or not self.accepts(real):
             raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
-        return float(value)
+        return real
+
+
+def _real(value: object) -> float | None:
+    """`value` as a finite float, or None (a bool, a non-number, inf, nan, an int past floats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        real = float(value)
+    except OverflowError:
+        return None
+    return real if math.isfinite(real) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,11 +188,10 @@ class Field:
                 raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
             return s
         if self.integral:
-            ok = (isinstance(value, int) and not isinstance(value, bool)
-                  and not (self.off and value == 0) and self.accepts(value))  # None = off, never 0
-            if not ok:
-                raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
-            return value  # type: ignore[return-value]  # an int: checked above
+            if (isinstance(value, int) and not isinstance(value, bool)
+                    and not (self.off and value == 0) and self.accepts(value)):  # None = off, never 0
+                return value
+            raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
         real = _real(value)
         if real is None or not self.accepts(real):
             raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")

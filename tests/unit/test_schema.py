@@ -266,3 +266,25 @@ def test_lua_constants_follow_the_schema() -> None:
     for rule in _schema.RELATIONS:
         a, b = _schema.by_name(rule.field).lua, _schema.by_name(rule.other).lua
         assert f"fail('{a} must be >= {b}')" in text
+
+
+def test_configuration_page_documents_every_bound() -> None:
+    """docs/configuration.md's "valid" column states each upper bound the schema holds."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    rows = {line.split(" | ")[0][3:-1]: line.split(" | ")[-1] for line in page.splitlines()
+            if line.startswith("| `") and line.count(" | ") == 4}  # the Fields table
+
+    def shown(value: float) -> str:
+        if value == 10**9:
+            return "10⁹"
+        return _schema.human_ms(value) if isinstance(value, int) and value >= 1000 * 60 else f"{value:g}"
+
+    for f in _schema.FIELDS:
+        high = _schema.human_ms(f.high) if f.unit == "ms" else shown(f.high)
+        assert high in rows[f.name], (f.name, high, rows[f.name])
+    for name, (high_s, _) in _schema.LOCAL_DURATIONS.items():
+        words = "60 seconds" if high_s == 60 else _schema.human_ms(high_s * 1000)
+        assert words in rows[name], (name, words, rows[name])
+    assert "| `for_` of `trip` / `disable` | 366 days |" in page and _schema.FOR_MAX == 366 * DAY

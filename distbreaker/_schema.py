@@ -133,7 +133,7 @@ class Field:
         above = v > self.low if self.low_open else v >= self.low
         return above and v <= self.high and (not self.integral or v == math.floor(v))
 
-    def script_value(self, value: float | int | None) -> float | int:
+    def script_value(self, value: float | None) -> float | int:
         """A checked `BreakerConfig` value in the scripts' units."""
         if value is None:
             return 0
@@ -141,11 +141,11 @@ class Field:
             return round(value * 1000)
         return float(value) if self.unit in ("ratio", "factor") else int(value)
 
-    def text(self, v: float | int) -> str:
+    def text(self, v: float) -> str:
         """A value in the scripts' units as ARGV text (what the fingerprint hashes)."""
         return repr(float(v)) if self.unit in ("ratio", "factor") else str(int(v))
 
-    def argv(self, value: float | int | None) -> str:
+    def argv(self, value: float | None) -> str:
         """A checked `BreakerConfig` value as the scripts' ARGV text."""
         return self.text(self.script_value(value))
 

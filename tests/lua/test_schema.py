@@ -14,8 +14,7 @@ import redis
 import redis.asyncio
 
 import distbreaker.asyncio as dba
-from distbreaker import Admin, Breaker, BreakerConfig, ConfigError, State
-from distbreaker import _schema
+from distbreaker import Admin, Breaker, BreakerConfig, ConfigError, State, _schema
 from distbreaker._reference import Cfg
 from distbreaker._scripts import SCRIPTS
 

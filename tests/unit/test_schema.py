@@ -15,8 +15,7 @@ import redis
 import redis.asyncio
 
 import distbreaker.asyncio as dba
-from distbreaker import Admin, Breaker, BreakerConfig, ConfigError
-from distbreaker import _ops, _schema
+from distbreaker import Admin, Breaker, BreakerConfig, ConfigError, _ops, _schema
 from distbreaker._reference import CFG_NAMES, DEFAULT_CFG, Cfg
 from distbreaker._scripts import SCRIPTS
 from distbreaker.admin import CONFIG_FIELDS

@@ -36,6 +36,7 @@ __all__ = [
     "by_name",
     "check_options",
     "check_seconds",
+    "human_ms",
     "lua_constants",
 ]
 

@@ -10,7 +10,7 @@ import redis
 
 import distbreaker.asyncio as dba
 from distbreaker import Breaker, BreakerConfig, connect
-from distbreaker._scripts import _ACAN_READ, _GET_CONNECTION_ARGS, _HELD
+from distbreaker._transport import _ACAN_READ, _GET_CONNECTION_ARGS, _HELD
 
 
 def _kill_clients(r: redis.Redis) -> int:

@@ -255,3 +255,20 @@ async def test_a_user_built_asyncio_client_takes_a_cold_burst(redis_url: str, pr
         assert (await b.snapshot()).calls == 200
     finally:
         await client.aclose()
+
+
+async def test_a_client_of_the_other_world_is_refused_at_construction(redis_url: str) -> None:
+    """A sync client given to the asyncio Breaker (or an asyncio one to the sync Breaker) raises
+    ConfigError naming what to pass, instead of failing at the first call."""
+    import distbreaker
+
+    sync_client = distbreaker.connect(redis_url)
+    async_client = dba.connect(redis_url)
+    try:
+        with pytest.raises(distbreaker.ConfigError, match="distbreaker.asyncio.connect"):
+            dba.Breaker("svc", sync_client)
+        with pytest.raises(distbreaker.ConfigError, match="distbreaker.connect"):
+            distbreaker.Breaker("svc", async_client)
+    finally:
+        sync_client.close()
+        await async_client.aclose()

@@ -317,12 +317,13 @@ def drive(client: Any, steps: Steps[T]) -> T:
 # set up at once: a cold burst of 1000 tasks sets up a few connections and shares them, instead
 # of 1000 set-ups (~0.5-1 ms of event-loop time each with redis-py 8) that make every connect and
 # read overrun a 50 ms budget. A waiting task gives up (a Redis TimeoutError, which the breaker
-# treats like any Redis error) when no command of the pool completed for one `socket_timeout`,
-# or at once when a command timed out on a connection (Redis hangs: the burst returns after about
-# one budget, not one budget per waiting task). While commands complete, waiting is not bounded
-# by the budget: a burst queues behind the event loop, not behind Redis.
+# treats like any Redis error) at once when a command timed out on a connection (Redis hangs: the
+# burst returns after about one budget, not one budget per waiting task), or, a safety net, when
+# no command of the pool completed for WAIT_BUDGETS x `socket_timeout`. While commands complete,
+# waiting is not bounded by the budget: a burst queues behind the event loop, not behind Redis.
 
 MAX_OPENING = 4
+WAIT_BUDGETS = 10
 
 
 class _AHeld(_Held):
@@ -336,7 +337,10 @@ class _AHeld(_Held):
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.progress = loop.time()  # last time a command completed or a connection was set up
         timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
-        self.budget: float | None = timeout if isinstance(timeout, (int, float)) and timeout > 0 else None
+        # a waiting task's own bound: a safety net (a command that times out ends every wait at
+        # once), so generous enough for a burst behind a slow event loop
+        self.budget: float | None = (WAIT_BUDGETS * timeout if isinstance(timeout, (int, float)) and timeout > 0
+                                     else None)
 
     def _next_waiter(self) -> asyncio.Future[Any] | None:
         waiters = self.waiters

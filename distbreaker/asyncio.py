@@ -46,8 +46,8 @@ def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.asyncio.
     allows 1000 connections; past that a command fails at once and counts as Redis unavailable.
     The breakers' own commands share at most 32 of them (4 being set up at a time): a burst of
     concurrent calls on a fresh client waits for a connection instead of setting up one each
-    within the budget; a wait ends with a Redis timeout only when no command completed for
-    `timeout`, or at once when one timed out (a hung Redis costs a burst about one `timeout`).
+    within the budget; a wait ends with a Redis timeout at once when a command timed out (a hung
+    Redis costs a burst about one `timeout`), or when no command completed for 10 × `timeout`.
     """
     options = client_options(url, timeout)
     options.pop("timeout")  # the blocking pool's wait

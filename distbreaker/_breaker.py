@@ -20,6 +20,7 @@ from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, P
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, drive, eval_steps
+from ._transport import check_client
 from .errors import CircuitOpenError, translate
 
 __all__ = ["Breaker"]
@@ -81,6 +82,7 @@ class Breaker:
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
+        check_client(redis, asynchronous=False)  # an asyncio client here is refused, saying what to pass
         _ops.check_client_budget(redis, core.config)
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:

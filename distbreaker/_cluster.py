@@ -19,9 +19,10 @@ from redis.retry import Retry
 
 from ._connect import client_options
 from ._log import LIMITED
+from ._transport import ainit
 from .errors import ConfigError, redact
 
-__all__ = ["REDIRECTS", "check_eviction", "cluster_options", "connect_cluster", "connect_sentinel",
+__all__ = ["REDIRECTS", "ainit", "check_eviction", "cluster_options", "connect_cluster", "connect_sentinel",
            "eviction_warning"]
 
 # Attempts of one command across MOVED/ASK/TRYAGAIN replies (redis-py's default is 16, with a
@@ -174,10 +175,3 @@ def _warn(client: Any, reply: Any) -> None:
     message = eviction_warning(_policies(reply))
     if message is not None:  # once per client (the key also bounds a process making many clients)
         LIMITED.log(logging.WARNING, ("eviction-policy", id(client)), "%s", message, burst=1)
-
-
-async def ainit(client: Any) -> None:
-    """Initialise a `redis.asyncio.cluster.RedisCluster` once (its pub/sub and concurrent
-    first commands fail on a client that was not initialised); no-op for other clients."""
-    if getattr(client, "_initialize", False) and hasattr(client, "nodes_manager"):
-        await client.initialize()

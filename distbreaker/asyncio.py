@@ -29,6 +29,7 @@ from ._hooks import CallHook, Hooks, TransitionHook
 from ._timeout import check_timeout, within
 from ._model import Snapshot, State
 from ._scripts import SCRIPTS, Steps, adrive, eval_steps
+from ._transport import check_client
 from .registry import _Registry
 from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
 
@@ -43,6 +44,10 @@ def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.asyncio.
 
     Its pool does not block (redis-py's asyncio blocking pool costs ~40 µs per command here) but
     allows 1000 connections; past that a command fails at once and counts as Redis unavailable.
+    The breakers' own commands share at most 32 of them (4 being set up at a time): a burst of
+    concurrent calls on a fresh client waits for a connection instead of setting up one each
+    within the budget; a wait ends with a Redis timeout at once when a command timed out (a hung
+    Redis costs a burst about one `timeout`), or when no command completed for 10 × `timeout`.
     """
     options = client_options(url, timeout)
     options.pop("timeout")  # the blocking pool's wait
@@ -147,6 +152,7 @@ class Breaker:
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
+        check_client(redis, asynchronous=True)  # a sync client here is refused, saying what to pass
         _ops.check_client_budget(redis, core.config)
         self._listen = listen
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)

@@ -164,7 +164,7 @@ def test_pack_matches_redis_py() -> None:
     does not handle to redis-py."""
     from redis.asyncio.connection import Connection
 
-    from distbreaker._scripts import pack
+    from distbreaker._transport import pack
 
     for encoding in ("utf-8", "latin-1"):
         conn = Connection(encoding=encoding)
@@ -179,7 +179,7 @@ async def test_write_to_a_hung_server_times_out(redis_server_factory: Any) -> No
     timeout is redis-py's TimeoutError (a Redis error the breaker's policy handles)."""
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from distbreaker._scripts import _aexecute
+    from distbreaker._transport import _aexecute
 
     server = redis_server_factory()
     client = dba.connect(server.url, timeout=0.2)
@@ -194,3 +194,81 @@ async def test_write_to_a_hung_server_times_out(redis_server_factory: Any) -> No
     finally:
         server.resume()
         await client.aclose()
+
+
+@pytest.mark.parametrize("n", [200, 1000])
+async def test_a_cold_burst_on_a_fresh_default_client_is_counted_in_full(redis_url: str, prefix: str,
+                                                                          n: int) -> None:
+    """Regression (issue 14 item 2): N concurrent calls on a fresh `connect()` client with the
+    default budget, no connection set up yet, are all counted (they used to time out connecting,
+    1-2 of 200 counted under load)."""
+    client = dba.connect(redis_url)
+    b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix)
+    try:
+        results = await asyncio.gather(*(b.call(lambda: "ran") for _ in range(n)))
+        assert results == ["ran"] * n
+        assert (await b.snapshot()).calls == n
+    finally:
+        await b.close()
+        await client.aclose()
+
+
+async def test_a_hung_server_bounds_a_burst_by_about_one_budget(redis_server_factory: Any, prefix: str) -> None:
+    """With the server stopped (SIGSTOP) a burst of 1000 calls on a warm default client all run
+    (on_redis_error='allow') after about one budget: the calls waiting for a connection give up
+    with the ones that timed out, instead of each opening a connection and waiting a budget of
+    its own (counted: the connections the hung server was sent)."""
+    import redis
+
+    server = redis_server_factory()
+    admin = redis.Redis.from_url(server.url, socket_timeout=10)
+    client = dba.connect(server.url)
+    b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, listen=False)
+    try:
+        assert await b.call(lambda: "ran") == "ran"
+        before = int(admin.info("stats")["total_connections_received"])
+        server.pause()
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            results = await asyncio.gather(*(b.call(lambda: "ran") for _ in range(1000)))
+            took = loop.time() - t0
+        finally:
+            server.resume()
+        assert results == ["ran"] * 1000
+        opened = int(admin.info("stats")["total_connections_received"]) - before
+        assert opened <= 40, opened  # at most the lean path's connection cap, not one per call
+        assert took < 40 * 0.05, took  # loose: ~1 budget here; one budget per waiting call was ~30
+    finally:
+        await client.aclose()
+        admin.close()
+
+
+async def test_a_user_built_asyncio_client_takes_a_cold_burst(redis_url: str, prefix: str) -> None:
+    """A plain `redis.asyncio.Redis` the user built (not through connect) counts a cold burst of 200."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=0.5)
+    b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, listen=False)
+    try:
+        await asyncio.gather(*(b.call(lambda: None) for _ in range(200)))
+        assert (await b.snapshot()).calls == 200
+    finally:
+        await client.aclose()
+
+
+async def test_a_client_of_the_other_world_is_refused_at_construction(redis_url: str) -> None:
+    """A sync client given to the asyncio Breaker (or an asyncio one to the sync Breaker) raises
+    ConfigError naming what to pass, instead of failing at the first call."""
+    import distbreaker
+
+    sync_client = distbreaker.connect(redis_url)
+    async_client = dba.connect(redis_url)
+    try:
+        with pytest.raises(distbreaker.ConfigError, match="distbreaker.asyncio.connect"):
+            dba.Breaker("svc", sync_client)
+        with pytest.raises(distbreaker.ConfigError, match="distbreaker.connect"):
+            distbreaker.Breaker("svc", async_client)
+    finally:
+        sync_client.close()
+        await async_client.aclose()

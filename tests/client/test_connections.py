@@ -10,7 +10,7 @@ import redis
 
 import distbreaker.asyncio as dba
 from distbreaker import Breaker, BreakerConfig, connect
-from distbreaker._scripts import _ACAN_READ, _GET_CONNECTION_ARGS, _HELD
+from distbreaker._transport import _ACAN_READ, _GET_CONNECTION_ARGS, _HELD
 
 
 def _kill_clients(r: redis.Redis) -> int:
@@ -128,3 +128,25 @@ def test_held_state_survives_error_replies(redis_url: str, r: redis.Redis, prefi
     assert good.call(lambda: 7) == 7
     assert good.snapshot().calls == 1
     client.close()
+
+
+def test_connect_sends_no_handshake_commands(redis_server_factory: object, prefix: str) -> None:
+    """Regression (issue 14 item 19): a connect() / asyncio connect() connection sends no HELLO and
+    no CLIENT SETINFO (the server's command stats show only the breaker's own commands)."""
+    server = redis_server_factory()  # type: ignore[operator]
+    admin = redis.Redis.from_url(server.url, protocol=2)
+    admin.config_resetstat()
+    client = connect(server.url, timeout=2.0)
+    Breaker("svc", client, BreakerConfig(), prefix=prefix, listen=False).call(lambda: None)
+
+    async def one_async() -> None:
+        aclient = dba.connect(server.url, timeout=2.0)
+        await dba.Breaker("svc", aclient, BreakerConfig(), prefix=prefix, listen=False).call(lambda: None)
+        await aclient.aclose()
+
+    asyncio.run(one_async())
+    stats = admin.info("commandstats")
+    assert "cmdstat_evalsha" in stats or "cmdstat_eval" in stats
+    assert not [name for name in stats if name in ("cmdstat_hello", "cmdstat_client|setinfo")], stats
+    client.close()
+    admin.close()

@@ -252,3 +252,51 @@ async def test_asyncio_listener_initialises_a_user_built_cluster_client(redis_cl
     finally:
         await b.close()
         await client.aclose()
+
+
+async def test_a_fresh_user_built_asyncio_cluster_client_takes_a_concurrent_burst(redis_cluster: Cluster,
+                                                                                   prefix: str) -> None:
+    """Regression (issue 14 item 3): 50 concurrent calls on a `redis.asyncio.cluster.RedisCluster`
+    the user built and never initialised are all counted (they raised AttributeError
+    'NoneType' object has no attribute 'writelines')."""
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster.url, socket_timeout=0.5)
+    b = dba.Breaker("fresh", client, cfg(minimum_calls=10**6), prefix=prefix, listen=False)
+    try:
+        assert await asyncio.gather(*(b.call(int, i) for i in range(50))) == list(range(50))
+        assert (await b.snapshot()).calls == 50
+    finally:
+        await b.close()
+        await client.aclose()
+
+
+def test_a_fresh_user_built_sync_cluster_client_takes_concurrent_threads(redis_cluster: Cluster,
+                                                                          prefix: str) -> None:
+    """50 calls from 10 threads at once on a `redis.cluster.RedisCluster` the user built are all counted."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster.url, socket_timeout=0.5)
+    b = Breaker("fresh-sync", client, cfg(minimum_calls=10**6), prefix=prefix, listen=False)
+    start = threading.Barrier(10)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            start.wait(timeout=10)
+            for _ in range(5):
+                b.call(int, 1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(10)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not errors
+        assert b.snapshot().calls == 50
+    finally:
+        b.close()
+        client.close()

@@ -1,0 +1,628 @@
+"""The lean send path: one command on a redis-py connection, without redis-py's per-command layers.
+
+The breaker sends one small command at a time (EVALSHA / EVAL) and has its own budget and
+backoff, so it skips redis-py's per-command retry, instrumentation and pool round trip: a
+connection that completed a command cleanly is held for the next one (see "connections held
+between commands"), commands are packed here (`pack`), and asyncio writes go straight into the
+transport's buffer (`_asend`). Clients this path does not know (clusters, pipelines, subclasses,
+single-connection clients) go through their own `execute_command`.
+
+This is the module that depends on redis-py's internals. Every one it touches (and those
+`_connect` and `_cluster` rely on) is listed in `INTERNALS` with the reason;
+tests/client/test_redis_internals.py checks each on the installed redis-py, and CI runs it on the
+oldest (5.0.1) and the newest redis-py the project accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import os
+from collections import deque
+from collections.abc import Generator
+from typing import Any, NamedTuple, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._core import Command
+from .errors import ConfigError
+
+__all__ = ["INTERNALS", "Internal", "Steps", "adrive", "ainit", "alean_pool", "check_client", "drive",
+           "lean_pool", "pack"]
+
+T = TypeVar("T")
+
+Steps = Generator[Command, Any, T]
+
+
+class Internal(NamedTuple):
+    """One redis-py internal this package relies on.
+
+    `attribute` is ``Class.name`` in `module`; ``a|b`` means either name (versions differ).
+    `shape`: ``method`` (a plain function on the class), ``coroutine`` (an ``async def`` on the
+    class), ``attribute`` (set on every instance, or a property), ``class attribute``, or
+    ``parameter`` (``Class.__init__`` or ``Class.method`` accepts a keyword named after the colon:
+    ``Class.__init__:name``).
+    """
+
+    module: str
+    attribute: str
+    shape: str
+    why: str
+
+
+_SYNC_POOL = "redis.connection"
+_ASYNC = "redis.asyncio.connection"
+
+INTERNALS: tuple[Internal, ...] = (
+    # -- sync lean path (_execute) -------------------------------------------------------------
+    Internal(_SYNC_POOL, "ConnectionPool.get_connection", "method",
+             "checks a connection out for the lean path; takes a command name before redis-py 5.1 "
+             "(_GET_CONNECTION_ARGS)"),
+    Internal(_SYNC_POOL, "ConnectionPool.release", "method", "gives a connection back (not held, or discarded)"),
+    Internal(_SYNC_POOL, "ConnectionPool.max_connections", "attribute",
+             "sizes the held list: a quarter of the pool, 32 at most"),
+    Internal(_SYNC_POOL, "ConnectionPool.__dict__", "attribute",
+             "the held list is stored on the pool (pool.__dict__['_distbreaker_held']): it lives and dies "
+             "with the pool"),
+    Internal(_SYNC_POOL, "Connection.can_read", "method",
+             "the pool's own dirty check (closed by the server, or data waiting), run on a held "
+             "connection before reuse"),
+    Internal(_SYNC_POOL, "Connection.send_packed_command", "method", "writes a command packed by `pack`"),
+    Internal(_SYNC_POOL, "Connection.send_command", "method", "writes a command `pack` does not handle"),
+    Internal(_SYNC_POOL, "Connection.read_response", "method", "reads the reply, redis-py's errors"),
+    Internal(_SYNC_POOL, "Connection.disconnect", "method", "drops a connection that failed mid-command"),
+    Internal(_SYNC_POOL, "Connection.encoder", "attribute",
+             "its .encoding and .encoding_errors: `pack` encodes str as the client would"),
+    Internal("redis.client", "Redis.connection_pool", "attribute", "the pool of a plain redis.Redis"),
+    # -- asyncio lean path (_aexecute) ---------------------------------------------------------
+    Internal(_ASYNC, "ConnectionPool.get_connection", "coroutine",
+             "checks a connected connection out (sets it up if new); command name before 5.1"),
+    Internal(_ASYNC, "ConnectionPool.release", "coroutine", "gives a connection back"),
+    Internal(_ASYNC, "ConnectionPool.max_connections", "attribute", "sizes the held list / connection cap"),
+    Internal(_ASYNC, "ConnectionPool.connection_kwargs", "attribute",
+             "its socket_timeout bounds a wait for a connection while no command completes"),
+    Internal(_ASYNC, "ConnectionPool.__dict__", "attribute", "the held list is stored on the pool"),
+    Internal(_ASYNC, "Connection.can_read|can_read_destructive", "coroutine",
+             "the pool's dirty check on a held connection (can_read since redis-py 7)"),
+    Internal(_ASYNC, "Connection.is_connected", "attribute", "a held connection the loop saw closed"),
+    Internal(_ASYNC, "Connection._writer", "attribute",
+             "asyncio.StreamWriter (None before connect): a small command is written into its "
+             "transport's buffer directly, no wait_for task per write (_asend)"),
+    Internal(_ASYNC, "Connection.health_check_interval", "attribute",
+             "when set, writes go through send_command (which runs the health check)"),
+    Internal(_ASYNC, "Connection.socket_timeout", "attribute", "bounds a write the socket does not take at once"),
+    Internal(_ASYNC, "Connection.send_command", "coroutine", "redis-py's write, for what `pack` does not handle"),
+    Internal(_ASYNC, "Connection.read_response", "coroutine",
+             "reads the reply; timeout=math.inf turns its own timer off (the lean path's deadline "
+             "bounds the read instead: _ReadDeadline)"),
+    Internal(_ASYNC, "Connection.disconnect", "coroutine", "drops a connection that failed mid-command"),
+    Internal(_ASYNC, "Connection.encoder", "attribute", "encoding for `pack`"),
+    Internal("redis.asyncio.client", "Redis.connection_pool", "attribute", "the pool of a plain redis.asyncio.Redis"),
+    Internal("redis.asyncio.client", "Redis.single_connection_client", "attribute",
+             "a single-connection client keeps its own connection: it goes through execute_command"),
+    # -- asyncio cluster (ainit) ---------------------------------------------------------------
+    Internal("redis.asyncio.cluster", "RedisCluster._initialize", "attribute",
+             "True until initialize() ran: a user-built client is initialised once before its first "
+             "command (concurrent first commands raise AttributeError on redis-py 8.1)"),
+    Internal("redis.asyncio.cluster", "RedisCluster.initialize", "coroutine",
+             "initialises once under redis-py's own lock"),
+    Internal("redis.asyncio.cluster", "RedisCluster.nodes_manager", "attribute", "tells a cluster client apart"),
+    # -- _cluster, _connect --------------------------------------------------------------------
+    Internal("redis.cluster", "RedisCluster.RedisClusterRequestTTL", "class attribute",
+             "set per client to REDIRECTS: MOVED/ASK followed at most twice within a budget"),
+    Internal("redis.asyncio.cluster", "RedisCluster.RedisClusterRequestTTL", "class attribute",
+             "the same for the asyncio cluster client"),
+    Internal("redis.connection", "AbstractConnection.__init__:driver_info|lib_name", "parameter",
+             "no CLIENT SETINFO on connect (driver_info=None since redis-py 7, lib_name=None before)"),
+    Internal("redis.connection", "AbstractConnection.__init__:protocol", "parameter",
+             "protocol=2: no HELLO on connect (redis-py 8 defaults to RESP3, one more round trip)"),
+)
+
+
+def _get_connection_args(pool_class: Any) -> tuple[str, ...]:
+    """redis-py < 5.1 requires a command name in get_connection(); newer ones deprecate it."""
+    param = inspect.signature(pool_class.get_connection).parameters.get("command_name")
+    return ("EVALSHA",) if param is not None and param.default is inspect.Parameter.empty else ()
+
+
+_GET_CONNECTION_ARGS = _get_connection_args(redis.ConnectionPool)
+_AGET_CONNECTION_ARGS = _get_connection_args(redis.asyncio.ConnectionPool)
+# The asyncio connection's "is it dirty" check: can_read() in redis-py >= 7 (its pool's own
+# check), can_read_destructive() before.
+_ACAN_READ = ("can_read" if hasattr(redis.asyncio.connection.AbstractConnection, "can_read")
+              else "can_read_destructive")
+
+
+def check_client(client: Any, asynchronous: bool) -> None:
+    """Refuse a client of the other world (sync for asyncio or the reverse) at construction.
+
+    Raises:
+        ConfigError: `client` is a redis-py client whose commands are (or are not) coroutines.
+    """
+    execute = getattr(type(client), "execute_command", None)
+    if execute is None:
+        return  # not a redis-py client: the first call says what is missing
+    if asynchronous and not inspect.iscoroutinefunction(execute):
+        raise ConfigError("redis", f"{type(client).__name__} is a sync client: distbreaker.asyncio needs a "
+                                   "redis.asyncio client (distbreaker.asyncio.connect(url), "
+                                   "redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster)")
+    if not asynchronous and inspect.iscoroutinefunction(execute):
+        raise ConfigError("redis", f"{type(client).__name__} is an asyncio client: use distbreaker.asyncio "
+                                   "(or a sync client: distbreaker.connect(url), redis.Redis or "
+                                   "redis.cluster.RedisCluster)")
+
+
+def lean_pool(client: Any) -> Any:
+    """The pool to use for the lean path, or None to go through `client.execute_command`."""
+    if type(client) is not redis.Redis:  # pipelines, clusters, subclasses: their own routing
+        return None
+    return client.connection_pool
+
+
+def alean_pool(client: Any) -> Any:
+    """`lean_pool` for asyncio: the pool of a plain `redis.asyncio.Redis`, else None."""
+    if type(client) is not redis.asyncio.Redis or client.single_connection_client:
+        return None
+    return client.connection_pool
+
+
+def pack(command: tuple[Any, ...], encoding: str, errors: str) -> bytes | None:
+    """`command` in RESP, as redis-py would send it: str in the client's encoding, bytes as
+    they are, int in decimal. None when an argument is of any other type (the caller then
+    lets redis-py pack it, with its own errors)."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode(encoding, errors)
+        elif kind is int:
+            arg = b"%d" % arg
+        elif kind is not bytes:
+            return None
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+def _packed(conn: Any, command: tuple[Any, ...]) -> bytes | None:
+    """`pack` in the encoding of `conn`'s client."""
+    encoder = conn.encoder
+    return pack(command, encoder.encoding, encoder.encoding_errors)
+
+
+# -- connections held between commands ------------------------------------------------------------
+# A connection that completed a command cleanly is kept for the breaker's next command instead of
+# going back through the pool: redis-py's checkout and release (locks, observability, a health
+# check) cost ~10 µs of CPU per command in asyncio and ~20 µs in sync here. A held connection
+# stays checked out of its pool, so nothing else takes it; before reuse it is checked as the pool
+# would (`can_read`: the server closed it, or data is waiting), and one that fails the check goes
+# back to the pool, disconnected. At most `cap` are held per pool (a quarter of the pool's size,
+# 32 at most), so other users of a shared client keep most of its connections.
+
+_HELD = "_distbreaker_held"  # the pool attribute holding its _Held list
+_forks = 0  # bumped in a forked child: the parent's connections are not the child's
+
+
+def _after_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+class _Held(list):  # type: ignore[type-arg]
+    __slots__ = ("cap", "fork")
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__()
+        size = getattr(pool, "max_connections", None) or 2**31
+        self.cap = max(1, min(32, size // 4))
+        self.fork = _forks
+
+
+def _held(pool: Any) -> _Held:
+    held: _Held | None = pool.__dict__.get(_HELD)
+    if held is None or held.fork != _forks:
+        held = pool.__dict__[_HELD] = _Held(pool)
+    return held
+
+
+def _execute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
+    """Send one command on a connection of the pool and read its reply.
+
+    The same wire exchange as `client.execute_command`, without redis-py's per-command retry
+    and instrumentation layers: the breaker has its own budget and backoff, and a retry here
+    would multiply the delay a hung Redis adds to a protected call. The connection is held for
+    the next command (see above).
+    """
+    if pool is None:
+        return client.execute_command(*command)
+    held = _held(pool)
+    conn = _checkout(pool, held)
+    try:
+        packed = _packed(conn, command)
+        if packed is None:
+            conn.send_command(*command)
+        else:
+            conn.send_packed_command([packed])
+        reply = conn.read_response()
+    except ResponseError:
+        _keep(pool, held, conn)  # an error reply: the connection is fine
+        raise
+    except BaseException:
+        _discard(pool, conn)  # timeout, reset, interrupt mid-reply: never reuse it
+        raise
+    _keep(pool, held, conn)
+    return reply
+
+
+def _checkout(pool: Any, held: _Held) -> Any:
+    """A held connection that passes the pool's own check, else one from the pool."""
+    while held:
+        try:
+            candidate = held.pop()
+        except IndexError:  # another thread took the last one
+            break
+        try:
+            if not candidate.can_read():
+                return candidate
+        except (OSError, RedisError):
+            pass
+        _discard(pool, candidate)
+    return pool.get_connection(*_GET_CONNECTION_ARGS)
+
+
+def _discard(pool: Any, conn: Any) -> None:
+    try:
+        conn.disconnect()
+    finally:
+        pool.release(conn)
+
+
+def _keep(pool: Any, held: _Held, conn: Any) -> None:
+    if len(held) < held.cap:
+        held.append(conn)
+    else:
+        pool.release(conn)
+
+
+def drive(client: Any, steps: Steps[T]) -> T:
+    """Run `steps` on a sync client: each yielded command is executed, its reply (or redis
+    error) sent back in. Redis errors the steps do not handle propagate untranslated."""
+    pool = lean_pool(client)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            reply, error = _execute(client, pool, command.args), None
+        except RedisError as exc:
+            reply, error = None, exc
+
+
+# -- asyncio: connections shared by the tasks of a burst ------------------------------------------
+# A task takes a held connection, else sets up a new one, else waits for one another task gives
+# back. At most `cap` connections are used at once (held and busy) and at most `MAX_OPENING` are
+# set up at once: a cold burst of 1000 tasks sets up a few connections and shares them, instead
+# of 1000 set-ups (~0.5-1 ms of event-loop time each with redis-py 8) that make every connect and
+# read overrun a 50 ms budget. A waiting task gives up (a Redis TimeoutError, which the breaker
+# treats like any Redis error) at once when a command timed out on a connection (Redis hangs: the
+# burst returns after about one budget, not one budget per waiting task), or, a safety net, when
+# no command of the pool completed for WAIT_BUDGETS x `socket_timeout`. While commands complete,
+# waiting is not bounded by the budget: a burst queues behind the event loop, not behind Redis.
+
+MAX_OPENING = 4
+WAIT_BUDGETS = 10
+
+
+class _AHeld(_Held):
+    __slots__ = ("budget", "busy", "loop", "opening", "progress", "waiters")
+
+    def __init__(self, pool: Any, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(pool)
+        self.loop = loop
+        self.busy = 0  # connections a task is using (checked out, not held)
+        self.opening = 0  # connections being set up
+        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.progress = loop.time()  # last time a command completed or a connection was set up
+        timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+        # a waiting task's own bound: a safety net (a command that times out ends every wait at
+        # once), so generous enough for a burst behind a slow event loop
+        self.budget: float | None = (WAIT_BUDGETS * timeout if isinstance(timeout, (int, float)) and timeout > 0
+                                     else None)
+
+    def _next_waiter(self) -> asyncio.Future[Any] | None:
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                return fut
+        return None
+
+    def hand_over(self, conn: Any) -> bool:
+        """Give `conn` (clean, busy) to the first waiting task; False when none waits."""
+        fut = self._next_waiter()
+        if fut is None:
+            return False
+        fut.set_result(conn)  # stays busy: now the waiter's
+        return True
+
+    def wake(self) -> None:
+        """A connection may be set up now: let the first waiting task try."""
+        if self.busy + len(self) < self.cap and self.opening < MAX_OPENING:
+            fut = self._next_waiter()
+            if fut is not None:
+                fut.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """A command or a set-up timed out: Redis hangs; every waiting task gives up now."""
+        while (fut := self._next_waiter()) is not None:
+            fut.set_exception(RedisTimeoutError(f"{exc} (on another connection of this client; not retried)"))
+
+    async def wait(self, pool: Any) -> Any:
+        """A connection handed over by another task, or None: try to set one up."""
+        loop = self.loop
+        fut: asyncio.Future[Any] = loop.create_future()
+        self.waiters.append(fut)
+        started = loop.time()
+        timer: asyncio.TimerHandle | None = None
+        budget = self.budget
+
+        def expire() -> None:
+            nonlocal timer
+            if fut.done() or budget is None or timer is None:
+                return
+            now = loop.time()
+            left = max(started, self.progress) + budget - now
+            if now - timer.when() > budget / 2:  # the loop was busy (not Redis): start over
+                left = budget
+            if left > 0:
+                timer = loop.call_later(left, expire)
+            else:
+                fut.set_exception(RedisTimeoutError("Timeout waiting for a connection: no reply from Redis "
+                                                    "on this client's other connections"))
+
+        if budget is not None:
+            timer = loop.call_later(budget, expire)
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                conn = fut.result()  # handed over, then this task was cancelled: pass it on
+                if conn is None:
+                    self.wake()
+                elif not self.hand_over(conn):
+                    self.busy -= 1
+                    self.append(conn)  # busy + held never exceeds cap: room is left
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def _aheld(pool: Any) -> _AHeld | None:
+    """The pool's held list for the running loop, or None when it must be made (`_anew_held`)."""
+    held: _AHeld | None = pool.__dict__.get(_HELD)
+    if held is None or held.loop is not asyncio.get_running_loop() or held.fork != _forks:
+        return None
+    return held
+
+
+async def _anew_held(pool: Any) -> _AHeld:
+    stale: _AHeld | None = pool.__dict__.get(_HELD)
+    held = pool.__dict__[_HELD] = _AHeld(pool, asyncio.get_running_loop())
+    if stale is not None and stale.fork == _forks:  # held under an event loop now gone: back to the pool
+        for conn in stale:
+            try:
+                await conn.disconnect()
+            except Exception:  # its transport belongs to a closed loop
+                pass
+            try:
+                await pool.release(conn)
+            except Exception:  # pragma: no cover - the pool refuses it: nothing else to do
+                pass
+        stale.clear()
+    return held
+
+
+async def _asend(conn: Any, command: tuple[Any, ...]) -> None:
+    """Write `command` on an asyncio connection.
+
+    redis-py's `send_command` packs in pure Python (~6 µs for a record) and bounds the write
+    with `asyncio.wait_for`, which on Python 3.11 runs the write as a task of its own: an extra
+    event-loop cycle per command, ~30 µs of CPU per call here. A small command goes straight
+    into the transport's buffer instead; only a write the socket does not take at once waits
+    for it (within the socket timeout), as redis-py does. Errors are redis-py's.
+    """
+    writer: Any = getattr(conn, "_writer", None)
+    packed = None if writer is None or conn.health_check_interval else _packed(conn, command)
+    if packed is None:
+        await conn.send_command(*command)  # redis-py's way (and its health check, if set)
+        return
+    try:
+        writer.write(packed)
+        if writer.transport.get_write_buffer_size():
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+        else:
+            await writer.drain()  # raises a lost connection's error; does not wait
+    except asyncio.TimeoutError:
+        writer.transport.abort()  # drop what the hung server did not take; close the socket now
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+
+
+class _ReadDeadline:
+    """The read budget of one command, robust to a busy event loop.
+
+    redis-py bounds a read with a timer that cancels the read when it runs. When the loop was
+    busy past the deadline (the first turn of a burst of 1000 tasks takes longer than 50 ms), the
+    timer runs in the same loop turn that delivers the reply, before the reading task resumes,
+    and the reply already received becomes a timeout. Here the timer only schedules the check for
+    the next turn, after the reading task has taken what arrived; a read still waiting then is
+    ended by closing the connection's transport (a hung Redis costs the budget plus one loop turn).
+    """
+
+    __slots__ = ("conn", "done", "expired", "handle", "loop")
+
+    def __init__(self, conn: Any, budget: float) -> None:
+        self.conn, self.done, self.expired = conn, False, False
+        self.loop = loop = asyncio.get_running_loop()
+        self.handle = loop.call_later(budget, self._due)
+
+    def _due(self) -> None:
+        if not self.done:
+            self.loop.call_soon(self._expire)
+
+    def _expire(self) -> None:
+        if self.done:
+            return
+        self.expired = True
+        writer = getattr(self.conn, "_writer", None)
+        if writer is not None:
+            writer.transport.abort()  # the pending read ends with "connection closed"
+
+
+async def _aread(conn: Any) -> Any:
+    """`conn.read_response()` within `conn.socket_timeout` (see `_ReadDeadline`)."""
+    budget = conn.socket_timeout
+    if not budget:
+        return await conn.read_response()
+    deadline = _ReadDeadline(conn, budget)
+    try:
+        return await conn.read_response(timeout=math.inf)  # the deadline above bounds it
+    except (RedisConnectionError, OSError):
+        if deadline.expired:
+            raise RedisTimeoutError("Timeout reading from socket") from None
+        raise
+    finally:
+        deadline.done = True
+        deadline.handle.cancel()
+
+
+async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
+    """`_execute` for asyncio (the same wire exchange as `execute_command`, without its retry
+    and instrumentation layers; the connection is held for the next command)."""
+    if pool is None:
+        return await client.execute_command(*command)
+    held = _aheld(pool)
+    if held is None:
+        held = await _anew_held(pool)
+    conn = await _acheckout(pool, held)
+    try:
+        await _asend(conn, command)
+        reply = await _aread(conn)
+    except ResponseError:
+        await _akeep(pool, held, conn)  # an error reply: the connection is fine
+        raise
+    except BaseException as exc:
+        held.busy -= 1
+        if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
+            held.fail(exc)
+        else:
+            held.wake()
+        await _adiscard(pool, conn)  # timeout, reset, cancellation mid-reply: never reuse it
+        raise
+    await _akeep(pool, held, conn)
+    return reply
+
+
+async def _acheckout(pool: Any, held: _AHeld) -> Any:
+    """A held connection that passes the pool's own check, else a new one (at most `cap` in use,
+    `MAX_OPENING` being set up), else one another task hands over. The caller owns it (busy)."""
+    while True:
+        while held:
+            candidate = held.pop()
+            held.busy += 1  # counted while checked, so no other task opens one in its place
+            try:
+                clean = candidate.is_connected and not await getattr(candidate, _ACAN_READ)()
+            except (OSError, RedisError):
+                clean = False
+            except BaseException:  # cancelled during the check
+                held.busy -= 1
+                held.wake()
+                await _adiscard(pool, candidate)
+                raise
+            if clean:
+                return candidate
+            held.busy -= 1
+            await _adiscard(pool, candidate)
+        if held.busy + len(held) < held.cap and held.opening < MAX_OPENING:
+            held.busy += 1
+            held.opening += 1
+            try:
+                # set up in the next loop turn: the connect timeout must not start in a turn that
+                # still runs the rest of a burst's tasks (it would expire before the loop polls)
+                await asyncio.sleep(0)
+                conn = await pool.get_connection(*_AGET_CONNECTION_ARGS)
+            except BaseException as exc:
+                held.busy -= 1
+                held.opening -= 1
+                if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
+                    held.fail(exc)
+                else:
+                    held.wake()
+                raise
+            held.opening -= 1
+            held.progress = held.loop.time()
+            held.wake()  # another set-up may start
+            return conn
+        conn = await held.wait(pool)
+        if conn is not None:
+            return conn
+
+
+async def _adiscard(pool: Any, conn: Any) -> None:
+    try:
+        await conn.disconnect()
+    finally:
+        await pool.release(conn)
+
+
+async def _akeep(pool: Any, held: _AHeld, conn: Any) -> None:
+    """`conn` completed a command cleanly: hand it to a waiting task, else hold it."""
+    held.progress = held.loop.time()
+    if held.hand_over(conn):
+        return
+    held.busy -= 1
+    if len(held) < held.cap:
+        held.append(conn)
+    else:
+        await pool.release(conn)
+
+
+async def ainit(client: Any) -> None:
+    """Initialise a `redis.asyncio.cluster.RedisCluster` once (its pub/sub and concurrent
+    first commands fail on a client that was not initialised); no-op for other clients.
+    redis-py's `initialize()` runs once under its own lock; later callers return at once."""
+    if getattr(client, "_initialize", False) is True and hasattr(client, "nodes_manager"):
+        await client.initialize()
+
+
+async def adrive(client: Any, steps: Steps[T]) -> T:
+    """`drive` for a `redis.asyncio` client."""
+    pool = alean_pool(client)
+    if pool is None and getattr(client, "_initialize", False) is True:
+        await ainit(client)  # a user-built asyncio RedisCluster, not initialised yet
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            reply, error = await _aexecute(client, pool, command.args), None
+        except RedisError as exc:
+            reply, error = None, exc

@@ -19,7 +19,7 @@ from ._model import Snapshot
 from ._scripts import SCRIPTS, Steps, eval_steps
 from .errors import ConfigError
 
-__all__ = ["Operator", "Target", "check_control", "control_steps", "read_steps", "snapshot_steps"]
+__all__ = ["Operator", "Target", "check_control", "check_for", "config_steps", "control_steps", "read_steps", "snapshot_steps"]
 
 # An expiry must stay an exact integer of milliseconds in Lua (a double): 2**52 ms is ~142,000
 # years. Longer ones are refused before anything is sent (wp-schema's `_ops.duration` bounds
@@ -63,6 +63,18 @@ class Operator:
         return None
 
 
+def check_for(for_: Any) -> float | None:
+    """`for_` of trip / disable in seconds (None = until reset), checked like the actions do.
+
+    Raises:
+        ConfigError: not a positive duration, or too long.
+    """
+    duration = _ops.duration(for_)
+    if duration is not None and not duration * 1000 < _MAX_FOR_MS:
+        raise ConfigError("for_", f"must be a positive duration of at most {_MAX_FOR_MS // 1000} s, got {for_!r}")
+    return duration
+
+
 def check_control(op: str, for_: Any, reason: str, actor: str | None) -> tuple[float | None, str, str]:
     """The checked arguments of trip / disable / reset: (seconds or None, reason, actor).
 
@@ -72,9 +84,7 @@ def check_control(op: str, for_: Any, reason: str, actor: str | None) -> tuple[f
     """
     if op not in ("trip", "disable", "reset"):
         raise ConfigError("op", f"must be trip, disable or reset, got {op!r}")
-    duration = _ops.duration(for_) if op != "reset" else None
-    if duration is not None and not duration * 1000 < _MAX_FOR_MS:
-        raise ConfigError("for_", f"must be a positive duration of at most {_MAX_FOR_MS // 1000} s, got {for_!r}")
+    duration = check_for(for_) if op != "reset" else None
     return duration, _ops.check_reason(reason), _ops.actor_or_default(actor)
 
 

@@ -169,6 +169,7 @@ def _corrupt_error(service: str, key: str, detail: str) -> BackendError:
     err = cls(f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
               f"'distbreaker reset {service}' (Admin.reset) rewrites it")
     err.service = service  # type: ignore[attr-defined]
+    err.corrupt_key = key  # type: ignore[attr-defined]  # the CLI maps it to its exit code
     return err
 
 

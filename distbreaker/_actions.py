@@ -19,7 +19,8 @@ from ._model import Snapshot
 from ._scripts import SCRIPTS, Steps, eval_steps
 from .errors import ConfigError
 
-__all__ = ["Operator", "Target", "check_control", "check_for", "config_steps", "control_steps", "read_steps", "snapshot_steps"]
+__all__ = ["Operator", "Target", "check_control", "check_for", "config_steps", "control_steps", "read_steps",
+           "snapshot_steps"]
 
 # An expiry must stay an exact integer of milliseconds in Lua (a double): 2**52 ms is ~142,000
 # years. Longer ones are refused before anything is sent (wp-schema's `_ops.duration` bounds

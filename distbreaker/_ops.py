@@ -6,15 +6,11 @@ import getpass
 import re
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from ._config import BreakerConfig, seconds
 from ._log import LIMITED
-from .errors import ConfigError, translate
+from .errors import ConfigError
 
 MAX_REASON = 500
-
-
 MAX_ACTOR = 128
 # Refused in reasons and actors: C0/C1 controls and DEL (ESC starts terminal sequences; \n and \r
 # forge lines), lone surrogates (not encodable), line/paragraph separators and bidi overrides.
@@ -53,15 +49,6 @@ def duration(for_: Any) -> float | None:
     if value is not None and not value > 0:
         raise ConfigError("for_", f"must be a positive duration, got {for_!r}")
     return value
-
-
-def server_ms(client: Any) -> int:
-    """The Redis server's clock in milliseconds."""
-    try:
-        sec, usec = client.time()
-    except RedisError as exc:
-        raise translate(exc) from exc
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 def check_client_budget(client: Any, config: BreakerConfig) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, TypeVar, cast
 
-from redis.exceptions import NoPermissionError, NoScriptError, RedisError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from . import _ops, errors
 from ._actions import Operator, config_steps, control_steps, read_steps
@@ -201,7 +201,18 @@ class _Operations:
         return f"{self.prefix}:{{*}}"
 
     def _read_steps(self, service: str) -> Steps[Any]:
-        reply = yield from read_steps(self._operator(service))
+        target = self._operator(service)
+        try:
+            reply = yield from read_steps(target)
+        except ResponseError as exc:
+            # read.lua gets no argument of ours to refuse: a refusal (distbreaker: ...) or a
+            # runtime error of the script (user_script:N: ...) is about the stored data
+            message = str(exc)
+            detail = message.split("distbreaker:", 1)[-1].split(" script:", 1)[0].strip()
+            ours = "distbreaker:" in message and not detail.startswith(("WRONGTYPE", "CORRUPT"))
+            if not (ours or "user_script:" in message):
+                raise
+            raise _corrupt_error(service, target.keys.state, detail) from None
         if not int(reply[18]):
             raise UnknownServiceError(service)
         return reply

@@ -239,8 +239,8 @@ def config_changes(before: FleetConfig | None, after: FleetConfig) -> list[str]:
 def check_lines(checks: Sequence[Check]) -> str:
     """One ``PASS/WARN/FAIL  name  detail`` line per check."""
     width = max((len(c.name) for c in checks), default=0)
-    return "\n".join(f"{click.style(c.status, **CHECK_STYLES.get(c.status, {}))}  {c.name.ljust(width)}  {safe(c.detail)}"
-                     for c in checks)
+    return "\n".join(f"{click.style(c.status, **CHECK_STYLES.get(c.status, {}))}  {c.name.ljust(width)}  "
+                     f"{safe(c.detail)}" for c in checks)
 
 
 def ago(seconds: float) -> str:

@@ -157,9 +157,12 @@ def test_corrupt_config_is_a_clear_error(base: list[str], client: redis.Redis, p
         assert f"{prefix}:{{svc}}" in err and "distbreaker reset svc" in err and "ValueError" not in err
 
 
-def test_corrupt_state_is_a_clear_error(base: list[str], client: redis.Redis, prefix: str) -> None:
+@pytest.mark.parametrize(("field", "value"), [("st", "garbage"), ("st", ""), ("qb", "garbage")])
+def test_corrupt_state_is_a_clear_error(base: list[str], client: redis.Redis, prefix: str, field: str,
+                                        value: str) -> None:
+    """A state no version writes (read by Python, or making the script fail) exits 65."""
     use(client, prefix, "svc")
-    client.hset(f"{prefix}:{{svc}}", "st", "garbage")
+    client.hset(f"{prefix}:{{svc}}", field, value)
     proc = cli(*base, "status", "svc")
     err = one_error_line(proc)
     assert proc.returncode == 65 and "distbreaker reset svc" in err and "KeyError" not in err
@@ -288,3 +291,16 @@ def test_trip_json_carries_the_transition_and_config_takes_a_reason(base: list[s
     assert proc.returncode == 0, proc.stderr
     [event] = Admin(client, prefix=prefix).history("payments", n=1)
     assert event.cause == "config set by bob (INC-43): minimum_calls=7" and event.actor == "bob (INC-43)"
+
+
+@pytest.mark.xfail(reason="control.lua rewriting a corrupt breaker on reset comes with wp-lua (issue 14 item 11); "
+                          "the CLI side (exit 0, the note) is here", strict=False)
+@pytest.mark.parametrize(("field", "value"), [("st", "garbage"), ("cfg", "garbage"), ("qb", "garbage")])
+def test_reset_rewrites_a_corrupt_breaker(base: list[str], client: redis.Redis, prefix: str, field: str,
+                                          value: str) -> None:
+    use(client, prefix, "svc")
+    client.hset(f"{prefix}:{{svc}}", field, value)
+    proc = cli(*base, "reset", "svc", "--reason", "repair")
+    assert proc.returncode == 0, proc.stderr
+    assert "could not be read before" in proc.stderr
+    assert cli(*base, "status", "svc").returncode == 0

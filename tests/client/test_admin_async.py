@@ -228,11 +228,16 @@ async def test_corrupt_state_and_config_name_the_key(admin: dba.Admin, sync_admi
                                                      prefix: str) -> None:
     used("cfg")
     sync_client.hset(f"{prefix}:{{cfg}}", "cfg", "garbage")
-    for call in (lambda: sync_admin.config("cfg"),):
-        with pytest.raises(BackendError, match=r"\{cfg\}.*reset cfg"):
-            call()
+    with pytest.raises(BackendError, match=r"\{cfg\}.*reset cfg"):
+        sync_admin.config("cfg")
     with pytest.raises(BackendError, match=r"\{cfg\}.*reset cfg"):
         await admin.config("cfg")
+    used("hot")
+    sync_client.hset(f"{prefix}:{{hot}}", "qb", "garbage")  # the script fails on it
+    with pytest.raises(BackendError, match=r"\{hot\}.*reset hot"):
+        await admin.status("hot")
+    with pytest.raises(BackendError, match=r"\{hot\}.*reset hot"):
+        sync_admin.inspect("hot")
 
 
 async def test_foreign_stream_entries_are_skipped_and_counted(admin: dba.Admin, sync_admin: distbreaker.Admin,

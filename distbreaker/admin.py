@@ -18,9 +18,9 @@ from ._actions import Operator, config_steps, control_steps, read_steps
 from ._config import BreakerConfig
 from ._core import (
     DEFAULT_PREFIX,
+    Command,
     decode_snapshot,
     decode_transition,
-    Command,
     keys_for,
     service_of_key,
     text,
@@ -166,8 +166,12 @@ def _corrupt_error(service: str, key: str, detail: str) -> BackendError:
     """The error for a breaker whose data cannot be read: names the key and the repair."""
     # wp-lua's CorruptStateError (a script's "distbreaker: CORRUPT ..." answer) when it exists.
     cls: type[BackendError] = getattr(errors, "CorruptStateError", BackendError)
-    err = cls(f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
-              f"'distbreaker reset {service}' (Admin.reset) rewrites it")
+    message = (f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
+               f"'distbreaker reset {service}' (Admin.reset) rewrites it")
+    try:
+        err = cls(message)
+    except TypeError:  # another signature than BackendError's
+        err = BackendError(message)
     err.service = service  # type: ignore[attr-defined]
     err.corrupt_key = key  # type: ignore[attr-defined]  # the CLI maps it to its exit code
     return err
@@ -205,12 +209,14 @@ class _Operations:
         try:
             reply = yield from read_steps(target)
         except ResponseError as exc:
-            # read.lua gets no argument of ours to refuse: a refusal (distbreaker: ...) or a
-            # runtime error of the script (user_script:N: ...) is about the stored data
+            # read.lua gets no argument of ours to refuse: its refusal (distbreaker: ...) or a Lua
+            # type error on a stored value (user_script:N: attempt to ...) is about the stored data
+            # (WRONGTYPE, NOPERM, OOM, ... keep their own meaning)
             message = str(exc)
             detail = message.split("distbreaker:", 1)[-1].split(" script:", 1)[0].strip()
             ours = "distbreaker:" in message and not detail.startswith(("WRONGTYPE", "CORRUPT"))
-            if not (ours or "user_script:" in message):
+            lua_type_error = "user_script:" in message and ": attempt to " in message
+            if "WRONGTYPE" in message or not (ours or lua_type_error):
                 raise
             raise _corrupt_error(service, target.keys.state, detail) from None
         if not int(reply[18]):

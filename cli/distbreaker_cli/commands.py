@@ -48,13 +48,11 @@ from .params import FOR_DURATION, SETTING, Finite, format_duration
 __all__ = ["COMMANDS"]
 
 DISAGREE_WINDOW = 600.0  # a config fingerprint change this recent is reported (workers disagree)
+INTERVAL_MAX = 3600.0  # status --watch --interval: at most an hour between refreshes
 
 pass_ctx = click.make_pass_decorator(Context)
 actor_option = click.option("--actor", metavar="NAME", default=None,
                             help="Who makes the change (default: the OS user).")
-
-
-INTERVAL_MAX = 3600.0
 
 
 # -- status ---------------------------------------------------------------------------------

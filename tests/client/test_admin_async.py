@@ -264,3 +264,27 @@ async def test_access_denied(redis_url: str, sync_client: redis.Redis, prefix: s
             await client.aclose()
     finally:
         sync_client.execute_command("ACL", "DELUSER", "ro-admin-test")
+
+
+async def test_on_a_cluster(redis_cluster: Any, prefix: str) -> None:
+    """On a Redis Cluster: breakers on every master are listed, read, tripped and reset, and
+    their history read, by the asyncio Admin (each command routed by its key's slot)."""
+    from _servers import Cluster
+
+    from distbreaker._core import keys_for
+
+    assert isinstance(redis_cluster, Cluster)
+    services = [f"svc-{i}" for i in range(12)]
+    assert len({redis_cluster.master_of(keys_for(prefix, s).state).port for s in services}) == 3
+    client = await dba.connect_cluster(redis_cluster.url, timeout=2.0)
+    try:
+        admin = dba.Admin(client, prefix=prefix)
+        for s in services:
+            await admin.trip(s, for_=60, reason="cluster", actor="ops")
+        assert await admin.list() == sorted(services)
+        assert {(await admin.status(s)).state for s in services} == {State.FORCED_OPEN}
+        snap = await admin.reset(services[0], reason="done", actor="ops")
+        assert snap.state is State.CLOSED
+        assert [t.to_state for t in await admin.history(services[0])] == [State.CLOSED, State.FORCED_OPEN]
+    finally:
+        await client.aclose()

@@ -3,50 +3,51 @@
 from __future__ import annotations
 
 import getpass
+import re
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from . import _schema
 from ._config import BreakerConfig, seconds
 from ._log import LIMITED
-from .errors import ConfigError, translate
+from .errors import ConfigError
 
 MAX_REASON = 500
+MAX_ACTOR = 128
+# Refused in reasons and actors: C0/C1 controls and DEL (ESC starts terminal sequences; \n and \r
+# forge lines), lone surrogates (not encodable), line/paragraph separators and bidi overrides.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def check_text(field: str, value: object, limit: int) -> str:
+    """`value` if it is a str of at most `limit` characters that prints as one plain line."""
+    if not isinstance(value, str) or len(value) > limit:
+        raise ConfigError(field, f"must be a string of at most {limit} characters, got {value!r:.80}")
+    bad = _UNSAFE.search(value)
+    if bad:
+        raise ConfigError(field, f"must not contain control characters, got {bad.group()!r} at "
+                                 f"position {bad.start()} (one printable line of text)")
+    return value
 
 
 def actor_or_default(actor: str | None) -> str:
-    """`actor`, or the OS user when None."""
+    """`actor`, or the OS user when None; one printable line of at most 128 characters."""
     if actor is None:
         try:
             actor = getpass.getuser()
         except Exception:  # no user database entry (containers)
             actor = "unknown"
-    if not isinstance(actor, str) or len(actor) > 128:
-        raise ConfigError("actor", f"must be a string of at most 128 characters, got {actor!r}")
-    return actor
+    return check_text("actor", actor, MAX_ACTOR)
 
 
 def check_reason(reason: str) -> str:
-    """Validate an operator's reason."""
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        raise ConfigError("reason", f"must be a string of at most {MAX_REASON} characters")
-    return reason
+    """Validate an operator's reason: one printable line of at most 500 characters."""
+    return check_text("reason", reason, MAX_REASON)
 
 
 def duration(for_: Any) -> float | None:
     """Normalise `for_` of trip/disable (seconds or timedelta, None = no expiry): > 0 and at
     most `_schema.FOR_MAX` (366 days), else `ConfigError` before Redis is touched."""
     return _schema.check_seconds("for_", for_, high=_schema.FOR_MAX, off=True)
-
-
-def server_ms(client: Any) -> int:
-    """The Redis server's clock in milliseconds."""
-    try:
-        sec, usec = client.time()
-    except RedisError as exc:
-        raise translate(exc) from exc
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 def check_client_budget(client: Any, config: BreakerConfig) -> None:

@@ -9,28 +9,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
-from redis.exceptions import NoPermissionError, NoScriptError, RedisError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from . import _ops, _schema
+from . import _ops, _schema, errors
+from ._actions import Operator, config_steps, control_steps, read_steps
 from ._config import BreakerConfig
 from ._core import (
     DEFAULT_PREFIX,
+    Command,
     decode_snapshot,
     decode_transition,
     keys_for,
-    script_args,
     service_of_key,
     text,
     validate_prefix,
-    validate_service,
 )
+from ._log import LIMITED
 from ._model import Snapshot, Transition
-from ._scripts import SCRIPTS, run
-from .errors import ConfigError, UnknownServiceError, translate
+from ._scripts import SCRIPTS, Steps, drive
+from .errors import BackendError, ConfigError, UnknownServiceError, translate
 
-__all__ = ["Admin", "Check", "FleetConfig"]
+__all__ = ["Admin", "Check", "Events", "FleetConfig"]
+
+T = TypeVar("T")
 
 # The 13 config values of the scripts, in order (from `_schema.FIELDS`): the script's name,
 # the `BreakerConfig` field, and its kind ("ms" = a duration the scripts keep in ms).
@@ -130,69 +133,102 @@ class Check:
     denied: bool = False
 
 
-class Admin:
-    """Operator access to every breaker under a prefix.
+class Events(NamedTuple):
+    """What `Admin.events` read from a breaker's events stream.
 
-    Args:
-        redis: a `redis.Redis` client (the CLI uses a longer timeout than workers).
-        prefix: key prefix. Default ``"distbreaker"``.
+    Attributes:
+        transitions: the transitions (and config changes: from = to), newest first.
+        skipped: entries that are not distbreaker events (another writer's, or damaged),
+            left out of `transitions`.
+
+    .. versionadded:: 0.2.0
     """
+
+    transitions: list[Transition]
+    skipped: int
+
+
+def _corrupt_error(service: str, key: str, detail: str) -> BackendError:
+    """The error for a breaker whose data cannot be read: names the key and the repair."""
+    # wp-lua's CorruptStateError (a script's "distbreaker: CORRUPT ..." answer) when it exists.
+    cls: type[BackendError] = getattr(errors, "CorruptStateError", BackendError)
+    message = (f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
+               f"'distbreaker reset {service}' (Admin.reset) rewrites it")
+    try:
+        err = cls(message)
+    except TypeError:  # another signature than BackendError's
+        err = BackendError(message)
+    err.service = service  # type: ignore[attr-defined]
+    err.corrupt_key = key  # type: ignore[attr-defined]  # the CLI maps it to its exit code
+    return err
+
+
+def _stream_entry(entry: Any) -> tuple[Any, dict[Any, Any]]:
+    """An XREVRANGE entry as (id, fields): redis-py's parsed form or the raw [id, [k, v, ...]]."""
+    entry_id, fields = entry[0], entry[1]
+    if not isinstance(fields, dict):
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    return entry_id, fields
+
+
+class _Operations:
+    """What `Admin` and `distbreaker.asyncio.Admin` share: every read and action written once as
+    steps (`_actions`); the two shells only run them (`drive` / `adrive`). Every argument is
+    checked before the first command, so bad input never reaches Redis."""
 
     def __init__(self, redis: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.redis = redis
         self.prefix = validate_prefix(prefix)
 
-    def _run(self, service: str, name: str, extra: list[str]) -> Any:
-        keys = keys_for(self.prefix, validate_service(service))
-        try:
-            return run(self.redis, SCRIPTS[name], (keys.state, keys.events),
-                       script_args(None, None, extra))
-        except RedisError as exc:
-            raise translate(exc, service) from exc
+    def _operator(self, service: str) -> Operator:
+        return Operator(self.prefix, service)
 
-    def list(self) -> list[str]:
-        """Services of every breaker under the prefix, sorted (SCAN; never KEYS)."""
-        try:
-            found = {service_of_key(self.prefix, text(k))
-                     for k in self.redis.scan_iter(match=f"{self.prefix}:{{*}}", count=1000)}
-        except RedisError as exc:
-            raise translate(exc) from exc
+    def _found(self, keys: builtins.list[Any]) -> builtins.list[str]:
+        found = {service_of_key(self.prefix, text(k)) for k in keys}
         return sorted(s for s in found if s)
 
-    def _read(self, service: str) -> Any:
-        reply = self._run(service, "read", ["1"])
+    def _match(self) -> str:
+        return f"{self.prefix}:{{*}}"
+
+    def _read_steps(self, service: str) -> Steps[Any]:
+        target = self._operator(service)
+        try:
+            reply = yield from read_steps(target)
+        except ResponseError as exc:
+            # read.lua gets no argument of ours to refuse: its refusal (distbreaker: ...) or a Lua
+            # type error on a stored value (user_script:N: attempt to ...) is about the stored data
+            # (WRONGTYPE, NOPERM, OOM, ... keep their own meaning)
+            message = str(exc)
+            detail = message.split("distbreaker:", 1)[-1].split(" script:", 1)[0].strip()
+            ours = "distbreaker:" in message and not detail.startswith(("WRONGTYPE", "CORRUPT"))
+            lua_type_error = "user_script:" in message and ": attempt to " in message
+            if "WRONGTYPE" in message or not (ours or lua_type_error):
+                raise
+            raise _corrupt_error(service, target.keys.state, detail) from None
         if not int(reply[18]):
             raise UnknownServiceError(service)
         return reply
 
-    def status(self, service: str) -> Snapshot:
-        """The snapshot of `service`, with its config and last transition.
+    def _decode(self, service: str, reply: Any) -> tuple[Snapshot, FleetConfig]:
+        try:
+            snap = decode_snapshot(service, reply)
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
+            raise _corrupt_error(service, self._operator(service).keys.state,
+                                 f"state {text(reply[0])!r}" if isinstance(exc, KeyError) else str(exc)) from None
+        try:
+            return snap, self._fleet_config(service, reply)
+        except (KeyError, ValueError, IndexError, TypeError):
+            raise _corrupt_error(service, self._operator(service).keys.state,
+                                 f"config {text(reply[19])[:60]!r}") from None
 
-        Raises:
-            UnknownServiceError: no breaker by that name exists.
-        """
-        return decode_snapshot(service, self._read(service))
+    def _status_steps(self, service: str) -> Steps[Snapshot]:
+        return self._decode(service, (yield from self._read_steps(service)))[0]
 
-    def config(self, service: str) -> FleetConfig:
-        """The stored config of `service`: the workers', the overrides and the one in force.
+    def _config_steps(self, service: str) -> Steps[FleetConfig]:
+        return self._decode(service, (yield from self._read_steps(service)))[1]
 
-        Raises:
-            UnknownServiceError: no breaker by that name exists.
-
-        .. versionadded:: 0.1.0
-        """
-        return self._fleet_config(service, self._read(service))
-
-    def inspect(self, service: str) -> tuple[Snapshot, FleetConfig]:
-        """`status` and `config` of `service` from one read (one round trip).
-
-        Raises:
-            UnknownServiceError: no breaker by that name exists.
-
-        .. versionadded:: 0.1.0
-        """
-        reply = self._read(service)
-        return decode_snapshot(service, reply), self._fleet_config(service, reply)
+    def _inspect_steps(self, service: str) -> Steps[tuple[Snapshot, FleetConfig]]:
+        return self._decode(service, (yield from self._read_steps(service)))
 
     @staticmethod
     def _fleet_config(service: str, reply: Any) -> FleetConfig:
@@ -209,37 +245,9 @@ class Admin:
             server_time=int(reply[2]) / 1000.0,
         )
 
-    def set_config(self, service: str, *, actor: str | None = None, replace: bool = False,
-                   **overrides: Any) -> FleetConfig:
-        """Override config values of `service` fleet-wide; they win over what workers pass.
-
-        The overrides apply to every worker's next call (the record fast path reads the merged
-        values), survive worker restarts and config changes, and are recorded in the events
-        stream (``"config set by <actor>: minimum_calls=20"``; the state and generation stay).
-
-        Args:
-            service: the breaker (it need not exist yet).
-            actor: who makes the change; default the OS user.
-            replace: drop the overrides set before (default: keep them, and change these).
-            **overrides: `BreakerConfig` fields the scripts use, in its units (durations in
-                seconds or `timedelta`; ``consecutive_failures=None`` turns it off):
-                ``failure_rate_threshold``, ``minimum_calls``, ``window``, ``buckets``,
-                ``consecutive_failures``, ``slow_call_rate_threshold``, ``open_duration``,
-                ``backoff_multiplier``, ``max_open_duration``, ``half_open_max_calls``,
-                ``half_open_successes``, ``probe_timeout``, ``idle_ttl``.
-
-        Returns:
-            The config after the change.
-
-        Raises:
-            ConfigError: a name that cannot be set fleet-wide, or a value `BreakerConfig`
-                rejects (checked with the workers' stored config around it).
-
-        .. versionadded:: 0.1.0
-        """
-        # Everything that can be checked without Redis is checked first: nothing is sent when
-        # a value is refused (the script checks the merged config again, before any write).
-        validate_service(service)
+    def _set_config_steps(self, service: str, actor: str | None, replace: bool, reason: str,
+                          overrides: dict[str, Any]) -> Steps[FleetConfig]:
+        target = self._operator(service)
         for name, value in overrides.items():
             if name not in FLEET_FIELDS:
                 why = ("is each worker's own setting, not stored in Redis"
@@ -248,9 +256,9 @@ class Admin:
             _schema.by_name(name).check(value)  # bounds: ConfigError names the field
         if not overrides:
             raise ConfigError("overrides", "give at least one name=value (clear_config removes them)")
-        actor = _ops.actor_or_default(actor)
+        who = _config_actor(actor, reason)
         try:
-            current: FleetConfig | None = self.config(service)
+            current: FleetConfig | None = yield from self._config_steps(service)
         except UnknownServiceError:
             current = None
         base = dict(current.client or current.effective or {}) if current else {}
@@ -269,10 +277,134 @@ class Admin:
         lua = merged._lua
         spec = ";".join(f"{script}={lua[i]}" for i, (script, field, _) in enumerate(CONFIG_FIELDS)
                         if field in wanted)
-        self._run(service, "control", ["config", "0", spec, actor])
-        return self.config(service)
+        yield from config_steps(target, spec, who)
+        return (yield from self._config_steps(service))
 
-    def clear_config(self, service: str, *, actor: str | None = None) -> FleetConfig:
+    def _clear_config_steps(self, service: str, actor: str | None, reason: str) -> Steps[FleetConfig]:
+        target, who = self._operator(service), _config_actor(actor, reason)
+        if not (yield from self._exists_steps(service)):
+            raise UnknownServiceError(service)
+        yield from config_steps(target, "", who)
+        return (yield from self._config_steps(service))
+
+    def _exists_steps(self, service: str) -> Steps[bool]:
+        return bool((yield Command(("EXISTS", self._operator(service).keys.state))))
+
+    def _control_steps(self, service: str, op: str, for_: Any, reason: str, actor: str | None) -> Steps[Snapshot]:
+        return (yield from control_steps(self._operator(service), op, for_, reason, actor, last_transition=True))
+
+    def _events_steps(self, service: str, n: int) -> Steps[Events]:
+        keys = self._operator(service).keys
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError("n", f"must be an int >= 1, got {n!r}")
+        entries = yield Command(("XREVRANGE", keys.events, "+", "-", "COUNT", n))
+        out: builtins.list[Transition] = []
+        skipped = 0
+        for entry in entries or ():
+            try:
+                out.append(decode_transition(service, _stream_entry(entry)))
+            except (KeyError, ValueError, IndexError, TypeError, AttributeError):
+                skipped += 1  # not ours (another writer) or damaged: never fail the others
+        if skipped:
+            LIMITED.warning(("foreign-events", keys.events), "%s: %d entries that are not distbreaker "
+                            "events were skipped", keys.events, skipped)
+        return Events(out, skipped)
+
+
+def _config_actor(actor: str | None, reason: str) -> str:
+    """The actor recorded for a config change; a reason goes with it (``alice (INC-42)``): the
+    config event's cause is ``config set by <actor>: <changes>``."""
+    who, why = _ops.actor_or_default(actor), _ops.check_reason(reason)
+    return f"{who} ({why})" if why else who
+
+
+class Admin(_Operations):
+    """Operator access to every breaker under a prefix.
+
+    The same reads and actions as `distbreaker.asyncio.Admin` (the same steps run on a sync
+    client), plus `doctor`.
+
+    Args:
+        redis: a `redis.Redis` client (the CLI uses a longer timeout than workers).
+        prefix: key prefix. Default ``"distbreaker"``.
+    """
+
+    def _do(self, service: str, steps: Steps[T]) -> T:
+        try:
+            return drive(self.redis, steps)
+        except RedisError as exc:
+            raise translate(exc, service) from exc
+
+    def list(self) -> builtins.list[str]:
+        """Services of every breaker under the prefix, sorted (SCAN; never KEYS)."""
+        try:
+            return self._found(builtins.list(self.redis.scan_iter(match=self._match(), count=1000)))
+        except RedisError as exc:
+            raise translate(exc) from exc
+
+    def status(self, service: str) -> Snapshot:
+        """The snapshot of `service`, with its config and last transition.
+
+        Raises:
+            UnknownServiceError: no breaker by that name exists.
+            BackendError: its key holds data that is not a breaker's (the message names the
+                key; `reset` rewrites it).
+        """
+        return self._do(service, self._status_steps(service))
+
+    def config(self, service: str) -> FleetConfig:
+        """The stored config of `service`: the workers', the overrides and the one in force.
+
+        Raises:
+            UnknownServiceError: no breaker by that name exists.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._do(service, self._config_steps(service))
+
+    def inspect(self, service: str) -> tuple[Snapshot, FleetConfig]:
+        """`status` and `config` of `service` from one read (one round trip).
+
+        Raises:
+            UnknownServiceError: no breaker by that name exists.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._do(service, self._inspect_steps(service))
+
+    def set_config(self, service: str, *, actor: str | None = None, replace: bool = False, reason: str = "",
+                   **overrides: Any) -> FleetConfig:
+        """Override config values of `service` fleet-wide; they win over what workers pass.
+
+        The overrides apply to every worker's next call (the record fast path reads the merged
+        values), survive worker restarts and config changes, and are recorded in the events
+        stream (``"config set by <actor> (<reason>): minimum_calls=20"``; the state and
+        generation stay).
+
+        Args:
+            service: the breaker (it need not exist yet).
+            actor: who makes the change; default the OS user.
+            replace: drop the overrides set before (default: keep them, and change these).
+            reason: why (recorded with the actor). Added in 0.2.0.
+            **overrides: `BreakerConfig` fields the scripts use, in its units (durations in
+                seconds or `timedelta`; ``consecutive_failures=None`` turns it off):
+                ``failure_rate_threshold``, ``minimum_calls``, ``window``, ``buckets``,
+                ``consecutive_failures``, ``slow_call_rate_threshold``, ``open_duration``,
+                ``backoff_multiplier``, ``max_open_duration``, ``half_open_max_calls``,
+                ``half_open_successes``, ``probe_timeout``, ``idle_ttl``.
+
+        Returns:
+            The config after the change.
+
+        Raises:
+            ConfigError: a name that cannot be set fleet-wide, or a value `BreakerConfig`
+                rejects (checked with the workers' stored config around it).
+
+        .. versionadded:: 0.1.0
+        """
+        return self._do(service, self._set_config_steps(service, actor, replace, reason, overrides))
+
+    def clear_config(self, service: str, *, actor: str | None = None, reason: str = "") -> FleetConfig:
         """Remove every fleet-wide override of `service`: the workers' own config applies again.
 
         Recorded in the events stream as ``"config cleared by <actor>"``.
@@ -282,49 +414,42 @@ class Admin:
 
         .. versionadded:: 0.1.0
         """
-        if not self.exists(service):
-            raise UnknownServiceError(service)
-        self._run(service, "control", ["config", "0", "", _ops.actor_or_default(actor)])
-        return self.config(service)
+        return self._do(service, self._clear_config_steps(service, actor, reason))
 
     def exists(self, service: str) -> bool:
         """Whether a breaker named `service` exists in Redis."""
-        try:
-            return bool(self.redis.exists(keys_for(self.prefix, validate_service(service)).state))
-        except RedisError as exc:
-            raise translate(exc, service) from exc
-
-    def _until(self, for_: Any) -> int:
-        value = _ops.duration(for_)
-        return 0 if value is None else _ops.server_ms(self.redis) + round(value * 1000)
-
-    def _control(self, service: str, op: str, until: int, reason: str, actor: str | None) -> Snapshot:
-        reply = self._run(service, "control", [op, str(until), _ops.check_reason(reason),
-                                               _ops.actor_or_default(actor)])
-        return decode_snapshot(service, reply)
+        return self._do(service, self._exists_steps(service))
 
     def trip(self, service: str, *, for_: Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
-        """Force `service` open fleet-wide for `for_` seconds (None = until reset)."""
-        return self._control(service, "trip", self._until(for_), reason, actor)
+        """Force `service` open fleet-wide for `for_` seconds (None = until reset).
+
+        Returns the snapshot after the change; its `last_transition` is this trip.
+
+        Raises:
+            ConfigError: an invalid service name, `for_`, reason or actor (before any I/O).
+        """
+        return self._do(service, self._control_steps(service, "trip", for_, reason, actor))
 
     def disable(self, service: str, *, for_: Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
         """Force `service` closed fleet-wide (outcomes still counted) for `for_` seconds."""
-        return self._control(service, "disable", self._until(for_), reason, actor)
+        return self._do(service, self._control_steps(service, "disable", for_, reason, actor))
 
     def reset(self, service: str, *, reason: str = "", actor: str | None = None) -> Snapshot:
         """Return `service` to closed with an empty window, clearing any forced state."""
-        return self._control(service, "reset", 0, reason, actor)
+        return self._do(service, self._control_steps(service, "reset", None, reason, actor))
 
     def history(self, service: str, n: int = 20) -> builtins.list[Transition]:
-        """The last `n` transitions of `service`, newest first."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
-        keys = keys_for(self.prefix, validate_service(service))
-        try:
-            entries = self.redis.xrevrange(keys.events, count=n)
-        except RedisError as exc:
-            raise translate(exc, service) from exc
-        return [decode_transition(service, e) for e in entries]
+        """The last `n` transitions of `service`, newest first (entries of other writers are
+        skipped; `events` counts them)."""
+        return self.events(service, n).transitions
+
+    def events(self, service: str, n: int = 20) -> Events:
+        """The last `n` entries of the events stream of `service`: its transitions, newest
+        first, and how many entries were not distbreaker events (skipped).
+
+        .. versionadded:: 0.2.0
+        """
+        return self._do(service, self._events_steps(service, n))
 
     # -- doctor ------------------------------------------------------------------------------
     def doctor(self, *, pings: int = 20) -> builtins.list[Check]:

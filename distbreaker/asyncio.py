@@ -7,6 +7,7 @@ It is a shell over the same sans-IO core (`_core.BreakerCore`) and the same step
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
@@ -27,13 +28,14 @@ from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, P
 from ._core import validate_service
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._timeout import check_timeout, within
-from ._model import Snapshot, State
+from ._model import Snapshot, State, Transition
+from .admin import Events, FleetConfig, _Operations
 from ._scripts import SCRIPTS, Steps, adrive, eval_steps
 from ._transport import check_client
 from .registry import _Registry
 from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
 
-__all__ = ["Breaker", "BreakerRegistry", "connect", "connect_cluster", "connect_sentinel"]
+__all__ = ["Admin", "Breaker", "BreakerRegistry", "connect", "connect_cluster", "connect_sentinel"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -466,3 +468,76 @@ class BreakerRegistry(_Registry[Breaker]):
             await breaker.close()
         if self._closing:
             await asyncio.gather(*self._closing)
+
+
+class Admin(_Operations):
+    """`distbreaker.Admin` for asyncio: the same reads and actions (the same steps, awaited).
+
+    `doctor` is sync-only: it runs on `distbreaker.Admin` (as the CLI does), since its checks
+    (SUBSCRIBE, per-command ACL probes) are an operator's one-off, not a service's.
+
+    Args:
+        redis: a `redis.asyncio.Redis` (or asyncio `RedisCluster`) client.
+        prefix: key prefix. Default ``"distbreaker"``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    async def _do(self, service: str, steps: Steps[T]) -> T:
+        try:
+            return await adrive(self.redis, steps)
+        except RedisError as exc:
+            raise translate(exc, service) from exc
+
+    async def list(self) -> builtins.list[str]:
+        """Services of every breaker under the prefix, sorted (SCAN; never KEYS)."""
+        try:
+            return self._found([k async for k in self.redis.scan_iter(match=self._match(), count=1000)])
+        except RedisError as exc:
+            raise translate(exc) from exc
+
+    async def status(self, service: str) -> Snapshot:
+        """See `distbreaker.Admin.status`."""
+        return await self._do(service, self._status_steps(service))
+
+    async def config(self, service: str) -> FleetConfig:
+        """See `distbreaker.Admin.config`."""
+        return await self._do(service, self._config_steps(service))
+
+    async def inspect(self, service: str) -> tuple[Snapshot, FleetConfig]:
+        """See `distbreaker.Admin.inspect`."""
+        return await self._do(service, self._inspect_steps(service))
+
+    async def set_config(self, service: str, *, actor: str | None = None, replace: bool = False,
+                         reason: str = "", **overrides: Any) -> FleetConfig:
+        """See `distbreaker.Admin.set_config`."""
+        return await self._do(service, self._set_config_steps(service, actor, replace, reason, overrides))
+
+    async def clear_config(self, service: str, *, actor: str | None = None, reason: str = "") -> FleetConfig:
+        """See `distbreaker.Admin.clear_config`."""
+        return await self._do(service, self._clear_config_steps(service, actor, reason))
+
+    async def exists(self, service: str) -> bool:
+        """See `distbreaker.Admin.exists`."""
+        return await self._do(service, self._exists_steps(service))
+
+    async def trip(self, service: str, *, for_: Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
+        """See `distbreaker.Admin.trip`."""
+        return await self._do(service, self._control_steps(service, "trip", for_, reason, actor))
+
+    async def disable(self, service: str, *, for_: Any = None, reason: str = "",
+                      actor: str | None = None) -> Snapshot:
+        """See `distbreaker.Admin.disable`."""
+        return await self._do(service, self._control_steps(service, "disable", for_, reason, actor))
+
+    async def reset(self, service: str, *, reason: str = "", actor: str | None = None) -> Snapshot:
+        """See `distbreaker.Admin.reset`."""
+        return await self._do(service, self._control_steps(service, "reset", None, reason, actor))
+
+    async def history(self, service: str, n: int = 20) -> builtins.list[Transition]:
+        """See `distbreaker.Admin.history`."""
+        return (await self.events(service, n)).transitions
+
+    async def events(self, service: str, n: int = 20) -> Events:
+        """See `distbreaker.Admin.events`."""
+        return await self._do(service, self._events_steps(service, n))

@@ -18,13 +18,21 @@ __all__ = [
     "redact",
 ]
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):[^@/\s]*@")
+# userinfo ends at the LAST "@" before the host (a password may hold "@" unencoded): the password
+# runs up to an "@" followed by a host part without "@", "/" or whitespace.
+_HOST_AHEAD = r"@(?=[^@/\s]*(?:[/\s?#]|$))"
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):[^\s]*" + _HOST_AHEAD)
+# The same without a scheme (``bob:secret@localhost:6379/0``, a URL typed without redis://): a
+# word of user characters, ":", then a password up to the last "@" before a host.
+_BARE_PASSWORD = re.compile(r"(?<![\w.+-])(?P<user>[\w.~%+-]*):(?!//)[^/\s'\"]+" + _HOST_AHEAD)
 _KV_PASSWORD = re.compile(r"(?i)(password['\"]?\s*[=:]\s*['\"]?)[^'\",\s)]+")
 
 
 def redact(text: str) -> str:
-    """Return `text` with passwords in URLs and `password=...` pairs replaced by `***`."""
+    """Return `text` with passwords in URLs (with or without a scheme) and ``password=...``
+    pairs replaced by ``***``."""
     text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+    text = _BARE_PASSWORD.sub(r"\g<user>:***@", text)
     return _KV_PASSWORD.sub(r"\1***", text)
 
 

@@ -1,8 +1,10 @@
 """The click application: global options and the one error boundary.
 
 Every error ends as one line on stderr and an exit code (`exits.ExitStatus`): 0 ok ·
-1 unexpected · 2 usage · 3 unknown service · 69 Redis unreachable or timed out ·
-77 authentication/ACL denied · 130 interrupted. Tracebacks only with --traceback.
+1 error (a Redis error, or some breakers of a listing could not be read) · 2 usage ·
+3 unknown service · 65 a breaker's data is corrupt (``distbreaker reset SERVICE`` rewrites it) ·
+69 Redis unreachable or timed out · 77 authentication/ACL denied · 130 interrupted.
+Tracebacks only with --traceback.
 """
 
 from __future__ import annotations
@@ -14,49 +16,23 @@ import traceback
 from typing import Any
 
 import click
-from redis.exceptions import RedisClusterException, RedisError
-
-from distbreaker.errors import (
-    AccessDeniedError,
-    ConfigError,
-    DistbreakerError,
-    RedisUnavailableError,
-    UnknownServiceError,
-    redact,
-    translate,
-)
+from distbreaker.errors import redact
 
 from . import commands, demo
 from .context import CliError, Context
 from .exits import ExitStatus
+from .failures import exit_for
+from .params import Finite
 
 __all__ = ["CliError", "Context", "cli", "main"]
 
 CLI_TIMEOUT = 5.0
-EXIT_CODES = ("Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 unknown service, "
-              "69 Redis unreachable or timed out, 77 authentication/ACL denied, 130 interrupted "
-              "(Ctrl-C ends status --watch and demo with 0).")
-
-
-def _exit_for(exc: BaseException) -> CliError:
-    """The one mapping of exceptions to a message and an exit code."""
-    if isinstance(exc, RedisError):
-        exc = translate(exc)
-    if isinstance(exc, RedisClusterException):
-        return CliError(f"Redis Cluster unavailable: {exc} (check --url)", ExitStatus.UNAVAILABLE)
-    if isinstance(exc, UnknownServiceError):
-        return CliError(f"{exc} (distbreaker status lists the breakers)", ExitStatus.UNKNOWN_SERVICE)
-    if isinstance(exc, RedisUnavailableError):
-        return CliError(f"{exc} (check --url / DISTBREAKER_URL)", ExitStatus.UNAVAILABLE)
-    if isinstance(exc, AccessDeniedError):
-        return CliError(f"{exc} (check the password and ACL of the user in --url)", ExitStatus.NO_PERMISSION)
-    if isinstance(exc, ConfigError):
-        return CliError(str(exc), ExitStatus.USAGE)
-    if isinstance(exc, DistbreakerError):
-        hint = " (is --url a Redis server?)" if "Protocol error" in str(exc) else ""
-        return CliError(f"{exc}{hint}", ExitStatus.ERROR)
-    return CliError(f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)",
-                    ExitStatus.ERROR)
+TIMEOUT_MAX = 3600.0
+EXIT_CODES = ("Exit codes: 0 ok, 1 error (also: some breakers of a listing could not be read), 2 usage, "
+              "3 unknown service, 65 a breaker's data in Redis is corrupt (distbreaker reset SERVICE "
+              "rewrites it), 69 Redis unreachable or timed out, 77 authentication/ACL denied, "
+              "130 interrupted (Ctrl-C ends status --watch and demo with 0). Global options (--url, "
+              "--prefix, --json) go before or after the command.")
 
 
 class Group(click.Group):
@@ -74,7 +50,7 @@ class Group(click.Group):
             obj = ctx.obj
             if isinstance(obj, Context) and obj.traceback:
                 traceback.print_exc()
-            raise _exit_for(exc) from None
+            raise exit_for(exc) from None
         finally:
             if isinstance(ctx.obj, Context):
                 ctx.obj.close()
@@ -117,7 +93,8 @@ class Group(click.Group):
 @click.option("--cluster", is_flag=True, envvar="DISTBREAKER_CLUSTER",
               help="--url names a node of a Redis Cluster (env DISTBREAKER_CLUSTER).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@click.option("--timeout", type=float, default=CLI_TIMEOUT, show_default=True, help="Redis timeout, seconds.")
+@click.option("--timeout", type=Finite(0, TIMEOUT_MAX, low_open=True), default=CLI_TIMEOUT, show_default=True,
+              help="Redis timeout, seconds (at most 3600).")
 @click.option("--no-color", is_flag=True, help="No colours (also with env NO_COLOR, or when not a terminal).")
 @click.option("--traceback", "show_traceback", is_flag=True, help="Show a traceback on errors.")
 @click.pass_context

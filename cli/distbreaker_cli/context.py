@@ -13,7 +13,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from distbreaker import Admin, connect
 from distbreaker.errors import ConfigError, RedisUnavailableError, redact, translate
 
-__all__ = ["CliError", "Context", "json_option"]
+__all__ = ["CliError", "Context", "global_options", "json_option"]
 
 
 @dataclass
@@ -87,7 +87,10 @@ class CliError(click.ClickException):
     """A one-line error with an exit code."""
 
     def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(redact(message))
+        text = redact(message)  # and one printable line, whatever data the message quotes
+        if not text.isprintable():
+            text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+        super().__init__(text)
         self.exit_code = exit_code  # type: ignore[misc]  # click's is per class; ours per error
 
     def show(self, file: Any = None) -> None:
@@ -104,5 +107,24 @@ def json_option(fn: Any) -> Any:
     """``--json`` after the command name too (the same as the global one)."""
     return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=_set_json,
                         help="Print one JSON document on stdout.")(fn)
+
+
+def _setter(name: str) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        obj = ctx.find_object(Context)
+        if value is not None and obj is not None:
+            setattr(obj, name, value)
+
+    return callback
+
+
+def global_options(fn: Any) -> Any:
+    """``--url``, ``--prefix`` and ``--json`` after the command name too (they win over the
+    ones before it): ``distbreaker status payments --url redis://...``."""
+    fn = click.option("--prefix", default=None, expose_value=False, callback=_setter("prefix"),
+                      help="Key prefix (as before the command).")(fn)
+    fn = click.option("--url", default=None, expose_value=False, callback=_setter("url"),
+                      help="Redis URL (as before the command).")(fn)
+    return json_option(fn)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "fleet_config_dict",
     "history_table",
     "local_clock",
+    "safe",
     "snapshot_dict",
     "state_text",
     "table",
@@ -48,6 +49,15 @@ CHECK_STYLES: dict[str, dict[str, Any]] = {
     "WARN": {"fg": "yellow", "bold": True},
     "FAIL": {"fg": "red", "bold": True},
 }
+
+
+def safe(text: str) -> str:
+    """`text` with every non-printable character escaped (``\\x1b``, ``\\n``, ``\\u202e``): data
+    read from Redis (old entries, other writers) can never move the cursor, retitle the
+    terminal, or forge a line of a table."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def dumps(value: Any) -> str:
@@ -177,9 +187,9 @@ def table(snapshots: Sequence[Snapshot], width: int | None = None) -> str:
         last = "-"
         if s.last_transition is not None:
             t = s.last_transition
-            last = f"{ago(s.server_time - t.time)}: {t.cause}"  # into STATE (history has from>to)
+            last = f"{ago(s.server_time - t.time)}: {safe(t.cause)}"  # into STATE (history has from>to)
         failed = f"{s.failures} ({100 * s.failure_rate:.0f}%)" if s.calls else "0"
-        rows.append((s.service, s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s), last))
+        rows.append((safe(s.service), s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s), last))
     return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width,
                    flex=((6, 40), (0, 20), (6, 24), (0, 12), (6, 0)))
 
@@ -187,8 +197,8 @@ def table(snapshots: Sequence[Snapshot], width: int | None = None) -> str:
 def history_table(transitions: Sequence[Transition], width: int | None = None) -> str:
     """The events of a breaker, newest first; a config change shows from = to."""
     header = ("TIME (UTC)", "FROM", "TO", "GEN", "ACTOR", "CAUSE")
-    rows = [(utc(t.time), t.from_state.value, t.to_state.value, str(t.generation), t.actor or "-", t.cause)
-            for t in transitions]
+    rows = [(utc(t.time), t.from_state.value, t.to_state.value, str(t.generation), safe(t.actor) or "-",
+             safe(t.cause)) for t in transitions]
     return _render(header, rows, right=(3,), styled={1: STATE_STYLES, 2: STATE_STYLES}, width=width,
                    flex=((5, 30), (4, 12), (5, 0)))
 
@@ -229,8 +239,8 @@ def config_changes(before: FleetConfig | None, after: FleetConfig) -> list[str]:
 def check_lines(checks: Sequence[Check]) -> str:
     """One ``PASS/WARN/FAIL  name  detail`` line per check."""
     width = max((len(c.name) for c in checks), default=0)
-    return "\n".join(f"{click.style(c.status, **CHECK_STYLES.get(c.status, {}))}  {c.name.ljust(width)}  {c.detail}"
-                     for c in checks)
+    return "\n".join(f"{click.style(c.status, **CHECK_STYLES.get(c.status, {}))}  {c.name.ljust(width)}  "
+                     f"{safe(c.detail)}" for c in checks)
 
 
 def ago(seconds: float) -> str:

@@ -9,9 +9,12 @@ from typing import Any
 import click
 
 from distbreaker import BreakerConfig
+from distbreaker._actions import check_for
 from distbreaker.admin import CONFIG_FIELDS, FLEET_FIELDS
+from distbreaker.errors import ConfigError
 
-__all__ = ["DURATION", "SETTING", "Duration", "Setting", "format_duration", "parse_duration"]
+__all__ = ["DURATION", "FOR_DURATION", "SETTING", "Duration", "Finite", "ForDuration", "Setting",
+           "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -69,6 +72,39 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click
             self.fail(str(exc), param, ctx)
 
 
+class ForDuration(Duration):
+    """`--for` of trip / disable: a `Duration` the actions accept (checked before any I/O)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = super().convert(value, param, ctx)
+        try:
+            check_for(seconds)
+        except ConfigError as exc:
+            self.fail(f"{value!r} is too long: {str(exc).split(': ', 1)[-1]}", param, ctx)
+        return seconds
+
+
+class Finite(click.ParamType):  # type: ignore[type-arg]
+    """A finite number of seconds in [`low`, `high`] (`low` excluded when `low_open`): no inf,
+    no nan (click's FloatRange lets nan through)."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float, *, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        low_ok = number > self.low if self.low_open else number >= self.low
+        if not (math.isfinite(number) and low_ok and number <= self.high):
+            side = ">" if self.low_open else ">="
+            self.fail(f"{value!r} is not a number of seconds {side} {self.low:g} and <= {self.high:g}", param, ctx)
+        return number
+
+
 class Setting(click.ParamType):  # type: ignore[type-arg]
     """``name=value`` for `Admin.set_config`: a fleet-wide config field in `BreakerConfig` units.
 
@@ -107,4 +143,5 @@ class Setting(click.ParamType):  # type: ignore[type-arg]
 
 
 DURATION = Duration()
+FOR_DURATION = ForDuration()
 SETTING = Setting()

@@ -1,0 +1,54 @@
+"""The one mapping of exceptions to a one-line message and an exit code (`exits.ExitStatus`)."""
+
+from __future__ import annotations
+
+from redis.exceptions import RedisClusterException, RedisError
+
+from distbreaker import errors
+from distbreaker.errors import (
+    AccessDeniedError,
+    ConfigError,
+    DistbreakerError,
+    RedisUnavailableError,
+    UnknownServiceError,
+    translate,
+)
+
+from .context import CliError
+from .exits import ExitStatus
+
+__all__ = ["exit_for", "is_corrupt"]
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """A breaker's data cannot be read: a script answered CORRUPT (`CorruptStateError`, from
+    errors.py when present), or Admin could not decode what it read."""
+    corrupt = getattr(errors, "CorruptStateError", None)
+    return (corrupt is not None and isinstance(exc, corrupt)) or bool(getattr(exc, "corrupt_key", None))
+
+
+def exit_for(exc: BaseException) -> CliError:
+    """The one mapping of exceptions to a message and an exit code."""
+    if isinstance(exc, RedisError):
+        exc = translate(exc)
+    if isinstance(exc, RedisClusterException):
+        return CliError(f"Redis Cluster unavailable: {exc} (check --url)", ExitStatus.UNAVAILABLE)
+    if isinstance(exc, UnknownServiceError):
+        return CliError(f"{exc} (distbreaker status lists the breakers)", ExitStatus.UNKNOWN_SERVICE)
+    if isinstance(exc, RedisUnavailableError):
+        return CliError(f"{exc} (check --url / DISTBREAKER_URL)", ExitStatus.UNAVAILABLE)
+    if isinstance(exc, AccessDeniedError):
+        return CliError(f"{exc} (check the password and ACL of the user in --url)", ExitStatus.NO_PERMISSION)
+    if isinstance(exc, ConfigError):
+        return CliError(str(exc), ExitStatus.USAGE)
+    if is_corrupt(exc):
+        message = str(exc)
+        if "reset" not in message:
+            service = getattr(exc, "service", None) or "SERVICE"
+            message += f" ('distbreaker reset {service}' rewrites the breaker)"
+        return CliError(message, ExitStatus.CORRUPT)
+    if isinstance(exc, DistbreakerError):
+        hint = " (is --url a Redis server?)" if "Protocol error" in str(exc) else ""
+        return CliError(f"{exc}{hint}", ExitStatus.ERROR)
+    return CliError(f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)",
+                    ExitStatus.ERROR)

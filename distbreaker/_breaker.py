@@ -11,7 +11,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError
 
-from . import _ops
+from . import _nesting, _ops
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._batch import sync_flusher
@@ -80,6 +80,7 @@ class Breaker:
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
+        self._nest = f"{core.prefix}\x00{core.service}"  # calls nested in a call through it count once
         _ops.check_client_budget(redis, core.config)
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:
@@ -165,9 +166,16 @@ class Breaker:
                 (`CircuitOpenError`) or the call fails (an exception that counts as a
                 failure); its result is returned instead of raising.
 
+        A call made from inside a call (or ``with`` block) through this breaker, in the same
+        thread, runs directly: neither admitted nor counted again (the outer call counts once),
+        and its `fallback` still applies to its failure.
+
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
         """
+        nest = self._nest
+        if _nesting.inside(nest):
+            return self._nested(fn, args, kwargs, fallback)
         try:
             permit = self._admit()
         except CircuitOpenError as exc:
@@ -177,7 +185,11 @@ class Breaker:
         clock = self._core.clock
         start = clock()
         try:
-            result = fn(*args, **kwargs)
+            _nesting.enter(nest)
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _nesting.leave(nest)
         except BaseException as exc:
             outcome = classify(self.config, exc)
             self._record(permit, outcome, clock() - start, exc)
@@ -186,6 +198,16 @@ class Breaker:
             raise
         self._record(permit, SUCCESS, clock() - start)
         return result
+
+    def _nested(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
+                fallback: Callable[[BaseException], T] | None) -> T:
+        """A call inside a call through this breaker: run it directly (the outer call counts)."""
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            if fallback is not None and classify(self.config, exc) == FAILURE:
+                return fallback(exc)
+            raise
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate `fn` so that every call goes through the breaker."""
@@ -224,11 +246,19 @@ class Breaker:
         return self._core.allows()
 
     def __enter__(self) -> Breaker:
-        permit = self._admit()
+        if not _nesting.enter(self._nest):
+            return self  # inside a call through this breaker: that one counts
+        try:
+            permit = self._admit()
+        except BaseException:
+            _nesting.leave(self._nest)
+            raise
         self._stack.push(permit, self._core.clock())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if not _nesting.leave(self._nest):
+            return
         permit, start = self._stack.pop()
         self._record(permit, classify(self.config, exc), self._core.clock() - start, exc)
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from . import _ops
+from . import _nesting, _ops
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._connect import client_options
@@ -146,6 +146,7 @@ class Breaker:
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
+        self._nest = f"{core.prefix}\x00{core.service}"  # calls nested in a call through it count once
         _ops.check_client_budget(redis, core.config)
         self._listen = listen
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
@@ -260,11 +261,18 @@ class Breaker:
                 ``timeout >= slow_call_duration``. A sync `fn` is not interrupted. None (default):
                 no limit.
 
+        A call made from inside a call (or ``async with`` block) through this breaker, in the
+        same task (or a task started inside it), runs directly: neither admitted nor counted
+        again (the outer call counts once); its `fallback` and `timeout` still apply.
+
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
             CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
         limit = check_timeout(timeout)
+        nest = self._nest
+        if _nesting.inside(nest):
+            return await self._nested(fn, args, kwargs, fallback, limit)
         try:
             permit = await self._admit()
         except CircuitOpenError as exc:
@@ -275,12 +283,16 @@ class Breaker:
         start = clock()
         expired: CallTimeoutError | None = None
         try:
-            if limit is None:
-                result = await _resolve(fn(*args, **kwargs))
-            else:
-                done, result = await within(limit, fn(*args, **kwargs))
-                if not done:
-                    raise (expired := CallTimeoutError(self.service, limit))
+            _nesting.enter(nest)
+            try:
+                if limit is None:
+                    result = await _resolve(fn(*args, **kwargs))
+                else:
+                    done, result = await within(limit, fn(*args, **kwargs))
+                    if not done:
+                        raise (expired := CallTimeoutError(self.service, limit))
+            finally:
+                _nesting.leave(nest)
         except BaseException as exc:
             took = clock() - start
             if exc is expired:
@@ -293,6 +305,21 @@ class Breaker:
             raise
         await self._record(permit, SUCCESS, clock() - start)
         return result
+
+    async def _nested(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                      fallback: Callable[[BaseException], Any] | None, limit: float | None) -> Any:
+        """A call inside a call through this breaker: run it directly (the outer call counts)."""
+        try:
+            if limit is None:
+                return await _resolve(fn(*args, **kwargs))
+            done, result = await within(limit, fn(*args, **kwargs))
+            if not done:
+                raise CallTimeoutError(self.service, limit)
+            return result
+        except BaseException as exc:
+            if fallback is not None and (isinstance(exc, CallTimeoutError) or classify(self.config, exc) == FAILURE):
+                return await _resolve(fallback(exc))
+            raise
 
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate the coroutine function `fn` so that every call goes through the breaker."""
@@ -334,11 +361,19 @@ class Breaker:
         return self._core.allows()
 
     async def __aenter__(self) -> Breaker:
-        permit = await self._admit()
+        if not _nesting.enter(self._nest):
+            return self  # inside a call through this breaker: that one counts
+        try:
+            permit = await self._admit()
+        except BaseException:
+            _nesting.leave(self._nest)
+            raise
         self._stack.push(permit, self._core.clock())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if not _nesting.leave(self._nest):
+            return
         permit, start = self._stack.pop()
         await self._record(permit, classify(self.config, exc), self._core.clock() - start, exc)
 

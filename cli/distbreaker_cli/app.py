@@ -26,7 +26,7 @@ from distbreaker.errors import (
     translate,
 )
 
-from . import commands, demo
+from . import _restore_interrupt, commands, demo
 from .context import CliError, Context
 from .exits import ExitStatus
 
@@ -142,6 +142,7 @@ for _command in (*commands.COMMANDS, demo.demo):
 
 def main() -> None:
     """Console-script entry point."""
+    _restore_interrupt()  # a Ctrl-C during the imports exited quietly with 130 (see __init__)
     cli(prog_name="distbreaker")
 
 

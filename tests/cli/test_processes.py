@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
@@ -205,3 +206,94 @@ def test_demo_stops_everything_on_ctrl_c(popen: Any) -> None:
     while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
         time.sleep(0.05)
     assert [pid for pid in pids if not gone(pid)] == []
+
+
+# -- signals: the terminal closed, a service manager's SIGTERM, SIGKILL -------------------------
+def _dead(pid: int) -> bool:
+    """Exited (a zombie counts: after its parent died, pid 1 may be slow to reap it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _all_dead(pids: list[int], seconds: float = 15) -> list[int]:
+    """Poll until every pid has exited or the deadline passes; the ones still running."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(_dead(pid) for pid in pids):
+        time.sleep(0.05)
+    return [pid for pid in pids if not _dead(pid)]
+
+
+def _start_demo(popen: Any) -> tuple[subprocess.Popen[str], str, list[int]]:
+    """A running demo (embedded server, 2 workers, the live view drawn once): (proc, stderr so far, pids)."""
+    proc = popen([*CLI, "demo", "--workers", "2", "--interval", "0.3"])
+    err = _read_until(proc.stderr, r"started \d+ workers", time.monotonic() + 60)
+    _read_until(proc.stdout, r"service", time.monotonic() + 60)
+    pids = _pids(err)
+    assert len(pids) == 3 and all(not _dead(pid) for pid in pids), err
+    return proc, err, pids
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_demo_stops_everything_on_sigterm_and_sighup(popen: Any, sig: signal.Signals, code: int) -> None:
+    """SIGTERM (kill, a service manager) and SIGHUP (the terminal closed, tmux kill-session) stop
+    the workers and the server like Ctrl-C, then exit 128 + the signal (before: SIGTERM exited 0,
+    SIGHUP killed the demo and left valkey-server running under pid 1)."""
+    proc, err, pids = _start_demo(popen)
+    proc.send_signal(sig)
+    out, rest = proc.communicate(timeout=60)
+    err += rest
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and f"stopped by {sig.name}" in out, err
+    assert "stopped workers" in err
+    assert _all_dead(pids) == []
+
+
+def test_demo_with_its_terminal_gone_stops_everything(popen: Any) -> None:
+    """SIGHUP after the terminal is gone (its output pipes closed: every write fails): the demo
+    still stops its workers and server and exits 129."""
+    proc, _, pids = _start_demo(popen)
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(60) == 129
+    assert _all_dead(pids) == []
+
+
+def test_demo_killed_leaves_no_server(popen: Any) -> None:
+    """SIGKILL of the demo (nothing of it runs again): the kernel kills the embedded server
+    (PR_SET_PDEATHSIG) and the workers exit by themselves (they watch their parent)."""
+    proc, err, pids = _start_demo(popen)
+    server = pids[0]
+    assert psutil.Process(server).ppid() == proc.pid, err
+    proc.kill()
+    proc.wait(30)
+    assert _all_dead(pids) == [], err
+
+
+def test_demo_ctrl_c_during_start_up_is_quiet() -> None:
+    """Ctrl-C while the command is still importing its modules: "Interrupted", exit 130, no
+    traceback (before: a KeyboardInterrupt traceback); later, the demo's own Ctrl-C (exit 0).
+    Whatever it started is gone either way."""
+    codes = []
+    for delay in (0.08, 0.15, 0.3):
+        proc = subprocess.Popen([*CLI, "demo", "--workers", "1", "--interval", "0.3"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            time.sleep(delay)  # the point of the test: a signal at this moment of the start-up
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        if "started" in err:  # the demo was running: its own Ctrl-C
+            assert proc.returncode == 0, err
+            assert _all_dead([int(pid) for pid in re.findall(r"pids? ([\d, ]+)", err)[0].split(", ")]) == []
+        else:
+            assert proc.returncode == 130 and "Interrupted" in err, (proc.returncode, err)
+            assert "started" not in err
+        codes.append(proc.returncode)
+    assert 130 in codes, codes  # at least one landed during the imports

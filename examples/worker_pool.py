@@ -62,11 +62,11 @@ class ServiceError(Exception):
 # -- in each worker process -------------------------------------------------------------------
 _breaker: Breaker | None = None
 _rng = random.Random()
-_start = 0.0
+_start: Any = None  # shared: the parent sets it once every worker is ready
 _duration = 1.0
 
 
-def init_worker(url: str, prefix: str, mode: str, start: float, duration: float) -> None:
+def init_worker(url: str, prefix: str, mode: str, start: Any, duration: float, ready: Any) -> None:
     """Pool initializer: one client and one breaker per worker process, for its whole life."""
     global _breaker, _start, _duration
     from multiprocessing.util import Finalize
@@ -76,6 +76,8 @@ def init_worker(url: str, prefix: str, mode: str, start: float, duration: float)
     _rng.seed(os.getpid())
     client = connect(url, timeout=0.5)
     _breaker = Breaker(SERVICE, client, breaker_config(duration), prefix=prefix, mode=mode)  # type: ignore[arg-type]
+    with ready.get_lock():
+        ready.value += 1
     # Pool workers leave through os._exit (no atexit): flush the batched outcomes and stop
     # listening when the worker exits normally (after pool.close()).
     Finalize(_breaker, _close, args=(_breaker, client), exitpriority=10)
@@ -90,7 +92,7 @@ def _close(breaker: Breaker, client: Any) -> None:
 
 def flaky_service(job: int) -> int:
     time.sleep(_rng.uniform(0.002, 0.006))
-    phase = (time.time() - _start) / _duration
+    phase = (time.time() - _start.value) / _duration
     if _rng.random() < (FAILING if 0.25 <= phase < 0.55 else HEALTHY):
         raise ServiceError(f"job {job}: backend answered 503")
     return job
@@ -132,17 +134,29 @@ def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict
     client = connect(url, timeout=5)
     admin = Admin(client, prefix=prefix)
     sec, usec = client.time()
-    since = int(sec) + int(usec) / 1e6  # the server's clock, as in the events stream
+    since = run_start = int(sec) + int(usec) / 1e6  # the server's clock, as in the events stream
     ctx = multiprocessing.get_context("spawn")
     counts = {"ok": 0, "failed": 0, "rejected": 0}
     per_worker: dict[int, dict[str, int]] = {}
     stopped_by = "--duration"
-    start = time.time()
-    pool = ctx.Pool(workers, initializer=init_worker, initargs=(url, prefix, mode, start, duration))
+    start_at, ready = ctx.Value("d", 0.0), ctx.Value("i", 0)
+    launched = time.time()
+    pool = ctx.Pool(workers, initializer=init_worker, initargs=(url, prefix, mode, start_at, duration, ready))
     procs = multiprocessing.active_children()  # the pool's worker processes (public API)
-    _progress(f"started {workers} workers (pids {', '.join(str(p.pid) for p in procs)}), {duration:g}s, "
+    _progress(f"started {workers} workers (pids {', '.join(str(p.pid) for p in procs)}); "
               f"a progress line every {PROGRESS_EVERY:g}s; Ctrl-C stops them")
+    start = time.time()
     try:
+        # The run (and the service's failing phase) starts when every worker is ready: starting
+        # interpreters takes seconds on a busy machine.
+        deadline = time.monotonic() + 60
+        while ready.value < workers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        start = time.time()
+        start_at.value = start
+        sec, usec = client.time()
+        run_start = int(sec) + int(usec) / 1e6  # transitions are shown relative to it
+        _progress(f"  workers ready after {start - launched:.1f}s; running for {duration:g}s")
         job = 0
         shown = start
         while time.time() - start < duration:  # bounded: one batch past the deadline at most
@@ -176,7 +190,7 @@ def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict
         "seconds": round(elapsed, 1), "stopped_by": stopped_by,
         "jobs": {**counts, "run": counts["ok"] + counts["failed"], "total": sum(counts.values())},
         "per_worker": {str(pid): c for pid, c in sorted(per_worker.items())},
-        "transitions": [_transition(t, since) for t in moves],
+        "transitions": [_transition(t, run_start) for t in moves],
         "tripped": any(t.to_state.value == "open" for t in moves),
         "final_state": state,
         "processes": [{"pid": p.pid, "exitcode": p.exitcode, "alive": p.is_alive()} for p in procs],

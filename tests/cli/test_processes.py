@@ -6,13 +6,17 @@ Every wait is bounded by a deadline; processes are stopped by pid in a ``finally
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -259,6 +263,47 @@ def test_demo_with_its_terminal_gone_stops_everything(popen: Any) -> None:
     proc.send_signal(signal.SIGHUP)
     assert proc.wait(60) == 129
     assert _all_dead(pids) == []
+
+
+def _controlling_terminal() -> None:  # pragma: no cover - runs in the child before exec
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_demo_on_a_terminal_that_closes_stops_everything() -> None:
+    """The demo on a real terminal (a pty it has as controlling terminal, drawing its live view):
+    closing the terminal (the master side, as closing a window or `tmux kill-session` does)
+    sends it SIGHUP; it stops the workers and the server and exits 129 (before: exit 129 and
+    valkey-server left running under pid 1)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*CLI, "demo", "--workers", "2", "--interval", "0.3"], stdin=slave, stdout=slave,
+                            stderr=slave, preexec_fn=_controlling_terminal, close_fds=True)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"TRANSITIONS" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        text = seen.decode(errors="replace")
+        assert "TRANSITIONS" in text, text  # the live view is on the terminal
+        pids = sorted({int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)}
+                      | {int(pid) for found in re.findall(r"pids ([\d, ]+)", text) for pid in found.split(", ")})
+        assert len(pids) == 3, text
+        os.close(master)
+        master = -1
+        assert proc.wait(60) == 128 + signal.SIGHUP
+        assert _all_dead(pids) == []
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def test_demo_killed_leaves_no_server(popen: Any) -> None:

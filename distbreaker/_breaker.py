@@ -173,8 +173,8 @@ class Breaker:
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
         """
-        nest = self._nest
-        if _nesting.inside(nest):
+        nest, inside = self._nest, _nesting.INSIDE.get()
+        if nest in inside:
             return self._nested(fn, args, kwargs, fallback)
         try:
             permit = self._admit()
@@ -185,11 +185,11 @@ class Breaker:
         clock = self._core.clock
         start = clock()
         try:
-            _nesting.enter(nest)
+            token = _nesting.INSIDE.set((*inside, nest))
             try:
                 result = fn(*args, **kwargs)
             finally:
-                _nesting.leave(nest)
+                _nesting.INSIDE.reset(token)
         except BaseException as exc:
             outcome = classify(self.config, exc)
             self._record(permit, outcome, clock() - start, exc)

@@ -270,8 +270,8 @@ class Breaker:
             CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
         limit = check_timeout(timeout)
-        nest = self._nest
-        if _nesting.inside(nest):
+        nest, inside = self._nest, _nesting.INSIDE.get()
+        if nest in inside:
             return await self._nested(fn, args, kwargs, fallback, limit)
         try:
             permit = await self._admit()
@@ -283,7 +283,7 @@ class Breaker:
         start = clock()
         expired: CallTimeoutError | None = None
         try:
-            _nesting.enter(nest)
+            token = _nesting.INSIDE.set((*inside, nest))
             try:
                 if limit is None:
                     result = await _resolve(fn(*args, **kwargs))
@@ -292,7 +292,7 @@ class Breaker:
                     if not done:
                         raise (expired := CallTimeoutError(self.service, limit))
             finally:
-                _nesting.leave(nest)
+                _nesting.INSIDE.reset(token)
         except BaseException as exc:
             took = clock() - start
             if exc is expired:

@@ -10,9 +10,9 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,15 +79,20 @@ def test_configuration_page_lists_every_field_with_its_default() -> None:
 
 
 # -- the README and the pages a newcomer reads ---------------------------------------------------
-def _extras() -> set[str]:
+def _project() -> dict[str, Any]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     with open(ROOT / "pyproject.toml", "rb") as f:
-        return set(tomllib.load(f)["project"]["optional-dependencies"])
+        project: dict[str, Any] = tomllib.load(f)["project"]
+    return project
+
+
+def _extras() -> set[str]:
+    return set(_project()["optional-dependencies"])
 
 
 def _dependencies() -> set[str]:
     """Names of every package pyproject.toml depends on, in any extra."""
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        project = tomllib.load(f)["project"]
+    project = _project()
     specs = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
     return {re.split(r"[\[<>=~! ]", spec, maxsplit=1)[0].lower() for spec in specs}
 

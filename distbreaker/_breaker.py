@@ -80,7 +80,6 @@ class Breaker:
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
-        self._nest = f"{core.prefix}\x00{core.service}"  # calls nested in a call through it count once
         _ops.check_client_budget(redis, core.config)
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:
@@ -166,15 +165,16 @@ class Breaker:
                 (`CircuitOpenError`) or the call fails (an exception that counts as a
                 failure); its result is returned instead of raising.
 
-        A call made from inside a call (or ``with`` block) through this breaker, in the same
-        thread, runs directly: neither admitted nor counted again (the outer call counts once),
-        and its `fallback` still applies to its failure.
+        A call made from inside a call through this breaker (its `call` or a decorated
+        function), in the same thread, runs directly: neither admitted nor counted again (the
+        outer call counts once), and its `fallback` still applies to its failure. A ``with``
+        block always takes its own permit.
 
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
         """
-        nest, inside = self._nest, _nesting.INSIDE.get()
-        if nest in inside:
+        inside = _nesting.INSIDE.get()
+        if self in inside:
             return self._nested(fn, args, kwargs, fallback)
         try:
             permit = self._admit()
@@ -185,7 +185,7 @@ class Breaker:
         clock = self._core.clock
         start = clock()
         try:
-            token = _nesting.INSIDE.set((*inside, nest))
+            token = _nesting.INSIDE.set((*inside, self))
             try:
                 result = fn(*args, **kwargs)
             finally:
@@ -246,19 +246,11 @@ class Breaker:
         return self._core.allows()
 
     def __enter__(self) -> Breaker:
-        if not _nesting.enter(self._nest):
-            return self  # inside a call through this breaker: that one counts
-        try:
-            permit = self._admit()
-        except BaseException:
-            _nesting.leave(self._nest)
-            raise
+        permit = self._admit()
         self._stack.push(permit, self._core.clock())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if not _nesting.leave(self._nest):
-            return
         permit, start = self._stack.pop()
         self._record(permit, classify(self.config, exc), self._core.clock() - start, exc)
 

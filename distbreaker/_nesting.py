@@ -1,39 +1,23 @@
-"""Calls through a breaker made from inside a call through the same breaker (same prefix and
-service), in the same thread or asyncio task: they run directly, neither admitted nor counted
-again; the outer call counts once.
+"""Calls through a breaker made from inside a call through the same `Breaker` object, in the
+same thread or asyncio task (``payments.call(charge)`` with ``@payments def charge``): they run
+directly, neither admitted nor counted again; the outer call counts once.
 
-Without this, ``payments.call(charge)`` with ``@payments def charge`` counted two calls (and two
-failures), and in half-open state the nested call asked for a second probe lease while the outer
-call held the only one, so the probe rejected itself.
+Without this, that call counted two calls (and two failures), and in half-open state the nested
+call asked for a second probe lease while the outer call held the only one, so the probe
+rejected itself.
 
-`INSIDE` holds the keys of the breakers this thread or task is inside, once per open call or
-``with`` block: a block is the counted one when its key was not there before it. Threads start
-outside every breaker; an asyncio task starts inside the calls its creator was inside. The call
-path reads and sets it directly (a few hundred ns per call; see `Breaker.call`).
+`INSIDE` holds the breakers whose `call` (or decorated function) is running in this thread or
+task. Only `call` and the decorators mark it and look at it: a ``with`` block is an explicit
+permit and takes its own, nested or not, and another `Breaker` object of the same service (a
+simulated second worker, say) counts on its own. Threads start outside every call; an asyncio
+task starts inside the calls its creator was inside. The call path reads and sets it directly:
+about 40 ns on a rejected call and 0.3 µs on an admitted one.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 
-__all__ = ["INSIDE", "enter", "leave"]
+__all__ = ["INSIDE"]
 
-INSIDE: ContextVar[tuple[str, ...]] = ContextVar("distbreaker_inside", default=())
-
-
-def enter(key: str) -> bool:
-    """A ``with`` block through `key` begins; True when it is the outermost one (counted)."""
-    keys = INSIDE.get()
-    INSIDE.set((*keys, key))
-    return key not in keys
-
-
-def leave(key: str) -> bool:
-    """The innermost ``with`` block through `key` ends; True when it was the counted one."""
-    keys = INSIDE.get()
-    for i in range(len(keys) - 1, -1, -1):
-        if keys[i] == key:
-            rest = keys[:i] + keys[i + 1:]
-            INSIDE.set(rest)
-            return key not in rest
-    return True  # entered in another context (e.g. another task): count it, as before
+INSIDE: ContextVar[tuple[object, ...]] = ContextVar("distbreaker_inside", default=())

@@ -146,7 +146,6 @@ class Breaker:
         self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
-        self._nest = f"{core.prefix}\x00{core.service}"  # calls nested in a call through it count once
         _ops.check_client_budget(redis, core.config)
         self._listen = listen
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
@@ -261,17 +260,18 @@ class Breaker:
                 ``timeout >= slow_call_duration``. A sync `fn` is not interrupted. None (default):
                 no limit.
 
-        A call made from inside a call (or ``async with`` block) through this breaker, in the
-        same task (or a task started inside it), runs directly: neither admitted nor counted
-        again (the outer call counts once); its `fallback` and `timeout` still apply.
+        A call made from inside a call through this breaker (its `call` or a decorated
+        function), in the same task or a task started inside it, runs directly: neither
+        admitted nor counted again (the outer call counts once); its `fallback` and `timeout`
+        still apply. An ``async with`` block always takes its own permit.
 
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
             CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
         limit = check_timeout(timeout)
-        nest, inside = self._nest, _nesting.INSIDE.get()
-        if nest in inside:
+        inside = _nesting.INSIDE.get()
+        if self in inside:
             return await self._nested(fn, args, kwargs, fallback, limit)
         try:
             permit = await self._admit()
@@ -283,7 +283,7 @@ class Breaker:
         start = clock()
         expired: CallTimeoutError | None = None
         try:
-            token = _nesting.INSIDE.set((*inside, nest))
+            token = _nesting.INSIDE.set((*inside, self))
             try:
                 if limit is None:
                     result = await _resolve(fn(*args, **kwargs))
@@ -361,19 +361,11 @@ class Breaker:
         return self._core.allows()
 
     async def __aenter__(self) -> Breaker:
-        if not _nesting.enter(self._nest):
-            return self  # inside a call through this breaker: that one counts
-        try:
-            permit = await self._admit()
-        except BaseException:
-            _nesting.leave(self._nest)
-            raise
+        permit = await self._admit()
         self._stack.push(permit, self._core.clock())
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if not _nesting.leave(self._nest):
-            return
         permit, start = self._stack.pop()
         await self._record(permit, classify(self.config, exc), self._core.clock() - start, exc)
 

@@ -1,6 +1,7 @@
-"""A call through a breaker made from inside a call through the same breaker counts once (the
-outer call), on a real server, in both shells: ``payments.call(charge)`` with ``charge``
-decorated by ``@payments`` is one call, not two."""
+"""A call through a breaker made from inside a call through the same `Breaker` object counts
+once (the outer call), on a real server, in both shells: ``payments.call(charge)`` with
+``charge`` decorated by ``@payments`` is one call, not two. ``with`` blocks are explicit permits
+and keep taking one each; another `Breaker` object of the same service counts on its own."""
 
 from __future__ import annotations
 
@@ -52,24 +53,28 @@ def test_call_of_a_decorated_function_counts_once(payments: Breaker) -> None:
     assert (snap.calls, snap.failures) == (3, 2)
 
 
-def test_with_blocks_and_decorators_nested_count_once(payments: Breaker) -> None:
-    """A decorated function called inside ``with payments:``, and nested ``with`` blocks: one call each."""
+def test_with_blocks_take_their_own_permit_and_other_objects_count(payments: Breaker, redis_url: str,
+                                                                  prefix: str) -> None:
+    """Nesting is about `call` and decorators: a decorated function called inside a ``with``
+    block is a second permit (as a probe held by a ``with`` block and a call are two), and a
+    second `Breaker` object of the same service (another worker simulated in one process)
+    counts on its own inside the first one's call."""
 
     @payments
     def charge() -> str:
-        with payments:
-            return "ok"
+        return "ok"
 
     with payments:
         assert charge() == "ok"
-    with pytest.raises(Boom):
-        with payments:
-            with payments:
-                raise Boom("inner")
-    snap = payments.snapshot()
-    assert (snap.calls, snap.failures) == (2, 1)
-    assert charge() == "ok"
-    assert payments.snapshot().calls == 3
+    assert payments.snapshot().calls == 2
+    client = connect(redis_url, timeout=2.0)
+    other = Breaker("payments", client, BreakerConfig(minimum_calls=20), prefix=prefix, listen=False)
+    try:
+        assert payments.call(lambda: other.call(charge)) == "ok"  # payments' call, other's call: 2
+        assert payments.snapshot().calls == 4
+    finally:
+        other.close()
+        client.close()
 
 
 def test_nested_call_does_not_take_a_second_probe(payments: Breaker, redis_url: str, prefix: str) -> None:
@@ -122,15 +127,14 @@ def test_other_threads_are_not_inside(payments: Breaker) -> None:
 
 
 async def test_asyncio_call_of_a_decorated_coroutine_counts_once(redis_url: str, prefix: str) -> None:
-    """The asyncio shell: ``await payments.call(charge)`` with ``@payments async def charge``, and
-    ``async with`` nesting: one call each; a task started inside a call is inside it too."""
+    """The asyncio shell: ``await payments.call(charge)`` with ``@payments async def charge`` is
+    one call (a failure one failure); a task started inside a call is inside it too."""
     client = dba.connect(redis_url, timeout=2.0)
     payments = dba.Breaker("payments", client, BreakerConfig(minimum_calls=20), prefix=prefix, listen=False)
     try:
         @payments
         async def charge(order: int) -> int:
-            async with payments:
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)
             return order + 1
 
         assert await payments.call(charge, 1) == 2

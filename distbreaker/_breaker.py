@@ -11,7 +11,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError
 
-from . import _ops, _schema
+from . import _nesting, _ops, _schema
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._batch import sync_flusher
@@ -168,9 +168,17 @@ class Breaker:
                 (`CircuitOpenError`) or the call fails (an exception that counts as a
                 failure); its result is returned instead of raising.
 
+        A call made from inside a call through this breaker (its `call` or a decorated
+        function), in the same thread, runs directly: neither admitted nor counted again (the
+        outer call counts once), and its `fallback` still applies to its failure. A ``with``
+        block always takes its own permit.
+
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
         """
+        inside = _nesting.INSIDE.get()
+        if self in inside:
+            return self._nested(fn, args, kwargs, fallback)
         try:
             permit = self._admit()
         except CircuitOpenError as exc:
@@ -180,7 +188,11 @@ class Breaker:
         clock = self._core.clock
         start = clock()
         try:
-            result = fn(*args, **kwargs)
+            token = _nesting.INSIDE.set((*inside, self))
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _nesting.INSIDE.reset(token)
         except BaseException as exc:
             outcome = classify(self.config, exc)
             self._record(permit, outcome, clock() - start, exc)
@@ -189,6 +201,16 @@ class Breaker:
             raise
         self._record(permit, SUCCESS, clock() - start)
         return result
+
+    def _nested(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
+                fallback: Callable[[BaseException], T] | None) -> T:
+        """A call inside a call through this breaker: run it directly (the outer call counts)."""
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            if fallback is not None and classify(self.config, exc) == FAILURE:
+                return fallback(exc)
+            raise
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate `fn` so that every call goes through the breaker."""

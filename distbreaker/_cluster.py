@@ -80,7 +80,7 @@ def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *,
     The client asks the sentinels for the master on each new connection, so after a failover
     the next connection goes to the new master; the scripts are reloaded there by the
     EVALSHA → NOSCRIPT → EVAL fallback. Writes the old master acknowledged but had not yet
-    replicated are lost with it (see README, "Sentinel failover").
+    replicated are lost with it (see the docs, "Redis Cluster and Sentinel").
 
     Args:
         sentinels: ``(host, port)`` of the sentinels.

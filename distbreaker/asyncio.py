@@ -18,7 +18,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from . import _ops, _schema
+from . import _nesting, _ops, _schema
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._connect import client_options
@@ -269,11 +269,19 @@ class Breaker:
                 ``timeout >= slow_call_duration``. A sync `fn` is not interrupted. None (default):
                 no limit.
 
+        A call made from inside a call through this breaker (its `call` or a decorated
+        function), in the same task or a task started inside it, runs directly: neither
+        admitted nor counted again (the outer call counts once); its `fallback` and `timeout`
+        still apply. An ``async with`` block always takes its own permit.
+
         Raises:
             CircuitOpenError: the breaker is open and no fallback was given.
             CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
         limit = check_timeout(timeout)
+        inside = _nesting.INSIDE.get()
+        if self in inside:
+            return await self._nested(fn, args, kwargs, fallback, limit)
         try:
             permit = await self._admit()
         except CircuitOpenError as exc:
@@ -284,12 +292,16 @@ class Breaker:
         start = clock()
         expired: CallTimeoutError | None = None
         try:
-            if limit is None:
-                result = await _resolve(fn(*args, **kwargs))
-            else:
-                done, result = await within(limit, fn(*args, **kwargs))
-                if not done:
-                    raise (expired := CallTimeoutError(self.service, limit))
+            token = _nesting.INSIDE.set((*inside, self))
+            try:
+                if limit is None:
+                    result = await _resolve(fn(*args, **kwargs))
+                else:
+                    done, result = await within(limit, fn(*args, **kwargs))
+                    if not done:
+                        raise (expired := CallTimeoutError(self.service, limit))
+            finally:
+                _nesting.INSIDE.reset(token)
         except BaseException as exc:
             took = clock() - start
             if exc is expired:
@@ -302,6 +314,21 @@ class Breaker:
             raise
         await self._record(permit, SUCCESS, clock() - start)
         return result
+
+    async def _nested(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                      fallback: Callable[[BaseException], Any] | None, limit: float | None) -> Any:
+        """A call inside a call through this breaker: run it directly (the outer call counts)."""
+        try:
+            if limit is None:
+                return await _resolve(fn(*args, **kwargs))
+            done, result = await within(limit, fn(*args, **kwargs))
+            if not done:
+                raise CallTimeoutError(self.service, limit)
+            return result
+        except BaseException as exc:
+            if fallback is not None and (isinstance(exc, CallTimeoutError) or classify(self.config, exc) == FAILURE):
+                return await _resolve(fallback(exc))
+            raise
 
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate the coroutine function `fn` so that every call goes through the breaker."""

@@ -2,7 +2,8 @@
 
 The embedded server is the one `distbreaker demo` starts (the `valkey-server` of the `demo`
 extra, else `redis-server`/`valkey-server` on PATH), started and stopped by the demo's own
-helpers: 127.0.0.1, a free port, no persistence, stopped by pid when the block ends.
+helpers: 127.0.0.1, a free port, no persistence, stopped by pid when the block ends, and on
+Linux killed by the kernel if this process dies first (even by SIGKILL).
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ def redis_url() -> Iterator[str]:
     from distbreaker_cli.demo import EmbeddedServer, find_server
 
     directory = Path(tempfile.mkdtemp(prefix="distbreaker-example-"))
+    server: EmbeddedServer | None = None
     try:
         binary, label = find_server()
-        server = EmbeddedServer(binary, label, directory).start()  # stops what it started on failure
-    except CliError as exc:
+        server = EmbeddedServer(binary, label, directory)
+        server.start()  # stops what it started on failure; dies with this process (PR_SET_PDEATHSIG)
+    except BaseException as exc:  # a signal during the start too: nothing may outlive us
+        if server is not None:
+            server.stop()
         shutil.rmtree(directory, ignore_errors=True)
-        raise SystemExit(f"error: {exc.message} (or set DISTBREAKER_URL)") from None
+        if isinstance(exc, CliError):
+            raise SystemExit(f"error: {exc.message} (or set DISTBREAKER_URL)") from None
+        raise
     try:
         assert server.proc is not None
         print(f"started {label} (pid {server.proc.pid}) on {server.url}", file=sys.stderr, flush=True)
@@ -40,4 +47,14 @@ def redis_url() -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
-        print(f"stopped {label}", file=sys.stderr, flush=True)
+        try:
+            print(f"stopped {label}", file=sys.stderr, flush=True)
+        except OSError:  # the terminal is gone (SIGHUP)
+            pass
+
+
+def status_command(url: str, prefix: str) -> str:
+    """The `distbreaker status` command line that shows these breakers (password redacted)."""
+    from distbreaker.errors import redact
+
+    return f"distbreaker --url {redact(url)} --prefix {prefix} status"

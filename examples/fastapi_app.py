@@ -11,7 +11,8 @@ stop calling it.
 - ``PUT /downstream/{service}`` with ``{"failure_rate": 0.9}``: make the simulated service fail
   (``0`` heals it).
 
-Run it (an embedded server is started when ``DISTBREAKER_URL`` is not set)::
+Run it (an embedded server is started when ``DISTBREAKER_URL`` is not set; it prints the
+``distbreaker status`` command that shows its breakers)::
 
     pip install '.[examples,demo]'
     python examples/fastapi_app.py --port 8000
@@ -29,6 +30,7 @@ import asyncio
 import os
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -165,31 +167,61 @@ def create_app(url: str | None = None, prefix: str | None = None, config: Breake
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+class _Stopped(BaseException):
+    """A signal arrived before uvicorn was serving: unwind (the embedded server is stopped)."""
+
+
+class _Signals:
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all end the app the same way: uvicorn
+    shuts down gracefully, then the embedded server is stopped. uvicorn handles SIGINT and
+    SIGTERM itself while it serves and re-raises them afterwards; SIGHUP is handed to it here.
+    The exit code: 0 after Ctrl-C, 128 + the signal's number otherwise (143, 129)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.server: Any = None  # uvicorn.Server while it serves
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.received = self.received or signum
+        if self.server is not None:
+            self.server.handle_exit(signum, frame)  # a graceful shutdown (again: harmless)
+        else:
+            raise _Stopped()
+
+    def exit_code(self) -> int:
+        return 0 if self.received in (0, signal.SIGINT) else 128 + self.received
+
+
+def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    from _embedded import redis_url
+    from _embedded import redis_url, status_command
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--prefix", default=None, help="key prefix (default $DISTBREAKER_PREFIX or distbreaker)")
     args = parser.parse_args(argv)
-    # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then re-raises the signal to the handler
-    # it found: make that an exception, so that the embedded server below is stopped too.
-    signal.signal(signal.SIGTERM, _exit_quietly)
-    signal.signal(signal.SIGINT, _exit_quietly)
+    prefix = args.prefix or os.environ.get("DISTBREAKER_PREFIX") or "distbreaker"
+    signals = _Signals()
+    signals.install()
     try:
         with redis_url() as url:  # $DISTBREAKER_URL, or an embedded server stopped when uvicorn exits
-            uvicorn.run(create_app(url, args.prefix), host=args.host, port=args.port)
-    except SystemExit as exc:
-        if exc.code != 0:
-            raise
-
-
-def _exit_quietly(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
+            print(f"prefix {prefix!r}; watch its breakers with:\n  {status_command(url, prefix)} --watch",
+                  file=sys.stderr, flush=True)
+            server = uvicorn.Server(uvicorn.Config(create_app(url, prefix), host=args.host, port=args.port))
+            signals.server = server
+            server.run()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # stopping: nothing cuts it short
+                signal.signal(sig, signal.SIG_IGN)
+    except _Stopped:
+        pass
+    return signals.exit_code()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

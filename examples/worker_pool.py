@@ -7,7 +7,8 @@ trips together and stops calling it, probes it (one probe at a time, fleet-wide)
 again when it has recovered. Rejected jobs are not run (a real queue would retry them later).
 
 The simulated service is healthy, fails 90% of the jobs from 25% to 55% of `--duration`, then
-recovers. At the end it prints a summary: jobs run (ok / failed), jobs rejected by the breaker,
+recovers. It prints the `distbreaker status` command that shows the breaker, a progress line
+every 2 s (on stderr), and at the end a summary: jobs run (ok / failed), jobs rejected by the breaker,
 the transitions from the breaker's events stream (`Admin.history`) and how the workers exited.
 
 Run it (an embedded server is started when ``DISTBREAKER_URL`` is not set)::
@@ -61,11 +62,11 @@ class ServiceError(Exception):
 # -- in each worker process -------------------------------------------------------------------
 _breaker: Breaker | None = None
 _rng = random.Random()
-_start = 0.0
+_start: Any = None  # shared: the parent sets it once every worker is ready
 _duration = 1.0
 
 
-def init_worker(url: str, prefix: str, mode: str, start: float, duration: float) -> None:
+def init_worker(url: str, prefix: str, mode: str, start: Any, duration: float, ready: Any) -> None:
     """Pool initializer: one client and one breaker per worker process, for its whole life."""
     global _breaker, _start, _duration
     from multiprocessing.util import Finalize
@@ -75,6 +76,8 @@ def init_worker(url: str, prefix: str, mode: str, start: float, duration: float)
     _rng.seed(os.getpid())
     client = connect(url, timeout=0.5)
     _breaker = Breaker(SERVICE, client, breaker_config(duration), prefix=prefix, mode=mode)  # type: ignore[arg-type]
+    with ready.get_lock():
+        ready.value += 1
     # Pool workers leave through os._exit (no atexit): flush the batched outcomes and stop
     # listening when the worker exits normally (after pool.close()).
     Finalize(_breaker, _close, args=(_breaker, client), exitpriority=10)
@@ -89,7 +92,7 @@ def _close(breaker: Breaker, client: Any) -> None:
 
 def flaky_service(job: int) -> int:
     time.sleep(_rng.uniform(0.002, 0.006))
-    phase = (time.time() - _start) / _duration
+    phase = (time.time() - _start.value) / _duration
     if _rng.random() < (FAILING if 0.25 <= phase < 0.55 else HEALTHY):
         raise ServiceError(f"job {job}: backend answered 503")
     return job
@@ -109,8 +112,21 @@ def run_job(job: int) -> tuple[int, str]:
 
 
 # -- the parent -------------------------------------------------------------------------------
-def _sigterm(signum: int, frame: Any) -> None:
+PROGRESS_EVERY = 2.0  # seconds between progress lines (stderr)
+_signal = 0  # SIGTERM or SIGHUP received (exit 128 + it)
+
+
+def _stop_signal(signum: int, frame: Any) -> None:
+    global _signal
+    _signal = _signal or signum
     raise KeyboardInterrupt  # stop like Ctrl-C: the pool and the embedded server are stopped
+
+
+def _progress(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:  # the terminal is gone (SIGHUP): carry on stopping
+        pass
 
 
 def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict[str, Any]:
@@ -118,25 +134,45 @@ def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict
     client = connect(url, timeout=5)
     admin = Admin(client, prefix=prefix)
     sec, usec = client.time()
-    since = int(sec) + int(usec) / 1e6  # the server's clock, as in the events stream
+    since = run_start = int(sec) + int(usec) / 1e6  # the server's clock, as in the events stream
     ctx = multiprocessing.get_context("spawn")
     counts = {"ok": 0, "failed": 0, "rejected": 0}
     per_worker: dict[int, dict[str, int]] = {}
     stopped_by = "--duration"
-    start = time.time()
-    pool = ctx.Pool(workers, initializer=init_worker, initargs=(url, prefix, mode, start, duration))
+    start_at, ready = ctx.Value("d", 0.0), ctx.Value("i", 0)
+    launched = time.time()
+    pool = ctx.Pool(workers, initializer=init_worker, initargs=(url, prefix, mode, start_at, duration, ready))
     procs = multiprocessing.active_children()  # the pool's worker processes (public API)
+    _progress(f"started {workers} workers (pids {', '.join(str(p.pid) for p in procs)}); "
+              f"a progress line every {PROGRESS_EVERY:g}s; Ctrl-C stops them")
+    start = time.time()
     try:
+        # The run (and the service's failing phase) starts when every worker is ready: starting
+        # interpreters takes seconds on a busy machine.
+        deadline = time.monotonic() + 60
+        while ready.value < workers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        start = time.time()
+        start_at.value = start
+        sec, usec = client.time()
+        run_start = int(sec) + int(usec) / 1e6  # transitions are shown relative to it
+        _progress(f"  workers ready after {start - launched:.1f}s; running for {duration:g}s")
         job = 0
+        shown = start
         while time.time() - start < duration:  # bounded: one batch past the deadline at most
             batch = range(job, job + 20 * workers)
             job += len(batch)
             for pid, outcome in pool.imap_unordered(run_job, batch):
                 counts[outcome] += 1
                 per_worker.setdefault(pid, {"ok": 0, "failed": 0, "rejected": 0})[outcome] += 1
+            if time.time() - shown >= PROGRESS_EVERY:
+                shown = time.time()
+                state = admin.status(SERVICE).state.value if admin.exists(SERVICE) else "closed"
+                _progress(f"  +{shown - start:5.1f}s  breaker {state:<9}  jobs: {counts['ok']} ok, "
+                          f"{counts['failed']} failed, {counts['rejected']} rejected")
         pool.close()  # workers finish, run their finalizers (breaker.close()) and exit
     except KeyboardInterrupt:
-        stopped_by = "Ctrl-C or SIGTERM"
+        stopped_by = signal.Signals(_signal).name if _signal else "Ctrl-C"
         pool.terminate()
     finally:
         pool.join()
@@ -154,7 +190,7 @@ def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict
         "seconds": round(elapsed, 1), "stopped_by": stopped_by,
         "jobs": {**counts, "run": counts["ok"] + counts["failed"], "total": sum(counts.values())},
         "per_worker": {str(pid): c for pid, c in sorted(per_worker.items())},
-        "transitions": [_transition(t, since) for t in moves],
+        "transitions": [_transition(t, run_start) for t in moves],
         "tripped": any(t.to_state.value == "open" for t in moves),
         "final_state": state,
         "processes": [{"pid": p.pid, "exitcode": p.exitcode, "alive": p.is_alive()} for p in procs],
@@ -185,7 +221,7 @@ def print_summary(s: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from _embedded import redis_url
+    from _embedded import redis_url, status_command
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=4, choices=range(1, 33), metavar="N")
@@ -198,17 +234,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= 0:
         parser.error("--duration must be > 0")
     prefix = args.prefix or os.environ.get("DISTBREAKER_PREFIX") or f"example-pool-{uuid.uuid4().hex[:8]}"
-    signal.signal(signal.SIGTERM, _sigterm)
-    with redis_url() as url:
-        try:
+    signal.signal(signal.SIGTERM, _stop_signal)
+    signal.signal(signal.SIGHUP, _stop_signal)
+    try:
+        with redis_url() as url:
+            _progress(f"service {SERVICE!r}, prefix {prefix!r}; watch its breaker with:\n"
+                      f"  {status_command(url, prefix)} --watch")
             summary = run(url, prefix, args.workers, args.duration, args.mode)
-        except KeyboardInterrupt:  # during start-up or the summary: the pool is already stopped
-            return 130
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print_summary(summary)
-    return 0
+    except KeyboardInterrupt:  # during start-up or the summary: the pool is already stopped
+        return 128 + _signal if _signal else 130
+    try:
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print_summary(summary)
+        sys.stdout.flush()
+    except OSError:  # the terminal is gone (SIGHUP)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the exit's flush goes nowhere
+    return 128 + _signal if _signal else 0
 
 
 if __name__ == "__main__":

@@ -92,37 +92,76 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-def test_fastapi_app_runs_as_a_script_on_the_embedded_server(tmp_path: Path) -> None:
-    """No DISTBREAKER_URL: the script starts the demo's embedded server, serves, and stops it on SIGTERM."""
+def _start_fastapi_script(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """examples/fastapi_app.py as a process with no DISTBREAKER_URL, answering on a free port."""
     port = _free_port()
     err = tmp_path / "stderr"
     with open(err, "wb") as stderr:
         proc = subprocess.Popen([sys.executable, str(EXAMPLES / "fastapi_app.py"), "--port", str(port)],
                                 env=_env(), stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    answer = None
+    while answer is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/quotes/ACME", timeout=2).json()
+        except httpx.TransportError:
+            time.sleep(0.1)
+    assert answer is not None, err.read_text()
+    assert answer["source"] == "live"
+    return proc, err, port
+
+
+def _server_pid(log: str) -> int:
+    started = re.search(r"started \S+ \S+ \(pid (\d+)\)", log)
+    assert started, log
+    return int(started[1])
+
+
+def _all_gone(pids: list[int], seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in pids):
+        time.sleep(0.05)
+    return all(_gone(pid) for pid in pids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 0)])
+def test_fastapi_app_runs_as_a_script_on_the_embedded_server(tmp_path: Path, sig: signal.Signals,
+                                                             code: int) -> None:
+    """No DISTBREAKER_URL: the script starts the demo's embedded server, prints a `distbreaker
+    status` command that works as printed, serves, and on SIGTERM, SIGHUP (the terminal closed;
+    before: valkey-server stayed, under pid 1) or Ctrl-C shuts down and stops the server."""
+    proc, err, port = _start_fastapi_script(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        answer = None
-        while answer is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/quotes/ACME", timeout=2).json()
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert answer is not None, err.read_text()
-        assert answer["source"] == "live"
         shown = httpx.get(f"http://127.0.0.1:{port}/breakers", timeout=5).json()
         assert shown["quotes"]["state"] == "closed"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, err.read_text()
+        command = re.search(r"^  (distbreaker --url \S+ --prefix \S+ status) --watch$", err.read_text(), re.M)
+        assert command, err.read_text()
+        status = subprocess.run([sys.executable, "-m", "distbreaker_cli.app", *command[1].split()[1:]],
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert status.returncode == 0 and re.search(r"^quotes +closed", status.stdout, re.M), status
+        proc.send_signal(sig)
+        assert proc.wait(20) == code, err.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
     log = err.read_text()
-    started = re.search(r"started \S+ \S+ \(pid (\d+)\)", log)
-    assert started, log
-    assert "stopped" in log, log
-    assert _gone(int(started[1])), log
+    assert "stopped" in log and "Traceback" not in log, log
+    assert _all_gone([_server_pid(log)]), log
+
+
+@pytest.mark.slow
+def test_fastapi_app_killed_leaves_no_server(tmp_path: Path) -> None:
+    """SIGKILL of the script: its embedded server dies with it (PR_SET_PDEATHSIG)."""
+    proc, err, _ = _start_fastapi_script(tmp_path)
+    try:
+        server = _server_pid(err.read_text())
+        assert psutil.Process(server).ppid() == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert _all_gone([server]), err.read_text()
 
 
 @pytest.mark.fleet
@@ -144,4 +183,7 @@ def test_worker_pool_trips_the_shared_breaker_and_leaves_no_process(redis_url: s
     assert all(p["exitcode"] == 0 and not p["alive"] for p in summary["processes"]), summary["processes"]
     assert set(summary["per_worker"]) <= {str(p["pid"]) for p in summary["processes"]}
     assert all(_gone(p["pid"]) for p in summary["processes"])
-    assert "started" not in proc.stderr  # DISTBREAKER_URL given: no embedded server
+    assert not re.search(r"started \S+-server", proc.stderr)  # DISTBREAKER_URL given: no embedded server
+    # it says what it does while it runs (before: nothing for --duration seconds)
+    assert f"--prefix {prefix} status --watch" in proc.stderr, proc.stderr
+    assert re.search(r"^  \+ *\d+\.\ds  breaker \w+ +jobs: \d+ ok", proc.stderr, re.M), proc.stderr

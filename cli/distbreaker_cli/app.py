@@ -18,7 +18,7 @@ from typing import Any
 import click
 from distbreaker.errors import redact
 
-from . import commands, demo
+from . import _restore_interrupt, commands, demo
 from .context import CliError, Context
 from .exits import ExitStatus
 from .failures import exit_for
@@ -119,6 +119,7 @@ for _command in (*commands.COMMANDS, demo.demo):
 
 def main() -> None:
     """Console-script entry point."""
+    _restore_interrupt()  # a Ctrl-C during the imports exited quietly with 130 (see __init__)
     cli(prog_name="distbreaker")
 
 

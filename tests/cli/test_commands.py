@@ -323,7 +323,7 @@ def test_doctor_warns_about_an_evicting_policy(run: Run, redis_server_factory: S
     (["config", "payments", "--set", "bogus=1"], 2, "'bogus' is not a config field"),
     (["config", "payments", "--set", "minimum_calls=0"], 2, "minimum_calls: must be an int from 1 to 1000000000, got 0"),
     (["config", "payments", "--set", "buckets=10000", "--set", "window=10m"], 2, "buckets: must be an int from 1 to 1000"),
-    (["trip", "payments", "--for", "1e300", "--reason", "r"], 2, "for_: must be a duration > 0 and at most 366 days"),
+    (["trip", "payments", "--for", "1e300", "--reason", "r"], 2, "must be a duration > 0 and at most 366 days"),
     (["config", "payments", "--set", "failure_rate_threshold=1.5"], 2, "failure_rate_threshold: must be"),
     (["config", "payments", "--set", "window=soon"], 2, "'soon' is not a duration"),
     (["history", "payments", "-n", "0"], 2, "-n"),

@@ -22,6 +22,11 @@ from ._config import BreakerConfig
 from ._hooks import Hooks
 from ._log import LIMITED, OUTAGE
 from ._model import CallDetails, Snapshot, State, Transition
+from ._reply import (
+    ACTOR, CALLS, CAUSE, COMMON, CONFIG, CONSECUTIVE, FAILURES, FORCED_UNTIL, GENERATION, HALF_OPEN_SUCCESSES,
+    LAST_ACTOR, LAST_CAUSE, LAST_FROM, LAST_TIME, LEASE, LEASES, NOW, OPEN_COUNT, OPEN_UNTIL, REASON, RETRY_AT,
+    SLOW, STATE, TRANSITIONS,
+)
 from ._otel import DURATION_SAMPLE, INSTRUMENTS, OUTCOMES, REJECTED
 from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
 
@@ -101,30 +106,31 @@ def _s(ms: Any) -> float | None:
 
 
 def decode_snapshot(service: str, reply: Sequence[Any]) -> Snapshot:
-    """Build a Snapshot from a script reply (docs/state-machine.md, "Reply")."""
+    """Build a Snapshot from a script reply (docs/state-machine.md, "Reply"; `_reply`)."""
     last = None
     config = None
-    if len(reply) > 18:  # read.lua extras
-        config = text(reply[19]) or None
-        if int(reply[21]):
-            last = Transition(service, int(reply[21]) / 1000.0, _STATES[reply[22]], _STATES[reply[0]],
-                              text(reply[23]), text(reply[24]), int(reply[1]))
+    if len(reply) > len(COMMON):  # read.lua extras
+        config = text(reply[CONFIG]) or None
+        if int(reply[LAST_TIME]):
+            last = Transition(service, int(reply[LAST_TIME]) / 1000.0, _STATES[reply[LAST_FROM]],
+                              _STATES[reply[STATE]], text(reply[LAST_CAUSE]), text(reply[LAST_ACTOR]),
+                              int(reply[GENERATION]))
     return Snapshot(
         service=service,
-        state=_STATES[reply[0]],
-        generation=int(reply[1]),
-        calls=int(reply[4]),
-        failures=int(reply[5]),
-        slow_calls=int(reply[6]),
-        consecutive_failures=int(reply[7]),
-        open_until=_s(reply[3]),
-        forced_until=_s(reply[8]),
-        reason=text(reply[9]),
-        actor=text(reply[10]),
-        open_count=int(reply[11]),
-        half_open_calls=int(reply[16]),
-        half_open_successes=int(reply[17]),
-        server_time=int(reply[2]) / 1000.0,
+        state=_STATES[reply[STATE]],
+        generation=int(reply[GENERATION]),
+        calls=int(reply[CALLS]),
+        failures=int(reply[FAILURES]),
+        slow_calls=int(reply[SLOW]),
+        consecutive_failures=int(reply[CONSECUTIVE]),
+        open_until=_s(reply[OPEN_UNTIL]),
+        forced_until=_s(reply[FORCED_UNTIL]),
+        reason=text(reply[REASON]),
+        actor=text(reply[ACTOR]),
+        open_count=int(reply[OPEN_COUNT]),
+        half_open_calls=int(reply[LEASES]),
+        half_open_successes=int(reply[HALF_OPEN_SUCCESSES]),
+        server_time=int(reply[NOW]) / 1000.0,
         last_transition=last,
         config=config,
     )
@@ -141,16 +147,16 @@ def _implied_cause(frm: str, to: str) -> str:
 
 
 def decode_made(service: str, reply: Sequence[Any], actor: str = "") -> list[Transition]:
-    """The transitions a script call performed (reply fields 13-14), oldest first; `actor` is
-    the operator of a control call (it made the last one; the earlier ones are expiries)."""
-    pairs = text(reply[12]).split(";")
-    generation, at, n = int(reply[1]), int(reply[2]) / 1000.0, len(pairs)
+    """The transitions a script call performed (`TRANSITIONS`, `CAUSE`), oldest first; `actor`
+    is the operator of a control call (it made the last one; the earlier ones are expiries)."""
+    pairs = text(reply[TRANSITIONS]).split(";")
+    generation, at, n = int(reply[GENERATION]), int(reply[NOW]) / 1000.0, len(pairs)
     out = []
     for i, pair in enumerate(pairs):
         frm, _, to = pair.partition(">")
         last = i == n - 1
         out.append(Transition(service, at, _STATES[frm], _STATES[to],
-                              text(reply[13]) if last else _implied_cause(frm, to),
+                              text(reply[CAUSE]) if last else _implied_cause(frm, to),
                               actor if last else "", generation - (n - 1 - i)))
     return out
 
@@ -202,14 +208,14 @@ class View:
 
     def update(self, reply: Sequence[Any], local_now: float) -> State:
         """Take a script reply received at `local_now`; return the new state."""
-        state = _STATES[reply[0]]
-        self.server_ms = int(reply[2])
+        state = _STATES[reply[STATE]]
+        self.server_ms = int(reply[NOW])
         self.offset = offset = self.server_ms / 1000.0 - local_now
-        ou, fu = int(reply[3]), int(reply[8])
+        ou, fu = int(reply[OPEN_UNTIL]), int(reply[FORCED_UNTIL])
         self.open_until = ou / 1000.0 - offset if ou else 0.0
         self.forced_until = fu / 1000.0 - offset if fu else 0.0
-        self.reason = text(reply[9])  # operator reason (forced) or the cause of the open
-        self.generation = int(reply[1])
+        self.reason = text(reply[REASON])  # operator reason (forced) or the cause of the open
+        self.generation = int(reply[GENERATION])
         self.fetched_at = local_now
         self.state = state
         return state
@@ -400,10 +406,10 @@ class BreakerCore:
         """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
         self.recovered()
         state = self.update(reply)
-        lease = reply[14]
+        lease = reply[LEASE]
         if lease or state in _LOCAL_ALLOW:
             return (self.view.generation, text(lease) if lease else "")
-        raise self.rejected(self.view.rejection(self.service, self.clock(), int(reply[15]), int(reply[2])))
+        raise self.rejected(self.view.rejection(self.service, self.clock(), int(reply[RETRY_AT]), int(reply[NOW])))
 
     def record(self, permit: Permit, outcome: int, duration: float) -> Eval | None | str:
         """The record request for a finished call, None when nothing is to be sent, or FLUSH
@@ -466,12 +472,12 @@ class BreakerCore:
         (`actor`: the operator of a control call). Returns the new state."""
         # Generation 0 after a later one: the key was lost, unless this reply was computed before
         # what the cache already knows (an in-flight reply racing a pub/sub event).
-        if reply[1] in (0, b"0", "0") and self.view.generation and int(reply[2]) > self.view.server_ms:
+        if reply[GENERATION] in (0, b"0", "0") and self.view.generation and int(reply[NOW]) > self.view.server_ms:
             LIMITED.warning(("key-vanished", self.service), "breaker %r: its Redis key vanished (eviction, "
                             "FLUSHDB or DEL); it starts again closed with empty counts", self.service)
         state = self.view.update(reply, self.clock())
-        if reply[12]:
-            self.made(decode_made(self.service, reply, actor), int(reply[2]))
+        if reply[TRANSITIONS]:
+            self.made(decode_made(self.service, reply, actor), int(reply[NOW]))
         return state
 
     # -- observability: metrics, span attributes, logs, hooks ---------------------------------

@@ -20,6 +20,8 @@ import math
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
+from ._reply import COMMON
+
 __all__ = [
     "CFG_NAMES",
     "CLOSED",
@@ -99,7 +101,8 @@ DEFAULT_CFG = Cfg(0.5, 10, 60_000, 10, 0, 1.0, 30_000, 2.0, 600_000, 1, 1, 10_00
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The 18 fields every script returns, in the spec's order.
+    """The 18 fields every script returns, in the spec's order: the names and order of
+    `_reply.COMMON` (checked below; `_reply` holds the positions the client reads).
 
     `leases` and `half_open_successes` describe the half-open probes: both are 0 in any other
     state, and `leases` counts only leases that have not expired (`exp > now`).
@@ -128,6 +131,10 @@ class Reply:
     def names(cls) -> list[str]:
         """The field names, in reply order."""
         return [f.name for f in fields(cls)]
+
+
+if tuple(Reply.names()) != COMMON:  # one layout: the model's fields are the reply's positions
+    raise AssertionError(f"_reference.Reply fields {Reply.names()} differ from _reply.COMMON {COMMON}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,9 @@ from ._core import (
     validate_service,
 )
 from ._model import Snapshot, Transition
+from ._reply import (
+    CLIENT_CONFIG, CONFIG, EXISTS, FINGERPRINT, FINGERPRINT_CHANGED_AT, NOW, OVERRIDES, PREVIOUS_FINGERPRINT,
+)
 from ._scripts import SCRIPTS, run
 from .errors import ConfigError, UnknownServiceError, translate
 
@@ -175,7 +178,7 @@ class Admin:
 
     def _read(self, service: str) -> Any:
         reply = self._run(service, "read", ["1"])
-        if not int(reply[18]):
+        if not int(reply[EXISTS]):
             raise UnknownServiceError(service)
         return reply
 
@@ -210,17 +213,17 @@ class Admin:
 
     @staticmethod
     def _fleet_config(service: str, reply: Any) -> FleetConfig:
-        ov, cc, pf = text(reply[25]), text(reply[26]), text(reply[27])
-        pt = int(reply[28])
+        ov, cc, pf = text(reply[OVERRIDES]), text(reply[CLIENT_CONFIG]), text(reply[PREVIOUS_FINGERPRINT])
+        pt = int(reply[FINGERPRINT_CHANGED_AT])
         return FleetConfig(
             service=service,
-            effective=_config_values(text(reply[19])),
+            effective=_config_values(text(reply[CONFIG])),
             client=_config_values(cc),
             overrides=_overrides(ov),
-            fingerprint=text(reply[20]) or None,
+            fingerprint=text(reply[FINGERPRINT]) or None,
             previous_fingerprint=pf or None,
             fingerprint_changed_at=pt / 1000.0 if pt else None,
-            server_time=int(reply[2]) / 1000.0,
+            server_time=int(reply[NOW]) / 1000.0,
         )
 
     def set_config(self, service: str, *, actor: str | None = None, replace: bool = False,

@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,19 @@ import redis.asyncio
 import distbreaker
 import distbreaker.asyncio as adb
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
-from distbreaker._scripts import _aexecute, _execute, alean_pool, lean_pool
+# The bare rows run a command on distbreaker's own send path through the documented internal
+# step driver (`drive`/`adrive`: what every Breaker call runs), not through private helpers.
+from distbreaker._core import Command
+from distbreaker._scripts import adrive, drive
 
 from _server import server  # benchmarks/_server.py
 
 TRIVIAL = "return 1"
+
+
+def _one(command: tuple[Any, ...]) -> Generator[Command, Any, Any]:
+    """Steps of one command (for `drive`/`adrive`): its reply is the result."""
+    return (yield Command(command))
 TIMEOUT = 1.0  # socket timeout of every client here (and redis_timeout): no timeouts under load
 PEERS = ("pybreaker", "purgatory", "aiobreaker", "aiobreaker-redis")
 
@@ -226,7 +234,7 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
             Row("bare_plain", "bare redis-py EVALSHA, plain `Redis.from_url` client (the peers' client)", n,
                 lambda: plain.evalsha(sha, 1, raw_key)),
             Row("bare_lean", "bare EVALSHA (`return 1`) on distbreaker's own send path (the floor of its calls)",
-                n, lambda: _execute(r, lean_pool(r), ("EVALSHA", sha, 1, raw_key)))]
+                n, lambda: drive(r, _one(("EVALSHA", sha, 1, raw_key))))]
 
     closed = Breaker("closed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)
@@ -311,7 +319,7 @@ async def async_rows(url: str, prefix: str, n: int, closers: list[Callable[[], A
             Row("abare_plain", "bare redis.asyncio EVALSHA, plain `from_url` client (the peers' client)", n,
                 lambda: plain.evalsha(sha, 1, raw_key)),
             Row("abare_lean", "bare EVALSHA (`return 1`) on distbreaker.asyncio's own send path (the floor of "
-                "its calls)", n, lambda: _aexecute(r, alean_pool(r), ("EVALSHA", sha, 1, raw_key)))]
+                "its calls)", n, lambda: adrive(r, _one(("EVALSHA", sha, 1, raw_key))))]
 
     closed = adb.Breaker("aclosed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)

@@ -18,7 +18,8 @@ from ._batch import sync_flusher
 from ._listener import sync_listener
 from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._hooks import CallHook, Hooks, TransitionHook
-from ._model import Snapshot, State
+from ._model import Outcome, Snapshot, State
+from ._report import standard_reporters
 from ._scripts import SCRIPTS, Steps, drive, eval_steps
 from .errors import CircuitOpenError, translate
 
@@ -77,7 +78,7 @@ class Breaker:
                  on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         hooks = Hooks(on_transition, on_call, asynchronous=False)
-        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
+        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks, standard_reporters())
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         _ops.check_client_budget(redis, core.config)
@@ -141,7 +142,7 @@ class Breaker:
             return core.degraded(core.clock())
         return core.acquired(reply)
 
-    def _record(self, permit: Permit, outcome: int, duration: float, exc: BaseException | None = None) -> None:
+    def _record(self, permit: Permit, outcome: Outcome, duration: float, exc: BaseException | None = None) -> None:
         core = self._core
         request = core.record(permit, outcome, duration)
         if request is FLUSH:

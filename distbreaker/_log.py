@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
-__all__ = ["LIMITED", "OUTAGE", "OUTAGE_REMINDER", "Outage", "RateLimitedLogger", "log"]
+from ._model import Reporter, Transition
+
+__all__ = ["LIMITED", "LOG", "LogReporter", "OUTAGE", "OUTAGE_REMINDER", "Outage", "RateLimitedLogger", "log"]
 
 log = logging.getLogger("distbreaker")
 
@@ -124,3 +126,18 @@ class Outage:
 
 LIMITED = RateLimitedLogger(log)
 OUTAGE = Outage(LIMITED)
+
+
+class LogReporter(Reporter):
+    """The log lines of what a breaker reports: each transition this process made, at INFO
+    (rate-limited per service: 20 at once, then one every 3 s). Stateless: one for all breakers."""
+
+    __slots__ = ()
+
+    def transitions(self, service: str, made: Sequence[Transition], ms: int) -> None:
+        for t in made:
+            LIMITED.log(logging.INFO, ("transition", service), "breaker %r: %s -> %s (%s)", service,
+                        t.from_state.value, t.to_state.value, t.cause or "no cause", every=3.0, burst=20)
+
+
+LOG = LogReporter()

@@ -323,6 +323,11 @@ class LocalPermit(tuple):  # type: ignore[type-arg]
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 2.0
 
 
+def _refuses_writes(exc: BaseException) -> bool:
+    """Redis refused a write but may answer reads: out of memory (noeviction), a read-only replica."""
+    return type(exc).__name__ in ("OutOfMemoryError", "ReadOnlyError") or str(exc).startswith(("OOM", "READONLY"))
+
+
 def _wanting(reporters: Sequence[Reporter], method: str) -> tuple[Reporter, ...]:
     """The reporters whose class overrides `method` of `Reporter`."""
     base = getattr(Reporter, method)
@@ -361,6 +366,7 @@ class BreakerCore:
         self.local: Any = None  # on_redis_error="local": the in-process model during an outage
         self.down_until = 0.0
         self.backoff = 0.0
+        self.writes_refused = False  # the last outage error refused a write (OOM, READONLY)
         self.batch: Batcher | None = None
         self.hooks = hooks if hooks else None  # None: no hook at all (the hot path checks this only)
         # What this breaker reports to (metrics, log, hooks); per kind of report, only the
@@ -422,7 +428,7 @@ class BreakerCore:
 
     def acquired(self, reply: Sequence[Any]) -> Permit:
         """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
-        self.recovered()
+        self.recovered(bool(reply[TRANSITIONS] or reply[LEASE]))  # written: a transition, or a lease
         state = self.update(reply)
         lease = reply[LEASE]
         if lease or state in _LOCAL_ALLOW:
@@ -583,21 +589,34 @@ class BreakerCore:
         err = translate(exc, self.service)
         if not isinstance(err, RedisUnavailableError):
             raise err from exc
-        # once per outage of this process, then a reminder at most every OUTAGE_REMINDER seconds
-        OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
-                      self.config.on_redis_error)
+        # once per outage of this process (and change of its kind), then a reminder at most every
+        # OUTAGE_REMINDER seconds
+        self.writes_refused = refused = _refuses_writes(exc)
+        if refused:
+            OUTAGE.failed("breaker %r: Redis refuses writes, outcomes are not counted (%s); on_redis_error=%r "
+                          "until a write succeeds", self.service, err, self.config.on_redis_error, writes=True)
+        else:
+            OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
+                          self.config.on_redis_error)
         self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
         self.down_until = self.clock() + self.backoff
         if self.reject_when_down or self.local_when_down:
             self.view.forget()  # the cache must not keep admitting calls during the outage
 
-    def recovered(self) -> None:
+    def recovered(self, wrote: bool = True) -> None:
+        """A script answered (`wrote`: one that wrote). While Redis refuses writes (out of
+        memory, read-only), a read that answers ends nothing: the outage, its backoff and the
+        in-process breaker last until a write succeeds."""
+        if self.writes_refused:
+            if not wrote:
+                return
+            self.writes_refused = False
         if self.local is not None:  # reconcile: Redis is the truth again; local counts are dropped
             self.local = None
             LIMITED.warning("local-off", "breaker %r: Redis answers again; the in-process breaker's counts are "
                             "dropped", self.service, burst=3)
         if self.backoff:
-            OUTAGE.recovered("breaker %r: Redis answers again", self.service)
+            OUTAGE.recovered("breaker %r: Redis answers again", self.service, wrote=wrote)
             self.backoff = 0.0
             self.down_until = 0.0
 

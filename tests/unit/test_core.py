@@ -414,3 +414,16 @@ def test_core_reports_to_the_reporters_that_want_it() -> None:
         ("redis_error", "ConnectionError"),
         ("transitions", [("closed", "open", "failure_rate 0.60 >= 0.50")], T + 1000),
         ("rejected", "open"), ("closed",)]
+
+
+def test_refused_writes_end_with_a_write_not_a_read() -> None:
+    """Out of memory: an acquire that wrote nothing (a read) does not end the outage or its
+    backoff; a record that succeeds does."""
+    c, clock = core()
+    c.failed(rx.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."))
+    assert c.writes_refused and c.backing_off
+    clock.now = c.down_until
+    c.acquired(canned("closed", at=clock.now))
+    assert c.backoff == 0.1 and c.writes_refused
+    c.recorded(canned("closed", at=clock.now, calls=1))
+    assert c.backoff == 0.0 and not c.writes_refused

@@ -52,6 +52,11 @@ from _server import server  # benchmarks/_server.py
 TRIVIAL = "return 1"
 
 
+def _state_key(breaker: Breaker) -> str:
+    """The breaker's hash: ``<prefix>:{<service>}`` (docs/state-machine.md)."""
+    return f"{breaker.prefix}:{{{breaker.service}}}"
+
+
 def _one(command: tuple[Any, ...]) -> Generator[Command, Any, Any]:
     """Steps of one command (for `drive`/`adrive`): its reply is the result."""
     return (yield Command(command))
@@ -530,8 +535,8 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
             b.call(noop)
         n_rec, us_rec = commandstat(r, "evalsha")
         check(n_rec == calls, f"expected {calls} EVALSHA, INFO counted {n_rec}")
-        mem_default = int(r.memory_usage(b._core.keys.state, samples=0) or 0)
-        enc_default = _text(r.object("encoding", b._core.keys.state))
+        mem_default = int(r.memory_usage(_state_key(b), samples=0) or 0)
+        enc_default = _text(r.object("encoding", _state_key(b)))
 
         # Every bucket written, failures and slow calls in each: the largest hash a breaker has.
         cfg_full = BreakerConfig(window=0.5, buckets=10, slow_call_duration=0.001, redis_timeout=TIMEOUT)
@@ -555,8 +560,8 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
             if i > calls * 20:
                 break
         n_mix, us_mix = commandstat(r, "evalsha")
-        mem_full = int(r.memory_usage(full._core.keys.state, samples=0) or 0)
-        enc_full = _text(r.object("encoding", full._core.keys.state))
+        mem_full = int(r.memory_usage(_state_key(full), samples=0) or 0)
+        enc_full = _text(r.object("encoding", _state_key(full)))
         snap = full.snapshot()
         check(snap.state.value == "closed", f"the mixed breaker is {snap.state.value}")
 
@@ -576,8 +581,8 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
         closers.append(big.close)
         for _ in range(calls):
             big.call(noop)
-        mem_big = int(r.memory_usage(big._core.keys.state, samples=0) or 0)
-        enc_big = _text(r.object("encoding", big._core.keys.state))
+        mem_big = int(r.memory_usage(_state_key(big), samples=0) or 0)
+        enc_big = _text(r.object("encoding", _state_key(big)))
         out.append((f"MEMORY USAGE of the breaker hash after {calls} calls, minimum_calls=10**9 (stored config "
                     "string 66 bytes, over hash-max-listpack-value 64)", f"{mem_big} B ({enc_big})", "≤ 2048 B"))
 

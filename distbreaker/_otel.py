@@ -6,6 +6,10 @@ SDK they are the API's proxies, whose calls do nothing, and they start recording
 sets a `MeterProvider`, even later. Spans are never created: the protected call's span is the
 *current* span, and it gets attributes only when it is recording.
 
+Each breaker reports through its own `Metrics` (a `_model.Reporter`); this module knows nothing
+of the core. A service's call tally lives while it has a breaker, then among the last
+`RETIRED_TALLIES` retired ones, so memory follows the breakers alive, not the services ever seen.
+
 What is recorded (README "Observability"):
 
 - ``distbreaker.calls`` counter {service, outcome, slow}: every call through a breaker of this

@@ -1,14 +1,22 @@
-"""The sans-IO core and helpers, without Redis."""
+"""The sans-IO core and helpers, without Redis: `BreakerCore` is driven with canned replies
+(named through `_reply`) and a test clock, and its requests and reports are checked."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+import redis.exceptions as rx
 
-from distbreaker import BreakerConfig, CircuitOpenError, State
-from distbreaker._core import ALLOW, ASK, REJECT, FAILURE, IGNORED, SUCCESS, View, classify, keys_for, service_of_key
-from distbreaker.errors import redact
+from distbreaker import BreakerConfig, CircuitOpenError, State, _reply
+from distbreaker._core import (
+    ALLOW, ASK, FAILURE, FLUSH, IGNORED, REJECT, SUCCESS, BreakerCore, Eval, LocalPermit, View, classify, keys_for,
+    service_of_key,
+)
+from distbreaker._model import Outcome, Reporter, Transition
+from distbreaker._scripts import eval_steps
+from distbreaker.errors import BackendError, ScriptError, redact
 
 
 def reply(state: str, now_ms: int = 1_000_000, open_until: int = 0, forced_until: int = 0,
@@ -110,17 +118,6 @@ def test_circuit_open_error_pickles_and_formats() -> None:
 
 
 # BreakerCore on its own: driven with canned replies, no Redis ------------------------------------
-from collections.abc import Sequence  # noqa: E402
-
-import redis.exceptions as rx  # noqa: E402
-
-from distbreaker import _reply  # noqa: E402
-from distbreaker._core import FLUSH, BreakerCore, Eval, LocalPermit  # noqa: E402
-from distbreaker._model import Outcome, Reporter, Transition  # noqa: E402
-from distbreaker._scripts import eval_steps  # noqa: E402
-from distbreaker.errors import BackendError, ScriptError  # noqa: E402
-
-
 class Script:
     """A stand-in for a LuaScript: the core only passes it through (and reads its name)."""
 

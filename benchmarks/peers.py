@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,24 @@ import redis.asyncio
 import distbreaker
 import distbreaker.asyncio as adb
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
-from distbreaker._scripts import _aexecute, _execute, alean_pool, lean_pool
+# The bare rows run a command on distbreaker's own send path through the documented internal
+# step driver (`drive`/`adrive`: what every Breaker call runs), not through private helpers.
+from distbreaker._core import Command
+from distbreaker._scripts import adrive, drive
 
 from _server import server  # benchmarks/_server.py
 
 TRIVIAL = "return 1"
+
+
+def _state_key(breaker: Breaker) -> str:
+    """The breaker's hash: ``<prefix>:{<service>}`` (docs/state-machine.md)."""
+    return f"{breaker.prefix}:{{{breaker.service}}}"
+
+
+def _one(command: tuple[Any, ...]) -> Generator[Command, Any, Any]:
+    """Steps of one command (for `drive`/`adrive`): its reply is the result."""
+    return (yield Command(command))
 TIMEOUT = 1.0  # socket timeout of every client here (and redis_timeout): no timeouts under load
 PEERS = ("pybreaker", "purgatory", "aiobreaker", "aiobreaker-redis")
 
@@ -226,7 +239,7 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
             Row("bare_plain", "bare redis-py EVALSHA, plain `Redis.from_url` client (the peers' client)", n,
                 lambda: plain.evalsha(sha, 1, raw_key)),
             Row("bare_lean", "bare EVALSHA (`return 1`) on distbreaker's own send path (the floor of its calls)",
-                n, lambda: _execute(r, lean_pool(r), ("EVALSHA", sha, 1, raw_key)))]
+                n, lambda: drive(r, _one(("EVALSHA", sha, 1, raw_key))))]
 
     closed = Breaker("closed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)
@@ -311,7 +324,7 @@ async def async_rows(url: str, prefix: str, n: int, closers: list[Callable[[], A
             Row("abare_plain", "bare redis.asyncio EVALSHA, plain `from_url` client (the peers' client)", n,
                 lambda: plain.evalsha(sha, 1, raw_key)),
             Row("abare_lean", "bare EVALSHA (`return 1`) on distbreaker.asyncio's own send path (the floor of "
-                "its calls)", n, lambda: _aexecute(r, alean_pool(r), ("EVALSHA", sha, 1, raw_key)))]
+                "its calls)", n, lambda: adrive(r, _one(("EVALSHA", sha, 1, raw_key))))]
 
     closed = adb.Breaker("aclosed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)
@@ -522,8 +535,8 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
             b.call(noop)
         n_rec, us_rec = commandstat(r, "evalsha")
         check(n_rec == calls, f"expected {calls} EVALSHA, INFO counted {n_rec}")
-        mem_default = int(r.memory_usage(b._core.keys.state, samples=0) or 0)
-        enc_default = _text(r.object("encoding", b._core.keys.state))
+        mem_default = int(r.memory_usage(_state_key(b), samples=0) or 0)
+        enc_default = _text(r.object("encoding", _state_key(b)))
 
         # Every bucket written, failures and slow calls in each: the largest hash a breaker has.
         cfg_full = BreakerConfig(window=0.5, buckets=10, slow_call_duration=0.001, redis_timeout=TIMEOUT)
@@ -547,8 +560,8 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
             if i > calls * 20:
                 break
         n_mix, us_mix = commandstat(r, "evalsha")
-        mem_full = int(r.memory_usage(full._core.keys.state, samples=0) or 0)
-        enc_full = _text(r.object("encoding", full._core.keys.state))
+        mem_full = int(r.memory_usage(_state_key(full), samples=0) or 0)
+        enc_full = _text(r.object("encoding", _state_key(full)))
         snap = full.snapshot()
         check(snap.state.value == "closed", f"the mixed breaker is {snap.state.value}")
 
@@ -568,8 +581,8 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
         closers.append(big.close)
         for _ in range(calls):
             big.call(noop)
-        mem_big = int(r.memory_usage(big._core.keys.state, samples=0) or 0)
-        enc_big = _text(r.object("encoding", big._core.keys.state))
+        mem_big = int(r.memory_usage(_state_key(big), samples=0) or 0)
+        enc_big = _text(r.object("encoding", _state_key(big)))
         out.append((f"MEMORY USAGE of the breaker hash after {calls} calls, minimum_calls=10**9 (stored config "
                     "string 66 bytes, over hash-max-listpack-value 64)", f"{mem_big} B ({enc_big})", "≤ 2048 B"))
 

@@ -16,6 +16,7 @@ from . import _ops
 from ._core import Command, Eval, decode_made, decode_snapshot, keys_for, script_args, validate_prefix
 from ._core import validate_service
 from ._model import Snapshot
+from ._reply import TRANSITIONS
 from ._scripts import SCRIPTS, Steps, eval_steps
 from .errors import ConfigError
 
@@ -118,7 +119,7 @@ def control_steps(target: Target, op: str, for_: Any, reason: str, actor: str | 
                                                           reason, actor]))
     target.update(reply, actor)
     snap = decode_snapshot(target.service, reply)
-    if last_transition and reply[12]:
+    if last_transition and reply[TRANSITIONS]:
         snap = dataclasses.replace(snap, last_transition=decode_made(target.service, reply, actor)[-1])
     return snap
 

@@ -18,7 +18,8 @@ from ._batch import sync_flusher
 from ._listener import sync_listener
 from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
 from ._hooks import CallHook, Hooks, TransitionHook
-from ._model import Snapshot, State
+from ._model import Outcome, Snapshot, State
+from ._report import standard_reporters
 from ._scripts import SCRIPTS, Steps, drive, eval_steps
 from ._transport import check_client
 from .errors import CircuitOpenError, translate
@@ -79,7 +80,7 @@ class Breaker:
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         _schema.check_options(listen, clock)
         hooks = Hooks(on_transition, on_call, asynchronous=False)
-        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
+        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks, standard_reporters())
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=False)  # an asyncio client here is refused, saying what to pass
@@ -144,7 +145,7 @@ class Breaker:
             return core.degraded(core.clock())
         return core.acquired(reply)
 
-    def _record(self, permit: Permit, outcome: int, duration: float, exc: BaseException | None = None) -> None:
+    def _record(self, permit: Permit, outcome: Outcome, duration: float, exc: BaseException | None = None) -> None:
         core = self._core
         request = core.record(permit, outcome, duration)
         if request is FLUSH:

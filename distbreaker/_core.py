@@ -21,8 +21,12 @@ from typing import Any, NamedTuple, cast
 from ._config import BreakerConfig
 from ._hooks import Hooks
 from ._log import LIMITED, OUTAGE
-from ._model import CallDetails, Snapshot, State, Transition
-from ._otel import DURATION_SAMPLE, INSTRUMENTS, OUTCOMES, REJECTED
+from ._model import Outcome, Reporter, Snapshot, State, Transition
+from ._reply import (
+    ACTOR, CALLS, CAUSE, COMMON, CONFIG, CONSECUTIVE, FAILURES, FORCED_UNTIL, GENERATION, HALF_OPEN_SUCCESSES,
+    LAST_ACTOR, LAST_CAUSE, LAST_FROM, LAST_TIME, LEASE, LEASES, NOW, OPEN_COUNT, OPEN_UNTIL, REASON, RETRY_AT,
+    SLOW, STATE, TRANSITIONS,
+)
 from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
 
 __all__ = [
@@ -101,30 +105,31 @@ def _s(ms: Any) -> float | None:
 
 
 def decode_snapshot(service: str, reply: Sequence[Any]) -> Snapshot:
-    """Build a Snapshot from a script reply (docs/state-machine.md, "Reply")."""
+    """Build a Snapshot from a script reply (docs/state-machine.md, "Reply"; `_reply`)."""
     last = None
     config = None
-    if len(reply) > 18:  # read.lua extras
-        config = text(reply[19]) or None
-        if int(reply[21]):
-            last = Transition(service, int(reply[21]) / 1000.0, _STATES[reply[22]], _STATES[reply[0]],
-                              text(reply[23]), text(reply[24]), int(reply[1]))
+    if len(reply) > len(COMMON):  # read.lua extras
+        config = text(reply[CONFIG]) or None
+        if int(reply[LAST_TIME]):
+            last = Transition(service, int(reply[LAST_TIME]) / 1000.0, _STATES[reply[LAST_FROM]],
+                              _STATES[reply[STATE]], text(reply[LAST_CAUSE]), text(reply[LAST_ACTOR]),
+                              int(reply[GENERATION]))
     return Snapshot(
         service=service,
-        state=_STATES[reply[0]],
-        generation=int(reply[1]),
-        calls=int(reply[4]),
-        failures=int(reply[5]),
-        slow_calls=int(reply[6]),
-        consecutive_failures=int(reply[7]),
-        open_until=_s(reply[3]),
-        forced_until=_s(reply[8]),
-        reason=text(reply[9]),
-        actor=text(reply[10]),
-        open_count=int(reply[11]),
-        half_open_calls=int(reply[16]),
-        half_open_successes=int(reply[17]),
-        server_time=int(reply[2]) / 1000.0,
+        state=_STATES[reply[STATE]],
+        generation=int(reply[GENERATION]),
+        calls=int(reply[CALLS]),
+        failures=int(reply[FAILURES]),
+        slow_calls=int(reply[SLOW]),
+        consecutive_failures=int(reply[CONSECUTIVE]),
+        open_until=_s(reply[OPEN_UNTIL]),
+        forced_until=_s(reply[FORCED_UNTIL]),
+        reason=text(reply[REASON]),
+        actor=text(reply[ACTOR]),
+        open_count=int(reply[OPEN_COUNT]),
+        half_open_calls=int(reply[LEASES]),
+        half_open_successes=int(reply[HALF_OPEN_SUCCESSES]),
+        server_time=int(reply[NOW]) / 1000.0,
         last_transition=last,
         config=config,
     )
@@ -141,16 +146,16 @@ def _implied_cause(frm: str, to: str) -> str:
 
 
 def decode_made(service: str, reply: Sequence[Any], actor: str = "") -> list[Transition]:
-    """The transitions a script call performed (reply fields 13-14), oldest first; `actor` is
-    the operator of a control call (it made the last one; the earlier ones are expiries)."""
-    pairs = text(reply[12]).split(";")
-    generation, at, n = int(reply[1]), int(reply[2]) / 1000.0, len(pairs)
+    """The transitions a script call performed (`TRANSITIONS`, `CAUSE`), oldest first; `actor`
+    is the operator of a control call (it made the last one; the earlier ones are expiries)."""
+    pairs = text(reply[TRANSITIONS]).split(";")
+    generation, at, n = int(reply[GENERATION]), int(reply[NOW]) / 1000.0, len(pairs)
     out = []
     for i, pair in enumerate(pairs):
         frm, _, to = pair.partition(">")
         last = i == n - 1
         out.append(Transition(service, at, _STATES[frm], _STATES[to],
-                              text(reply[13]) if last else _implied_cause(frm, to),
+                              text(reply[CAUSE]) if last else _implied_cause(frm, to),
                               actor if last else "", generation - (n - 1 - i)))
     return out
 
@@ -202,14 +207,14 @@ class View:
 
     def update(self, reply: Sequence[Any], local_now: float) -> State:
         """Take a script reply received at `local_now`; return the new state."""
-        state = _STATES[reply[0]]
-        self.server_ms = int(reply[2])
+        state = _STATES[reply[STATE]]
+        self.server_ms = int(reply[NOW])
         self.offset = offset = self.server_ms / 1000.0 - local_now
-        ou, fu = int(reply[3]), int(reply[8])
+        ou, fu = int(reply[OPEN_UNTIL]), int(reply[FORCED_UNTIL])
         self.open_until = ou / 1000.0 - offset if ou else 0.0
         self.forced_until = fu / 1000.0 - offset if fu else 0.0
-        self.reason = text(reply[9])  # operator reason (forced) or the cause of the open
-        self.generation = int(reply[1])
+        self.reason = text(reply[REASON])  # operator reason (forced) or the cause of the open
+        self.generation = int(reply[GENERATION])
         self.fetched_at = local_now
         self.state = state
         return state
@@ -271,11 +276,11 @@ class View:
         return CircuitOpenError(service, state.value, retry, self.reason)
 
 
-# Outcomes
-SUCCESS, FAILURE, IGNORED = 0, 1, 2
+# Outcomes (the `Outcome` members, by their short names)
+SUCCESS, FAILURE, IGNORED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED
 
 
-def classify(config: BreakerConfig, exc: BaseException | None) -> int:
+def classify(config: BreakerConfig, exc: BaseException | None) -> Outcome:
     """SUCCESS, FAILURE or IGNORED for a call that returned (exc None) or raised `exc`.
 
     Ignored exceptions, and BaseExceptions that are not Exceptions (KeyboardInterrupt,
@@ -318,6 +323,17 @@ class LocalPermit(tuple):  # type: ignore[type-arg]
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 2.0
 
 
+def _refuses_writes(exc: BaseException) -> bool:
+    """Redis refused a write but may answer reads: out of memory (noeviction), a read-only replica."""
+    return type(exc).__name__ in ("OutOfMemoryError", "ReadOnlyError") or str(exc).startswith(("OOM", "READONLY"))
+
+
+def _wanting(reporters: Sequence[Reporter], method: str) -> tuple[Reporter, ...]:
+    """The reporters whose class overrides `method` of `Reporter`."""
+    base = getattr(Reporter, method)
+    return tuple(r for r in reporters if getattr(type(r), method) is not base)
+
+
 class BreakerCore:
     """Everything one breaker decides, with no I/O: the shells run the requests it builds.
 
@@ -327,7 +343,8 @@ class BreakerCore:
     """
 
     def __init__(self, service: str, config: BreakerConfig | None, prefix: str,
-                 clock: Callable[[], float] | None, scripts: dict[str, Any], hooks: Hooks | None = None) -> None:
+                 clock: Callable[[], float] | None, scripts: dict[str, Any], hooks: Hooks | None = None,
+                 reporters: Sequence[Reporter] = ()) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
@@ -349,16 +366,29 @@ class BreakerCore:
         self.local: Any = None  # on_redis_error="local": the in-process model during an outage
         self.down_until = 0.0
         self.backoff = 0.0
+        self.writes_refused = False  # the last outage error refused a write (OOM, READONLY)
         self.batch: Batcher | None = None
         self.hooks = hooks if hooks else None  # None: no hook at all (the hot path checks this only)
-        self.obs = INSTRUMENTS
-        self.redis_attrs: dict[str, dict[str, str]] = {}
-        self.sample_at = 0.0  # perf_counter time from which the next round trip is measured
-        self.tally = INSTRUMENTS.register(self)
+        # What this breaker reports to (metrics, log, hooks); per kind of report, only the
+        # reporters that override its method: a report nobody wants costs an empty loop.
+        self.reporters: tuple[Reporter, ...] = (*reporters, *((self.hooks,) if self.hooks is not None else ()))
+        self.on_call = _wanting(self.reporters, "call")
+        self.on_rejected = _wanting(self.reporters, "rejected")
+        self.on_transitions = _wanting(self.reporters, "transitions")
+        self.on_round_trip = _wanting(self.reporters, "round_trip")
+        self.on_redis_error = _wanting(self.reporters, "redis_error")
+        for reporter in self.reporters:
+            reporter.opened(self)
 
     def close(self) -> None:
-        """The breaker is closed: its state leaves the state gauge."""
-        INSTRUMENTS.unregister(self)
+        """The breaker is closed: its reporters free what they held for it."""
+        for reporter in self.reporters:
+            reporter.closed(self)
+
+    def last_state(self) -> tuple[State | None, float]:
+        """The state last learnt (None: none yet) and when, on this breaker's clock."""
+        view = self.view
+        return view.state, view.fetched_at
 
     def batched(self, size: int) -> None:
         """Sum outcomes locally: `record` returns None, or FLUSH when the caller should flush now."""
@@ -398,14 +428,14 @@ class BreakerCore:
 
     def acquired(self, reply: Sequence[Any]) -> Permit:
         """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
-        self.recovered()
+        self.recovered(bool(reply[TRANSITIONS] or reply[LEASE]))  # written: a transition, or a lease
         state = self.update(reply)
-        lease = reply[14]
+        lease = reply[LEASE]
         if lease or state in _LOCAL_ALLOW:
             return (self.view.generation, text(lease) if lease else "")
-        raise self.rejected(self.view.rejection(self.service, self.clock(), int(reply[15]), int(reply[2])))
+        raise self.rejected(self.view.rejection(self.service, self.clock(), int(reply[RETRY_AT]), int(reply[NOW])))
 
-    def record(self, permit: Permit, outcome: int, duration: float) -> Eval | None | str:
+    def record(self, permit: Permit, outcome: Outcome, duration: float) -> Eval | None | str:
         """The record request for a finished call, None when nothing is to be sent, or FLUSH
         (batched mode) when the caller should flush the batch now."""
         if permit is None:
@@ -414,13 +444,13 @@ class BreakerCore:
             self.local_record(permit, outcome, duration)
             return None
         gen, lease = permit
-        if outcome == IGNORED:
+        if outcome is IGNORED:
             if not lease:
                 return None
             counts = ["0", "0", "0"]
         else:
             slow = "1" if self.slow is not None and duration >= self.slow else "0"
-            counts = ["1", "0", slow] if outcome == SUCCESS else ["0", "1", slow]
+            counts = ["1", "0", slow] if outcome is SUCCESS else ["0", "1", slow]
         if self.batch is not None and not lease:  # probes stay synchronous: half-open is exact
             return FLUSH if self.batch.add(gen, int(counts[0]), int(counts[1]), int(counts[2])) else None
         if self.down_until and self.clock() < self.down_until:
@@ -466,27 +496,19 @@ class BreakerCore:
         (`actor`: the operator of a control call). Returns the new state."""
         # Generation 0 after a later one: the key was lost, unless this reply was computed before
         # what the cache already knows (an in-flight reply racing a pub/sub event).
-        if reply[1] in (0, b"0", "0") and self.view.generation and int(reply[2]) > self.view.server_ms:
+        if reply[GENERATION] in (0, b"0", "0") and self.view.generation and int(reply[NOW]) > self.view.server_ms:
             LIMITED.warning(("key-vanished", self.service), "breaker %r: its Redis key vanished (eviction, "
                             "FLUSHDB or DEL); it starts again closed with empty counts", self.service)
         state = self.view.update(reply, self.clock())
-        if reply[12]:
-            self.made(decode_made(self.service, reply, actor), int(reply[2]))
+        if reply[TRANSITIONS]:
+            self.made(decode_made(self.service, reply, actor), int(reply[NOW]))
         return state
 
-    # -- observability: metrics, span attributes, logs, hooks ---------------------------------
+    # -- reports: metrics, span attributes, logs, hooks (the reporters) --------------------------
     def made(self, transitions: list[Transition], ms: int) -> None:
         """This process's script performed `transitions` (at server time `ms`)."""
-        if self.obs.on:
-            self.obs.made(self, transitions)
-        for t in transitions:
-            LIMITED.log(logging.INFO, ("transition", self.service), "breaker %r: %s -> %s (%s)",
-                        self.service, t.from_state.value, t.to_state.value, t.cause or "no cause", every=3.0,
-                        burst=20)
-        hooks = self.hooks
-        if hooks is not None and hooks.on_transition:
-            for t in transitions:
-                hooks.transition(t, ms)
+        for reporter in self.on_transitions:
+            reporter.transitions(self.service, transitions, ms)
 
     def event(self, event: dict[str, Any]) -> None:
         """Take a transition published by any process (pub/sub): the cache, then the hooks (a
@@ -505,34 +527,22 @@ class BreakerCore:
                           t.to_state.value, t.cause)
                 hooks.transition(t, int(event["ts"]))
 
-    def finished(self, outcome: int, duration: float, exc: BaseException | None) -> None:
+    def finished(self, outcome: Outcome, duration: float, exc: BaseException | None) -> None:
         """An admitted call ended with `outcome` after `duration` seconds (after its record)."""
-        slow = outcome != IGNORED and self.slow is not None and duration >= self.slow
-        if self.obs.on:
-            self.obs.call(self, outcome * 2 + slow, self.view.state)
-        hooks = self.hooks
-        if hooks is not None and hooks.on_call:
-            state = self.view.state
-            hooks.call(CallDetails(self.service, OUTCOMES[outcome], duration, slow,
-                                   "unknown" if state is None else state, exc))
+        slow = outcome is not IGNORED and self.slow is not None and duration >= self.slow
+        for reporter in self.on_call:
+            reporter.call(self.service, outcome, duration, slow, self.view.state, exc)
 
     def rejected(self, err: CircuitOpenError) -> CircuitOpenError:
         """Report the rejection `err` (metrics, span, hooks) and return it, to be raised."""
-        if self.obs.on:
-            self.obs.rejected(self, err.state)
-        hooks = self.hooks
-        if hooks is not None and hooks.on_call:
-            hooks.call(CallDetails(self.service, REJECTED, 0.0, False, _STATES.get(err.state, err.state), err))
+        for reporter in self.on_rejected:
+            reporter.rejected(self.service, err)
         return err
 
     def ran(self, request: Eval, start: float) -> None:
-        """A script request on the call path returned; it started at `time.perf_counter()` `start`.
-        One round trip per `DURATION_SAMPLE` seconds goes to the histogram (an SDK measurement
-        costs several µs)."""
-        now = time.perf_counter()
-        if now >= self.sample_at and self.obs.on:
-            self.sample_at = now + DURATION_SAMPLE
-            self.obs.redis(self, request.script.name, now - start)
+        """A script request on the call path returned; it started at `time.perf_counter()` `start`."""
+        for reporter in self.on_round_trip:
+            reporter.round_trip(self.service, request.script.name, start)
 
     def degraded(self, now: float) -> Permit:
         """The permit while Redis is unreachable: run the call ("allow"), raise ("reject"), or
@@ -559,43 +569,67 @@ class BreakerCore:
         retry = max(0.0, (r.retry_at - r.now) / 1000.0) if r.retry_at else None
         raise self.rejected(CircuitOpenError(self.service, r.state, retry, r.reason))
 
-    def local_record(self, permit: Permit, outcome: int, duration: float) -> None:
+    def local_record(self, permit: Permit, outcome: Outcome, duration: float) -> None:
         """Count an outcome admitted by the in-process model."""
         if self.local is None or permit is None:
             return  # Redis came back meanwhile: local counts are not replayed
         gen, lease = permit
-        if outcome == IGNORED:
+        if outcome is IGNORED:
             s = f = 0
         else:
-            s, f = (1, 0) if outcome == SUCCESS else (0, 1)
-        slow = int(outcome != IGNORED and self.slow is not None and duration >= self.slow)
+            s, f = (1, 0) if outcome is SUCCESS else (0, 1)
+        slow = int(outcome is not IGNORED and self.slow is not None and duration >= self.slow)
         self.local.record(round(self.clock() * 1000), gen, s, f, slow, lease)
 
     def failed(self, exc: BaseException) -> None:
         """Handle a Redis error on the call path: back off on outages, raise anything else."""
         self.config_sent = False
-        if self.obs.on:
-            self.obs.redis_error(self, exc)
+        for reporter in self.on_redis_error:
+            reporter.redis_error(self.service, exc)
         err = translate(exc, self.service)
         if not isinstance(err, RedisUnavailableError):
             raise err from exc
-        # once per outage of this process, then a reminder at most every OUTAGE_REMINDER seconds
-        OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
-                      self.config.on_redis_error)
+        # once per outage of this process (and change of its kind), then a reminder at most every
+        # OUTAGE_REMINDER seconds
+        self.writes_refused = refused = _refuses_writes(exc)
+        if refused:
+            OUTAGE.failed("breaker %r: Redis refuses writes, outcomes are not counted (%s); on_redis_error=%r "
+                          "until a write succeeds", self.service, err, self.config.on_redis_error, writes=True)
+        else:
+            OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
+                          self.config.on_redis_error)
         self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
         self.down_until = self.clock() + self.backoff
         if self.reject_when_down or self.local_when_down:
             self.view.forget()  # the cache must not keep admitting calls during the outage
 
-    def recovered(self) -> None:
+    def recovered(self, wrote: bool = True) -> None:
+        """A script answered (`wrote`: one that wrote). While Redis refuses writes (out of
+        memory, read-only), a read that answers ends nothing: the outage, its backoff and the
+        in-process breaker last until a write succeeds."""
+        if self.writes_refused:
+            if not wrote:
+                return
+            self.writes_refused = False
         if self.local is not None:  # reconcile: Redis is the truth again; local counts are dropped
             self.local = None
             LIMITED.warning("local-off", "breaker %r: Redis answers again; the in-process breaker's counts are "
                             "dropped", self.service, burst=3)
         if self.backoff:
-            OUTAGE.recovered("breaker %r: Redis answers again", self.service)
+            OUTAGE.recovered("breaker %r: Redis answers again", self.service, wrote=wrote)
             self.backoff = 0.0
             self.down_until = 0.0
+
+    def retry_now(self) -> None:
+        """End the current backoff: the next call or flush asks Redis at once. A documented
+        internal hook for tests and benchmarks (the backoff spares a dead Redis; a test that
+        injects one failure after another wants each call to try)."""
+        self.down_until = 0.0
+
+    @property
+    def backing_off(self) -> bool:
+        """True while calls skip Redis after an outage error (until `down_until`)."""
+        return bool(self.down_until) and self.clock() < self.down_until
 
     def allows(self) -> bool:
         """False when `admit()` would reject from the cache alone (open, forced open, or Redis

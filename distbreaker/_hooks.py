@@ -23,11 +23,14 @@ import inspect
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Union
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 from ._log import LIMITED
-from ._model import CallDetails, Transition
+from ._model import CallDetails, Outcome, Reporter, State, Transition
+
+if TYPE_CHECKING:
+    from .errors import CircuitOpenError
 
 __all__ = ["CallHook", "Hooks", "HookArg", "TransitionHook"]
 
@@ -36,6 +39,7 @@ CallHook = Callable[[CallDetails], Union[None, Awaitable[None]]]
 HookArg = Union[Callable[[Any], Any], Iterable[Callable[[Any], Any]], None]
 
 _SEEN = 64  # transitions remembered for de-duplication (reply vs pub/sub)
+_STATES: dict[str, State] = {s.value: s for s in State}
 
 
 def _is_async(hook: object) -> bool:
@@ -55,8 +59,8 @@ def _callables(name: str, value: HookArg, asynchronous: bool) -> tuple[Callable[
     return hooks
 
 
-class Hooks:
-    """The hooks of one breaker and what they have seen.
+class Hooks(Reporter):
+    """The hooks of one breaker and what they have seen (a `Reporter` of the breaker).
 
     Args:
         on_transition: callables given a `Transition`.
@@ -89,7 +93,24 @@ class Hooks:
         for hook in self.on_transition:
             self._fire(hook, transition, "on_transition")
 
-    def call(self, details: CallDetails) -> None:
+    def transitions(self, service: str, made: Sequence[Transition], ms: int) -> None:
+        """This process made `made`: run the `on_transition` hooks for each not seen yet."""
+        if self.on_transition:
+            for t in made:
+                self.transition(t, ms)
+
+    def call(self, service: str, outcome: Outcome, duration: float, slow: bool, state: State | None,
+             exc: BaseException | None) -> None:
+        """Run the `on_call` hooks for a finished call."""
+        if self.on_call:
+            self.run_call(CallDetails(service, outcome, duration, slow, "unknown" if state is None else state, exc))
+
+    def rejected(self, service: str, err: CircuitOpenError) -> None:
+        """Run the `on_call` hooks for a rejected call."""
+        if self.on_call:
+            self.run_call(CallDetails(service, Outcome.REJECTED, 0.0, False, _STATES.get(err.state, err.state), err))
+
+    def run_call(self, details: CallDetails) -> None:
         """Run the `on_call` hooks."""
         for hook in self.on_call:
             self._fire(hook, details, "on_call")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
-__all__ = ["LIMITED", "OUTAGE", "OUTAGE_REMINDER", "Outage", "RateLimitedLogger", "log"]
+from ._model import Reporter, Transition
+
+__all__ = ["LIMITED", "LOG", "LogReporter", "OUTAGE", "OUTAGE_REMINDER", "Outage", "RateLimitedLogger", "log"]
 
 log = logging.getLogger("distbreaker")
 
@@ -79,43 +81,52 @@ class RateLimitedLogger:
 
 
 class Outage:
-    """Redis outages as this process sees them: one warning when a breaker first loses Redis,
-    a reminder at most every `OUTAGE_REMINDER` seconds while it stays away, one warning when a
-    breaker hears from it again. A flapping Redis is bounded by `LIMITED` (3 lines at once,
-    then one a minute, for each of the three messages).
+    """Redis outages as this process sees them, one state: up, down (unreachable, timing out,
+    busy...), or refusing writes (out of memory, read-only) while it still answers reads.
+
+    One warning when it goes down, one when the kind of outage changes, a reminder at most every
+    `OUTAGE_REMINDER` seconds while it lasts, one warning when it ends. A read that answers does
+    not end an outage of writes (under OOM reads succeed while records fail: that is one state,
+    not a flap); a write does. A flapping Redis is bounded by `LIMITED` (3 lines at once, then
+    one a minute, for each message).
     """
 
     def __init__(self, limited: RateLimitedLogger) -> None:
         self.limited = limited
         self._lock = threading.Lock()
         self.down = False
+        self.writes_only = False  # down means: writes refused, reads answer
         self._since = self._last = 0.0
         self._errors = 0
 
-    def failed(self, msg: str, *args: object) -> None:
-        """A breaker's Redis operation failed (an outage error): ``msg % args`` says which and why."""
+    def failed(self, msg: str, *args: object, writes: bool = False) -> None:
+        """A breaker's Redis operation failed (an outage error): ``msg % args`` says which and why;
+        `writes`: Redis refused a write (OOM, READONLY) and may still answer reads."""
         now = self.limited.clock()
         with self._lock:
             self._errors += 1
             if not self.down:
-                self.down, self._since, self._last, self._errors = True, now, now, 1
-                first = True
+                self.down, self.writes_only, self._since, self._last, self._errors = True, writes, now, now, 1
+                line = "redis-down"
+            elif writes != self.writes_only:
+                self.writes_only, self._last = writes, now
+                line = "redis-change"
             elif now - self._last >= OUTAGE_REMINDER:
-                self._last, first = now, False
+                self._last, line = now, "redis-still"
             else:
                 return
             errors, took = self._errors, now - self._since
-        if first:
-            self.limited.warning("redis-down", msg, *args, burst=3)
+        if line != "redis-still":
+            self.limited.warning(line, msg, *args, burst=3)
         else:
             self.limited.warning("redis-still", "Redis still unavailable after %.0f s (%d errors); last: " + msg,
                                  took, errors, *args, burst=1)
 
-    def recovered(self, msg: str, *args: object) -> None:
-        """A breaker that had failed got a reply again."""
+    def recovered(self, msg: str, *args: object, wrote: bool = True) -> None:
+        """A breaker that had failed got a reply again (`wrote`: from a call that wrote)."""
         now = self.limited.clock()
         with self._lock:
-            if not self.down:
+            if not self.down or (self.writes_only and not wrote):
                 return
             self.down = False
             took, errors = now - self._since, self._errors
@@ -124,3 +135,18 @@ class Outage:
 
 LIMITED = RateLimitedLogger(log)
 OUTAGE = Outage(LIMITED)
+
+
+class LogReporter(Reporter):
+    """The log lines of what a breaker reports: each transition this process made, at INFO
+    (rate-limited per service: 20 at once, then one every 3 s). Stateless: one for all breakers."""
+
+    __slots__ = ()
+
+    def transitions(self, service: str, made: Sequence[Transition], ms: int) -> None:
+        for t in made:
+            LIMITED.log(logging.INFO, ("transition", service), "breaker %r: %s -> %s (%s)", service,
+                        t.from_state.value, t.to_state.value, t.cause or "no cause", every=3.0, burst=20)
+
+
+LOG = LogReporter()

@@ -1,11 +1,17 @@
-"""Value types: State, Snapshot, Transition, CallDetails."""
+"""Value types: State, Outcome, Snapshot, Transition, CallDetails; and `Reporter`, what a breaker
+reports to (metrics, logs, hooks), so that the core knows none of them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["CallDetails", "Snapshot", "State", "Transition"]
+if TYPE_CHECKING:
+    from .errors import CircuitOpenError
+
+__all__ = ["BreakerView", "CallDetails", "Outcome", "Reporter", "Snapshot", "State", "Transition"]
 
 
 class State(str, Enum):
@@ -16,6 +22,23 @@ class State(str, Enum):
     HALF_OPEN = "half_open"
     FORCED_OPEN = "forced_open"
     DISABLED = "disabled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Outcome(str, Enum):
+    """How a call ended, as a breaker counts it; the values are the ``outcome`` of `CallDetails`
+    and of the ``distbreaker.calls`` metric.
+
+    ``success`` and ``failure`` count in the window; ``ignored`` (an ignored exception or a
+    cancellation) counts as nothing; ``rejected``: the breaker did not run the call.
+    """
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
 
     def __str__(self) -> str:
         return self.value
@@ -114,3 +137,50 @@ class Snapshot:
         if self.state not in (State.OPEN, State.FORCED_OPEN) or until is None:
             return None
         return max(0.0, until - self.server_time)
+
+
+class BreakerView(Protocol):
+    """What a reporter may read of the breaker it reports for."""
+
+    @property
+    def service(self) -> str: ...
+
+    def last_state(self) -> tuple[State | None, float]:
+        """The state this process last learnt (None: none yet) and when (the breaker's clock)."""
+        ...
+
+
+class Reporter:
+    """Receives what one breaker reports; every method does nothing here (override what you need).
+
+    The core calls a method only on the reporters whose class overrides it, so a reporter that
+    ignores calls adds no work to the call path. Methods run on the thread (or task) that learnt
+    the fact, must be fast, and must not raise. Implemented by the OpenTelemetry metrics
+    (`_otel`), the log (`_log`) and the user's hooks (`_hooks`).
+    """
+
+    __slots__ = ()
+
+    def opened(self, breaker: BreakerView) -> None:
+        """`breaker` was built: every later report is about it."""
+
+    def closed(self, breaker: BreakerView) -> None:
+        """`breaker` was closed: nothing more will be reported (free what it held)."""
+
+    def call(self, service: str, outcome: Outcome, duration: float, slow: bool, state: State | None,
+             exc: BaseException | None) -> None:
+        """An admitted call finished (after its outcome was recorded): `duration` seconds,
+        `state` as this process knows it after the call (None: no reply from Redis yet)."""
+
+    def rejected(self, service: str, err: CircuitOpenError) -> None:
+        """A call was rejected with `err` (not run)."""
+
+    def transitions(self, service: str, made: Sequence[Transition], ms: int) -> None:
+        """This process's script performed `made` (oldest first) at server time `ms`."""
+
+    def round_trip(self, service: str, script: str, start: float) -> None:
+        """A script round trip on the call path returned; it started at `time.perf_counter()`
+        `start` (the reporter reads the clock only if it wants the duration)."""
+
+    def redis_error(self, service: str, exc: BaseException) -> None:
+        """A Redis error on the call path (any error, before it is classified)."""

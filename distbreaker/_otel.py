@@ -6,6 +6,10 @@ SDK they are the API's proxies, whose calls do nothing, and they start recording
 sets a `MeterProvider`, even later. Spans are never created: the protected call's span is the
 *current* span, and it gets attributes only when it is recording.
 
+Each breaker reports through its own `Metrics` (a `_model.Reporter`); this module knows nothing
+of the core. A service's call tally lives while it has a breaker, then among the last
+`RETIRED_TALLIES` retired ones, so memory follows the breakers alive, not the services ever seen.
+
 What is recorded (README "Observability"):
 
 - ``distbreaker.calls`` counter {service, outcome, slow}: every call through a breaker of this
@@ -31,7 +35,9 @@ What is recorded (README "Observability"):
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +45,15 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import get_current_span
 
-from ._model import State
+from ._model import BreakerView, Outcome, Reporter, State
 
 if TYPE_CHECKING:
-    from ._core import BreakerCore
     from ._model import Transition
+    from .errors import CircuitOpenError
 
 __all__ = [
-    "CALLS", "DURATION_SAMPLE", "INSTRUMENTS", "Instruments", "METER_NAME", "PROMETHEUS", "REDIS_DURATION",
-    "REDIS_ERRORS", "STATE", "STATE_VALUES", "TRANSITIONS", "Tally", "use_meter_provider",
+    "CALLS", "DURATION_SAMPLE", "INSTRUMENTS", "Instruments", "METER_NAME", "Metrics", "PROMETHEUS", "REDIS_DURATION",
+    "REDIS_ERRORS", "RETIRED_TALLIES", "STATE", "STATE_VALUES", "TRANSITIONS", "Tally", "use_meter_provider",
 ]
 
 METER_NAME = "distbreaker"
@@ -68,9 +74,8 @@ TO = "to"
 SCRIPT = "script"
 ERROR = "error"
 
-# Outcome values, indexed by _core.SUCCESS, FAILURE, IGNORED; and the rejected one
-OUTCOMES = ("success", "failure", "ignored")
-REJECTED = "rejected"
+# Outcome values: the `Outcome` enum (success, failure, ignored, rejected)
+REJECTED = Outcome.REJECTED.value
 
 # Span attributes (set on the current span when it is recording)
 SPAN_SERVICE = "circuit.service"
@@ -95,17 +100,23 @@ PROMETHEUS = {
 _DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 DURATION_SAMPLE = 0.01  # seconds between two measured round trips of one breaker
 
-# Slots of a service's call tally: SUCCESS*2 + slow, FAILURE*2 + slow, IGNORED*2, REJECTED_SLOT
+# Slots of a service's call tally: success (+1 when slow), failure (+1 when slow), ignored, rejected
+_SLOT = {Outcome.SUCCESS: 0, Outcome.FAILURE: 2, Outcome.IGNORED: 4}
 REJECTED_SLOT = 6
+# Tallies of services with no breaker left in the process, kept (least recently closed dropped
+# first) so that a breaker made again for the service continues its counts: the memory of the
+# tallies is bounded by the live breakers plus this many.
+RETIRED_TALLIES = 256
 
 
 class Tally:
     """The calls of one service in this process, per outcome (shared by its breakers)."""
 
-    __slots__ = ("lock", "n", "attrs")
+    __slots__ = ("lock", "n", "attrs", "users")
 
     def __init__(self, service: str) -> None:
         self.lock = threading.Lock()
+        self.users = 0  # live breakers of the service (Instruments._lock)
         self.n = [0] * 7
         plain = {SERVICE: service, OUTCOME: "ignored"}
         self.attrs: tuple[dict[str, Any], ...] = (
@@ -137,8 +148,9 @@ class Instruments:
         # lock while it runs our callbacks, which take _lock: one lock for both could deadlock)
         self._provider: Any = None  # None: the global MeterProvider (proxied until the app sets one)
         self._made = False
-        self._cores: weakref.WeakSet[BreakerCore] = weakref.WeakSet()
-        self._tallies: dict[str, Tally] = {}  # kept for the process's life: counters never restart
+        self._cores: weakref.WeakSet[BreakerView] = weakref.WeakSet()
+        self._tallies: dict[str, Tally] = {}  # services with a live breaker
+        self._retired: OrderedDict[str, Tally] = OrderedDict()  # the last RETIRED_TALLIES others
 
     def _make(self) -> None:
         provider = self._provider if self._provider is not None else metrics.get_meter_provider()
@@ -156,28 +168,50 @@ class Instruments:
         self._made = True
 
     # -- breakers ---------------------------------------------------------------------------
-    def register(self, core: BreakerCore) -> Tally:
+    def reporter(self) -> Metrics:
+        """A reporter for one new breaker."""
+        return Metrics(self)
+
+    def register(self, core: BreakerView) -> Tally:
         """A breaker was built: make the instruments if needed; report its state in the gauge.
         Returns the tally of its service."""
         if not self._made:
             with self._make_lock:
                 if not self._made:
                     self._make()
+        service = core.service
         with self._lock:
             self._cores.add(core)
-            tally = self._tallies.get(core.service)
+            tally = self._tallies.get(service)
             if tally is None:
-                tally = self._tallies[core.service] = Tally(core.service)
+                tally = self._retired.pop(service, None) or Tally(service)
+                self._tallies[service] = tally
+            tally.users += 1
             return tally
 
-    def unregister(self, core: BreakerCore) -> None:
-        """A breaker was closed: its state leaves the gauge."""
+    def unregister(self, core: BreakerView | None, tally: Tally) -> None:
+        """A breaker was closed (or collected: `core` None): its state leaves the gauge; the
+        tally of its service retires with the service's last breaker."""
         with self._lock:
-            self._cores.discard(core)
+            if core is not None:
+                self._cores.discard(core)
+            tally.users -= 1
+            service = tally.attrs[0][SERVICE]
+            if tally.users <= 0 and self._tallies.get(service) is tally:
+                del self._tallies[service]
+                self._retired[service] = tally
+                while len(self._retired) > RETIRED_TALLIES:
+                    self._retired.popitem(last=False)
+
+    @property
+    def tallies(self) -> int:
+        """How many tallies are kept (live and retired)."""
+        with self._lock:
+            return len(self._tallies) + len(self._retired)
 
     def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            tallies = list(self._tallies.values())
+            tallies = [*self._tallies.values(), *self._retired.values()]
         out: list[Observation] = []
         for tally in tallies:
             with tally.lock:
@@ -190,8 +224,7 @@ class Instruments:
             cores = list(self._cores)
         latest: dict[str, tuple[float, State]] = {}
         for core in cores:
-            view = core.view
-            state, at = view.state, view.fetched_at
+            state, at = core.last_state()
             if state is None:
                 continue
             seen = latest.get(core.service)
@@ -199,53 +232,87 @@ class Instruments:
                 latest[core.service] = (at, state)
         return [Observation(STATE_VALUES[state], {SERVICE: service}) for service, (_, state) in latest.items()]
 
-    # -- what breakers record (the core decides when) -----------------------------------------
-    def call(self, core: BreakerCore, slot: int, state: State | None) -> None:
-        """One admitted call finished (`slot`: outcome * 2 + slow): count it, annotate the current span."""
-        tally = core.tally
+
+class Metrics(Reporter):
+    """The OpenTelemetry reporter of one breaker: its service's call tally, the current span's
+    attributes, transitions, sampled round trips, Redis errors. Records nothing while
+    `Instruments.on` is False."""
+
+    __slots__ = ("obs", "tally", "redis_attrs", "sample_at", "_release")
+
+    def __init__(self, obs: Instruments) -> None:
+        self.obs = obs
+        self.tally: Tally | None = None
+        self.redis_attrs: dict[str, dict[str, str]] = {}
+        self.sample_at = 0.0  # perf_counter time from which the next round trip is measured
+        self._release: weakref.finalize[Any, Any] | None = None
+
+    def opened(self, breaker: BreakerView) -> None:
+        self.tally = tally = self.obs.register(breaker)
+        # a breaker dropped without close() releases its tally when it is collected
+        self._release = weakref.finalize(breaker, self.obs.unregister, None, tally)
+
+    def closed(self, breaker: BreakerView) -> None:
+        release, self._release = self._release, None
+        if release is not None and self.tally is not None and release.detach() is not None:
+            self.obs.unregister(breaker, self.tally)
+
+    def call(self, service: str, outcome: Outcome, duration: float, slow: bool, state: State | None,
+             exc: BaseException | None) -> None:
+        """One admitted call finished: count it, annotate the current span."""
+        tally = self.tally
+        if tally is None or not self.obs.on:
+            return
         lock = tally.lock
         lock.acquire()
-        tally.n[slot] += 1
+        tally.n[_SLOT[outcome] + slow] += 1
         lock.release()
         span = get_current_span()
         if span.is_recording():
-            attrs: dict[str, Any] = {SPAN_SERVICE: core.service,
-                                     SPAN_STATE: "unknown" if state is None else state.value,
-                                     SPAN_RESULT: OUTCOMES[slot >> 1]}
-            if slot & 1:
+            attrs: dict[str, Any] = {SPAN_SERVICE: service, SPAN_STATE: "unknown" if state is None else state.value,
+                                     SPAN_RESULT: outcome.value}
+            if slow:
                 attrs[SPAN_SLOW] = True  # set only when slow (each attribute costs the SDK ~0.5 µs)
             span.set_attributes(attrs)
 
-    def rejected(self, core: BreakerCore, state: str) -> None:
+    def rejected(self, service: str, err: CircuitOpenError) -> None:
         """One call was rejected: count it, annotate the current span."""
-        tally = core.tally
+        tally = self.tally
+        if tally is None or not self.obs.on:
+            return
         lock = tally.lock
         lock.acquire()
         tally.n[REJECTED_SLOT] += 1
         lock.release()
         span = get_current_span()
         if span.is_recording():
-            span.set_attributes({SPAN_SERVICE: core.service, SPAN_STATE: state, SPAN_RESULT: REJECTED})
+            span.set_attributes({SPAN_SERVICE: service, SPAN_STATE: err.state, SPAN_RESULT: REJECTED})
 
-    def made(self, core: BreakerCore, transitions: Sequence[Transition]) -> None:
-        """This process's script performed `transitions`: count them, annotate the current span."""
-        for t in transitions:
-            self.transitions.add(1, {SERVICE: core.service, FROM: t.from_state.value, TO: t.to_state.value})
+    def transitions(self, service: str, made: Sequence[Transition], ms: int) -> None:
+        """This process's script performed `made`: count them, annotate the current span."""
+        if not self.obs.on:
+            return
+        for t in made:
+            self.obs.transitions.add(1, {SERVICE: service, FROM: t.from_state.value, TO: t.to_state.value})
         span = get_current_span()
         if span.is_recording():
-            span.set_attribute(SPAN_TRANSITION, ";".join(f"{t.from_state.value}>{t.to_state.value}"
-                                                         for t in transitions))
+            span.set_attribute(SPAN_TRANSITION, ";".join(f"{t.from_state.value}>{t.to_state.value}" for t in made))
 
-    def redis(self, core: BreakerCore, script: str, seconds: float) -> None:
-        """A script round trip on the call path took `seconds` (sampled by the core)."""
-        attrs = core.redis_attrs.get(script)
-        if attrs is None:
-            attrs = core.redis_attrs[script] = {SERVICE: core.service, SCRIPT: script}
-        self.redis_duration.record(seconds, attrs)
+    def round_trip(self, service: str, script: str, start: float) -> None:
+        """A script round trip on the call path: one per `DURATION_SAMPLE` seconds goes to the
+        histogram (an SDK measurement costs several µs)."""
+        now = time.perf_counter()
+        if now >= self.sample_at and self.obs.on:
+            self.sample_at = now + DURATION_SAMPLE
+            attrs = self.redis_attrs.get(script)
+            if attrs is None:
+                attrs = self.redis_attrs[script] = {SERVICE: service, SCRIPT: script}
+            self.obs.redis_duration.record(now - start, attrs)
 
-    def redis_error(self, core: BreakerCore, exc: BaseException) -> None:
+    def redis_error(self, service: str, exc: BaseException) -> None:
         """A Redis error on the call path."""
-        self.redis_errors.add(1, {SERVICE: core.service, ERROR: type(exc).__name__})
+        if self.obs.on:
+            self.obs.redis_errors.add(1, {SERVICE: service, ERROR: type(exc).__name__})
 
 
 INSTRUMENTS = Instruments()

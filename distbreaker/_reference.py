@@ -21,6 +21,7 @@ from dataclasses import astuple, dataclass, field, fields
 from typing import Any
 
 from . import _schema
+from ._reply import COMMON
 
 __all__ = [
     "CFG_NAMES",
@@ -108,7 +109,8 @@ DEFAULT_CFG = Cfg.defaults()
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The 18 fields every script returns, in the spec's order.
+    """The 18 fields every script returns, in the spec's order: the names and order of
+    `_reply.COMMON` (checked below; `_reply` holds the positions the client reads).
 
     `leases` and `half_open_successes` describe the half-open probes: both are 0 in any other
     state, and `leases` counts only leases that have not expired (`exp > now`).
@@ -137,6 +139,10 @@ class Reply:
     def names(cls) -> list[str]:
         """The field names, in reply order."""
         return [f.name for f in fields(cls)]
+
+
+if tuple(Reply.names()) != COMMON:  # one layout: the model's fields are the reply's positions
+    raise AssertionError(f"_reference.Reply fields {Reply.names()} differ from _reply.COMMON {COMMON}")
 
 
 @dataclass(frozen=True, slots=True)

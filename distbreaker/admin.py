@@ -28,6 +28,9 @@ from ._core import (
 )
 from ._log import LIMITED
 from ._model import Snapshot, Transition
+from ._reply import (
+    CLIENT_CONFIG, CONFIG, EXISTS, FINGERPRINT, FINGERPRINT_CHANGED_AT, NOW, OVERRIDES, PREVIOUS_FINGERPRINT, STATE,
+)
 from ._scripts import SCRIPTS, Steps, drive
 from .errors import BackendError, ConfigError, UnknownServiceError, translate
 
@@ -205,7 +208,7 @@ class _Operations:
             if "WRONGTYPE" in message or not (ours or lua_type_error):
                 raise
             raise _corrupt_error(service, target.keys.state, detail) from None
-        if not int(reply[18]):
+        if not int(reply[EXISTS]):
             raise UnknownServiceError(service)
         return reply
 
@@ -214,12 +217,12 @@ class _Operations:
             snap = decode_snapshot(service, reply)
         except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise _corrupt_error(service, self._operator(service).keys.state,
-                                 f"state {text(reply[0])!r}" if isinstance(exc, KeyError) else str(exc)) from None
+                                 f"state {text(reply[STATE])!r}" if isinstance(exc, KeyError) else str(exc)) from None
         try:
             return snap, self._fleet_config(service, reply)
         except (KeyError, ValueError, IndexError, TypeError):
             raise _corrupt_error(service, self._operator(service).keys.state,
-                                 f"config {text(reply[19])[:60]!r}") from None
+                                 f"config {text(reply[CONFIG])[:60]!r}") from None
 
     def _status_steps(self, service: str) -> Steps[Snapshot]:
         return self._decode(service, (yield from self._read_steps(service)))[0]
@@ -232,17 +235,17 @@ class _Operations:
 
     @staticmethod
     def _fleet_config(service: str, reply: Any) -> FleetConfig:
-        ov, cc, pf = text(reply[25]), text(reply[26]), text(reply[27])
-        pt = int(reply[28])
+        ov, cc, pf = text(reply[OVERRIDES]), text(reply[CLIENT_CONFIG]), text(reply[PREVIOUS_FINGERPRINT])
+        pt = int(reply[FINGERPRINT_CHANGED_AT])
         return FleetConfig(
             service=service,
-            effective=_config_values(text(reply[19])),
+            effective=_config_values(text(reply[CONFIG])),
             client=_config_values(cc),
             overrides=_overrides(ov),
-            fingerprint=text(reply[20]) or None,
+            fingerprint=text(reply[FINGERPRINT]) or None,
             previous_fingerprint=pf or None,
             fingerprint_changed_at=pt / 1000.0 if pt else None,
-            server_time=int(reply[2]) / 1000.0,
+            server_time=int(reply[NOW]) / 1000.0,
         )
 
     def _set_config_steps(self, service: str, actor: str | None, replace: bool, reason: str,

@@ -28,7 +28,8 @@ from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, P
 from ._core import validate_service
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._timeout import check_timeout, within
-from ._model import Snapshot, State, Transition
+from ._model import Outcome, Snapshot, State, Transition
+from ._report import standard_reporters
 from .admin import Events, FleetConfig, _Operations
 from ._scripts import SCRIPTS, Steps, adrive, eval_steps
 from ._transport import check_client
@@ -151,7 +152,7 @@ class Breaker:
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         _schema.check_options(listen, clock)
         self._hooks = hooks = Hooks(on_transition, on_call, asynchronous=True)
-        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks)
+        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks, standard_reporters())
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=True)  # a sync client here is refused, saying what to pass
@@ -226,7 +227,7 @@ class Breaker:
             return core.degraded(core.clock())
         return core.acquired(reply)
 
-    async def _record(self, permit: Permit, outcome: int, duration: float,
+    async def _record(self, permit: Permit, outcome: Outcome, duration: float,
                       exc: BaseException | None = None) -> None:
         core = self._core
         if core.batch is not None and self._flusher is None:

@@ -20,6 +20,11 @@ connection errors) counts as a failure and propagates; any other response (4xx i
 as a success. While a host's breaker is open, requests to it raise `CircuitOpenError` without
 being sent, or return what `fallback` builds.
 
+Memory: the transport keeps no breaker of its own; each host's is its registry's, so at most
+the registry's `max_breakers` hosts (default 1000) have a breaker in memory, the least recently
+used closed first (its state stays in Redis, and a later request makes it again). A client that
+reaches many hosts (a crawler) bounds its memory with ``BreakerRegistry(..., max_breakers=N)``.
+
 Failures are counted through an exception the transport raises and catches itself,
 `ResponseFailure`, a subclass of `httpx.HTTPStatusError`: a breaker config that narrows
 `failure_exceptions` must cover it (``httpx.HTTPError`` covers it and the transport errors).
@@ -69,7 +74,8 @@ class BreakerTransport(httpx.BaseTransport):
     """An httpx transport that sends each request through its host's `distbreaker.Breaker`.
 
     Args:
-        registry: a `distbreaker.BreakerRegistry` (its `get(service)` gives each host's breaker).
+        registry: a `distbreaker.BreakerRegistry` (its `get(service)` gives each host's breaker;
+            its `max_breakers` caps the hosts kept in memory).
         transport: the transport that sends the requests. Default ``httpx.HTTPTransport()``.
         is_failure: whether a response counts as a failure. Default `is_server_error` (5xx).
         service: the breaker's service for a request. Default `host_service`.

@@ -189,13 +189,13 @@ def test_replies_that_time_out_are_never_double_counted(slow_replies: tuple[Any,
             except Exception:
                 errors += 1
             if i % 100 == 99:
-                batched._core.down_until = 0.0  # flush now, not after the backoff: a timeout each time
+                batched._core.retry_now()  # flush now, not after the backoff: a timeout each time
                 batched.flush()
         deadline = time.monotonic() + 10
         proxy.delay = 0.0  # replies on time again: the pending batches are resent with their ids
         while batched._core.batch is not None and not batched._core.batch.empty:
             assert time.monotonic() < deadline
-            batched._core.down_until = 0.0
+            batched._core.retry_now()
             batched.flush()
             time.sleep(0.05)
         counted = Breaker("batched", direct, cfg(), prefix=prefix, listen=False).snapshot().calls
@@ -211,14 +211,11 @@ def test_replies_that_time_out_are_never_double_counted(slow_replies: tuple[Any,
         proxy.delay = 0.12
         replied, sent = 0, 1
         for i in range(200):  # each costs a budget: 200 keep the test under 15 s
-            sync._core.down_until = 0.0  # send every record (no backoff skip): each reply is late
-            before = sync._core.backoff
-            sync._core.backoff = 0.0
+            sync._core.retry_now()  # send every record (no backoff skip): each reply is late
             sync.call(int, i)
-            if sync._core.backoff == 0.0:
+            if not sync._core.backing_off:  # a reply in time (a late one starts a backoff)
                 replied += 1
             sent += 1
-            sync._core.backoff = before
         time.sleep(0.3)  # the late replies' commands have all run
         counted = Breaker("sync", direct, cfg(), prefix=prefix, listen=False).snapshot().calls
         figure("sync: 200 records, replies after the budget (not retried)",

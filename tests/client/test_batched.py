@@ -126,10 +126,10 @@ def test_lost_replies_are_retried_and_applied_once(redis_url: str, prefix: str) 
     for _round in range(50):
         for _ in range(20):
             b.call(lambda: None)
-        b._core.down_until = 0.0  # no backoff between injected failures: retry at once
+        b._core.retry_now()  # no backoff between injected failures: retry at once
         b.flush()
     for _ in range(10):  # drain whatever is still pending
-        b._core.down_until = 0.0
+        b._core.retry_now()
         b.flush()
         if b._core.batch is not None and b._core.batch.empty:
             break

@@ -50,12 +50,12 @@ def test_local_breaker_trips_recovers_and_is_dropped_when_redis_returns(
     assert ran == 5
 
     now[0] += 10  # open_duration elapses on the local clock: one probe, it succeeds, closed
-    b._core.down_until = 0.0  # (skip the Redis retry backoff: the server is still dead)
+    b._core.retry_now()  # (skip the Redis retry backoff: the server is still dead)
     assert b.call(lambda: "probe") == "probe"
     assert b._core.local is not None and b._core.local.st == "closed"
 
     server.restart()
-    b._core.down_until = 0.0
+    b._core.retry_now()
     b._core.view.forget()
     assert b.call(lambda: "back") == "back"  # asks Redis again
     assert b._core.local is None  # the local counts were dropped, not replayed

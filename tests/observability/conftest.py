@@ -3,8 +3,8 @@
 The library uses the API only; here the SDK's `InMemoryMetricReader` and
 `InMemorySpanExporter` read what it recorded. `_otel.use_meter_provider` points the library's
 instruments at a private `MeterProvider` (the global one can be set only once per process).
-Call tallies are kept per service for the process's life, so each test uses its own service
-names (`_obs.unique`).
+Call tallies are kept per service while it has a breaker (and among the last retired ones
+after), so each test uses its own service names (`_obs.unique`).
 """
 
 from __future__ import annotations

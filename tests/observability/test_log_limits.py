@@ -6,6 +6,7 @@ import logging
 import time
 
 import pytest
+import redis
 
 from _obs import Records, unique, wait_for
 from _servers import ServerFactory
@@ -63,6 +64,21 @@ def test_outage_once_then_reminders_then_its_end(logs: Records) -> None:
         "breaker 'b': back (after 130.0 s and 260 errors)",
         "breaker 'a': down",
     ]
+
+
+def test_refused_writes_are_one_state_until_a_write(logs: Records) -> None:
+    """Writes refused: one line; reads answering end nothing; a change of kind is one line; a
+    write that succeeds ends it with one line."""
+    clock = Clock()
+    outage = Outage(RateLimitedLogger(logging.getLogger("distbreaker"), clock))
+    for _ in range(100):
+        outage.failed("breaker %r: refuses writes", "a", writes=True)
+        outage.recovered("breaker %r: back", "a", wrote=False)
+        clock.now += 0.1
+    outage.failed("breaker %r: unreachable", "a")  # now it does not answer at all
+    outage.recovered("breaker %r: back", "a", wrote=False)  # any reply ends an outage of reads
+    assert logs.at(logging.WARNING) == [
+        "breaker 'a': refuses writes", "breaker 'a': unreachable", "breaker 'a': back (after 10.0 s and 101 errors)"]
 
 
 def test_dead_redis_and_1000_calls_log_one_line(dead_url: str, logs: Records) -> None:
@@ -136,3 +152,35 @@ def test_a_flapping_breaker_cannot_flood_the_log(redis_url: str, prefix: str, lo
         b.reset()
     info = logs.at(logging.INFO)
     assert len(info) == 20, info
+
+
+def test_oom_is_one_state_one_line_per_change(redis_server_factory: ServerFactory, prefix: str,
+                                              logs: Records) -> None:
+    """Redis out of memory (noeviction): reads answer while records are refused. That is one
+    state, logged once ("refuses writes"), not a flap between "unavailable" and "answers
+    again" at every read; when a write succeeds again, one "answers again"."""
+    server = redis_server_factory("--maxmemory-policy", "noeviction")
+    client = connect(server.url, timeout=1)
+    b = Breaker(unique(), client, BreakerConfig(max_staleness=0.02, redis_timeout=1), prefix=prefix, listen=False)
+    b.call(lambda: None)
+    filler = redis.Redis.from_url(server.url)
+    fill = [f"{prefix}:fill:{i}" for i in range(20)]
+    for key in fill:
+        filler.set(key, b"x" * 100_000)
+    filler.config_set("maxmemory", "1mb")  # 2 MB used: every write is refused, reads answer
+    deadline = time.monotonic() + 2.0
+    calls = 0
+    while time.monotonic() < deadline:  # reads (acquire) succeed every 20 ms, records fail
+        b.call(lambda: None)
+        calls += 1
+        time.sleep(0.005)
+    during = logs.at(logging.WARNING)
+    assert len(during) == 1 and "refuses writes" in during[0], during
+    filler.delete(*fill)
+    filler.config_set("maxmemory", "0")  # (the server alone may use about 1 MB)
+    wait_for("a record to succeed", lambda: b.call(lambda: None) is None and not b._core.backing_off)
+    after = logs.at(logging.WARNING)[1:]
+    assert len(after) == 1 and "answers again" in after[0], after
+    assert calls > 50
+    b.close()
+    filler.close()

@@ -1,0 +1,147 @@
+"""The reply layout is written once per language and both agree: the positions the client reads
+(`distbreaker._reply`) hold, on a real server, the fields the Lua reply builder puts there."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from distbreaker import _reply
+from distbreaker._reference import Cfg, Model, Reply
+from distbreaker._reply import (
+    ACTOR, CALLS, CAUSE, CLIENT_CONFIG, COMMON, CONFIG, CONSECUTIVE, EXISTS, FAILURES, FIELDS, FINGERPRINT,
+    FINGERPRINT_CHANGED_AT, FORCED_UNTIL, GENERATION, HALF_OPEN_SUCCESSES, LAST_ACTOR, LAST_CAUSE, LAST_FROM,
+    LAST_TIME, LEASE, LEASES, NOW, OPEN_COUNT, OPEN_UNTIL, OVERRIDES, PREVIOUS_FINGERPRINT, READ, REASON, RETRY_AT,
+    SLOW, STATE, TRANSITIONS,
+)
+from distbreaker._scripts import SCRIPTS
+
+pytestmark = pytest.mark.redis
+
+T0 = 1_700_000_000_000
+CFG = Cfg(0.5, 4, 10_000, 5, 3, 0.5, 1_000, 2.0, 5_000, 2, 2, 500, 86_400_000)
+OTHER = Cfg(0.5, 5, 10_000, 5, 3, 0.5, 1_000, 2.0, 5_000, 2, 2, 500, 86_400_000)
+INTS = frozenset({"exists", "last_time", "fingerprint_changed_at"})
+STRS = frozenset({"state", "reason", "actor", "transitions", "cause", "lease"})
+
+
+def test_positions_are_the_names_in_order() -> None:
+    """Each constant of `_reply` is the index of its name, and `_reference.Reply` has the
+    common names in the same order."""
+    assert len(COMMON) == 18 and len(READ) == 11
+    for i, name in enumerate(FIELDS):
+        assert getattr(_reply, name.upper()) == i, name
+    assert tuple(Reply.names()) == COMMON
+
+
+class Script:
+    """One breaker key driven through the real scripts and the reference model at a test clock."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.r = client
+        self.keys = (f"{prefix}:{{{uuid.uuid4().hex[:10]}}}",)
+        self.keys += (self.keys[0] + ":events",)
+        self.model = Model(CFG)
+        self.now = T0
+
+    def run(self, name: str, *own: str, operator: bool = False) -> list[Any]:
+        cfg = self.model.cfg
+        argv = [str(self.now), "" if operator else cfg.fingerprint, *own, *([] if operator else cfg.argv())]
+        reply = self.r.eval(SCRIPTS[name].text, 2, *self.keys, *argv)
+        assert isinstance(reply, list)
+        return reply
+
+    def check(self, lua: list[Any], model: Reply) -> list[Any]:
+        """Every common field, read at its named position, equals the model's field of that name."""
+        for name in COMMON:
+            value = lua[getattr(_reply, name.upper())]
+            expected = getattr(model, name)
+            got = value if name in STRS else int(value)
+            assert got == expected, f"{name} (position {getattr(_reply, name.upper())}): lua {value!r}, model {expected!r}"
+        return lua
+
+    def record(self, s: int, f: int, slow: int = 0, lease: str = "") -> list[Any]:
+        gen = self.model.g
+        lua = self.run("record", str(gen), str(s), str(f), str(slow), lease)
+        return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease))
+
+    def acquire(self) -> list[Any]:
+        return self.check(self.run("acquire"), self.model.acquire(self.now))
+
+    def control(self, op: str, until: int, reason: str, actor: str) -> list[Any]:
+        lua = self.run("control", op, str(until), reason, actor, operator=True)
+        return self.check(lua, self.model.control(self.now, op, until, reason, actor, operator=True))
+
+    def read(self) -> list[Any]:
+        lua = self.check(self.run("read", "1"), self.model.read(self.now))
+        assert len(lua) == len(FIELDS)
+        for name, expected in zip(READ, self.model.extras):
+            value = lua[getattr(_reply, name.upper())]
+            got = int(value) if name in INTS else value
+            assert got == expected, f"{name}: lua {value!r}, model {expected!r}"
+        return lua
+
+
+@pytest.fixture
+def script(redis_url: str, prefix: str) -> Iterator[Script]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    s = Script(client, prefix)
+    yield s
+    client.delete(*s.keys)
+    client.close()
+
+
+def test_every_named_field_holds_its_value(script: Script) -> None:
+    """Crafted states give each field a distinctive value; read at its named position, each
+    field has it (and every step equals the reference model field by field)."""
+    s = script
+    s.record(1, 0)
+    s.record(1, 0, slow=1)
+    s.now += 10
+    s.record(0, 1)
+    r = s.read()
+    assert (r[STATE], r[CALLS], r[FAILURES], r[SLOW], r[CONSECUTIVE]) == ("closed", 3, 1, 1, 1)
+    assert r[NOW] == s.now and r[EXISTS] == 1 and r[GENERATION] == 0
+    assert r[CONFIG] == r[CLIENT_CONFIG] == ",".join(CFG.argv()) and r[FINGERPRINT] == CFG.fingerprint
+    assert (r[LAST_TIME], r[PREVIOUS_FINGERPRINT], r[FINGERPRINT_CHANGED_AT], r[OVERRIDES]) == (0, "", 0, "")
+
+    s.now += 10
+    r = s.record(0, 1)  # 4 calls, half of them failures: trips
+    assert (r[STATE], r[GENERATION], r[TRANSITIONS], r[OPEN_COUNT]) == ("open", 1, "closed>open", 1)
+    assert r[OPEN_UNTIL] == s.now + 1_000 and r[CAUSE] and r[REASON] == r[CAUSE]
+    r = s.acquire()
+    assert (r[LEASE], r[RETRY_AT]) == ("", s.now + 1_000)
+
+    s.now += 1_000
+    r = s.acquire()
+    assert (r[STATE], r[TRANSITIONS], r[LEASES]) == ("half_open", "open>half_open", 1) and r[LEASE]
+    first = r[LEASE]
+    s.now += 7
+    assert s.acquire()[LEASES] == 2
+    s.now += 3
+    r = s.acquire()  # both probes out: denied until the first lease expires
+    assert (r[LEASE], r[RETRY_AT]) == ("", s.now - 10 + 500)
+    r = s.record(1, 0, lease=first)
+    assert (r[HALF_OPEN_SUCCESSES], r[LEASES]) == (1, 1)
+
+    s.now += 5
+    r = s.control("trip", s.now + 60_000, "INC-42", "alice")
+    assert (r[STATE], r[FORCED_UNTIL], r[REASON], r[ACTOR]) == ("forced_open", s.now + 60_000, "INC-42", "alice")
+    assert r[TRANSITIONS] == "half_open>forced_open" and "INC-42" in r[CAUSE]
+    s.now += 5
+    r = s.read()
+    assert (r[LAST_TIME], r[LAST_FROM], r[LAST_ACTOR]) == (s.now - 5, "half_open", "alice")
+    assert "INC-42" in r[LAST_CAUSE]
+
+    s.control("config", 0, "minimum_calls=7", "bob")
+    assert s.read()[OVERRIDES] == "minimum_calls=7"
+    s.model.cfg = OTHER  # a worker with another config replaces the fingerprint
+    s.now += 5
+    s.record(1, 0)
+    r = s.read()
+    assert (r[FINGERPRINT], r[PREVIOUS_FINGERPRINT], r[FINGERPRINT_CHANGED_AT]) == (
+        OTHER.fingerprint, CFG.fingerprint, s.now)

@@ -1,0 +1,98 @@
+"""The package has no import cycle: its modules' module-level imports (those under
+``if TYPE_CHECKING:`` too: a cycle for the type checker is one in the design) form a DAG."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import distbreaker
+
+PACKAGE = Path(distbreaker.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    parts = ["distbreaker", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """Imports at module level (not inside functions or classes)."""
+    out: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        elif isinstance(node, ast.If):
+            out += _top_level(node.body) + _top_level(node.orelse)
+        elif isinstance(node, ast.Try):
+            out += _top_level(node.body) + _top_level(node.orelse) + _top_level(node.finalbody)
+            for handler in node.handlers:
+                out += _top_level(handler.body)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports at module level."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = graph[name] = set()
+        for node in _top_level(ast.parse(path.read_text()).body):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            edges.update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of `graph` (its modules in order, the first repeated at the end), or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            cycle = visit(nxt)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        cycle = visit(start)
+        if cycle:
+            return cycle
+    return None
+
+
+def test_finds_a_cycle() -> None:
+    """The checker itself sees a cycle when there is one."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_graph_sees_relative_imports() -> None:
+    """The graph has the edges the core is known to have (relative imports resolved)."""
+    graph = import_graph()
+    assert "distbreaker._model" in graph["distbreaker._core"]
+    assert "distbreaker._otel" in graph["distbreaker._report"]
+
+
+def test_no_import_cycle() -> None:
+    """No module of distbreaker imports, at module level, one that imports it back; the core
+    knows no telemetry (`_core` does not import `_otel`)."""
+    graph = import_graph()
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+    assert "distbreaker._otel" not in graph["distbreaker._core"]

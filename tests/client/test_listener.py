@@ -49,8 +49,8 @@ def test_a_trip_elsewhere_reaches_an_idle_breaker(redis_url: str, prefix: str) -
     Admin(worker.redis, prefix=prefix).trip("svc", reason="INC-9", actor="ops")
     wait_for("forced_open to propagate", lambda: watcher._core.view.state is State.FORCED_OPEN)
     Admin(worker.redis, prefix=prefix).reset("svc", actor="ops")
-    wait_for("the reset to drop the cache", lambda: watcher._core.view.state is None)
-    assert watcher.call(lambda: "ok") == "ok"  # asks Redis, finds closed
+    wait_for("the reset to reach the cache", lambda: watcher._core.view.state is State.CLOSED)
+    assert watcher.call(lambda: "ok") == "ok"  # the listener re-read the state: closed
     watcher.close()
     worker.close()
 

@@ -94,7 +94,8 @@ class SyncFlusher:
         if self._started:
             self.flush_all()
         self._started = True
-        return min(b.flush_interval for b in breakers)
+        interval: float = min(b.flush_interval for b in breakers)
+        return interval
 
     def _forked(self) -> None:
         """In a forked child: this flusher is the child's now, its breakers' batches empty."""
@@ -140,7 +141,8 @@ class AsyncFlusher:
                 except Exception:
                     _flush_failed(breaker)
         self._started = True
-        return min(b.flush_interval for b in breakers)
+        interval: float = min(b.flush_interval for b in breakers)
+        return interval
 
     async def stop(self) -> None:
         self._started = False

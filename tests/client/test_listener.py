@@ -236,3 +236,49 @@ def test_a_burst_of_messages_costs_a_few_reads(redis_server_factory: ServerFacto
     assert 1 <= reads <= 5 + 20, reads
     assert worker._core.view.state is State.CLOSED
     worker.close()
+
+
+def _child_sees_trip(breaker: Breaker, tripped: Any, result: Any) -> None:
+    listener = breaker._listener
+    assert listener is not None
+    if not listener.ready.wait(10):
+        result.put("the child's listener never subscribed")
+        return
+    result.put("ready")
+    if not tripped.wait(30):
+        result.put("never tripped")
+        return
+    deadline = time.monotonic() + 10
+    while breaker._core.view.state is not State.FORCED_OPEN:
+        if time.monotonic() > deadline:
+            result.put(f"the trip never reached the child (cache: {breaker._core.view.state})")
+            return
+        time.sleep(0.005)
+    result.put("ok")
+
+
+def test_a_forked_child_listens_on_its_own(redis_url: str, prefix: str) -> None:
+    """A listening breaker built before os.fork(): the child runs its own listener thread (the
+    parent's does not survive the fork), which subscribes again and brings it the next trip."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    watcher = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(max_staleness=60), prefix=prefix)
+    watcher.call(lambda: None)
+    assert watcher._listener is not None
+    wait_for("the listener", watcher._listener.ready.is_set)
+    tripped, result = ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_child_sees_trip, args=(watcher, tripped, result), daemon=True)
+    child.start()
+    try:
+        assert result.get(timeout=30) == "ready"
+        Admin(connect(redis_url, timeout=1), prefix=prefix).trip("svc", reason="INC-3", actor="ops")
+        tripped.set()
+        assert result.get(timeout=30) == "ok"
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert watcher._listener.running  # the parent's own listener is untouched
+    wait_for("the parent's cache", lambda: watcher._core.view.state is State.FORCED_OPEN)
+    watcher.close()

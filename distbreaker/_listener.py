@@ -39,15 +39,14 @@ _CLAIMS = 32       # transitions a pending hint remembers for the hooks
 
 
 class _Hint:
-    """The re-read bookkeeping of one breaker: a token bucket, whether a read is wanted, and
-    the transitions the messages since the last read claim (for `on_transition` only)."""
+    """The re-read bookkeeping of one breaker: a token bucket, and the transitions the messages
+    since the last read claim (for `on_transition` only)."""
 
-    __slots__ = ("claims", "heard", "pending", "refilled", "tokens")
+    __slots__ = ("claims", "heard", "refilled", "tokens")
 
     def __init__(self) -> None:
         self.tokens = float(_BURST)
         self.refilled = 0.0
-        self.pending = False
         self.claims: dict[int, tuple[Transition, int]] = {}
         self.heard = -1  # generation up to which the hooks heard of transitions; -1 = not yet
 
@@ -86,6 +85,7 @@ class Routes:
         self._lock = threading.Lock()
         self._routes: dict[str, dict[str, weakref.WeakSet[BreakerCore]]] = {}
         self._hints: weakref.WeakKeyDictionary[BreakerCore, _Hint] = weakref.WeakKeyDictionary()
+        self._pending: dict[BreakerCore, _Hint] = {}  # the hints that want a read (no scan of every breaker)
 
     def add(self, core: BreakerCore) -> None:
         with self._lock:
@@ -95,6 +95,7 @@ class Routes:
     def remove(self, core: BreakerCore) -> None:
         with self._lock:
             self._hints.pop(core, None)
+            self._pending.pop(core, None)
             services = self._routes.get(core.keys.channel)
             if services is None:
                 return
@@ -154,7 +155,7 @@ class Routes:
                         and not (claim is not None and generation > hint.heard and hooks is not None
                                  and hooks.on_transition)):
                     continue  # the cache already holds that generation or a newer one (e.g. our own echo)
-                hint.pending = True
+                self._pending[core] = hint
                 if claim is not None and len(hint.claims) < _CLAIMS:
                     hint.claims[claim[0].generation] = claim
 
@@ -164,15 +165,13 @@ class Routes:
         out = []
         wait = _POLL
         with self._lock:
-            for core, hint in list(self._hints.items()):
-                if not hint.pending:
-                    continue
+            for core, hint in list(self._pending.items()):
                 later = hint.ready(now)
                 if later:
                     wait = min(wait, later)
                     continue
                 hint.tokens -= 1
-                hint.pending = False
+                del self._pending[core]
                 claims, hint.claims = list(hint.claims.values()), {}
                 out.append((core, hint, claims))
         return out, wait
@@ -183,6 +182,7 @@ class Routes:
             core.view.forget()
 
     def forked(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held this one)."""
         self._lock = threading.Lock()
 
 

@@ -290,6 +290,8 @@ class LocalPermit(tuple):  # type: ignore[type-arg]
     """A permit granted by the in-process model (on_redis_error="local")."""
 
     __slots__ = ()
+
+
 class BreakerCore:
     """Everything one breaker decides, with no I/O: the shells run the requests it builds.
 

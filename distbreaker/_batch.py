@@ -1,5 +1,14 @@
 """Batched mode: one flusher per process (a thread; a task per event loop for asyncio) sends the
-outcomes each batched breaker summed locally, one record.lua per breaker and batch."""
+outcomes each batched breaker summed locally, one record.lua per breaker and batch.
+
+Fork (gunicorn ``--preload``, any pre-fork server): a forked child starts with an empty batch
+in every batched breaker it inherited (what the parent summed, and its pending batches, are the
+parent's to send: sending them from the child too would count them twice), gets its own flusher
+thread, and flushes what it summed itself at a normal interpreter exit (including ``sys.exit``
+in a worker, and the end of a ``multiprocessing`` child started with the fork method); only
+``os._exit`` skips that. An asyncio breaker in a child starts the flusher of the child's event
+loop at its first batched outcome; asyncio batched breakers are flushed by ``await close()``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +16,13 @@ import asyncio
 import atexit
 import logging
 import os
+import sys
 import threading
 import weakref
 from typing import Any, Protocol
 
 from ._log import LIMITED
+from ._runner import TaskRunner, ThreadRunner
 
 
 class _SyncBatched(Protocol):
@@ -32,6 +43,17 @@ def _flush_failed(breaker: Any) -> None:
                 exc_info=True)
 
 
+def _drop_inherited(breaker: Any) -> None:
+    """In a forked child: empty `breaker`'s batch (the parent's outcomes) and renew its flush lock
+    (a parent thread may have held it at the fork)."""
+    core = getattr(breaker, "_core", None)
+    batch = getattr(core, "batch", None)
+    if core is not None and batch is not None:
+        core.batched(batch.size)
+    if isinstance(getattr(breaker, "_flush_lock", None), type(threading.Lock())):
+        breaker._flush_lock = threading.Lock()
+
+
 class SyncFlusher:
     """The flusher thread of this process: flushes every batched breaker each `flush_interval`
     (the smallest of its breakers'). A caller flushes inline when its batch is full or could trip."""
@@ -39,18 +61,15 @@ class SyncFlusher:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._breakers: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._runner = ThreadRunner("distbreaker-flusher", self._step, restart_in_child=True,
+                                    forked=self._forked)
+        self._started = False  # the first round waits an interval before flushing
 
     def add(self, breaker: _SyncBatched) -> None:
         with self._lock:
             self._breakers.add(breaker)
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="distbreaker-flusher", daemon=True)
-                self._thread.start()
+        self._runner.start()
 
     def remove(self, breaker: _SyncBatched) -> None:
         with self._lock:
@@ -58,7 +77,7 @@ class SyncFlusher:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._runner.running
 
     def flush_all(self) -> None:
         for breaker in list(self._breakers):
@@ -67,21 +86,28 @@ class SyncFlusher:
             except Exception:  # a flush must never kill the flusher; the breaker logged it
                 _flush_failed(breaker)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            breakers = list(self._breakers)
-            if not breakers:
-                break
-            self._wake.wait(min(b.flush_interval for b in breakers))
-            self._wake.clear()
+    def _step(self) -> float | None:
+        breakers = list(self._breakers)
+        if not breakers:
+            self._started = False
+            return None
+        if self._started:
             self.flush_all()
+        self._started = True
+        interval: float = min(b.flush_interval for b in breakers)
+        return interval
+
+    def _forked(self) -> None:
+        """In a forked child: this flusher is the child's now, its breakers' batches empty."""
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._started = False
+        for breaker in list(self._breakers):
+            _drop_inherited(breaker)
+        _at_exit_of_multiprocessing_child()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5)
+        self._runner.stop()
 
 
 class AsyncFlusher:
@@ -89,40 +115,38 @@ class AsyncFlusher:
 
     def __init__(self) -> None:
         self._breakers: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._task: asyncio.Task[None] | None = None
+        self._runner = TaskRunner("distbreaker-flusher", self._step)
+        self._started = False
 
     def add(self, breaker: _AsyncBatched) -> None:
         self._breakers.add(breaker)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="distbreaker-flusher")
+        self._runner.start()
 
     def remove(self, breaker: _AsyncBatched) -> None:
         self._breakers.discard(breaker)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._runner.running
 
-    async def _run(self) -> None:
-        while True:
-            breakers = list(self._breakers)
-            if not breakers:
-                break
-            await asyncio.sleep(min(b.flush_interval for b in breakers))  # stop() cancels it
-            for breaker in list(self._breakers):
+    async def _step(self) -> float | None:
+        breakers = list(self._breakers)
+        if not breakers:
+            self._started = False
+            return None
+        if self._started:
+            for breaker in breakers:
                 try:
                     await breaker.flush()
                 except Exception:
                     _flush_failed(breaker)
+        self._started = True
+        interval: float = min(b.flush_interval for b in breakers)
+        return interval
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        self._started = False
+        await self._runner.stop()
 
 
 _sync: SyncFlusher | None = None
@@ -131,10 +155,10 @@ _lock = threading.Lock()
 
 
 def sync_flusher() -> SyncFlusher:
-    """This process's flusher (a new one after a fork)."""
+    """This process's flusher."""
     global _sync
     with _lock:
-        if _sync is None or _sync.pid != os.getpid():
+        if _sync is None:
             _sync = SyncFlusher()
         return _sync
 
@@ -149,8 +173,32 @@ def async_flusher() -> AsyncFlusher:
         return flusher
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for flusher in list(_async.values()):  # asyncio breakers: the parent's outcomes stay the parent's
+        for breaker in list(flusher._breakers):
+            _drop_inherited(breaker)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _flush_at_exit() -> None:  # nothing counted is lost on a clean interpreter exit
     flusher = _sync
     if flusher is not None and flusher.pid == os.getpid():
         flusher.flush_all()
+
+
+def _at_exit_of_multiprocessing_child() -> None:
+    """A `multiprocessing` child started by fork ends with ``os._exit`` after its target, with
+    no atexit: flush there too, through multiprocessing's own exit hooks."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    flusher = _sync
+    # Process._bootstrap clears the finalizers inherited from the parent, then runs the
+    # after-fork hooks: register the exit flush from one of those.
+    util.register_after_fork(flusher, lambda f: util.Finalize(f, _flush_at_exit, exitpriority=100))

@@ -27,6 +27,7 @@ from ._reply import (
     LAST_ACTOR, LAST_CAUSE, LAST_FROM, LAST_TIME, LEASE, LEASES, NOW, OPEN_COUNT, OPEN_UNTIL, REASON, RETRY_AT,
     SLOW, STATE, TRANSITIONS,
 )
+from ._runner import next_backoff
 from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
 
 __all__ = [
@@ -223,32 +224,6 @@ class View:
         """Drop the cached state (the next admission asks Redis)."""
         self.state = None
 
-    def apply_event(self, event: dict[str, Any], local_now: float) -> None:
-        """Take a transition published by any process (pub/sub).
-
-        `open` and `forced_open` are applied as they are (calls are rejected at once, with no
-        round trip, until `open_until` / `forced_until`, then Redis is asked);
-        any other transition drops the cache, so the next call asks Redis for the new state.
-        Events older than the cached generation are ignored.
-        """
-        if self.state is None or int(event.get("generation", 0)) < self.generation:
-            return
-        to = event.get("to")
-        if to == "open" and event.get("open_until"):
-            self.state = State.OPEN
-            self.open_until = int(event["open_until"]) / 1000.0 - self.offset
-        elif to == "forced_open":
-            self.state = State.FORCED_OPEN
-            fu = int(event.get("forced_until") or 0)  # absent from messages of older versions
-            self.forced_until = fu / 1000.0 - self.offset if fu else 0.0
-        else:
-            self.forget()
-            return
-        self.generation = int(event["generation"])
-        self.server_ms = max(self.server_ms, int(event.get("ts", 0)))
-        self.reason = str(event.get("reason", event.get("cause", "")))
-        self.fetched_at = local_now
-
     def decide(self, now: float) -> int:
         """ALLOW or REJECT from the cache alone, or ASK (run acquire.lua)."""
         state = self.state
@@ -320,7 +295,6 @@ class LocalPermit(tuple):  # type: ignore[type-arg]
     """A permit granted by the in-process model (on_redis_error="local")."""
 
     __slots__ = ()
-_BACKOFF_MIN, _BACKOFF_MAX = 0.1, 2.0
 
 
 def _refuses_writes(exc: BaseException) -> bool:
@@ -510,22 +484,34 @@ class BreakerCore:
         for reporter in self.on_transitions:
             reporter.transitions(self.service, transitions, ms)
 
-    def event(self, event: dict[str, Any]) -> None:
-        """Take a transition published by any process (pub/sub): the cache, then the hooks (a
-        transition this process made and already reported is not reported again)."""
-        self.view.apply_event(event, self.clock())
+    def event(self, reply: Sequence[Any], claims: Sequence[tuple[Transition, int]] = (), heard: int = -1) -> int:
+        """Take the state the pub/sub listener re-read from Redis (read.lua's reply) after a
+        message named this service: the cache takes it, unless a newer reply already arrived.
+
+        The hooks hear of the transitions made elsewhere since generation `heard` (-1: since
+        the first one the messages claim): the last one as Redis recorded it, earlier ones
+        (several transitions coalesced into one read) as the messages `claims` describe them,
+        each ``(Transition, ms)``. A message never changes the cache, and a claim beyond what
+        Redis says is ignored. Returns the generation the hooks have now heard up to.
+        """
+        generation = int(reply[GENERATION])
+        if generation >= self.view.generation:
+            self.update(reply)
+        elif reply[TRANSITIONS]:  # an older reply than the cache's, but this read made lazy expiries
+            self.made(decode_made(self.service, reply), int(reply[NOW]))
         hooks = self.hooks
-        if hooks is not None and hooks.on_transition:
-            try:
-                t = decode_event(self.service, event)
-            except (KeyError, ValueError, TypeError):
-                LIMITED.warning(("malformed-event", self.service), "breaker %r: ignoring a malformed event %r",
-                                self.service, event)
-                return
-            if t is not None:
-                log.debug("breaker %r: %s -> %s (%s), learnt from pub/sub", self.service, t.from_state.value,
-                          t.to_state.value, t.cause)
-                hooks.transition(t, int(event["ts"]))
+        if hooks is None or not hooks.on_transition:
+            return generation
+        base = heard if heard >= 0 else min((t.generation for t, _ in claims), default=generation + 1) - 1
+        learnt = [(t, ms) for t, ms in claims if base < t.generation < generation]
+        last = decode_snapshot(self.service, reply).last_transition
+        if last is not None and base < last.generation == generation:
+            learnt.append((last, int(reply[LAST_TIME])))
+        for t, ms in sorted(learnt, key=lambda c: c[0].generation):
+            log.debug("breaker %r: %s -> %s (%s), learnt from pub/sub", self.service, t.from_state.value,
+                      t.to_state.value, t.cause)
+            hooks.transition(t, ms)
+        return max(heard, generation)
 
     def finished(self, outcome: Outcome, duration: float, exc: BaseException | None) -> None:
         """An admitted call ended with `outcome` after `duration` seconds (after its record)."""
@@ -598,7 +584,7 @@ class BreakerCore:
         else:
             OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
                           self.config.on_redis_error)
-        self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
+        self.backoff = next_backoff(self.backoff)
         self.down_until = self.clock() + self.backoff
         if self.reject_when_down or self.local_when_down:
             self.view.forget()  # the cache must not keep admitting calls during the outage

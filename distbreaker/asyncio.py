@@ -230,7 +230,7 @@ class Breaker:
     async def _record(self, permit: Permit, outcome: Outcome, duration: float,
                       exc: BaseException | None = None) -> None:
         core = self._core
-        if core.batch is not None and self._flusher is None:
+        if core.batch is not None and (self._flusher is None or not self._flusher.running):  # a new loop
             self._flusher = async_flusher()
             self._flusher.add(self)
         request = core.record(permit, outcome, duration)

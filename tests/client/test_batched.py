@@ -191,3 +191,87 @@ async def test_async_batched_counts_and_stops(redis_url: str, prefix: str) -> No
     assert not flusher.running
     assert (await dba.Breaker("svc", client, prefix=prefix, listen=False).snapshot()).calls == 1000
     await client.aclose()
+
+
+# -- fork (gunicorn --preload, any pre-fork server) --------------------------------------------
+_FORK_SCRIPT = """
+import os, sys
+from distbreaker import Breaker, BreakerConfig, connect
+b = Breaker("svc", connect({url!r}, timeout=1), BreakerConfig(minimum_calls=10**6), prefix={prefix!r},
+            mode="batched", flush_interval={interval}, listen=False)
+for _ in range({parent_calls}):
+    b.call(lambda: None)  # the parent's own, not flushed yet at the fork
+pid = os.fork()
+if pid == 0:
+    for _ in range(100):
+        b.call(lambda: None)
+    print("called", flush=True)
+    if {wait_in_child}:
+        sys.stdin.readline()  # runs until the test says so
+    sys.exit(0)  # a normal exit, like a gunicorn worker's
+os.waitpid(pid, 0)
+print("child gone", flush=True)
+sys.stdin.readline()  # the parent exits (and flushes its own) when the test says so
+"""
+
+
+def _calls(url: str, prefix: str) -> int:
+    return Breaker("svc", connect(url, timeout=1), prefix=prefix, listen=False).snapshot().calls
+
+
+def _fork_run(url: str, prefix: str, interval: float, parent_calls: int, wait_in_child: bool) -> subprocess.Popen[str]:
+    code = _FORK_SCRIPT.format(url=url, prefix=prefix, interval=interval, parent_calls=parent_calls,
+                               wait_in_child=wait_in_child)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "called"
+    return proc
+
+
+def test_a_forked_child_flushes_its_outcomes_while_it_runs(redis_url: str, prefix: str) -> None:
+    """A batched breaker built before os.fork(): the child's 100 calls reach Redis from its own
+    flusher while it still runs; the parent's 10 unflushed ones are counted once, not twice."""
+    proc = _fork_run(redis_url, prefix, 0.05, 10, wait_in_child=True)
+    try:
+        wait_for("the child's periodic flush", lambda: _calls(redis_url, prefix) == 110)
+        assert proc.poll() is None  # the child (and the parent waiting for it) still run
+    finally:
+        proc.communicate("\n", timeout=30)
+    assert proc.returncode == 0
+    assert _calls(redis_url, prefix) == 110
+
+
+@pytest.mark.parametrize("parent_calls", [0, 10], ids=["unused", "used"])
+def test_a_forked_child_flushes_at_its_exit(redis_url: str, prefix: str, parent_calls: int) -> None:
+    """A child that exits normally (sys.exit) before any periodic flush still counts its 100 calls,
+    whether or not the parent used the breaker before the fork; the parent's count once."""
+    proc = _fork_run(redis_url, prefix, 30, parent_calls, wait_in_child=False)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "child gone"
+    assert _calls(redis_url, prefix) == 100  # the child's, flushed at its exit (the parent still runs)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert _calls(redis_url, prefix) == 100 + parent_calls
+
+
+def _mp_child(url: str, prefix: str, b: Breaker) -> None:
+    for _ in range(100):
+        b.call(lambda: None)
+
+
+def test_a_multiprocessing_fork_child_flushes_at_its_end(redis_url: str, prefix: str) -> None:
+    """A multiprocessing child (fork method, which ends with os._exit after its target) flushes
+    what it summed; the parent's unflushed outcomes are not sent by the child."""
+    import multiprocessing
+
+    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10**6), prefix=prefix,
+                mode="batched", flush_interval=30, listen=False)
+    for _ in range(7):
+        b.call(lambda: None)
+    proc = multiprocessing.get_context("fork").Process(target=_mp_child, args=(redis_url, prefix, b))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert _calls(redis_url, prefix) == 100
+    b.close()
+    assert _calls(redis_url, prefix) == 107

@@ -6,6 +6,7 @@ import pytest
 
 import distbreaker.asyncio as dba
 from distbreaker import BreakerConfig, BreakerRegistry, ConfigError, connect
+from distbreaker._listener import sync_listener
 
 
 def test_get_returns_one_breaker_per_key_with_overrides(redis_url: str, prefix: str) -> None:
@@ -58,3 +59,17 @@ async def test_async_registry(redis_url: str, prefix: str) -> None:
     await reg.close()
     assert a._listener is None and len(reg) == 0
     await client.aclose()
+
+
+def test_listener_routes_stay_bounded_by_max_breakers(redis_url: str, prefix: str) -> None:
+    """5000 distinct services through a registry keeping 100: the listener keeps routes for the
+    breakers in memory only (an evicted breaker's route goes with it), not one per service ever seen."""
+    client = connect(redis_url, timeout=1)
+    reg = BreakerRegistry(client, prefix=prefix, max_breakers=100)
+    for i in range(5000):
+        reg.get(f"svc-{i}")
+    listener = sync_listener(client)
+    assert len(reg) == 100
+    assert len(listener.routes) == 100
+    reg.close()
+    assert len(listener.routes) == 0

@@ -419,3 +419,101 @@ def test_exactly_k_probes_across_32_callers_in_8_processes(redis_url: str, prefi
     assert most == k
     assert probes > 2 * k
     assert sum(r["warnings"] for r in results) == 0, results
+
+
+# -- pre-fork workers (gunicorn --preload) -------------------------------------------------------
+_FORK = multiprocessing.get_context("fork")
+
+
+def _forked_calls(breaker: Breaker, go: Any, n: int) -> None:
+    if not go.wait(START_TIMEOUT):
+        raise RuntimeError("never told to go")
+    for _ in range(n):
+        breaker.call(lambda: None)
+
+
+def test_prefork_batched_workers_count_exactly(redis_url: str, prefix: str) -> None:
+    """One batched breaker built in the parent (and used: 25 unflushed outcomes), then 4 workers
+    forked from it, 500 calls each: every worker's outcomes are flushed by its own flusher or at
+    its end, and the parent's are counted once: exactly 2025."""
+    client = connect(redis_url, timeout=FLEET_TIMEOUT)
+    breaker = Breaker(SERVICE, client, _config(minimum_calls=10**6), prefix=prefix, mode="batched",
+                      flush_interval=0.05, listen=False)
+    for _ in range(25):
+        breaker.call(lambda: None)
+    go = _FORK.Event()
+    procs = [_FORK.Process(target=_forked_calls, args=(breaker, go, 500), daemon=True) for _ in range(4)]
+    try:
+        for p in procs:
+            p.start()
+        go.set()
+        for p in procs:
+            p.join(START_TIMEOUT)
+            assert p.exitcode == 0, f"{p.name} exited with {p.exitcode}"
+    finally:
+        _reap(procs)
+    breaker.close()
+    assert breaker.snapshot().calls == 4 * 500 + 25
+
+
+# -- a forger on the channel ---------------------------------------------------------------------
+def _body_call_under_forgery(url: str, prefix: str, cfg: dict[str, Any], ready: Any, go: Any,
+                             run_for: float) -> dict[str, Any]:
+    client, breaker = _make_breaker(url, prefix, cfg)
+    try:
+        breaker.call(lambda: None)
+        assert breaker._listener is not None and breaker._listener.ready.wait(START_TIMEOUT)
+        ready.put(True)
+        if not go.wait(START_TIMEOUT):
+            raise RuntimeError("never told to go")
+        admitted = rejected = 0
+        end = time.monotonic() + run_for
+        while time.monotonic() < end:
+            try:
+                breaker.call(lambda: None)
+                admitted += 1
+            except CircuitOpenError:
+                rejected += 1
+            time.sleep(0.005)
+        return {"admitted": admitted, "rejected": rejected}
+    finally:
+        breaker.close()
+        client.close()
+
+
+def test_a_forger_on_the_channel_makes_no_worker_reject(redis_url: str, prefix: str) -> None:
+    """4 listening workers call for 1.5 s while a forger publishes a forced_open for their
+    breaker every 50 ms (the message that made workers reject every call): none is rejected,
+    and Redis counted every call."""
+    import json
+
+    import redis
+
+    ready, go = _CTX.Queue(), _CTX.Event()
+    cfg = {"minimum_calls": 10**6, "max_staleness": 60}
+    result: list[list[dict[str, Any]]] = []
+    fleet = threading.Thread(target=lambda: result.append(_run_fleet(
+        _body_call_under_forgery, [(redis_url, prefix, cfg, ready, go, 1.5)] * 4, START_TIMEOUT * 2)))
+    fleet.start()
+    forger = redis.Redis.from_url(redis_url)
+    forged = json.dumps({"service": SERVICE, "to": "forced_open", "generation": 1000000, "forced_until": 0})
+    try:
+        for _ in range(4):
+            ready.get(timeout=START_TIMEOUT * 2)
+        go.set()
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end and fleet.is_alive():
+            forger.publish(f"{prefix}:events", forged)
+            time.sleep(0.05)
+    finally:
+        fleet.join(START_TIMEOUT * 2)
+        forger.close()
+    assert result, "the fleet did not report"
+    reports = result[0]
+    assert sum(r["rejected"] for r in reports) == 0, reports
+    admitted = sum(r["admitted"] for r in reports)
+    assert admitted > 0
+    client, breaker = _make_breaker(redis_url, prefix, {})
+    assert breaker.snapshot().calls == admitted + 4  # each worker's first call too
+    breaker.close()
+    client.close()

@@ -1,0 +1,90 @@
+"""The background runner shared by the listener, the flusher and the periodic checks (no Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from distbreaker._runner import BACKOFF_MAX, BACKOFF_MIN, TaskRunner, ThreadRunner, next_backoff
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+def test_backoff_doubles_from_min_to_max() -> None:
+    """0.1 s after the first failure, doubled by each one in a row, at most 2 s."""
+    seen, b = [], 0.0
+    for _ in range(7):
+        b = next_backoff(b)
+        seen.append(b)
+    assert seen[0] == BACKOFF_MIN and seen[1] == 2 * BACKOFF_MIN and seen[-1] == BACKOFF_MAX
+
+
+def test_a_failing_step_is_logged_and_run_again(caplog: pytest.LogCaptureFixture) -> None:
+    """An exception escaping a step does not end the thread: it is logged and the step runs again."""
+    calls: list[int] = []
+
+    def step() -> float | None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("boom")
+        return None if len(calls) >= 4 else 0.0
+
+    runner = ThreadRunner("test-runner", step)
+    runner.start()
+    wait_for("the runner to end", lambda: len(calls) >= 4 and not runner.running)
+    assert any("background step failed" in r.getMessage() for r in caplog.records)
+
+
+def test_start_after_the_end_runs_again_and_stop_ends_it() -> None:
+    """A runner whose step said 'no more work' starts again on start(); stop() ends a waiting one."""
+    work = threading.Event()
+    rounds: list[float] = []
+
+    def step() -> float | None:
+        rounds.append(time.monotonic())
+        return 10.0 if work.is_set() else None
+
+    runner = ThreadRunner("test-runner", step)
+    runner.start()
+    wait_for("the first end", lambda: not runner.running and len(rounds) == 1)
+    work.set()
+    runner.start()
+    wait_for("the second round", lambda: len(rounds) == 2)
+    assert runner.running  # waiting 10 s for its next round
+    runner.stop(5)
+    assert not runner.running
+
+
+async def test_task_runner_runs_until_none_and_restarts() -> None:
+    """The asyncio runner: steps until None, a failing step is retried, start() runs it again."""
+    calls: list[int] = []
+
+    async def step() -> float | None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return 0.0 if len(calls) < 3 else None
+
+    runner = TaskRunner("test-task", step)
+    runner.start()
+    for _ in range(500):
+        if len(calls) >= 3 and not runner.running:
+            break
+        await asyncio.sleep(0.01)
+    assert len(calls) == 3 and not runner.running
+    runner.start()
+    for _ in range(500):
+        if len(calls) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    assert len(calls) == 4
+    await runner.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import difflib
 import json
 import statistics
 import time
@@ -293,6 +294,10 @@ class _Operations:
     def _exists_steps(self, service: str) -> Steps[bool]:
         return bool((yield Command(("EXISTS", self._operator(service).keys.state))))
 
+    def _delete_steps(self, service: str) -> Steps[bool]:
+        keys = self._operator(service).keys
+        return bool((yield Command(("DEL", keys.state, keys.events, keys.ids))))
+
     def _control_steps(self, service: str, op: str, for_: Any, reason: str, actor: str | None) -> Steps[Snapshot]:
         return (yield from control_steps(self._operator(service), op, for_, reason, actor, last_transition=True))
 
@@ -312,6 +317,11 @@ class _Operations:
             LIMITED.warning(("foreign-events", keys.events), "%s: %d entries that are not distbreaker "
                             "events were skipped", keys.events, skipped)
         return Events(out, skipped)
+
+
+def close_matches(service: str, names: builtins.list[str], n: int = 3) -> builtins.list[str]:
+    """The names in `names` most like `service` (difflib; a typo, a missing character)."""
+    return difflib.get_close_matches(service, names, n=n, cutoff=0.6)
 
 
 def _config_actor(actor: str | None, reason: str) -> str:
@@ -422,6 +432,24 @@ class Admin(_Operations):
     def exists(self, service: str) -> bool:
         """Whether a breaker named `service` exists in Redis."""
         return self._do(service, self._exists_steps(service))
+
+    def delete(self, service: str) -> bool:
+        """Delete the breaker `service`: its state (with its config and overrides), its events
+        stream and its batch ids. A worker that calls it again starts a new closed breaker.
+
+        Returns:
+            Whether anything was deleted (False: no such breaker).
+
+        .. versionadded:: 0.2.0
+        """
+        return self._do(service, self._delete_steps(service))
+
+    def similar(self, service: str, n: int = 3) -> builtins.list[str]:
+        """Existing breakers whose names look like `service` (a typo), closest first.
+
+        .. versionadded:: 0.2.0
+        """
+        return close_matches(service, self.list(), n)
 
     def trip(self, service: str, *, for_: Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
         """Force `service` open fleet-wide for `for_` seconds (None = until reset).

@@ -30,7 +30,7 @@ from ._hooks import CallHook, Hooks, TransitionHook
 from ._timeout import check_timeout, within
 from ._model import Outcome, Snapshot, State, Transition
 from ._report import standard_reporters
-from .admin import Events, FleetConfig, _Operations
+from .admin import Events, FleetConfig, _Operations, close_matches
 from ._scripts import SCRIPTS, Steps, adrive, eval_steps
 from ._transport import check_client
 from .registry import _Registry
@@ -548,6 +548,14 @@ class Admin(_Operations):
     async def exists(self, service: str) -> bool:
         """See `distbreaker.Admin.exists`."""
         return await self._do(service, self._exists_steps(service))
+
+    async def delete(self, service: str) -> bool:
+        """See `distbreaker.Admin.delete`."""
+        return await self._do(service, self._delete_steps(service))
+
+    async def similar(self, service: str, n: int = 3) -> builtins.list[str]:
+        """See `distbreaker.Admin.similar`."""
+        return close_matches(service, await self.list(), n)
 
     async def trip(self, service: str, *, for_: Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
         """See `distbreaker.Admin.trip`."""

@@ -19,7 +19,7 @@ import click
 from distbreaker.errors import redact
 
 from . import _restore_interrupt, commands, demo
-from .context import CliError, Context
+from .context import OUTPUT_HELP, OUTPUTS, CliError, Context, password_from_env
 from .exits import ExitStatus
 from .failures import exit_for
 from .params import Finite
@@ -86,20 +86,26 @@ class Group(click.Group):
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=EXIT_CODES)
 @click.version_option(package_name="distbreaker", prog_name="distbreaker")
-@click.option("--url", envvar="DISTBREAKER_URL", default="redis://localhost:6379/0", show_default=True,
-              help="Redis URL (env DISTBREAKER_URL); redis://[user:password@]host:port/db.")
+@click.option("--url", envvar=["DISTBREAKER_URL", "REDIS_URL"], default="redis://localhost:6379/0",
+              show_default=True, help="Redis URL (env DISTBREAKER_URL, else REDIS_URL); "
+                                      "redis://[user@]host:port/db (a password: see --password-file).")
+@click.option("--password-file", type=click.File("r"), default=None, metavar="PATH",
+              help="Read the Redis password from this file (- for stdin); else env DISTBREAKER_PASSWORD "
+                   "or REDISCLI_AUTH. Keeps it out of ps and shell history. A password in --url wins.")
 @click.option("--prefix", envvar="DISTBREAKER_PREFIX", default="distbreaker", show_default=True,
               help="Key prefix of the breakers (env DISTBREAKER_PREFIX).")
 @click.option("--cluster", is_flag=True, envvar="DISTBREAKER_CLUSTER",
               help="--url names a node of a Redis Cluster (env DISTBREAKER_CLUSTER).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True, help=OUTPUT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (-o json).")
+@click.option("--no-headers", is_flag=True, help="Tables without their header line.")
 @click.option("--timeout", type=Finite(0, TIMEOUT_MAX, low_open=True), default=CLI_TIMEOUT, show_default=True,
               help="Redis timeout, seconds (at most 3600).")
 @click.option("--no-color", is_flag=True, help="No colours (also with env NO_COLOR, or when not a terminal).")
 @click.option("--traceback", "show_traceback", is_flag=True, help="Show a traceback on errors.")
 @click.pass_context
-def cli(ctx: click.Context, url: str, prefix: str, cluster: bool, as_json: bool, timeout: float,
-        no_color: bool, show_traceback: bool) -> None:
+def cli(ctx: click.Context, url: str, password_file: Any, prefix: str, cluster: bool, output: str, as_json: bool,
+        no_headers: bool, timeout: float, no_color: bool, show_traceback: bool) -> None:
     """Inspect and operate the circuit breakers a fleet shares through Redis.
 
     \b
@@ -109,7 +115,14 @@ def cli(ctx: click.Context, url: str, prefix: str, cluster: bool, as_json: bool,
     distbreaker demo                            a live demo on an embedded server
     """
     color = False if no_color or os.environ.get("NO_COLOR") else None
-    ctx.obj = Context(url, prefix, as_json, show_traceback, timeout, color, cluster)
+    password = password_from_env()
+    if password_file is not None:
+        password = password_file.readline().rstrip("\r\n")
+        password_file.close()
+        if not password:
+            raise CliError(f"--password-file {password_file.name}: the first line is empty", ExitStatus.USAGE)
+    ctx.obj = Context(url, prefix, show_traceback, timeout, color, cluster, password=password,
+                      output="json" if as_json else output, no_headers=no_headers)
     ctx.color = color
 
 

@@ -6,16 +6,20 @@ Each command is a few lines over `distbreaker.Admin`; errors go up to the one bo
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import sys
 import time
 from typing import Any
 
 import click
+from redis.exceptions import RedisError
 
 from distbreaker import Admin, Snapshot, State
 from distbreaker._actions import check_control
 from distbreaker._ops import actor_or_default, check_reason
-from distbreaker.admin import FleetConfig
+from distbreaker._core import keys_for
+from distbreaker.admin import FleetConfig, close_matches
 from distbreaker.errors import (
     AccessDeniedError,
     DistbreakerError,
@@ -24,6 +28,7 @@ from distbreaker.errors import (
     redact,
 )
 
+from .completion import complete_services
 from .context import CliError, Context, global_options
 from .exits import ExitStatus
 from .failures import exit_for
@@ -60,27 +65,76 @@ Found = list[tuple[Snapshot, FleetConfig]]
 Broken = dict[str, CliError]
 
 
-def _collect(admin: Admin, services: tuple[str, ...]) -> tuple[Found, Broken]:
-    """Every breaker that reads, and the ones that do not (one bad key never hides the others).
+def _collect(admin: Admin, services: tuple[str, ...], states: frozenset[str] = frozenset()
+             ) -> tuple[Found, Broken, list[str]]:
+    """Every breaker that reads, the ones that do not (one bad key never hides the others),
+    and the names given that no breaker has (globs that match none included).
 
-    Redis unreachable or access denied ends the whole command: nothing could be read.
+    Names may be globs (``partner-*``, ``pay?ents``, ``[ab]*``: fnmatch over the listed
+    breakers); `states` keeps only breakers in those states. Redis unreachable or access
+    denied ends the whole command: nothing could be read.
     """
-    names = list(services) or admin.list()
+    names, unknown = _resolve(admin, services)
     found, broken = [], {}
     for name in names:
         try:
             found.append(admin.inspect(name))
         except UnknownServiceError:
-            if services:
-                raise
+            if services and not _is_glob(name) and name in services:
+                unknown.append(name)
             # listed by SCAN, then gone (expired or deleted): skip it
         except (RedisUnavailableError, AccessDeniedError):
             raise
         except DistbreakerError as exc:  # WRONGTYPE, corrupt state or config, a script's refusal
-            if len(names) == 1 and services:
+            if len(names) == 1 and services and not unknown:
                 raise
             broken[name] = exit_for(exc)
-    return found, broken
+    if states:
+        found = [(snap, cfg) for snap, cfg in found if snap.state.value in states]
+    return found, broken, unknown
+
+
+def _is_glob(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def _resolve(admin: Admin, services: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The breakers to read for `services` (all when none), and the globs that matched none."""
+    if not services:
+        return admin.list(), []
+    listed = admin.list() if any(_is_glob(s) for s in services) else []
+    names: list[str] = []
+    unknown: list[str] = []
+    for pattern in services:
+        if _is_glob(pattern):
+            matched = fnmatch.filter(listed, pattern)
+            if not matched:
+                unknown.append(pattern)
+            names += [m for m in matched if m not in names]
+        elif pattern not in names:
+            names.append(pattern)
+    return names, unknown
+
+
+def _unknown_error(admin: Admin | None, names: list[str], tail: str = "distbreaker status lists the breakers"
+                   ) -> CliError:
+    """Exit 3 naming the unknown services, with the closest existing names (difflib)."""
+    hints = []
+    listed: list[str] | None = None
+    for name in names:
+        if admin is None or _is_glob(name):
+            continue
+        try:
+            listed = admin.list() if listed is None else listed
+        except DistbreakerError:
+            break
+        close = close_matches(name, listed)
+        if close:
+            hints.append(f"did you mean {' or '.join(repr(c) for c in close[:2])}?")
+    what = ", ".join(repr(n) for n in names)
+    text = f"no breaker named {what}" if len(names) == 1 else f"no breakers named {what}"
+    hint = f"; {' '.join(hints)}" if hints else ""
+    return CliError(f"{text}{hint} ({tail})", ExitStatus.UNKNOWN_SERVICE)
 
 
 def _broken_error(broken: Broken, total: int) -> CliError:
@@ -107,30 +161,47 @@ def _status_doc(found: list[tuple[Snapshot, FleetConfig]], warnings: dict[str, s
     return docs
 
 
-def _show_status(obj: Context, admin: Admin, services: tuple[str, ...], *, watching: bool) -> tuple[Found, Broken]:
-    """Print the breakers; returns them and the ones that could not be read (for the caller)."""
-    found, broken = _collect(admin, services)
+def _show_status(obj: Context, admin: Admin, services: tuple[str, ...], *, watching: bool,
+                 states: frozenset[str] = frozenset()) -> tuple[Found, Broken, list[str]]:
+    """Print the breakers; returns them, the ones that could not be read and the names no
+    breaker has (for the caller)."""
+    found, broken, unknown = _collect(admin, services, states)
     warnings = _disagreements(found)
     if obj.json:
         docs = _status_doc(found, warnings)
         obj.out(json.dumps(docs) if watching else dumps(docs))
-        return found, broken
+        return found, broken, unknown
     if watching and obj.tty:
         click.clear()
     if watching:
         obj.out(click.style(f"{local_clock()}  distbreaker status  {redact(obj.url)}  prefix {obj.prefix}  "
                             "(Ctrl-C to stop)", dim=True))
     if found:
-        obj.out(table([s for s, _ in found], width=obj.width()))
-    elif not broken:
-        obj.note(f"no breakers under prefix {obj.prefix!r}")
+        obj.out(table([s for s, _ in found], width=obj.width(), headers=not obj.no_headers, output=obj.output))
+    elif not broken and not unknown:
+        which = f" in state {', '.join(sorted(states))}" if states else ""
+        matching = f" matching {' '.join(services)}" if services else ""
+        obj.note(f"no breakers{matching}{which} under prefix {obj.prefix!r}")
     for text in warnings.values():
         obj.warn(safe(text))
-    return found, broken
+    return found, broken, unknown
+
+
+def _states(ctx: click.Context, param: click.Parameter, value: str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    wanted = frozenset(v.strip().lower() for v in value.split(",") if v.strip())
+    known = [s.value for s in State]
+    bad = sorted(wanted - set(known))
+    if bad or not wanted:
+        raise click.BadParameter(f"{value!r}: states are {', '.join(known)} (comma-separated)")
+    return wanted
 
 
 @click.command()
-@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@click.argument("services", nargs=-1, metavar="[SERVICE|GLOB]...", shell_complete=complete_services)
+@click.option("--state", "states", callback=_states, metavar="STATE[,STATE]",
+              help="Only breakers in these states: closed, open, half_open, forced_open, disabled.")
 @click.option("--watch", "-w", is_flag=True, help="Refresh until Ctrl-C (exit 0).")
 @click.option("--interval", type=Finite(0.05, INTERVAL_MAX), default=2.0, show_default=True,
               help="Seconds between refreshes with --watch (0.05 to 3600).")
@@ -138,19 +209,29 @@ def _show_status(obj: Context, admin: Admin, services: tuple[str, ...], *, watch
               help="With --watch: stop after this many refreshes.")
 @global_options
 @pass_ctx
-def status(obj: Context, services: tuple[str, ...], watch: bool, interval: float, count: int | None) -> None:
+def status(obj: Context, services: tuple[str, ...], states: frozenset[str], watch: bool, interval: float,
+           count: int | None) -> None:
     """Show breakers: state, failures and slow calls in the window, time left open, who forced
     them and why, the last transition and its cause (every breaker when none is named).
 
-    With --json: a list with one object per breaker (fields of Snapshot, plus "config");
-    with --watch --json: one such list per line, per refresh.
+    SERVICE may be a glob (quote it: 'partner-*'). On a Redis Cluster node the breakers of
+    every master are listed.
+
+    With -o json: a list with one object per breaker (fields of Snapshot, plus "config");
+    with --watch -o json: one such list per line, per refresh. -o wide: nothing cut, plus the
+    generation and the forced expiry; -o plain: the same, tab-separated.
 
     A breaker that cannot be read (a key of another type, corrupt data) does not hide the
-    others: they are shown, it is named on stderr, and the exit code is 1.
+    others: they are shown, it is named on stderr, and the exit code is 1. Named services
+    that do not exist do not hide the others either: they are named on stderr, exit 3.
     """
     admin = obj.admin()
     if not watch:
-        found, broken = _show_status(obj, admin, services, watching=False)
+        found, broken, unknown = _show_status(obj, admin, services, watching=False, states=states)
+        if broken and unknown:
+            obj.note(f"Error: {_broken_error(broken, len(found) + len(broken)).format_message()}")
+        if unknown:
+            raise _unknown_error(admin, unknown)
         if broken:
             raise _broken_error(broken, len(found) + len(broken))
         return
@@ -158,8 +239,11 @@ def status(obj: Context, services: tuple[str, ...], watch: bool, interval: float
     try:
         while count is None or shown < count:
             try:
-                for name, err in _show_status(obj, admin, services, watching=True)[1].items():
+                _, broken, unknown = _show_status(obj, admin, services, watching=True, states=states)
+                for name, err in broken.items():
                     obj.note(f"{local_clock()}  Error: {name}: {err.format_message()}")
+                if unknown:
+                    obj.note(f"{local_clock()}  Error: {_unknown_error(None, unknown).format_message()}")
             except RedisUnavailableError as exc:
                 if not shown:
                     raise
@@ -180,7 +264,14 @@ def _forced_until(snap: Snapshot) -> str:
     return f"for {format_duration(left)} (until {utc(snap.forced_until)} UTC)"
 
 
-def _act(obj: Context, service: str, action: str, **kwargs: Any) -> None:
+def _forced_by(snap: Snapshot) -> str:
+    """``forced_open by bob: INC-7, for 9m (until ... UTC)``: a forced state and who set it."""
+    who = ": ".join(p for p in (snap.actor, snap.reason) if p) or "unknown"
+    return safe(f"{snap.state.value} by {who}, {_forced_until(snap)}")
+
+
+def _act(obj: Context, service: str, action: str, *, create: bool = False, force: bool = False,
+         **kwargs: Any) -> None:
     # Every argument is checked before anything is sent (a refused one changes nothing).
     _, kwargs["reason"], kwargs["actor"] = check_control(action, kwargs.get("for_"), kwargs.get("reason", ""),
                                                          kwargs.get("actor"))
@@ -190,14 +281,23 @@ def _act(obj: Context, service: str, action: str, **kwargs: Any) -> None:
         before: Snapshot | None = admin.status(service)
     except UnknownServiceError:
         before = None
+        if not create:
+            raise _unknown_error(admin, [service], f"--create {action}s a breaker no worker has used yet") from None
     except (RedisUnavailableError, AccessDeniedError):
         raise
     except DistbreakerError as exc:  # corrupt or foreign data: reset rewrites it, trip overwrites it
         before, unreadable = None, exit_for(exc).format_message()
+    replaced = None
+    if before is not None and before.state in (State.FORCED_OPEN, State.DISABLED):
+        replaced = _forced_by(before)
+        if action != "reset" and before.actor != kwargs["actor"] and not force:
+            raise CliError(f"{service} is already {replaced}; --force replaces it (or reset it first)",
+                           ExitStatus.ERROR)
     after: Snapshot = getattr(admin, action)(service, **kwargs)
     if obj.json:
         obj.out(dumps({"service": service, "action": action, "existed": before is not None or bool(unreadable),
                        "before": None if before is None else before.state.value,
+                       "replaced": None if before is None or replaced is None else snapshot_dict(before),
                        "after": snapshot_dict(after)}))
     else:
         old = before.state.value if before else "closed"
@@ -207,50 +307,123 @@ def _act(obj: Context, service: str, action: str, **kwargs: Any) -> None:
         who = ": ".join(p for p in (kwargs["actor"], kwargs.get("reason", "")) if p)
         verb = {"trip": "tripped", "disable": "disabled", "reset": "reset"}[action]
         obj.out(f"{service}: {verb} ({change})" + (f", by {safe(who)}" if who else ""))
+    if replaced:
+        obj.warn(f"{service}: {'cleared' if action == 'reset' else 'replaced'} {replaced}")
+    _check_expiry(obj, service, after)
     if unreadable:
         obj.note(f"note: the breaker's data could not be read before ({unreadable}); it was rewritten")
     elif before is None:
-        obj.note(f"note: no worker has used {service!r} yet; the breaker was created in this state "
+        obj.note(f"note: no worker has used {service!r} yet; the breaker was created (--create) in this state "
                  "and workers start with it")
+
+
+def _check_expiry(obj: Context, service: str, after: Snapshot) -> None:
+    """Warn when the breaker's keys expire (idle_ttl) before its forced state ends: without
+    traffic the forced state would end early, the breaker coming back closed."""
+    if after.forced_until is None or after.state not in (State.FORCED_OPEN, State.DISABLED):
+        return
+    try:
+        ttl_ms = int(obj.client().pttl(keys_for(obj.prefix, service).state))
+    except (RedisError, ValueError, TypeError):
+        return
+    left = after.forced_until - after.server_time
+    if 0 <= ttl_ms / 1000.0 < left - 1.0:
+        obj.warn(f"{service}'s keys expire in {format_duration(ttl_ms / 1000.0)} (its idle_ttl), before "
+                 f"the {after.state.value} ends in {format_duration(left)}: unless workers' calls keep it alive, "
+                 f"the breaker then disappears and comes back closed (raise it: distbreaker config {service} "
+                 "--set idle_ttl=...)")
+
+
+def _reason(action: str, reason: str | None, no_reason: bool) -> str:
+    """--reason, required on trip and disable unless --no-reason; never empty."""
+    if no_reason:
+        if reason:
+            raise CliError(f"{action}: --reason and --no-reason exclude each other", ExitStatus.USAGE)
+        return ""
+    if reason is None:
+        raise CliError(f"{action} needs --reason TEXT (why: an incident id, a ticket); --no-reason to "
+                       "go without one", ExitStatus.USAGE)
+    if not reason.strip():
+        raise CliError(f"{action}: --reason is empty; give a reason (an incident id) or --no-reason",
+                       ExitStatus.USAGE)
+    return reason
+
+
+create_option = click.option("--create", is_flag=True,
+                             help="Act even if no worker has used SERVICE yet (the breaker is created).")
 
 
 def _forcing_command(action: str, doc: str) -> Any:
     @click.command(name=action, help=doc)
-    @click.argument("service")
+    @click.argument("service", shell_complete=complete_services)
     @click.option("--for", "for_", type=FOR_DURATION, default=None, metavar="DURATION",
                   help="How long (90s, 10m, 2h, 1h30m); default until reset.")
-    @click.option("--reason", required=True, help="Why (recorded in the events stream).")
+    @click.option("--reason", default=None, help="Why (recorded in the events stream); required.")
+    @click.option("--no-reason", is_flag=True, help="Go without a reason.")
+    @click.option("--force", is_flag=True, help="Replace a forced state another operator set.")
+    @create_option
     @actor_option
     @global_options
     @pass_ctx
-    def command(obj: Context, service: str, for_: float | None, reason: str, actor: str | None) -> None:
-        _act(obj, service, action, for_=for_, reason=reason, actor=actor)
+    def command(obj: Context, service: str, for_: float | None, reason: str | None, no_reason: bool, force: bool,
+                create: bool, actor: str | None) -> None:
+        _act(obj, service, action, create=create, force=force, for_=for_, reason=_reason(action, reason, no_reason),
+             actor=actor)
 
     return command
 
 
 trip = _forcing_command(
     "trip", "Force SERVICE open fleet-wide: every worker rejects its calls (within its max_staleness, "
-            "at once with pub/sub) until --for elapses or a reset.")
+            "at once with pub/sub) until --for elapses or a reset. A forced state another operator "
+            "set is replaced only with --force (yours is replaced, with a warning naming it).")
 disable = _forcing_command(
     "disable", "Force SERVICE closed fleet-wide: calls always run (outcomes are still counted) until "
-               "--for elapses or a reset.")
+               "--for elapses or a reset. A forced state another operator set is replaced only with --force.")
 
 
 @click.command()
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.option("--reason", default="", help="Why (recorded in the events stream).")
+@create_option
 @actor_option
 @global_options
 @pass_ctx
-def reset(obj: Context, service: str, reason: str, actor: str | None) -> None:
-    """Return SERVICE to closed fleet-wide, with an empty window, clearing a trip or disable."""
-    _act(obj, service, "reset", reason=reason, actor=actor)
+def reset(obj: Context, service: str, reason: str, create: bool, actor: str | None) -> None:
+    """Return SERVICE to closed fleet-wide, with an empty window, clearing a trip or disable
+    (a warning names the forced state it cleared)."""
+    _act(obj, service, "reset", create=create, reason=reason, actor=actor)
+
+
+# -- delete ---------------------------------------------------------------------------------
+@click.command()
+@click.argument("service", shell_complete=complete_services)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@global_options
+@pass_ctx
+def delete(obj: Context, service: str, yes: bool) -> None:
+    """Delete SERVICE's breaker from Redis: its state, config overrides, events stream and batch
+    ids (a typo's breaker, or one no longer used). A worker that calls it again starts a new,
+    closed breaker. Asks first on a terminal; --yes to skip (required when stdin is not one)."""
+    admin = obj.admin()
+    if not admin.exists(service):
+        raise _unknown_error(admin, [service])
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError(f"delete {service}: stdin is not a terminal to confirm on; pass --yes", ExitStatus.USAGE)
+        if not click.confirm(f"Delete breaker {service!r} and its events (prefix {obj.prefix!r})?", default=False,
+                             err=True):
+            raise CliError("not deleted", ExitStatus.ERROR)
+    deleted = admin.delete(service)
+    if obj.json:
+        obj.out(dumps({"service": service, "action": "delete", "deleted": deleted}))
+    else:
+        obj.out(f"{service}: deleted" if deleted else f"{service}: already gone")
 
 
 # -- history --------------------------------------------------------------------------------
 @click.command()
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.option("-n", "count", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
               help="How many events, newest first.")
 @global_options
@@ -260,11 +433,11 @@ def history(obj: Context, service: str, count: int) -> None:
     admin = obj.admin()
     events, skipped = admin.events(service, n=count)
     if not events and not skipped and not admin.exists(service):
-        raise UnknownServiceError(service)
+        raise _unknown_error(admin, [service])
     if obj.json:
         obj.out(dumps([transition_dict(t) for t in events]))
     elif events:
-        obj.out(history_table(events, width=obj.width()))
+        obj.out(history_table(events, width=obj.width(), headers=not obj.no_headers, output=obj.output))
     else:
         obj.note(f"{service}: no transitions recorded")
     if skipped:
@@ -274,18 +447,19 @@ def history(obj: Context, service: str, count: int) -> None:
 
 # -- config ---------------------------------------------------------------------------------
 @click.command()
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.option("--set", "settings", type=SETTING, multiple=True, metavar="NAME=VALUE",
               help="Override a value fleet-wide (repeatable), in BreakerConfig units: "
                    "minimum_calls=20, failure_rate_threshold=0.4, open_duration=30s, window=2m, "
                    "consecutive_failures=off.")
 @click.option("--clear", is_flag=True, help="Remove every override (with --set: replace them all).")
 @click.option("--reason", default="", help="Why (recorded with the actor in the events stream).")
+@click.option("--create", is_flag=True, help="Set overrides for a breaker no worker has used yet.")
 @actor_option
 @global_options
 @pass_ctx
 def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], clear: bool, reason: str,
-           actor: str | None) -> None:
+           create: bool, actor: str | None) -> None:
     """Show or change the config of SERVICE in force fleet-wide.
 
     Overrides win over the config workers pass, apply to every worker's next call, survive
@@ -299,14 +473,16 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
         before: FleetConfig | None = admin.config(service)
     except UnknownServiceError:
         before = None
+        if not settings or not create:
+            tail = "--create sets overrides for a breaker no worker has used yet" if settings else None
+            raise (_unknown_error(admin, [service], tail) if tail else _unknown_error(admin, [service])) from None
     if settings:
         after = admin.set_config(service, actor=actor, replace=clear, reason=reason, **dict(settings))
     elif clear:
         after = admin.clear_config(service, actor=actor, reason=reason)
-    elif before is None:
-        raise UnknownServiceError(service)
     else:
         after = before
+    assert after is not None
     changed = bool(settings or clear)
     if obj.json:
         obj.out(dumps({"service": service, "changed": changed, **fleet_config_dict(after)}))
@@ -315,7 +491,7 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
         verb = "overrides cleared" if clear and not settings else "config set"
         obj.out(f"{service}: {verb} ({what}); workers apply it at their next call")
     else:
-        obj.out(config_table(after, width=obj.width()))
+        obj.out(config_table(after, width=obj.width(), headers=not obj.no_headers, output=obj.output))
         line = safe(f"fingerprint {after.fingerprint or '-'}")
         if after.previous_fingerprint and after.fingerprint_changed_at is not None:
             line += safe(f" (replaced {after.previous_fingerprint} "
@@ -349,4 +525,4 @@ def doctor(obj: Context, pings: int) -> None:
     obj.note(f"doctor: ok ({len(warns)} WARN) on {redact(obj.url)}, prefix {obj.prefix!r}")
 
 
-COMMANDS = (status, trip, disable, reset, history, config, doctor)
+COMMANDS = (status, trip, disable, reset, delete, history, config, doctor)

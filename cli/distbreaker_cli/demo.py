@@ -513,27 +513,7 @@ class _View:
         health = phase_name(elapsed, self.period)
         moves = _transitions(self.admin, started)
         if obj.tty:
-            click.clear()
-            limit = f" / {self.duration:.0f}s" if self.duration else ""
-            lines = [
-                click.style(f"distbreaker demo  {elapsed:5.1f}s{limit}  {self.where}", bold=True),
-                f"{self.workers} workers call a flaky {SERVICE!r} service through one shared breaker "
-                "(Ctrl-C to stop)",
-                "service: " + (click.style("FAILING (90% of calls fail)", fg="red", bold=True) if health == "FAILING"
-                               else click.style("healthy (2% of calls fail)", fg="green"))
-                + f"   cycle {self.period:g}s: healthy, failing from {0.25 * self.period:g}s "
-                  f"to {0.55 * self.period:g}s, healthy",
-                "",
-                table([snap], width=obj.width()) if snap else "(no calls yet)",
-                "",
-                click.style("WORKER  PID        OK  FAILED  REJECTED", bold=True),
-            ]
-            for n, (pid, w_ok, w_failed, w_rejected) in enumerate(self.fleet.per_worker(), 1):
-                lines.append(f"{n:>6}  {pid:<7} {w_ok:>5}  {w_failed:>6}  {w_rejected:>8}")
-            lines.append(f"{'all':>6}  {'':<7} {ok:>5}  {failed:>6}  {rejected:>8}")
-            lines += ["", click.style("TRANSITIONS (events stream)", bold=True)]
-            lines += [_move_line(t, started) for t in moves[-8:]] or ["  (none yet)"]
-            obj.out("\n".join(lines))
+            self._draw(elapsed, snap, health, moves, started, (ok, failed, rejected))
             return
         for t in moves[self.seen:]:
             obj.out(f"{_move_line(t, started)}")
@@ -543,9 +523,54 @@ class _View:
                 f"calls: {ok} ok, {failed} failed, {rejected} rejected")
 
 
-def _move_line(t: Transition, started: float) -> str:
-    arrow = click.style(f"{t.from_state.value}>{t.to_state.value}".ljust(17), **STATE_STYLES[t.to_state.value])
-    return f"{_at(t.time - started)}  {arrow}  {t.cause}"
+    def _draw(self, elapsed: float, snap: Snapshot | None, health: str, moves: list[Transition], started: float,
+              totals: tuple[int, int, int]) -> None:
+        """One frame, redrawn in place: cursor home, each line cut to the terminal's width and
+        its rest erased, then everything below erased. Nothing scrolls (the frame has at most
+        as many lines as the terminal), so frames never pile up in the scrollback."""
+        cols, rows = shutil.get_terminal_size((80, 24))
+        limit = f" / {self.duration:.0f}s" if self.duration else ""
+        failing = health == "FAILING"
+        lines = [
+            click.style(_cut(f"distbreaker demo  {elapsed:5.1f}s{limit}  {self.where}", cols), bold=True),
+            _cut(f"{self.workers} workers call a flaky {SERVICE!r} service through one breaker (Ctrl-C stops)",
+                 cols),
+            click.style(_cut("service: FAILING (90% of calls fail)" if failing else
+                             "service: healthy (2% of calls fail)", cols), fg="red" if failing else "green",
+                        bold=failing)
+            + _cut(f"  cycle {self.period:g}s, failing {0.25 * self.period:g}-{0.55 * self.period:g}s",
+                   max(0, cols - 36)),
+            "",
+            *(table([snap], width=cols).split("\n") if snap else ["(no calls yet)"]),
+            "",
+            click.style("WORKER  PID        OK  FAILED  REJECTED", bold=True),
+        ]
+        per_worker = self.fleet.per_worker()
+        room = rows - len(lines) - 5  # 'all', a blank, the TRANSITIONS title and at least two moves
+        shown = per_worker if len(per_worker) <= max(1, room) else per_worker[:max(1, room - 1)]
+        for n, (pid, w_ok, w_failed, w_rejected) in enumerate(shown, 1):
+            lines.append(f"{n:>6}  {pid:<7} {w_ok:>5}  {w_failed:>6}  {w_rejected:>8}")
+        if len(shown) < len(per_worker):
+            lines.append(f"{'...':>6}  {len(per_worker) - len(shown)} more")
+        ok, failed, rejected = totals
+        lines.append(f"{'all':>6}  {'':<7} {ok:>5}  {failed:>6}  {rejected:>8}")
+        lines += ["", click.style("TRANSITIONS (events stream, newest last)", bold=True)]
+        room = max(1, rows - len(lines))
+        lines += [_move_line(t, started, cols) for t in moves[-room:]] or ["  (none yet)"]
+        frame = "\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines[:rows - 1])
+        frame += f"{lines[rows - 1]}\x1b[K" if len(lines) >= rows else ""
+        click.echo(frame + "\x1b[J", nl=False, color=self.obj.color)
+        sys.stdout.flush()
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
+def _move_line(t: Transition, started: float, width: int | None = None) -> str:
+    name = f"{t.from_state.value}>{t.to_state.value}".ljust(17)
+    cause = t.cause if width is None else _cut(t.cause, max(1, width - 29))
+    return f"{_at(t.time - started)}  {click.style(name, **STATE_STYLES[t.to_state.value])}  {cause}"
 
 
 def _at(seconds: float) -> str:
@@ -573,21 +598,22 @@ def _print_summary(obj: Context, s: dict[str, Any], url: str | None, prefix: str
         obj.out(dumps(s))
         return
     calls = s["calls"]
-    if obj.tty:
-        click.clear()  # the summary replaces the last live frame
-    else:
-        obj.out("")
-    obj.out(click.style(f"demo summary: {s['workers']} workers, stopped by {s['stopped_by']} after "
-                        f"{s['seconds']:.1f}s", bold=True))
-    obj.out(f"calls: {calls['total']} = {calls['ok']} ok + {calls['failed']} failed + "
-            f"{calls['rejected']} rejected by the breaker without calling the service")
-    obj.out(f"transitions of {SERVICE!r} (from its events stream):")
+    lines = [click.style(f"demo summary: {s['workers']} workers, stopped by {s['stopped_by']} after "
+                         f"{s['seconds']:.1f}s", bold=True),
+             f"calls: {calls['total']} = {calls['ok']} ok + {calls['failed']} failed + "
+             f"{calls['rejected']} rejected by the breaker without calling the service",
+             f"transitions of {SERVICE!r} (from its events stream):"]
     for t in s["transitions"]:
         arrow = click.style(f"{t['from']}>{t['to']}".ljust(17), **STATE_STYLES[t["to"]])
-        obj.out(f"{_at(t['time'] - s['started'])}  {arrow}  {t['cause']}")
+        lines.append(f"{_at(t['time'] - s['started'])}  {arrow}  {t['cause']}")
     if not s["transitions"]:
-        obj.out("  (none: run longer, e.g. --duration 30)")
+        lines.append("  (none: run longer, e.g. --duration 30)")
     entered = ", ".join(f"{state} {n}x" for state, n in s["entered"].items()) or "nothing"
-    obj.out(f"entered: {entered}")
+    lines.append(f"entered: {entered}")
+    if obj.tty:  # over the last live frame, in place: it does not go to the scrollback either
+        click.echo("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J", nl=False, color=obj.color)
+    else:
+        obj.out("")
+        obj.out("\n".join(lines))
     if url is not None:
         obj.note(f"inspect it: distbreaker --url {redact(url)} --prefix {prefix} history {SERVICE}")

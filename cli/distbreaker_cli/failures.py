@@ -27,10 +27,30 @@ def is_corrupt(exc: BaseException) -> bool:
     return (corrupt is not None and isinstance(exc, corrupt)) or bool(getattr(exc, "corrupt_key", None))
 
 
+_NO_PASSWORD = ("NOAUTH", "Authentication required", "HELLO must be called with the client already authenticated")
+_BAD_PASSWORD = ("WRONGPASS", "invalid username-password pair")
+_PASSWORD_HINT = "env DISTBREAKER_PASSWORD or REDISCLI_AUTH, or --password-file PATH"
+
+
+def auth_message(message: str) -> str | None:
+    """Our one line for a failed login (not the server's AUTH/HELLO text), or None."""
+    if any(word in message for word in _NO_PASSWORD):
+        return f"Redis requires a password and none was given ({_PASSWORD_HINT})"
+    if any(word in message for word in _BAD_PASSWORD):
+        return f"Redis refused the password or user name (check {_PASSWORD_HINT}, and the user in --url)"
+    if "without any password configured" in message:
+        return ("a password was given but this Redis has none configured for the user "
+                f"(check {_PASSWORD_HINT} and --url)")
+    return None
+
+
 def exit_for(exc: BaseException) -> CliError:
     """The one mapping of exceptions to a message and an exit code."""
     if isinstance(exc, RedisError):
         exc = translate(exc)
+    login = auth_message(str(exc)) if isinstance(exc, (AccessDeniedError, RedisClusterException)) else None
+    if login:
+        return CliError(login, ExitStatus.NO_PERMISSION)
     if isinstance(exc, RedisClusterException):
         return CliError(f"Redis Cluster unavailable: {exc} (check --url)", ExitStatus.UNAVAILABLE)
     if isinstance(exc, UnknownServiceError):
@@ -41,6 +61,9 @@ def exit_for(exc: BaseException) -> CliError:
         return CliError(f"{exc} (check the password and ACL of the user in --url)", ExitStatus.NO_PERMISSION)
     if isinstance(exc, ConfigError):
         return CliError(str(exc), ExitStatus.USAGE)
+    if "DB index is out of range" in str(exc):
+        return CliError("the database in --url does not exist on this server (see its 'databases' setting)",
+                        ExitStatus.USAGE)
     if is_corrupt(exc):
         message = str(exc)
         if "reset" not in message:

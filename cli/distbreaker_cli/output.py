@@ -8,6 +8,7 @@ width is given (a terminal), the free-text columns are cut to fit it with an ell
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -133,16 +134,23 @@ def _cut(text: str, width: int) -> str:
 
 def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = (),
             styled: dict[int, dict[str, dict[str, Any]]] | None = None, width: int | None = None,
-            flex: Sequence[tuple[int, int]] = ()) -> str:
-    """Aligned columns, two spaces apart.
+            flex: Sequence[tuple[int, int]] = (), headers: bool = True, output: str = "table",
+            wrap: tuple[int, int] | None = None) -> str:
+    """Aligned columns, two spaces apart (``output="plain"``: tab-separated, nothing cut).
 
     With a `width` (a terminal), the columns in `flex` give up width in that order, each down
-    to its floor, until the lines fit (cut cells end with an ellipsis); a terminal narrower
-    than all the floors wraps. `styled[col][cell value]` gives click.style arguments for a cell.
+    to its floor, until the lines fit (cut cells end with an ellipsis). `wrap` = (column,
+    least width): when that column would get less, it moves to a line of its own under each
+    row (indented, cut to the width), so a narrow terminal keeps it. `styled[col][cell value]`
+    gives click.style arguments for a cell.
     """
+    if output == "plain":
+        lines = ["\t".join(header)] if headers else []
+        return "\n".join([*lines, *("\t".join(r) for r in rows)])
     all_rows = [list(header), *[list(r) for r in rows]]
     ncols = len(header)
     widths = [max(len(r[i]) for r in all_rows) for i in range(ncols)]
+    under: int | None = None  # the column shown on a line of its own
     if width is not None:
         over = sum(widths) + 2 * (ncols - 1) - width
         for col, floor in flex:
@@ -151,12 +159,27 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequ
             give = min(over, max(0, widths[col] - floor))
             widths[col] -= give
             over -= give
+        if wrap is not None and (over > 0 or widths[wrap[0]] < min(wrap[1], max(len(r[wrap[0]]) for r in all_rows))):
+            under = wrap[0]
+            widths = [max(len(r[i]) for r in all_rows) for i in range(ncols)]
+            widths[under] = 0
+            over = sum(widths) + 2 * (ncols - 2) - width
+            for col, floor in (*flex, *((c, 8) for c, _ in flex)):
+                if over <= 0:
+                    break
+                if col != under:
+                    give = min(over, max(0, widths[col] - floor))
+                    widths[col] -= give
+                    over -= give
+    cols = [i for i in range(ncols) if i != under]
     lines = []
     for n, row in enumerate(all_rows):
+        if n == 0 and not headers:
+            continue
         cells = []
-        for i in range(ncols):
+        for i in cols:
             cell = _cut(row[i], widths[i])
-            if i < ncols - 1:
+            if i != cols[-1]:
                 cell = cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
             if n == 0:
                 cell = click.style(cell, bold=True)
@@ -164,7 +187,18 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequ
                 cell = click.style(cell, **styled[i][row[i]])
             cells.append(cell)
         lines.append("  ".join(cells).rstrip())
+        if under is not None and n > 0 and width is not None and row[under] != "-":
+            lines += _under(row[under], width)
     return "\n".join(lines)
+
+
+def _under(text: str, width: int, most: int = 3) -> list[str]:
+    """`text` on lines of its own, indented by 4, wrapped to `width` (at most `most` lines)."""
+    inner = max(8, width - 4)
+    parts = textwrap.wrap(text, inner, break_long_words=True, break_on_hyphens=False) or ["-"]
+    if len(parts) > most:
+        parts = [*parts[:most - 1], _cut(" ".join(parts[most - 1:]), inner)]
+    return ["    " + p for p in parts]
 
 
 def _left(s: Snapshot) -> str:
@@ -177,11 +211,20 @@ def _left(s: Snapshot) -> str:
     return "-"
 
 
-def table(snapshots: Sequence[Snapshot], width: int | None = None) -> str:
+def table(snapshots: Sequence[Snapshot], width: int | None = None, *, headers: bool = True,
+          output: str = "table") -> str:
     """The status table, one breaker a row: state, counts in the window, time left open or forced,
     and when the breaker entered its state and why: the cause names who forced it and why
-    (``manual trip by alice: INC-42``). Ages are on the server's clock."""
+    (``manual trip by alice: INC-42``). Ages are on the server's clock.
+
+    Fitted to `width`, the last transition's cause is kept: it goes to a line of its own under
+    each row when its column would get narrower than 24. ``output="wide"`` or ``"plain"``
+    add the generation and the forced expiry (UTC), and cut nothing.
+    """
+    wide = output in ("wide", "plain")
     header = ("SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "LAST TRANSITION")
+    if wide:
+        header = (*header[:6], "GEN", "FORCED UNTIL (UTC)", header[6])
     rows = []
     for s in snapshots:
         last = "-"
@@ -189,18 +232,24 @@ def table(snapshots: Sequence[Snapshot], width: int | None = None) -> str:
             t = s.last_transition
             last = f"{ago(s.server_time - t.time)}: {safe(t.cause)}"  # into STATE (history has from>to)
         failed = f"{s.failures} ({100 * s.failure_rate:.0f}%)" if s.calls else "0"
-        rows.append((safe(s.service), s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s), last))
+        row: tuple[str, ...] = (safe(s.service), s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s))
+        if wide:
+            row += (str(s.generation), utc(s.forced_until) if s.forced_until is not None else "-")
+        rows.append((*row, last))
+    if wide:
+        return _render(header, rows, right=(2, 3, 4, 6), styled={1: STATE_STYLES}, headers=headers, output=output)
     return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width,
-                   flex=((6, 40), (0, 20), (6, 24), (0, 12), (6, 0)))
+                   flex=((6, 40), (0, 20), (6, 24), (0, 12)), headers=headers, wrap=(6, 24))
 
 
-def history_table(transitions: Sequence[Transition], width: int | None = None) -> str:
+def history_table(transitions: Sequence[Transition], width: int | None = None, *, headers: bool = True,
+                  output: str = "table") -> str:
     """The events of a breaker, newest first; a config change shows from = to."""
     header = ("TIME (UTC)", "FROM", "TO", "GEN", "ACTOR", "CAUSE")
     rows = [(utc(t.time), t.from_state.value, t.to_state.value, str(t.generation), safe(t.actor) or "-",
              safe(t.cause)) for t in transitions]
     return _render(header, rows, right=(3,), styled={1: STATE_STYLES, 2: STATE_STYLES}, width=width,
-                   flex=((5, 30), (4, 12), (5, 0)))
+                   flex=((5, 30), (4, 12), (4, 5)), headers=headers, output=output, wrap=(5, 24))
 
 
 def _value(kind: str, value: Any) -> str:
@@ -211,7 +260,7 @@ def _value(kind: str, value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def config_table(c: FleetConfig, width: int | None = None) -> str:
+def config_table(c: FleetConfig, width: int | None = None, *, headers: bool = True, output: str = "table") -> str:
     """Each fleet-wide config field: in force, as the workers pass it, and the override."""
     header = ("FIELD", "IN FORCE", "WORKERS", "OVERRIDE")
     effective, client = c.effective or {}, c.client or {}
@@ -220,7 +269,7 @@ def config_table(c: FleetConfig, width: int | None = None) -> str:
         override = _value(kind, c.overrides[field]) if field in c.overrides else "-"
         rows.append((field, _value(kind, effective.get(field)) if effective else "(default)",
                      _value(kind, client.get(field)) if client else "-", override))
-    return _render(header, rows, width=width)
+    return _render(header, rows, width=width, headers=headers, output=output)
 
 
 def config_changes(before: FleetConfig | None, after: FleetConfig) -> list[str]:

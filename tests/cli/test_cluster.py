@@ -63,7 +63,7 @@ def test_status_finds_breakers_on_every_master(cluster: list[Server], prefix: st
         return CliRunner().invoke(cli, ["--cluster", "--url", url, "--prefix", prefix, *args])
 
     for service in services:
-        result = run("trip", service, "--for", "5m", "--reason", "cluster test", "--actor", "alice")
+        result = run("trip", service, "--for", "5m", "--reason", "cluster test", "--actor", "alice", "--create")
         assert result.exit_code == 0, result.stderr
     result = run("status")
     assert result.exit_code == 0, result.stderr
@@ -77,3 +77,12 @@ def test_status_finds_breakers_on_every_master(cluster: list[Server], prefix: st
     result = run("doctor", "--pings", "3")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "cluster" in result.stdout.splitlines()[0]
+
+    # Without --cluster: the CLI asks the node (INFO cluster: cluster_enabled:1) and lists every
+    # master's breakers all the same (it listed only the node's own before).
+    plain = CliRunner().invoke(cli, ["--url", url, "--prefix", prefix, "-o", "plain", "--no-headers", "status"])
+    assert plain.exit_code == 0, plain.stderr
+    assert sorted(line.split("\t")[0] for line in plain.stdout.splitlines()) == sorted(services)
+    globbed = CliRunner().invoke(cli, ["--url", url, "--prefix", prefix, "status", "svc-*", "--state", "forced_open",
+                                       "-o", "json"])
+    assert sorted(d["service"] for d in json.loads(globbed.stdout)) == sorted(services)

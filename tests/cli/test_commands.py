@@ -181,7 +181,11 @@ def test_trip_disable_reset_print_what_changed_and_are_recorded(run: Run, make: 
     assert snap.state is State.FORCED_OPEN and snap.forced_until is not None
     assert 599 < snap.forced_until - snap.server_time <= 600
     result = run("disable", "payments", "--for", "1h30m", "--reason", "migration")
+    assert result.exit_code == 1 and result.stdout == ""  # alice's trip: replaced only with --force
+    assert "payments is already forced_open by alice: INC-42, for " in one_error_line(result)
+    result = run("disable", "payments", "--for", "1h30m", "--reason", "migration", "--force")
     assert "forced_open -> disabled for 1h30m" in result.stdout and f"by {getpass.getuser()}: migration" in result.stdout
+    assert result.stderr.startswith("warning: payments: replaced forced_open by alice: INC-42, for ")
     result = run("reset", "payments", "--reason", "fixed", "--actor", "bob")
     assert result.stdout == "payments: reset (disabled -> closed), by bob: fixed\n"
     events = admin.history("payments", n=3)
@@ -204,11 +208,13 @@ def test_actions_json(run: Run, make: Callable[..., Breaker]) -> None:
 def test_trip_of_an_unused_breaker_is_allowed_and_said(run: Run, make: Callable[..., Breaker]) -> None:
     """Tripping a breaker no worker has used yet works, says so on stderr, and the first worker
     starts rejected."""
-    result = run("trip", "fresh", "--reason", "pre-emptive", "--actor", "alice")
+    refused = run("trip", "fresh", "--reason", "pre-emptive", "--actor", "alice")
+    assert refused.exit_code == 3 and "no breaker named 'fresh'" in one_error_line(refused)
+    result = run("trip", "fresh", "--reason", "pre-emptive", "--actor", "alice", "--create")
     assert result.exit_code == 0
     assert "tripped (closed -> forced_open until reset)" in result.stdout
-    assert result.stderr == "note: no worker has used 'fresh' yet; the breaker was created in this state " \
-                            "and workers start with it\n"
+    assert result.stderr == "note: no worker has used 'fresh' yet; the breaker was created (--create) in this " \
+                            "state and workers start with it\n"
     with pytest.raises(CircuitOpenError) as info:
         make("fresh").call(lambda: None)
     assert info.value.state == "forced_open" and info.value.reason == "pre-emptive"
@@ -282,7 +288,9 @@ def test_config_set_keeps_other_overrides_and_clear_set_replaces(run: Run, make:
 def test_config_of_an_unused_breaker(run: Run) -> None:
     """Showing the config of an unknown breaker exits 3; setting it is allowed and said."""
     assert run("config", "nobody").exit_code == 3
-    result = run("config", "nobody", "--set", "minimum_calls=5")
+    refused = run("config", "nobody", "--set", "minimum_calls=5")
+    assert refused.exit_code == 3 and "--create sets overrides" in one_error_line(refused)
+    result = run("config", "nobody", "--set", "minimum_calls=5", "--create")
     assert result.exit_code == 0 and "no worker has used 'nobody' yet" in result.stderr
 
 
@@ -318,7 +326,7 @@ def test_doctor_warns_about_an_evicting_policy(run: Run, redis_server_factory: S
     (["config", "nope", "--clear"], 3, "no breaker named 'nope'"),
     (["trip", "payments", "--for", "10x", "--reason", "r"], 2, "'10x' is not a duration"),
     (["disable", "payments", "--for", "0s", "--reason", "r"], 2, "must be positive"),
-    (["trip", "payments"], 2, "Missing option '--reason'"),
+    (["trip", "payments"], 2, "trip needs --reason TEXT"),
     (["trip", "bad{name}", "--reason", "r"], 2, "service: must be 1-128 characters"),
     (["config", "payments", "--set", "bogus=1"], 2, "'bogus' is not a config field"),
     (["config", "payments", "--set", "minimum_calls=0"], 2, "minimum_calls: must be an int from 1 to 1000000000, got 0"),

@@ -74,8 +74,10 @@ def _snap(service: str, state: State, **kw: object) -> Snapshot:
 
 
 def test_table_aligns_columns_and_fits_a_terminal() -> None:
-    """Columns line up whatever the cell widths; given a width, every line fits it (long causes, then
-    long service names, are cut with an ellipsis); without one (piped) nothing is cut."""
+    """Columns line up whatever the cell widths; given a width, every line fits it: at 120 and 100
+    columns long causes, then long service names, are cut with an ellipsis; at 80 and 60 the last
+    transition's cause moves under its row (wrapped, whole) instead of being cut away; without a
+    width (piped) nothing is cut."""
     reason = "INC-42 database failover in progress, do not reset before the DBA says so"
     last = Transition("inventory", 1_700_000_040.0, State.CLOSED, State.FORCED_OPEN,
                       f"manual trip by alice: {reason}", "alice", 1)
@@ -85,17 +87,36 @@ def test_table_aligns_columns_and_fits_a_terminal() -> None:
               reason=reason, last_transition=last),
         _snap("email", State.DISABLED, actor="bob", reason="migration", calls=0, failures=0),
     ]
-    for width in (120, 100, 80):
+    for width in (120, 100, 80, 60):
         fitted = click.unstyle(table(snaps, width=width)).splitlines()
         assert all(len(line) <= width for line in fitted), width
-        assert fitted[2].endswith("…")
-        starts = {line.index(state) for line, state in zip(fitted[1:], ("open", "forced_open", "disabled"))}
+        rows = [line for line in fitted if not line.startswith("    ")]
+        assert len(rows) == 4
+        starts = {line.index(state) for line, state in zip(rows[1:], ("open", "forced_open", "disabled"))}
         assert len(starts) == 1  # the STATE column is aligned
-        assert "25s" in fitted[1] and "10m" in fitted[2] and "until reset" in fitted[3]
-        assert "31 (65%)" in fitted[1]
+        assert "25s" in rows[1] and "10m" in rows[2] and "until reset" in rows[3]
+        assert "31 (65%)" in rows[1]
+        if width >= 100:
+            assert rows[2].endswith("…") and len(fitted) == 4
+        else:  # the cause, whole, on lines of its own under the row
+            assert "LAST TRANSITION" not in fitted[0]
+            under = fitted[fitted.index(rows[2]) + 1:fitted.index(rows[3])]
+            assert " ".join(line.strip() for line in under) == f"1m ago: manual trip by alice: {reason}"
     assert "1m ago: manual trip by alice: INC-42 d" in click.unstyle(table(snaps, width=120)).splitlines()[2]
     full = click.unstyle(table(snaps)).splitlines()
     assert full[2].endswith(f"1m ago: manual trip by alice: {reason}")
+
+
+def test_output_modes_and_no_headers() -> None:
+    """-o wide adds the generation and the forced expiry and cuts nothing; -o plain is the same,
+    tab-separated; --no-headers drops the header line of both."""
+    snaps = [_snap("payments", State.FORCED_OPEN, forced_until=1_700_000_700.0, generation=7)]
+    wide = click.unstyle(table(snaps, width=60, output="wide")).splitlines()
+    assert wide[0].split()[6:9] == ["GEN", "FORCED", "UNTIL"] and "2023-11-14 22:25:00" in wide[1]
+    assert " 7 " in wide[1]
+    plain = table(snaps, output="plain", headers=False).splitlines()
+    assert len(plain) == 1 and plain[0].split("\t")[:3] == ["payments", "forced_open", "48"]
+    assert plain[0].split("\t")[6:8] == ["7", "2023-11-14 22:25:00"]
 
 
 def test_states_are_coloured_only_as_styles() -> None:

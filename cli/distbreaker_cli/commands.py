@@ -91,6 +91,7 @@ def _collect(admin: Admin, services: tuple[str, ...], states: frozenset[str] = f
             broken[name] = exit_for(exc)
     if states:
         found = [(snap, cfg) for snap, cfg in found if snap.state.value in states]
+    unknown.sort(key=services.index)  # as given
     return found, broken, unknown
 
 

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -611,6 +612,10 @@ def _print_summary(obj: Context, s: dict[str, Any], url: str | None, prefix: str
     entered = ", ".join(f"{state} {n}x" for state, n in s["entered"].items()) or "nothing"
     lines.append(f"entered: {entered}")
     if obj.tty:  # over the last live frame, in place: it does not go to the scrollback either
+        cols = shutil.get_terminal_size((80, 24)).columns
+        lines = [part for line in lines for part in
+                 ([line] if len(click.unstyle(line)) <= cols else
+                  textwrap.wrap(click.unstyle(line), cols, subsequent_indent="  ", break_long_words=True))]
         click.echo("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J", nl=False, color=obj.color)
     else:
         obj.out("")

@@ -159,7 +159,8 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequ
             give = min(over, max(0, widths[col] - floor))
             widths[col] -= give
             over -= give
-        if wrap is not None and (over > 0 or widths[wrap[0]] < min(wrap[1], max(len(r[wrap[0]]) for r in all_rows))):
+        if wrap is not None and (over > 0 or widths[wrap[0]] < max(len(r[wrap[0]]) for r in all_rows)
+                                 and widths[wrap[0]] < wrap[1]):
             under = wrap[0]
             widths = [max(len(r[i]) for r in all_rows) for i in range(ncols)]
             widths[under] = 0
@@ -217,8 +218,8 @@ def table(snapshots: Sequence[Snapshot], width: int | None = None, *, headers: b
     and when the breaker entered its state and why: the cause names who forced it and why
     (``manual trip by alice: INC-42``). Ages are on the server's clock.
 
-    Fitted to `width`, the last transition's cause is kept: it goes to a line of its own under
-    each row when its column would get narrower than 24. ``output="wide"`` or ``"plain"``
+    Fitted to `width`, the last transition's cause is kept: it goes to lines of its own under
+    each row (wrapped, whole) when its column would be cut to less than 40 characters. ``output="wide"`` or ``"plain"``
     add the generation and the forced expiry (UTC), and cut nothing.
     """
     wide = output in ("wide", "plain")
@@ -239,7 +240,7 @@ def table(snapshots: Sequence[Snapshot], width: int | None = None, *, headers: b
     if wide:
         return _render(header, rows, right=(2, 3, 4, 6), styled={1: STATE_STYLES}, headers=headers, output=output)
     return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width,
-                   flex=((6, 40), (0, 20), (6, 24), (0, 12)), headers=headers, wrap=(6, 24))
+                   flex=((6, 40), (0, 20)), headers=headers, wrap=(6, 40))
 
 
 def history_table(transitions: Sequence[Transition], width: int | None = None, *, headers: bool = True,

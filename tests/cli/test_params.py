@@ -74,8 +74,8 @@ def _snap(service: str, state: State, **kw: object) -> Snapshot:
 
 
 def test_table_aligns_columns_and_fits_a_terminal() -> None:
-    """Columns line up whatever the cell widths; given a width, every line fits it: at 120 and 100
-    columns long causes, then long service names, are cut with an ellipsis; at 80 and 60 the last
+    """Columns line up whatever the cell widths; given a width, every line fits it: at 120 columns
+    a long cause is cut (to 40+ characters) with an ellipsis; at 100, 80 and 60 the last
     transition's cause moves under its row (wrapped, whole) instead of being cut away; without a
     width (piped) nothing is cut."""
     reason = "INC-42 database failover in progress, do not reset before the DBA says so"
@@ -96,7 +96,7 @@ def test_table_aligns_columns_and_fits_a_terminal() -> None:
         assert len(starts) == 1  # the STATE column is aligned
         assert "25s" in rows[1] and "10m" in rows[2] and "until reset" in rows[3]
         assert "31 (65%)" in rows[1]
-        if width >= 100:
+        if width >= 120:  # 40+ characters of it fit beside the row: cut there
             assert rows[2].endswith("…") and len(fitted) == 4
         else:  # the cause, whole, on lines of its own under the row
             assert "LAST TRANSITION" not in fitted[0]

@@ -475,15 +475,16 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
     except UnknownServiceError:
         before = None
         if not settings or not create:
-            tail = "--create sets overrides for a breaker no worker has used yet" if settings else None
-            raise (_unknown_error(admin, [service], tail) if tail else _unknown_error(admin, [service])) from None
+            if not settings:
+                raise _unknown_error(admin, [service]) from None
+            raise _unknown_error(admin, [service], "--create sets overrides for a breaker no worker has used yet") \
+                from None
+    after: FleetConfig | None = before
     if settings:
         after = admin.set_config(service, actor=actor, replace=clear, reason=reason, **dict(settings))
     elif clear:
         after = admin.clear_config(service, actor=actor, reason=reason)
-    else:
-        after = before
-    assert after is not None
+    assert after is not None  # an unknown breaker without --set raised above
     changed = bool(settings or clear)
     if obj.json:
         obj.out(dumps({"service": service, "changed": changed, **fleet_config_dict(after)}))

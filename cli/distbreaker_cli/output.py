@@ -223,7 +223,7 @@ def table(snapshots: Sequence[Snapshot], width: int | None = None, *, headers: b
     add the generation and the forced expiry (UTC), and cut nothing.
     """
     wide = output in ("wide", "plain")
-    header = ("SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "LAST TRANSITION")
+    header: tuple[str, ...] = ("SERVICE", "STATE", "CALLS", "FAILED", "SLOW", "LEFT", "LAST TRANSITION")
     if wide:
         header = (*header[:6], "GEN", "FORCED UNTIL (UTC)", header[6])
     rows = []

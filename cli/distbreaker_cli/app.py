@@ -28,11 +28,13 @@ __all__ = ["CliError", "Context", "cli", "main"]
 
 CLI_TIMEOUT = 5.0
 TIMEOUT_MAX = 3600.0
-EXIT_CODES = ("Exit codes: 0 ok, 1 error (also: some breakers of a listing could not be read), 2 usage, "
-              "3 unknown service, 65 a breaker's data in Redis is corrupt (distbreaker reset SERVICE "
+EXIT_CODES = ("Exit codes: 0 ok, 1 error (also: some breakers of a listing could not be read; a forced "
+              "state another operator set, without --force), 2 usage, "
+              "3 unknown service (--create acts on a breaker no worker has used), 65 a breaker's data in Redis is corrupt (distbreaker reset SERVICE "
               "rewrites it), 69 Redis unreachable or timed out, 77 authentication/ACL denied, "
               "130 interrupted (Ctrl-C ends status --watch and demo with 0). Global options (--url, "
-              "--prefix, --json) go before or after the command.")
+              "--prefix, -o/--json, --no-headers) go before or after the command. Shell completion: "
+              "eval \"$(_DISTBREAKER_COMPLETE=bash_source distbreaker)\" (zsh_source, fish_source).")
 
 
 class Group(click.Group):
@@ -112,6 +114,7 @@ def cli(ctx: click.Context, url: str, password_file: Any, prefix: str, cluster: 
     distbreaker status                          every breaker, a table (--json, --watch)
     distbreaker trip payments --for 10m --reason INC-42
     distbreaker reset payments --reason fixed
+    distbreaker delete paymnets --yes           a breaker created by mistake
     distbreaker demo                            a live demo on an embedded server
     """
     color = False if no_color or os.environ.get("NO_COLOR") else None

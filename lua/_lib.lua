@@ -1,20 +1,54 @@
 -- distbreaker/_lib.lua: the general path shared by every script, inserted at its --@lib line
--- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now and h = the hot HMGET).
--- docs/state-machine.md is the contract.
+-- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now, the hot fields H_*,
+-- trip_cause, refresh_due and build_reply). docs/state-machine.md is the contract.
+--
+-- Every write of a script happens in save(), after every check and every computation (and
+-- after the PUBLISH calls, which an ACL may refuse): a script that fails writes nothing.
 
-local EXISTS = h[1] ~= false
-local S = {st = h[1] or 'closed', g = tonumber(h[2]) or 0, ou = tonumber(h[3]) or 0,
-  be = tonumber(h[4]), tc = tonumber(h[5]) or 0, tf = tonumber(h[6]) or 0,
-  ts = tonumber(h[7]) or 0, c0 = tonumber(h[8]) or 0, f0 = tonumber(h[9]) or 0,
-  s0 = tonumber(h[10]) or 0, cx = tonumber(h[11]) or 0, fu = tonumber(h[12]) or 0,
-  oc = tonumber(h[13]) or 0, fp = h[14] or nil}
+local STATES = {closed = true, open = true, half_open = true, forced_open = true, disabled = true}
+local SERVICE = string.match(K_STATE, '^.*:{([^{}]*)}$') or K_STATE
+
+-- A breaker hash holding what no script wrote (docs/state-machine.md "Corrupt state").
+local function corrupt(what)
+  fail('CORRUPT ' .. K_STATE .. ': ' .. what .. "; 'distbreaker reset " .. SERVICE
+    .. "' rewrites it")
+end
+
+local function shown(v)
+  v = tostring(v)
+  if #v > 40 then v = string.sub(v, 1, 40) .. '...' end
+  return string.format('%q', v)
+end
+
+-- The hot fields as numbers; one that is present but not a number is noted in BAD (begin()
+-- fails with CORRUPT, or control 'reset' drops it) and read as its default.
+local BAD = {}
+local function hot(name, v, default)
+  if v == false then return default end
+  local n = tonumber(v)
+  if n == nil then BAD[#BAD + 1] = name .. ' is ' .. shown(v); return default end
+  return n
+end
+
+local EXISTS = H_st ~= false
+local S = {st = H_st or 'closed', g = hot('g', H_g, 0), ou = hot('ou', H_ou, 0),
+  be = hot('be', H_be, nil), tc = hot('tc', H_tc, 0), tf = hot('tf', H_tf, 0),
+  ts = hot('ts', H_ts, 0), c0 = hot('c0', H_c0, 0), f0 = hot('f0', H_f0, 0),
+  s0 = hot('s0', H_s0, 0), cx = hot('cx', H_cx, 0), fu = hot('fu', H_fu, 0),
+  oc = hot('oc', H_oc, 0), fp = H_fp or nil}
+if not STATES[S.st] then
+  table.insert(BAD, 1, 'st is ' .. shown(S.st) .. ', not a state')
+  S.st = 'closed'
+end
 local loaded = {}   -- lazily read fields
 local W = {}        -- fields to HSET
 local D = {}        -- fields to HDEL
 local EVENTS = {}   -- transitions to XADD / PUBLISH on save
 local TRANS = {}    -- 'from>to' made by this call
 local LAST_CAUSE = ''
-local TOUCH = false -- refresh the idle TTL on save
+local TOUCH = false -- refresh the expiry on save (the TTL rule)
+local REPAIR = false -- control 'reset': drop corrupt fields instead of failing
+local REPAIRED = {}  -- what a repair dropped
 
 local LAZY_NUMERIC = {oa = true, hs = true, hn = true, lt = true, pt = true}
 
@@ -96,12 +130,47 @@ end
 
 local C
 
+-- The stored hot config (q*) when every field of it is a number, else nil.
+local function hot_config()
+  local bms, nb, frt, min = tonumber(H_qb), tonumber(H_qn), tonumber(H_qr), tonumber(H_qm)
+  local cxn, srt = tonumber(H_qc), tonumber(H_qs)
+  if bms and nb and frt and min and cxn and srt then
+    return {bms = bms, nb = nb, frt = frt, min = min, cxn = cxn, srt = srt}
+  end
+  return nil
+end
+
+local CONFIG_FIELDS = {'fp', 'cfg', 'cc', 'qb', 'qn', 'qr', 'qm', 'qc', 'qs'}
+
+-- The stored config is missing or broken. A worker (it has a fingerprint) is asked for its
+-- config, as after a fingerprint change; an operator's reset drops the stored config (the next
+-- worker stores its own) and runs with the defaults; anything else fails with CORRUPT.
+local function config_broken(what)
+  if FP ~= '' then fail('NOCONFIG') end
+  if not REPAIR then corrupt(what) end
+  for i = 1, #CONFIG_FIELDS do del(CONFIG_FIELDS[i]) end
+  REPAIRED[#REPAIRED + 1] = what
+  C = parse_cfg(split(DEFAULT_CFG))
+  return C
+end
+
+-- The whole config in force (C has only the hot part when it came from q*).
 local function full()
   if not C.full then
-    local F = parse_cfg(split(lazy('cfg') or DEFAULT_CFG))
-    for k, v in pairs(C) do F[k] = v end
-    F.full = true
-    C = F
+    local text = lazy('cfg')
+    if text == nil then
+      if FP ~= '' then fail('NOCONFIG') end  -- a fingerprint is stored but no config
+      local F = parse_cfg(split(DEFAULT_CFG))
+      for k, v in pairs(C) do F[k] = v end
+      F.full = true
+      C = F
+    else
+      local ok, F = pcall(parse_cfg, split(text))
+      if not ok then return config_broken('cfg is ' .. shown(text) .. ', not a config') end
+      for k, v in pairs(C) do F[k] = v end
+      F.full = true
+      C = F
+    end
   end
   return C
 end
@@ -138,7 +207,11 @@ local function rotate()
       local v = vals[j]
       if v then
         local c, f, s = string.match(v, '^(%d+):(%d+):(%d+)$')
-        tc = tc - tonumber(c); tf = tf - tonumber(f); ts = ts - tonumber(s)
+        if c then
+          tc = tc - tonumber(c); tf = tf - tonumber(f); ts = ts - tonumber(s)
+        elseif not REPAIR then  -- (a reset clears the window anyway)
+          corrupt(fields[j] .. ' is ' .. shown(v) .. ', not a bucket')
+        end
       end
       del(fields[j])
     end
@@ -170,20 +243,47 @@ local function release(id)
   if found then store_leases(kept) end
 end
 
--- Transitions: the one place where the state changes ------------------------------------------
+-- THE CONFIG STORE (the one definition): the client config as passed (`cc`), the config in
+-- force (`cfg`, overrides applied) and its hot part (`q*`, all the record fast path reads),
+-- written at once; `new` is the parsed `values`. A new bucket layout (against the stored one,
+-- or the defaults' when none is stored; or the one stored earlier in this call) clears the window: the ring slots would mean something
+-- else. The expiry is refreshed (idle_ttl may have changed).
+local STORED_BMS, STORED_NB = tonumber(H_qb) or DEFAULT_BMS, tonumber(H_qn) or DEFAULT_NB
+local function store_config(given, values, new)
+  local ob, on = STORED_BMS, STORED_NB
+  STORED_BMS, STORED_NB = new.bms, new.nb
+  set('cc', table.concat(given, ',')); set('cfg', table.concat(values, ','))
+  set('qb', new.bms); set('qn', new.nb); set('qr', values[1]); set('qm', new.min)
+  set('qc', new.cxn); set('qs', values[6])
+  C = new
+  TOUCH = true
+  if S.be ~= nil and (ob ~= new.bms or on ~= new.nb) then
+    clear_ring(on); clear_window()
+  end
+end
+
+-- A worker's stored config is usable: q* all numbers and `cfg` a valid config.
+local function stored_config_ok()
+  if hot_config() == nil then return false end
+  local text = lazy('cfg')
+  return text ~= nil and (pcall(parse_cfg, split(text)))
+end
+
+-- THE TRANSITION TABLE (the one definition): from -> the states it may go to. Which of these
+-- a script makes, and why, is in the steps (docs/state-machine.md "Transitions").
 local FORCED = {forced_open = true, disabled = true}
+local ALLOWED = {
+  closed = {open = true, forced_open = true, disabled = true, closed = true},
+  open = {half_open = true, forced_open = true, disabled = true, closed = true},
+  half_open = {open = true, closed = true, forced_open = true, disabled = true},
+  forced_open = {closed = true, forced_open = true, disabled = true},
+  disabled = {closed = true, forced_open = true, disabled = true},
+}
 
 -- kind: 'reset' clears everything; otherwise the target state decides.
 local function transition(to, cause, actor, kind)
   local from = S.st
-  local allowed = {
-    closed = {open = true, forced_open = true, disabled = true, closed = true},
-    open = {half_open = true, forced_open = true, disabled = true, closed = true},
-    half_open = {open = true, closed = true, forced_open = true, disabled = true},
-    forced_open = {closed = true, forced_open = true, disabled = true},
-    disabled = {closed = true, forced_open = true, disabled = true},
-  }
-  if not (allowed[from] and allowed[from][to]) then
+  if not ALLOWED[from][to] then
     fail('transition ' .. tostring(from) .. ' -> ' .. to .. ' is not allowed')
   end
   full()
@@ -211,31 +311,45 @@ local function transition(to, cause, actor, kind)
 end
 
 -- The steps every script runs first (docs/state-machine.md, "Steps") ---------------------------
-local function begin(nop)
+-- repair: control 'reset' rewrites a corrupt breaker instead of failing.
+local function begin(nop, repair)
+  REPAIR = repair or false
+  if #BAD > 0 then
+    if not REPAIR then corrupt(table.concat(BAD, ', ')) end
+    for i = 1, #BAD do
+      local f = string.match(BAD[i], '^(%S+)')
+      if f ~= 'st' then del(f) end
+      REPAIRED[#REPAIRED + 1] = BAD[i]
+    end
+  end
   local base = 2 + nop
   if ARGV[base + 13] ~= nil then
     -- config given: authoritative for this call (operator overrides win over it), stored
-    -- when the fingerprint changed
+    -- when the fingerprint changed or the stored config is missing or broken
     local given = {unpack(ARGV, base + 1, base + 13)}
     local values
     values, C = with_overrides(given)
-    if FP ~= '' and S.fp ~= FP then
-      local ob, on = tonumber(h[15]) or DEFAULT_BMS, tonumber(h[16]) or DEFAULT_NB
-      if S.fp then set('pf', S.fp); set('pt', now) end
-      set('fp', FP); set('cc', table.concat(given, ',')); set('cfg', table.concat(values, ','))
-      set('qb', C.bms); set('qn', C.nb); set('qr', values[1]); set('qm', C.min)
-      set('qc', C.cxn); set('qs', values[6])
-      if S.be ~= nil and (ob ~= C.bms or on ~= C.nb) then
-        clear_ring(on); clear_window()
+    if FP ~= '' and (S.fp ~= FP or not stored_config_ok()) then
+      if S.fp and S.fp ~= FP then set('pf', S.fp); set('pt', now) end
+      set('fp', FP)
+      store_config(given, values, C)
+    end
+  elseif FP ~= '' then
+    -- a worker: its fingerprint stored and the stored config usable, else it must send it
+    C = (S.fp == FP) and hot_config() or nil
+    if C == nil then fail('NOCONFIG') end
+  else
+    -- an operator: the stored config, else the defaults
+    C = hot_config()
+    if C == nil then
+      if lazy('cfg') ~= nil then
+        C = {}; full()  -- the whole stored config, or CORRUPT (a reset drops it)
+      elseif H_qb or H_qn or H_qr or H_qm or H_qc or H_qs then
+        config_broken('q* without cfg')
+      else
+        C = parse_cfg(split(DEFAULT_CFG))
       end
     end
-  elseif FP ~= '' and S.fp ~= FP then
-    fail('NOCONFIG')
-  elseif h[15] then
-    C = {bms = tonumber(h[15]), nb = tonumber(h[16]), frt = tonumber(h[17]),
-         min = tonumber(h[18]), cxn = tonumber(h[19]), srt = tonumber(h[20])}
-  else
-    C = parse_cfg(split(DEFAULT_CFG))
   end
   if FORCED[S.st] and S.fu > 0 and now >= S.fu then
     transition('closed', S.st .. ' expired', '')
@@ -246,41 +360,65 @@ local function begin(nop)
   rotate()
 end
 
+-- THE TTL RULE, part 2 (part 1: refresh_due() in _head.lua). A script that saves refreshes the
+-- expiry of both keys when it creates the key, makes a transition, rotates the window, stores a
+-- config, or when the refresh is due; it then stores `xr` = now + min(bucket_ms, idle_ttl / 2).
+-- The expiry is idle_ttl, but never earlier than open_until (open) or forced until (a forced
+-- state with an expiry): a busy breaker never expires, nor a trip before its end.
 local function save(create)
   if not EXISTS then
     if not create then return end
     set('st', S.st); set('g', S.g)
     TOUCH = true
   end
+  if refresh_due() then TOUCH = true end
+  -- everything is computed and checked before the first write
+  local ttl
+  if TOUCH then
+    local F = full()
+    ttl = math.floor(F.ttl)
+    if S.st == 'open' and S.ou - now > ttl then ttl = S.ou - now end
+    if FORCED[S.st] and S.fu > 0 and S.fu - now > ttl then ttl = S.fu - now end
+    local every = math.floor(F.ttl / 2)
+    if F.bms < every then every = F.bms end
+    set('xr', now + every)
+  end
+  local messages = {}
   if #EVENTS > 0 then
     local t = redis.call('TYPE', K_EVENTS)
     t = t.ok or t
     if t ~= 'none' and t ~= 'stream' then
       fail('WRONGTYPE ' .. K_EVENTS .. ' holds a ' .. t .. ', not a breaker event stream')
     end
+    local service = SERVICE
+    for i = 1, #EVENTS do
+      local e = EVENTS[i]
+      -- a forced state's expiry and reason are set after its transition: the last event has them
+      local forced = i == #EVENTS and FORCED[e[2]] and S.st == e[2]
+      messages[i] = cjson.encode({service = service, from = e[1],
+        to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now,
+        forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3],
+        kind = e[7] or 'transition'})
+    end
   end
   local args = {}
   for f, v in pairs(W) do args[#args + 1] = f; args[#args + 1] = v end
-  if #args > 0 then redis.call('HSET', K_STATE, unpack(args)) end
   local dels = {}
   for f in pairs(D) do dels[#dels + 1] = f end
+  -- PUBLISH first: an ACL that denies the channel fails the script here, with nothing written
+  -- (subscribers act on a message only after this script has ended).
+  if #messages > 0 then
+    local channel = string.match(K_STATE, '^(.*):{[^{}]*}$') .. ':events'
+    for i = 1, #messages do redis.call('PUBLISH', channel, messages[i]) end
+  end
+  if #args > 0 then redis.call('HSET', K_STATE, unpack(args)) end
   if #dels > 0 then redis.call('HDEL', K_STATE, unpack(dels)) end
-  if #EVENTS > 0 then
-    local prefix, service = string.match(K_STATE, '^(.*):{([^{}]*)}$')
-    for i = 1, #EVENTS do
-      local e = EVENTS[i]
-      redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
-        'cause', e[3], 'actor', e[4], 'gen', e[5])
-      -- a forced state's expiry and reason are set after its transition: the last event has them
-      local forced = i == #EVENTS and FORCED[e[2]] and S.st == e[2]
-      redis.call('PUBLISH', prefix .. ':events', cjson.encode({service = service, from = e[1],
-        to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now,
-        forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3],
-        kind = e[7] or 'transition'}))
-    end
+  for i = 1, #EVENTS do
+    local e = EVENTS[i]
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
+      'cause', e[3], 'actor', e[4], 'gen', e[5])
   end
   if TOUCH then
-    local ttl = full().ttl
     redis.call('PEXPIRE', K_STATE, ttl)
     if redis.call('PEXPIRE', K_EVENTS, ttl) == 0 then
       -- No stream yet: create it, empty. A script names both keys, and while a Cluster slot
@@ -304,6 +442,6 @@ local function reply(lease, retry_at)
     for i = 1, #list do if list[i][2] > now then live = live + 1 end end
     hs = lazy('hs')
   end
-  return {S.st, S.g, now, (S.st == 'open') and S.ou or 0, S.tc, S.tf, S.ts, S.cx, S.fu, fr, fa,
-          S.oc, table.concat(TRANS, ';'), LAST_CAUSE, lease, retry_at, live, hs}
+  return build_reply(S.st, S.g, (S.st == 'open') and S.ou or 0, S.tc, S.tf, S.ts, S.cx, S.fu,
+    fr, fa, S.oc, table.concat(TRANS, ';'), LAST_CAUSE, lease, retry_at, live, hs)
 end

@@ -23,7 +23,7 @@ from ._hooks import Hooks
 from ._log import LIMITED, OUTAGE
 from ._model import CallDetails, Snapshot, State, Transition
 from ._otel import DURATION_SAMPLE, INSTRUMENTS, OUTCOMES, REJECTED
-from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
+from .errors import CircuitOpenError, ConfigError, CorruptStateError, RedisUnavailableError, translate
 
 __all__ = [
     "DEFAULT_PREFIX", "BreakerCore", "Command", "Eval", "Keys", "Permit", "View", "classify", "decode_snapshot",
@@ -577,11 +577,18 @@ class BreakerCore:
         if self.obs.on:
             self.obs.redis_error(self, exc)
         err = translate(exc, self.service)
-        if not isinstance(err, RedisUnavailableError):
+        if isinstance(err, CorruptStateError):
+            # Not the caller's problem: the call goes on as in an outage (on_redis_error), and one
+            # error line per key names it (rate-limited; the breaker re-reads after its backoff).
+            LIMITED.log(logging.ERROR, ("corrupt", err.key or self.service),
+                        "breaker %r: %s; on_redis_error=%r until it is repaired", self.service, err,
+                        self.config.on_redis_error)
+        elif not isinstance(err, RedisUnavailableError):
             raise err from exc
-        # once per outage of this process, then a reminder at most every OUTAGE_REMINDER seconds
-        OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
-                      self.config.on_redis_error)
+        else:
+            # once per outage of this process, then a reminder at most every OUTAGE_REMINDER seconds
+            OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
+                          self.config.on_redis_error)
         self.backoff = min(max(self.backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
         self.down_until = self.clock() + self.backoff
         if self.reject_when_down or self.local_when_down:

@@ -209,7 +209,9 @@ local function rotate()
         local c, f, s = string.match(v, '^(%d+):(%d+):(%d+)$')
         if c then
           tc = tc - tonumber(c); tf = tf - tonumber(f); ts = ts - tonumber(s)
-        elseif not REPAIR then  -- (a reset clears the window anyway)
+        elseif REPAIR then  -- (a reset clears the window anyway)
+          REPAIRED[#REPAIRED + 1] = fields[j] .. ' is ' .. shown(v)
+        else
           corrupt(fields[j] .. ' is ' .. shown(v) .. ', not a bucket')
         end
       end
@@ -318,7 +320,7 @@ local function begin(nop, repair)
     if not REPAIR then corrupt(table.concat(BAD, ', ')) end
     for i = 1, #BAD do
       local f = string.match(BAD[i], '^(%S+)')
-      if f ~= 'st' then del(f) end
+      if f ~= 'st' then local v = S[f]; del(f); S[f] = v end  -- read as its default
       REPAIRED[#REPAIRED + 1] = BAD[i]
     end
   end

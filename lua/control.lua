@@ -35,6 +35,9 @@ local function set_overrides()
   end
   local new = parse_cfg(values)  -- an invalid result fails here, before anything is written
   if #parts > 0 then set('ov', table.concat(parts, ';')) else del('ov') end
+  -- no client config stored (lost): the fingerprint would name a config that is not this one,
+  -- so it goes; the next worker is asked for its config and stores it (overrides applied)
+  if lazy('cc') == nil and S.fp ~= nil then del('fp') end
   store_config(base, values, new)
   local cause = 'config cleared by ' .. actor
   if #parts > 0 then cause = 'config set by ' .. actor .. ': ' .. table.concat(parts, ', ') end

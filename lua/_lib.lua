@@ -5,12 +5,18 @@
 -- Every write of a script happens in save(), after every check and every computation (and
 -- after the PUBLISH calls, which an ACL may refuse): a script that fails writes nothing.
 
-local STATES = {closed = true, open = true, half_open = true, forced_open = true, disabled = true}
-local SERVICE = string.match(K_STATE, '^.*:{([^{}]*)}$') or K_STATE
+local function is_state(st)
+  return st == 'closed' or st == 'open' or st == 'half_open' or st == 'forced_open'
+    or st == 'disabled'
+end
+
+local function service()
+  return string.match(K_STATE, '^.*:{([^{}]*)}$') or K_STATE
+end
 
 -- A breaker hash holding what no script wrote (docs/state-machine.md "Corrupt state").
 local function corrupt(what)
-  fail('CORRUPT ' .. K_STATE .. ': ' .. what .. "; 'distbreaker reset " .. SERVICE
+  fail('CORRUPT ' .. K_STATE .. ': ' .. what .. "; 'distbreaker reset " .. service()
     .. "' rewrites it")
 end
 
@@ -20,25 +26,28 @@ local function shown(v)
   return string.format('%q', v)
 end
 
--- The hot fields as numbers; one that is present but not a number is noted in BAD (begin()
--- fails with CORRUPT, or control 'reset' drops it) and read as its default.
-local BAD = {}
-local function hot(name, v, default)
-  if v == false then return default end
-  local n = tonumber(v)
-  if n == nil then BAD[#BAD + 1] = name .. ' is ' .. shown(v); return default end
-  return n
-end
-
+-- The hot fields as numbers (absent = the default). One that is present but not a number, or
+-- an unknown state, is listed in BAD (begin() fails with CORRUPT, or control 'reset' drops it)
+-- and read as its default.
 local EXISTS = H_st ~= false
-local S = {st = H_st or 'closed', g = hot('g', H_g, 0), ou = hot('ou', H_ou, 0),
-  be = hot('be', H_be, nil), tc = hot('tc', H_tc, 0), tf = hot('tf', H_tf, 0),
-  ts = hot('ts', H_ts, 0), c0 = hot('c0', H_c0, 0), f0 = hot('f0', H_f0, 0),
-  s0 = hot('s0', H_s0, 0), cx = hot('cx', H_cx, 0), fu = hot('fu', H_fu, 0),
-  oc = hot('oc', H_oc, 0), fp = H_fp or nil}
-if not STATES[S.st] then
-  table.insert(BAD, 1, 'st is ' .. shown(S.st) .. ', not a state')
-  S.st = 'closed'
+local S = {st = H_st or 'closed', g = tonumber(H_g or 0), ou = tonumber(H_ou or 0),
+  be = tonumber(H_be), tc = tonumber(H_tc or 0), tf = tonumber(H_tf or 0),
+  ts = tonumber(H_ts or 0), c0 = tonumber(H_c0 or 0), f0 = tonumber(H_f0 or 0),
+  s0 = tonumber(H_s0 or 0), cx = tonumber(H_cx or 0), fu = tonumber(H_fu or 0),
+  oc = tonumber(H_oc or 0), fp = H_fp or nil}
+local BAD = nil  -- (tables made only when needed: the common call should not pay for them)
+if not (is_state(S.st) and S.g and S.ou and (S.be or not H_be) and S.tc and S.tf and S.ts and S.c0
+    and S.f0 and S.s0 and S.cx and S.fu and S.oc) then
+  BAD = {}
+  if not is_state(S.st) then BAD[1] = 'st is ' .. shown(S.st) .. ', not a state'; S.st = 'closed' end
+  local raw = {g = H_g, ou = H_ou, be = H_be, tc = H_tc, tf = H_tf, ts = H_ts, c0 = H_c0,
+    f0 = H_f0, s0 = H_s0, cx = H_cx, fu = H_fu, oc = H_oc}
+  for _, f in ipairs({'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fu', 'oc'}) do
+    if raw[f] and tonumber(raw[f]) == nil then
+      BAD[#BAD + 1] = f .. ' is ' .. shown(raw[f]) .. ', not a number'
+      if f ~= 'be' then S[f] = 0 end
+    end
+  end
 end
 local loaded = {}   -- lazily read fields
 local W = {}        -- fields to HSET
@@ -48,12 +57,23 @@ local TRANS = {}    -- 'from>to' made by this call
 local LAST_CAUSE = ''
 local TOUCH = false -- refresh the expiry on save (the TTL rule)
 local REPAIR = false -- control 'reset': drop corrupt fields instead of failing
-local REPAIRED = {}  -- what a repair dropped
+local REPAIRED = nil -- what a repair dropped (a list)
 
 local LAZY_NUMERIC = {oa = true, hs = true, hn = true, lt = true, pt = true}
 
+local function repaired(what)
+  REPAIRED = REPAIRED or {}
+  REPAIRED[#REPAIRED + 1] = what
+end
+
 local function lazy(f)
-  if not loaded[f] then
+  if not loaded[f] and (f == 'cfg' or f == 'ov') then
+    -- read together: a call given a config needs both
+    local o = (f == 'cfg') and 'ov' or 'cfg'
+    local v = redis.call('HMGET', K_STATE, f, o)
+    if not loaded[o] then S[o] = v[2] or nil; loaded[o] = true end
+    S[f] = v[1] or nil; loaded[f] = true
+  elseif not loaded[f] then
     local v = redis.call('HGET', K_STATE, f)
     if LAZY_NUMERIC[f] then v = tonumber(v) or 0 elseif v == false then v = nil end
     S[f] = v; loaded[f] = true
@@ -140,16 +160,15 @@ local function hot_config()
   return nil
 end
 
-local CONFIG_FIELDS = {'fp', 'cfg', 'cc', 'qb', 'qn', 'qr', 'qm', 'qc', 'qs'}
-
 -- The stored config is missing or broken. A worker (it has a fingerprint) is asked for its
 -- config, as after a fingerprint change; an operator's reset drops the stored config (the next
 -- worker stores its own) and runs with the defaults; anything else fails with CORRUPT.
 local function config_broken(what)
   if FP ~= '' then fail('NOCONFIG') end
   if not REPAIR then corrupt(what) end
-  for i = 1, #CONFIG_FIELDS do del(CONFIG_FIELDS[i]) end
-  REPAIRED[#REPAIRED + 1] = what
+  local fields = {'fp', 'cfg', 'cc', 'qb', 'qn', 'qr', 'qm', 'qc', 'qs'}
+  for i = 1, #fields do del(fields[i]) end
+  repaired(what)
   C = parse_cfg(split(DEFAULT_CFG))
   return C
 end
@@ -210,7 +229,7 @@ local function rotate()
         if c then
           tc = tc - tonumber(c); tf = tf - tonumber(f); ts = ts - tonumber(s)
         elseif REPAIR then  -- (a reset clears the window anyway)
-          REPAIRED[#REPAIRED + 1] = fields[j] .. ' is ' .. shown(v)
+          repaired(fields[j] .. ' is ' .. shown(v))
         else
           corrupt(fields[j] .. ' is ' .. shown(v) .. ', not a bucket')
         end
@@ -271,21 +290,29 @@ local function stored_config_ok()
   return text ~= nil and (pcall(parse_cfg, split(text)))
 end
 
--- THE TRANSITION TABLE (the one definition): from -> the states it may go to. Which of these
--- a script makes, and why, is in the steps (docs/state-machine.md "Transitions").
+-- THE TRANSITION TABLE (the one definition): the allowed 'from>to' pairs. Which of these a
+-- script makes, and why, is in the steps (docs/state-machine.md "Transitions"). Built by the
+-- first transition of a call only: the common call makes none and should not pay for it.
 local FORCED = {forced_open = true, disabled = true}
-local ALLOWED = {
-  closed = {open = true, forced_open = true, disabled = true, closed = true},
-  open = {half_open = true, forced_open = true, disabled = true, closed = true},
-  half_open = {open = true, closed = true, forced_open = true, disabled = true},
-  forced_open = {closed = true, forced_open = true, disabled = true},
-  disabled = {closed = true, forced_open = true, disabled = true},
-}
+local function allowed(from, to)
+  local T = {
+    ['closed>open'] = true, ['closed>forced_open'] = true, ['closed>disabled'] = true,
+    ['closed>closed'] = true,
+    ['open>half_open'] = true, ['open>forced_open'] = true, ['open>disabled'] = true,
+    ['open>closed'] = true,
+    ['half_open>open'] = true, ['half_open>closed'] = true, ['half_open>forced_open'] = true,
+    ['half_open>disabled'] = true,
+    ['forced_open>closed'] = true, ['forced_open>forced_open'] = true,
+    ['forced_open>disabled'] = true,
+    ['disabled>closed'] = true, ['disabled>forced_open'] = true, ['disabled>disabled'] = true,
+  }
+  return T[from .. '>' .. to] == true
+end
 
 -- kind: 'reset' clears everything; otherwise the target state decides.
 local function transition(to, cause, actor, kind)
   local from = S.st
-  if not ALLOWED[from][to] then
+  if not allowed(from, to) then
     fail('transition ' .. tostring(from) .. ' -> ' .. to .. ' is not allowed')
   end
   full()
@@ -316,12 +343,12 @@ end
 -- repair: control 'reset' rewrites a corrupt breaker instead of failing.
 local function begin(nop, repair)
   REPAIR = repair or false
-  if #BAD > 0 then
+  if BAD and #BAD > 0 then
     if not REPAIR then corrupt(table.concat(BAD, ', ')) end
     for i = 1, #BAD do
       local f = string.match(BAD[i], '^(%S+)')
       if f ~= 'st' then local v = S[f]; del(f); S[f] = v end  -- read as its default
-      REPAIRED[#REPAIRED + 1] = BAD[i]
+      repaired(BAD[i])
     end
   end
   local base = 2 + nop
@@ -392,12 +419,12 @@ local function save(create)
     if t ~= 'none' and t ~= 'stream' then
       fail('WRONGTYPE ' .. K_EVENTS .. ' holds a ' .. t .. ', not a breaker event stream')
     end
-    local service = SERVICE
+    local svc = service()
     for i = 1, #EVENTS do
       local e = EVENTS[i]
       -- a forced state's expiry and reason are set after its transition: the last event has them
       local forced = i == #EVENTS and FORCED[e[2]] and S.st == e[2]
-      messages[i] = cjson.encode({service = service, from = e[1],
+      messages[i] = cjson.encode({service = svc, from = e[1],
         to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now,
         forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3],
         kind = e[7] or 'transition'})

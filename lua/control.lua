@@ -50,7 +50,7 @@ if op == 'config' then
 else
   local cause = 'manual ' .. op .. ' by ' .. actor
   if reason ~= '' then cause = cause .. ': ' .. reason end
-  if #REPAIRED > 0 then cause = cause .. ' (rewrote a corrupt breaker: ' .. table.concat(REPAIRED, ', ') .. ')' end
+  if REPAIRED then cause = cause .. ' (rewrote a corrupt breaker: ' .. table.concat(REPAIRED, ', ') .. ')' end
   if op == 'reset' then
     transition('closed', cause, actor, 'reset')
   else

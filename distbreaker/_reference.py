@@ -32,6 +32,7 @@ __all__ = [
     "Event",
     "Model",
     "Reply",
+    "TRANSITIONS",
 ]
 
 CLOSED = "closed"
@@ -41,6 +42,14 @@ FORCED_OPEN = "forced_open"
 DISABLED = "disabled"
 FORCED_STATES = (FORCED_OPEN, DISABLED)
 MAX_UNTIL_AHEAD_MS = 366 * 86_400_000  # control.lua refuses a forced state's expiry beyond this
+# The transition table (lua/_lib.lua `allowed`): the (from, to) pairs a transition may make.
+TRANSITIONS = frozenset({
+    (CLOSED, OPEN), (CLOSED, FORCED_OPEN), (CLOSED, DISABLED), (CLOSED, CLOSED),
+    (OPEN, HALF_OPEN), (OPEN, FORCED_OPEN), (OPEN, DISABLED), (OPEN, CLOSED),
+    (HALF_OPEN, OPEN), (HALF_OPEN, CLOSED), (HALF_OPEN, FORCED_OPEN), (HALF_OPEN, DISABLED),
+    (FORCED_OPEN, CLOSED), (FORCED_OPEN, FORCED_OPEN), (FORCED_OPEN, DISABLED),
+    (DISABLED, CLOSED), (DISABLED, FORCED_OPEN), (DISABLED, DISABLED),
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +523,8 @@ class Model:
     ) -> None:
         """The one transition function: bump `g`, apply the entry rules, log the event."""
         frm = self.st
+        if (frm, to) not in TRANSITIONS:
+            raise ValueError(f"transition {frm} -> {to} is not allowed")
         self.g += 1
         self.st = to
         self._touch = True

@@ -440,8 +440,14 @@ local function save(create)
     local channel = string.match(K_STATE, '^(.*):{[^{}]*}$') .. ':events'
     for i = 1, #messages do redis.call('PUBLISH', channel, messages[i]) end
   end
-  if #args > 0 then redis.call('HSET', K_STATE, unpack(args)) end
-  if #dels > 0 then redis.call('HDEL', K_STATE, unpack(dels)) end
+  -- in slices: unpack() of thousands of values fails ("too many results to unpack"), which
+  -- must not happen between two writes
+  for i = 1, #args, 400 do
+    redis.call('HSET', K_STATE, unpack(args, i, math.min(i + 399, #args)))
+  end
+  for i = 1, #dels, 400 do
+    redis.call('HDEL', K_STATE, unpack(dels, i, math.min(i + 399, #dels)))
+  end
   for i = 1, #EVENTS do
     local e = EVENTS[i]
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],

@@ -283,11 +283,16 @@ local function store_config(given, values, new)
   end
 end
 
--- A worker's stored config is usable: q* all numbers and `cfg` a valid config.
-local function stored_config_ok()
-  if hot_config() == nil then return false end
+-- A worker's stored config is usable: q* all numbers and `cfg` a valid config (the common
+-- case, `cfg` = the values this call would store, needs no parsing).
+local function stored_config_ok(values)
+  if not (tonumber(H_qb) and tonumber(H_qn) and tonumber(H_qr) and tonumber(H_qm)
+      and tonumber(H_qc) and tonumber(H_qs)) then
+    return false
+  end
   local text = lazy('cfg')
-  return text ~= nil and (pcall(parse_cfg, split(text)))
+  if text == nil then return false end
+  return text == table.concat(values, ',') or (pcall(parse_cfg, split(text)))
 end
 
 -- THE TRANSITION TABLE (the one definition): the allowed 'from>to' pairs. Which of these a
@@ -358,7 +363,7 @@ local function begin(nop, repair)
     local given = {unpack(ARGV, base + 1, base + 13)}
     local values
     values, C = with_overrides(given)
-    if FP ~= '' and (S.fp ~= FP or not stored_config_ok()) then
+    if FP ~= '' and (S.fp ~= FP or not stored_config_ok(values)) then
       if S.fp and S.fp ~= FP then set('pf', S.fp); set('pt', now) end
       set('fp', FP)
       store_config(given, values, C)

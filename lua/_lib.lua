@@ -413,6 +413,11 @@ local function save(create)
     ttl = math.floor(F.ttl)
     if S.st == 'open' and S.ou - now > ttl then ttl = S.ou - now end
     if FORCED[S.st] and S.fu > 0 and S.fu - now > ttl then ttl = S.fu - now end
+    -- PEXPIRE refuses what overflows (idle_ttl_ms >= 1e14 on Redis 7.0): refuse it here,
+    -- before the first write, instead of after the others (about 95 years at most)
+    if not (ttl >= 1 and ttl <= 3e12) then
+      fail('the expiry (idle_ttl_ms, open or forced until) must be 1 ms .. 3e12 ms, got ' .. tostring(ttl))
+    end
     local every = math.floor(F.ttl / 2)
     if F.bms < every then every = F.bms end
     set('xr', now + every)

@@ -295,3 +295,12 @@ def test_corrupt_state_rejects_under_on_redis_error_reject(r: redis.Redis, prefi
         for _ in range(3):
             b.call(ok)
     assert not issubclass(CorruptStateError, ScriptError)  # a different fix: reset, not arguments
+
+
+def test_an_expiry_pexpire_would_refuse_fails_before_any_write(s: Script) -> None:
+    """idle_ttl_ms = 1e14: PEXPIRE would refuse it after the other writes (issue 14.8); the
+    script refuses it first (or the config check does), and nothing is written."""
+    s.cfg = Cfg.from_argv([*CFG.argv()[:12], "100000000000000"])
+    with pytest.raises(redis.ResponseError, match="idle_ttl"):
+        s.record(T0, 0, 1, 0)
+    assert s.hash() == {} and s.r.exists(s.events) == 0

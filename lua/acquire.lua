@@ -3,6 +3,13 @@
 -- Returns the reply of docs/state-machine.md; field 15 is the lease id ('' = none),
 -- field 16 the time (ms) a denied caller may try again (0 = unknown).
 
+-- Fast path: no config passed and quiet_closed() (closed, config known, same bucket, refresh
+-- not due): admitted, nothing to write; the general path would return the same.
+local F = ARGV[3] == nil and quiet_closed()
+if F then
+  return build_reply('closed', F.g, 0, F.tc, F.tf, F.ts, F.cx, F.fu, '', '', F.oc, '', '', '', 0, 0, 0)
+end
+
 --@lib
 
 begin(0)

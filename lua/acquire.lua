@@ -5,9 +5,9 @@
 
 -- Fast path: no config passed and quiet_closed() (closed, config known, same bucket, refresh
 -- not due): admitted, nothing to write; the general path would return the same.
-local F = ARGV[3] == nil and quiet_closed()
-if F then
-  return build_reply('closed', F.g, 0, F.tc, F.tf, F.ts, F.cx, F.fu, '', '', F.oc, '', '', '', 0, 0, 0)
+if ARGV[3] == nil then
+  local g, tc, tf, ts, _, _, _, cx, fu, oc = quiet_closed()
+  if g then return build_reply('closed', g, 0, tc, tf, ts, cx, fu, '', '', oc, '', '', '', 0, 0, 0) end
 end
 
 --@lib

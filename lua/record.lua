@@ -12,24 +12,24 @@
 -- return. Everything else (and any doubt) takes the general path below, which starts again from
 -- the values read in the head; nothing has been written here.
 if ARGV[8] == nil and ARGV[7] == '' then
-  local F = quiet_closed()
+  local g, tc, tf, ts, c0, f0, s0, cx0, fu, oc, frt, min, cxn, srt = quiet_closed()
   local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  if F and ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
-      and tonumber(ARGV[3]) == F.g then
+  if g and ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
+      and tonumber(ARGV[3]) == g then
     local n = ns + nf
-    local tc, tf, ts = F.tc + n, F.tf + nf, F.ts + nslow
-    local cx = F.cx + nf
+    tc, tf, ts = tc + n, tf + nf, ts + nslow
+    local cx = cx0 + nf
     if ns > 0 then cx = nf end
-    if not trip_cause(tc, tf, ts, cx, F.frt, F.min, F.cxn, F.srt) then
+    if not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
       local w = {}
       if n > 0 then
-        w[1] = 'c0'; w[2] = F.c0 + n; w[3] = 'tc'; w[4] = tc
-        if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = F.f0 + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
-        if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = F.s0 + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
+        w[1] = 'c0'; w[2] = c0 + n; w[3] = 'tc'; w[4] = tc
+        if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = f0 + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
+        if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = s0 + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
       end
-      if cx ~= F.cx then w[#w + 1] = 'cx'; w[#w + 1] = cx end
+      if cx ~= cx0 then w[#w + 1] = 'cx'; w[#w + 1] = cx end
       if #w > 0 then redis.call('HSET', K_STATE, unpack(w)) end
-      return build_reply('closed', F.g, 0, tc, tf, ts, cx, F.fu, '', '', F.oc, '', '', '', 0, 0, 0)
+      return build_reply('closed', g, 0, tc, tf, ts, cx, fu, '', '', oc, '', '', '', 0, 0, 0)
     end
   end
 end

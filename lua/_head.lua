@@ -71,26 +71,6 @@ local function refresh_due()
   return xr == nil or now >= xr
 end
 
--- The fast paths' precondition: closed, this worker's config stored (fingerprint and every hot
--- config field a number), every hot field a number, the same bucket, the expiry refresh not due.
--- Then the general path would change nothing before the script's own step. Returns the parsed
--- g, tc, tf, ts, c0, f0, s0, cx, fu, oc, frt, min, cxn, srt (values, not a table: the common
--- call should not allocate one); else nil: the general path decides (NOCONFIG, CORRUPT,
--- rotation, refresh, expiry...).
-local function quiet_closed()
-  if H_st ~= 'closed' or H_fp ~= FP or FP == '' or refresh_due() then return nil end
-  local g, tc, tf, ts = tonumber(H_g or 0), tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0)
-  local c0, f0, s0, cx = tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0), tonumber(H_cx or 0)
-  local fu, oc, bms = tonumber(H_fu or 0), tonumber(H_oc or 0), tonumber(H_qb)
-  local frt, min, cxn, srt = tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)
-  if g and tc and tf and ts and c0 and f0 and s0 and cx and fu and oc and bms and frt and min
-      and cxn and srt and tonumber(H_ou or 0) and tonumber(H_qn)
-      and tonumber(H_be) == math.floor(now / bms) then
-    return g, tc, tf, ts, c0, f0, s0, cx, fu, oc, frt, min, cxn, srt
-  end
-  return nil
-end
-
 -- THE REPLY BUILDER (the one definition of the layout; docs/state-machine.md "Reply").
 local function build_reply(st, g, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause,
                            lease, retry_at, live, hs)

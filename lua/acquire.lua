@@ -3,13 +3,6 @@
 -- Returns the reply of docs/state-machine.md; field 15 is the lease id ('' = none),
 -- field 16 the time (ms) a denied caller may try again (0 = unknown).
 
--- Fast path: no config passed and quiet_closed() (closed, config known, same bucket, refresh
--- not due): admitted, nothing to write; the general path would return the same.
-if ARGV[3] == nil then
-  local g, tc, tf, ts, _, _, _, cx, fu, oc = quiet_closed()
-  if g then return build_reply('closed', g, 0, tc, tf, ts, cx, fu, '', '', oc, '', '', '', 0, 0, 0) end
-end
-
 --@lib
 
 begin(0)

@@ -7,29 +7,37 @@
 --          seq, so a flush retried after a lost reply is applied at most once.
 -- Returns the reply of docs/state-machine.md ("Reply").
 
--- Fast path: the common call. quiet_closed() (closed, config known, same bucket, refresh not
--- due), no lease, the same generation, and no trip (the one predicate, trip_cause): count and
--- return. Everything else (and any doubt) takes the general path below, which starts again from
--- the values read in the head; nothing has been written here.
-if ARGV[8] == nil and ARGV[7] == '' then
-  local g, tc, tf, ts, c0, f0, s0, cx0, fu, oc, frt, min, cxn, srt = quiet_closed()
+-- Fast path: the common call. Closed, config known (every hot field a number), no lease, same
+-- generation and same bucket, the TTL refresh not due, and no trip (the one predicate,
+-- trip_cause): count and return. Everything else (and any doubt: a field that is not a number
+-- is for the general path to judge) takes the general path below, which starts again from the
+-- values read in the head; nothing has been written here.
+if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not refresh_due() then
   local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  if g and ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
-      and tonumber(ARGV[3]) == g then
-    local n = ns + nf
-    tc, tf, ts = tc + n, tf + nf, ts + nslow
-    local cx = cx0 + nf
-    if ns > 0 then cx = nf end
-    if not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
-      local w = {}
-      if n > 0 then
-        w[1] = 'c0'; w[2] = c0 + n; w[3] = 'tc'; w[4] = tc
-        if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = f0 + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
-        if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = s0 + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
+  local g, bms = tonumber(H_g or 0), tonumber(H_qb)
+  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf and g and bms
+      and tonumber(ARGV[3]) == g and tonumber(H_be) == math.floor(now / bms) then
+    local tc, tf, ts = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0)
+    local c0, f0, s0 = tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0)
+    local cx0, fu, oc, ou = tonumber(H_cx or 0), tonumber(H_fu or 0), tonumber(H_oc or 0), tonumber(H_ou or 0)
+    local frt, min, cxn, srt = tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)
+    if tc and tf and ts and c0 and f0 and s0 and cx0 and fu and oc and ou and frt and min and cxn
+        and srt and tonumber(H_qn) then
+      local n = ns + nf
+      tc, tf, ts = tc + n, tf + nf, ts + nslow
+      local cx = cx0 + nf
+      if ns > 0 then cx = nf end
+      if not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
+        local w = {}
+        if n > 0 then
+          w[1] = 'c0'; w[2] = c0 + n; w[3] = 'tc'; w[4] = tc
+          if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = f0 + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
+          if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = s0 + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
+        end
+        if cx ~= cx0 then w[#w + 1] = 'cx'; w[#w + 1] = cx end
+        if #w > 0 then redis.call('HSET', K_STATE, unpack(w)) end
+        return build_reply('closed', g, 0, tc, tf, ts, cx, fu, '', '', oc, '', '', '', 0, 0, 0)
       end
-      if cx ~= cx0 then w[#w + 1] = 'cx'; w[#w + 1] = cx end
-      if #w > 0 then redis.call('HSET', K_STATE, unpack(w)) end
-      return build_reply('closed', g, 0, tc, tf, ts, cx, fu, '', '', oc, '', '', '', 0, 0, 0)
     end
   end
 end

@@ -28,7 +28,7 @@ from ._reply import (
     SLOW, STATE, TRANSITIONS,
 )
 from ._runner import next_backoff
-from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
+from .errors import CircuitOpenError, ConfigError, CorruptStateError, RedisUnavailableError, translate
 
 __all__ = [
     "DEFAULT_PREFIX", "BreakerCore", "Command", "Eval", "Keys", "Permit", "View", "classify", "decode_snapshot",
@@ -573,17 +573,24 @@ class BreakerCore:
         for reporter in self.on_redis_error:
             reporter.redis_error(self.service, exc)
         err = translate(exc, self.service)
-        if not isinstance(err, RedisUnavailableError):
+        if isinstance(err, CorruptStateError):
+            # Not the caller's problem: the call goes on as in an outage (on_redis_error), and one
+            # error line per key names it (rate-limited; the breaker re-reads after its backoff).
+            LIMITED.log(logging.ERROR, ("corrupt", err.key or self.service),
+                        "breaker %r: %s; on_redis_error=%r until it is repaired", self.service, err,
+                        self.config.on_redis_error)
+        elif not isinstance(err, RedisUnavailableError):
             raise err from exc
-        # once per outage of this process (and change of its kind), then a reminder at most every
-        # OUTAGE_REMINDER seconds
-        self.writes_refused = refused = _refuses_writes(exc)
-        if refused:
-            OUTAGE.failed("breaker %r: Redis refuses writes, outcomes are not counted (%s); on_redis_error=%r "
-                          "until a write succeeds", self.service, err, self.config.on_redis_error, writes=True)
         else:
-            OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
-                          self.config.on_redis_error)
+            # once per outage of this process (and change of its kind), then a reminder at most every
+            # OUTAGE_REMINDER seconds
+            self.writes_refused = refused = _refuses_writes(exc)
+            if refused:
+                OUTAGE.failed("breaker %r: Redis refuses writes, outcomes are not counted (%s); on_redis_error=%r "
+                              "until a write succeeds", self.service, err, self.config.on_redis_error, writes=True)
+            else:
+                OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
+                              self.config.on_redis_error)
         self.backoff = next_backoff(self.backoff)
         self.down_until = self.clock() + self.backoff
         if self.reject_when_down or self.local_when_down:

@@ -35,6 +35,7 @@ __all__ = [
     "Event",
     "Model",
     "Reply",
+    "TRANSITIONS",
 ]
 
 CLOSED = "closed"
@@ -43,6 +44,15 @@ HALF_OPEN = "half_open"
 FORCED_OPEN = "forced_open"
 DISABLED = "disabled"
 FORCED_STATES = (FORCED_OPEN, DISABLED)
+MAX_UNTIL_AHEAD_MS = 366 * 86_400_000  # control.lua refuses a forced state's expiry beyond this
+# The transition table (lua/_lib.lua `allowed`): the (from, to) pairs a transition may make.
+TRANSITIONS = frozenset({
+    (CLOSED, OPEN), (CLOSED, FORCED_OPEN), (CLOSED, DISABLED), (CLOSED, CLOSED),
+    (OPEN, HALF_OPEN), (OPEN, FORCED_OPEN), (OPEN, DISABLED), (OPEN, CLOSED),
+    (HALF_OPEN, OPEN), (HALF_OPEN, CLOSED), (HALF_OPEN, FORCED_OPEN), (HALF_OPEN, DISABLED),
+    (FORCED_OPEN, CLOSED), (FORCED_OPEN, FORCED_OPEN), (FORCED_OPEN, DISABLED),
+    (DISABLED, CLOSED), (DISABLED, FORCED_OPEN), (DISABLED, DISABLED),
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +216,12 @@ class Model:
     ov: dict[str, str] = field(default_factory=dict)
     pf: str | None = None
     pt: int = 0
+    # The TTL rule: `xr` = when the next refresh of the keys' expiry is due (None = absent);
+    # `expires` = the expiry the last refresh set (script clock, ms); `refreshed` = the last
+    # call refreshed it.
+    xr: int | None = None
+    expires: int = 0
+    refreshed: bool = field(default=False, init=False, repr=False)
     exists: bool = False
     events: list[Event] = field(default_factory=list)
     # Scratch of the current script call: its clock, its config, its transitions, the last cause.
@@ -219,6 +235,7 @@ class Model:
     )
     _moves: list[str] = field(default_factory=list, init=False, repr=False)
     _cause: str = field(default="", init=False, repr=False)
+    _touch: bool = field(default=False, init=False, repr=False)
 
     # ---------------------------------------------------------------- scripts
 
@@ -232,7 +249,6 @@ class Model:
         `open`/`forced_open` they are ignored.
         """
         self._begin(now_ms)
-        self.exists = True
         if gen != self.g:  # stale: no count, no transition
             self._release(lease)
         elif self.st in (CLOSED, DISABLED):
@@ -250,6 +266,7 @@ class Model:
                 if self.hs >= self.eff.half_open_successes:
                     self._transition(CLOSED, f"{self.hs} probe{'' if self.hs == 1 else 's'} succeeded")
         # open, forced_open: nothing
+        self._save(create=True)
         return self._reply()
 
     def acquire(self, now_ms: int) -> Reply:
@@ -259,21 +276,21 @@ class Model:
         fewer than `half_open_max_calls` are live, else the caller is told the earliest expiry.
         """
         self._begin(now_ms)
-        self.exists = True
-        if self.st in (CLOSED, DISABLED):
-            return self._reply()
+        lease, retry_at = "", 0
         if self.st == OPEN:
-            return self._reply(retry_at=self.ou)
-        if self.st == FORCED_OPEN:
-            return self._reply(retry_at=self.fu)
-        # half_open
-        self.hl = {lease: exp for lease, exp in self.hl.items() if exp > self.now}
-        if len(self.hl) < self.eff.half_open_max_calls:
-            self.hn += 1
-            lease = f"{self.g}:{self.hn}"
-            self.hl[lease] = self.now + self.eff.probe_timeout_ms
-            return self._reply(lease=lease)
-        return self._reply(retry_at=min(self.hl.values()))
+            retry_at = self.ou
+        elif self.st == FORCED_OPEN:
+            retry_at = self.fu
+        elif self.st == HALF_OPEN:
+            self.hl = {lease: exp for lease, exp in self.hl.items() if exp > self.now}
+            if len(self.hl) < self.eff.half_open_max_calls:
+                self.hn += 1
+                lease = f"{self.g}:{self.hn}"
+                self.hl[lease] = self.now + self.eff.probe_timeout_ms
+            else:
+                retry_at = min(self.hl.values())
+        self._save(create=True)
+        return self._reply(lease=lease, retry_at=retry_at)
 
     def control(
         self,
@@ -289,9 +306,12 @@ class Model:
         `config` (set the overrides `reason` = `"name=value;..."`, or clear them with `""`).
 
         `until_ms` is the absolute expiry of a forced state (`0` = none); reset and config
-        ignore it. A config whose overrides would make the stored config invalid raises
-        `ValueError` before anything changes (the script fails and writes nothing).
+        ignore it. A config whose overrides would make the stored config invalid, or an
+        `until_ms` below 0 or more than 366 days ahead, raises `ValueError` before anything
+        changes (the script fails and writes nothing).
         """
+        if until_ms < 0 or until_ms - now_ms > MAX_UNTIL_AHEAD_MS:
+            raise ValueError(f"until must be 0 or at most 366 days from now, got {until_ms}")
         if op == "config":
             if not operator:
                 raise ValueError("the model runs `config` as operators do (no client config)")
@@ -302,7 +322,6 @@ class Model:
             if not new.valid():
                 raise ValueError(f"overrides {reason!r} make the config invalid: {new}")
         self._begin(now_ms, operator=operator)
-        self.exists = True
         suffix = f": {reason}" if reason else ""
         if op == "config":
             self._set_overrides(given, base, values, actor)
@@ -318,6 +337,7 @@ class Model:
             self._transition(CLOSED, f"manual reset by {actor}{suffix}", actor, by_reset=True)
         else:
             raise ValueError(f"unknown op {op!r}")
+        self._save(create=True)
         return self._reply()
 
     def read(self, now_ms: int, *, operator: bool = False) -> Reply:
@@ -328,6 +348,7 @@ class Model:
         """
         kept = (self.be, self.fp, self.stored, self.cc, self.pf, self.pt)
         self._begin(now_ms, operator=operator)
+        self._save(create=False)
         reply = self._reply()
         self.extras = self._extras()
         if not self.exists:
@@ -357,6 +378,8 @@ class Model:
         self.now = now_ms
         self._moves = []
         self._cause = ""
+        self._touch = False
+        self.refreshed = False
         self.notes = []
         self._config(operator)
         self._expire()
@@ -376,10 +399,12 @@ class Model:
             self.notes.append("overrides ignored: invalid with this client config")
             values = given
         self.eff = Cfg.from_argv(values)
-        if self.fp == self.cfg.fingerprint:
+        if self.fp == self.cfg.fingerprint and self.stored is not None:
             return
+        # a new fingerprint, or the stored config was lost (NOCONFIG asked for it again)
         old = Cfg.from_argv(self.stored) if self.stored else DEFAULT_CFG
-        if self.fp is not None:
+        self._touch = True
+        if self.fp is not None and self.fp != self.cfg.fingerprint:
             self.pf, self.pt = self.fp, self.now
         self.fp, self.cc = self.cfg.fingerprint, given
         if self.be is not None and (old.bucket_ms, old.buckets) != (
@@ -399,6 +424,9 @@ class Model:
         bucket layout clears the window; log an event with from = to and the same generation.
         """
         old, new = self.eff, Cfg.from_argv(values)
+        self._touch = True
+        if self.cc is None:  # no client config stored: the fingerprint no longer names one
+            self.fp = None
         self.ov = {name: given[name] for name in CFG_NAMES if name in given}
         self.cc, self.stored = base, values
         self.eff = new
@@ -425,8 +453,10 @@ class Model:
         elif e_now <= self.be:  # same bucket, or a clock that went back
             pass
         elif e_now - self.be >= n:  # the whole window has expired
+            self._touch = True
             self._clear_window()
         else:
+            self._touch = True
             if self.c0 > 0:
                 self.ring[self.be % n] = (self.c0, self.f0, self.s0)
             else:
@@ -508,8 +538,11 @@ class Model:
     ) -> None:
         """The one transition function: bump `g`, apply the entry rules, log the event."""
         frm = self.st
+        if (frm, to) not in TRANSITIONS:
+            raise ValueError(f"transition {frm} -> {to} is not allowed")
         self.g += 1
         self.st = to
+        self._touch = True
         self.lt, self.lf, self.lc, self.la = self.now, frm, cause, actor
         if to == OPEN:
             self.oc += 1
@@ -534,6 +567,34 @@ class Model:
         self.events.append(Event(self.now, frm, to, cause, actor, self.g))
         self._moves.append(f"{frm}>{to}")
         self._cause = cause
+
+    def _save(self, *, create: bool) -> None:
+        """The TTL rule (save() in _lib.lua): a script that saves refreshes the expiry of both
+        keys when it creates the key, makes a transition, rotates, stores a config, or when
+        the refresh is due (`xr` absent or passed). The expiry is `idle_ttl`, never earlier
+        than open_until (open) or a forced state's expiry; `xr = now + min(bucket_ms,
+        idle_ttl // 2)`. A read of a key that does not exist creates nothing."""
+        if not self.exists:
+            if not create:
+                return
+            self.exists = True
+            self._touch = True
+        if self._touch or self.xr is None or self.now >= self.xr:
+            ttl = self.eff.idle_ttl_ms
+            life = ttl
+            if self.st == OPEN:
+                life = max(life, self.ou - self.now)
+            if self.st in FORCED_STATES and self.fu > 0:
+                life = max(life, self.fu - self.now)
+            self.expires = self.now + life
+            self.xr = self.now + min(self.eff.bucket_ms, ttl // 2)
+            self.refreshed = True
+
+    def drop_config(self) -> None:
+        """Someone deleted the stored config fields (`cfg cc q*`) and left `fp`: the next worker
+        call is asked for its config (NOCONFIG) and stores it again; operators use the defaults."""
+        self.stored = None
+        self.cc = None
 
     def _reply(self, *, lease: str = "", retry_at: int = 0) -> Reply:
         """The 18-field reply, taken after the operation."""

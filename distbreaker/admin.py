@@ -33,7 +33,7 @@ from ._reply import (
     CLIENT_CONFIG, CONFIG, EXISTS, FINGERPRINT, FINGERPRINT_CHANGED_AT, NOW, OVERRIDES, PREVIOUS_FINGERPRINT, STATE,
 )
 from ._scripts import SCRIPTS, Steps, drive
-from .errors import BackendError, ConfigError, UnknownServiceError, translate
+from .errors import BackendError, ConfigError, CorruptStateError, UnknownServiceError, translate
 
 __all__ = ["Admin", "Check", "Events", "FleetConfig"]
 
@@ -152,16 +152,10 @@ class Events(NamedTuple):
     skipped: int
 
 
-def _corrupt_error(service: str, key: str, detail: str) -> BackendError:
+def _corrupt_error(service: str, key: str, detail: str) -> CorruptStateError:
     """The error for a breaker whose data cannot be read: names the key and the repair."""
-    # wp-lua's CorruptStateError (a script's "distbreaker: CORRUPT ..." answer) when it exists.
-    cls: type[BackendError] = getattr(errors, "CorruptStateError", BackendError)
-    message = (f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
-               f"'distbreaker reset {service}' (Admin.reset) rewrites it")
-    try:
-        err = cls(message)
-    except TypeError:  # another signature than BackendError's
-        err = BackendError(message)
+    err = CorruptStateError(f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
+                            f"'distbreaker reset {service}' (Admin.reset) rewrites it", key)
     err.service = service  # type: ignore[attr-defined]
     err.corrupt_key = key  # type: ignore[attr-defined]  # the CLI maps it to its exit code
     return err

@@ -10,6 +10,7 @@ __all__ = [
     "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",
+    "CorruptStateError",
     "DistbreakerError",
     "FailoverError",
     "RedisUnavailableError",
@@ -150,8 +151,32 @@ class AccessDeniedError(BackendError):
     """Authentication failed or an ACL denies a command or key the breaker needs."""
 
 
+class CorruptStateError(BackendError):
+    """A breaker's hash in Redis holds what no distbreaker script wrote (an unknown state, a
+    counter that is not a number, an unreadable config): the scripts refuse it and write nothing.
+
+    Operators get it from `trip`, `status`, `history`... ; ``Admin.reset`` (``distbreaker reset
+    <service>``) rewrites the breaker as a fresh closed one and records it in the history.
+    On a worker's call path it is not raised: the call follows ``on_redis_error`` (``"allow"``
+    runs the function) and one error line naming the key is logged (rate-limited).
+
+    Attributes:
+        key: the breaker's key.
+    """
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class ScriptError(BackendError):
     """A breaker script refused its arguments (a reply starting with ``distbreaker:``)."""
+
+
+# An ACL refusal inside a script arrives as a script error whose text says so (Redis 7.0,
+# Valkey 8.1): a command, a key or a channel the user may not use.
+_DENIED_IN_SCRIPT = ("The user executing the script can't", "can't run this command",
+                     "No permissions to access a", "NOPERM")
 
 
 def translate(exc: BaseException, what: str = "") -> DistbreakerError:
@@ -165,7 +190,8 @@ def translate(exc: BaseException, what: str = "") -> DistbreakerError:
     msg = redact(str(exc)) or type(exc).__name__
     where = f" ({what})" if what else ""
     if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError,
-                        rx.AuthenticationWrongNumberOfArgsError)) or msg.startswith(("NOAUTH", "NOPERM", "WRONGPASS")):
+                        rx.AuthenticationWrongNumberOfArgsError)) or msg.startswith(("NOAUTH", "NOPERM", "WRONGPASS")) \
+            or ("distbreaker:" not in msg and any(text in msg for text in _DENIED_IN_SCRIPT)):
         return AccessDeniedError(f"Redis denied access{where}: {msg}")
     if isinstance(exc, (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, rx.OutOfMemoryError,
                         rx.ClusterDownError, rx.TryAgainError, rx.MovedError, rx.AskError,
@@ -177,6 +203,9 @@ def translate(exc: BaseException, what: str = "") -> DistbreakerError:
         detail = msg.split("distbreaker:", 1)[1].split(" script:", 1)[0].strip()
         if detail.startswith("WRONGTYPE"):
             return BackendError(f"{detail}{where}")
+        if detail.startswith("CORRUPT "):
+            key = detail[len("CORRUPT "):].split(": ", 1)[0]
+            return CorruptStateError(f"corrupt breaker state: {detail[len('CORRUPT '):]}", key)
         return ScriptError(f"breaker script refused its arguments{where}: {detail}")
     if msg.startswith("WRONGTYPE"):
         return BackendError(f"a key of {what or 'this breaker'} holds a value that is not a breaker (WRONGTYPE); "

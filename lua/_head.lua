@@ -10,8 +10,10 @@
 -- Time is in integer milliseconds in these scripts.
 --
 -- A script is: this head, its fast path (if any), then _lib.lua where it says --@lib, then
--- its general body. The head defines only what a fast path needs, so that the common call
--- does not pay for building the library's functions and tables.
+-- its general body. The head defines what a fast path needs (the trip predicate, the TTL
+-- rule, the reply builder), so that the common call does not pay for building the library's
+-- functions and tables, and so that the fast path and the general path share one definition
+-- of each.
 
 local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
 local FP = ARGV[2] or ''
@@ -35,6 +37,43 @@ else
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- One HMGET of the hot fields (state, window totals, the config the hot path needs).
-local h = redis.call('HMGET', K_STATE, 'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0',
-  'cx', 'fu', 'oc', 'fp', 'qb', 'qn', 'qr', 'qm', 'qc', 'qs')
+-- One HMGET of the hot fields (state, window totals, the hot config, the TTL refresh time),
+-- into named locals: the raw values (false = absent). docs/state-machine.md "Hash fields".
+local H_st, H_g, H_ou, H_be, H_tc, H_tf, H_ts, H_c0, H_f0, H_s0, H_cx, H_fu, H_oc, H_fp,
+  H_qb, H_qn, H_qr, H_qm, H_qc, H_qs, H_xr = unpack(redis.call('HMGET', K_STATE,
+  'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fu', 'oc', 'fp',
+  'qb', 'qn', 'qr', 'qm', 'qc', 'qs', 'xr'))
+
+-- THE TRIP PREDICATE (the one definition; docs/state-machine.md "Trip check"): the cause when
+-- a closed breaker with these window totals and consecutive failures must open, else nil.
+-- frt, min, cxn, srt: failure_rate_threshold, minimum_calls, consecutive_failures,
+-- slow_call_rate_threshold.
+local function trip_cause(tc, tf, ts, cx, frt, min, cxn, srt)
+  if cxn > 0 and cx >= cxn then
+    return 'consecutive_failures ' .. cx .. ' >= ' .. cxn
+  end
+  if tc >= min then
+    if tf / tc >= frt then
+      return string.format('failure_rate %.2f >= %.2f over %d calls', tf / tc, frt, tc)
+    end
+    if ts > 0 and ts / tc >= srt then
+      return string.format('slow_call_rate %.2f >= %.2f over %d calls', ts / tc, srt, tc)
+    end
+  end
+  return nil
+end
+
+-- THE TTL RULE, part 1 (part 2 is save() in _lib.lua): a script that saves refreshes the keys'
+-- expiry when the refresh is due: `xr` (the time the next refresh is due, stored with each
+-- refresh) is absent, not a number or passed. A fast path may only return early while it is not.
+local function refresh_due()
+  local xr = tonumber(H_xr)
+  return xr == nil or now >= xr
+end
+
+-- THE REPLY BUILDER (the one definition of the layout; docs/state-machine.md "Reply").
+local function build_reply(st, g, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause,
+                           lease, retry_at, live, hs)
+  return {st, g, now, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause, lease,
+          retry_at, live, hs}
+end

@@ -1,25 +1,79 @@
 -- distbreaker/_lib.lua: the general path shared by every script, inserted at its --@lib line
--- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now and h = the hot HMGET).
--- docs/state-machine.md is the contract.
+-- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now, the hot fields H_*,
+-- trip_cause, refresh_due and build_reply). docs/state-machine.md is the contract.
+--
+-- Every write of a script happens in save(), after every check and every computation (and
+-- after the PUBLISH calls, which an ACL may refuse): a script that fails writes nothing.
 
-local EXISTS = h[1] ~= false
-local S = {st = h[1] or 'closed', g = tonumber(h[2]) or 0, ou = tonumber(h[3]) or 0,
-  be = tonumber(h[4]), tc = tonumber(h[5]) or 0, tf = tonumber(h[6]) or 0,
-  ts = tonumber(h[7]) or 0, c0 = tonumber(h[8]) or 0, f0 = tonumber(h[9]) or 0,
-  s0 = tonumber(h[10]) or 0, cx = tonumber(h[11]) or 0, fu = tonumber(h[12]) or 0,
-  oc = tonumber(h[13]) or 0, fp = h[14] or nil}
+local function is_state(st)
+  return st == 'closed' or st == 'open' or st == 'half_open' or st == 'forced_open'
+    or st == 'disabled'
+end
+
+local function service()
+  return string.match(K_STATE, '^.*:{([^{}]*)}$') or K_STATE
+end
+
+-- A breaker hash holding what no script wrote (docs/state-machine.md "Corrupt state").
+local function corrupt(what)
+  fail('CORRUPT ' .. K_STATE .. ': ' .. what .. "; 'distbreaker reset " .. service()
+    .. "' rewrites it")
+end
+
+local function shown(v)
+  v = tostring(v)
+  if #v > 40 then v = string.sub(v, 1, 40) .. '...' end
+  return string.format('%q', v)
+end
+
+-- The hot fields as numbers (absent = the default). One that is present but not a number, or
+-- an unknown state, is listed in BAD (begin() fails with CORRUPT, or control 'reset' drops it)
+-- and read as its default.
+local EXISTS = H_st ~= false
+local S = {st = H_st or 'closed', g = tonumber(H_g or 0), ou = tonumber(H_ou or 0),
+  be = tonumber(H_be), tc = tonumber(H_tc or 0), tf = tonumber(H_tf or 0),
+  ts = tonumber(H_ts or 0), c0 = tonumber(H_c0 or 0), f0 = tonumber(H_f0 or 0),
+  s0 = tonumber(H_s0 or 0), cx = tonumber(H_cx or 0), fu = tonumber(H_fu or 0),
+  oc = tonumber(H_oc or 0), fp = H_fp or nil}
+local BAD = nil  -- (tables made only when needed: the common call should not pay for them)
+if not (is_state(S.st) and S.g and S.ou and (S.be or not H_be) and S.tc and S.tf and S.ts and S.c0
+    and S.f0 and S.s0 and S.cx and S.fu and S.oc) then
+  BAD = {}
+  if not is_state(S.st) then BAD[1] = 'st is ' .. shown(S.st) .. ', not a state'; S.st = 'closed' end
+  local raw = {g = H_g, ou = H_ou, be = H_be, tc = H_tc, tf = H_tf, ts = H_ts, c0 = H_c0,
+    f0 = H_f0, s0 = H_s0, cx = H_cx, fu = H_fu, oc = H_oc}
+  for _, f in ipairs({'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fu', 'oc'}) do
+    if raw[f] and tonumber(raw[f]) == nil then
+      BAD[#BAD + 1] = f .. ' is ' .. shown(raw[f]) .. ', not a number'
+      if f ~= 'be' then S[f] = 0 end
+    end
+  end
+end
 local loaded = {}   -- lazily read fields
 local W = {}        -- fields to HSET
 local D = {}        -- fields to HDEL
 local EVENTS = {}   -- transitions to XADD / PUBLISH on save
 local TRANS = {}    -- 'from>to' made by this call
 local LAST_CAUSE = ''
-local TOUCH = false -- refresh the idle TTL on save
+local TOUCH = false -- refresh the expiry on save (the TTL rule)
+local REPAIR = false -- control 'reset': drop corrupt fields instead of failing
+local REPAIRED = nil -- what a repair dropped (a list)
 
 local LAZY_NUMERIC = {oa = true, hs = true, hn = true, lt = true, pt = true}
 
+local function repaired(what)
+  REPAIRED = REPAIRED or {}
+  REPAIRED[#REPAIRED + 1] = what
+end
+
 local function lazy(f)
-  if not loaded[f] then
+  if not loaded[f] and (f == 'cfg' or f == 'ov') then
+    -- read together: a call given a config needs both
+    local o = (f == 'cfg') and 'ov' or 'cfg'
+    local v = redis.call('HMGET', K_STATE, f, o)
+    if not loaded[o] then S[o] = v[2] or nil; loaded[o] = true end
+    S[f] = v[1] or nil; loaded[f] = true
+  elseif not loaded[f] then
     local v = redis.call('HGET', K_STATE, f)
     if LAZY_NUMERIC[f] then v = tonumber(v) or 0 elseif v == false then v = nil end
     S[f] = v; loaded[f] = true
@@ -91,12 +145,46 @@ end
 
 local C
 
+-- The stored hot config (q*) when every field of it is a number, else nil.
+local function hot_config()
+  local bms, nb, frt, min = tonumber(H_qb), tonumber(H_qn), tonumber(H_qr), tonumber(H_qm)
+  local cxn, srt = tonumber(H_qc), tonumber(H_qs)
+  if bms and nb and frt and min and cxn and srt then
+    return {bms = bms, nb = nb, frt = frt, min = min, cxn = cxn, srt = srt}
+  end
+  return nil
+end
+
+-- The stored config is missing or broken. A worker (it has a fingerprint) is asked for its
+-- config, as after a fingerprint change; an operator's reset drops the stored config (the next
+-- worker stores its own) and runs with the defaults; anything else fails with CORRUPT.
+local function config_broken(what)
+  if FP ~= '' then fail('NOCONFIG') end
+  if not REPAIR then corrupt(what) end
+  local fields = {'fp', 'cfg', 'cc', 'qb', 'qn', 'qr', 'qm', 'qc', 'qs'}
+  for i = 1, #fields do del(fields[i]) end
+  repaired(what)
+  C = parse_cfg(split(DEFAULT_CFG))
+  return C
+end
+
+-- The whole config in force (C has only the hot part when it came from q*).
 local function full()
   if not C.full then
-    local F = parse_cfg(split(lazy('cfg') or DEFAULT_CFG))
-    for k, v in pairs(C) do F[k] = v end
-    F.full = true
-    C = F
+    local text = lazy('cfg')
+    if text == nil then
+      if FP ~= '' then fail('NOCONFIG') end  -- a fingerprint is stored but no config
+      local F = parse_cfg(split(DEFAULT_CFG))
+      for k, v in pairs(C) do F[k] = v end
+      F.full = true
+      C = F
+    else
+      local ok, F = pcall(parse_cfg, split(text))
+      if not ok then return config_broken('cfg is ' .. shown(text) .. ', not a config') end
+      for k, v in pairs(C) do F[k] = v end
+      F.full = true
+      C = F
+    end
   end
   return C
 end
@@ -133,7 +221,13 @@ local function rotate()
       local v = vals[j]
       if v then
         local c, f, s = string.match(v, '^(%d+):(%d+):(%d+)$')
-        tc = tc - tonumber(c); tf = tf - tonumber(f); ts = ts - tonumber(s)
+        if c then
+          tc = tc - tonumber(c); tf = tf - tonumber(f); ts = ts - tonumber(s)
+        elseif REPAIR then  -- (a reset clears the window anyway)
+          repaired(fields[j] .. ' is ' .. shown(v))
+        else
+          corrupt(fields[j] .. ' is ' .. shown(v) .. ', not a bucket')
+        end
       end
       del(fields[j])
     end
@@ -165,20 +259,60 @@ local function release(id)
   if found then store_leases(kept) end
 end
 
--- Transitions: the one place where the state changes ------------------------------------------
+-- THE CONFIG STORE (the one definition): the client config as passed (`cc`), the config in
+-- force (`cfg`, overrides applied) and its hot part (`q*`, all the record fast path reads),
+-- written at once; `new` is the parsed `values`. A new bucket layout (against the stored one,
+-- or the defaults' when none is stored; or the one stored earlier in this call) clears the window: the ring slots would mean something
+-- else. The expiry is refreshed (idle_ttl may have changed).
+local STORED_BMS, STORED_NB = tonumber(H_qb) or DEFAULT_BMS, tonumber(H_qn) or DEFAULT_NB
+local function store_config(given, values, new)
+  local ob, on = STORED_BMS, STORED_NB
+  STORED_BMS, STORED_NB = new.bms, new.nb
+  set('cc', table.concat(given, ',')); set('cfg', table.concat(values, ','))
+  set('qb', new.bms); set('qn', new.nb); set('qr', values[1]); set('qm', new.min)
+  set('qc', new.cxn); set('qs', values[6])
+  C = new
+  TOUCH = true
+  if S.be ~= nil and (ob ~= new.bms or on ~= new.nb) then
+    clear_ring(on); clear_window()
+  end
+end
+
+-- A worker's stored config is usable: q* all numbers and `cfg` a valid config (the common
+-- case, `cfg` = the values this call would store, needs no parsing).
+local function stored_config_ok(values)
+  if not (tonumber(H_qb) and tonumber(H_qn) and tonumber(H_qr) and tonumber(H_qm)
+      and tonumber(H_qc) and tonumber(H_qs)) then
+    return false
+  end
+  local text = lazy('cfg')
+  if text == nil then return false end
+  return text == table.concat(values, ',') or (pcall(parse_cfg, split(text)))
+end
+
+-- THE TRANSITION TABLE (the one definition): the allowed 'from>to' pairs. Which of these a
+-- script makes, and why, is in the steps (docs/state-machine.md "Transitions"). Built by the
+-- first transition of a call only: the common call makes none and should not pay for it.
 local FORCED = {forced_open = true, disabled = true}
+local function allowed(from, to)
+  local T = {
+    ['closed>open'] = true, ['closed>forced_open'] = true, ['closed>disabled'] = true,
+    ['closed>closed'] = true,
+    ['open>half_open'] = true, ['open>forced_open'] = true, ['open>disabled'] = true,
+    ['open>closed'] = true,
+    ['half_open>open'] = true, ['half_open>closed'] = true, ['half_open>forced_open'] = true,
+    ['half_open>disabled'] = true,
+    ['forced_open>closed'] = true, ['forced_open>forced_open'] = true,
+    ['forced_open>disabled'] = true,
+    ['disabled>closed'] = true, ['disabled>forced_open'] = true, ['disabled>disabled'] = true,
+  }
+  return T[from .. '>' .. to] == true
+end
 
 -- kind: 'reset' clears everything; otherwise the target state decides.
 local function transition(to, cause, actor, kind)
   local from = S.st
-  local allowed = {
-    closed = {open = true, forced_open = true, disabled = true, closed = true},
-    open = {half_open = true, forced_open = true, disabled = true, closed = true},
-    half_open = {open = true, closed = true, forced_open = true, disabled = true},
-    forced_open = {closed = true, forced_open = true, disabled = true},
-    disabled = {closed = true, forced_open = true, disabled = true},
-  }
-  if not (allowed[from] and allowed[from][to]) then
+  if not allowed(from, to) then
     fail('transition ' .. tostring(from) .. ' -> ' .. to .. ' is not allowed')
   end
   full()
@@ -206,31 +340,45 @@ local function transition(to, cause, actor, kind)
 end
 
 -- The steps every script runs first (docs/state-machine.md, "Steps") ---------------------------
-local function begin(nop)
+-- repair: control 'reset' rewrites a corrupt breaker instead of failing.
+local function begin(nop, repair)
+  REPAIR = repair or false
+  if BAD and #BAD > 0 then
+    if not REPAIR then corrupt(table.concat(BAD, ', ')) end
+    for i = 1, #BAD do
+      local f = string.match(BAD[i], '^(%S+)')
+      if f ~= 'st' then local v = S[f]; del(f); S[f] = v end  -- read as its default
+      repaired(BAD[i])
+    end
+  end
   local base = 2 + nop
   if ARGV[base + 13] ~= nil then
     -- config given: authoritative for this call (operator overrides win over it), stored
-    -- when the fingerprint changed
+    -- when the fingerprint changed or the stored config is missing or broken
     local given = {unpack(ARGV, base + 1, base + 13)}
     local values
     values, C = with_overrides(given)
-    if FP ~= '' and S.fp ~= FP then
-      local ob, on = tonumber(h[15]) or DEFAULT_BMS, tonumber(h[16]) or DEFAULT_NB
-      if S.fp then set('pf', S.fp); set('pt', now) end
-      set('fp', FP); set('cc', table.concat(given, ',')); set('cfg', table.concat(values, ','))
-      set('qb', C.bms); set('qn', C.nb); set('qr', values[1]); set('qm', C.min)
-      set('qc', C.cxn); set('qs', values[6])
-      if S.be ~= nil and (ob ~= C.bms or on ~= C.nb) then
-        clear_ring(on); clear_window()
+    if FP ~= '' and (S.fp ~= FP or not stored_config_ok(values)) then
+      if S.fp and S.fp ~= FP then set('pf', S.fp); set('pt', now) end
+      set('fp', FP)
+      store_config(given, values, C)
+    end
+  elseif FP ~= '' then
+    -- a worker: its fingerprint stored and the stored config usable, else it must send it
+    C = (S.fp == FP) and hot_config() or nil
+    if C == nil then fail('NOCONFIG') end
+  else
+    -- an operator: the stored config, else the defaults
+    C = hot_config()
+    if C == nil then
+      if lazy('cfg') ~= nil then
+        C = {}; full()  -- the whole stored config, or CORRUPT (a reset drops it)
+      elseif H_qb or H_qn or H_qr or H_qm or H_qc or H_qs then
+        config_broken('q* without cfg')
+      else
+        C = parse_cfg(split(DEFAULT_CFG))
       end
     end
-  elseif FP ~= '' and S.fp ~= FP then
-    fail('NOCONFIG')
-  elseif h[15] then
-    C = {bms = tonumber(h[15]), nb = tonumber(h[16]), frt = tonumber(h[17]),
-         min = tonumber(h[18]), cxn = tonumber(h[19]), srt = tonumber(h[20])}
-  else
-    C = parse_cfg(split(DEFAULT_CFG))
   end
   if FORCED[S.st] and S.fu > 0 and now >= S.fu then
     transition('closed', S.st .. ' expired', '')
@@ -241,41 +389,76 @@ local function begin(nop)
   rotate()
 end
 
+-- THE TTL RULE, part 2 (part 1: refresh_due() in _head.lua). A script that saves refreshes the
+-- expiry of both keys when it creates the key, makes a transition, rotates the window, stores a
+-- config, or when the refresh is due; it then stores `xr` = now + min(bucket_ms, idle_ttl / 2).
+-- The expiry is idle_ttl, but never earlier than open_until (open) or forced until (a forced
+-- state with an expiry): a busy breaker never expires, nor a trip before its end.
 local function save(create)
   if not EXISTS then
     if not create then return end
     set('st', S.st); set('g', S.g)
     TOUCH = true
   end
+  if refresh_due() then TOUCH = true end
+  -- everything is computed and checked before the first write
+  local ttl
+  if TOUCH then
+    local F = full()
+    ttl = math.floor(F.ttl)
+    if S.st == 'open' and S.ou - now > ttl then ttl = S.ou - now end
+    if FORCED[S.st] and S.fu > 0 and S.fu - now > ttl then ttl = S.fu - now end
+    -- PEXPIRE refuses what overflows (idle_ttl_ms >= 1e14 on Redis 7.0): refuse it here,
+    -- before the first write, instead of after the others (about 95 years at most)
+    if not (ttl >= 1 and ttl <= 3e12) then
+      fail('the expiry (idle_ttl_ms, open or forced until) must be 1 ms .. 3e12 ms, got ' .. tostring(ttl))
+    end
+    local every = math.floor(F.ttl / 2)
+    if F.bms < every then every = F.bms end
+    set('xr', now + every)
+  end
+  local messages = {}
   if #EVENTS > 0 then
     local t = redis.call('TYPE', K_EVENTS)
     t = t.ok or t
     if t ~= 'none' and t ~= 'stream' then
       fail('WRONGTYPE ' .. K_EVENTS .. ' holds a ' .. t .. ', not a breaker event stream')
     end
+    local svc = service()
+    for i = 1, #EVENTS do
+      local e = EVENTS[i]
+      -- a forced state's expiry and reason are set after its transition: the last event has them
+      local forced = i == #EVENTS and FORCED[e[2]] and S.st == e[2]
+      messages[i] = cjson.encode({service = svc, from = e[1],
+        to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now,
+        forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3],
+        kind = e[7] or 'transition'})
+    end
   end
   local args = {}
   for f, v in pairs(W) do args[#args + 1] = f; args[#args + 1] = v end
-  if #args > 0 then redis.call('HSET', K_STATE, unpack(args)) end
   local dels = {}
   for f in pairs(D) do dels[#dels + 1] = f end
-  if #dels > 0 then redis.call('HDEL', K_STATE, unpack(dels)) end
-  if #EVENTS > 0 then
-    local prefix, service = string.match(K_STATE, '^(.*):{([^{}]*)}$')
-    for i = 1, #EVENTS do
-      local e = EVENTS[i]
-      redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
-        'cause', e[3], 'actor', e[4], 'gen', e[5])
-      -- a forced state's expiry and reason are set after its transition: the last event has them
-      local forced = i == #EVENTS and FORCED[e[2]] and S.st == e[2]
-      redis.call('PUBLISH', prefix .. ':events', cjson.encode({service = service, from = e[1],
-        to = e[2], generation = e[5], open_until = e[6], cause = e[3], actor = e[4], ts = now,
-        forced_until = forced and S.fu or 0, reason = forced and (lazy('fr') or '') or e[3],
-        kind = e[7] or 'transition'}))
-    end
+  -- PUBLISH first: an ACL that denies the channel fails the script here, with nothing written
+  -- (subscribers act on a message only after this script has ended).
+  if #messages > 0 then
+    local channel = string.match(K_STATE, '^(.*):{[^{}]*}$') .. ':events'
+    for i = 1, #messages do redis.call('PUBLISH', channel, messages[i]) end
+  end
+  -- in slices: unpack() of thousands of values fails ("too many results to unpack"), which
+  -- must not happen between two writes
+  for i = 1, #args, 400 do
+    redis.call('HSET', K_STATE, unpack(args, i, math.min(i + 399, #args)))
+  end
+  for i = 1, #dels, 400 do
+    redis.call('HDEL', K_STATE, unpack(dels, i, math.min(i + 399, #dels)))
+  end
+  for i = 1, #EVENTS do
+    local e = EVENTS[i]
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 1000, '*', 'ts', now, 'from', e[1], 'to', e[2],
+      'cause', e[3], 'actor', e[4], 'gen', e[5])
   end
   if TOUCH then
-    local ttl = full().ttl
     redis.call('PEXPIRE', K_STATE, ttl)
     if redis.call('PEXPIRE', K_EVENTS, ttl) == 0 then
       -- No stream yet: create it, empty. A script names both keys, and while a Cluster slot
@@ -299,6 +482,6 @@ local function reply(lease, retry_at)
     for i = 1, #list do if list[i][2] > now then live = live + 1 end end
     hs = lazy('hs')
   end
-  return {S.st, S.g, now, (S.st == 'open') and S.ou or 0, S.tc, S.tf, S.ts, S.cx, S.fu, fr, fa,
-          S.oc, table.concat(TRANS, ';'), LAST_CAUSE, lease, retry_at, live, hs}
+  return build_reply(S.st, S.g, (S.st == 'open') and S.ou or 0, S.tc, S.tf, S.ts, S.cx, S.fu,
+    fr, fa, S.oc, table.concat(TRANS, ';'), LAST_CAUSE, lease, retry_at, live, hs)
 end

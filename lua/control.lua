@@ -8,12 +8,16 @@
 --@lib
 
 local op = ARGV[3]
+local MAX_UNTIL_AHEAD_MS = 366 * 86400000
 local untl = num(4, 'until')
 local reason, actor = ARGV[5] or '', ARGV[6] or ''
 if op ~= 'trip' and op ~= 'disable' and op ~= 'reset' and op ~= 'config' then
   fail("op must be 'trip', 'disable', 'reset' or 'config', got " .. tostring(op))
 end
-if untl < 0 then fail('until must be >= 0') end
+-- bounded before anything is written: a whole number of ms, at most 366 days ahead
+if untl < 0 or untl ~= math.floor(untl) or untl - now > MAX_UNTIL_AHEAD_MS then
+  fail('until must be 0 or a whole number of ms at most 366 days from now, got ' .. tostring(ARGV[4]))
+end
 local given
 if op == 'config' then given = parse_ov(reason) end
 
@@ -30,27 +34,23 @@ local function set_overrides()
     end
   end
   local new = parse_cfg(values)  -- an invalid result fails here, before anything is written
-  local old = full()
   if #parts > 0 then set('ov', table.concat(parts, ';')) else del('ov') end
-  set('cc', table.concat(base, ',')); set('cfg', table.concat(values, ','))
-  set('qb', new.bms); set('qn', new.nb); set('qr', values[1]); set('qm', new.min)
-  set('qc', new.cxn); set('qs', values[6])
-  C = new
-  if old.bms ~= new.bms or old.nb ~= new.nb then
-    clear_ring(old.nb); clear_window()
-  end
-  TOUCH = true
+  -- no client config stored (lost): the fingerprint would name a config that is not this one,
+  -- so it goes; the next worker is asked for its config and stores it (overrides applied)
+  if lazy('cc') == nil and S.fp ~= nil then del('fp') end
+  store_config(base, values, new)
   local cause = 'config cleared by ' .. actor
   if #parts > 0 then cause = 'config set by ' .. actor .. ': ' .. table.concat(parts, ', ') end
   EVENTS[#EVENTS + 1] = {S.st, S.st, cause, actor, S.g, (S.st == 'open') and S.ou or 0, 'config'}
 end
 
-begin(4)
+begin(4, op == 'reset')
 if op == 'config' then
   set_overrides()
 else
   local cause = 'manual ' .. op .. ' by ' .. actor
   if reason ~= '' then cause = cause .. ': ' .. reason end
+  if REPAIRED then cause = cause .. ' (rewrote a corrupt breaker: ' .. table.concat(REPAIRED, ', ') .. ')' end
   if op == 'reset' then
     transition('closed', cause, actor, 'reset')
   else

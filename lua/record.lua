@@ -7,32 +7,37 @@
 --          seq, so a flush retried after a lost reply is applied at most once.
 -- Returns the reply of docs/state-machine.md ("Reply").
 
--- Fast path: the common call. Closed, config known, no lease, same generation and same bucket,
--- and no trip: count and return. Everything else (and any doubt) takes the general path below,
--- which starts again from the values read in the head; nothing has been written here.
-if ARGV[8] == nil and ARGV[7] == '' and h[1] == 'closed' and h[14] == FP and h[15] then
+-- Fast path: the common call. Closed, config known (every hot field a number), no lease, same
+-- generation and same bucket, the TTL refresh not due, and no trip (the one predicate,
+-- trip_cause): count and return. Everything else (and any doubt: a field that is not a number
+-- is for the general path to judge) takes the general path below, which starts again from the
+-- values read in the head; nothing has been written here.
+if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not refresh_due() then
   local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local g, be = tonumber(h[2]) or 0, tonumber(h[4])
-  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
-      and tonumber(ARGV[3]) == g and be == math.floor(now / tonumber(h[15])) then
-    local n = ns + nf
-    local tc, tf, ts = (tonumber(h[5]) or 0) + n, (tonumber(h[6]) or 0) + nf, (tonumber(h[7]) or 0) + nslow
-    local cx0 = tonumber(h[11]) or 0
-    local cx = cx0 + nf
-    if ns > 0 then cx = nf end
-    local cxn, min = tonumber(h[19]), tonumber(h[18])
-    if not ((cxn > 0 and cx >= cxn)
-        or (tc >= min and (tf / tc >= tonumber(h[17]) or (ts > 0 and ts / tc >= tonumber(h[20]))))) then
-      local w = {}
-      if n > 0 then
-        w[1] = 'c0'; w[2] = (tonumber(h[8]) or 0) + n; w[3] = 'tc'; w[4] = tc
-        if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = (tonumber(h[9]) or 0) + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
-        if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = (tonumber(h[10]) or 0) + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
+  local g, bms = tonumber(H_g or 0), tonumber(H_qb)
+  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf and g and bms
+      and tonumber(ARGV[3]) == g and tonumber(H_be) == math.floor(now / bms) then
+    local tc, tf, ts = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0)
+    local c0, f0, s0 = tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0)
+    local cx0, fu, oc, ou = tonumber(H_cx or 0), tonumber(H_fu or 0), tonumber(H_oc or 0), tonumber(H_ou or 0)
+    local frt, min, cxn, srt = tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)
+    if tc and tf and ts and c0 and f0 and s0 and cx0 and fu and oc and ou and frt and min and cxn
+        and srt and tonumber(H_qn) then
+      local n = ns + nf
+      tc, tf, ts = tc + n, tf + nf, ts + nslow
+      local cx = cx0 + nf
+      if ns > 0 then cx = nf end
+      if not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
+        local w = {}
+        if n > 0 then
+          w[1] = 'c0'; w[2] = c0 + n; w[3] = 'tc'; w[4] = tc
+          if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = f0 + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
+          if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = s0 + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
+        end
+        if cx ~= cx0 then w[#w + 1] = 'cx'; w[#w + 1] = cx end
+        if #w > 0 then redis.call('HSET', K_STATE, unpack(w)) end
+        return build_reply('closed', g, 0, tc, tf, ts, cx, fu, '', '', oc, '', '', '', 0, 0, 0)
       end
-      if cx ~= cx0 then w[#w + 1] = 'cx'; w[#w + 1] = cx end
-      if #w > 0 then redis.call('HSET', K_STATE, unpack(w)) end
-      return {'closed', g, now, 0, tc, tf, ts, cx, tonumber(h[12]) or 0, '', '', tonumber(h[13]) or 0,
-              '', '', '', 0, 0, 0}
     end
   end
 end
@@ -71,15 +76,8 @@ if gen == S.g and not duplicate then
     if ns > 0 then cx = nf end
     if cx ~= S.cx then set('cx', cx) end
     if S.st == 'closed' then
-      if C.cxn > 0 and S.cx >= C.cxn then
-        transition('open', 'consecutive_failures ' .. S.cx .. ' >= ' .. C.cxn, '')
-      elseif S.tc >= C.min and S.tf / S.tc >= C.frt then
-        transition('open', string.format('failure_rate %.2f >= %.2f over %d calls',
-          S.tf / S.tc, C.frt, S.tc), '')
-      elseif S.tc >= C.min and S.ts > 0 and S.ts / S.tc >= C.srt then
-        transition('open', string.format('slow_call_rate %.2f >= %.2f over %d calls',
-          S.ts / S.tc, C.srt, S.tc), '')
-      end
+      local cause = trip_cause(S.tc, S.tf, S.ts, S.cx, C.frt, C.min, C.cxn, C.srt)
+      if cause then transition('open', cause, '') end
     end
   elseif S.st == 'half_open' then
     if nf > 0 or nslow > 0 then

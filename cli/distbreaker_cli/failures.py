@@ -21,10 +21,9 @@ __all__ = ["exit_for", "is_corrupt"]
 
 
 def is_corrupt(exc: BaseException) -> bool:
-    """A breaker's data cannot be read: a script answered CORRUPT (`CorruptStateError`, from
-    errors.py when present), or Admin could not decode what it read."""
-    corrupt = getattr(errors, "CorruptStateError", None)
-    return (corrupt is not None and isinstance(exc, corrupt)) or bool(getattr(exc, "corrupt_key", None))
+    """A breaker's data cannot be read: a script answered CORRUPT (`CorruptStateError`), or
+    Admin could not decode what it read."""
+    return isinstance(exc, errors.CorruptStateError) or bool(getattr(exc, "corrupt_key", None))
 
 
 _NO_PASSWORD = ("NOAUTH", "Authentication required", "HELLO must be called with the client already authenticated")

@@ -267,8 +267,6 @@ def test_for_longer_than_idle_ttl_is_said(run: Run, used: Callable[..., None]) -
         assert "config payments --set idle_ttl=" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="control.lua sets the keys' TTL to idle_ttl, not to the forced expiry: "
-                                       "a trip --for longer than idle_ttl ends early without traffic (Lua, not the CLI)")
 def test_a_forced_state_keeps_its_keys_until_it_ends(run: Run, used: Callable[..., None], client: redis.Redis,
                                                      prefix: str) -> None:
     """On a real server: after trip --for 1h with idle_ttl 30s, the state key's TTL covers the

@@ -293,8 +293,6 @@ def test_trip_json_carries_the_transition_and_config_takes_a_reason(base: list[s
     assert event.cause == "config set by bob (INC-43): minimum_calls=7" and event.actor == "bob (INC-43)"
 
 
-@pytest.mark.xfail(reason="control.lua rewriting a corrupt breaker on reset comes with wp-lua (issue 14 item 11); "
-                          "the CLI side (exit 0, the note) is here", strict=False)
 @pytest.mark.parametrize(("field", "value"), [("st", "garbage"), ("cfg", "garbage"), ("qb", "garbage")])
 def test_reset_rewrites_a_corrupt_breaker(base: list[str], client: redis.Redis, prefix: str, field: str,
                                           value: str) -> None:

@@ -8,7 +8,8 @@ operators call without one, and the client's config may change mid-run (a worker
 config). Each step runs the script on a real server and the same operation on the model, and
 asserts that all 18 reply fields are equal, that read.lua's extra fields match, and that the
 events stream holds one entry per model event (transitions and config changes), with the same
-fields.
+fields. After each call the refresh-due time `xr` equals the model's, and a call that
+refreshed the expiry left both keys' PTTL at the model's (the TTL rule).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ CFGS = st.builds(
     half_open_max_calls=st.integers(1, 3),
     half_open_successes=st.integers(1, 3),
     probe_timeout_ms=st.integers(50, 1_000),
-    idle_ttl_ms=st.just(86_400_000),
+    # a day, or about 10 minutes (shorter than a long trip; still longer than any test run)
+    idle_ttl_ms=st.sampled_from([86_400_000, 600_001]),
 ).filter(Cfg.valid)  # as BreakerConfig builds them (max_open_duration_ms >= open_duration_ms)
 
 # Override values as the operator sends them (text in script units); a tiny window_ms can make
@@ -195,10 +197,12 @@ class BreakerMachine(RuleBasedStateMachine):
             except redis.exceptions.ResponseError as exc:
                 if "NOCONFIG" not in str(exc):
                     raise
-                assert stored != fingerprint, f"{name}: NOCONFIG with the fingerprint stored"
+                assert stored != fingerprint or self.m.stored is None, (
+                    f"{name}: NOCONFIG with the fingerprint and the config stored")
                 reply = self.eval(name, [*argv, *config])
             else:
-                assert stored == fingerprint, f"{name}: no NOCONFIG, yet {stored!r} is stored"
+                assert stored == fingerprint and self.m.stored is not None, (
+                    f"{name}: no NOCONFIG, yet {stored!r} is stored (config: {self.m.stored})")
         assert isinstance(reply, list), f"{name}: {reply!r}"
         return reply
 
@@ -207,6 +211,7 @@ class BreakerMachine(RuleBasedStateMachine):
         actual = parse_reply(raw)
         assert actual == expected, f"{name}: {diff(expected, actual)}"
         self.check_stream(events_before)
+        self.check_ttl(name)
         for note in self.m.notes:
             self.event(note)
 
@@ -214,6 +219,20 @@ class BreakerMachine(RuleBasedStateMachine):
         """A hypothesis statistics event (how often the rarer paths ran)."""
         if self.statistics:
             event(note)
+
+    def check_ttl(self, name: str) -> None:
+        """`xr` as the model's; after a refresh, both keys' PTTL at the model's expiry (less the
+        real time the test took since: a loose bound; the script clock is not the real one)."""
+        m = self.m
+        xr = self.r.hget(self.key, "xr")
+        assert (int(xr) if xr is not None else None) == (m.xr if m.exists else None), (
+            f"{name}: xr {xr!r} != model {m.xr!r}")
+        if m.refreshed:
+            life = m.expires - self.now
+            for key in (self.key, self.events_key):
+                pttl = self.r.pttl(key)
+                assert life - 10_000 < pttl <= life, f"{name}: PTTL {key} {pttl} vs model {life}"
+            self.event("ttl: refreshed" + (" (beyond idle_ttl)" if life > m.eff.idle_ttl_ms else ""))
 
     def check_stream(self, events_before: int) -> None:
         """XLEN equals the transitions made so far; the new entries equal the model's events."""
@@ -358,7 +377,8 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @rule(
         op=st.sampled_from(["trip", "disable", "reset"]),
-        until=st.one_of(st.just(0), st.integers(-200, 20_000)),
+        until=st.one_of(st.just(0), st.integers(-200, 20_000),
+                        st.sampled_from([3_600_000, 366 * 86_400_000, 366 * 86_400_000 + 1])),
         reason=st.sampled_from(REASONS),
         actor=st.sampled_from(ACTORS),
         operator=st.booleans(),
@@ -367,6 +387,13 @@ class BreakerMachine(RuleBasedStateMachine):
         """Trip or disable, forever (0) or until an absolute time (possibly past); or reset."""
         until_ms = 0 if until == 0 else self.now + until
         before = len(self.m.events)
+        if until > 366 * 86_400_000:  # refused before anything is written
+            with pytest.raises(redis.exceptions.ResponseError, match="until must be"):
+                self.call("control", op, str(until_ms), reason, actor, operator=operator)
+            with pytest.raises(ValueError):
+                self.m.control(self.now, op, until_ms, reason, actor, operator=operator)
+            self.event("control: until refused")
+            return
         raw = self.call("control", op, str(until_ms), reason, actor, operator=operator)
         expected = self.m.control(self.now, op, until_ms, reason, actor, operator=operator)
         self.check("control", raw, expected, before)
@@ -399,6 +426,15 @@ class BreakerMachine(RuleBasedStateMachine):
         self.event("config: set" if text else "config: cleared")
         expected = self.m.control(self.now, "config", 0, text, actor, operator=True)
         self.check("config", raw, expected, before)
+
+    @precondition(lambda self: self.model is not None and self.m.exists and self.m.stored is not None)
+    @rule()
+    def drop_config(self) -> None:
+        """Someone deletes the stored config fields and leaves `fp`: the next worker call is
+        asked for its config again (NOCONFIG) instead of running on the defaults."""
+        self.r.hdel(self.key, "cfg", "cc", "qb", "qn", "qr", "qm", "qc", "qs")
+        self.m.drop_config()
+        self.event("config fields deleted")
 
     @rule(cfg=CFGS)
     def switch_client(self, cfg: Cfg) -> None:

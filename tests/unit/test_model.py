@@ -219,3 +219,16 @@ def test_read_of_a_missing_key_keeps_nothing() -> None:
     m = Model(CFG)
     reply = m.read(T0 + 4_000)
     assert (reply.state, reply.generation, m.exists, m.be) == (CLOSED, 0, False, None)
+
+
+def test_the_transition_table_is_the_same_in_lua_and_python() -> None:
+    """lua/_lib.lua `allowed()` and `_reference.TRANSITIONS` list the same pairs."""
+    import re
+    from pathlib import Path
+
+    from distbreaker._reference import TRANSITIONS
+
+    lib = (Path(__file__).resolve().parents[2] / "lua" / "_lib.lua").read_text()
+    body = lib[lib.index("local function allowed("):lib.index("local function transition(")]
+    pairs = set(re.findall(r"\['(\w+)>(\w+)'\] = true", body))
+    assert pairs == set(TRANSITIONS) and len(pairs) == 18

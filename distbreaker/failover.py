@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
-from ._core import FAILURE, classify
+from ._core import FAILURE, classify, classify_result
 from ._log import LIMITED
 from ._timeout import check_timeout
-from .errors import CircuitOpenError, ConfigError, FailoverError
+from .errors import CircuitOpenError, ConfigError, DistbreakerError, FailoverError
 
-__all__ = ["FAILOVERS", "STRATEGIES", "AsyncFailover", "Failover", "FailoverEvent", "FailoverHook", "Provider",
-           "Strategy"]
+__all__ = ["FAILOVERS", "STRATEGIES", "AsyncFailover", "Failover", "FailedResult", "FailoverEvent", "FailoverHook",
+           "Provider", "Strategy"]
 
 T = TypeVar("T")
 
@@ -70,6 +70,34 @@ class FailoverEvent:
 
 
 FailoverHook = Callable[[FailoverEvent], object]
+
+
+class FailedResult(DistbreakerError):
+    """A provider returned a value that its breaker's `result_predicate` counts as a failure
+    (e.g. a 503 response): the call moved on to the next provider. In `FailoverError.errors`
+    and `FailoverEvent.error`.
+
+    Attributes:
+        provider: the provider's name.
+        value: what it returned.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, provider: str, value: object) -> None:
+        super().__init__(provider, value)
+        self.provider, self.value = provider, value
+
+    def __str__(self) -> str:
+        return f"provider {self.provider!r} returned a failure: {self.value!r}"[:300]
+
+
+def _failed_result(provider: Provider, value: object) -> FailedResult | None:
+    """A `FailedResult` when the provider's `result_predicate` counts `value` as a failure."""
+    config = provider.breaker.config
+    if config.result_predicate is None or classify_result(config, value, provider.breaker.service) is not FAILURE:
+        return None
+    return FailedResult(provider.name, value)
 
 
 class _Counter:
@@ -231,7 +259,7 @@ class Failover(_Base[T]):
     """Try providers in turn until one succeeds; each has its own `distbreaker.Breaker`.
 
     Strategies: ``"priority"`` (the given order), ``"round_robin"`` (the first provider rotates
-    with every call; the others follow in order), ``"random"`` (a random order per call), and
+    with every call; the others follow in order), ``"random"`` (a random order per call),
     ``"fastest"`` (ascending average latency of each provider's successful calls in this
     process; a provider not measured yet comes first, ties keep the given order), and
     ``"weighted"`` (a random order per call in which each provider comes first with a
@@ -240,7 +268,9 @@ class Failover(_Base[T]):
 
     A provider is skipped when its breaker rejects the call (from the local cache: no Redis
     round trip), and left for the next one when it raises an exception its breaker counts as a
-    failure. Any other exception (ignored, or not a failure by `failure_exceptions`) is the
+    failure, or returns a value its breaker's `result_predicate` counts as one (`FailedResult`
+    in the errors; the predicate runs twice for such a value: in the breaker, and here). Any
+    other exception (ignored, or not a failure by `failure_exceptions`) is the
     caller's and propagates at once.
 
     Args:
@@ -292,6 +322,11 @@ class Failover(_Base[T]):
                     raise
                 errors[provider.name] = exc
                 last = (provider, exc)
+                continue
+            failed = _failed_result(provider, result)
+            if failed is not None:
+                errors[provider.name] = failed
+                last = (provider, failed)
                 continue
             chain.observe(provider, time.perf_counter() - start)
             return result  # type: ignore[no-any-return]
@@ -352,6 +387,11 @@ class AsyncFailover(_Base[T]):
                     raise
                 errors[provider.name] = exc
                 last = (provider, exc)
+                continue
+            failed = _failed_result(provider, result)
+            if failed is not None:
+                errors[provider.name] = failed
+                last = (provider, failed)
                 continue
             chain.observe(provider, time.perf_counter() - start)
             return result  # type: ignore[no-any-return]

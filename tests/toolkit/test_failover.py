@@ -403,3 +403,24 @@ async def test_async_on_failover_hook_may_be_async(amake: Callable[..., dba.Brea
     chain = AsyncFailover([(amake("p"), down), (amake("q"), lambda: "q")], on_failover=hook)
     assert await chain.call() == "q"
     assert seen == [("p", "q")]
+
+
+def test_a_returned_failure_moves_on(make: Callable[..., Breaker]) -> None:
+    """A provider returning a value its result_predicate counts as a failure hands the call on:
+    counted in its breaker, reported as FailedResult; when all do, FailoverError lists them."""
+    from distbreaker.failover import FailedResult
+
+    def is_503(value: object) -> bool:
+        return value == 503
+
+    first, second = make("first", result_predicate=is_503), make("second", result_predicate=is_503)
+    status = {"first": 503, "second": 200}
+    chain = Failover([(first, lambda: status["first"]), (second, lambda: status["second"])])
+    assert chain.call() == 200
+    assert (first.snapshot().failures, second.snapshot().failures) == (1, 0)
+    status["second"] = 503
+    with pytest.raises(FailoverError) as info:
+        chain.call()
+    errors = info.value.errors
+    assert all(isinstance(e, FailedResult) and e.value == 503 for e in errors.values()), errors
+    assert sorted(errors) == ["first", "second"]

@@ -173,7 +173,7 @@ class Breaker:
                 failure); its result is returned instead of raising. A value that
                 `result_predicate` counts as a failure is returned as it is (no exception).
             timeout: seconds (or a timedelta) to wait for `fn`, which then runs in a new
-                daemon thread (about 0.1 ms more per call). Past it, `CallTimeoutError` is
+                daemon thread (0.2-0.3 ms more per call). Past it, `CallTimeoutError` is
                 raised (or given to `fallback`) and counts as a failure with a duration of at
                 least `timeout`. Python cannot stop a running function: **the thread keeps
                 running** until `fn` returns by itself, and its result is dropped; give `fn` its

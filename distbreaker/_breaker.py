@@ -17,7 +17,7 @@ from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._batch import sync_flusher
 from ._listener import sync_listener
-from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
+from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
 from ._core import classify_result
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._model import Outcome, Snapshot, State
@@ -224,7 +224,9 @@ class Breaker:
             if fallback is not None and outcome == FAILURE:
                 return fallback(exc)
             raise
-        self._record(permit, classify_result(self.config, result, self.service), clock() - start)
+        config = self.config  # no predicate (the common call): no function call
+        outcome = SUCCESS if config.result_predicate is None else classify_result(config, result, self.service)
+        self._record(permit, outcome, clock() - start)
         return result  # type: ignore[no-any-return]
 
     def _nested(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],

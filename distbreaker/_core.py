@@ -31,8 +31,8 @@ from ._runner import next_backoff
 from .errors import CircuitOpenError, ConfigError, RedisUnavailableError, translate
 
 __all__ = [
-    "DEFAULT_PREFIX", "BreakerCore", "CallHandle", "Command", "Eval", "Keys", "Permit", "View", "classify", "classify_result",
-    "decode_snapshot",
+    "DEFAULT_PREFIX", "BreakerCore", "CallHandle", "Command", "Eval", "Keys", "Permit", "View", "classify",
+    "classify_result", "decode_snapshot",
     "keys_for", "validate_service",
 ]
 

@@ -24,7 +24,7 @@ from ._config import BreakerConfig
 from ._connect import client_options
 from ._batch import AsyncFlusher, async_flusher
 from ._listener import AsyncListener, async_listener
-from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
+from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
 from ._core import classify_result, validate_service
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._timeout import check_timeout, within
@@ -314,7 +314,9 @@ class Breaker:
             if fallback is not None and outcome == FAILURE:
                 return await _resolve(fallback(exc))
             raise
-        await self._record(permit, classify_result(self.config, result, self.service), clock() - start)
+        config = self.config  # no predicate (the common call): no function call
+        outcome = SUCCESS if config.result_predicate is None else classify_result(config, result, self.service)
+        await self._record(permit, outcome, clock() - start)
         return result
 
     async def _nested(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -377,3 +377,19 @@ async def test_async_batched_predicates(aclient: Any, prefix: str) -> None:
     await b.close()
     s = await b.snapshot()
     assert (s.calls, s.failures) == (100, 50)
+
+
+def test_registry_call_hands_timeout_to_the_breaker(client: Any, prefix: str) -> None:
+    """BreakerRegistry.call(..., timeout=) reaches the breaker: CallTimeoutError, one failure counted."""
+    from distbreaker import BreakerRegistry
+
+    registry = BreakerRegistry(client, BreakerConfig(minimum_calls=LOTS), prefix=prefix, listen=False)
+    release = threading.Event()
+    try:
+        with pytest.raises(CallTimeoutError):
+            registry.call("reg", release.wait, 10, timeout=0.05)
+    finally:
+        release.set()
+    s = registry.get("reg").snapshot()
+    assert (s.calls, s.failures) == (1, 1)
+    registry.close()

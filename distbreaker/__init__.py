@@ -8,6 +8,7 @@ from ._breaker import Breaker
 from ._cluster import connect_cluster, connect_sentinel
 from ._config import BreakerConfig
 from ._connect import connect
+from ._core import CallHandle
 from ._model import CallDetails, Snapshot, State, Transition
 from .admin import Admin
 from .registry import BreakerRegistry
@@ -33,6 +34,7 @@ __all__ = [
     "BreakerConfig",
     "BreakerRegistry",
     "CallDetails",
+    "CallHandle",
     "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from . import _schema
 from .errors import ConfigError
@@ -57,6 +58,19 @@ class BreakerConfig:
         max_staleness: longest a worker acts on a cached state without hearing from Redis.
             Default 1.0.
         idle_ttl: a breaker unused this long expires from Redis. Default 7 days.
+        failure_predicate: ``exc -> bool``, asked about an exception that `failure_exceptions`
+            selects (and `ignored_exceptions` does not): True counts it as a failure, False as
+            a success. None (default): every such exception is a failure.
+        result_predicate: ``value -> bool``, asked about the value a call returned: True counts
+            the call as a failure (e.g. an HTTP 503 returned, not raised); the value is still
+            returned, and no fallback runs. None (default): every return is a success.
+
+    The two predicates are per-process callables: they are not sent to Redis and not part of
+    the `fingerprint`, so workers with different predicates share one fleet config. A
+    predicate that raises counts the call as a failure and is logged (rate-limited, naming
+    the breaker).
+
+    .. versionchanged:: 0.2.0 `failure_predicate` and `result_predicate`.
     """
 
     failure_rate_threshold: float = 0.5
@@ -78,6 +92,8 @@ class BreakerConfig:
     redis_timeout: Duration = 0.05
     max_staleness: Duration = 1.0
     idle_ttl: Duration = 7 * 86400.0
+    failure_predicate: Callable[[Exception], object] | None = None
+    result_predicate: Callable[[Any], object] | None = None
     _lua: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _fingerprint: str = field(init=False, repr=False, compare=False)
 
@@ -98,6 +114,10 @@ class BreakerConfig:
             v = getattr(self, name)
             if not (isinstance(v, tuple) and all(isinstance(t, type) and issubclass(t, BaseException) for t in v)):
                 raise ConfigError(name, f"must be a tuple of exception classes, got {v!r}")
+        for name in ("failure_predicate", "result_predicate"):
+            v = getattr(self, name)
+            if v is not None and not callable(v):
+                raise ConfigError(name, f"must be a callable or None, got {v!r}")
         if self.on_redis_error not in ("allow", "reject", "local"):
             raise ConfigError("on_redis_error", f"must be 'allow', 'reject' or 'local', got {self.on_redis_error!r}")
         lua = tuple(f.text(script[f.name]) for f in _schema.FIELDS)

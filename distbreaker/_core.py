@@ -31,7 +31,8 @@ from ._runner import next_backoff
 from .errors import CircuitOpenError, ConfigError, CorruptStateError, RedisUnavailableError, translate
 
 __all__ = [
-    "DEFAULT_PREFIX", "BreakerCore", "Command", "Eval", "Keys", "Permit", "View", "classify", "decode_snapshot",
+    "DEFAULT_PREFIX", "BreakerCore", "CallHandle", "Command", "Eval", "Keys", "Permit", "View", "classify",
+    "classify_result", "decode_snapshot",
     "keys_for", "validate_service",
 ]
 
@@ -255,19 +256,43 @@ class View:
 SUCCESS, FAILURE, IGNORED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED
 
 
-def classify(config: BreakerConfig, exc: BaseException | None) -> Outcome:
+def classify(config: BreakerConfig, exc: BaseException | None, service: str = "") -> Outcome:
     """SUCCESS, FAILURE or IGNORED for a call that returned (exc None) or raised `exc`.
 
     Ignored exceptions, and BaseExceptions that are not Exceptions (KeyboardInterrupt,
-    cancellation), count as nothing. Exceptions outside `failure_exceptions` count as success.
+    cancellation), count as nothing. Exceptions outside `failure_exceptions` count as success;
+    those inside are failures unless `failure_predicate` says False. `service` names the
+    breaker in the log line of a raising predicate.
     """
     if exc is None:
         return SUCCESS
     if isinstance(exc, config.ignored_exceptions) or not isinstance(exc, Exception):
         return IGNORED
-    if isinstance(exc, config.failure_exceptions):
+    if not isinstance(exc, config.failure_exceptions):
+        return SUCCESS
+    predicate = config.failure_predicate
+    if predicate is None or _ask(predicate, exc, service, "failure_predicate"):
         return FAILURE
     return SUCCESS
+
+
+def classify_result(config: BreakerConfig, result: Any, service: str = "") -> Outcome:
+    """SUCCESS, or FAILURE when `result_predicate` says the returned `result` is a failure."""
+    predicate = config.result_predicate
+    if predicate is None or not _ask(predicate, result, service, "result_predicate"):
+        return SUCCESS
+    return FAILURE
+
+
+def _ask(predicate: Callable[[Any], object], value: Any, service: str, name: str) -> bool:
+    """``bool(predicate(value))``; True (a failure) when the predicate raises, logged rate-limited."""
+    try:
+        return bool(predicate(value))
+    except Exception:
+        LIMITED.log(logging.WARNING, ("predicate", service, name),
+                    "distbreaker: the %s of breaker %r raised; the call counts as a failure", name, service,
+                    exc_info=True)
+        return True
 
 
 # Requests a shell executes ---------------------------------------------------------------------
@@ -650,22 +675,75 @@ class BreakerCore:
         return server_now_ms + round(for_ * 1000)
 
 
+class CallHandle:
+    """What ``with breaker as call:`` (and ``async with``) gives the block: the call in progress.
+
+    By default the block's outcome follows from how it ends: an exception is classified
+    (`failure_exceptions`, `ignored_exceptions`, `failure_predicate`), a normal end is a
+    success. The block can decide instead; the last mark made wins, whether the block then
+    ends normally or raises (the exception still propagates):
+
+        with payments as call:
+            response = http.post(...)
+            if response.status_code >= 500:
+                call.failure()      # counted as a failure, although nothing was raised
+
+    ``with breaker:`` without ``as`` works as before.
+
+    Attributes:
+        service: the breaker's service.
+        outcome: the mark (``Outcome.SUCCESS``, ``FAILURE`` or ``IGNORED``), None while unmarked.
+
+    .. versionadded:: 0.2.0
+    """
+
+    __slots__ = ("service", "outcome", "_config", "_permit", "_start")
+
+    def __init__(self, service: str, config: BreakerConfig, permit: Permit, start: float) -> None:
+        self.service, self._config, self._permit, self._start = service, config, permit, start
+        self.outcome: Outcome | None = None
+
+    def failure(self) -> None:
+        """Count this call as a failure."""
+        self.outcome = FAILURE
+
+    def success(self) -> None:
+        """Count this call as a success (even if the block then raises)."""
+        self.outcome = SUCCESS
+
+    def ignore(self) -> None:
+        """Count this call as nothing (like an `ignored_exceptions` one); a probe lease is released."""
+        self.outcome = IGNORED
+
+    def check(self, value: Any) -> Any:
+        """Mark the call a failure when the config's `result_predicate` says `value` is one; return `value`."""
+        if classify_result(self._config, value, self.service) is FAILURE:
+            self.outcome = FAILURE
+        return value
+
+    def __repr__(self) -> str:
+        return f"CallHandle({self.service!r}, outcome={self.outcome.value if self.outcome else None})"
+
+
 class PermitStack:
-    """Permits of open `with`/`async with` blocks: per thread and per asyncio task (a ContextVar)."""
+    """The calls of open `with`/`async with` blocks: per thread and per asyncio task (a ContextVar)."""
 
     __slots__ = ("_var",)
 
     def __init__(self) -> None:
-        self._var: contextvars.ContextVar[tuple[tuple[Permit, float], ...]] = contextvars.ContextVar(
+        self._var: contextvars.ContextVar[tuple[CallHandle, ...]] = contextvars.ContextVar(
             "distbreaker_permits", default=())
 
-    def push(self, permit: Permit, start: float) -> None:
-        self._var.set((*self._var.get(), (permit, start)))
+    def push(self, call: CallHandle) -> None:
+        self._var.set((*self._var.get(), call))
 
-    def pop(self) -> tuple[Permit, float]:
+    def pop(self, exc: BaseException | None) -> tuple[Permit, float, Outcome]:
+        """The innermost call's permit, start and outcome (its mark, else `exc` classified)."""
         stack = self._var.get()
         self._var.set(stack[:-1])
-        return stack[-1]
+        call = stack[-1]
+        outcome = call.outcome if call.outcome is not None else classify(call._config, exc, call.service)
+        return call._permit, call._start, outcome
 
 
 # Batched mode ----------------------------------------------------------------------------------

@@ -1,16 +1,22 @@
-"""Call timeouts for the asyncio shell: validate the limit, await with cancellation (no I/O here)."""
+"""Call timeouts: validate the limit; await with cancellation (asyncio), or wait for a worker
+thread that is left running (sync: Python cannot interrupt a running function from outside)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._config import seconds
 from .errors import ConfigError
 
-__all__ = ["check_timeout", "within"]
+__all__ = ["check_timeout", "run_within", "within"]
+
+T = TypeVar("T")
 
 
 def check_timeout(timeout: Any) -> float | None:
@@ -46,3 +52,33 @@ async def within(limit: float, value: Any) -> tuple[bool, Any]:
         if loop.time() - start >= limit:
             return False, None
         raise
+
+
+def run_within(limit: float, fn: Callable[[], T], name: str) -> tuple[bool, T | None]:
+    """Run ``fn()`` in a new daemon thread and wait at most `limit` seconds for it:
+    ``(True, result)``, or ``(False, None)`` when the limit passed. An exception of `fn` is
+    raised here, in the caller's thread.
+
+    Python cannot stop a thread: after the limit, `fn` keeps running in its thread until it
+    returns by itself (its result or exception is then dropped). The thread runs in a copy of
+    the caller's context (contextvars), and as a daemon it does not hold up interpreter exit.
+    """
+    context = contextvars.copy_context()
+    box: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box.append((True, context.run(fn)))
+        except BaseException as exc:  # handed to the caller (or dropped after the limit)
+            box.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"distbreaker-call-{name}", daemon=True).start()
+    if not done.wait(limit):
+        return False, None
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return True, value

@@ -24,8 +24,8 @@ from ._config import BreakerConfig
 from ._connect import client_options
 from ._batch import AsyncFlusher, async_flusher
 from ._listener import AsyncListener, async_listener
-from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, Permit, PermitStack, classify
-from ._core import validate_service
+from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
+from ._core import classify_result, validate_service
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._timeout import check_timeout, within
 from ._model import Outcome, Snapshot, State, Transition
@@ -263,7 +263,8 @@ class Breaker:
         Args:
             fn: the protected function, sync or async.
             fallback: called with the exception when the breaker rejects the call or the call
-                fails; its result (awaited if needed) is returned instead of raising.
+                fails; its result (awaited if needed) is returned instead of raising. A value
+                that `result_predicate` counts as a failure is returned as it is.
             timeout: seconds (or a timedelta) the awaitable may take; then it is cancelled and
                 `CallTimeoutError` is raised (or given to `fallback`). A timeout always counts
                 as a failure, with a duration of at least `timeout`: it is also slow when
@@ -308,12 +309,14 @@ class Breaker:
             if exc is expired:
                 outcome, took = FAILURE, max(took, limit or 0.0)
             else:
-                outcome = classify(self.config, exc)
+                outcome = classify(self.config, exc, self.service)
             await self._record(permit, outcome, took, exc)
             if fallback is not None and outcome == FAILURE:
                 return await _resolve(fallback(exc))
             raise
-        await self._record(permit, SUCCESS, clock() - start)
+        config = self.config  # no predicate (the common call): no function call
+        outcome = SUCCESS if config.result_predicate is None else classify_result(config, result, self.service)
+        await self._record(permit, outcome, clock() - start)
         return result
 
     async def _nested(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -327,7 +330,8 @@ class Breaker:
                 raise CallTimeoutError(self.service, limit)
             return result
         except BaseException as exc:
-            if fallback is not None and (isinstance(exc, CallTimeoutError) or classify(self.config, exc) == FAILURE):
+            if fallback is not None and (isinstance(exc, CallTimeoutError)
+                                         or classify(self.config, exc, self.service) == FAILURE):
                 return await _resolve(fallback(exc))
             raise
 
@@ -370,14 +374,15 @@ class Breaker:
         """
         return self._core.allows()
 
-    async def __aenter__(self) -> Breaker:
-        permit = await self._admit()
-        self._stack.push(permit, self._core.clock())
-        return self
+    async def __aenter__(self) -> CallHandle:
+        """Admit a call; the block may mark its outcome on what this returns (`CallHandle`)."""
+        call = CallHandle(self.service, self.config, await self._admit(), self._core.clock())
+        self._stack.push(call)
+        return call
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        permit, start = self._stack.pop()
-        await self._record(permit, classify(self.config, exc), self._core.clock() - start, exc)
+        permit, start, outcome = self._stack.pop(exc)
+        await self._record(permit, outcome, self._core.clock() - start, exc)
 
     # -- state and operator actions -----------------------------------------------------------
     async def _do(self, steps: Steps[T]) -> T:

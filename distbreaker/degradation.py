@@ -12,6 +12,13 @@ before doing something it can live without:
     if monitor.level < Level.DEGRADED:
         page.add(recommendations_widget())
 
+or lets the monitor pick between a full and a cheap version of a function:
+
+    @monitor.degrade_to(cached_recommendations, at=Level.DEGRADED)
+    def recommendations(user): ...          # runs cached_recommendations(user) when degraded
+
+    render = monitor.choose(full_render, light_render, at=Level.CRITICAL)
+
 How the level is worked out (`assess`):
 
 - Each breaker gives an error rate: 1.0 while it is ``open``, ``forced_open`` or
@@ -32,11 +39,13 @@ percentage of the machine's memory, both read with psutil (an optional dependenc
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ._config import seconds
 from ._model import Snapshot, State
@@ -47,6 +56,9 @@ __all__ = ["Assessment", "AsyncDegradationMonitor", "DegradationMonitor", "Level
            "process_usage"]
 
 _UNHEALTHY = (State.OPEN, State.FORCED_OPEN, State.HALF_OPEN)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Level(str, Enum):
@@ -211,6 +223,13 @@ def process_usage() -> Callable[[], tuple[float, float]]:
     return sample
 
 
+def _level(at: Any) -> Level:
+    try:
+        return Level(at)
+    except ValueError:
+        raise ConfigError("at", f"must be a Level (or its name), got {at!r}") from None
+
+
 def _interval(value: Any) -> float:
     interval = seconds(value, "interval")
     if interval is None or not 0.01 <= interval <= 3600:
@@ -240,6 +259,51 @@ class _Base:
         """The level of the last assessment (``normal`` before the first); no I/O."""
         last = self.last
         return last.level if last is not None else Level.NORMAL
+
+    def choose(self, primary: Callable[P, T], fallback: Callable[P, T], *,
+               at: Level | str = Level.DEGRADED) -> Callable[P, T]:
+        """`fallback` when the current level is `at` or above, else `primary` (no I/O).
+
+        Args:
+            primary: the full version.
+            fallback: the cheap version, taking the same arguments.
+            at: the level (or its name) from which `fallback` is chosen. Default
+                ``Level.DEGRADED``.
+
+        .. versionadded:: 0.2.0
+        """
+        return fallback if self.level >= _level(at) else primary
+
+    def degrade_to(self, fallback: Callable[P, Any], *, at: Level | str = Level.DEGRADED,
+                   ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """A decorator: each call runs the decorated function, or `fallback` with the same
+        arguments when the level is `at` or above at that moment (`choose`, no I/O).
+
+        On an ``async def`` the wrapper is a coroutine function and `fallback` may be sync or
+        async (awaited if it returns an awaitable).
+
+        .. versionadded:: 0.2.0
+        """
+        at = _level(at)
+        if not callable(fallback):
+            raise TypeError(f"fallback must be callable, got {fallback!r}")
+
+        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            if inspect.iscoroutinefunction(fn):
+                @functools.wraps(fn)
+                async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    value = self.choose(fn, fallback, at=at)(*args, **kwargs)
+                    return await value if inspect.isawaitable(value) else value
+
+                return run_async  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def run(*args: P.args, **kwargs: P.kwargs) -> T:
+                return self.choose(fn, fallback, at=at)(*args, **kwargs)  # type: ignore[no-any-return]
+
+            return run
+
+        return decorate
 
     def _breaker_list(self) -> list[Any]:
         breakers = self._breakers

@@ -22,6 +22,7 @@ open before its `open_until` is skipped from the local cache, with no Redis roun
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -114,14 +115,19 @@ class HealthChecker(_Base):
 
     Args:
         interval: seconds between rounds (or a timedelta), 0.01 to 3600. Default 10.
+        timeout: stop waiting for a probe after this many seconds; it counts as failed (the
+            breaker's `call` timeout: the probe runs in a worker thread, which Python cannot
+            stop, so it keeps running until it returns by itself). Default None: the probe
+            runs in the checker's thread with no limit.
 
-    A probe runs in the checker's thread and cannot be interrupted: give it its own timeout
-    (e.g. the HTTP client's). Use it as a context manager to start and stop it.
+    Probes run one after the other. Give a probe its own timeout (e.g. the HTTP client's)
+    either way. Use it as a context manager to start and stop it.
     """
 
-    def __init__(self, *, interval: float | timedelta = 10.0) -> None:
+    def __init__(self, *, interval: float | timedelta = 10.0, timeout: float | timedelta | None = None) -> None:
         super().__init__()
         self.interval = _interval(interval)
+        self.timeout = check_timeout(timeout)
         self._periodic = Periodic(self.check, self.interval, "distbreaker-health")
 
     @property
@@ -145,7 +151,7 @@ class HealthChecker(_Base):
         if not _wants_probe(breaker, state):
             return self._done(service, state, False, None, None)
         try:
-            breaker.call(probe)
+            breaker.call(probe, timeout=self.timeout)
         except CircuitOpenError as exc:  # not admitted (every probe slot taken, or not due yet)
             return self._done(service, state, False, None, exc)
         except Exception as exc:
@@ -176,8 +182,11 @@ class AsyncHealthChecker(_Base):
         timeout: each probe is cancelled after this many seconds and counts as failed (the
             breaker's `call` timeout). Default 5; None: no limit.
 
-    Probes may be sync or async (an async one is awaited). Use it as an async context manager
-    to start and stop it.
+    The breakers of a round are checked concurrently (`asyncio.gather`): a round takes about
+    as long as its slowest probe (at most `timeout`), not their sum. Probes may be sync or
+    async (an async one is awaited; a sync one blocks the loop while it runs, so the
+    concurrency helps only async probes). Use it as an async context manager to start and
+    stop it.
     """
 
     def __init__(self, *, interval: float | timedelta = 10.0, timeout: float | timedelta | None = 5.0) -> None:
@@ -196,11 +205,10 @@ class AsyncHealthChecker(_Base):
         return self._periodic.running
 
     async def check(self) -> dict[str, HealthResult]:
-        """Run one round now; return its results."""
-        out = {}
-        for service, (breaker, probe) in list(self._checks.items()):
-            out[service] = await self._check_one(breaker, probe)
-        return out
+        """Run one round now, every breaker's check concurrently; return its results."""
+        checks = list(self._checks.items())
+        results = await asyncio.gather(*(self._check_one(breaker, probe) for _, (breaker, probe) in checks))
+        return {service: result for (service, _), result in zip(checks, results, strict=True)}
 
     async def _check_one(self, breaker: Any, probe: Callable[[], Any]) -> HealthResult:
         service = breaker.service

@@ -174,3 +174,58 @@ async def test_async_monitor(amake: Callable[..., dba.Breaker]) -> None:
             await asyncio.sleep(0.005)
     assert not monitor.running and monitor.last is not None
     assert monitor.last.error_rate == 0.5
+
+
+def test_choose_and_degrade_to_follow_the_level(make: Callable[..., Breaker]) -> None:
+    """choose() and @degrade_to run the primary while normal and the fallback from the given level on."""
+    a = make("a", minimum_calls=1, consecutive_failures=1)
+    monitor = DegradationMonitor([a])
+    calls: list[str] = []
+
+    def cheap(user: str) -> str:
+        calls.append("cheap")
+        return f"cached:{user}"
+
+    @monitor.degrade_to(cheap, at="critical")
+    def full(user: str) -> str:
+        calls.append("full")
+        return f"fresh:{user}"
+
+    monitor.refresh()
+    assert monitor.choose(full, cheap) is full
+    assert full("ann") == "fresh:ann" and full.__name__ == "full"
+    outcomes(a, 0, 1)                                   # a opens: error rate 1.0 -> emergency
+    assert monitor.refresh().level is Level.EMERGENCY
+    assert monitor.choose(full, cheap) is cheap
+    assert monitor.choose(full, cheap, at=Level.EMERGENCY) is cheap
+    assert full("bob") == "cached:bob"
+    assert calls == ["full", "cheap"]
+    a.reset()
+    monitor.refresh()
+    assert full("cy") == "fresh:cy"
+    with pytest.raises(ConfigError):
+        monitor.choose(full, cheap, at="bad")
+
+
+async def test_degrade_to_async(amake: Callable[..., dba.Breaker]) -> None:
+    """@degrade_to on an async function awaits a sync or async fallback by the async monitor's level."""
+    a = amake("a", minimum_calls=1, consecutive_failures=1)
+    monitor = AsyncDegradationMonitor([a])
+
+    async def cheap(x: int) -> int:
+        return -x
+
+    @monitor.degrade_to(cheap)
+    async def full(x: int) -> int:
+        return x
+
+    @monitor.degrade_to(lambda x: x * 10)
+    async def other(x: int) -> int:
+        return x
+
+    await monitor.refresh()
+    assert (await full(2), await other(2)) == (2, 2)
+    with pytest.raises(Down):
+        await a.call(fail)
+    assert (await monitor.refresh()).level is Level.EMERGENCY
+    assert (await full(2), await other(2)) == (-2, 20)

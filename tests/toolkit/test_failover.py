@@ -319,3 +319,108 @@ async def test_async_failover_timeout_per_attempt(amake: Callable[..., dba.Break
     assert "timed out after 0.02s" in str(info.value)
     with_fallback: AsyncFailover[str] = AsyncFailover([(amake("d"), hang)], timeout=0.02, fallback=fallback)
     assert await with_fallback.call() == "fallback:d"
+
+
+def test_weighted_splits_first_tries_by_weight(make: Callable[..., Breaker]) -> None:
+    """"weighted": with weights 3:1 the first provider serves about 75% of 2000 calls; weight 0
+    is only a last resort; a failing provider still hands over to the others."""
+    (a, b, c), served, dead = providers(make)
+    chain = Failover([Provider(a.breaker, a.fn, weight=3), Provider(b.breaker, b.fn, weight=1),
+                      Provider(c.breaker, c.fn, weight=0)], strategy="weighted", rng=random.Random(7))
+    for i in range(2000):
+        chain.call(i)
+    assert served["c"] == 0
+    assert 0.70 < served["a"] / 2000 < 0.80, served
+    dead["a"] = dead["b"] = True
+    assert chain.call(1) == "c:1"
+    with pytest.raises(ConfigError):
+        Provider(a.breaker, a.fn, weight=-1)
+
+
+def test_on_failover_hook_and_metric(make: Callable[..., Breaker]) -> None:
+    """Every switch calls on_failover with (from, to, error) and counts distbreaker.failovers {from, to}."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from distbreaker._otel import use_meter_provider
+    from distbreaker.failover import FailoverEvent
+
+    reader = InMemoryMetricReader()
+    use_meter_provider(MeterProvider(metric_readers=[reader]))
+    try:
+        ps, _, dead = providers(make, "xyz", minimum_calls=100)
+        events: list[FailoverEvent] = []
+
+        def hook(event: FailoverEvent) -> None:
+            events.append(event)
+            raise RuntimeError("a broken hook is logged, not raised")
+
+        chain = Failover(ps, on_failover=hook)
+        assert chain.call(1) == "x:1" and events == []
+        dead["x"] = True
+        assert chain.call(2) == "y:2"
+        dead["y"] = True
+        assert chain.call(3) == "z:3"
+        assert [(e.from_provider, e.to_provider, type(e.error)) for e in events] == [
+            ("x", "y", Down), ("x", "y", Down), ("y", "z", Down)]
+        counts: dict[tuple[str, str], int] = {}
+        data = reader.get_metrics_data()
+        assert data is not None
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == "distbreaker.failovers":
+                        for p in metric.data.data_points:
+                            counts[(p.attributes["from"], p.attributes["to"])] = p.value  # type: ignore[index]
+        assert counts == {("x", "y"): 2, ("y", "z"): 1}
+    finally:
+        use_meter_provider(None)
+
+
+def test_sync_failover_timeout_moves_on(make: Callable[..., Breaker]) -> None:
+    """Failover(timeout=): a hanging provider times out (counted a failure) and the next one answers."""
+    release = threading.Event()
+    slow, fast = make("slow"), make("fast")
+    chain = Failover([(slow, lambda: release.wait(30)), (fast, lambda: "fast")], timeout=0.05)
+    try:
+        assert chain.call() == "fast"
+    finally:
+        release.set()
+    assert slow.snapshot().failures == 1
+
+
+async def test_async_on_failover_hook_may_be_async(amake: Callable[..., dba.Breaker]) -> None:
+    """AsyncFailover awaits an async on_failover before trying the next provider."""
+    seen: list[tuple[str, str]] = []
+
+    async def hook(event: Any) -> None:
+        await asyncio.sleep(0)
+        seen.append((event.from_provider, event.to_provider))
+
+    async def down() -> str:
+        raise Down
+
+    chain = AsyncFailover([(amake("p"), down), (amake("q"), lambda: "q")], on_failover=hook)
+    assert await chain.call() == "q"
+    assert seen == [("p", "q")]
+
+
+def test_a_returned_failure_moves_on(make: Callable[..., Breaker]) -> None:
+    """A provider returning a value its result_predicate counts as a failure hands the call on:
+    counted in its breaker, reported as FailedResult; when all do, FailoverError lists them."""
+    from distbreaker.failover import FailedResult
+
+    def is_503(value: object) -> bool:
+        return value == 503
+
+    first, second = make("first", result_predicate=is_503), make("second", result_predicate=is_503)
+    status = {"first": 503, "second": 200}
+    chain = Failover([(first, lambda: status["first"]), (second, lambda: status["second"])])
+    assert chain.call() == 200
+    assert (first.snapshot().failures, second.snapshot().failures) == (1, 0)
+    status["second"] = 503
+    with pytest.raises(FailoverError) as info:
+        chain.call()
+    errors = info.value.errors
+    assert all(isinstance(e, FailedResult) and e.value == 503 for e in errors.values()), errors
+    assert sorted(errors) == ["first", "second"]

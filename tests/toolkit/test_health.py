@@ -11,7 +11,7 @@ import pytest
 
 import distbreaker.asyncio as dba
 from _toolkit import wait_for
-from distbreaker import Breaker, CircuitOpenError, ConfigError, State
+from distbreaker import Breaker, CallTimeoutError, CircuitOpenError, ConfigError, State
 from distbreaker.failover import Failover, Provider
 from distbreaker.health import AsyncHealthChecker, HealthChecker
 from distbreaker.testing import FrozenClock
@@ -183,3 +183,65 @@ async def test_async_probe_timeout_counts_as_failed(amake: Callable[..., dba.Bre
     result = (await checker.check())["svc"]
     assert result.probed and result.ok is False
     assert (await b.snapshot()).open_count == 2
+
+
+async def test_async_round_checks_breakers_concurrently(amake: Callable[..., dba.Breaker]) -> None:
+    """The probes of one async round run concurrently: three probes that each wait until all
+    three have started (deadlock if run one after the other) all succeed and close their breakers."""
+    clock = FrozenClock()
+    breakers = [amake(name, clock=clock, consecutive_failures=1, open_duration=30) for name in ("p1", "p2", "p3")]
+    for b in breakers:
+        with pytest.raises(Down):
+            await b.call(fail)
+    clock.advance(31)
+    started = 0
+    all_started = asyncio.Event()
+
+    async def probe() -> None:
+        nonlocal started
+        started += 1
+        if started == len(breakers):
+            all_started.set()
+        await all_started.wait()
+
+    checker = AsyncHealthChecker(interval=60, timeout=5.0)
+    for b in breakers:
+        checker.add(b, probe)
+    results = await checker.check()
+    assert sorted(results) == ["p1", "p2", "p3"]
+    assert all(r.probed and r.ok for r in results.values()), results
+    assert [(await b.snapshot()).state for b in breakers] == [State.CLOSED] * 3
+
+
+async def test_async_round_one_hanging_probe_does_not_hold_the_others(amake: Callable[..., dba.Breaker]) -> None:
+    """A probe hanging past the timeout fails only its own breaker; the other closes in the same round."""
+    clock = FrozenClock()
+    hung, fine = amake("hung", clock=clock, consecutive_failures=1), amake("fine", clock=clock, consecutive_failures=1)
+    for b in (hung, fine):
+        with pytest.raises(Down):
+            await b.call(fail)
+    clock.advance(31)
+    checker = AsyncHealthChecker(interval=60, timeout=0.05)
+    checker.add(hung, lambda: asyncio.sleep(30))
+    checker.add(fine, lambda: None)
+    results = await checker.check()
+    assert (results["hung"].ok, results["fine"].ok) == (False, True)
+    assert (await hung.snapshot()).state is State.OPEN and (await fine.snapshot()).state is State.CLOSED
+
+
+def test_sync_checker_timeout(make: Callable[..., Breaker]) -> None:
+    """HealthChecker(timeout=) stops waiting for a hanging probe: it counts as failed and reopens."""
+    clock = FrozenClock()
+    b = make(clock=clock, consecutive_failures=1, open_duration=30)
+    with pytest.raises(Down):
+        b.call(fail)
+    clock.advance(31)
+    release = threading.Event()
+    checker = HealthChecker(interval=60, timeout=0.05)
+    checker.add(b, lambda: release.wait(30))
+    try:
+        result = checker.check()["svc"]
+    finally:
+        release.set()
+    assert result.probed and result.ok is False and isinstance(result.error, CallTimeoutError)
+    assert b.snapshot().open_count == 2

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from distbreaker.errors import redact
 
-from . import _restore_interrupt, commands, demo
+from . import _restore_interrupt, commands, demo, exporter
 from .context import CliError, Context
 from .exits import ExitStatus
 from .failures import exit_for
@@ -113,7 +113,7 @@ def cli(ctx: click.Context, url: str, prefix: str, cluster: bool, as_json: bool,
     ctx.color = color
 
 
-for _command in (*commands.COMMANDS, demo.demo):
+for _command in (*commands.COMMANDS, demo.demo, exporter.exporter):
     cli.add_command(_command)
 
 

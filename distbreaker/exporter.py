@@ -58,8 +58,19 @@ from ._model import State
 from ._otel import STATE_VALUES
 from .errors import redact
 
-__all__ = ["BreakerRow", "ExporterCollector", "STATE_CODES", "make_asgi_app", "make_registry", "make_wsgi_app",
-           "read_row"]
+__all__ = ["BreakerRow", "ExporterCollector", "SERIES", "STATE_CODES", "make_asgi_app", "make_registry",
+           "make_wsgi_app", "read_row"]
+
+# Every series name the exporter serves (as Prometheus sees them: counters end in _total)
+SERIES = (
+    "distbreaker_breaker_state", "distbreaker_breaker_window_calls", "distbreaker_breaker_window_failures",
+    "distbreaker_breaker_window_slow_calls", "distbreaker_breaker_failure_rate",
+    "distbreaker_breaker_failure_rate_threshold", "distbreaker_breaker_minimum_calls",
+    "distbreaker_breaker_open_count", "distbreaker_breaker_retry_after_seconds",
+    "distbreaker_breaker_last_transition_timestamp_seconds", "distbreaker_breaker_transitions_total",
+    "distbreaker_exporter_scrape_errors_total", "distbreaker_exporter_breakers", "distbreaker_exporter_redis_up",
+    "distbreaker_exporter_scrape_duration_seconds",
+)
 
 STATE_CODES = {state.value: code for state, code in STATE_VALUES.items()}
 

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _obs import unique
 from distbreaker import Admin, Breaker, BreakerConfig, connect
-from distbreaker.exporter import STATE_CODES, ExporterCollector, make_registry, make_wsgi_app
+from distbreaker.exporter import SERIES, STATE_CODES, ExporterCollector, make_registry, make_wsgi_app
 from distbreaker_cli.app import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +113,7 @@ def test_states_with_expiry_applied_as_redis_would(client: Any, r: redis.Redis, 
     assert abs(last - time.time()) < 60
     assert value(samples, "distbreaker_exporter_breakers") == 6
     assert value(samples, "distbreaker_exporter_redis_up") == 1
+    assert {name for name, _ in samples} == set(SERIES)  # the names alerts and dashboards may use
 
 
 def test_window_counts_drop_expired_buckets(client: Any, r: redis.Redis, prefix: str) -> None:

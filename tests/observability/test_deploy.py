@@ -151,7 +151,7 @@ def check_cli(args: list[str]) -> None:
     names = set(cli.list_commands(probe))
     at = next((i for i, a in enumerate(args) if a in names), None)
     assert at is not None, f"no distbreaker command in {args} (commands: {sorted(names)})"
-    ctx = cli.make_context("distbreaker", args[:at])  # raises on an unknown global option
+    ctx = cli.make_context("distbreaker", args[:at + 1])  # raises on an unknown global option
     command = cli.get_command(ctx, args[at])
     assert command is not None
     command.make_context(args[at], args[at + 1:], parent=ctx)  # raises on an unknown option or bad value

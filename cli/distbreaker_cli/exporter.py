@@ -67,7 +67,7 @@ def exporter(obj: Context, port: int, bind: str, once: bool) -> None:
 
         from distbreaker.exporter import make_registry
     except ImportError as exc:  # pragma: no cover - the extra is missing
-        raise CliError(f"the exporter needs prometheus_client: pip install 'distbreaker[exporter]' ({exc})",
+        raise CliError(f"the exporter needs prometheus_client: install distbreaker's exporter extra ({exc})",
                        ExitStatus.ERROR) from None
     registry = make_registry(obj.client(), prefix=obj.prefix, on_error=_Notes(obj))
     if once:

@@ -328,3 +328,27 @@ def test_cluster_every_master(redis_cluster: Any, prefix: str) -> None:
         assert value(samples, "distbreaker_breaker_transitions_total", service="c0", to="forced_open") == 1
     finally:
         rc.close()
+
+
+def test_a_read_only_acl_user_is_enough(redis_server_factory: Any) -> None:
+    """The exporter needs only SCAN, HMGET, XRANGE and TIME on the prefix's keys (the ACL line
+    of docs/observability.md): with nothing more, every breaker is read without an error."""
+    server = redis_server_factory()
+    admin_client = server.client()
+    prefix, service = "acl", unique("acl")
+    ops = connect(server.url, timeout=5)
+    Admin(ops, prefix=prefix).trip(service, reason="x")
+    admin_client.execute_command("ACL", "SETUSER", "exporter", "on", ">exporter-pw", "resetkeys", f"~{prefix}:*",
+                                 "resetchannels", "-@all", "+scan", "+hmget", "+xrange", "+time")
+    reader = connect(server.url.replace("redis://", "redis://exporter:exporter-pw@"), timeout=5)
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.hset(f"{prefix}:{{{service}}}", "st", "closed")  # it cannot write
+        notes: list[str] = []
+        samples = scrape(reader, prefix, ExporterCollector(reader, prefix=prefix, on_error=notes.append))
+        assert not notes
+        assert value(samples, "distbreaker_breaker_state", service=service) == 3
+        assert value(samples, "distbreaker_breaker_transitions_total", service=service, to="forced_open") == 1
+    finally:
+        reader.close()
+        ops.close()

@@ -352,3 +352,24 @@ def test_a_read_only_acl_user_is_enough(redis_server_factory: Any) -> None:
     finally:
         reader.close()
         ops.close()
+
+
+async def test_asgi_app_serves_the_page(client: Any, prefix: str) -> None:
+    """make_asgi_app answers an HTTP GET with the Prometheus text of the breakers."""
+    from distbreaker.exporter import make_asgi_app
+
+    service = unique("asgi")
+    Admin(client, prefix=prefix).disable(service)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "query_string": b"", "headers": []}
+    await make_asgi_app(client, prefix=prefix)(scope, receive, send)
+    assert sent[0]["status"] == 200
+    body = b"".join(m.get("body", b"") for m in sent[1:]).decode()
+    assert value(parse(body), "distbreaker_breaker_state", service=service) == 4

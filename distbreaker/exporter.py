@@ -88,6 +88,11 @@ class Corrupt(ValueError):
     """A breaker hash whose fields cannot be read."""
 
 
+def _show(value: Any) -> str:
+    """A reply value for a message, whatever bytes it holds."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerRow:
     """One breaker as the exporter reports it, expiry applied at `now_ms` (server clock)."""
@@ -114,9 +119,9 @@ def _int(fields: dict[str, Any], name: str, default: int = 0) -> int:
         try:
             number = float(value)
         except ValueError:
-            raise Corrupt(f"{name}={text(value)!r}") from None
+            raise Corrupt(f"{name}={_show(value)!r}") from None
         if not math.isfinite(number):
-            raise Corrupt(f"{name}={text(value)!r}") from None
+            raise Corrupt(f"{name}={_show(value)!r}") from None
         return int(number)
 
 
@@ -127,20 +132,20 @@ def _float(fields: dict[str, Any], name: str, default: float) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise Corrupt(f"{name}={text(value)!r}") from None
+        raise Corrupt(f"{name}={_show(value)!r}") from None
     if not math.isfinite(number):
-        raise Corrupt(f"{name}={text(value)!r}")
+        raise Corrupt(f"{name}={_show(value)!r}")
     return number
 
 
 def _bucket(value: Any) -> tuple[int, int, int]:
-    parts = text(value).split(":")
+    parts = _show(value).split(":")
     if len(parts) != 3:
-        raise Corrupt(f"ring bucket {text(value)!r}")
+        raise Corrupt(f"ring bucket {_show(value)!r}")
     try:
         c, f, s = (int(p) for p in parts)
     except ValueError:
-        raise Corrupt(f"ring bucket {text(value)!r}") from None
+        raise Corrupt(f"ring bucket {_show(value)!r}") from None
     return c, f, s
 
 
@@ -175,9 +180,9 @@ def read_row(service: str, fields: dict[str, Any], ring: dict[int, Any], now_ms:
     """
     raw = fields.get("st")
     try:
-        state = State(text(raw)) if raw is not None else State.CLOSED
+        state = State(_show(raw)) if raw is not None else State.CLOSED
     except ValueError:
-        raise Corrupt(f"st={text(raw)!r}") from None
+        raise Corrupt(f"st={_show(raw)!r}") from None
     open_until, forced_until = _int(fields, "ou"), _int(fields, "fu")
     # lazy expiry (docs/state-machine.md, step 2)
     if state in (State.FORCED_OPEN, State.DISABLED) and forced_until > 0 and now_ms >= forced_until:
@@ -202,7 +207,7 @@ def read_row(service: str, fields: dict[str, Any], ring: dict[int, Any], now_ms:
         retry = max(0.0, (open_until - now_ms) / 1000.0)
     elif state is State.FORCED_OPEN:
         retry = (forced_until - now_ms) / 1000.0 if forced_until else math.inf
-    elif state is State.HALF_OPEN and raw is not None and text(raw) == "half_open":  # (not just expired)
+    elif state is State.HALF_OPEN and raw is not None and _show(raw) == "half_open":  # (not just expired)
         retry = _half_open_retry(fields, now_ms)
     return BreakerRow(service, state, calls, failures, slow, _int(fields, "oc"), retry,
                       _float(fields, "qr", DEFAULT_RATE), _int(fields, "qm", DEFAULT_MINIMUM),
@@ -211,7 +216,7 @@ def read_row(service: str, fields: dict[str, Any], ring: dict[int, Any], now_ms:
 
 def _half_open_retry(fields: dict[str, Any], now_ms: int) -> float:
     """Seconds until a probe is free when every half-open lease is taken, else 0."""
-    leases = text(fields.get("hl") or "")
+    leases = _show(fields.get("hl") or "")
     live = []
     for part in leases.split(";") if leases else ():
         _, _, exp = part.partition("=")
@@ -221,7 +226,7 @@ def _half_open_retry(fields: dict[str, Any], now_ms: int) -> float:
             raise Corrupt(f"hl={leases!r}") from None
         if at > now_ms:
             live.append(at)
-    cfg = text(fields.get("cfg") or "").split(",")
+    cfg = _show(fields.get("cfg") or "").split(",")
     try:
         limit = int(float(cfg[HALF_OPEN_MAX_CALLS])) if len(cfg) == 13 else 1
     except ValueError:
@@ -316,7 +321,7 @@ class ExporterCollector(Collector):
         if self.on_error is not None:
             self.on_error(message)
 
-    def _scan(self, node: Any) -> list[tuple[str, str]]:
+    def _scan(self, node: Any, out: _Scrape) -> list[tuple[str, str]]:
         found = []
         cursor: Any = 0
         match = f"{self.prefix}:{{*}}"
@@ -324,7 +329,11 @@ class ExporterCollector(Collector):
             cursor, keys = node.scan(cursor, match=match, count=SCAN_COUNT)
             self.round_trips += 1
             for raw in keys:
-                key = text(raw)
+                try:
+                    key = text(raw)
+                except UnicodeDecodeError:  # not a name distbreaker makes
+                    self._error(out, "foreign", f"{_show(raw)}: a key name that is not UTF-8")
+                    continue
                 service = service_of_key(self.prefix, key)
                 if service is not None:
                     found.append((key, service))
@@ -332,7 +341,7 @@ class ExporterCollector(Collector):
                 return found
 
     def _scrape_node(self, node: Any, out: _Scrape, present: set[str]) -> None:
-        found = self._scan(node)
+        found = self._scan(node, out)
         for at in range(0, len(found), CHUNK):
             self._read_chunk(node, found[at:at + CHUNK], out, present)
 
@@ -404,10 +413,10 @@ class ExporterCollector(Collector):
             self._error(out, kind, f"{key}:events: {redact(str(events))}")
             return
         for entry_id, fields in events or ():
-            memo.last_id = text(entry_id)
+            memo.last_id = _show(entry_id)
             if not isinstance(fields, dict):
                 fields = dict(zip(fields[::2], fields[1::2], strict=False))
-            f = {text(k): text(v) for k, v in fields.items()}
+            f = {_show(k): _show(v) for k, v in fields.items()}
             frm, to, cause = f.get("from"), f.get("to"), f.get("cause", "")
             if to not in STATE_CODES or frm not in STATE_CODES:
                 continue  # not a distbreaker event (another writer's): never counted

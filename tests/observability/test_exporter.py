@@ -373,3 +373,20 @@ async def test_asgi_app_serves_the_page(client: Any, prefix: str) -> None:
     assert sent[0]["status"] == 200
     body = b"".join(m.get("body", b"") for m in sent[1:]).decode()
     assert value(parse(body), "distbreaker_breaker_state", service=service) == 4
+
+
+def test_binary_garbage_is_a_scrape_error_not_a_failed_page(r: redis.Redis, client: Any, prefix: str) -> None:
+    """Bytes that are not UTF-8 in a key name, a hash field or an event are counted or skipped;
+    the page still answers with the other breakers."""
+    service = unique("fine")
+    Admin(client, prefix=prefix).trip(service)
+    r.hset(f"{prefix}:{{bad-st}}", "st", b"\xff\xfe")
+    r.hset(f"{prefix}:{{bad-tc}}", mapping={"st": "closed", "tc": b"\xff"})
+    r.hset(prefix.encode() + b":{\xff}", "st", "closed")  # a key name that is not UTF-8
+    r.xadd(f"{prefix}:{{{service}}}:events", {b"from": b"\xff", b"to": b"\xfe"})
+    notes: list[str] = []
+    samples = scrape(client, prefix, ExporterCollector(client, prefix=prefix, on_error=notes.append))
+    assert value(samples, "distbreaker_breaker_state", service=service) == 3
+    assert value(samples, "distbreaker_breaker_transitions_total", service=service, to="forced_open") == 1
+    assert value(samples, "distbreaker_exporter_scrape_errors_total", kind="corrupt") == 2
+    assert value(samples, "distbreaker_exporter_scrape_errors_total", kind="foreign") == 1

@@ -312,7 +312,7 @@ def test_cli_serves_metrics_on_loopback_until_interrupted(redis_url: str, client
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_cluster_every_master(redis_cluster: Any, prefix: str) -> None:
-    """On a Cluster, breakers on every master are reported."""
+    """On a Cluster, breakers on every master are reported (the collector, and the CLI with --cluster)."""
     from distbreaker import connect_cluster
 
     rc = connect_cluster(redis_cluster.url, timeout=5)
@@ -326,6 +326,11 @@ def test_cluster_every_master(redis_cluster: Any, prefix: str) -> None:
         for service in services:
             assert value(samples, "distbreaker_breaker_state", service=service) == 3
         assert value(samples, "distbreaker_breaker_transitions_total", service="c0", to="forced_open") == 1
+        result = CliRunner().invoke(cli, ["--cluster", "--url", redis_cluster.url, "--prefix", prefix, "exporter",
+                                          "--once"])
+        assert result.exit_code == 0, result.stderr
+        cli_samples = parse(result.stdout)
+        assert all(value(cli_samples, "distbreaker_breaker_state", service=s) == 3 for s in services)
     finally:
         rc.close()
 

@@ -184,6 +184,7 @@ def decode_transition(service: str, entry: tuple[Any, dict[Any, Any]]) -> Transi
 # Admission decisions
 ALLOW, REJECT, ASK = 0, 1, 2
 _LOCAL_ALLOW = (State.CLOSED, State.DISABLED)
+_FORCED = (State.FORCED_OPEN, State.DISABLED)
 
 
 class View:
@@ -219,6 +220,16 @@ class View:
         self.generation = int(reply[GENERATION])
         self.fetched_at = local_now
         self.state = state
+        return state
+
+    def expected(self, now: float) -> State | None:
+        """The cached state with the lazy expiry the scripts would apply at `now` (local clock):
+        open past open_until is half_open, a forced state past its expiry is closed."""
+        state = self.state
+        if state is State.OPEN and now >= self.open_until:
+            return State.HALF_OPEN
+        if state in _FORCED and self.forced_until and now >= self.forced_until:
+            return State.CLOSED
         return state
 
     def forget(self) -> None:
@@ -385,9 +396,10 @@ class BreakerCore:
             reporter.closed(self)
 
     def last_state(self) -> tuple[State | None, float]:
-        """The state last learnt (None: none yet) and when, on this breaker's clock."""
+        """The state last learnt (None: none yet), with the expiry Redis would apply by now, and
+        when it was learnt, on this breaker's clock."""
         view = self.view
-        return view.state, view.fetched_at
+        return view.expected(self.clock()), view.fetched_at
 
     def batched(self, size: int) -> None:
         """Sum outcomes locally: `record` returns None, or FLUSH when the caller should flush now."""

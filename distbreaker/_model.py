@@ -146,7 +146,8 @@ class BreakerView(Protocol):
     def service(self) -> str: ...
 
     def last_state(self) -> tuple[State | None, float]:
-        """The state this process last learnt (None: none yet) and when (the breaker's clock)."""
+        """The state this process last learnt (None: none yet), with the lazy expiry the scripts
+        would apply by now, and when it was learnt (the breaker's clock)."""
         ...
 
 

@@ -23,7 +23,9 @@ What is recorded (README "Observability"):
   process performed (read from its reply), never those learnt from pub/sub: summed over a
   fleet, each transition counts once.
 - ``distbreaker.state`` observable gauge {service}: 0 closed, 1 half_open, 2 open,
-  3 forced_open, 4 disabled, per breaker cached in this process.
+  3 forced_open, 4 disabled, per breaker cached in this process, with the lazy expiry applied
+  when observed (an idle breaker open past open_until reports half_open, a forced state past
+  its expiry closed), as the scripts would find it. The fleet's view: `distbreaker.exporter`.
 - ``distbreaker.redis.duration`` histogram {service, script}, seconds: script round trips on
   the call path (acquire, record, batched flushes), sampled: at most one every
   `DURATION_SAMPLE` seconds per breaker (every one below 100 per second), so its quantiles are

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from distbreaker.errors import redact
 
-from . import _restore_interrupt, commands, demo
+from . import _restore_interrupt, commands, demo, exporter
 from .context import OUTPUT_HELP, OUTPUTS, CliError, Context, password_from_env
 from .exits import ExitStatus
 from .failures import exit_for
@@ -129,7 +129,7 @@ def cli(ctx: click.Context, url: str, password_file: Any, prefix: str, cluster: 
     ctx.color = color
 
 
-for _command in (*commands.COMMANDS, demo.demo):
+for _command in (*commands.COMMANDS, demo.demo, exporter.exporter):
     cli.add_command(_command)
 
 

@@ -73,22 +73,38 @@ def test_prometheus_names_match_the_instruments(otel: Otel, redis_url: str, pref
     dead.close()
 
 
+def metric_names() -> set[str]:
+    """Every series name Prometheus gets: the workers' OpenTelemetry metrics (through the
+    Collector) and the exporter's."""
+    from distbreaker.exporter import SERIES
+
+    exported = set(_otel.PROMETHEUS.values()) | set(SERIES)
+    hist = _otel.PROMETHEUS[_otel.REDIS_DURATION]
+    return exported | {hist + "_bucket", hist + "_sum", hist + "_count"}
+
+
 def test_alert_rules_parse_and_use_exported_metrics() -> None:
     """Every rule has an expr, a for, a severity and a summary, and names only exported metrics."""
-    exported = set(_otel.PROMETHEUS.values())
-    hist = _otel.PROMETHEUS[_otel.REDIS_DURATION]
-    exported |= {hist + "_bucket", hist + "_sum", hist + "_count"}
+    exported = metric_names()
     found = rules()
-    assert {r["alert"] for r in found} >= {"DistbreakerOpenTooLong", "DistbreakerFlapping", "DistbreakerRedisErrors"}
+    assert {r["alert"] for r in found} >= {"DistbreakerOpenTooLong", "DistbreakerFlapping", "DistbreakerRedisErrors",
+                                           "DistbreakerFailureRateHigh", "DistbreakerRejectionRateHigh",
+                                           "DistbreakerReopening", "DistbreakerForcedStateOld",
+                                           "DistbreakerExporterDown"}
     used = set()
     for rule in found:
         assert rule["expr"].strip() and re.fullmatch(r"\d+[smh]", rule["for"]), rule
         assert rule["labels"]["severity"] in ("info", "warning", "critical"), rule
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule
         names = set(re.findall(r"\bdistbreaker_[a-z_]+", rule["expr"]))
+        if rule["alert"] == "DistbreakerExporterDown":  # Prometheus's own `up` of the exporter's job
+            assert re.search(r'\bup\{job="distbreaker-exporter"\}', rule["expr"]) and not names, rule
+            assert "distbreaker-exporter" in {j["job_name"] for j in load(PROM / "prometheus.yml")["scrape_configs"]}
+            continue
         assert names and names <= exported, (rule["alert"], names - exported)
         used |= names
-    assert {"distbreaker_state", "distbreaker_transitions_total", "distbreaker_redis_errors_total"} <= used
+    assert {"distbreaker_state", "distbreaker_transitions_total", "distbreaker_redis_errors_total",
+            "distbreaker_breaker_state", "distbreaker_breaker_transitions_total"} <= used
     tested = {t["alertname"] for case in load(PROM / "alerts_test.yml")["tests"] for t in case["alert_rule_test"]}
     assert tested == {r["alert"] for r in found}, "every alert has a promtool unit test"
     config = load(PROM / "prometheus.yml")
@@ -135,7 +151,7 @@ def check_cli(args: list[str]) -> None:
     names = set(cli.list_commands(probe))
     at = next((i for i, a in enumerate(args) if a in names), None)
     assert at is not None, f"no distbreaker command in {args} (commands: {sorted(names)})"
-    ctx = cli.make_context("distbreaker", args[:at])  # raises on an unknown global option
+    ctx = cli.make_context("distbreaker", args[:at + 1])  # raises on an unknown global option
     command = cli.get_command(ctx, args[at])
     assert command is not None
     command.make_context(args[at], args[at + 1:], parent=ctx)  # raises on an unknown option or bad value

@@ -247,3 +247,34 @@ def test_breakers_work_when_the_sdk_is_not_installed() -> None:
         assert not [m for m in sys.modules if m.startswith("opentelemetry.sdk")]
     """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_state_gauge_applies_expiry_to_an_idle_breaker(otel: Otel, redis_url: str, prefix: str) -> None:
+    """An idle breaker's gauge does not stay stale: open past open_until is observed as
+    half_open, a forced state past its expiry as closed, without any call reading Redis
+    (issue 17; pybreaker #15, resilience4j #347)."""
+    svc, clock = unique(), FrozenClock()
+    client = connect(redis_url, timeout=1)
+    b = Breaker(svc, client, BreakerConfig(minimum_calls=1, open_duration=10), prefix=prefix, clock=clock,
+                listen=False)
+    with pytest.raises(Boom):
+        b.call(boom)
+    assert otel.values(STATE, svc) == {(): 2}
+    clock.advance(9.9)
+    assert otel.values(STATE, svc) == {(): 2}
+    clock.advance(0.2)  # open_until has passed; nothing has read Redis since
+    assert otel.values(STATE, svc) == {(): 1}
+    assert b.snapshot().state.value == "half_open"  # what the scripts then say
+    b.trip(for_=60, reason="x")
+    assert otel.values(STATE, svc) == {(): 3}
+    clock.advance(61)
+    assert otel.values(STATE, svc) == {(): 0}
+    b.disable(for_=5, reason="x")
+    clock.advance(4)
+    assert otel.values(STATE, svc) == {(): 4}
+    clock.advance(2)
+    assert otel.values(STATE, svc) == {(): 0}
+    b.trip(reason="no expiry")
+    clock.advance(10**6)
+    assert otel.values(STATE, svc) == {(): 3}
+    b.close()

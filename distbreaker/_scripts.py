@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from . import _schema
+from . import _functions, _schema
 from ._core import Command, Eval
 from ._transport import Steps, _aexecute, _execute, adrive, alean_pool, drive, lean_pool, pack
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["SCRIPTS", "LuaScript", "Steps", "adrive", "drive", "eval_steps", "run", "source"]
+__all__ = ["FUNCTIONS", "SCRIPTS", "LuaScript", "Steps", "adrive", "drive", "eval_steps", "run", "scripts_for", "source"]
 # also re-exported for older importers (benchmarks/peers.py): _aexecute, _execute, alean_pool,
 # lean_pool, pack
 _REEXPORTED = (_aexecute, _execute, alean_pool, lean_pool, pack)
@@ -47,6 +47,7 @@ class LuaScript:
     name: str
     text: bytes
     sha: str
+    function: str = ""  # FCALL name when called as a Redis Function ("" = EVALSHA); see _functions
 
 
 def _load() -> dict[str, LuaScript]:
@@ -68,6 +69,13 @@ def _load() -> dict[str, LuaScript]:
 
 
 SCRIPTS: dict[str, LuaScript] = _load()
+# The same scripts as one Redis Functions library, called with FCALL (opt-in: _functions).
+_functions.LIBRARY_NAME, _functions.LIBRARY, FUNCTIONS = _functions.build(SCRIPTS)
+
+
+def scripts_for(client: Any) -> dict[str, LuaScript]:
+    """FUNCTIONS for a client made with ``functions=True`` (or `use_functions`), else SCRIPTS."""
+    return FUNCTIONS if _functions.functions_enabled(client) else SCRIPTS
 
 def source(name: str) -> str:
     """Return the full text of script `name` (library included)."""
@@ -82,6 +90,8 @@ def eval_steps(request: Eval) -> Generator[Command, Any, Any]:
     """
     args = request.args
     script, keys = request.script, request.keys
+    if script.function:
+        return (yield from _functions.fcall_steps(request, SCRIPTS[script.name], eval_steps))
     for attempt in (0, 1):
         try:
             try:

@@ -31,7 +31,7 @@ from ._model import Snapshot, Transition
 from ._reply import (
     CLIENT_CONFIG, CONFIG, EXISTS, FINGERPRINT, FINGERPRINT_CHANGED_AT, NOW, OVERRIDES, PREVIOUS_FINGERPRINT, STATE,
 )
-from ._scripts import SCRIPTS, Steps, drive
+from ._scripts import SCRIPTS, Steps, drive, scripts_for
 from .errors import BackendError, ConfigError, UnknownServiceError, translate
 
 __all__ = ["Admin", "Check", "Events", "FleetConfig"]
@@ -184,7 +184,7 @@ class _Operations:
         self.prefix = validate_prefix(prefix)
 
     def _operator(self, service: str) -> Operator:
-        return Operator(self.prefix, service)
+        return Operator(self.prefix, service, scripts_for(self.redis))
 
     def _found(self, keys: builtins.list[Any]) -> builtins.list[str]:
         found = {service_of_key(self.prefix, text(k)) for k in keys}

@@ -82,9 +82,22 @@ LIBRARY_NAME = ""  # set by _scripts (the library of this version's scripts)
 LIBRARY = b""
 
 
+NO_FUNCTIONS = ("this server has no Redis Functions (FUNCTION and FCALL need Redis >= 7.0 or Valkey >= 7.2); "
+                "connect without functions=True: the scripts then run with EVALSHA")
+
+
+def _unknown(exc: ResponseError) -> bool:
+    return str(exc).lower().startswith("unknown command")
+
+
 def load_steps() -> Generator[Command, Any, Any]:
     """FUNCTION LOAD REPLACE of this version's library (a Cluster client sends it to every master)."""
-    return (yield Command(("FUNCTION", "LOAD", "REPLACE", LIBRARY)))
+    try:
+        return (yield Command(("FUNCTION", "LOAD", "REPLACE", LIBRARY)))
+    except ResponseError as exc:
+        if _unknown(exc):  # the message would quote the library's text
+            raise ResponseError(NO_FUNCTIONS) from None
+        raise
 
 
 class FunctionsNotLoaded(NoPermissionError):
@@ -110,6 +123,8 @@ def fcall_steps(request: Eval, classic: Any,
             if "NOCONFIG" in message and request.config is not None and not config_added:
                 config_added, args = True, [*args, *request.config]
                 continue
+            if _unknown(exc):
+                raise ResponseError(NO_FUNCTIONS) from None
             if loaded or "function not found" not in message.lower():
                 raise
         loaded = True

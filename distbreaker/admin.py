@@ -598,73 +598,70 @@ class Admin(_Operations):
 
     def _check_role(self, role: str, keys: Any) -> builtins.list[Check]:
         """Try what `role` needs and what it must not run, on the throwaway breaker."""
-        r, attempt = self.redis, self._attempt
-        functions = _functions.functions_enabled(r)
-        _functions.use_functions(r, True)  # the Operator target below calls FCALL
-        try:
-            target = Operator(self.prefix, DOCTOR_SERVICE, FUNCTIONS)
-            other = f"{self.prefix}:other:{{{DOCTOR_SERVICE}}}"
+        r = self.redis
+        # FUNCTIONS: the Operator target calls FCALL whatever the client was made with
+        target = Operator(self.prefix, DOCTOR_SERVICE, FUNCTIONS)
+        other = f"{self.prefix}:other:{{{DOCTOR_SERVICE}}}"
 
-            def probe(fn: Callable[[], Any], allowed: Callable[[Any], bool] = lambda exc: False) -> str | None:
-                """None when the command ran (or failed for another reason than the ACL)."""
-                try:
-                    fn()
-                except RedisError as exc:
-                    message = str(exc).split(" script:", 1)[0]
-                    if isinstance(exc, NoPermissionError) or "NOPERM" in message or "no permissions" in message:
-                        return message
-                    if allowed(exc):
-                        return None
-                    raise translate(exc) from exc
-                return None
+        def probe(fn: Callable[[], Any], allowed: Callable[[Any], bool] = lambda exc: False) -> str | None:
+            """None when it ran (or failed the way `allowed` says a permitted command does); else
+            the denial."""
+            try:
+                fn()
+            except RedisError as exc:
+                message = str(exc).split(" script:", 1)[0]
+                if isinstance(exc, NoPermissionError) or "NOPERM" in message or "no permissions" in message:
+                    return message
+                if allowed(exc):
+                    return None
+                raise translate(exc) from exc
+            return None
 
-            read = eval_steps(target.eval("read", ["0"]))
-            needs: list[tuple[str, Callable[[], Any]]] = [
-                ("FCALL read (creates the throwaway breaker)", lambda: drive(r, read)),
-                ("PUBLISH", lambda: r.publish(keys.channel, json.dumps(
-                    {"service": DOCTOR_SERVICE, "from": "closed", "to": "closed", "generation": 0,
-                     "open_until": 0, "cause": "distbreaker doctor", "actor": "doctor", "ts": 0}))),
-                ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
+        read = eval_steps(target.eval("read", ["0"]))
+        needs: list[tuple[str, Callable[[], Any]]] = [
+            ("FCALL read (creates the throwaway breaker)", lambda: drive(r, read)),
+            ("PUBLISH", lambda: r.publish(keys.channel, json.dumps(
+                {"service": DOCTOR_SERVICE, "from": "closed", "to": "closed", "generation": 0,
+                 "open_until": 0, "cause": "distbreaker doctor", "actor": "doctor", "ts": 0}))),
+            ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
+        ]
+        must_not: list[tuple[str, Callable[[], Any], Callable[[Any], bool]]] = [
+            (f"HGET {other} (another prefix)", lambda: r.execute_command("HGET", other, "st"), lambda e: False)]
+        control = ("FCALL control (trip/disable/reset/config)",
+                   lambda: drive(r, config_steps(target, "", "doctor")))
+        if role == "operator":
+            needs += [("FUNCTION LOAD", lambda: drive(r, _functions.load_steps())), control,
+                      ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
+                      ("XREVRANGE", lambda: r.execute_command("XREVRANGE", keys.events, "+", "-", "COUNT", "1")),
+                      ("DEL", lambda: r.execute_command("DEL", f"{keys.state}:op"))]
+        else:
+            must_not += [
+                ("EVAL", lambda: r.execute_command("EVAL", "return 1", 0), lambda e: False),
+                ("EVALSHA", lambda: r.execute_command("EVALSHA", "0" * 40, 0), lambda e: isinstance(e, NoScriptError)),
+                ("FUNCTION LOAD", lambda: r.execute_command("FUNCTION", "LOAD", "#!lua name=doctor_probe\n("),
+                 lambda e: True),
+                ("FUNCTION DELETE", lambda: r.execute_command("FUNCTION", "DELETE", "distbreaker_doctor_none"),
+                 lambda e: True),
+                (control[0], control[1], lambda e: False),
             ]
-            must_not: list[tuple[str, Callable[[], Any], Callable[[Any], bool]]] = [
-                (f"HGET {other} (another prefix)", lambda: r.execute_command("HGET", other, "st"), lambda e: False)]
-            control = ("FCALL control (trip/disable/reset/config)",
-                       lambda: drive(r, config_steps(target, "", "doctor")))
-            if role == "operator":
-                needs += [("FUNCTION LOAD", lambda: drive(r, _functions.load_steps())), control,
-                          ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
-                          ("XREVRANGE", lambda: r.execute_command("XREVRANGE", keys.events, "+", "-", "COUNT", "1")),
-                          ("DEL", lambda: r.execute_command("DEL", f"{keys.state}:op"))]
-            else:
-                must_not += [
-                    ("EVAL", lambda: r.execute_command("EVAL", "return 1", 0), lambda e: False),
-                    ("EVALSHA", lambda: r.execute_command("EVALSHA", "0" * 40, 0), lambda e: isinstance(e, NoScriptError)),
-                    ("FUNCTION LOAD", lambda: r.execute_command("FUNCTION", "LOAD", "#!lua name=doctor_probe\n("),
-                     lambda e: True),
-                    ("FUNCTION DELETE", lambda: r.execute_command("FUNCTION", "DELETE", "distbreaker_doctor_none"),
-                     lambda e: True),
-                    (control[0], control[1], lambda e: False),
-                ]
-            checks: list[Check] = []
-            missing = []
-            for name, fn in needs:
-                try:
-                    why = probe(fn)
-                except errors.DistbreakerError as exc:  # e.g. no FUNCTION/FCALL (Redis < 7.0)
-                    why = f"{exc} (roles need Redis Functions: Redis >= 7.0 or Valkey >= 7.2)"
-                if why is not None:
-                    missing.append(f"{name}: {why}")
-            allowed = [name for name, fn, ok in must_not if probe(fn, ok) is None]
-            checks.append(Check("role", "FAIL" if missing else "PASS",
-                                ("missing: " + "; ".join(missing)) if missing else
-                                f"{role}: the {len(needs)} commands the role needs run on {self.prefix}:{{...}}",
-                                denied=bool(missing)))
-            checks.append(Check("role-limits", "FAIL" if allowed else "PASS",
-                                (f"{role} can run what it must not: " + ", ".join(allowed)) if allowed else
-                                f"{role}: denied " + ", ".join(name for name, _, _ in must_not)))
-            return checks
-        finally:
-            _functions.use_functions(r, functions)
+        checks: list[Check] = []
+        missing = []
+        for name, fn in needs:
+            try:
+                why = probe(fn)
+            except errors.DistbreakerError as exc:  # e.g. no FUNCTION/FCALL (Redis < 7.0)
+                why = f"{exc} (roles need Redis Functions: Redis >= 7.0 or Valkey >= 7.2)"
+            if why is not None:
+                missing.append(f"{name}: {why}")
+        allowed = [name for name, fn, ok in must_not if probe(fn, ok) is None]
+        checks.append(Check("role", "FAIL" if missing else "PASS",
+                            ("missing: " + "; ".join(missing)) if missing else
+                            f"{role}: the {len(needs)} commands the role needs run on {self.prefix}:{{...}}",
+                            denied=bool(missing)))
+        checks.append(Check("role-limits", "FAIL" if allowed else "PASS",
+                            (f"{role} can run what it must not: " + ", ".join(allowed)) if allowed else
+                            f"{role}: denied " + ", ".join(name for name, _, _ in must_not)))
+        return checks
 
     def _subscribe_once(self, channel: str) -> None:
         pubsub = self.redis.pubsub()

@@ -158,6 +158,31 @@ async def test_worker_user_asyncio(setup: Setup) -> None:
         await client.aclose()
 
 
+async def test_asyncio_roles(functions_only: Setup) -> None:
+    """distbreaker.asyncio: the worker records through FCALL and is refused trip/reset (Breaker
+    and Admin), nothing written; the operator's asyncio Admin trips and resets through FCALL."""
+    setup = functions_only
+    worker = dba.connect(setup.user("worker"), timeout=1, functions=True)
+    operator = dba.connect(setup.user("operator"), timeout=1, functions=True)
+    b = dba.Breaker("async-roles", worker, BreakerConfig(redis_timeout=1), prefix=PREFIX, listen=False)
+    try:
+        assert await b.call(int, 1) == 1
+        before = _state(setup, "async-roles")
+        for attempt in (lambda: b.trip(reason="x"), lambda: b.reset(),
+                        lambda: dba.Admin(worker, prefix=PREFIX).trip("async-roles")):
+            with pytest.raises(AccessDeniedError):
+                await attempt()
+            assert _state(setup, "async-roles") == before
+        admin = dba.Admin(operator, prefix=PREFIX)
+        assert (await admin.trip("async-roles", reason="op")).state is State.FORCED_OPEN
+        assert (await admin.reset("async-roles")).state is State.CLOSED
+        assert setup.admin.execute_command("SCRIPT", "EXISTS", SCRIPTS["control"].sha) == [0]  # FCALL
+    finally:
+        await b.close()
+        await worker.aclose()
+        await operator.aclose()
+
+
 def test_worker_user_cannot_do_more(setup: Setup) -> None:
     r = redis.Redis.from_url(setup.user("worker"), socket_timeout=1)
     try:

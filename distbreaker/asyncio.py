@@ -22,6 +22,7 @@ from . import _nesting, _ops, _schema
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._connect import client_options
+from . import _functions
 from ._functions import use_functions
 from ._batch import AsyncFlusher, async_flusher
 from ._listener import AsyncListener, async_listener
@@ -526,6 +527,11 @@ class Admin(_Operations):
             return self._found([k async for k in self.redis.scan_iter(match=self._match(), count=1000)])
         except RedisError as exc:
             raise translate(exc) from exc
+
+    async def load_functions(self) -> str:
+        """See `distbreaker.Admin.load_functions`."""
+        await self._do(_functions.LIBRARY_NAME, _functions.load_steps())
+        return _functions.LIBRARY_NAME
 
     async def status(self, service: str) -> Snapshot:
         """See `distbreaker.Admin.status`."""

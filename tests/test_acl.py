@@ -424,3 +424,14 @@ def test_functions_on_every_cluster_master(redis_cluster: Cluster) -> None:
         for service in [f"svc{i}" for i in range(12)]:
             rc.delete(f"{PREFIX}:{{{service}}}", f"{PREFIX}:{{{service}}}:events")
         rc.close()
+
+
+async def test_asyncio_admin_loads_functions(functions_only: Setup) -> None:
+    setup = functions_only
+    setup.admin.execute_command("FUNCTION", "FLUSH")
+    client = dba.connect(setup.user("operator"), timeout=1)
+    try:
+        assert await dba.Admin(client, prefix=PREFIX).load_functions() == LIBRARY_NAME
+        assert setup.admin.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME)
+    finally:
+        await client.aclose()

@@ -86,7 +86,10 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("-n", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 500 calls, 1 round")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.rounds = 500, 1
     with server(args.url) as url:
         probe = connect(url, timeout=2)
         info = probe.info("server")

@@ -20,10 +20,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _server import server  # noqa: E402
+from _server import server
 
-from distbreaker import Breaker, BreakerConfig, connect  # noqa: E402
-from distbreaker._functions import LIBRARY_NAME  # noqa: E402
+from distbreaker import Breaker, BreakerConfig, connect
+from distbreaker._functions import LIBRARY_NAME
 
 ONE_LIB = "#!lua name=distbreaker_bench_one\nredis.register_function('distbreaker_bench_one', function() return 1 end)"
 

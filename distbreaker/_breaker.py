@@ -20,7 +20,7 @@ from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, Eval, P
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._model import Outcome, Snapshot, State
 from ._report import standard_reporters
-from ._scripts import SCRIPTS, Steps, drive, eval_steps, scripts_for
+from ._scripts import Steps, drive, eval_steps, scripts_for
 from ._transport import check_client
 from .errors import CircuitOpenError, translate
 

@@ -33,7 +33,7 @@ from ._timeout import check_timeout, within
 from ._model import Outcome, Snapshot, State, Transition
 from ._report import standard_reporters
 from .admin import Events, FleetConfig, _Operations
-from ._scripts import SCRIPTS, Steps, adrive, eval_steps, scripts_for
+from ._scripts import Steps, adrive, eval_steps, scripts_for
 from ._transport import check_client
 from .registry import _Registry
 from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate

@@ -136,6 +136,7 @@ def test_worker_user_runs_the_call_paths(setup: Setup, caplog: pytest.LogCapture
             batched.call(int, i)
         batched.flush()
         assert batched.snapshot().calls == 10
+        assert Admin(other, prefix=PREFIX).status("batched").calls == 10  # status: a read, as a worker
         assert actor._core.backoff == 0 and batched._core.backoff == 0
         assert not [r for r in caplog.records if r.name == "distbreaker"], caplog.text
         if setup.functions:  # FCALL did it all: no script was ever cached

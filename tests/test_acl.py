@@ -304,11 +304,15 @@ def test_library_missing_worker_is_told_and_operator_reloads(functions_only: Set
     (nothing counted, the function not run); `distbreaker load-functions` as the operator puts it
     back; a user allowed FUNCTION LOAD reloads it by itself."""
     setup = functions_only
-    setup.admin.execute_command("FUNCTION", "FLUSH")
     client = setup.connect("worker")
     b = Breaker("svc", client, BreakerConfig(redis_timeout=1), prefix=PREFIX, listen=False)
-    ran = []
+    ran: list[int] = []
+    warm = Breaker("warm", client, BreakerConfig(redis_timeout=1), prefix=PREFIX, listen=False)
     try:
+        setup.admin.flushall()  # keeps functions: the worker goes on
+        assert warm.call(int, 1) == 1 and warm.snapshot().calls == 1
+        setup.admin.flushall()
+        setup.admin.execute_command("FUNCTION", "FLUSH")
         with pytest.raises(AccessDeniedError, match="load-functions") as info:
             b.call(ran.append, 1)
         assert "worker-pw" not in str(info.value)
@@ -321,6 +325,7 @@ def test_library_missing_worker_is_told_and_operator_reloads(functions_only: Set
         assert b.snapshot().calls == 1
     finally:
         b.close()
+        warm.close()
         client.close()
     setup.admin.execute_command("FUNCTION", "FLUSH")
     op = setup.connect("operator")

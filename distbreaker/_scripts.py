@@ -16,7 +16,7 @@ from pathlib import Path
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from . import _functions, _schema
 from ._core import Command, Eval
@@ -98,6 +98,11 @@ def eval_steps(request: Eval) -> Generator[Command, Any, Any]:
                 return (yield Command(("EVALSHA", script.sha, len(keys), *keys, *args)))
             except NoScriptError:
                 return (yield Command(("EVAL", script.text, len(keys), *keys, *args)))
+        except NoPermissionError as exc:
+            if "'evalsha'" in str(exc) or "'eval'" in str(exc):  # the worker role: no EVAL, FCALL only
+                raise NoPermissionError(f"{exc}: a user with FCALL and no EVAL (the worker role) needs "
+                                        "connect(url, functions=True) (docs/operations.md)") from None
+            raise
         except ResponseError as exc:
             if request.config is None or attempt or "NOCONFIG" not in str(exc):
                 raise

@@ -260,6 +260,16 @@ def test_worker_cannot_trip_disable_reset_or_reconfigure(functions_only: Setup) 
         client.close()
 
 
+def test_worker_without_functions_is_told_to_connect_with_them(functions_only: Setup) -> None:
+    """The worker user on a client made without functions=True: the EVALSHA denial says what to do."""
+    setup = functions_only
+    with connect(setup.user("worker"), timeout=1) as client:
+        b = Breaker("svc", client, BreakerConfig(redis_timeout=1), prefix=PREFIX, listen=False)
+        with pytest.raises(AccessDeniedError, match=r"functions=True"):
+            b.call(int, 1)
+        b.close()
+
+
 def test_worker_cannot_reach_another_prefix(setup: Setup) -> None:
     client = setup.connect("worker")
     b = Breaker("svc", client, BreakerConfig(redis_timeout=1), prefix=OTHER, listen=False)

@@ -9,6 +9,7 @@ from ._cluster import connect_cluster, connect_sentinel
 from ._config import BreakerConfig
 from ._connect import connect
 from ._core import CallHandle
+from ._functions import use_functions
 from ._model import CallDetails, Snapshot, State, Transition
 from .admin import Admin
 from .registry import BreakerRegistry
@@ -48,6 +49,7 @@ __all__ = [
     "Transition",
     "UnknownServiceError",
     "connect",
+    "use_functions",
     "connect_cluster",
     "connect_sentinel",
 ]

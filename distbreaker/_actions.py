@@ -17,7 +17,7 @@ from ._core import Command, Eval, decode_made, decode_snapshot, keys_for, script
 from ._core import validate_service
 from ._model import Snapshot
 from ._reply import TRANSITIONS
-from ._scripts import SCRIPTS, Steps, eval_steps
+from ._scripts import SCRIPTS, LuaScript, Steps, eval_steps
 from .errors import ConfigError
 
 __all__ = ["Operator", "Target", "check_control", "check_for", "config_steps", "control_steps", "read_steps",
@@ -48,12 +48,13 @@ class Operator:
 
     test_clock: Callable[[], float] | None = None
 
-    def __init__(self, prefix: str, service: str) -> None:
+    def __init__(self, prefix: str, service: str, scripts: dict[str, LuaScript] = SCRIPTS) -> None:
         self.service = validate_service(service)
         self.keys = keys_for(validate_prefix(prefix), self.service)
+        self.scripts = scripts  # FUNCTIONS: FCALL (control also names the operator-only key)
 
     def eval(self, name: str, extra: list[str]) -> Eval:
-        return Eval(SCRIPTS[name], (self.keys.state, self.keys.events), script_args(None, None, extra), None)
+        return Eval(self.scripts[name], (self.keys.state, self.keys.events), script_args(None, None, extra), None)
 
     def until_ms(self, for_: float | None, server_now_ms: int | None) -> int:
         if for_ is None:

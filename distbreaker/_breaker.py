@@ -22,7 +22,7 @@ from ._core import classify_result
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._model import Outcome, Snapshot, State
 from ._report import standard_reporters
-from ._scripts import SCRIPTS, Steps, drive, eval_steps
+from ._scripts import Steps, drive, eval_steps, scripts_for
 from ._timeout import check_timeout, run_within
 from ._transport import check_client
 from .errors import CallTimeoutError, CircuitOpenError, translate
@@ -83,7 +83,7 @@ class Breaker:
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         _schema.check_options(listen, clock)
         hooks = Hooks(on_transition, on_call, asynchronous=False)
-        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks, standard_reporters())
+        self._core = core = BreakerCore(service, config, prefix, clock, scripts_for(redis), hooks, standard_reporters())
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=False)  # an asyncio client here is refused, saying what to pass

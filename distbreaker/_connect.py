@@ -11,6 +11,7 @@ from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from ._config import seconds
+from ._functions import use_functions
 from .errors import ConfigError, redact
 
 __all__ = ["connect"]
@@ -45,7 +46,7 @@ def client_options(url: object, timeout: object) -> dict[str, Any]:
     }
 
 
-def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.Redis:
+def connect(url: str, *, timeout: float = 0.05, functions: bool = False, **kwargs: Any) -> redis.Redis:
     """Return a `redis.Redis` for `url` whose every command is bounded by `timeout` seconds.
 
     No retries (the breaker has its own backoff) and no handshake commands (RESP2, so no
@@ -57,6 +58,8 @@ def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.Redis:
         timeout: connect and read timeout in seconds, and the longest a call waits for a free
             pooled connection (100 at most). Default 0.05 (the default
             `BreakerConfig.redis_timeout`); the CLI uses a longer one.
+        functions: call the scripts as Redis Functions (FCALL; Redis >= 7.0, Valkey >= 7.2), so a
+            worker user needs no EVAL (docs/operations.md, "ACL: least privilege").
         **kwargs: passed to `redis.Redis.from_url`.
 
     Raises:
@@ -65,6 +68,7 @@ def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.Redis:
     options = client_options(url, timeout)
     options.update(kwargs)
     try:
-        return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, **options))
+        client = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, **options))
     except ValueError as exc:
         raise ConfigError("url", redact(str(exc))) from None
+    return use_functions(client, functions)  # type: ignore[no-any-return]

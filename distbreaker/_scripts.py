@@ -16,16 +16,16 @@ from pathlib import Path
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from . import _schema
+from . import _functions, _schema
 from ._core import Command, Eval
 from ._transport import Steps, _aexecute, _execute, adrive, alean_pool, drive, lean_pool, pack
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["SCRIPTS", "LuaScript", "Steps", "adrive", "drive", "eval_steps", "run", "source"]
+__all__ = ["FUNCTIONS", "SCRIPTS", "LuaScript", "Steps", "adrive", "drive", "eval_steps", "run", "scripts_for", "source"]
 # also re-exported for older importers (benchmarks/peers.py): _aexecute, _execute, alean_pool,
 # lean_pool, pack
 _REEXPORTED = (_aexecute, _execute, alean_pool, lean_pool, pack)
@@ -47,6 +47,7 @@ class LuaScript:
     name: str
     text: bytes
     sha: str
+    function: str = ""  # FCALL name when called as a Redis Function ("" = EVALSHA); see _functions
 
 
 def _load() -> dict[str, LuaScript]:
@@ -68,6 +69,13 @@ def _load() -> dict[str, LuaScript]:
 
 
 SCRIPTS: dict[str, LuaScript] = _load()
+# The same scripts as one Redis Functions library, called with FCALL (opt-in: _functions).
+_functions.LIBRARY_NAME, _functions.LIBRARY, FUNCTIONS = _functions.build(SCRIPTS)
+
+
+def scripts_for(client: Any) -> dict[str, LuaScript]:
+    """FUNCTIONS for a client made with ``functions=True`` (or `use_functions`), else SCRIPTS."""
+    return FUNCTIONS if _functions.functions_enabled(client) else SCRIPTS
 
 def source(name: str) -> str:
     """Return the full text of script `name` (library included)."""
@@ -82,12 +90,19 @@ def eval_steps(request: Eval) -> Generator[Command, Any, Any]:
     """
     args = request.args
     script, keys = request.script, request.keys
+    if script.function:
+        return (yield from _functions.fcall_steps(request, SCRIPTS[script.name], eval_steps))
     for attempt in (0, 1):
         try:
             try:
                 return (yield Command(("EVALSHA", script.sha, len(keys), *keys, *args)))
             except NoScriptError:
                 return (yield Command(("EVAL", script.text, len(keys), *keys, *args)))
+        except NoPermissionError as exc:
+            if "'evalsha'" in str(exc) or "'eval'" in str(exc):  # the worker role: no EVAL, FCALL only
+                raise NoPermissionError(f"{exc}: a user with FCALL and no EVAL (the worker role) needs "
+                                        "connect(url, functions=True) (docs/operations.md)") from None
+            raise
         except ResponseError as exc:
             if request.config is None or attempt or "NOCONFIG" not in str(exc):
                 raise

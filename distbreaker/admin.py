@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from . import _ops, _schema
+from . import _ops, _schema, errors
 from ._actions import Operator, config_steps, control_steps, read_steps
 from ._config import BreakerConfig
 from ._core import (
@@ -32,7 +32,8 @@ from ._model import Snapshot, Transition
 from ._reply import (
     CLIENT_CONFIG, CONFIG, EXISTS, FINGERPRINT, FINGERPRINT_CHANGED_AT, NOW, OVERRIDES, PREVIOUS_FINGERPRINT, STATE,
 )
-from ._scripts import SCRIPTS, Steps, drive
+from . import _functions
+from ._scripts import FUNCTIONS, SCRIPTS, Steps, drive, eval_steps, scripts_for
 from .errors import ConfigError, CorruptStateError, UnknownServiceError, translate
 
 __all__ = ["Admin", "Check", "Events", "FleetConfig"]
@@ -179,7 +180,7 @@ class _Operations:
         self.prefix = validate_prefix(prefix)
 
     def _operator(self, service: str) -> Operator:
-        return Operator(self.prefix, service)
+        return Operator(self.prefix, service, scripts_for(self.redis))
 
     def _found(self, keys: builtins.list[Any]) -> builtins.list[str]:
         found = {service_of_key(self.prefix, text(k)) for k in keys}
@@ -476,14 +477,34 @@ class Admin(_Operations):
         """
         return self._do(service, self._events_steps(service, n))
 
+    # -- Redis Functions -------------------------------------------------------------------
+    def load_functions(self) -> str:
+        """Load this version's Redis Functions library (FUNCTION LOAD REPLACE; on a Cluster
+        client, on every master) and return its name. Needed where workers may not load it
+        themselves (the worker role of docs/operations.md): after a FUNCTION FLUSH, a restart
+        without persistence, or a new master.
+
+        Raises:
+            AccessDeniedError: this user may not run FUNCTION LOAD.
+            BackendError: the server has no Functions (Redis < 7.0, Valkey < 7.2).
+        """
+        self._do(_functions.LIBRARY_NAME, _functions.load_steps())
+        return _functions.LIBRARY_NAME
+
     # -- doctor ------------------------------------------------------------------------------
-    def doctor(self, *, pings: int = 20) -> builtins.list[Check]:
+    def doctor(self, *, pings: int = 20, role: str | None = None) -> builtins.list[Check]:
         """Check that this Redis can hold breakers: server version, the Lua scripts, the ACL
         permissions the breaker needs, the eviction policy, and the round-trip latency.
 
         Commands run on a throwaway breaker ``<prefix>:{__doctor__}`` (its keys get a 60 s
         expiry and are deleted at the end); one message for it is published on
         ``<prefix>:events``.
+
+        `role` (``"worker"`` or ``"operator"``, docs/operations.md): instead of the generic Lua and
+        ACL checks, check this URL's user against that role, trying each command on the
+        throwaway breaker: what the role needs and is denied (FAIL), and, for the worker, what
+        it can run and must not (FAIL: EVAL, EVALSHA, FUNCTION LOAD/DELETE, FCALL of control).
+        Both roles must be denied another prefix's keys.
 
         Raises:
             RedisUnavailableError: Redis does not answer.
@@ -493,8 +514,10 @@ class Admin(_Operations):
         .. versionadded:: 0.1.0
         """
         keys = keys_for(self.prefix, DOCTOR_SERVICE)
-        checks = [self._check_server(), *self._check_lua_and_acl(keys), self._check_eviction(),
-                  self._check_latency(pings)]
+        if role is not None and role not in ("worker", "operator"):
+            raise ConfigError("role", f"must be 'worker' or 'operator', got {role!r}")
+        lua = self._check_lua_and_acl(keys) if role is None else self._check_role(role, keys)
+        checks = [self._check_server(), *lua, self._check_eviction(), self._check_latency(pings)]
         _, denied = self._attempt(lambda: self.redis.execute_command("DEL", keys.state, keys.events))
         if denied:
             checks.append(Check("cleanup", "WARN", f"cannot delete {keys.state} (NOPERM); it expires in 60 s"))
@@ -593,6 +616,73 @@ class Admin(_Operations):
         else:
             checks.append(Check("acl", "PASS", f"{len(commands)} commands the breaker uses are allowed on "
                                                f"{self.prefix}:{{...}} and {keys.channel}"))
+        return checks
+
+    def _check_role(self, role: str, keys: Any) -> builtins.list[Check]:
+        """Try what `role` needs and what it must not run, on the throwaway breaker."""
+        r = self.redis
+        # FUNCTIONS: the Operator target calls FCALL whatever the client was made with
+        target = Operator(self.prefix, DOCTOR_SERVICE, FUNCTIONS)
+        other = f"{self.prefix}:other:{{{DOCTOR_SERVICE}}}"
+
+        def probe(fn: Callable[[], Any], allowed: Callable[[Any], bool] = lambda exc: False) -> str | None:
+            """None when it ran (or failed the way `allowed` says a permitted command does); else
+            the denial."""
+            try:
+                fn()
+            except RedisError as exc:
+                message = str(exc).split(" script:", 1)[0]
+                if isinstance(exc, NoPermissionError) or "NOPERM" in message or "no permissions" in message:
+                    return message
+                if allowed(exc):
+                    return None
+                raise translate(exc) from exc
+            return None
+
+        read = eval_steps(target.eval("read", ["0"]))
+        needs: list[tuple[str, Callable[[], Any]]] = [
+            ("FCALL read (creates the throwaway breaker)", lambda: drive(r, read)),
+            ("PUBLISH", lambda: r.publish(keys.channel, json.dumps(
+                {"service": DOCTOR_SERVICE, "from": "closed", "to": "closed", "generation": 0,
+                 "open_until": 0, "cause": "distbreaker doctor", "actor": "doctor", "ts": 0}))),
+            ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
+        ]
+        must_not: list[tuple[str, Callable[[], Any], Callable[[Any], bool]]] = [
+            (f"HGET {other} (another prefix)", lambda: r.execute_command("HGET", other, "st"), lambda e: False)]
+        control = ("FCALL control (trip/disable/reset/config)",
+                   lambda: drive(r, config_steps(target, "", "doctor")))
+        if role == "operator":
+            needs += [("FUNCTION LOAD", lambda: drive(r, _functions.load_steps())), control,
+                      ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
+                      ("XREVRANGE", lambda: r.execute_command("XREVRANGE", keys.events, "+", "-", "COUNT", "1")),
+                      ("DEL", lambda: r.execute_command("DEL", f"{keys.state}:op"))]
+        else:
+            must_not += [
+                ("EVAL", lambda: r.execute_command("EVAL", "return 1", 0), lambda e: False),
+                ("EVALSHA", lambda: r.execute_command("EVALSHA", "0" * 40, 0), lambda e: isinstance(e, NoScriptError)),
+                ("FUNCTION LOAD", lambda: r.execute_command("FUNCTION", "LOAD", "#!lua name=doctor_probe\n("),
+                 lambda e: True),
+                ("FUNCTION DELETE", lambda: r.execute_command("FUNCTION", "DELETE", "distbreaker_doctor_none"),
+                 lambda e: True),
+                (control[0], control[1], lambda e: False),
+            ]
+        checks: list[Check] = []
+        missing = []
+        for name, fn in needs:
+            try:
+                why = probe(fn)
+            except errors.DistbreakerError as exc:  # e.g. no FUNCTION/FCALL (Redis < 7.0)
+                why = f"{exc} (roles need Redis Functions: Redis >= 7.0 or Valkey >= 7.2)"
+            if why is not None:
+                missing.append(f"{name}: {why}")
+        allowed = [name for name, fn, ok in must_not if probe(fn, ok) is None]
+        checks.append(Check("role", "FAIL" if missing else "PASS",
+                            ("missing: " + "; ".join(missing)) if missing else
+                            f"{role}: the {len(needs)} commands the role needs run on {self.prefix}:{{...}}",
+                            denied=bool(missing)))
+        checks.append(Check("role-limits", "FAIL" if allowed else "PASS",
+                            (f"{role} can run what it must not: " + ", ".join(allowed)) if allowed else
+                            f"{role}: denied " + ", ".join(name for name, _, _ in must_not)))
         return checks
 
     def _subscribe_once(self, channel: str) -> None:

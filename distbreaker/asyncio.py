@@ -22,6 +22,8 @@ from . import _nesting, _ops, _schema
 from ._actions import control_steps, snapshot_steps
 from ._config import BreakerConfig
 from ._connect import client_options
+from . import _functions
+from ._functions import use_functions
 from ._batch import AsyncFlusher, async_flusher
 from ._listener import AsyncListener, async_listener
 from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
@@ -31,7 +33,7 @@ from ._timeout import check_timeout, within
 from ._model import Outcome, Snapshot, State, Transition
 from ._report import standard_reporters
 from .admin import Events, FleetConfig, _Operations, close_matches
-from ._scripts import SCRIPTS, Steps, adrive, eval_steps
+from ._scripts import Steps, adrive, eval_steps, scripts_for
 from ._transport import check_client
 from .registry import _Registry
 from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
@@ -42,7 +44,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.asyncio.Redis:
+def connect(url: str, *, timeout: float = 0.05, functions: bool = False, **kwargs: Any) -> redis.asyncio.Redis:
     """`distbreaker.connect` for asyncio: a `redis.asyncio.Redis` bounded by `timeout` seconds.
 
     Its pool does not block (redis-py's asyncio blocking pool costs ~40 µs per command here) but
@@ -51,15 +53,17 @@ def connect(url: str, *, timeout: float = 0.05, **kwargs: Any) -> redis.asyncio.
     concurrent calls on a fresh client waits for a connection instead of setting up one each
     within the budget; a wait ends with a Redis timeout at once when a command timed out (a hung
     Redis costs a burst about one `timeout`), or when no command completed for 10 × `timeout`.
+    `functions=True`: the scripts run as Redis Functions (FCALL), as with `distbreaker.connect`.
     """
     options = client_options(url, timeout)
     options.pop("timeout")  # the blocking pool's wait
     options["max_connections"] = 1000
     options.update(kwargs)
     try:
-        return redis.asyncio.Redis.from_pool(redis.asyncio.ConnectionPool.from_url(url, **options))
+        client = redis.asyncio.Redis.from_pool(redis.asyncio.ConnectionPool.from_url(url, **options))
     except ValueError as exc:
         raise ConfigError("url", redact(str(exc))) from None
+    return use_functions(client, functions)  # type: ignore[no-any-return]
 
 
 async def connect_cluster(url: str, *, timeout: float = 0.05, **kwargs: Any) -> Any:
@@ -152,7 +156,7 @@ class Breaker:
                  on_call: CallHook | Iterable[CallHook] | None = None) -> None:
         _schema.check_options(listen, clock)
         self._hooks = hooks = Hooks(on_transition, on_call, asynchronous=True)
-        self._core = core = BreakerCore(service, config, prefix, clock, SCRIPTS, hooks, standard_reporters())
+        self._core = core = BreakerCore(service, config, prefix, clock, scripts_for(redis), hooks, standard_reporters())
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=True)  # a sync client here is refused, saying what to pass
@@ -528,6 +532,11 @@ class Admin(_Operations):
             return self._found([k async for k in self.redis.scan_iter(match=self._match(), count=1000)])
         except RedisError as exc:
             raise translate(exc) from exc
+
+    async def load_functions(self) -> str:
+        """See `distbreaker.Admin.load_functions`."""
+        await self._do(_functions.LIBRARY_NAME, _functions.load_steps())
+        return _functions.LIBRARY_NAME
 
     async def status(self, service: str) -> Snapshot:
         """See `distbreaker.Admin.status`."""

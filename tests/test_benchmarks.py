@@ -64,3 +64,13 @@ def test_fleet_quick(redis_binary: Binary) -> None:
     assert all("1/1 runs" in r for r in rows), out  # every worker ended up rejecting
     prop = _rows(out, "| scenario | samples |")
     assert len(prop) == 3 and not [r for r in prop if "n/a" in r], out
+
+
+def test_functions_cost_quick(redis_binary: Binary) -> None:
+    """FCALL against EVALSHA (benchmarks/functions_cost.py): every figure measured."""
+    if redis_binary.flavor == "redis" and redis_binary.version < (7, 0, 0):
+        pytest.skip("the server has no Redis Functions (Redis < 7.0)")
+    out = _run("functions_cost.py")
+    rows = _rows(out, "| server µs per call")
+    assert len(rows) == 4, out
+    assert "nan" not in out, out

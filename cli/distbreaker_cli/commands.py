@@ -507,12 +507,14 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
 @click.command()
 @click.option("--pings", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
               help="PINGs for the latency figures.")
+@click.option("--role", type=click.Choice(["worker", "operator"]), default=None,
+              help="Check the URL's user against this role (docs/operations.md): what it needs, what it must not run.")
 @global_options
 @pass_ctx
-def doctor(obj: Context, pings: int) -> None:
+def doctor(obj: Context, pings: int, role: str | None) -> None:
     """Check this Redis for breakers: server version, Lua scripts, the ACL permissions the breaker
     needs, maxmemory-policy, round-trip latency. Exit 1 on a FAIL (77 for an ACL denial)."""
-    checks = obj.admin().doctor(pings=pings)
+    checks = obj.admin().doctor(pings=pings, role=role)
     fails = [c for c in checks if c.status == "FAIL"]
     warns = [c for c in checks if c.status == "WARN"]
     if obj.json:
@@ -527,4 +529,15 @@ def doctor(obj: Context, pings: int) -> None:
     obj.note(f"doctor: ok ({len(warns)} WARN) on {redact(obj.url)}, prefix {obj.prefix!r}")
 
 
-COMMANDS = (status, trip, disable, reset, delete, history, config, doctor)
+# -- load-functions -------------------------------------------------------------------------
+@click.command("load-functions")
+@global_options
+@pass_ctx
+def load_functions(obj: Context) -> None:
+    """Load distbreaker's Redis Functions library (every master of a Cluster): workers with the
+    worker role of docs/operations.md may not load it themselves (after FUNCTION FLUSH, a restart)."""
+    name = obj.admin().load_functions()
+    obj.note(f"load-functions: {name} loaded on {redact(obj.url)}")
+
+
+COMMANDS = (status, trip, disable, reset, delete, history, config, doctor, load_functions)

@@ -123,6 +123,7 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name, self.sha, self.text = name, f"sha-{name}", f"-- {name}"
+        self.function = ""  # EVALSHA (a Redis Functions script has its FCALL name here)
 
 
 SCRIPTS = {name: Script(name) for name in ("acquire", "record", "control", "read")}

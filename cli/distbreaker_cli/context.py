@@ -77,7 +77,7 @@ class Context:
         at --url says it is a Cluster node (``INFO cluster``: ``cluster_enabled:1``)."""
         if self._client is None:
             url = check_url(self.url)
-            extra = {"password": self.password} if self.password else {}
+            extra: dict[str, Any] = {"password": self.password} if self.password else {}
             if self.cluster:
                 self._client = _cluster_client(url, self.timeout, extra)
             else:

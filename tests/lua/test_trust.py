@@ -18,6 +18,7 @@ from distbreaker import (
     Admin,
     Breaker,
     BreakerConfig,
+    ConfigError,
     CircuitOpenError,
     CorruptStateError,
     ScriptError,
@@ -29,7 +30,9 @@ from model import Cfg
 pytestmark = pytest.mark.redis
 
 T0 = 1_700_000_000_000
-CFG = Cfg(0.5, 2, 60_000, 10, 0, 1.0, 1_000, 2.0, 5_000, 1, 1, 500, 1_000)  # idle_ttl 1 s
+# idle_ttl 1 s, so the window is 1 s too (idle_ttl >= window is a config rule); one bucket of 1 s
+CFG = Cfg(0.5, 2, 1_000, 1, 0, 1.0, 1_000, 2.0, 5_000, 1, 1, 500, 1_000)
+CFG60 = Cfg(0.5, 2, 60_000, 10, 0, 1.0, 1_000, 2.0, 5_000, 1, 1, 500, 60_000)  # ten 6 s buckets
 
 
 class Boom(Exception):
@@ -87,14 +90,22 @@ def s(redis_url: str, prefix: str) -> Iterator[Script]:
 
 
 def test_busy_breaker_with_short_idle_ttl_keeps_every_call(r: redis.Redis, prefix: str) -> None:
-    """idle_ttl=1 s, window=60 s (6 s buckets): 150 calls 20 ms apart (3 s) are all counted.
-    Before, the fast path never refreshed the TTL and the key expired mid-use (47 of 143)."""
-    b = Breaker("busy", r, BreakerConfig(idle_ttl=1, window=60, minimum_calls=10_000), prefix=prefix,
+    """The issue's idle_ttl=1 s, window=60 s is refused now (idle_ttl >= window); at the shortest
+    idle_ttl allowed (1 s, with a 1 s window of 100 ms buckets), 150 calls 20 ms apart (3 s) never
+    let the key expire: a field written once after the first call is still there at the end.
+    Before, the fast path never refreshed the TTL and the key expired mid-use (47 of 143 counted)."""
+    with pytest.raises(ConfigError, match="idle_ttl"):
+        BreakerConfig(idle_ttl=1, window=60)
+    b = Breaker("busy", r, BreakerConfig(idle_ttl=1, window=1, minimum_calls=10_000), prefix=prefix,
                 listen=False)
+    key = f"{prefix}:{{busy}}"
+    b.call(ok)
+    r.hset(key, "test-marker", "1")  # gone if the key ever expires (a new key is created without it)
     for _ in range(150):
         b.call(ok)
         time.sleep(0.02)  # the scenario's pace, not a synchronisation
-    assert b.snapshot().calls == 150
+    assert r.hget(key, "test-marker") == b"1"
+    assert 0 < r.pttl(key) <= 1_000
 
 
 def test_refresh_is_due_at_xr_and_the_fast_path_leaves_it_to_the_general_path(s: Script) -> None:
@@ -123,7 +134,7 @@ def test_expiry_never_before_open_until_or_forced_until(s: Script) -> None:
 
 def test_trip_for_longer_than_idle_ttl_outlives_it(r: redis.Redis, prefix: str) -> None:
     """Through the client: trip(for_=30) with idle_ttl=1 s leaves 30 s on both keys."""
-    b = Breaker("trip", r, BreakerConfig(idle_ttl=1), prefix=prefix, listen=False)
+    b = Breaker("trip", r, BreakerConfig(idle_ttl=1, window=1), prefix=prefix, listen=False)
     b.call(ok)
     b.trip(for_=30, reason="maintenance")
     key = f"{prefix}:{{trip}}"
@@ -222,6 +233,7 @@ def test_until_out_of_bounds_is_refused_with_nothing_written(s: Script, until: s
 @pytest.mark.parametrize("field,value", [("st", "garbage"), ("st", ""), ("tc", "many"), ("g", "x"),
                                          ("r3", "1:2")])
 def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str, value: str) -> None:
+    s.cfg = CFG60  # a ring of ten 6 s buckets (r3 is read when the window rotates past it)
     s.record(T0, 0, 1, 0)
     s.r.hset(s.key, field, value)
     if field == "r3":  # a ring slot is read when the window rotates past it

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
-import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _server import server  # noqa: E402
 from prometheus_client import generate_latest  # noqa: E402
 
-from _server import server  # noqa: E402
 from distbreaker import Admin, Breaker, BreakerConfig, connect  # noqa: E402
 from distbreaker.exporter import ExporterCollector, make_registry  # noqa: E402
 
@@ -79,14 +79,18 @@ def main() -> None:
             rows.append((n, scrape, trips, len(page), per_breaker))
             keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
             for at in range(0, len(keys), 1000):
-                client.delete(*keys[at:at + 1000])
+                client.delete(*keys[at : at + 1000])
             client.close()
-    print("| breakers | scrape (median) | round trips (SCAN pages + pipelines) | page size | "
-          "Admin.status per breaker (read.lua each) | ratio |")
+    print(
+        "| breakers | scrape (median) | round trips (SCAN pages + pipelines) | page size | "
+        "Admin.status per breaker (read.lua each) | ratio |"
+    )
     print("|---|---|---|---|---|---|")
     for n, scrape, trips, size, per in rows:
-        print(f"| {n:,} | {scrape * 1000:.0f} ms | {trips} | {size / 1024:.0f} KiB | {per * 1000:.0f} ms | "
-              f"{per / scrape:.1f}x |")
+        print(
+            f"| {n:,} | {scrape * 1000:.0f} ms | {trips} | {size / 1024:.0f} KiB | {per * 1000:.0f} ms | "
+            f"{per / scrape:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -37,12 +37,12 @@ from _server import server  # benchmarks/_server.py
 
 WORKERS = 8
 THRESHOLD = 10
-FLEET_TIMEOUT = 2.0     # socket timeout / redis_timeout for the overshoot runs: 8 busy processes
-                        # on 2 cores can miss 50 ms, and a dropped record would hide overshoot
-START_TIMEOUT = 60.0    # spawning 8 interpreters on a loaded 2-core machine
-TASK_TIMEOUT = 60.0     # one overshoot or propagation task, per worker
+FLEET_TIMEOUT = 2.0  # socket timeout / redis_timeout for the overshoot runs: 8 busy processes
+# on 2 cores can miss 50 ms, and a dropped record would hide overshoot
+START_TIMEOUT = 60.0  # spawning 8 interpreters on a loaded 2-core machine
+TASK_TIMEOUT = 60.0  # one overshoot or propagation task, per worker
 MAX_ATTEMPTS = 200_000  # calls per worker per overshoot task, at most
-POLL = 0.001            # propagation: the workers' poll / call interval
+POLL = 0.001  # propagation: the workers' poll / call interval
 
 _CTX = multiprocessing.get_context("spawn")
 
@@ -60,8 +60,6 @@ class Failing(Exception):
     """The protected function's own failure."""
 
 
-
-
 # -- worker side ------------------------------------------------------------------------------
 
 
@@ -69,14 +67,22 @@ class Unavailable(Exception):
     """The library cannot be used here (not installed, or no batched mode yet)."""
 
 
-def _sync_caller(lib: str, url: str, ns: str) -> tuple[Callable[[Callable[[], Any]], Any], type | tuple, Callable[[], None]]:
+def _sync_caller(
+    lib: str, url: str, ns: str
+) -> tuple[Callable[[Callable[[], Any]], Any], type | tuple, Callable[[], None]]:
     """(call(fn), rejection exception type(s), close) for a sync library."""
     if lib in ("db_sync", "db_batched"):
         from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 
         client = connect(url, timeout=FLEET_TIMEOUT)
-        cfg = BreakerConfig(minimum_calls=THRESHOLD, failure_rate_threshold=0.5, window=600.0,
-                            open_duration=60.0, max_open_duration=60.0, redis_timeout=FLEET_TIMEOUT)
+        cfg = BreakerConfig(
+            minimum_calls=THRESHOLD,
+            failure_rate_threshold=0.5,
+            window=600.0,
+            open_duration=60.0,
+            max_open_duration=60.0,
+            redis_timeout=FLEET_TIMEOUT,
+        )
         kw: dict[str, Any] = {"mode": "batched", "flush_interval": 0.1} if lib == "db_batched" else {}
         try:
             breaker = Breaker("svc", client, cfg, prefix=ns, **kw)
@@ -101,7 +107,9 @@ def _sync_caller(lib: str, url: str, ns: str) -> tuple[Callable[[Callable[[], An
     raise AssertionError(lib)
 
 
-async def _async_caller(lib: str, url: str, ns: str) -> tuple[Callable[[Callable[[], Any]], Any], type | tuple, Callable[[], Any]]:
+async def _async_caller(
+    lib: str, url: str, ns: str
+) -> tuple[Callable[[Callable[[], Any]], Any], type | tuple, Callable[[], Any]]:
     if lib == "purgatory":
         try:
             from purgatory import AsyncCircuitBreakerFactory, AsyncRedisUnitOfWork
@@ -123,8 +131,9 @@ async def _async_caller(lib: str, url: str, ns: str) -> tuple[Callable[[Callable
         except ImportError as exc:
             raise Unavailable(f"n/a ({exc})") from exc
         client = redis.asyncio.from_url(url, socket_timeout=FLEET_TIMEOUT)
-        ar = CircuitBreaker("svc", failure_threshold=THRESHOLD, recovery_timeout=60, redis_client=client,
-                            redis_prefix=ns)
+        ar = CircuitBreaker(
+            "svc", failure_threshold=THRESHOLD, recovery_timeout=60, redis_client=client, redis_prefix=ns
+        )
         return ar.call, CircuitOpenError, client.aclose
     if lib == "aiobreaker":
         try:
@@ -137,8 +146,9 @@ async def _async_caller(lib: str, url: str, ns: str) -> tuple[Callable[[Callable
             raise Unavailable(f"n/a ({exc})") from exc
         sclient = redis.Redis.from_url(url, socket_timeout=FLEET_TIMEOUT)
         storage = CircuitRedisStorage(aiobreaker.CircuitBreakerState.CLOSED, sclient, namespace=ns)
-        ab = aiobreaker.CircuitBreaker(fail_max=THRESHOLD, timeout_duration=timedelta(seconds=60),
-                                       state_storage=storage)
+        ab = aiobreaker.CircuitBreaker(
+            fail_max=THRESHOLD, timeout_duration=timedelta(seconds=60), state_storage=storage
+        )
 
         async def ab_close() -> None:
             sclient.close()
@@ -217,8 +227,17 @@ def _overshoot(barrier: Any, executed: Any, lib: str, url: str, ns: str) -> dict
     return asyncio.run(main())
 
 
-def _watch(results: Any, wid: int, url: str, prefix: str, service: str, listen: bool, mode: str,
-           max_staleness: float, calling: bool) -> dict[str, Any]:
+def _watch(
+    results: Any,
+    wid: int,
+    url: str,
+    prefix: str,
+    service: str,
+    listen: bool,
+    mode: str,
+    max_staleness: float,
+    calling: bool,
+) -> dict[str, Any]:
     """Hold a breaker whose cache says closed; report when it first sees the trip."""
     from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 
@@ -290,9 +309,15 @@ class Fleet:
         self.barrier = _CTX.Barrier(WORKERS)
         self.executed = _CTX.Value("i", 0)
         self.tasks = [_CTX.Queue() for _ in range(WORKERS)]
-        self.procs = [_CTX.Process(target=worker_main, name=f"fleet-{i}", daemon=True,
-                                   args=(i, self.tasks[i], self.results, self.barrier, self.executed))
-                      for i in range(WORKERS)]
+        self.procs = [
+            _CTX.Process(
+                target=worker_main,
+                name=f"fleet-{i}",
+                daemon=True,
+                args=(i, self.tasks[i], self.results, self.barrier, self.executed),
+            )
+            for i in range(WORKERS)
+        ]
         for p in self.procs:
             p.start()
 
@@ -310,8 +335,9 @@ class Fleet:
             try:
                 wid, status, payload = self.results.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise RuntimeError(f"only {len(got)} of {WORKERS} workers reported {want!r} within {timeout:.0f} s; "
-                                   f"errors: {errors}") from None
+                raise RuntimeError(
+                    f"only {len(got)} of {WORKERS} workers reported {want!r} within {timeout:.0f} s; errors: {errors}"
+                ) from None
             if status == want:
                 got[wid] = payload
             elif status == "unavailable":
@@ -354,8 +380,11 @@ def overshoot(fleet: Fleet, url: str, lib: str) -> dict[str, Any]:
     total = sum(r["executed"] for r in res.values())
     if total != fleet.executed.value:
         raise RuntimeError(f"counts disagree: {total} != {fleet.executed.value}")
-    return {"total": total, "all_rejected": all(r["rejected"] for r in res.values()),
-            "per_worker": [res[i]["executed"] for i in sorted(res)]}
+    return {
+        "total": total,
+        "all_rejected": all(r["rejected"] for r in res.values()),
+        "per_worker": [res[i]["executed"] for i in sorted(res)],
+    }
 
 
 def propagation(fleet: Fleet, url: str, listen: bool, mode: str, max_staleness: float, calling: bool) -> list[float]:
@@ -407,13 +436,19 @@ def main(argv: list[str] | None = None) -> int:
             load = "load average %.2f %.2f %.2f" % os.getloadavg()
         except OSError:
             load = "load unknown"
-        print(f"Machine: {os.cpu_count()} CPUs, {load} at start; {name} {version} on loopback; "
-              f"{WORKERS} worker processes (spawn)\n")
+        print(
+            f"Machine: {os.cpu_count()} CPUs, {load} at start; {name} {version} on loopback; "
+            f"{WORKERS} worker processes (spawn)\n"
+        )
         fleet = Fleet()
         try:
-            print(f"(a) Trip overshoot: {WORKERS} processes, every call fails, threshold 10; calls executed "
-                  f"before every worker rejects, {a.trials} run(s) each (min / median / max)\n")
-            print("| library | threshold | executed before all reject | per worker (median run) | every worker rejected |")
+            print(
+                f"(a) Trip overshoot: {WORKERS} processes, every call fails, threshold 10; calls executed "
+                f"before every worker rejects, {a.trials} run(s) each (min / median / max)\n"
+            )
+            print(
+                "| library | threshold | executed before all reject | per worker (median run) | every worker rejected |"
+            )
             print("|---|---|---:|---|---|")
             for lib, (label, setting) in LIBS.items():
                 runs: list[dict[str, Any]] = []
@@ -433,20 +468,37 @@ def main(argv: list[str] | None = None) -> int:
                 totals = sorted(r["total"] for r in runs)
                 med = sorted(runs, key=lambda r: r["total"])[len(runs) // 2]
                 rejected = sum(r["all_rejected"] for r in runs)
-                print(f"| {label} | {setting} | {totals[0]} / {statistics.median(totals):g} / {totals[-1]} | "
-                      f"{med['per_worker']} | {rejected}/{len(runs)} runs |", flush=True)
+                print(
+                    f"| {label} | {setting} | {totals[0]} / {statistics.median(totals):g} / {totals[-1]} | "
+                    f"{med['per_worker']} | {rejected}/{len(runs)} runs |",
+                    flush=True,
+                )
 
-            print(f"\n(b) Propagation of `Admin.trip` to {WORKERS} workers whose cache says closed: seconds from "
-                  f"just before the trip to each worker seeing forced_open ({a.prop_trials} trips × {WORKERS} "
-                  f"workers; poll/call interval {POLL * 1000:g} ms)\n")
+            print(
+                f"\n(b) Propagation of `Admin.trip` to {WORKERS} workers whose cache says closed: seconds from "
+                f"just before the trip to each worker seeing forced_open ({a.prop_trials} trips × {WORKERS} "
+                f"workers; poll/call interval {POLL * 1000:g} ms)\n"
+            )
             print("| scenario | samples | p50 | p99 | max | bound |")
             print("|---|---:|---:|---:|---:|---|")
             scenarios = [
                 ("pub/sub (listen=True), idle workers polling their cache", True, "sync", 1.0, False, "p99 ≤ 50 ms"),
-                ("no pub/sub (listen=False, max_staleness=0.5 s), workers calling, sync mode", False, "sync", 0.5,
-                 True, "≤ max_staleness + redis_timeout = 550 ms"),
-                ("no pub/sub (listen=False, max_staleness=0.5 s), workers calling, batched mode", False, "batched",
-                 0.5, True, "≤ max_staleness + redis_timeout = 550 ms"),
+                (
+                    "no pub/sub (listen=False, max_staleness=0.5 s), workers calling, sync mode",
+                    False,
+                    "sync",
+                    0.5,
+                    True,
+                    "≤ max_staleness + redis_timeout = 550 ms",
+                ),
+                (
+                    "no pub/sub (listen=False, max_staleness=0.5 s), workers calling, batched mode",
+                    False,
+                    "batched",
+                    0.5,
+                    True,
+                    "≤ max_staleness + redis_timeout = 550 ms",
+                ),
             ]
             for label, listen, mode, staleness, calling, bound in scenarios:
                 samples: list[float] = []
@@ -461,8 +513,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"| {label} | 0 | n/a ({err}) | — | — | {bound} |", flush=True)
                     continue
                 note = f" (stopped: {err})" if err else ""
-                print(f"| {label}{note} | {len(samples)} | {pct(samples, 50) * 1e3:.1f} ms | "
-                      f"{pct(samples, 99) * 1e3:.1f} ms | {max(samples) * 1e3:.1f} ms | {bound} |", flush=True)
+                print(
+                    f"| {label}{note} | {len(samples)} | {pct(samples, 50) * 1e3:.1f} ms | "
+                    f"{pct(samples, 99) * 1e3:.1f} ms | {max(samples) * 1e3:.1f} ms | {bound} |",
+                    flush=True,
+                )
         finally:
             fleet.close()
     return 0

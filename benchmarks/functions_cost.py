@@ -66,8 +66,9 @@ def client_side(url: str, n: int, rounds: int) -> dict[str, float]:
     breakers = {}
     for name, functions in (("evalsha", False), ("fcall", True)):
         client = connect(url, timeout=2, functions=functions)
-        breakers[name] = Breaker(f"bench-c-{name}", client, BreakerConfig(redis_timeout=2), prefix="bench-fn",
-                                 listen=False)
+        breakers[name] = Breaker(
+            f"bench-c-{name}", client, BreakerConfig(redis_timeout=2), prefix="bench-fn", listen=False
+        )
         breakers[name].call(int, 0)
     samples: dict[str, list[float]] = {name: [] for name in breakers}
     for _ in range(rounds):
@@ -100,14 +101,22 @@ def main() -> None:
     print(f"{version}, library {LIBRARY_NAME}, {args.n} calls each")
     print("| server µs per call (INFO commandstats) | EVALSHA | FCALL | FCALL ÷ EVALSHA |")
     print("|---|---|---|---|")
-    print(f"| `return 1` | {s['return 1 evalsha']:.2f} | {s['return 1 fcall']:.2f} | "
-          f"{s['return 1 fcall'] / s['return 1 evalsha']:.2f}× |")
-    print(f"| record, closed path | {s['record evalsha']:.2f} | {s['record fcall']:.2f} | "
-          f"{s['record fcall'] / s['record evalsha']:.2f}× |")
-    print(f"| record ÷ its `return 1` | {s['record evalsha'] / s['return 1 evalsha']:.1f}× | "
-          f"{s['record fcall'] / s['return 1 fcall']:.1f}× | |")
-    print(f"| client: Breaker.call(noop), median of {args.rounds} rounds, µs | {c['evalsha']:.1f} | "
-          f"{c['fcall']:.1f} | {c['fcall'] / c['evalsha']:.2f}× |")
+    print(
+        f"| `return 1` | {s['return 1 evalsha']:.2f} | {s['return 1 fcall']:.2f} | "
+        f"{s['return 1 fcall'] / s['return 1 evalsha']:.2f}× |"
+    )
+    print(
+        f"| record, closed path | {s['record evalsha']:.2f} | {s['record fcall']:.2f} | "
+        f"{s['record fcall'] / s['record evalsha']:.2f}× |"
+    )
+    print(
+        f"| record ÷ its `return 1` | {s['record evalsha'] / s['return 1 evalsha']:.1f}× | "
+        f"{s['record fcall'] / s['return 1 fcall']:.1f}× | |"
+    )
+    print(
+        f"| client: Breaker.call(noop), median of {args.rounds} rounds, µs | {c['evalsha']:.1f} | "
+        f"{c['fcall']:.1f} | {c['fcall'] / c['evalsha']:.2f}× |"
+    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from distbreaker import Breaker, BreakerConfig, CircuitOpenError
-from distbreaker import _otel
+from distbreaker import Breaker, BreakerConfig, CircuitOpenError, _otel
 
-TARGET_NO_SDK = 1e-6   # seconds per call (issue 6)
+TARGET_NO_SDK = 1e-6  # seconds per call (issue 6)
 TARGET_SDK = 5e-6
 
 
@@ -104,14 +103,20 @@ def main() -> None:
     with tracer_provider.get_tracer("benchmark").start_as_current_span("protected") as span:
         assert span.is_recording()
         alternate("SDK")
-    counted = sum(p.value for m in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
-                  if m.name == _otel.CALLS for p in m.data.data_points)
+    counted = sum(
+        p.value
+        for m in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+        if m.name == _otel.CALLS
+        for p in m.data.data_points
+    )
     _otel.use_meter_provider(None)
 
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"{n} calls x {rounds} rounds per setting, alternating (median); stub Redis (no network)\n")
-    print("| path | instrumentation off | no SDK | SDK (in-memory reader, recording span) "
-          "| overhead, no SDK | overhead, SDK |")
+    print(
+        "| path | instrumentation off | no SDK | SDK (in-memory reader, recording span) "
+        "| overhead, no SDK | overhead, SDK |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     worst_plain = worst_sdk = 0.0
     for name in paths:
@@ -119,12 +124,16 @@ def main() -> None:
         off_sdk, sdk = med[(name, "off (SDK run)")], med[(name, "SDK")]
         d_plain, d_sdk = plain - off, sdk - off_sdk
         worst_plain, worst_sdk = max(worst_plain, d_plain), max(worst_sdk, d_sdk)
-        print(f"| {name} | {off * 1e6:.2f} µs | {plain * 1e6:.2f} µs | {sdk * 1e6:.2f} µs "
-              f"| {d_plain * 1e6:+.2f} µs | {d_sdk * 1e6:+.2f} µs |")
-    print(f"\nTargets (issue 6): no SDK <= {TARGET_NO_SDK * 1e6:.0f} µs per call: "
-          f"{'ok' if worst_plain <= TARGET_NO_SDK else 'OVER'} ({worst_plain * 1e6:.2f} µs); "
-          f"SDK <= {TARGET_SDK * 1e6:.0f} µs per call: {'ok' if worst_sdk <= TARGET_SDK else 'OVER'} "
-          f"({worst_sdk * 1e6:.2f} µs)")
+        print(
+            f"| {name} | {off * 1e6:.2f} µs | {plain * 1e6:.2f} µs | {sdk * 1e6:.2f} µs "
+            f"| {d_plain * 1e6:+.2f} µs | {d_sdk * 1e6:+.2f} µs |"
+        )
+    print(
+        f"\nTargets (issue 6): no SDK <= {TARGET_NO_SDK * 1e6:.0f} µs per call: "
+        f"{'ok' if worst_plain <= TARGET_NO_SDK else 'OVER'} ({worst_plain * 1e6:.2f} µs); "
+        f"SDK <= {TARGET_SDK * 1e6:.0f} µs per call: {'ok' if worst_sdk <= TARGET_SDK else 'OVER'} "
+        f"({worst_sdk * 1e6:.2f} µs)"
+    )
     print(f"calls counted by the SDK reader: {counted}")
 
 

@@ -16,14 +16,12 @@ import time
 import uuid
 from collections.abc import Callable
 
+from _server import server  # benchmarks/_server.py
+
 import distbreaker
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 
-from _server import server  # benchmarks/_server.py
-
 TRIVIAL = "return 1"
-
-
 
 
 def per_call(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
@@ -72,8 +70,10 @@ def main() -> None:
         info = r.info("server")
         name = info.get("server_name", "redis")
         version = info.get("valkey_version") or info.get("redis_version")
-        print(f"distbreaker {distbreaker.__version__}, {name} {version}, loopback, "
-              f"{n} calls x 5 runs (median), hiredis={'yes' if _hiredis() else 'no'}\n")
+        print(
+            f"distbreaker {distbreaker.__version__}, {name} {version}, loopback, "
+            f"{n} calls x 5 runs (median), hiredis={'yes' if _hiredis() else 'no'}\n"
+        )
         print("| path | per call | vs bare EVALSHA |")
         print("|---|---:|---:|")
         print(f"| bare EVALSHA round trip (`return 1`) | {t_bare * 1e6:.1f} µs | 1.00× |")

@@ -38,16 +38,16 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from _server import server  # benchmarks/_server.py
 
 import distbreaker
 import distbreaker.asyncio as adb
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
+
 # The bare rows run a command on distbreaker's own send path through the documented internal
 # step driver (`drive`/`adrive`: what every Breaker call runs), not through private helpers.
 from distbreaker._core import Command
 from distbreaker._scripts import adrive, drive
-
-from _server import server  # benchmarks/_server.py
 
 TRIVIAL = "return 1"
 
@@ -60,12 +60,12 @@ def _state_key(breaker: Breaker) -> str:
 def _one(command: tuple[Any, ...]) -> Generator[Command, Any, Any]:
     """Steps of one command (for `drive`/`adrive`): its reply is the result."""
     return (yield Command(command))
+
+
 TIMEOUT = 1.0  # socket timeout of every client here (and redis_timeout): no timeouts under load
 PEERS = ("pybreaker", "purgatory", "aiobreaker", "aiobreaker-redis")
 
 # -- servers and the machine --------------------------------------------------------------------
-
-
 
 
 def cpu_model() -> str:
@@ -97,10 +97,12 @@ def machine(r: Any) -> str:
     except OSError:
         load = "load unknown"
     peers = ", ".join(f"{p} {version_of(p) or 'not installed'}" for p in PEERS)
-    return (f"Machine: {os.cpu_count()} CPUs ({cpu_model()}), {load} at start; "
-            f"{server_version(r)} on loopback; Python {platform.python_version()}, "
-            f"redis-py {version_of('redis')}, hiredis {version_of('hiredis') or 'no'}; "
-            f"distbreaker {distbreaker.__version__}; {peers}")
+    return (
+        f"Machine: {os.cpu_count()} CPUs ({cpu_model()}), {load} at start; "
+        f"{server_version(r)} on loopback; Python {platform.python_version()}, "
+        f"redis-py {version_of('redis')}, hiredis {version_of('hiredis') or 'no'}; "
+        f"distbreaker {distbreaker.__version__}; {peers}"
+    )
 
 
 # -- measurement --------------------------------------------------------------------------------
@@ -234,12 +236,26 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
     cfg_open = BreakerConfig(open_duration=3600, max_open_duration=3600, redis_timeout=TIMEOUT)
     plain = redis.Redis.from_url(url, socket_timeout=TIMEOUT)  # what the peers' docs build
     closers.append(plain.close)
-    rows = [Row("bare", "bare redis-py EVALSHA round trip (`return 1`), `distbreaker.connect` client", n,
-                lambda: r.evalsha(sha, 1, raw_key)),
-            Row("bare_plain", "bare redis-py EVALSHA, plain `Redis.from_url` client (the peers' client)", n,
-                lambda: plain.evalsha(sha, 1, raw_key)),
-            Row("bare_lean", "bare EVALSHA (`return 1`) on distbreaker's own send path (the floor of its calls)",
-                n, lambda: drive(r, _one(("EVALSHA", sha, 1, raw_key))))]
+    rows = [
+        Row(
+            "bare",
+            "bare redis-py EVALSHA round trip (`return 1`), `distbreaker.connect` client",
+            n,
+            lambda: r.evalsha(sha, 1, raw_key),
+        ),
+        Row(
+            "bare_plain",
+            "bare redis-py EVALSHA, plain `Redis.from_url` client (the peers' client)",
+            n,
+            lambda: plain.evalsha(sha, 1, raw_key),
+        ),
+        Row(
+            "bare_lean",
+            "bare EVALSHA (`return 1`) on distbreaker's own send path (the floor of its calls)",
+            n,
+            lambda: drive(r, _one(("EVALSHA", sha, 1, raw_key))),
+        ),
+    ]
 
     closed = Breaker("closed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)
@@ -264,16 +280,17 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
         rows.append(Row("db_batched", "distbreaker batched, closed", n, na="pending (no mode= yet)"))
     else:
         closers.append(batched.close)
-        rows.append(Row("db_batched", "distbreaker batched, closed (flush 0.1 s)", n * 10,
-                        lambda: batched.call(noop)))
+        rows.append(Row("db_batched", "distbreaker batched, closed (flush 0.1 s)", n * 10, lambda: batched.call(noop)))
 
     # pybreaker with its Redis storage: GET state + SET fail_counter per success; GET state +
     # GET opened_at per rejection. Its storage decodes bytes itself: no decode_responses.
     try:
         import pybreaker
     except ImportError as exc:
-        rows += [Row("pb_closed", "pybreaker + Redis, closed", n, na=f"n/a ({exc})"),
-                 Row("pb_rejected", "pybreaker + Redis, rejected", n, na=f"n/a ({exc})")]
+        rows += [
+            Row("pb_closed", "pybreaker + Redis, closed", n, na=f"n/a ({exc})"),
+            Row("pb_rejected", "pybreaker + Redis, rejected", n, na=f"n/a ({exc})"),
+        ]
     else:
         rows += _pybreaker_rows(pybreaker, plain, prefix, n)
     return rows
@@ -283,6 +300,7 @@ def _pybreaker_rows(pybreaker: Any, r: Any, prefix: str, n: int) -> list[Row]:
     closed = Row("pb_closed", "pybreaker + Redis, closed", n)
     rejected = Row("pb_rejected", "pybreaker + Redis, rejected", n)
     try:
+
         def make(name: str) -> Any:
             storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, r, namespace=f"{prefix}:{name}")
             return pybreaker.CircuitBreaker(fail_max=10**9, reset_timeout=3600, state_storage=storage)
@@ -319,20 +337,40 @@ async def async_rows(url: str, prefix: str, n: int, closers: list[Callable[[], A
     cfg_open = BreakerConfig(open_duration=3600, max_open_duration=3600, redis_timeout=TIMEOUT)
     plain = redis.asyncio.from_url(url, socket_timeout=TIMEOUT)  # what the peers' docs build
     closers.append(plain.aclose)
-    rows = [Row("abare", "bare redis.asyncio EVALSHA round trip (`return 1`), `distbreaker.asyncio.connect` "
-                "client", n, lambda: r.evalsha(sha, 1, raw_key)),
-            Row("abare_plain", "bare redis.asyncio EVALSHA, plain `from_url` client (the peers' client)", n,
-                lambda: plain.evalsha(sha, 1, raw_key)),
-            Row("abare_lean", "bare EVALSHA (`return 1`) on distbreaker.asyncio's own send path (the floor of "
-                "its calls)", n, lambda: adrive(r, _one(("EVALSHA", sha, 1, raw_key))))]
+    rows = [
+        Row(
+            "abare",
+            "bare redis.asyncio EVALSHA round trip (`return 1`), `distbreaker.asyncio.connect` client",
+            n,
+            lambda: r.evalsha(sha, 1, raw_key),
+        ),
+        Row(
+            "abare_plain",
+            "bare redis.asyncio EVALSHA, plain `from_url` client (the peers' client)",
+            n,
+            lambda: plain.evalsha(sha, 1, raw_key),
+        ),
+        Row(
+            "abare_lean",
+            "bare EVALSHA (`return 1`) on distbreaker.asyncio's own send path (the floor of its calls)",
+            n,
+            lambda: adrive(r, _one(("EVALSHA", sha, 1, raw_key))),
+        ),
+    ]
 
     closed = adb.Breaker("aclosed", r, cfg_closed, prefix=prefix)
     closers.append(closed.close)
     rows.append(Row("adb_closed", "distbreaker.asyncio, closed (1 record)", n, lambda: closed.call(anoop)))
     closed_plain = adb.Breaker("aclosed-plain", plain, cfg_closed, prefix=prefix)
     closers.append(closed_plain.close)
-    rows.append(Row("adb_closed_plain", "distbreaker.asyncio, closed, on the plain `from_url` client", n,
-                    lambda: closed_plain.call(anoop)))
+    rows.append(
+        Row(
+            "adb_closed_plain",
+            "distbreaker.asyncio, closed, on the plain `from_url` client",
+            n,
+            lambda: closed_plain.call(anoop),
+        )
+    )
 
     opened = adb.Breaker("aopened", r, cfg_open, prefix=prefix)
     closers.append(opened.close)
@@ -353,8 +391,9 @@ async def async_rows(url: str, prefix: str, n: int, closers: list[Callable[[], A
         rows.append(Row("adb_batched", "distbreaker.asyncio batched, closed", n, na="pending (no mode= yet)"))
     else:
         closers.append(batched.close)
-        rows.append(Row("adb_batched", "distbreaker.asyncio batched, closed (flush 0.1 s)", n * 10,
-                        lambda: batched.call(anoop)))
+        rows.append(
+            Row("adb_batched", "distbreaker.asyncio batched, closed (flush 0.1 s)", n * 10, lambda: batched.call(anoop))
+        )
 
     rows += await _purgatory_rows(url, prefix, n, closers)
     rows += await _aiobreaker_redis_rows(plain, prefix, n)
@@ -405,11 +444,13 @@ async def _aiobreaker_redis_rows(r: Any, prefix: str, n: int) -> list[Row]:
         from aiobreaker_redis import CircuitBreaker as ARBreaker
         from aiobreaker_redis import CircuitOpenError as AROpen
 
-        ac = ARBreaker("closed", failure_threshold=10**9, recovery_timeout=3600,
-                       redis_client=r, redis_prefix=f"{prefix}:ar")
+        ac = ARBreaker(
+            "closed", failure_threshold=10**9, recovery_timeout=3600, redis_client=r, redis_prefix=f"{prefix}:ar"
+        )
         closed.fn = lambda: ac.call(anoop)
-        ao = ARBreaker("opened", failure_threshold=1, recovery_timeout=3600,
-                       redis_client=r, redis_prefix=f"{prefix}:ar")
+        ao = ARBreaker(
+            "opened", failure_threshold=1, recovery_timeout=3600, redis_client=r, redis_prefix=f"{prefix}:ar"
+        )
         with contextlib.suppress(Failing):
             await ao.call(afail)
 
@@ -443,10 +484,10 @@ async def _aiobreaker_rows(url: str, prefix: str, n: int, closers: list[Callable
         closers.append(sr.close)
 
         def make(name: str, fail_max: int) -> Any:
-            storage = CircuitRedisStorage(aiobreaker.CircuitBreakerState.CLOSED, sr,
-                                          namespace=f"{prefix}:ab:{name}")
-            return aiobreaker.CircuitBreaker(fail_max=fail_max, timeout_duration=timedelta(seconds=3600),
-                                             state_storage=storage)
+            storage = CircuitRedisStorage(aiobreaker.CircuitBreakerState.CLOSED, sr, namespace=f"{prefix}:ab:{name}")
+            return aiobreaker.CircuitBreaker(
+                fail_max=fail_max, timeout_duration=timedelta(seconds=3600), state_storage=storage
+            )
 
         bc = make("closed", 10**9)
         closed.fn = lambda: bc.call_async(anoop)
@@ -459,8 +500,7 @@ async def _aiobreaker_rows(url: str, prefix: str, n: int, closers: list[Callable
             except aiobreaker.CircuitBreakerError:
                 pass
 
-        check(await arejects(lambda: bo.call_async(anoop), aiobreaker.CircuitBreakerError),
-              "aiobreaker did not reject")
+        check(await arejects(lambda: bo.call_async(anoop), aiobreaker.CircuitBreakerError), "aiobreaker did not reject")
         rejected.fn = ab_rejected
     except Exception as exc:
         _na(closed, exc)
@@ -565,16 +605,39 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
         snap = full.snapshot()
         check(snap.state.value == "closed", f"the mixed breaker is {snap.state.value}")
 
-        out.append(("Redis CPU per record (success, default config; `INFO commandstats` "
-                    f"evalsha usec_per_call over {n_rec} records)", f"{us_rec:.2f} µs", "≤ 15 µs"))
-        out.append((f"Redis CPU per record (10% failures, 2% slow, every bucket rotating; {n_mix} records)",
-                    f"{us_mix:.2f} µs", "≤ 15 µs"))
-        out.append((f"Redis CPU of a bare EVALSHA `return 1` ({n_bare} calls), for reference",
-                    f"{us_bare:.2f} µs", "—"))
-        out.append((f"MEMORY USAGE of the breaker hash after {calls} calls (default config)",
-                    f"{mem_default} B ({enc_default})", "≤ 2048 B"))
-        out.append((f"MEMORY USAGE of the breaker hash after {i} calls (window 0.5 s / 10 buckets, all "
-                    "written; failures and slow calls)", f"{mem_full} B ({enc_full})", "≤ 2048 B"))
+        out.append(
+            (
+                "Redis CPU per record (success, default config; `INFO commandstats` "
+                f"evalsha usec_per_call over {n_rec} records)",
+                f"{us_rec:.2f} µs",
+                "≤ 15 µs",
+            )
+        )
+        out.append(
+            (
+                f"Redis CPU per record (10% failures, 2% slow, every bucket rotating; {n_mix} records)",
+                f"{us_mix:.2f} µs",
+                "≤ 15 µs",
+            )
+        )
+        out.append(
+            (f"Redis CPU of a bare EVALSHA `return 1` ({n_bare} calls), for reference", f"{us_bare:.2f} µs", "—")
+        )
+        out.append(
+            (
+                f"MEMORY USAGE of the breaker hash after {calls} calls (default config)",
+                f"{mem_default} B ({enc_default})",
+                "≤ 2048 B",
+            )
+        )
+        out.append(
+            (
+                f"MEMORY USAGE of the breaker hash after {i} calls (window 0.5 s / 10 buckets, all "
+                "written; failures and slow calls)",
+                f"{mem_full} B ({enc_full})",
+                "≤ 2048 B",
+            )
+        )
 
         # A stored config string over hash-max-listpack-value (64 bytes) makes the hash a hashtable.
         big = Breaker("big", r, BreakerConfig(minimum_calls=10**9, redis_timeout=TIMEOUT), prefix=prefix, listen=False)
@@ -583,8 +646,14 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
             big.call(noop)
         mem_big = int(r.memory_usage(_state_key(big), samples=0) or 0)
         enc_big = _text(r.object("encoding", _state_key(big)))
-        out.append((f"MEMORY USAGE of the breaker hash after {calls} calls, minimum_calls=10**9 (stored config "
-                    "string 66 bytes, over hash-max-listpack-value 64)", f"{mem_big} B ({enc_big})", "≤ 2048 B"))
+        out.append(
+            (
+                f"MEMORY USAGE of the breaker hash after {calls} calls, minimum_calls=10**9 (stored config "
+                "string 66 bytes, over hash-max-listpack-value 64)",
+                f"{mem_big} B ({enc_big})",
+                "≤ 2048 B",
+            )
+        )
 
         bb = batched_breaker(Breaker, "cpu-batched", r, cfg, prefix)
         if bb is None:
@@ -597,8 +666,13 @@ def server_cost(url: str, prefix: str, calls: int) -> list[tuple[str, str, str]]
             bb.close()  # flushes the rest
             n_fl, us_fl = commandstat(r, "evalsha")
             per_call = us_fl * n_fl / calls if calls else 0.0
-            out.append((f"Redis CPU per call, batched ({n_fl} flushes for {calls} calls, "
-                        f"{us_fl:.2f} µs each)", f"{per_call:.3f} µs", "—"))
+            out.append(
+                (
+                    f"Redis CPU per call, batched ({n_fl} flushes for {calls} calls, {us_fl:.2f} µs each)",
+                    f"{per_call:.3f} µs",
+                    "—",
+                )
+            )
         closers.append(b.close)
         closers.append(full.close)
     finally:
@@ -639,12 +713,12 @@ def table(sync: list[Row], asy: list[Row]) -> list[str]:
         row = rows.get(key)
         return row.time if row is not None else None
 
-    lines = ["| path | per call | vs bare round trip of its world | distbreaker is N× faster |",
-             "|---|---:|---:|---|"]
+    lines = ["| path | per call | vs bare round trip of its world | distbreaker is N× faster |", "|---|---:|---:|---|"]
 
     def line(rows: dict[str, Row], row: Row, bare: float | None, vs: str) -> None:
         shown = row.na if row.na is not None else fmt_time(row.time)
-        lines.append(f"| {row.label} | {shown} | {ratio(row.time, bare, 3 if (row.time or 1) < bare * 0.1 else 2) if bare else '—'} | {vs} |")
+        vs_bare = ratio(row.time, bare, 3 if (row.time or 1) < bare * 0.1 else 2) if bare else "—"
+        lines.append(f"| {row.label} | {shown} | {vs_bare} | {vs} |")
 
     bare = t(s, "bare")
     for row in sync:
@@ -694,8 +768,10 @@ def targets(sync: list[Row], asy: list[Row], cost: list[tuple[str, str, str]]) -
         r_bare = div(closed, d.get(bare_key))
         verdict(le(r_bare, 1.2), f"{world} closed path ≤ 1.2× bare EVALSHA: {fx(r_bare)}")
         r_lean = div(closed, d.get(f"{bare_key}_lean"))
-        out.append(f"- (for reference) {world} closed path vs a bare EVALSHA on distbreaker's own send path "
-                   f"(what the breaker's logic and its script add): {fx(r_lean)}")
+        out.append(
+            f"- (for reference) {world} closed path vs a bare EVALSHA on distbreaker's own send path "
+            f"(what the breaker's logic and its script add): {fx(r_lean)}"
+        )
         for p in peers:
             x = div(d.get(f"{p}_closed"), closed)
             verdict(None if x is None else x >= 1.8, f"{world} closed ≥ 1.8× faster than {NAMES[p]}: {fx(x, '×', 1)}")
@@ -704,9 +780,11 @@ def targets(sync: list[Row], asy: list[Row], cost: list[tuple[str, str, str]]) -
         fastest = min(peer_rej) if peer_rej else None
         x = div(fastest, rej)
         name = next((NAMES[p] for p in rej_peers if d.get(f"{p}_rejected") == fastest), "—")
-        verdict(None if x is None else x >= 25,
-                f"{world} rejected ≥ 25× faster than the fastest Redis-backed peer's rejection ({name}, "
-                f"{us(fastest)}): {fx(x, '×', 0)}")
+        verdict(
+            None if x is None else x >= 25,
+            f"{world} rejected ≥ 25× faster than the fastest Redis-backed peer's rejection ({name}, "
+            f"{us(fastest)}): {fx(x, '×', 0)}",
+        )
         verdict(le(bat, 10e-6), f"{world} batched closed ≤ 10 µs per call: {us(bat)}")
         for p in peers:
             x = div(d.get(f"{p}_closed"), bat)
@@ -719,14 +797,20 @@ def targets(sync: list[Row], asy: list[Row], cost: list[tuple[str, str, str]]) -
     return out
 
 
-NAMES = {"pb": "pybreaker + Redis", "pg": "purgatory + Redis", "ar": "aiobreaker-redis",
-         "ab": "aiobreaker + Redis storage"}
+NAMES = {
+    "pb": "pybreaker + Redis",
+    "pg": "purgatory + Redis",
+    "ar": "aiobreaker-redis",
+    "ab": "aiobreaker + Redis storage",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--url", help="an existing server (its INFO stats are reset for the cost table)")
-    ap.add_argument("--calls", type=int, default=1000, help="calls per row per repeat (distbreaker rejected/batched: 10×)")
+    ap.add_argument(
+        "--calls", type=int, default=1000, help="calls per row per repeat (distbreaker rejected/batched: 10×)"
+    )
     ap.add_argument("--repeats", type=int, default=25, help="short runs interleaved: load swings hit every row alike")
     ap.add_argument("--cost-calls", type=int, default=10_000, help="calls for the CPU/memory table")
     ap.add_argument("--quick", action="store_true", help="few calls: a smoke run of a few seconds")
@@ -741,9 +825,11 @@ def main(argv: list[str] | None = None) -> int:
             print(machine(r))
         finally:
             r.close()
-        print(f"{a.calls} calls per row (distbreaker rejected/batched: {a.calls * 10}) × {a.repeats} "
-              "repeats, round-robin, median; ratios are within one world (sync: redis-py, asyncio: "
-              "redis.asyncio), every client with hiredis when installed.\n")
+        print(
+            f"{a.calls} calls per row (distbreaker rejected/batched: {a.calls * 10}) × {a.repeats} "
+            "repeats, round-robin, median; ratios are within one world (sync: redis-py, asyncio: "
+            "redis.asyncio), every client with hiredis when installed.\n"
+        )
         sync = sync_world(url, prefix, a.calls, a.repeats)
         asy = asyncio.run(async_world(url, prefix, a.calls, a.repeats))
     print("\n".join(table(sync, asy)))

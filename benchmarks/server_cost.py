@@ -86,12 +86,20 @@ def evalsha_usec(r: redis.Redis, fn: Callable[[int], object], n: int) -> float:
 def scripts_from(lua: Path) -> dict[str, bytes]:
     """The script texts built from another checkout's lua/ directory (as _scripts.py does)."""
     head, lib = (lua / "_head.lua").read_bytes(), (lua / "_lib.lua").read_bytes()
-    return {name: head + b"\n" + (lua / f"{name}.lua").read_bytes().replace(b"\n--@lib\n", b"\n" + lib + b"\n")
-            for name in SCRIPTS}
+    return {
+        name: head + b"\n" + (lua / f"{name}.lua").read_bytes().replace(b"\n--@lib\n", b"\n" + lib + b"\n")
+        for name in SCRIPTS
+    }
 
 
-WORKLOADS = ["return 1", "record, success (closed)", "record, failure (no trip)", "batched flush of 10",
-             "acquire (closed)", "read (status)"]
+WORKLOADS = [
+    "return 1",
+    "record, success (closed)",
+    "record, failure (no trip)",
+    "batched flush of 10",
+    "acquire (closed)",
+    "read (status)",
+]
 
 
 def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[int], object]]:
@@ -132,8 +140,9 @@ def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[in
     }
 
 
-def measure(url: str, n: int, variants: list[tuple[str, dict[str, bytes]]], rounds: int
-            ) -> tuple[str, dict[str, dict[str, float]]]:
+def measure(
+    url: str, n: int, variants: list[tuple[str, dict[str, bytes]]], rounds: int
+) -> tuple[str, dict[str, dict[str, float]]]:
     """Server label, and variant -> workload -> median usec_per_call over `rounds` (the variants
     interleaved, so that a noisy neighbour hits them alike)."""
     r = redis.Redis.from_url(url, decode_responses=True)
@@ -145,10 +154,9 @@ def measure(url: str, n: int, variants: list[tuple[str, dict[str, bytes]]], roun
         for w in WORKLOADS:
             for name, _ in variants:
                 samples[name][w].append(evalsha_usec(r, loads[name][w], n))
-    r.delete(*r.keys('bench-*')) if r.keys('bench-*') else None
+    r.delete(*r.keys("bench-*")) if r.keys("bench-*") else None
     r.close()
     return label, {name: {w: statistics.median(v) for w, v in per.items()} for name, per in samples.items()}
-
 
 
 def main() -> None:
@@ -156,8 +164,13 @@ def main() -> None:
     parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per workload; the median is shown")
-    parser.add_argument("--lua", action="append", type=Path, default=[],
-                        help="also measure the scripts of this lua/ directory (another checkout)")
+    parser.add_argument(
+        "--lua",
+        action="append",
+        type=Path,
+        default=[],
+        help="also measure the scripts of this lua/ directory (another checkout)",
+    )
     args = parser.parse_args()
     variants = [("this tree", {name: sc.text for name, sc in SCRIPTS.items()})]
     variants += [(str(p), scripts_from(p)) for p in args.lua]
@@ -181,8 +194,10 @@ def main() -> None:
                 usec, base = per[name][w], per[name]["return 1"]
                 cells.append(f"{usec:.2f} | {usec / base:.1f}×")
             print(f"| {w} | " + " | ".join(cells) + " |")
-    print(f"\n{args.calls} calls per workload, median of {args.rounds} rounds; `×` = usec_per_call ÷ that of "
-          "`return 1` on the same server, same run.")
+    print(
+        f"\n{args.calls} calls per workload, median of {args.rounds} rounds; `×` = usec_per_call ÷ that of "
+        "`return 1` on the same server, same run."
+    )
 
 
 if __name__ == "__main__":

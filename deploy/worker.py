@@ -39,19 +39,30 @@ READY_STALE = 6.0  # ready while the last successful PING is at most this old
 def build_parser() -> argparse.ArgumentParser:
     """The worker's command line (docker-compose.yml runs it; a test checks the commands)."""
     ap = argparse.ArgumentParser(prog="deploy/worker.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default=os.environ.get("DISTBREAKER_URL", "redis://localhost:6379/0"),
-                    help="Redis URL (env DISTBREAKER_URL)")
+    ap.add_argument(
+        "--url",
+        default=os.environ.get("DISTBREAKER_URL", "redis://localhost:6379/0"),
+        help="Redis URL (env DISTBREAKER_URL)",
+    )
     ap.add_argument("--service", default="payments", help="the shared breaker's service name")
     ap.add_argument("--prefix", default="distbreaker", help="key prefix of the breaker")
     ap.add_argument("--rate", type=float, default=20.0, help="calls per second")
-    ap.add_argument("--period", type=float, default=120.0,
-                    help="seconds of one healthy-failing-healthy cycle of the fake service")
-    ap.add_argument("--otlp", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318"),
-                    help="OTLP/HTTP endpoint of the Collector (env OTEL_EXPORTER_OTLP_ENDPOINT)")
+    ap.add_argument(
+        "--period", type=float, default=120.0, help="seconds of one healthy-failing-healthy cycle of the fake service"
+    )
+    ap.add_argument(
+        "--otlp",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318"),
+        help="OTLP/HTTP endpoint of the Collector (env OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
     ap.add_argument("--export-interval", type=float, default=5.0, help="seconds between metric exports")
     ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: never)")
-    ap.add_argument("--health-port", type=int, default=None,
-                    help="serve /healthz and /readyz (Redis reachable) on this port (0: any free port)")
+    ap.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="serve /healthz and /readyz (Redis reachable) on this port (0: any free port)",
+    )
     ap.add_argument("--health-bind", default="0.0.0.0", help="address of the health server")
     return ap
 
@@ -73,10 +84,10 @@ def _setup_metrics(endpoint: str, interval: float) -> Any:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
-    resource = Resource.create({"service.name": "distbreaker-demo-worker",
-                                "service.instance.id": socket.gethostname()})
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint.rstrip("/") + "/v1/metrics"),
-                                           export_interval_millis=interval * 1000)
+    resource = Resource.create({"service.name": "distbreaker-demo-worker", "service.instance.id": socket.gethostname()})
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=endpoint.rstrip("/") + "/v1/metrics"), export_interval_millis=interval * 1000
+    )
     provider = MeterProvider(resource=resource, metric_readers=[reader])
     metrics.set_meter_provider(provider)  # before the first breaker: its instruments record from the start
     return provider
@@ -155,9 +166,19 @@ def main(argv: list[str] | None = None) -> None:
     from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 
     client = connect(args.url, timeout=0.1)
-    breaker = Breaker(args.service, client, BreakerConfig(
-        minimum_calls=20, failure_rate_threshold=0.5, window=30, open_duration=5, max_open_duration=30,
-        redis_timeout=0.1), prefix=args.prefix)
+    breaker = Breaker(
+        args.service,
+        client,
+        BreakerConfig(
+            minimum_calls=20,
+            failure_rate_threshold=0.5,
+            window=30,
+            open_duration=5,
+            max_open_duration=30,
+            redis_timeout=0.1,
+        ),
+        prefix=args.prefix,
+    )
     readiness = health = None
     if args.health_port is not None:
         readiness = Readiness(client).start()
@@ -178,8 +199,9 @@ def main(argv: list[str] | None = None) -> None:
         if rng.random() < failure_probability(time.time() - start, args.period):
             raise ServiceDown("fake service failed")
 
-    logging.getLogger("distbreaker").info("worker %s calling %r through the shared breaker at %s/s",
-                                          socket.gethostname(), args.service, args.rate)
+    logging.getLogger("distbreaker").info(
+        "worker %s calling %r through the shared breaker at %s/s", socket.gethostname(), args.service, args.rate
+    )
     try:
         while not stop and (end is None or time.monotonic() < end):
             try:

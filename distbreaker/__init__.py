@@ -12,7 +12,6 @@ from ._core import CallHandle
 from ._functions import use_functions
 from ._model import CallDetails, Snapshot, State, Transition
 from .admin import Admin
-from .registry import BreakerRegistry
 from .errors import (
     AccessDeniedError,
     BackendError,
@@ -26,6 +25,7 @@ from .errors import (
     ScriptError,
     UnknownServiceError,
 )
+from .registry import BreakerRegistry
 
 __all__ = [
     "AccessDeniedError",

@@ -13,15 +13,22 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import _ops
-from ._core import Command, Eval, decode_made, decode_snapshot, keys_for, script_args, validate_prefix
-from ._core import validate_service
+from ._core import Command, Eval, decode_made, decode_snapshot, keys_for, script_args, validate_prefix, validate_service
 from ._model import Snapshot
 from ._reply import TRANSITIONS
 from ._scripts import SCRIPTS, LuaScript, Steps, eval_steps
 from .errors import ConfigError
 
-__all__ = ["Operator", "Target", "check_control", "check_for", "config_steps", "control_steps", "read_steps",
-           "snapshot_steps"]
+__all__ = [
+    "Operator",
+    "Target",
+    "check_control",
+    "check_for",
+    "config_steps",
+    "control_steps",
+    "read_steps",
+    "snapshot_steps",
+]
 
 # An expiry must stay an exact integer of milliseconds in Lua (a double): 2**52 ms is ~142,000
 # years. Longer ones are refused before anything is sent (wp-schema's `_ops.duration` bounds
@@ -104,8 +111,9 @@ def snapshot_steps(target: Target) -> Steps[Snapshot]:
     return decode_snapshot(target.service, reply)
 
 
-def control_steps(target: Target, op: str, for_: Any, reason: str, actor: str | None, *,
-                  last_transition: bool = False) -> Steps[Snapshot]:
+def control_steps(
+    target: Target, op: str, for_: Any, reason: str, actor: str | None, *, last_transition: bool = False
+) -> Steps[Snapshot]:
     """trip / disable / reset (control.lua); `for_` seconds from now on the server clock.
 
     With `last_transition` (Admin), the snapshot carries the transition this action made, as a
@@ -116,8 +124,9 @@ def control_steps(target: Target, op: str, for_: Any, reason: str, actor: str | 
     if duration is not None and target.test_clock is None:
         sec, usec = yield Command(("TIME",))
         server_ms = int(sec) * 1000 + int(usec) // 1000
-    reply = yield from eval_steps(target.eval("control", [op, str(target.until_ms(duration, server_ms)),
-                                                          reason, actor]))
+    reply = yield from eval_steps(
+        target.eval("control", [op, str(target.until_ms(duration, server_ms)), reason, actor])
+    )
     target.update(reply, actor)
     snap = decode_snapshot(target.service, reply)
     if last_transition and reply[TRANSITIONS]:

@@ -39,8 +39,7 @@ class _AsyncBatched(Protocol):
 
 def _flush_failed(breaker: Any) -> None:
     service = getattr(breaker, "service", "?")
-    LIMITED.log(logging.ERROR, ("flush-failed", service), "flush of breaker %r failed", service, burst=3,
-                exc_info=True)
+    LIMITED.log(logging.ERROR, ("flush-failed", service), "flush of breaker %r failed", service, burst=3, exc_info=True)
 
 
 def _drop_inherited(breaker: Any) -> None:
@@ -62,8 +61,7 @@ class SyncFlusher:
         self.pid = os.getpid()
         self._breakers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._runner = ThreadRunner("distbreaker-flusher", self._step, restart_in_child=True,
-                                    forked=self._forked)
+        self._runner = ThreadRunner("distbreaker-flusher", self._step, restart_in_child=True, forked=self._forked)
         self._started = False  # the first round waits an interval before flushing
 
     def add(self, breaker: _SyncBatched) -> None:

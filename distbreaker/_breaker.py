@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable
 import threading
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from time import perf_counter
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -14,12 +14,23 @@ from redis.exceptions import RedisError
 
 from . import _nesting, _ops, _schema
 from ._actions import control_steps, snapshot_steps
-from ._config import BreakerConfig
 from ._batch import sync_flusher
-from ._listener import sync_listener
-from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
-from ._core import classify_result
+from ._config import BreakerConfig
+from ._core import (
+    DEFAULT_PREFIX,
+    FAILURE,
+    FLUSH,
+    SUCCESS,
+    BreakerCore,
+    CallHandle,
+    Eval,
+    Permit,
+    PermitStack,
+    classify,
+    classify_result,
+)
 from ._hooks import CallHook, Hooks, TransitionHook
+from ._listener import sync_listener
 from ._model import Outcome, Snapshot, State
 from ._report import standard_reporters
 from ._scripts import Steps, drive, eval_steps, scripts_for
@@ -75,12 +86,21 @@ class Breaker:
             (admitted or rejected), on the calling thread. Same rules as `on_transition`.
     """
 
-    def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
-                 prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
-                 listen: bool = True, mode: Literal["sync", "batched"] = "sync",
-                 flush_interval: float = 0.1, flush_size: int = 1000,
-                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
-                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        redis: Any,
+        config: BreakerConfig | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] | None = None,
+        listen: bool = True,
+        mode: Literal["sync", "batched"] = "sync",
+        flush_interval: float = 0.1,
+        flush_size: int = 1000,
+        on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+        on_call: CallHook | Iterable[CallHook] | None = None,
+    ) -> None:
         _schema.check_options(listen, clock)
         hooks = Hooks(on_transition, on_call, asynchronous=False)
         self._core = core = BreakerCore(service, config, prefix, clock, scripts_for(redis), hooks, standard_reporters())
@@ -162,8 +182,15 @@ class Breaker:
                 core.recorded(reply)
         core.finished(outcome, duration, exc)
 
-    def call(self, fn: Callable[..., T], /, *args: Any, fallback: Callable[[BaseException], T] | None = None,
-             timeout: float | timedelta | None = None, **kwargs: Any) -> T:
+    def call(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], T] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> T:
         """Run ``fn(*args, **kwargs)`` through the breaker.
 
         Args:
@@ -229,8 +256,14 @@ class Breaker:
         self._record(permit, outcome, clock() - start)
         return result  # type: ignore[no-any-return]
 
-    def _nested(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
-                fallback: Callable[[BaseException], T] | None, limit: float | None) -> T:
+    def _nested(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        fallback: Callable[[BaseException], T] | None,
+        limit: float | None,
+    ) -> T:
         """A call inside a call through this breaker: run it directly (the outer call counts)."""
         try:
             if limit is None:
@@ -240,8 +273,9 @@ class Breaker:
                 raise CallTimeoutError(self.service, limit)
             return result  # type: ignore[return-value]
         except BaseException as exc:
-            if fallback is not None and (isinstance(exc, CallTimeoutError)
-                                         or classify(self.config, exc, self.service) == FAILURE):
+            if fallback is not None and (
+                isinstance(exc, CallTimeoutError) or classify(self.config, exc, self.service) == FAILURE
+            ):
                 return fallback(exc)
             raise
 
@@ -249,9 +283,12 @@ class Breaker:
         """Decorate `fn` so that every call goes through the breaker."""
         return self.protect()(fn)
 
-    def protect(self, *, fallback: Callable[[BaseException], Any] | None = None,
-                timeout: float | timedelta | None = None,
-                ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    def protect(
+        self,
+        *,
+        fallback: Callable[[BaseException], Any] | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """A decorator like ``@breaker``, with options: ``@breaker.protect(fallback=..., timeout=2.0)``.
 
         Args:
@@ -267,13 +304,14 @@ class Breaker:
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
             if inspect.iscoroutinefunction(fn):
-                raise TypeError(f"{fn.__qualname__} is a coroutine function: decorate it with "
-                                "distbreaker.asyncio.Breaker, not distbreaker.Breaker")
+                raise TypeError(
+                    f"{fn.__qualname__} is a coroutine function: decorate it with "
+                    "distbreaker.asyncio.Breaker, not distbreaker.Breaker"
+                )
 
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                result: T = self.call(functools.partial(fn, *args, **kwargs), fallback=fallback,
-                                      timeout=timeout)
+                result: T = self.call(functools.partial(fn, *args, **kwargs), fallback=fallback, timeout=timeout)
                 return result
 
             return wrapper

@@ -22,8 +22,15 @@ from ._log import LIMITED
 from ._transport import ainit
 from .errors import ConfigError, redact
 
-__all__ = ["REDIRECTS", "ainit", "check_eviction", "cluster_options", "connect_cluster", "connect_sentinel",
-           "eviction_warning"]
+__all__ = [
+    "REDIRECTS",
+    "ainit",
+    "check_eviction",
+    "cluster_options",
+    "connect_cluster",
+    "connect_sentinel",
+    "eviction_warning",
+]
 
 # Attempts of one command across MOVED/ASK/TRYAGAIN replies (redis-py's default is 16, with a
 # 50 ms pause per TRYAGAIN in the second half). A slot moved by a resharding costs one MOVED
@@ -73,8 +80,14 @@ def connect_cluster(url: str | Sequence[tuple[str, int]], *, timeout: float = 0.
         raise ConfigError("url", redact(str(exc))) from None
 
 
-def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *, timeout: float = 0.05,
-                     sentinel_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+def connect_sentinel(
+    sentinels: Iterable[tuple[str, int]],
+    service_name: str,
+    *,
+    timeout: float = 0.05,
+    sentinel_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     """A `redis.Redis` to the master `service_name` of a Sentinel set, bounded by `timeout`.
 
     The client asks the sentinels for the master on each new connection, so after a failover
@@ -94,9 +107,12 @@ def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *,
     options = client_options("redis://sentinel", timeout)
     options.pop("timeout")
     options.pop("max_connections")
-    to_sentinels = {"socket_timeout": options["socket_timeout"],
-                    "socket_connect_timeout": options["socket_connect_timeout"], "retry": Retry(NoBackoff(), 0),
-                    **(sentinel_kwargs or {})}
+    to_sentinels = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "retry": Retry(NoBackoff(), 0),
+        **(sentinel_kwargs or {}),
+    }
     options.update(kwargs)
     sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call]
     return sentinel.master_for(service_name)  # type: ignore[no-untyped-call]
@@ -122,6 +138,7 @@ def _first_check(client: Any) -> bool:
 
 def _policies(reply: Any) -> list[str]:
     """`maxmemory-policy` values of a CONFIG GET reply (a cluster client may answer per node)."""
+
     def one(r: Any) -> str | None:
         if isinstance(r, dict):
             v = r.get("maxmemory-policy", r.get(b"maxmemory-policy"))
@@ -143,9 +160,11 @@ def eviction_warning(policies: Sequence[str]) -> str | None:
     bad = sorted({p for p in policies if p != "noeviction"})
     if not bad:
         return None
-    return (f"Redis maxmemory-policy is {', '.join(bad)}: under memory pressure it can delete breaker keys "
-            "(they carry a TTL, so volatile-* policies evict them too); an evicted breaker restarts closed "
-            "with empty counts. Use maxmemory-policy noeviction (or a dedicated Redis) for distbreaker.")
+    return (
+        f"Redis maxmemory-policy is {', '.join(bad)}: under memory pressure it can delete breaker keys "
+        "(they carry a TTL, so volatile-* policies evict them too); an evicted breaker restarts closed "
+        "with empty counts. Use maxmemory-policy noeviction (or a dedicated Redis) for distbreaker."
+    )
 
 
 def check_eviction(client: Any) -> None:

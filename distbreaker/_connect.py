@@ -18,7 +18,8 @@ __all__ = ["connect"]
 
 # redis-py >= 7 spells "no CLIENT SETINFO on connect" driver_info=None; older ones lib_name=None.
 _NO_SETINFO: dict[str, Any] = (
-    {"driver_info": None} if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
     else {"lib_name": None, "lib_version": None}
 )
 

@@ -23,17 +23,48 @@ from ._hooks import Hooks
 from ._log import LIMITED, OUTAGE
 from ._model import Outcome, Reporter, Snapshot, State, Transition
 from ._reply import (
-    ACTOR, CALLS, CAUSE, COMMON, CONFIG, CONSECUTIVE, FAILURES, FORCED_UNTIL, GENERATION, HALF_OPEN_SUCCESSES,
-    LAST_ACTOR, LAST_CAUSE, LAST_FROM, LAST_TIME, LEASE, LEASES, NOW, OPEN_COUNT, OPEN_UNTIL, REASON, RETRY_AT,
-    SLOW, STATE, TRANSITIONS,
+    ACTOR,
+    CALLS,
+    CAUSE,
+    COMMON,
+    CONFIG,
+    CONSECUTIVE,
+    FAILURES,
+    FORCED_UNTIL,
+    GENERATION,
+    HALF_OPEN_SUCCESSES,
+    LAST_ACTOR,
+    LAST_CAUSE,
+    LAST_FROM,
+    LAST_TIME,
+    LEASE,
+    LEASES,
+    NOW,
+    OPEN_COUNT,
+    OPEN_UNTIL,
+    REASON,
+    RETRY_AT,
+    SLOW,
+    STATE,
+    TRANSITIONS,
 )
 from ._runner import next_backoff
 from .errors import CircuitOpenError, ConfigError, CorruptStateError, RedisUnavailableError, translate
 
 __all__ = [
-    "DEFAULT_PREFIX", "BreakerCore", "CallHandle", "Command", "Eval", "Keys", "Permit", "View", "classify",
-    "classify_result", "decode_snapshot",
-    "keys_for", "validate_service",
+    "DEFAULT_PREFIX",
+    "BreakerCore",
+    "CallHandle",
+    "Command",
+    "Eval",
+    "Keys",
+    "Permit",
+    "View",
+    "classify",
+    "classify_result",
+    "decode_snapshot",
+    "keys_for",
+    "validate_service",
 ]
 
 log = logging.getLogger("distbreaker")
@@ -73,15 +104,16 @@ class Keys(NamedTuple):
 
 def keys_for(prefix: str, service: str) -> Keys:
     """Key names of `service` under `prefix` (the service is the Cluster hash tag)."""
-    return Keys(f"{prefix}:{{{service}}}", f"{prefix}:{{{service}}}:events", f"{prefix}:events",
-                f"{prefix}:{{{service}}}:ids")
+    return Keys(
+        f"{prefix}:{{{service}}}", f"{prefix}:{{{service}}}:events", f"{prefix}:events", f"{prefix}:{{{service}}}:ids"
+    )
 
 
 def service_of_key(prefix: str, key: str) -> str | None:
     """The service of a state key `<prefix>:{service}`, or None for any other key."""
     head = prefix + ":{"
     if key.startswith(head) and key.endswith("}"):
-        service = key[len(head):-1]
+        service = key[len(head) : -1]
         if _SERVICE.fullmatch(service):
             return service
     return None
@@ -113,9 +145,15 @@ def decode_snapshot(service: str, reply: Sequence[Any]) -> Snapshot:
     if len(reply) > len(COMMON):  # read.lua extras
         config = text(reply[CONFIG]) or None
         if int(reply[LAST_TIME]):
-            last = Transition(service, int(reply[LAST_TIME]) / 1000.0, _STATES[reply[LAST_FROM]],
-                              _STATES[reply[STATE]], text(reply[LAST_CAUSE]), text(reply[LAST_ACTOR]),
-                              int(reply[GENERATION]))
+            last = Transition(
+                service,
+                int(reply[LAST_TIME]) / 1000.0,
+                _STATES[reply[LAST_FROM]],
+                _STATES[reply[STATE]],
+                text(reply[LAST_CAUSE]),
+                text(reply[LAST_ACTOR]),
+                int(reply[GENERATION]),
+            )
     return Snapshot(
         service=service,
         state=_STATES[reply[STATE]],
@@ -156,9 +194,17 @@ def decode_made(service: str, reply: Sequence[Any], actor: str = "") -> list[Tra
     for i, pair in enumerate(pairs):
         frm, _, to = pair.partition(">")
         last = i == n - 1
-        out.append(Transition(service, at, _STATES[frm], _STATES[to],
-                              text(reply[CAUSE]) if last else _implied_cause(frm, to),
-                              actor if last else "", generation - (n - 1 - i)))
+        out.append(
+            Transition(
+                service,
+                at,
+                _STATES[frm],
+                _STATES[to],
+                text(reply[CAUSE]) if last else _implied_cause(frm, to),
+                actor if last else "",
+                generation - (n - 1 - i),
+            )
+        )
     return out
 
 
@@ -170,15 +216,29 @@ def decode_event(service: str, event: dict[str, Any]) -> Transition | None:
     kind = event.get("kind")
     if kind == "config" or (kind is None and frm == to and not cause.startswith("manual ")):
         return None  # (no kind: a message of an older version; operator actions say "manual")
-    return Transition(service, int(event["ts"]) / 1000.0, _STATES[frm], _STATES[to], cause,
-                      str(event.get("actor", "")), int(event["generation"]))
+    return Transition(
+        service,
+        int(event["ts"]) / 1000.0,
+        _STATES[frm],
+        _STATES[to],
+        cause,
+        str(event.get("actor", "")),
+        int(event["generation"]),
+    )
 
 
 def decode_transition(service: str, entry: tuple[Any, dict[Any, Any]]) -> Transition:
     """A Transition from one XRANGE entry of the events stream."""
     f = {text(k): v for k, v in entry[1].items()}
-    return Transition(service, int(f["ts"]) / 1000.0, _STATES[f["from"]], _STATES[f["to"]],
-                      text(f.get("cause", b"")), text(f.get("actor", b"")), int(f["gen"]))
+    return Transition(
+        service,
+        int(f["ts"]) / 1000.0,
+        _STATES[f["from"]],
+        _STATES[f["to"]],
+        text(f.get("cause", b"")),
+        text(f.get("actor", b"")),
+        int(f["gen"]),
+    )
 
 
 # Admission decisions
@@ -194,19 +254,28 @@ class View:
     mapped onto it with the offset measured when the reply arrived.
     """
 
-    __slots__ = ("state", "generation", "fetched_at", "open_until", "forced_until", "reason", "max_staleness",
-                 "offset", "server_ms")
+    __slots__ = (
+        "state",
+        "generation",
+        "fetched_at",
+        "open_until",
+        "forced_until",
+        "reason",
+        "max_staleness",
+        "offset",
+        "server_ms",
+    )
 
     def __init__(self, max_staleness: float) -> None:
         self.state: State | None = None
         self.generation = 0
         self.fetched_at = 0.0
-        self.open_until = 0.0     # local clock; 0 = none
-        self.forced_until = 0.0   # local clock; 0 = none
+        self.open_until = 0.0  # local clock; 0 = none
+        self.forced_until = 0.0  # local clock; 0 = none
         self.reason = ""
         self.max_staleness = max_staleness
-        self.offset = 0.0         # server seconds - local seconds, at the last reply
-        self.server_ms = 0        # server time of what the cache knows (a reply, or an event)
+        self.offset = 0.0  # server seconds - local seconds, at the last reply
+        self.server_ms = 0  # server time of what the cache knows (a reply, or an event)
 
     def update(self, reply: Sequence[Any], local_now: float) -> State:
         """Take a script reply received at `local_now`; return the new state."""
@@ -300,9 +369,14 @@ def _ask(predicate: Callable[[Any], object], value: Any, service: str, name: str
     try:
         return bool(predicate(value))
     except Exception:
-        LIMITED.log(logging.WARNING, ("predicate", service, name),
-                    "distbreaker: the %s of breaker %r raised; the call counts as a failure", name, service,
-                    exc_info=True)
+        LIMITED.log(
+            logging.WARNING,
+            ("predicate", service, name),
+            "distbreaker: the %s of breaker %r raised; the call counts as a failure",
+            name,
+            service,
+            exc_info=True,
+        )
         return True
 
 
@@ -352,9 +426,16 @@ class BreakerCore:
     any Redis error goes to `failed()`.
     """
 
-    def __init__(self, service: str, config: BreakerConfig | None, prefix: str,
-                 clock: Callable[[], float] | None, scripts: dict[str, Any], hooks: Hooks | None = None,
-                 reporters: Sequence[Reporter] = ()) -> None:
+    def __init__(
+        self,
+        service: str,
+        config: BreakerConfig | None,
+        prefix: str,
+        clock: Callable[[], float] | None,
+        scripts: dict[str, Any],
+        hooks: Hooks | None = None,
+        reporters: Sequence[Reporter] = (),
+    ) -> None:
         config = config if config is not None else BreakerConfig()
         if not isinstance(config, BreakerConfig):
             raise TypeError(f"config must be a BreakerConfig, got {type(config).__name__}")
@@ -404,9 +485,12 @@ class BreakerCore:
     def batched(self, size: int) -> None:
         """Sum outcomes locally: `record` returns None, or FLUSH when the caller should flush now."""
         cfg = self.config
-        self.batch = Batcher(size, max_age=cfg.window,  # type: ignore[arg-type]
-                             trip_failures=max(1, math.ceil(cfg.minimum_calls * cfg.failure_rate_threshold)),
-                             trip_consecutive=cfg.consecutive_failures or 0)
+        self.batch = Batcher(
+            size,
+            max_age=cfg.window,  # type: ignore[arg-type]
+            trip_failures=max(1, math.ceil(cfg.minimum_calls * cfg.failure_rate_threshold)),
+            trip_consecutive=cfg.consecutive_failures or 0,
+        )
 
     # -- requests -------------------------------------------------------------------------------
     def eval(self, name: str, extra: list[str]) -> Eval:
@@ -494,8 +578,14 @@ class BreakerCore:
             self.failed(exc)
         except Exception as err:
             self.batch.done(batch_id)
-            LIMITED.log(logging.ERROR, ("batch-dropped", self.service),
-                        "breaker %r: dropping a batch of outcomes: %s", self.service, err, burst=3)
+            LIMITED.log(
+                logging.ERROR,
+                ("batch-dropped", self.service),
+                "breaker %r: dropping a batch of outcomes: %s",
+                self.service,
+                err,
+                burst=3,
+            )
 
     def recorded(self, reply: Sequence[Any]) -> None:
         """Take a record reply (the new shared state)."""
@@ -508,8 +598,12 @@ class BreakerCore:
         # Generation 0 after a later one: the key was lost, unless this reply was computed before
         # what the cache already knows (an in-flight reply racing a pub/sub event).
         if reply[GENERATION] in (0, b"0", "0") and self.view.generation and int(reply[NOW]) > self.view.server_ms:
-            LIMITED.warning(("key-vanished", self.service), "breaker %r: its Redis key vanished (eviction, "
-                            "FLUSHDB or DEL); it starts again closed with empty counts", self.service)
+            LIMITED.warning(
+                ("key-vanished", self.service),
+                "breaker %r: its Redis key vanished (eviction, "
+                "FLUSHDB or DEL); it starts again closed with empty counts",
+                self.service,
+            )
         state = self.view.update(reply, self.clock())
         if reply[TRANSITIONS]:
             self.made(decode_made(self.service, reply, actor), int(reply[NOW]))
@@ -545,8 +639,13 @@ class BreakerCore:
         if last is not None and base < last.generation == generation:
             learnt.append((last, int(reply[LAST_TIME])))
         for t, ms in sorted(learnt, key=lambda c: c[0].generation):
-            log.debug("breaker %r: %s -> %s (%s), learnt from pub/sub", self.service, t.from_state.value,
-                      t.to_state.value, t.cause)
+            log.debug(
+                "breaker %r: %s -> %s (%s), learnt from pub/sub",
+                self.service,
+                t.from_state.value,
+                t.to_state.value,
+                t.cause,
+            )
             hooks.transition(t, ms)
         return max(heard, generation)
 
@@ -571,8 +670,14 @@ class BreakerCore:
         """The permit while Redis is unreachable: run the call ("allow"), raise ("reject"), or
         ask the in-process breaker ("local")."""
         if self.reject_when_down:
-            raise self.rejected(CircuitOpenError(self.service, "unavailable", max(0.0, self.down_until - now),
-                                                 "Redis unavailable and on_redis_error='reject'"))
+            raise self.rejected(
+                CircuitOpenError(
+                    self.service,
+                    "unavailable",
+                    max(0.0, self.down_until - now),
+                    "Redis unavailable and on_redis_error='reject'",
+                )
+            )
         if self.local_when_down:
             return self.local_admit(now)
         return None
@@ -584,8 +689,12 @@ class BreakerCore:
             from ._reference import Cfg, Model
 
             self.local = Model(Cfg.from_argv(self.config_args))
-            LIMITED.warning("local-on", "breaker %r: deciding in-process until Redis answers "
-                            "(on_redis_error='local')", self.service, burst=3)
+            LIMITED.warning(
+                "local-on",
+                "breaker %r: deciding in-process until Redis answers (on_redis_error='local')",
+                self.service,
+                burst=3,
+            )
         r = self.local.acquire(round(now * 1000))
         if r.lease or r.state in ("closed", "disabled"):
             return LocalPermit((r.generation, r.lease))
@@ -613,9 +722,14 @@ class BreakerCore:
         if isinstance(err, CorruptStateError):
             # Not the caller's problem: the call goes on as in an outage (on_redis_error), and one
             # error line per key names it (rate-limited; the breaker re-reads after its backoff).
-            LIMITED.log(logging.ERROR, ("corrupt", err.key or self.service),
-                        "breaker %r: %s; on_redis_error=%r until it is repaired", self.service, err,
-                        self.config.on_redis_error)
+            LIMITED.log(
+                logging.ERROR,
+                ("corrupt", err.key or self.service),
+                "breaker %r: %s; on_redis_error=%r until it is repaired",
+                self.service,
+                err,
+                self.config.on_redis_error,
+            )
         elif not isinstance(err, RedisUnavailableError):
             raise err from exc
         else:
@@ -623,11 +737,21 @@ class BreakerCore:
             # OUTAGE_REMINDER seconds
             self.writes_refused = refused = _refuses_writes(exc)
             if refused:
-                OUTAGE.failed("breaker %r: Redis refuses writes, outcomes are not counted (%s); on_redis_error=%r "
-                              "until a write succeeds", self.service, err, self.config.on_redis_error, writes=True)
+                OUTAGE.failed(
+                    "breaker %r: Redis refuses writes, outcomes are not counted (%s); on_redis_error=%r "
+                    "until a write succeeds",
+                    self.service,
+                    err,
+                    self.config.on_redis_error,
+                    writes=True,
+                )
             else:
-                OUTAGE.failed("breaker %r: %s; on_redis_error=%r until Redis answers", self.service, err,
-                              self.config.on_redis_error)
+                OUTAGE.failed(
+                    "breaker %r: %s; on_redis_error=%r until Redis answers",
+                    self.service,
+                    err,
+                    self.config.on_redis_error,
+                )
         self.backoff = next_backoff(self.backoff)
         self.down_until = self.clock() + self.backoff
         if self.reject_when_down or self.local_when_down:
@@ -643,8 +767,12 @@ class BreakerCore:
             self.writes_refused = False
         if self.local is not None:  # reconcile: Redis is the truth again; local counts are dropped
             self.local = None
-            LIMITED.warning("local-off", "breaker %r: Redis answers again; the in-process breaker's counts are "
-                            "dropped", self.service, burst=3)
+            LIMITED.warning(
+                "local-off",
+                "breaker %r: Redis answers again; the in-process breaker's counts are dropped",
+                self.service,
+                burst=3,
+            )
         if self.backoff:
             OUTAGE.recovered("breaker %r: Redis answers again", self.service, wrote=wrote)
             self.backoff = 0.0
@@ -744,7 +872,8 @@ class PermitStack:
 
     def __init__(self) -> None:
         self._var: contextvars.ContextVar[tuple[CallHandle, ...]] = contextvars.ContextVar(
-            "distbreaker_permits", default=())
+            "distbreaker_permits", default=()
+        )
 
     def push(self, call: CallHandle) -> None:
         self._var.set((*self._var.get(), call))
@@ -783,7 +912,7 @@ class Batcher:
     def __init__(self, size: int, max_age: float, trip_failures: int, trip_consecutive: int) -> None:
         self.size = size
         self.max_age = max_age
-        self.trip_failures = trip_failures        # unflushed failures that may trip on their own
+        self.trip_failures = trip_failures  # unflushed failures that may trip on their own
         self.trip_consecutive = trip_consecutive  # 0 = off
         self._failures = 0
         self._consecutive = 0
@@ -807,8 +936,11 @@ class Batcher:
             self._n += 1
             self._failures += failures
             self._consecutive = failures if successes else self._consecutive + failures
-            return (self._n >= self.size or self._failures >= self.trip_failures
-                    or (self.trip_consecutive > 0 and self._consecutive >= self.trip_consecutive))
+            return (
+                self._n >= self.size
+                or self._failures >= self.trip_failures
+                or (self.trip_consecutive > 0 and self._consecutive >= self.trip_consecutive)
+            )
 
     def take(self, now: float) -> list[tuple[str, int, list[int]]]:
         """The batches to send now: the pending ones first, then what was counted since."""

@@ -28,8 +28,17 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from ._core import Command, Eval
 
-__all__ = ["LIBRARY", "LIBRARY_NAME", "build", "fcall_steps", "functions_enabled", "library_name",
-           "library_text", "load_steps", "use_functions"]
+__all__ = [
+    "LIBRARY",
+    "LIBRARY_NAME",
+    "build",
+    "fcall_steps",
+    "functions_enabled",
+    "library_name",
+    "library_text",
+    "load_steps",
+    "use_functions",
+]
 
 _ATTR = "_distbreaker_functions"  # set on a client by use_functions()
 
@@ -49,11 +58,19 @@ def library_text(texts: Mapping[str, bytes]) -> bytes:
         if script == "control":
             # The operator-only key first: FCALL already refused a worker that names it; a caller
             # that names another third key is refused here, before the script reads or writes.
-            guard = (b"if #KEYS ~= 3 or KEYS[3] ~= KEYS[1] .. ':op' then\n"
-                     b"  error('distbreaker: control needs KEYS[3] = KEYS[1] .. \\':op\\'')\nend\n"
-                     b"redis.call('EXISTS', KEYS[3])\n")
-        parts.append(b"redis.register_function('" + f"{name}_{script}".encode() + b"', function(KEYS, ARGV)\n"
-                     + guard + text + b"\nend)\n")
+            guard = (
+                b"if #KEYS ~= 3 or KEYS[3] ~= KEYS[1] .. ':op' then\n"
+                b"  error('distbreaker: control needs KEYS[3] = KEYS[1] .. \\':op\\'')\nend\n"
+                b"redis.call('EXISTS', KEYS[3])\n"
+            )
+        parts.append(
+            b"redis.register_function('"
+            + f"{name}_{script}".encode()
+            + b"', function(KEYS, ARGV)\n"
+            + guard
+            + text
+            + b"\nend)\n"
+        )
     return b"".join(parts)
 
 
@@ -63,8 +80,11 @@ def build(scripts: Mapping[str, Any]) -> tuple[str, bytes, dict[str, Any]]:
 
     texts = {name: s.text for name, s in scripts.items()}
     name = library_name(texts)
-    return name, library_text(texts), {
-        key: dataclasses.replace(s, function=f"{name}_{key}") for key, s in scripts.items()}
+    return (
+        name,
+        library_text(texts),
+        {key: dataclasses.replace(s, function=f"{name}_{key}") for key, s in scripts.items()},
+    )
 
 
 def use_functions(client: Any, enabled: bool = True) -> Any:
@@ -82,8 +102,10 @@ LIBRARY_NAME = ""  # set by _scripts (the library of this version's scripts)
 LIBRARY = b""
 
 
-NO_FUNCTIONS = ("this server has no Redis Functions (FUNCTION and FCALL need Redis >= 7.0 or Valkey >= 7.2); "
-                "connect without functions=True: the scripts then run with EVALSHA")
+NO_FUNCTIONS = (
+    "this server has no Redis Functions (FUNCTION and FCALL need Redis >= 7.0 or Valkey >= 7.2); "
+    "connect without functions=True: the scripts then run with EVALSHA"
+)
 
 
 def _unknown(exc: ResponseError) -> bool:
@@ -104,8 +126,9 @@ class FunctionsNotLoaded(NoPermissionError):
     """The library is missing and this user may neither load it nor run EVALSHA."""
 
 
-def fcall_steps(request: Eval, classic: Any,
-                fallback: Callable[[Eval], Generator[Command, Any, Any]]) -> Generator[Command, Any, Any]:
+def fcall_steps(
+    request: Eval, classic: Any, fallback: Callable[[Eval], Generator[Command, Any, Any]]
+) -> Generator[Command, Any, Any]:
     """FCALL `request`; NOCONFIG → again with the config; "Function not found" → load and retry.
 
     `classic` is the EVALSHA twin of the request's script, run by `fallback` when this user may
@@ -137,4 +160,5 @@ def fcall_steps(request: Eval, classic: Any,
                 raise FunctionsNotLoaded(
                     f"NOPERM the Redis Functions library {LIBRARY_NAME} is not loaded and this user may "
                     "neither load it nor run EVALSHA: run `distbreaker load-functions` with the operator's "
-                    "URL (after every FUNCTION FLUSH, or a restart without persistence)") from None
+                    "URL (after every FUNCTION FLUSH, or a restart without persistence)"
+                ) from None

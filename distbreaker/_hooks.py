@@ -34,16 +34,16 @@ if TYPE_CHECKING:
 
 __all__ = ["CallHook", "Hooks", "HookArg", "TransitionHook"]
 
-TransitionHook = Callable[[Transition], Union[None, Awaitable[None]]]
-CallHook = Callable[[CallDetails], Union[None, Awaitable[None]]]
-HookArg = Union[Callable[[Any], Any], Iterable[Callable[[Any], Any]], None]
+TransitionHook = Callable[[Transition], None | Awaitable[None]]
+CallHook = Callable[[CallDetails], None | Awaitable[None]]
+HookArg = Union[Callable[[Any], Any], Iterable[Callable[[Any], Any]], None]  # noqa: UP007 (a runtime alias)
 
 _SEEN = 64  # transitions remembered for de-duplication (reply vs pub/sub)
 _STATES: dict[str, State] = {s.value: s for s in State}
 
 
 def _is_async(hook: object) -> bool:
-    return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None))
+    return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(getattr(hook, "__call__", None))  # noqa: B004 (its __call__ method)
 
 
 def _callables(name: str, value: HookArg, asynchronous: bool) -> tuple[Callable[[Any], Any], ...]:
@@ -54,8 +54,10 @@ def _callables(name: str, value: HookArg, asynchronous: bool) -> tuple[Callable[
         if not callable(hook):
             raise TypeError(f"{name} must be a callable or an iterable of callables, got {hook!r}")
         if not asynchronous and _is_async(hook):
-            raise TypeError(f"{name} hook {hook!r} is a coroutine function: the sync Breaker runs hooks "
-                            "inline; pass a plain function, or use distbreaker.asyncio.Breaker")
+            raise TypeError(
+                f"{name} hook {hook!r} is a coroutine function: the sync Breaker runs hooks "
+                "inline; pass a plain function, or use distbreaker.asyncio.Breaker"
+            )
     return hooks
 
 
@@ -99,8 +101,15 @@ class Hooks(Reporter):
             for t in made:
                 self.transition(t, ms)
 
-    def call(self, service: str, outcome: Outcome, duration: float, slow: bool, state: State | None,
-             exc: BaseException | None) -> None:
+    def call(
+        self,
+        service: str,
+        outcome: Outcome,
+        duration: float,
+        slow: bool,
+        state: State | None,
+        exc: BaseException | None,
+    ) -> None:
         """Run the `on_call` hooks for a finished call."""
         if self.on_call:
             self.run_call(CallDetails(service, outcome, duration, slow, "unknown" if state is None else state, exc))
@@ -135,9 +144,14 @@ class Hooks(Reporter):
             close = getattr(awaitable, "close", None)
             if close is not None:
                 close()  # never "coroutine was never awaited"
-            LIMITED.log(logging.ERROR, ("hook-async", kind, id(hook)),
-                        "%s hook %r returned an awaitable, which this breaker cannot run (the sync Breaker "
-                        "runs plain functions only); ignored", kind, hook)
+            LIMITED.log(
+                logging.ERROR,
+                ("hook-async", kind, id(hook)),
+                "%s hook %r returned an awaitable, which this breaker cannot run (the sync Breaker "
+                "runs plain functions only); ignored",
+                kind,
+                hook,
+            )
             return
         task = loop.create_task(_guarded(awaitable, hook, kind))
         self._tasks.add(task)
@@ -162,5 +176,6 @@ async def _guarded(awaitable: Awaitable[Any], hook: Callable[[Any], Any], kind: 
 
 
 def _failed(hook: Callable[[Any], Any], kind: str) -> None:
-    LIMITED.log(logging.ERROR, ("hook", kind, id(hook)), "%s hook %r raised; ignored", kind, hook,
-                burst=5, exc_info=True)
+    LIMITED.log(
+        logging.ERROR, ("hook", kind, id(hook)), "%s hook %r raised; ignored", kind, hook, burst=5, exc_info=True
+    )

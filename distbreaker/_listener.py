@@ -31,11 +31,11 @@ from ._model import Transition
 from ._runner import TaskRunner, ThreadRunner, next_backoff
 from ._scripts import Steps, adrive, drive, eval_steps
 
-_POLL = 0.5        # seconds a listener waits for a message before checking its work
-_DRAIN = 100       # messages taken at once before the re-reads they asked for
-_BURST = 5         # re-reads a breaker may make at once ...
-_RATE = 20.0       # ... and per second after that
-_CLAIMS = 32       # transitions a pending hint remembers for the hooks
+_POLL = 0.5  # seconds a listener waits for a message before checking its work
+_DRAIN = 100  # messages taken at once before the re-reads they asked for
+_BURST = 5  # re-reads a breaker may make at once ...
+_RATE = 20.0  # ... and per second after that
+_CLAIMS = 32  # transitions a pending hint remembers for the hooks
 
 
 class _Hint:
@@ -73,8 +73,9 @@ def _generation(event: dict[str, Any]) -> int | None:
 
 
 def _malformed(channel: Any, why: str) -> None:
-    LIMITED.warning(("pubsub-malformed", text(channel)), "ignoring a malformed message on %r (%s)", text(channel),
-                    why, burst=3)
+    LIMITED.warning(
+        ("pubsub-malformed", text(channel)), "ignoring a malformed message on %r (%s)", text(channel), why, burst=3
+    )
 
 
 class Routes:
@@ -151,9 +152,14 @@ class Routes:
                 if hint is None:
                     continue
                 hooks = core.hooks
-                if (generation is not None and core.view.state is not None and generation <= core.view.generation
-                        and not (claim is not None and generation > hint.heard and hooks is not None
-                                 and hooks.on_transition)):
+                if (
+                    generation is not None
+                    and core.view.state is not None
+                    and generation <= core.view.generation
+                    and not (
+                        claim is not None and generation > hint.heard and hooks is not None and hooks.on_transition
+                    )
+                ):
                     continue  # the cache already holds that generation or a newer one (e.g. our own echo)
                 self._pending[core] = hint
                 if claim is not None and len(hint.claims) < _CLAIMS:
@@ -196,8 +202,14 @@ def _reread(core: BreakerCore, claims: list[tuple[Transition, int]], heard: int)
 
 def _reread_failed(core: BreakerCore, exc: BaseException) -> None:
     core.view.forget()  # the next call asks Redis itself
-    LIMITED.log(logging.WARNING, ("pubsub-reread", core.prefix), "breaker %r: re-reading its state after a "
-                "pub/sub message failed (%s); its next call asks Redis", core.service, exc, burst=3)
+    LIMITED.log(
+        logging.WARNING,
+        ("pubsub-reread", core.prefix),
+        "breaker %r: re-reading its state after a pub/sub message failed (%s); its next call asks Redis",
+        core.service,
+        exc,
+        burst=3,
+    )
 
 
 class _Gap:
@@ -210,8 +222,9 @@ class _Gap:
 
     def failed(self, exc: BaseException) -> float:
         if not self.gap:  # once per gap (a flapping Redis: 3 lines, then one a minute)
-            LIMITED.warning("pubsub-down", "pub/sub listener lost Redis (%s); breakers fall back to max_staleness",
-                            exc, burst=3)
+            LIMITED.warning(
+                "pubsub-down", "pub/sub listener lost Redis (%s); breakers fall back to max_staleness", exc, burst=3
+            )
         self.gap = True
         self.subscribed = set()
         self.backoff = next_backoff(self.backoff)
@@ -234,8 +247,9 @@ class SyncListener:
         self.ready = threading.Event()  # set once subscribed (tests wait on it)
         self._pubsub: Any = None
         self._gap = _Gap()
-        self._runner = ThreadRunner("distbreaker-listener", self._step, restart_in_child=True,
-                                    forked=self._forked, finished=self._finished)
+        self._runner = ThreadRunner(
+            "distbreaker-listener", self._step, restart_in_child=True, forked=self._forked, finished=self._finished
+        )
 
     def add(self, core: BreakerCore) -> None:
         self.routes.add(core)

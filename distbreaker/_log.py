@@ -21,7 +21,7 @@ __all__ = ["LIMITED", "LOG", "LogReporter", "OUTAGE", "OUTAGE_REMINDER", "Outage
 log = logging.getLogger("distbreaker")
 
 OUTAGE_REMINDER = 60.0  # seconds between two "Redis still unreachable" lines of this process
-_MAX_KEYS = 4096        # keys kept before the oldest are forgotten (services are unbounded)
+_MAX_KEYS = 4096  # keys kept before the oldest are forgotten (services are unbounded)
 
 
 class RateLimitedLogger:
@@ -38,8 +38,16 @@ class RateLimitedLogger:
         self._lock = threading.Lock()
         self._buckets: dict[Hashable, list[float]] = {}  # key -> [tokens, last refill, suppressed]
 
-    def log(self, level: int, key: Hashable, msg: str, *args: object, every: float = OUTAGE_REMINDER,
-            burst: int = 1, exc_info: bool = False) -> bool:
+    def log(
+        self,
+        level: int,
+        key: Hashable,
+        msg: str,
+        *args: object,
+        every: float = OUTAGE_REMINDER,
+        burst: int = 1,
+        exc_info: bool = False,
+    ) -> bool:
         """Log ``msg % args`` at `level` unless `key` ran out of tokens; True when a line was written."""
         if not self.logger.isEnabledFor(level):
             return False
@@ -63,8 +71,7 @@ class RateLimitedLogger:
         self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
-    def warning(self, key: Hashable, msg: str, *args: object, every: float = OUTAGE_REMINDER,
-                burst: int = 1) -> bool:
+    def warning(self, key: Hashable, msg: str, *args: object, every: float = OUTAGE_REMINDER, burst: int = 1) -> bool:
         """`log` at WARNING."""
         return self.log(logging.WARNING, key, msg, *args, every=every, burst=burst)
 
@@ -119,8 +126,14 @@ class Outage:
         if line != "redis-still":
             self.limited.warning(line, msg, *args, burst=3)
         else:
-            self.limited.warning("redis-still", "Redis still unavailable after %.0f s (%d errors); last: " + msg,
-                                 took, errors, *args, burst=1)
+            self.limited.warning(
+                "redis-still",
+                "Redis still unavailable after %.0f s (%d errors); last: " + msg,
+                took,
+                errors,
+                *args,
+                burst=1,
+            )
 
     def recovered(self, msg: str, *args: object, wrote: bool = True) -> None:
         """A breaker that had failed got a reply again (`wrote`: from a call that wrote)."""
@@ -145,8 +158,17 @@ class LogReporter(Reporter):
 
     def transitions(self, service: str, made: Sequence[Transition], ms: int) -> None:
         for t in made:
-            LIMITED.log(logging.INFO, ("transition", service), "breaker %r: %s -> %s (%s)", service,
-                        t.from_state.value, t.to_state.value, t.cause or "no cause", every=3.0, burst=20)
+            LIMITED.log(
+                logging.INFO,
+                ("transition", service),
+                "breaker %r: %s -> %s (%s)",
+                service,
+                t.from_state.value,
+                t.to_state.value,
+                t.cause or "no cause",
+                every=3.0,
+                burst=20,
+            )
 
 
 LOG = LogReporter()

@@ -168,8 +168,15 @@ class Reporter:
     def closed(self, breaker: BreakerView) -> None:
         """`breaker` was closed: nothing more will be reported (free what it held)."""
 
-    def call(self, service: str, outcome: Outcome, duration: float, slow: bool, state: State | None,
-             exc: BaseException | None) -> None:
+    def call(
+        self,
+        service: str,
+        outcome: Outcome,
+        duration: float,
+        slow: bool,
+        state: State | None,
+        exc: BaseException | None,
+    ) -> None:
         """An admitted call finished (after its outcome was recorded): `duration` seconds,
         `state` as this process knows it after the call (None: no reply from Redis yet)."""
 

@@ -24,8 +24,11 @@ def check_text(field: str, value: object, limit: int) -> str:
         raise ConfigError(field, f"must be a string of at most {limit} characters, got {value!r:.80}")
     bad = _UNSAFE.search(value)
     if bad:
-        raise ConfigError(field, f"must not contain control characters, got {bad.group()!r} at "
-                                 f"position {bad.start()} (one printable line of text)")
+        raise ConfigError(
+            field,
+            f"must not contain control characters, got {bad.group()!r} at "
+            f"position {bad.start()} (one printable line of text)",
+        )
     return value
 
 
@@ -62,7 +65,10 @@ def check_client_budget(client: Any, config: BreakerConfig) -> None:
             "client-budget",
             "the Redis client has socket_timeout=%r; a hung Redis can delay protected calls "
             "that long (redis_timeout=%s). Build the client with distbreaker.connect().",
-            timeout, config.redis_timeout, burst=3)
+            timeout,
+            config.redis_timeout,
+            burst=3,
+        )
 
 
 def check_mode(mode: object, flush_interval: object, flush_size: object) -> tuple[str, float]:

@@ -54,8 +54,21 @@ if TYPE_CHECKING:
     from .errors import CircuitOpenError
 
 __all__ = [
-    "CALLS", "DURATION_SAMPLE", "INSTRUMENTS", "Instruments", "METER_NAME", "Metrics", "PROMETHEUS", "REDIS_DURATION",
-    "REDIS_ERRORS", "RETIRED_TALLIES", "STATE", "STATE_VALUES", "TRANSITIONS", "Tally", "use_meter_provider",
+    "CALLS",
+    "DURATION_SAMPLE",
+    "INSTRUMENTS",
+    "Instruments",
+    "METER_NAME",
+    "Metrics",
+    "PROMETHEUS",
+    "REDIS_DURATION",
+    "REDIS_ERRORS",
+    "RETIRED_TALLIES",
+    "STATE",
+    "STATE_VALUES",
+    "TRANSITIONS",
+    "Tally",
+    "use_meter_provider",
 ]
 
 METER_NAME = "distbreaker"
@@ -122,9 +135,14 @@ class Tally:
         self.n = [0] * 7
         plain = {SERVICE: service, OUTCOME: "ignored"}
         self.attrs: tuple[dict[str, Any], ...] = (
-            {SERVICE: service, OUTCOME: "success", SLOW: False}, {SERVICE: service, OUTCOME: "success", SLOW: True},
-            {SERVICE: service, OUTCOME: "failure", SLOW: False}, {SERVICE: service, OUTCOME: "failure", SLOW: True},
-            plain, plain, {SERVICE: service, OUTCOME: REJECTED})
+            {SERVICE: service, OUTCOME: "success", SLOW: False},
+            {SERVICE: service, OUTCOME: "success", SLOW: True},
+            {SERVICE: service, OUTCOME: "failure", SLOW: False},
+            {SERVICE: service, OUTCOME: "failure", SLOW: True},
+            plain,
+            plain,
+            {SERVICE: service, OUTCOME: REJECTED},
+        )
 
 
 def _version() -> str | None:
@@ -145,7 +163,7 @@ class Instruments:
 
     def __init__(self) -> None:
         self.on = True
-        self._lock = threading.Lock()       # breakers and tallies; never held while calling the SDK
+        self._lock = threading.Lock()  # breakers and tallies; never held while calling the SDK
         self._make_lock = threading.Lock()  # making instruments (the SDK's collection holds its own
         # lock while it runs our callbacks, which take _lock: one lock for both could deadlock)
         self._provider: Any = None  # None: the global MeterProvider (proxied until the app sets one)
@@ -159,14 +177,18 @@ class Instruments:
         meter = provider.get_meter(METER_NAME, _version())
         meter.create_observable_counter(CALLS, [self._observe_calls], "{call}", "Calls through a breaker, by outcome")
         self.transitions = meter.create_counter(
-            TRANSITIONS, "{transition}", "Transitions performed by this process's scripts")
+            TRANSITIONS, "{transition}", "Transitions performed by this process's scripts"
+        )
         self.redis_duration = meter.create_histogram(
-            REDIS_DURATION, "s", "Round trips of breaker scripts on the call path",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
+            REDIS_DURATION,
+            "s",
+            "Round trips of breaker scripts on the call path",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
         self.redis_errors = meter.create_counter(REDIS_ERRORS, "{error}", "Redis errors on the call path")
         meter.create_observable_gauge(
-            STATE, [self._observe_states], "",
-            "Breaker state: 0 closed, 1 half_open, 2 open, 3 forced_open, 4 disabled")
+            STATE, [self._observe_states], "", "Breaker state: 0 closed, 1 half_open, 2 open, 3 forced_open, 4 disabled"
+        )
         self._made = True
 
     # -- breakers ---------------------------------------------------------------------------
@@ -259,8 +281,15 @@ class Metrics(Reporter):
         if release is not None and self.tally is not None and release.detach() is not None:
             self.obs.unregister(breaker, self.tally)
 
-    def call(self, service: str, outcome: Outcome, duration: float, slow: bool, state: State | None,
-             exc: BaseException | None) -> None:
+    def call(
+        self,
+        service: str,
+        outcome: Outcome,
+        duration: float,
+        slow: bool,
+        state: State | None,
+        exc: BaseException | None,
+    ) -> None:
         """One admitted call finished: count it, annotate the current span."""
         tally = self.tally
         if tally is None or not self.obs.on:
@@ -271,8 +300,11 @@ class Metrics(Reporter):
         lock.release()
         span = get_current_span()
         if span.is_recording():
-            attrs: dict[str, Any] = {SPAN_SERVICE: service, SPAN_STATE: "unknown" if state is None else state.value,
-                                     SPAN_RESULT: outcome.value}
+            attrs: dict[str, Any] = {
+                SPAN_SERVICE: service,
+                SPAN_STATE: "unknown" if state is None else state.value,
+                SPAN_RESULT: outcome.value,
+            }
             if slow:
                 attrs[SPAN_SLOW] = True  # set only when slow (each attribute costs the SDK ~0.5 µs)
             span.set_attributes(attrs)

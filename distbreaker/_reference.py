@@ -46,13 +46,28 @@ DISABLED = "disabled"
 FORCED_STATES = (FORCED_OPEN, DISABLED)
 MAX_UNTIL_AHEAD_MS = 366 * 86_400_000  # control.lua refuses a forced state's expiry beyond this
 # The transition table (lua/_lib.lua `allowed`): the (from, to) pairs a transition may make.
-TRANSITIONS = frozenset({
-    (CLOSED, OPEN), (CLOSED, FORCED_OPEN), (CLOSED, DISABLED), (CLOSED, CLOSED),
-    (OPEN, HALF_OPEN), (OPEN, FORCED_OPEN), (OPEN, DISABLED), (OPEN, CLOSED),
-    (HALF_OPEN, OPEN), (HALF_OPEN, CLOSED), (HALF_OPEN, FORCED_OPEN), (HALF_OPEN, DISABLED),
-    (FORCED_OPEN, CLOSED), (FORCED_OPEN, FORCED_OPEN), (FORCED_OPEN, DISABLED),
-    (DISABLED, CLOSED), (DISABLED, FORCED_OPEN), (DISABLED, DISABLED),
-})
+TRANSITIONS = frozenset(
+    {
+        (CLOSED, OPEN),
+        (CLOSED, FORCED_OPEN),
+        (CLOSED, DISABLED),
+        (CLOSED, CLOSED),
+        (OPEN, HALF_OPEN),
+        (OPEN, FORCED_OPEN),
+        (OPEN, DISABLED),
+        (OPEN, CLOSED),
+        (HALF_OPEN, OPEN),
+        (HALF_OPEN, CLOSED),
+        (HALF_OPEN, FORCED_OPEN),
+        (HALF_OPEN, DISABLED),
+        (FORCED_OPEN, CLOSED),
+        (FORCED_OPEN, FORCED_OPEN),
+        (FORCED_OPEN, DISABLED),
+        (DISABLED, CLOSED),
+        (DISABLED, FORCED_OPEN),
+        (DISABLED, DISABLED),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +254,7 @@ class Model:
 
     # ---------------------------------------------------------------- scripts
 
-    def record(
-        self, now_ms: int, gen: int, successes: int, failures: int, slow: int, lease: str = ""
-    ) -> Reply:
+    def record(self, now_ms: int, gen: int, successes: int, failures: int, slow: int, lease: str = "") -> Reply:
         """record.lua: add a batch of outcomes admitted under generation `gen`.
 
         A stale generation only releases the lease. In `closed`/`disabled` the outcomes are
@@ -326,13 +339,9 @@ class Model:
         if op == "config":
             self._set_overrides(given, base, values, actor)
         elif op == "trip":
-            self._transition(
-                FORCED_OPEN, f"manual trip by {actor}{suffix}", actor, until=until_ms, reason=reason
-            )
+            self._transition(FORCED_OPEN, f"manual trip by {actor}{suffix}", actor, until=until_ms, reason=reason)
         elif op == "disable":
-            self._transition(
-                DISABLED, f"manual disable by {actor}{suffix}", actor, until=until_ms, reason=reason
-            )
+            self._transition(DISABLED, f"manual disable by {actor}{suffix}", actor, until=until_ms, reason=reason)
         elif op == "reset":
             self._transition(CLOSED, f"manual reset by {actor}{suffix}", actor, by_reset=True)
         else:
@@ -411,15 +420,11 @@ class Model:
             self.eff.bucket_ms,
             self.eff.buckets,
         ):
-            self.notes.append(
-                "client config: new bucket layout" + ("" if self.stored else " (after defaults)")
-            )
+            self.notes.append("client config: new bucket layout" + ("" if self.stored else " (after defaults)"))
             self._clear_window()
         self.stored = values
 
-    def _set_overrides(
-        self, given: dict[str, str], base: list[str], values: list[str], actor: str
-    ) -> None:
+    def _set_overrides(self, given: dict[str, str], base: list[str], values: list[str], actor: str) -> None:
         """control.lua's `config`: store the overrides and the merged config at once; a new
         bucket layout clears the window; log an event with from = to and the same generation.
         """
@@ -470,7 +475,7 @@ class Model:
             self.be = e_now
 
     def _clear_window(self) -> None:
-        """"Window cleared": totals, current bucket and ring emptied, `be = E`."""
+        """ "Window cleared": totals, current bucket and ring emptied, `be = E`."""
         self.tc = self.tf = self.ts = 0
         self.c0 = self.f0 = self.s0 = 0
         self.ring.clear()
@@ -499,11 +504,7 @@ class Model:
                 cfg.failure_rate_threshold,
                 self.tc,
             )
-        if (
-            self.tc >= cfg.minimum_calls
-            and self.ts > 0
-            and self.ts / self.tc >= cfg.slow_call_rate_threshold
-        ):
+        if self.tc >= cfg.minimum_calls and self.ts > 0 and self.ts / self.tc >= cfg.slow_call_rate_threshold:
             rate = self.ts / self.tc
             return "slow_call_rate %.2f >= %.2f over %d calls" % (
                 rate,
@@ -608,7 +609,11 @@ class Model:
             slow=self.ts,
             consecutive=self.cx,
             forced_until=self.fu,
-            reason=self.fr if self.st in (FORCED_OPEN, DISABLED) else (self.lc or "") if self.st in (OPEN, HALF_OPEN) else "",
+            reason=self.fr
+            if self.st in (FORCED_OPEN, DISABLED)
+            else (self.lc or "")
+            if self.st in (OPEN, HALF_OPEN)
+            else "",
             actor=self.fa,
             open_count=self.oc,
             transitions=";".join(self._moves),

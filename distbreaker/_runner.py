@@ -44,8 +44,7 @@ def next_backoff(previous: float) -> float:
 
 
 def _step_failed(name: str) -> None:
-    LIMITED.log(logging.ERROR, ("runner-failed", name), "%s: a background step failed", name, burst=3,
-                exc_info=True)
+    LIMITED.log(logging.ERROR, ("runner-failed", name), "%s: a background step failed", name, burst=3, exc_info=True)
 
 
 class ThreadRunner:
@@ -60,8 +59,15 @@ class ThreadRunner:
         finished: called in the thread when it ends (release what the steps held).
     """
 
-    def __init__(self, name: str, step: Callable[[], float | None], *, restart_in_child: bool = False,
-                 forked: Callable[[], None] | None = None, finished: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], float | None],
+        *,
+        restart_in_child: bool = False,
+        forked: Callable[[], None] | None = None,
+        finished: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self._step = step
         self._restart = restart_in_child
@@ -91,8 +97,9 @@ class ThreadRunner:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._again = False
-        self._thread = threading.Thread(target=self._run, args=(self._stopping, self._wake), name=self.name,
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stopping, self._wake), name=self.name, daemon=True
+        )
         self._thread.start()
 
     def wake(self) -> None:
@@ -174,8 +181,13 @@ class TaskRunner:
         finished: awaited in the task when it ends (release what the steps held).
     """
 
-    def __init__(self, name: str, step: Callable[[], Awaitable[float | None]], *,
-                 finished: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], Awaitable[float | None]],
+        *,
+        finished: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.name = name
         self._step = step
         self._finished = finished

@@ -59,8 +59,12 @@ def _shown(value: float) -> str:
 
 def human_ms(ms: float) -> str:
     """``1 ms``, ``10 s``, ``1 hour``, ``7 days``: a bound in words."""
-    for size, one, many in ((DAY_MS, "day", "days"), (HOUR_MS, "hour", "hours"),
-                            (SECOND_MS, "s", "s"), (1, "ms", "ms")):
+    for size, one, many in (
+        (DAY_MS, "day", "days"),
+        (HOUR_MS, "hour", "hours"),
+        (SECOND_MS, "s", "s"),
+        (1, "ms", "ms"),
+    ):
         if ms >= size and ms % size == 0:
             n = int(ms // size)
             return f"{n} {one if n == 1 else many}"
@@ -189,8 +193,12 @@ class Field:
                 raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
             return s
         if self.integral:
-            if (isinstance(value, int) and not isinstance(value, bool)
-                    and not (self.off and value == 0) and self.accepts(value)):  # None = off, never 0
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and not (self.off and value == 0)
+                and self.accepts(value)
+            ):  # None = off, never 0
                 return value
             raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
         real = _real(value)

@@ -1,7 +1,8 @@
 """Lua loading and the EVALSHA/NOSCRIPT policy.
 
 Each script is `lua/_head.lua`, then `lua/<name>.lua` with `lua/_lib.lua` (the general path)
-inserted at its `--@lib` line; read once at import. The text and its SHA1 are immutable; the SHA is never rewritten at run time.
+inserted at its `--@lib` line; read once at import. The text and its SHA1 are immutable; the SHA is
+never rewritten at run time.
 
 Sending a command (held connections, packing, the sync and asyncio drivers) is `_transport`'s;
 `Steps`, `drive` and `adrive` are re-exported here for the modules that import them from here.
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
@@ -25,7 +26,18 @@ from ._transport import Steps, _aexecute, _execute, adrive, alean_pool, drive, l
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["FUNCTIONS", "SCRIPTS", "LuaScript", "Steps", "adrive", "drive", "eval_steps", "run", "scripts_for", "source"]
+__all__ = [
+    "FUNCTIONS",
+    "SCRIPTS",
+    "LuaScript",
+    "Steps",
+    "adrive",
+    "drive",
+    "eval_steps",
+    "run",
+    "scripts_for",
+    "source",
+]
 # also re-exported for older importers (benchmarks/peers.py): _aexecute, _execute, alean_pool,
 # lean_pool, pack
 _REEXPORTED = (_aexecute, _execute, alean_pool, lean_pool, pack)
@@ -77,6 +89,7 @@ def scripts_for(client: Any) -> dict[str, LuaScript]:
     """FUNCTIONS for a client made with ``functions=True`` (or `use_functions`), else SCRIPTS."""
     return FUNCTIONS if _functions.functions_enabled(client) else SCRIPTS
 
+
 def source(name: str) -> str:
     """Return the full text of script `name` (library included)."""
     return SCRIPTS[name].text.decode()
@@ -100,8 +113,10 @@ def eval_steps(request: Eval) -> Generator[Command, Any, Any]:
                 return (yield Command(("EVAL", script.text, len(keys), *keys, *args)))
         except NoPermissionError as exc:
             if "'evalsha'" in str(exc) or "'eval'" in str(exc):  # the worker role: no EVAL, FCALL only
-                raise NoPermissionError(f"{exc}: a user with FCALL and no EVAL (the worker role) needs "
-                                        "connect(url, functions=True) (docs/operations.md)") from None
+                raise NoPermissionError(
+                    f"{exc}: a user with FCALL and no EVAL (the worker role) needs "
+                    "connect(url, functions=True) (docs/operations.md)"
+                ) from None
             raise
         except ResponseError as exc:
             if request.config is None or attempt or "NOCONFIG" not in str(exc):
@@ -110,7 +125,8 @@ def eval_steps(request: Eval) -> Generator[Command, Any, Any]:
     raise AssertionError("unreachable")
 
 
-def run(client: Any, script: LuaScript, keys: Sequence[str], args: Sequence[Any],
-        config: Sequence[str] | None = None) -> Any:
+def run(
+    client: Any, script: LuaScript, keys: Sequence[str], args: Sequence[Any], config: Sequence[str] | None = None
+) -> Any:
     """Run `script` once on a sync client (see `eval_steps`)."""
     return drive(client, eval_steps(Eval(script, tuple(keys), list(args), None if config is None else list(config))))

@@ -33,8 +33,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._core import Command
 from .errors import ConfigError
 
-__all__ = ["INTERNALS", "Internal", "Steps", "adrive", "ainit", "alean_pool", "check_client", "drive",
-           "lean_pool", "pack"]
+__all__ = [
+    "INTERNALS",
+    "Internal",
+    "Steps",
+    "adrive",
+    "ainit",
+    "alean_pool",
+    "check_client",
+    "drive",
+    "lean_pool",
+    "pack",
+]
 
 T = TypeVar("T")
 
@@ -62,67 +72,133 @@ _ASYNC = "redis.asyncio.connection"
 
 INTERNALS: tuple[Internal, ...] = (
     # -- sync lean path (_execute) -------------------------------------------------------------
-    Internal(_SYNC_POOL, "ConnectionPool.get_connection", "method",
-             "checks a connection out for the lean path; takes a command name before redis-py 5.1 "
-             "(_GET_CONNECTION_ARGS)"),
+    Internal(
+        _SYNC_POOL,
+        "ConnectionPool.get_connection",
+        "method",
+        "checks a connection out for the lean path; takes a command name before redis-py 5.1 (_GET_CONNECTION_ARGS)",
+    ),
     Internal(_SYNC_POOL, "ConnectionPool.release", "method", "gives a connection back (not held, or discarded)"),
-    Internal(_SYNC_POOL, "ConnectionPool.max_connections", "attribute",
-             "sizes the held list: a quarter of the pool, 32 at most"),
-    Internal(_SYNC_POOL, "ConnectionPool.__dict__", "attribute",
-             "the held list is stored on the pool (pool.__dict__['_distbreaker_held']): it lives and dies "
-             "with the pool"),
-    Internal(_SYNC_POOL, "Connection.can_read", "method",
-             "the pool's own dirty check (closed by the server, or data waiting), run on a held "
-             "connection before reuse"),
+    Internal(
+        _SYNC_POOL,
+        "ConnectionPool.max_connections",
+        "attribute",
+        "sizes the held list: a quarter of the pool, 32 at most",
+    ),
+    Internal(
+        _SYNC_POOL,
+        "ConnectionPool.__dict__",
+        "attribute",
+        "the held list is stored on the pool (pool.__dict__['_distbreaker_held']): it lives and dies with the pool",
+    ),
+    Internal(
+        _SYNC_POOL,
+        "Connection.can_read",
+        "method",
+        "the pool's own dirty check (closed by the server, or data waiting), run on a held connection before reuse",
+    ),
     Internal(_SYNC_POOL, "Connection.send_packed_command", "method", "writes a command packed by `pack`"),
     Internal(_SYNC_POOL, "Connection.send_command", "method", "writes a command `pack` does not handle"),
     Internal(_SYNC_POOL, "Connection.read_response", "method", "reads the reply, redis-py's errors"),
     Internal(_SYNC_POOL, "Connection.disconnect", "method", "drops a connection that failed mid-command"),
-    Internal(_SYNC_POOL, "Connection.encoder", "attribute",
-             "its .encoding and .encoding_errors: `pack` encodes str as the client would"),
+    Internal(
+        _SYNC_POOL,
+        "Connection.encoder",
+        "attribute",
+        "its .encoding and .encoding_errors: `pack` encodes str as the client would",
+    ),
     Internal("redis.client", "Redis.connection_pool", "attribute", "the pool of a plain redis.Redis"),
     # -- asyncio lean path (_aexecute) ---------------------------------------------------------
-    Internal(_ASYNC, "ConnectionPool.get_connection", "coroutine",
-             "checks a connected connection out (sets it up if new); command name before 5.1"),
+    Internal(
+        _ASYNC,
+        "ConnectionPool.get_connection",
+        "coroutine",
+        "checks a connected connection out (sets it up if new); command name before 5.1",
+    ),
     Internal(_ASYNC, "ConnectionPool.release", "coroutine", "gives a connection back"),
     Internal(_ASYNC, "ConnectionPool.max_connections", "attribute", "sizes the held list / connection cap"),
-    Internal(_ASYNC, "ConnectionPool.connection_kwargs", "attribute",
-             "its socket_timeout bounds a wait for a connection while no command completes"),
+    Internal(
+        _ASYNC,
+        "ConnectionPool.connection_kwargs",
+        "attribute",
+        "its socket_timeout bounds a wait for a connection while no command completes",
+    ),
     Internal(_ASYNC, "ConnectionPool.__dict__", "attribute", "the held list is stored on the pool"),
-    Internal(_ASYNC, "Connection.can_read|can_read_destructive", "coroutine",
-             "the pool's dirty check on a held connection (can_read since redis-py 7)"),
+    Internal(
+        _ASYNC,
+        "Connection.can_read|can_read_destructive",
+        "coroutine",
+        "the pool's dirty check on a held connection (can_read since redis-py 7)",
+    ),
     Internal(_ASYNC, "Connection.is_connected", "attribute", "a held connection the loop saw closed"),
-    Internal(_ASYNC, "Connection._writer", "attribute",
-             "asyncio.StreamWriter (None before connect): a small command is written into its "
-             "transport's buffer directly, no wait_for task per write (_asend)"),
-    Internal(_ASYNC, "Connection.health_check_interval", "attribute",
-             "when set, writes go through send_command (which runs the health check)"),
+    Internal(
+        _ASYNC,
+        "Connection._writer",
+        "attribute",
+        "asyncio.StreamWriter (None before connect): a small command is written into its "
+        "transport's buffer directly, no wait_for task per write (_asend)",
+    ),
+    Internal(
+        _ASYNC,
+        "Connection.health_check_interval",
+        "attribute",
+        "when set, writes go through send_command (which runs the health check)",
+    ),
     Internal(_ASYNC, "Connection.socket_timeout", "attribute", "bounds a write the socket does not take at once"),
     Internal(_ASYNC, "Connection.send_command", "coroutine", "redis-py's write, for what `pack` does not handle"),
-    Internal(_ASYNC, "Connection.read_response", "coroutine",
-             "reads the reply; timeout=math.inf turns its own timer off (the lean path's deadline "
-             "bounds the read instead: _ReadDeadline)"),
+    Internal(
+        _ASYNC,
+        "Connection.read_response",
+        "coroutine",
+        "reads the reply; timeout=math.inf turns its own timer off (the lean path's deadline "
+        "bounds the read instead: _ReadDeadline)",
+    ),
     Internal(_ASYNC, "Connection.disconnect", "coroutine", "drops a connection that failed mid-command"),
     Internal(_ASYNC, "Connection.encoder", "attribute", "encoding for `pack`"),
     Internal("redis.asyncio.client", "Redis.connection_pool", "attribute", "the pool of a plain redis.asyncio.Redis"),
-    Internal("redis.asyncio.client", "Redis.single_connection_client", "attribute",
-             "a single-connection client keeps its own connection: it goes through execute_command"),
+    Internal(
+        "redis.asyncio.client",
+        "Redis.single_connection_client",
+        "attribute",
+        "a single-connection client keeps its own connection: it goes through execute_command",
+    ),
     # -- asyncio cluster (ainit) ---------------------------------------------------------------
-    Internal("redis.asyncio.cluster", "RedisCluster._initialize", "attribute",
-             "True until initialize() ran: a user-built client is initialised once before its first "
-             "command (concurrent first commands raise AttributeError on redis-py 8.1)"),
-    Internal("redis.asyncio.cluster", "RedisCluster.initialize", "coroutine",
-             "initialises once under redis-py's own lock"),
+    Internal(
+        "redis.asyncio.cluster",
+        "RedisCluster._initialize",
+        "attribute",
+        "True until initialize() ran: a user-built client is initialised once before its first "
+        "command (concurrent first commands raise AttributeError on redis-py 8.1)",
+    ),
+    Internal(
+        "redis.asyncio.cluster", "RedisCluster.initialize", "coroutine", "initialises once under redis-py's own lock"
+    ),
     Internal("redis.asyncio.cluster", "RedisCluster.nodes_manager", "attribute", "tells a cluster client apart"),
     # -- _cluster, _connect --------------------------------------------------------------------
-    Internal("redis.cluster", "RedisCluster.RedisClusterRequestTTL", "class attribute",
-             "set per client to REDIRECTS: MOVED/ASK followed at most twice within a budget"),
-    Internal("redis.asyncio.cluster", "RedisCluster.RedisClusterRequestTTL", "class attribute",
-             "the same for the asyncio cluster client"),
-    Internal("redis.connection", "AbstractConnection.__init__:driver_info|lib_name", "parameter",
-             "no CLIENT SETINFO on connect (driver_info=None since redis-py 7, lib_name=None before)"),
-    Internal("redis.connection", "AbstractConnection.__init__:protocol", "parameter",
-             "protocol=2: no HELLO on connect (redis-py 8 defaults to RESP3, one more round trip)"),
+    Internal(
+        "redis.cluster",
+        "RedisCluster.RedisClusterRequestTTL",
+        "class attribute",
+        "set per client to REDIRECTS: MOVED/ASK followed at most twice within a budget",
+    ),
+    Internal(
+        "redis.asyncio.cluster",
+        "RedisCluster.RedisClusterRequestTTL",
+        "class attribute",
+        "the same for the asyncio cluster client",
+    ),
+    Internal(
+        "redis.connection",
+        "AbstractConnection.__init__:driver_info|lib_name",
+        "parameter",
+        "no CLIENT SETINFO on connect (driver_info=None since redis-py 7, lib_name=None before)",
+    ),
+    Internal(
+        "redis.connection",
+        "AbstractConnection.__init__:protocol",
+        "parameter",
+        "protocol=2: no HELLO on connect (redis-py 8 defaults to RESP3, one more round trip)",
+    ),
 )
 
 
@@ -136,8 +212,7 @@ _GET_CONNECTION_ARGS = _get_connection_args(redis.ConnectionPool)
 _AGET_CONNECTION_ARGS = _get_connection_args(redis.asyncio.ConnectionPool)
 # The asyncio connection's "is it dirty" check: can_read() in redis-py >= 7 (its pool's own
 # check), can_read_destructive() before.
-_ACAN_READ = ("can_read" if hasattr(redis.asyncio.connection.AbstractConnection, "can_read")
-              else "can_read_destructive")
+_ACAN_READ = "can_read" if hasattr(redis.asyncio.connection.AbstractConnection, "can_read") else "can_read_destructive"
 
 
 def check_client(client: Any, asynchronous: bool) -> None:
@@ -150,13 +225,19 @@ def check_client(client: Any, asynchronous: bool) -> None:
     if execute is None:
         return  # not a redis-py client: the first call says what is missing
     if asynchronous and not inspect.iscoroutinefunction(execute):
-        raise ConfigError("redis", f"{type(client).__name__} is a sync client: distbreaker.asyncio needs a "
-                                   "redis.asyncio client (distbreaker.asyncio.connect(url), "
-                                   "redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster)")
+        raise ConfigError(
+            "redis",
+            f"{type(client).__name__} is a sync client: distbreaker.asyncio needs a "
+            "redis.asyncio client (distbreaker.asyncio.connect(url), "
+            "redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster)",
+        )
     if not asynchronous and inspect.iscoroutinefunction(execute):
-        raise ConfigError("redis", f"{type(client).__name__} is an asyncio client: use distbreaker.asyncio "
-                                   "(or a sync client: distbreaker.connect(url), redis.Redis or "
-                                   "redis.cluster.RedisCluster)")
+        raise ConfigError(
+            "redis",
+            f"{type(client).__name__} is an asyncio client: use distbreaker.asyncio "
+            "(or a sync client: distbreaker.connect(url), redis.Redis or "
+            "redis.cluster.RedisCluster)",
+        )
 
 
 def lean_pool(client: Any) -> Any:
@@ -339,8 +420,9 @@ class _AHeld(_Held):
         timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
         # a waiting task's own bound: a safety net (a command that times out ends every wait at
         # once), so generous enough for a burst behind a slow event loop
-        self.budget: float | None = (WAIT_BUDGETS * timeout if isinstance(timeout, (int, float)) and timeout > 0
-                                     else None)
+        self.budget: float | None = (
+            WAIT_BUDGETS * timeout if isinstance(timeout, (int, float)) and timeout > 0 else None
+        )
 
     def _next_waiter(self) -> asyncio.Future[Any] | None:
         waiters = self.waiters
@@ -390,8 +472,11 @@ class _AHeld(_Held):
             if left > 0:
                 timer = loop.call_later(left, expire)
             else:
-                fut.set_exception(RedisTimeoutError("Timeout waiting for a connection: no reply from Redis "
-                                                    "on this client's other connections"))
+                fut.set_exception(
+                    RedisTimeoutError(
+                        "Timeout waiting for a connection: no reply from Redis on this client's other connections"
+                    )
+                )
 
         if budget is not None:
             timer = loop.call_later(budget, expire)

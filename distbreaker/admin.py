@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from . import _ops, _schema, errors
+from . import _functions, _ops, _schema, errors
 from ._actions import Operator, config_steps, control_steps, read_steps
 from ._config import BreakerConfig
 from ._core import (
@@ -30,9 +30,16 @@ from ._core import (
 from ._log import LIMITED
 from ._model import Snapshot, Transition
 from ._reply import (
-    CLIENT_CONFIG, CONFIG, EXISTS, FINGERPRINT, FINGERPRINT_CHANGED_AT, NOW, OVERRIDES, PREVIOUS_FINGERPRINT, STATE,
+    CLIENT_CONFIG,
+    CONFIG,
+    EXISTS,
+    FINGERPRINT,
+    FINGERPRINT_CHANGED_AT,
+    NOW,
+    OVERRIDES,
+    PREVIOUS_FINGERPRINT,
+    STATE,
 )
-from . import _functions
 from ._scripts import FUNCTIONS, SCRIPTS, Steps, drive, eval_steps, scripts_for
 from .errors import ConfigError, CorruptStateError, UnknownServiceError, translate
 
@@ -155,11 +162,12 @@ class Events(NamedTuple):
 
 def _corrupt_error(service: str, key: str, detail: str) -> CorruptStateError:
     """The error for a breaker whose data cannot be read: names the key and the repair."""
-    err = CorruptStateError(f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
-                            f"'distbreaker reset {service}' (Admin.reset) rewrites it", key)
-    err.service = service  # type: ignore[attr-defined]
-    err.corrupt_key = key  # type: ignore[attr-defined]  # the CLI maps it to its exit code
-    return err
+    return CorruptStateError(
+        f"breaker {service!r}: key {key} holds corrupt data ({detail}); "
+        f"'distbreaker reset {service}' (Admin.reset) rewrites it",
+        key,
+        service,
+    )
 
 
 def _stream_entry(entry: Any) -> tuple[Any, dict[Any, Any]]:
@@ -212,13 +220,17 @@ class _Operations:
         try:
             snap = decode_snapshot(service, reply)
         except (KeyError, ValueError, IndexError, TypeError) as exc:
-            raise _corrupt_error(service, self._operator(service).keys.state,
-                                 f"state {text(reply[STATE])!r}" if isinstance(exc, KeyError) else str(exc)) from None
+            raise _corrupt_error(
+                service,
+                self._operator(service).keys.state,
+                f"state {text(reply[STATE])!r}" if isinstance(exc, KeyError) else str(exc),
+            ) from None
         try:
             return snap, self._fleet_config(service, reply)
         except (KeyError, ValueError, IndexError, TypeError):
-            raise _corrupt_error(service, self._operator(service).keys.state,
-                                 f"config {text(reply[CONFIG])[:60]!r}") from None
+            raise _corrupt_error(
+                service, self._operator(service).keys.state, f"config {text(reply[CONFIG])[:60]!r}"
+            ) from None
 
     def _status_steps(self, service: str) -> Steps[Snapshot]:
         return self._decode(service, (yield from self._read_steps(service)))[0]
@@ -244,13 +256,17 @@ class _Operations:
             server_time=int(reply[NOW]) / 1000.0,
         )
 
-    def _set_config_steps(self, service: str, actor: str | None, replace: bool, reason: str,
-                          overrides: dict[str, Any]) -> Steps[FleetConfig]:
+    def _set_config_steps(
+        self, service: str, actor: str | None, replace: bool, reason: str, overrides: dict[str, Any]
+    ) -> Steps[FleetConfig]:
         target = self._operator(service)
         for name, value in overrides.items():
             if name not in FLEET_FIELDS:
-                why = ("is each worker's own setting, not stored in Redis"
-                       if name in BreakerConfig.__dataclass_fields__ else "is not a config field")
+                why = (
+                    "is each worker's own setting, not stored in Redis"
+                    if name in BreakerConfig.__dataclass_fields__
+                    else "is not a config field"
+                )
                 raise ConfigError(name, f"{why}; fleet-wide: {', '.join(FLEET_FIELDS)}")
             _schema.by_name(name).check(value)  # bounds: ConfigError names the field
         if not overrides:
@@ -271,11 +287,13 @@ class _Operations:
         except ConfigError as exc:
             if exc.field in wanted:
                 raise
-            raise ConfigError(exc.field, f"{str(exc).split(': ', 1)[1]} (the workers' value, with the "
-                                         f"overrides given; override {exc.field} too)") from None
+            raise ConfigError(
+                exc.field,
+                f"{str(exc).split(': ', 1)[1]} (the workers' value, with the "
+                f"overrides given; override {exc.field} too)",
+            ) from None
         lua = merged._lua
-        spec = ";".join(f"{script}={lua[i]}" for i, (script, field, _) in enumerate(CONFIG_FIELDS)
-                        if field in wanted)
+        spec = ";".join(f"{script}={lua[i]}" for i, (script, field, _) in enumerate(CONFIG_FIELDS) if field in wanted)
         yield from config_steps(target, spec, who)
         return (yield from self._config_steps(service))
 
@@ -309,8 +327,12 @@ class _Operations:
             except (KeyError, ValueError, IndexError, TypeError, AttributeError):
                 skipped += 1  # not ours (another writer) or damaged: never fail the others
         if skipped:
-            LIMITED.warning(("foreign-events", keys.events), "%s: %d entries that are not distbreaker "
-                            "events were skipped", keys.events, skipped)
+            LIMITED.warning(
+                ("foreign-events", keys.events),
+                "%s: %d entries that are not distbreaker events were skipped",
+                keys.events,
+                skipped,
+            )
         return Events(out, skipped)
 
 
@@ -380,8 +402,9 @@ class Admin(_Operations):
         """
         return self._do(service, self._inspect_steps(service))
 
-    def set_config(self, service: str, *, actor: str | None = None, replace: bool = False, reason: str = "",
-                   **overrides: Any) -> FleetConfig:
+    def set_config(
+        self, service: str, *, actor: str | None = None, replace: bool = False, reason: str = "", **overrides: Any
+    ) -> FleetConfig:
         """Override config values of `service` fleet-wide; they win over what workers pass.
 
         The overrides apply to every worker's next call (the record fast path reads the merged
@@ -565,8 +588,11 @@ class Admin(_Operations):
             if script_denied:
                 break
             if text(sha) != script.sha:
-                checks.append(Check("lua", "FAIL", f"SCRIPT LOAD of {script.name}.lua returned {text(sha)}, "
-                                                   f"expected {script.sha}"))
+                checks.append(
+                    Check(
+                        "lua", "FAIL", f"SCRIPT LOAD of {script.name}.lua returned {text(sha)}, expected {script.sha}"
+                    )
+                )
                 return checks
             loaded.append(script.name)
 
@@ -586,16 +612,56 @@ class Admin(_Operations):
             ("HDEL", lambda: r.execute_command("HDEL", keys.state, "doctor")),
             ("EXISTS", lambda: r.execute_command("EXISTS", keys.state)),
             ("TYPE", lambda: r.execute_command("TYPE", keys.events)),
-            ("XADD", lambda: r.execute_command("XADD", keys.events, "MAXLEN", "~", "1000", "*", "ts", "0",
-                                               "from", "closed", "to", "closed", "cause", "distbreaker doctor",
-                                               "actor", "doctor", "gen", "0")),
+            (
+                "XADD",
+                lambda: r.execute_command(
+                    "XADD",
+                    keys.events,
+                    "MAXLEN",
+                    "~",
+                    "1000",
+                    "*",
+                    "ts",
+                    "0",
+                    "from",
+                    "closed",
+                    "to",
+                    "closed",
+                    "cause",
+                    "distbreaker doctor",
+                    "actor",
+                    "doctor",
+                    "gen",
+                    "0",
+                ),
+            ),
             ("XREVRANGE", lambda: r.execute_command("XREVRANGE", keys.events, "+", "-", "COUNT", "1")),
-            ("PEXPIRE", lambda: (r.execute_command("PEXPIRE", keys.state, 60000),
-                                 r.execute_command("PEXPIRE", keys.events, 60000))),
+            (
+                "PEXPIRE",
+                lambda: (
+                    r.execute_command("PEXPIRE", keys.state, 60000),
+                    r.execute_command("PEXPIRE", keys.events, 60000),
+                ),
+            ),
             ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
-            ("PUBLISH", lambda: r.publish(keys.channel, json.dumps(
-                {"service": DOCTOR_SERVICE, "from": "closed", "to": "closed", "generation": 0, "open_until": 0,
-                 "cause": "distbreaker doctor", "actor": "doctor", "ts": 0}))),
+            (
+                "PUBLISH",
+                lambda: r.publish(
+                    keys.channel,
+                    json.dumps(
+                        {
+                            "service": DOCTOR_SERVICE,
+                            "from": "closed",
+                            "to": "closed",
+                            "generation": 0,
+                            "open_until": 0,
+                            "cause": "distbreaker doctor",
+                            "actor": "doctor",
+                            "ts": 0,
+                        }
+                    ),
+                ),
+            ),
             ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
         ]
         denied = []
@@ -605,17 +671,31 @@ class Admin(_Operations):
                 denied.append(Check("acl", "FAIL", f"{name}: {why}", denied=True))
         if script_denied:
             lua_ok = not any(c.detail.startswith("EVAL:") for c in denied)
-            checks.append(Check("lua", "WARN" if lua_ok else "FAIL",
-                                f"SCRIPT LOAD denied ({script_denied}); "
-                                + ("EVAL of read.lua works, workers load scripts with EVAL"
-                                   if lua_ok else "EVAL is denied too: no script can run")))
+            checks.append(
+                Check(
+                    "lua",
+                    "WARN" if lua_ok else "FAIL",
+                    f"SCRIPT LOAD denied ({script_denied}); "
+                    + (
+                        "EVAL of read.lua works, workers load scripts with EVAL"
+                        if lua_ok
+                        else "EVAL is denied too: no script can run"
+                    ),
+                )
+            )
         else:
             checks.append(Check("lua", "PASS", f"{len(loaded)} scripts load ({', '.join(loaded)})"))
         if denied:
             checks.extend(denied)
         else:
-            checks.append(Check("acl", "PASS", f"{len(commands)} commands the breaker uses are allowed on "
-                                               f"{self.prefix}:{{...}} and {keys.channel}"))
+            checks.append(
+                Check(
+                    "acl",
+                    "PASS",
+                    f"{len(commands)} commands the breaker uses are allowed on "
+                    f"{self.prefix}:{{...}} and {keys.channel}",
+                )
+            )
         return checks
 
     def _check_role(self, role: str, keys: Any) -> builtins.list[Check]:
@@ -642,28 +722,52 @@ class Admin(_Operations):
         read = eval_steps(target.eval("read", ["0"]))
         needs: list[tuple[str, Callable[[], Any]]] = [
             ("FCALL read (creates the throwaway breaker)", lambda: drive(r, read)),
-            ("PUBLISH", lambda: r.publish(keys.channel, json.dumps(
-                {"service": DOCTOR_SERVICE, "from": "closed", "to": "closed", "generation": 0,
-                 "open_until": 0, "cause": "distbreaker doctor", "actor": "doctor", "ts": 0}))),
+            (
+                "PUBLISH",
+                lambda: r.publish(
+                    keys.channel,
+                    json.dumps(
+                        {
+                            "service": DOCTOR_SERVICE,
+                            "from": "closed",
+                            "to": "closed",
+                            "generation": 0,
+                            "open_until": 0,
+                            "cause": "distbreaker doctor",
+                            "actor": "doctor",
+                            "ts": 0,
+                        }
+                    ),
+                ),
+            ),
             ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
         ]
         must_not: list[tuple[str, Callable[[], Any], Callable[[Any], bool]]] = [
-            (f"HGET {other} (another prefix)", lambda: r.execute_command("HGET", other, "st"), lambda e: False)]
-        control = ("FCALL control (trip/disable/reset/config)",
-                   lambda: drive(r, config_steps(target, "", "doctor")))
+            (f"HGET {other} (another prefix)", lambda: r.execute_command("HGET", other, "st"), lambda e: False)
+        ]
+        control = ("FCALL control (trip/disable/reset/config)", lambda: drive(r, config_steps(target, "", "doctor")))
         if role == "operator":
-            needs += [("FUNCTION LOAD", lambda: drive(r, _functions.load_steps())), control,
-                      ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
-                      ("XREVRANGE", lambda: r.execute_command("XREVRANGE", keys.events, "+", "-", "COUNT", "1")),
-                      ("DEL", lambda: r.execute_command("DEL", f"{keys.state}:op"))]
+            needs += [
+                ("FUNCTION LOAD", lambda: drive(r, _functions.load_steps())),
+                control,
+                ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
+                ("XREVRANGE", lambda: r.execute_command("XREVRANGE", keys.events, "+", "-", "COUNT", "1")),
+                ("DEL", lambda: r.execute_command("DEL", f"{keys.state}:op")),
+            ]
         else:
             must_not += [
                 ("EVAL", lambda: r.execute_command("EVAL", "return 1", 0), lambda e: False),
                 ("EVALSHA", lambda: r.execute_command("EVALSHA", "0" * 40, 0), lambda e: isinstance(e, NoScriptError)),
-                ("FUNCTION LOAD", lambda: r.execute_command("FUNCTION", "LOAD", "#!lua name=doctor_probe\n("),
-                 lambda e: True),
-                ("FUNCTION DELETE", lambda: r.execute_command("FUNCTION", "DELETE", "distbreaker_doctor_none"),
-                 lambda e: True),
+                (
+                    "FUNCTION LOAD",
+                    lambda: r.execute_command("FUNCTION", "LOAD", "#!lua name=doctor_probe\n("),
+                    lambda e: True,
+                ),
+                (
+                    "FUNCTION DELETE",
+                    lambda: r.execute_command("FUNCTION", "DELETE", "distbreaker_doctor_none"),
+                    lambda e: True,
+                ),
                 (control[0], control[1], lambda e: False),
             ]
         checks: list[Check] = []
@@ -676,13 +780,25 @@ class Admin(_Operations):
             if why is not None:
                 missing.append(f"{name}: {why}")
         allowed = [name for name, fn, ok in must_not if probe(fn, ok) is None]
-        checks.append(Check("role", "FAIL" if missing else "PASS",
-                            ("missing: " + "; ".join(missing)) if missing else
-                            f"{role}: the {len(needs)} commands the role needs run on {self.prefix}:{{...}}",
-                            denied=bool(missing)))
-        checks.append(Check("role-limits", "FAIL" if allowed else "PASS",
-                            (f"{role} can run what it must not: " + ", ".join(allowed)) if allowed else
-                            f"{role}: denied " + ", ".join(name for name, _, _ in must_not)))
+        checks.append(
+            Check(
+                "role",
+                "FAIL" if missing else "PASS",
+                ("missing: " + "; ".join(missing))
+                if missing
+                else f"{role}: the {len(needs)} commands the role needs run on {self.prefix}:{{...}}",
+                denied=bool(missing),
+            )
+        )
+        checks.append(
+            Check(
+                "role-limits",
+                "FAIL" if allowed else "PASS",
+                (f"{role} can run what it must not: " + ", ".join(allowed))
+                if allowed
+                else f"{role}: denied " + ", ".join(name for name, _, _ in must_not),
+            )
+        )
         return checks
 
     def _subscribe_once(self, channel: str) -> None:
@@ -701,18 +817,22 @@ class Admin(_Operations):
     def _check_eviction(self) -> Check:
         reply, denied = self._attempt(lambda: self.redis.config_get("maxmemory*"))
         if denied:
-            return Check("maxmemory-policy", "WARN", f"cannot read it (CONFIG GET denied: {denied}); "
-                                                     "make sure it is noeviction")
+            return Check(
+                "maxmemory-policy", "WARN", f"cannot read it (CONFIG GET denied: {denied}); make sure it is noeviction"
+            )
         config = {text(k): text(v) for k, v in (reply or {}).items()}
         policy = config.get("maxmemory-policy", "?")
         limit = int(config.get("maxmemory", "0") or 0)
         if policy == "noeviction":
             return Check("maxmemory-policy", "PASS", "noeviction")
         where = f"maxmemory {limit} bytes" if limit else "maxmemory 0 (no limit set now)"
-        return Check("maxmemory-policy", "WARN",
-                     f"{policy} ({where}): under memory pressure Redis may evict breaker keys (they carry "
-                     "an idle TTL, so volatile-* policies can pick them too) and lose their state; "
-                     "use noeviction")
+        return Check(
+            "maxmemory-policy",
+            "WARN",
+            f"{policy} ({where}): under memory pressure Redis may evict breaker keys (they carry "
+            "an idle TTL, so volatile-* policies can pick them too) and lose their state; "
+            "use noeviction",
+        )
 
     def _check_latency(self, pings: int) -> Check:
         samples: list[float] = []
@@ -728,6 +848,9 @@ class Admin(_Operations):
         detail = f"{len(samples)} PINGs: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
         budget = 1000 * float(cast(float, _DEFAULTS.redis_timeout))
         if p99 >= budget / 2:
-            return Check("latency", "WARN", f"{detail}: close to the default redis_timeout "
-                                            f"({budget:.0f} ms); raise it in BreakerConfig")
+            return Check(
+                "latency",
+                "WARN",
+                f"{detail}: close to the default redis_timeout ({budget:.0f} ms); raise it in BreakerConfig",
+            )
         return Check("latency", "PASS", detail)

@@ -18,25 +18,36 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from . import _nesting, _ops, _schema
+from . import _functions, _nesting, _ops, _schema
 from ._actions import control_steps, snapshot_steps
+from ._batch import AsyncFlusher, async_flusher
 from ._config import BreakerConfig
 from ._connect import client_options
-from . import _functions
+from ._core import (
+    DEFAULT_PREFIX,
+    FAILURE,
+    FLUSH,
+    SUCCESS,
+    BreakerCore,
+    CallHandle,
+    Eval,
+    Permit,
+    PermitStack,
+    classify,
+    classify_result,
+    validate_service,
+)
 from ._functions import use_functions
-from ._batch import AsyncFlusher, async_flusher
-from ._listener import AsyncListener, async_listener
-from ._core import DEFAULT_PREFIX, FAILURE, FLUSH, SUCCESS, BreakerCore, CallHandle, Eval, Permit, PermitStack, classify
-from ._core import classify_result, validate_service
 from ._hooks import CallHook, Hooks, TransitionHook
-from ._timeout import check_timeout, within
+from ._listener import AsyncListener, async_listener
 from ._model import Outcome, Snapshot, State, Transition
 from ._report import standard_reporters
-from .admin import Events, FleetConfig, _Operations, close_matches
 from ._scripts import Steps, adrive, eval_steps, scripts_for
+from ._timeout import check_timeout, within
 from ._transport import check_client
-from .registry import _Registry
+from .admin import Events, FleetConfig, _Operations, close_matches
 from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
+from .registry import _Registry
 
 __all__ = ["Admin", "Breaker", "BreakerRegistry", "connect", "connect_cluster", "connect_sentinel"]
 
@@ -86,8 +97,14 @@ async def connect_cluster(url: str, *, timeout: float = 0.05, **kwargs: Any) -> 
     return client
 
 
-def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *, timeout: float = 0.05,
-                     sentinel_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+def connect_sentinel(
+    sentinels: Iterable[tuple[str, int]],
+    service_name: str,
+    *,
+    timeout: float = 0.05,
+    sentinel_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     """`distbreaker.connect_sentinel` for asyncio: a `redis.asyncio.Redis` to the current master."""
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import NoBackoff
@@ -96,9 +113,12 @@ def connect_sentinel(sentinels: Iterable[tuple[str, int]], service_name: str, *,
     options = client_options("redis://sentinel", timeout)
     options.pop("timeout")
     options.pop("max_connections")
-    to_sentinels = {"socket_timeout": options["socket_timeout"],
-                    "socket_connect_timeout": options["socket_connect_timeout"], "retry": Retry(NoBackoff(), 0),
-                    **(sentinel_kwargs or {})}
+    to_sentinels = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "retry": Retry(NoBackoff(), 0),
+        **(sentinel_kwargs or {}),
+    }
     options.update(kwargs)
     sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call]
     client = sentinel.master_for(service_name, redis_class=_SentinelRedis)
@@ -148,12 +168,21 @@ class Breaker:
             every call (admitted or rejected). Same rules as `on_transition`.
     """
 
-    def __init__(self, service: str, redis: Any, config: BreakerConfig | None = None, *,
-                 prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None,
-                 listen: bool = True, mode: Literal["sync", "batched"] = "sync",
-                 flush_interval: float = 0.1, flush_size: int = 1000,
-                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
-                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        redis: Any,
+        config: BreakerConfig | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] | None = None,
+        listen: bool = True,
+        mode: Literal["sync", "batched"] = "sync",
+        flush_interval: float = 0.1,
+        flush_size: int = 1000,
+        on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+        on_call: CallHook | Iterable[CallHook] | None = None,
+    ) -> None:
         _schema.check_options(listen, clock)
         self._hooks = hooks = Hooks(on_transition, on_call, asynchronous=True)
         self._core = core = BreakerCore(service, config, prefix, clock, scripts_for(redis), hooks, standard_reporters())
@@ -231,8 +260,9 @@ class Breaker:
             return core.degraded(core.clock())
         return core.acquired(reply)
 
-    async def _record(self, permit: Permit, outcome: Outcome, duration: float,
-                      exc: BaseException | None = None) -> None:
+    async def _record(
+        self, permit: Permit, outcome: Outcome, duration: float, exc: BaseException | None = None
+    ) -> None:
         core = self._core
         if core.batch is not None and (self._flusher is None or not self._flusher.running):  # a new loop
             self._flusher = async_flusher()
@@ -250,18 +280,36 @@ class Breaker:
         core.finished(outcome, duration, exc)
 
     @overload
-    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any,
-                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+    async def call(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> T: ...
 
     @overload
-    async def call(self, fn: Callable[..., T], /, *args: Any,
-                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+    async def call(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> T: ...
 
-    async def call(self, fn: Callable[..., Any], /, *args: Any,
-                   fallback: Callable[[BaseException], Any] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> Any:
+    async def call(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], Any] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Run ``fn(*args, **kwargs)`` (awaited when it returns an awaitable) through the breaker.
 
         Args:
@@ -323,8 +371,14 @@ class Breaker:
         await self._record(permit, outcome, clock() - start)
         return result
 
-    async def _nested(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                      fallback: Callable[[BaseException], Any] | None, limit: float | None) -> Any:
+    async def _nested(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        fallback: Callable[[BaseException], Any] | None,
+        limit: float | None,
+    ) -> Any:
         """A call inside a call through this breaker: run it directly (the outer call counts)."""
         try:
             if limit is None:
@@ -334,8 +388,9 @@ class Breaker:
                 raise CallTimeoutError(self.service, limit)
             return result
         except BaseException as exc:
-            if fallback is not None and (isinstance(exc, CallTimeoutError)
-                                         or classify(self.config, exc, self.service) == FAILURE):
+            if fallback is not None and (
+                isinstance(exc, CallTimeoutError) or classify(self.config, exc, self.service) == FAILURE
+            ):
                 return await _resolve(fallback(exc))
             raise
 
@@ -343,9 +398,12 @@ class Breaker:
         """Decorate the coroutine function `fn` so that every call goes through the breaker."""
         return self.protect()(fn)
 
-    def protect(self, *, fallback: Callable[[BaseException], Any] | None = None,
-                timeout: float | timedelta | None = None,
-                ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
+    def protect(
+        self,
+        *,
+        fallback: Callable[[BaseException], Any] | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
         """A decorator like ``@breaker``, with options: ``@breaker.protect(fallback=..., timeout=2.0)``.
 
         Args:
@@ -360,8 +418,10 @@ class Breaker:
 
         def decorate(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
             if not inspect.iscoroutinefunction(fn):
-                raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: decorate it "
-                                "with distbreaker.Breaker, not distbreaker.asyncio.Breaker")
+                raise TypeError(
+                    f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: decorate it "
+                    "with distbreaker.Breaker, not distbreaker.asyncio.Breaker"
+                )
 
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -438,40 +498,90 @@ class BreakerRegistry(_Registry[Breaker]):
         on_call: passed to every breaker (see `Breaker`).
     """
 
-    def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
-                 prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
-                 clock: Callable[[], float] | None = None, listen: bool = True,
-                 mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
-                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None,
-                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
-                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
-        super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
-                         {"listen": listen, "mode": mode, "flush_interval": flush_interval,
-                          "flush_size": flush_size, "on_transition": on_transition, "on_call": on_call})
+    def __init__(
+        self,
+        redis: Any,
+        default_config: BreakerConfig | None = None,
+        *,
+        max_breakers: int = 1000,
+        prefix: str = DEFAULT_PREFIX,
+        configs: Mapping[str, BreakerConfig] | None = None,
+        clock: Callable[[], float] | None = None,
+        listen: bool = True,
+        mode: Literal["sync", "batched"] = "sync",
+        flush_interval: float = 0.1,
+        flush_size: int = 1000,
+        fallback: Callable[[BaseException], Any] | None = None,
+        on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+        on_call: CallHook | Iterable[CallHook] | None = None,
+    ) -> None:
+        super().__init__(
+            Breaker,
+            redis,
+            default_config,
+            max_breakers,
+            prefix,
+            configs,
+            clock,
+            {
+                "listen": listen,
+                "mode": mode,
+                "flush_interval": flush_interval,
+                "flush_size": flush_size,
+                "on_transition": on_transition,
+                "on_call": on_call,
+            },
+        )
         Hooks(on_transition, on_call, asynchronous=True)  # refuse bad hooks now, not at the first get()
         self._closing: set[asyncio.Task[None]] = set()
         self.fallback = fallback
 
     @overload
-    async def call(self, service: str, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any,
-                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+    async def call(
+        self,
+        service: str,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> T: ...
 
     @overload
-    async def call(self, service: str, fn: Callable[..., T], /, *args: Any,
-                   fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> T: ...
+    async def call(
+        self,
+        service: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], T | Awaitable[T]] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> T: ...
 
-    async def call(self, service: str, fn: Callable[..., Any], /, *args: Any,
-                   fallback: Callable[[BaseException], Any] | None = None,
-                   timeout: float | timedelta | None = None, **kwargs: Any) -> Any:
+    async def call(
+        self,
+        service: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], Any] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """``await get(service).call(fn, ...)`` with the registry's default `fallback` when none is given."""
-        return await self.get(service).call(fn, *args, fallback=fallback if fallback is not None else self.fallback,
-                                            timeout=timeout, **kwargs)
+        return await self.get(service).call(
+            fn, *args, fallback=fallback if fallback is not None else self.fallback, timeout=timeout, **kwargs
+        )
 
-    def protect(self, service: str, *, fallback: Callable[[BaseException], Any] | None = None,
-                timeout: float | timedelta | None = None,
-                ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
+    def protect(
+        self,
+        service: str,
+        *,
+        fallback: Callable[[BaseException], Any] | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
         """A decorator for ``async def``: every call goes through `service`'s breaker (looked up
         per call), with `fallback` or else the registry's default, and `timeout`."""
         validate_service(service)
@@ -483,8 +593,9 @@ class BreakerRegistry(_Registry[Breaker]):
 
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                return await self.call(service, functools.partial(fn, *args, **kwargs), fallback=fallback,
-                                       timeout=timeout)
+                return await self.call(
+                    service, functools.partial(fn, *args, **kwargs), fallback=fallback, timeout=timeout
+                )
 
             return wrapper
 
@@ -550,8 +661,9 @@ class Admin(_Operations):
         """See `distbreaker.Admin.inspect`."""
         return await self._do(service, self._inspect_steps(service))
 
-    async def set_config(self, service: str, *, actor: str | None = None, replace: bool = False,
-                         reason: str = "", **overrides: Any) -> FleetConfig:
+    async def set_config(
+        self, service: str, *, actor: str | None = None, replace: bool = False, reason: str = "", **overrides: Any
+    ) -> FleetConfig:
         """See `distbreaker.Admin.set_config`."""
         return await self._do(service, self._set_config_steps(service, actor, replace, reason, overrides))
 
@@ -575,8 +687,7 @@ class Admin(_Operations):
         """See `distbreaker.Admin.trip`."""
         return await self._do(service, self._control_steps(service, "trip", for_, reason, actor))
 
-    async def disable(self, service: str, *, for_: Any = None, reason: str = "",
-                      actor: str | None = None) -> Snapshot:
+    async def disable(self, service: str, *, for_: Any = None, reason: str = "", actor: str | None = None) -> Snapshot:
         """See `distbreaker.Admin.disable`."""
         return await self._do(service, self._control_steps(service, "disable", for_, reason, actor))
 

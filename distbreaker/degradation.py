@@ -52,8 +52,15 @@ from ._model import Snapshot, State
 from ._periodic import AsyncPeriodic, Periodic
 from .errors import ConfigError
 
-__all__ = ["Assessment", "AsyncDegradationMonitor", "DegradationMonitor", "Level", "Thresholds", "assess",
-           "process_usage"]
+__all__ = [
+    "Assessment",
+    "AsyncDegradationMonitor",
+    "DegradationMonitor",
+    "Level",
+    "Thresholds",
+    "assess",
+    "process_usage",
+]
 
 _UNHEALTHY = (State.OPEN, State.FORCED_OPEN, State.HALF_OPEN)
 
@@ -170,9 +177,15 @@ def breaker_error_rate(snapshot: Snapshot, minimum_calls: int) -> float:
     return snapshot.failure_rate
 
 
-def assess(snapshots: Sequence[Snapshot], minimum_calls: Sequence[int], *, error_rate: Thresholds = ERROR_RATE,
-           cpu: tuple[Thresholds, float] | None = None, memory: tuple[Thresholds, float] | None = None,
-           previous: Level = Level.NORMAL) -> Assessment:
+def assess(
+    snapshots: Sequence[Snapshot],
+    minimum_calls: Sequence[int],
+    *,
+    error_rate: Thresholds = ERROR_RATE,
+    cpu: tuple[Thresholds, float] | None = None,
+    memory: tuple[Thresholds, float] | None = None,
+    previous: Level = Level.NORMAL,
+) -> Assessment:
     """The level of a set of breaker snapshots (and measured CPU/memory), with no I/O.
 
     Args:
@@ -198,8 +211,9 @@ def assess(snapshots: Sequence[Snapshot], minimum_calls: Sequence[int], *, error
             start = getattr(thresholds, reached.value)
             causes.append(f"{name} {fmt.format(value)} >= {fmt.format(start)} ({reached})")
         level = max(level, reached)
-    return Assessment(level, previous, rate, cpu[1] if cpu else None, memory[1] if memory else None,
-                      tuple(causes), tuple(snapshots))
+    return Assessment(
+        level, previous, rate, cpu[1] if cpu else None, memory[1] if memory else None, tuple(causes), tuple(snapshots)
+    )
 
 
 def process_usage() -> Callable[[], tuple[float, float]]:
@@ -238,10 +252,16 @@ def _interval(value: Any) -> float:
 
 
 class _Base:
-    def __init__(self, breakers: Iterable[Any] | Callable[[], Iterable[Any]], error_rate: Thresholds,
-                 cpu: Thresholds | None, memory: Thresholds | None,
-                 usage: Callable[[], tuple[float, float]] | None,
-                 on_change: Callable[[Assessment], object] | None, interval: Any) -> None:
+    def __init__(
+        self,
+        breakers: Iterable[Any] | Callable[[], Iterable[Any]],
+        error_rate: Thresholds,
+        cpu: Thresholds | None,
+        memory: Thresholds | None,
+        usage: Callable[[], tuple[float, float]] | None,
+        on_change: Callable[[Assessment], object] | None,
+        interval: Any,
+    ) -> None:
         self._breakers = breakers if callable(breakers) else tuple(breakers)
         for name, value in (("error_rate", error_rate), ("cpu", cpu), ("memory", memory)):
             if value is not None and not isinstance(value, Thresholds):
@@ -260,8 +280,9 @@ class _Base:
         last = self.last
         return last.level if last is not None else Level.NORMAL
 
-    def choose(self, primary: Callable[P, T], fallback: Callable[P, T], *,
-               at: Level | str = Level.DEGRADED) -> Callable[P, T]:
+    def choose(
+        self, primary: Callable[P, T], fallback: Callable[P, T], *, at: Level | str = Level.DEGRADED
+    ) -> Callable[P, T]:
         """`fallback` when the current level is `at` or above, else `primary` (no I/O).
 
         Args:
@@ -274,8 +295,12 @@ class _Base:
         """
         return fallback if self.level >= _level(at) else primary
 
-    def degrade_to(self, fallback: Callable[P, Any], *, at: Level | str = Level.DEGRADED,
-                   ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    def degrade_to(
+        self,
+        fallback: Callable[P, Any],
+        *,
+        at: Level | str = Level.DEGRADED,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """A decorator: each call runs the decorated function, or `fallback` with the same
         arguments when the level is `at` or above at that moment (`choose`, no I/O).
 
@@ -290,6 +315,7 @@ class _Base:
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
             if inspect.iscoroutinefunction(fn):
+
                 @functools.wraps(fn)
                 async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                     value = self.choose(fn, fallback, at=at)(*args, **kwargs)
@@ -316,8 +342,14 @@ class _Base:
             cpu = (self.cpu, cpu_now) if self.cpu is not None else None
             memory = (self.memory, memory_now) if self.memory is not None else None
         previous = self.level
-        result = assess(snapshots, [b.config.minimum_calls for b in breakers], error_rate=self.error_rate,
-                        cpu=cpu, memory=memory, previous=previous)
+        result = assess(
+            snapshots,
+            [b.config.minimum_calls for b in breakers],
+            error_rate=self.error_rate,
+            cpu=cpu,
+            memory=memory,
+            previous=previous,
+        )
         self.last = result
         if result.level is not previous and self.on_change is not None:
             self.on_change(result)
@@ -342,11 +374,17 @@ class DegradationMonitor(_Base):
         interval: seconds between refreshes of `start()`. Default 5.
     """
 
-    def __init__(self, breakers: Iterable[Any] | Callable[[], Iterable[Any]], *,
-                 error_rate: Thresholds = ERROR_RATE, cpu: Thresholds | None = None,
-                 memory: Thresholds | None = None, usage: Callable[[], tuple[float, float]] | None = None,
-                 on_change: Callable[[Assessment], object] | None = None,
-                 interval: float | timedelta = 5.0) -> None:
+    def __init__(
+        self,
+        breakers: Iterable[Any] | Callable[[], Iterable[Any]],
+        *,
+        error_rate: Thresholds = ERROR_RATE,
+        cpu: Thresholds | None = None,
+        memory: Thresholds | None = None,
+        usage: Callable[[], tuple[float, float]] | None = None,
+        on_change: Callable[[Assessment], object] | None = None,
+        interval: float | timedelta = 5.0,
+    ) -> None:
         super().__init__(breakers, error_rate, cpu, memory, usage, on_change, interval)
         self._periodic = Periodic(self.refresh, self.interval, "distbreaker-degradation")
 
@@ -381,11 +419,17 @@ class AsyncDegradationMonitor(_Base):
     """`DegradationMonitor` for `distbreaker.asyncio.Breaker`s: ``await refresh()``; `start()`
     runs an asyncio task. Same arguments."""
 
-    def __init__(self, breakers: Iterable[Any] | Callable[[], Iterable[Any]], *,
-                 error_rate: Thresholds = ERROR_RATE, cpu: Thresholds | None = None,
-                 memory: Thresholds | None = None, usage: Callable[[], tuple[float, float]] | None = None,
-                 on_change: Callable[[Assessment], object] | None = None,
-                 interval: float | timedelta = 5.0) -> None:
+    def __init__(
+        self,
+        breakers: Iterable[Any] | Callable[[], Iterable[Any]],
+        *,
+        error_rate: Thresholds = ERROR_RATE,
+        cpu: Thresholds | None = None,
+        memory: Thresholds | None = None,
+        usage: Callable[[], tuple[float, float]] | None = None,
+        on_change: Callable[[Assessment], object] | None = None,
+        interval: float | timedelta = 5.0,
+    ) -> None:
         super().__init__(breakers, error_rate, cpu, memory, usage, on_change, interval)
         self._periodic = AsyncPeriodic(self.refresh, self.interval, "distbreaker-degradation")
 

@@ -162,11 +162,13 @@ class CorruptStateError(BackendError):
 
     Attributes:
         key: the breaker's key.
+        service: the breaker's service ("" when only the key is known).
     """
 
-    def __init__(self, message: str, key: str = "") -> None:
+    def __init__(self, message: str, key: str = "", service: str = "") -> None:
         super().__init__(message)
         self.key = key
+        self.service = service
 
 
 class ScriptError(BackendError):
@@ -175,8 +177,12 @@ class ScriptError(BackendError):
 
 # An ACL refusal inside a script arrives as a script error whose text says so (Redis 7.0,
 # Valkey 8.1): a command, a key or a channel the user may not use.
-_DENIED_IN_SCRIPT = ("The user executing the script can't", "can't run this command",
-                     "No permissions to access a", "NOPERM")
+_DENIED_IN_SCRIPT = (
+    "The user executing the script can't",
+    "can't run this command",
+    "No permissions to access a",
+    "NOPERM",
+)
 
 
 def translate(exc: BaseException, what: str = "") -> DistbreakerError:
@@ -189,13 +195,36 @@ def translate(exc: BaseException, what: str = "") -> DistbreakerError:
 
     msg = redact(str(exc)) or type(exc).__name__
     where = f" ({what})" if what else ""
-    if isinstance(exc, (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError,
-                        rx.AuthenticationWrongNumberOfArgsError)) or msg.startswith(("NOAUTH", "NOPERM", "WRONGPASS")) \
-            or ("distbreaker:" not in msg and any(text in msg for text in _DENIED_IN_SCRIPT)):
+    if (
+        isinstance(
+            exc,
+            (
+                rx.AuthenticationError,
+                rx.AuthorizationError,
+                rx.NoPermissionError,
+                rx.AuthenticationWrongNumberOfArgsError,
+            ),
+        )
+        or msg.startswith(("NOAUTH", "NOPERM", "WRONGPASS"))
+        or ("distbreaker:" not in msg and any(text in msg for text in _DENIED_IN_SCRIPT))
+    ):
         return AccessDeniedError(f"Redis denied access{where}: {msg}")
-    if isinstance(exc, (rx.ConnectionError, rx.TimeoutError, rx.ReadOnlyError, rx.OutOfMemoryError,
-                        rx.ClusterDownError, rx.TryAgainError, rx.MovedError, rx.AskError,
-                        rx.MasterDownError, rx.ClusterError, OSError)):
+    if isinstance(
+        exc,
+        (
+            rx.ConnectionError,
+            rx.TimeoutError,
+            rx.ReadOnlyError,
+            rx.OutOfMemoryError,
+            rx.ClusterDownError,
+            rx.TryAgainError,
+            rx.MovedError,
+            rx.AskError,
+            rx.MasterDownError,
+            rx.ClusterError,
+            OSError,
+        ),
+    ):
         return RedisUnavailableError(f"Redis unavailable{where}: {msg}")
     if msg.startswith(("BUSY", "LOADING", "OOM", "READONLY", "MOVED", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")):
         return RedisUnavailableError(f"Redis unavailable{where}: {msg}")
@@ -204,10 +233,12 @@ def translate(exc: BaseException, what: str = "") -> DistbreakerError:
         if detail.startswith("WRONGTYPE"):
             return BackendError(f"{detail}{where}")
         if detail.startswith("CORRUPT "):
-            key = detail[len("CORRUPT "):].split(": ", 1)[0]
-            return CorruptStateError(f"corrupt breaker state: {detail[len('CORRUPT '):]}", key)
+            key = detail[len("CORRUPT ") :].split(": ", 1)[0]
+            return CorruptStateError(f"corrupt breaker state: {detail[len('CORRUPT ') :]}", key)
         return ScriptError(f"breaker script refused its arguments{where}: {detail}")
     if msg.startswith("WRONGTYPE"):
-        return BackendError(f"a key of {what or 'this breaker'} holds a value that is not a breaker (WRONGTYPE); "
-                            "choose another prefix or delete the key")
+        return BackendError(
+            f"a key of {what or 'this breaker'} holds a value that is not a breaker (WRONGTYPE); "
+            "choose another prefix or delete the key"
+        )
     return BackendError(f"Redis error{where}: {msg}")

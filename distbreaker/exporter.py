@@ -58,17 +58,33 @@ from ._model import State
 from ._otel import STATE_VALUES
 from .errors import redact
 
-__all__ = ["BreakerRow", "ExporterCollector", "SERIES", "STATE_CODES", "make_asgi_app", "make_registry",
-           "make_wsgi_app", "read_row"]
+__all__ = [
+    "BreakerRow",
+    "ExporterCollector",
+    "SERIES",
+    "STATE_CODES",
+    "make_asgi_app",
+    "make_registry",
+    "make_wsgi_app",
+    "read_row",
+]
 
 # Every series name the exporter serves (as Prometheus sees them: counters end in _total)
 SERIES = (
-    "distbreaker_breaker_state", "distbreaker_breaker_window_calls", "distbreaker_breaker_window_failures",
-    "distbreaker_breaker_window_slow_calls", "distbreaker_breaker_failure_rate",
-    "distbreaker_breaker_failure_rate_threshold", "distbreaker_breaker_minimum_calls",
-    "distbreaker_breaker_open_count", "distbreaker_breaker_retry_after_seconds",
-    "distbreaker_breaker_last_transition_timestamp_seconds", "distbreaker_breaker_transitions_total",
-    "distbreaker_exporter_scrape_errors_total", "distbreaker_exporter_breakers", "distbreaker_exporter_redis_up",
+    "distbreaker_breaker_state",
+    "distbreaker_breaker_window_calls",
+    "distbreaker_breaker_window_failures",
+    "distbreaker_breaker_window_slow_calls",
+    "distbreaker_breaker_failure_rate",
+    "distbreaker_breaker_failure_rate_threshold",
+    "distbreaker_breaker_minimum_calls",
+    "distbreaker_breaker_open_count",
+    "distbreaker_breaker_retry_after_seconds",
+    "distbreaker_breaker_last_transition_timestamp_seconds",
+    "distbreaker_breaker_transitions_total",
+    "distbreaker_exporter_scrape_errors_total",
+    "distbreaker_exporter_breakers",
+    "distbreaker_exporter_redis_up",
     "distbreaker_exporter_scrape_duration_seconds",
 )
 
@@ -209,9 +225,18 @@ def read_row(service: str, fields: dict[str, Any], ring: dict[int, Any], now_ms:
         retry = (forced_until - now_ms) / 1000.0 if forced_until else math.inf
     elif state is State.HALF_OPEN and raw is not None and _show(raw) == "half_open":  # (not just expired)
         retry = _half_open_retry(fields, now_ms)
-    return BreakerRow(service, state, calls, failures, slow, _int(fields, "oc"), retry,
-                      _float(fields, "qr", DEFAULT_RATE), _int(fields, "qm", DEFAULT_MINIMUM),
-                      _int(fields, "lt") / 1000.0)
+    return BreakerRow(
+        service,
+        state,
+        calls,
+        failures,
+        slow,
+        _int(fields, "oc"),
+        retry,
+        _float(fields, "qr", DEFAULT_RATE),
+        _int(fields, "qm", DEFAULT_MINIMUM),
+        _int(fields, "lt") / 1000.0,
+    )
 
 
 def _half_open_retry(fields: dict[str, Any], now_ms: int) -> float:
@@ -272,8 +297,9 @@ class ExporterCollector(Collector):
         on_error: called with a one-line description of each scrape error (URL redacted).
     """
 
-    def __init__(self, redis: Any, *, prefix: str = "distbreaker",
-                 on_error: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, redis: Any, *, prefix: str = "distbreaker", on_error: Callable[[str], None] | None = None
+    ) -> None:
         self.redis = redis
         self.prefix = validate_prefix(prefix)
         self.on_error = on_error
@@ -343,7 +369,7 @@ class ExporterCollector(Collector):
     def _scrape_node(self, node: Any, out: _Scrape, present: set[str]) -> None:
         found = self._scan(node, out)
         for at in range(0, len(found), CHUNK):
-            self._read_chunk(node, found[at:at + CHUNK], out, present)
+            self._read_chunk(node, found[at : at + CHUNK], out, present)
 
     def _read_chunk(self, node: Any, chunk: Sequence[tuple[str, str]], out: _Scrape, present: set[str]) -> None:
         pipe = node.pipeline(transaction=False)
@@ -357,8 +383,7 @@ class ExporterCollector(Collector):
             present.add(key)
             pipe.execute_command("HMGET", key, *FIELDS, *(f"r{i}" for i in range(memo.buckets)))
             start = "-" if memo.last_id == "-" else "(" + memo.last_id
-            pipe.execute_command("XRANGE", keys_for(self.prefix, service).events, start, "+",
-                                 "COUNT", EVENTS_COUNT)
+            pipe.execute_command("XRANGE", keys_for(self.prefix, service).events, start, "+", "COUNT", EVENTS_COUNT)
         replies = pipe.execute(raise_on_error=False)
         self.round_trips += 1
         if isinstance(replies[0], Exception):
@@ -366,7 +391,7 @@ class ExporterCollector(Collector):
         now_ms = _now_ms(replies[0])
         again: list[tuple[int, dict[str, Any], dict[int, Any], list[int]]] = []  # ring slots not read
         rows: dict[int, tuple[dict[str, Any], dict[int, Any]]] = {}
-        for i, ((key, service), memo) in enumerate(zip(chunk, seen, strict=True)):
+        for i, ((key, _service), memo) in enumerate(zip(chunk, seen, strict=True)):
             hash_reply, events = replies[1 + 2 * i], replies[2 + 2 * i]
             if isinstance(hash_reply, Exception):
                 kind = "foreign" if "WRONGTYPE" in str(hash_reply) else "redis"
@@ -377,7 +402,7 @@ class ExporterCollector(Collector):
                 self._error(out, "foreign", f"{key}: a hash without any breaker field")
                 continue
             read = memo.buckets
-            ring = {j: v for j, v in enumerate(hash_reply[len(FIELDS):]) if v is not None}
+            ring = {j: v for j, v in enumerate(hash_reply[len(FIELDS) :]) if v is not None}
             try:
                 memo.buckets = layout(values)[1]
                 slots = expired_slots(values, now_ms) or []
@@ -432,26 +457,45 @@ class ExporterCollector(Collector):
                 family.add_metric([row.service], value(row))
             return family
 
-        yield gauge("distbreaker_breaker_state",
-                    "Breaker state in Redis, expiry applied: 0 closed, 1 half_open, 2 open, 3 forced_open, 4 disabled",
-                    lambda row: STATE_CODES[row.state.value])
+        yield gauge(
+            "distbreaker_breaker_state",
+            "Breaker state in Redis, expiry applied: 0 closed, 1 half_open, 2 open, 3 forced_open, 4 disabled",
+            lambda row: STATE_CODES[row.state.value],
+        )
         yield gauge("distbreaker_breaker_window_calls", "Calls in the sliding window", lambda row: row.calls)
         yield gauge("distbreaker_breaker_window_failures", "Failures in the sliding window", lambda row: row.failures)
         yield gauge("distbreaker_breaker_window_slow_calls", "Slow calls in the sliding window", lambda row: row.slow)
-        yield gauge("distbreaker_breaker_failure_rate", "Failures / calls in the window (0 without calls)",
-                    lambda row: row.failures / row.calls if row.calls else 0.0)
-        yield gauge("distbreaker_breaker_failure_rate_threshold", "failure_rate_threshold in force",
-                    lambda row: row.failure_rate_threshold)
+        yield gauge(
+            "distbreaker_breaker_failure_rate",
+            "Failures / calls in the window (0 without calls)",
+            lambda row: row.failures / row.calls if row.calls else 0.0,
+        )
+        yield gauge(
+            "distbreaker_breaker_failure_rate_threshold",
+            "failure_rate_threshold in force",
+            lambda row: row.failure_rate_threshold,
+        )
         yield gauge("distbreaker_breaker_minimum_calls", "minimum_calls in force", lambda row: row.minimum_calls)
-        yield gauge("distbreaker_breaker_open_count", "Automatic opens since the breaker last closed",
-                    lambda row: row.open_count)
-        yield gauge("distbreaker_breaker_retry_after_seconds",
-                    "Until an open breaker probes, a forced state expires (+Inf: never) or a probe is free",
-                    lambda row: row.retry_after)
-        yield gauge("distbreaker_breaker_last_transition_timestamp_seconds",
-                    "When the stored state last changed (server clock; 0: never)", lambda row: row.last_transition)
-        transitions = CounterMetricFamily("distbreaker_breaker_transitions",
-                                          "Transitions in the events stream, by new state", labels=["service", "to"])
+        yield gauge(
+            "distbreaker_breaker_open_count",
+            "Automatic opens since the breaker last closed",
+            lambda row: row.open_count,
+        )
+        yield gauge(
+            "distbreaker_breaker_retry_after_seconds",
+            "Until an open breaker probes, a forced state expires (+Inf: never) or a probe is free",
+            lambda row: row.retry_after,
+        )
+        yield gauge(
+            "distbreaker_breaker_last_transition_timestamp_seconds",
+            "When the stored state last changed (server clock; 0: never)",
+            lambda row: row.last_transition,
+        )
+        transitions = CounterMetricFamily(
+            "distbreaker_breaker_transitions",
+            "Transitions in the events stream, by new state",
+            labels=["service", "to"],
+        )
         live = {row.service for row in scrape.rows}
         for key, memo in sorted(self._seen.items()):
             service = service_of_key(self.prefix, key)
@@ -459,22 +503,30 @@ class ExporterCollector(Collector):
                 for to in sorted(memo.to):
                     transitions.add_metric([service, to], memo.to[to])
         yield transitions
-        errors = CounterMetricFamily("distbreaker_exporter_scrape_errors",
-                                     "Keys or nodes that could not be read, by kind (corrupt, foreign, redis)",
-                                     labels=["kind"])
+        errors = CounterMetricFamily(
+            "distbreaker_exporter_scrape_errors",
+            "Keys or nodes that could not be read, by kind (corrupt, foreign, redis)",
+            labels=["kind"],
+        )
         for kind in sorted(self._errors):
             errors.add_metric([kind], self._errors[kind])
         yield errors
-        yield GaugeMetricFamily("distbreaker_exporter_breakers", "Breakers reported by the last scrape",
-                                value=len(scrape.rows))
-        yield GaugeMetricFamily("distbreaker_exporter_redis_up", "1 when every Redis node could be read",
-                                value=0 if scrape.nodes_down else 1)
-        yield GaugeMetricFamily("distbreaker_exporter_scrape_duration_seconds", "Duration of the last scrape",
-                                value=duration)
+        yield GaugeMetricFamily(
+            "distbreaker_exporter_breakers", "Breakers reported by the last scrape", value=len(scrape.rows)
+        )
+        yield GaugeMetricFamily(
+            "distbreaker_exporter_redis_up",
+            "1 when every Redis node could be read",
+            value=0 if scrape.nodes_down else 1,
+        )
+        yield GaugeMetricFamily(
+            "distbreaker_exporter_scrape_duration_seconds", "Duration of the last scrape", value=duration
+        )
 
 
-def make_registry(redis: Any, *, prefix: str = "distbreaker",
-                  on_error: Callable[[str], None] | None = None) -> CollectorRegistry:
+def make_registry(
+    redis: Any, *, prefix: str = "distbreaker", on_error: Callable[[str], None] | None = None
+) -> CollectorRegistry:
     """A `CollectorRegistry` holding only an `ExporterCollector` of `redis` and `prefix`."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(redis, prefix=prefix, on_error=on_error))

@@ -41,8 +41,17 @@ from ._log import LIMITED
 from ._timeout import check_timeout
 from .errors import CircuitOpenError, ConfigError, DistbreakerError, FailoverError
 
-__all__ = ["FAILOVERS", "STRATEGIES", "AsyncFailover", "Failover", "FailedResult", "FailoverEvent", "FailoverHook",
-           "Provider", "Strategy"]
+__all__ = [
+    "FAILOVERS",
+    "STRATEGIES",
+    "AsyncFailover",
+    "Failover",
+    "FailedResult",
+    "FailoverEvent",
+    "FailoverHook",
+    "Provider",
+    "Strategy",
+]
 
 T = TypeVar("T")
 
@@ -120,8 +129,12 @@ class _Counter:
             with self._lock:
                 provider = wanted if wanted is not None else metrics.get_meter_provider()
                 meter = provider.get_meter(_otel.METER_NAME, _otel._version())
-                made = self._made = (wanted, meter.create_counter(
-                    FAILOVERS, "{failover}", "Switches of a failover call from one provider to the next"))
+                made = self._made = (
+                    wanted,
+                    meter.create_counter(
+                        FAILOVERS, "{failover}", "Switches of a failover call from one provider to the next"
+                    ),
+                )
         made[1].add(1, {_otel.FROM: frm, _otel.TO: to})
 
 
@@ -136,9 +149,11 @@ def _switched(hook: FailoverHook | None, frm: Provider, to: Provider, error: Bas
     try:
         return hook(FailoverEvent(frm.name, to.name, error))
     except Exception:
-        LIMITED.log(logging.WARNING, ("on_failover", id(hook)), "distbreaker: on_failover hook %r raised", hook,
-                    exc_info=True)
+        LIMITED.log(
+            logging.WARNING, ("on_failover", id(hook)), "distbreaker: on_failover hook %r raised", hook, exc_info=True
+        )
         return None
+
 
 _ALPHA = 0.3  # weight of the newest sample in the latency average of "fastest"
 
@@ -176,8 +191,9 @@ class Provider:
 class _Chain:
     """The order of the providers for one call, and their observed latency (no I/O)."""
 
-    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], strategy: str,
-                 rng: random.Random | None) -> None:
+    def __init__(
+        self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], strategy: str, rng: random.Random | None
+    ) -> None:
         items = [p if isinstance(p, Provider) else Provider(*p) for p in providers]
         if not items:
             raise ConfigError("providers", "needs at least one provider")
@@ -225,9 +241,15 @@ def _moves_on(provider: Provider, exc: Exception) -> bool:
 
 
 class _Base(Generic[T]):
-    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], strategy: str,
-                 fallback: Callable[[FailoverError], Any] | None, rng: random.Random | None,
-                 on_failover: Callable[[FailoverEvent], Any] | None, timeout: float | timedelta | None) -> None:
+    def __init__(
+        self,
+        providers: Sequence[Provider | tuple[Any, Callable[..., Any]]],
+        strategy: str,
+        fallback: Callable[[FailoverError], Any] | None,
+        rng: random.Random | None,
+        on_failover: Callable[[FailoverEvent], Any] | None,
+        timeout: float | timedelta | None,
+    ) -> None:
         self._chain = _Chain(providers, strategy, rng)
         self.fallback = fallback
         if on_failover is not None and not callable(on_failover):
@@ -294,10 +316,16 @@ class Failover(_Base[T]):
         ConfigError: no providers, duplicate names, or an unknown strategy.
     """
 
-    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], *,
-                 strategy: Strategy = "priority", fallback: Callable[[FailoverError], T] | None = None,
-                 rng: random.Random | None = None, on_failover: FailoverHook | None = None,
-                 timeout: float | timedelta | None = None) -> None:
+    def __init__(
+        self,
+        providers: Sequence[Provider | tuple[Any, Callable[..., Any]]],
+        *,
+        strategy: Strategy = "priority",
+        fallback: Callable[[FailoverError], T] | None = None,
+        rng: random.Random | None = None,
+        on_failover: FailoverHook | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> None:
         super().__init__(providers, strategy, fallback, rng, on_failover, timeout)
 
     def call(self, *args: Any, **kwargs: Any) -> T:
@@ -315,8 +343,7 @@ class Failover(_Base[T]):
                 _switched(self.on_failover, last[0], provider, last[1])
             start = time.perf_counter()
             try:
-                result = provider.breaker.call(functools.partial(provider.fn, *args, **kwargs),
-                                               timeout=self.timeout)
+                result = provider.breaker.call(functools.partial(provider.fn, *args, **kwargs), timeout=self.timeout)
             except Exception as exc:
                 if not _moves_on(provider, exc):
                     raise
@@ -352,11 +379,16 @@ class AsyncFailover(_Base[T]):
             provider is tried).
     """
 
-    def __init__(self, providers: Sequence[Provider | tuple[Any, Callable[..., Any]]], *,
-                 strategy: Strategy = "priority",
-                 fallback: Callable[[FailoverError], T | Awaitable[T]] | None = None,
-                 timeout: float | timedelta | None = None, rng: random.Random | None = None,
-                 on_failover: Callable[[FailoverEvent], object | Awaitable[object]] | None = None) -> None:
+    def __init__(
+        self,
+        providers: Sequence[Provider | tuple[Any, Callable[..., Any]]],
+        *,
+        strategy: Strategy = "priority",
+        fallback: Callable[[FailoverError], T | Awaitable[T]] | None = None,
+        timeout: float | timedelta | None = None,
+        rng: random.Random | None = None,
+        on_failover: Callable[[FailoverEvent], object | Awaitable[object]] | None = None,
+    ) -> None:
         super().__init__(providers, strategy, fallback, rng, on_failover, timeout)
 
     async def call(self, *args: Any, **kwargs: Any) -> T:
@@ -376,12 +408,18 @@ class AsyncFailover(_Base[T]):
                     try:
                         await told
                     except Exception:
-                        LIMITED.log(logging.WARNING, ("on_failover", id(self.on_failover)),
-                                    "distbreaker: on_failover hook %r raised", self.on_failover, exc_info=True)
+                        LIMITED.log(
+                            logging.WARNING,
+                            ("on_failover", id(self.on_failover)),
+                            "distbreaker: on_failover hook %r raised",
+                            self.on_failover,
+                            exc_info=True,
+                        )
             start = time.perf_counter()
             try:
-                result = await provider.breaker.call(functools.partial(provider.fn, *args, **kwargs),
-                                                     timeout=self.timeout)
+                result = await provider.breaker.call(
+                    functools.partial(provider.fn, *args, **kwargs), timeout=self.timeout
+                )
             except Exception as exc:
                 if not _moves_on(provider, exc):
                     raise

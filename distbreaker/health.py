@@ -103,8 +103,9 @@ class _Base:
         """The last result per breaker (no I/O)."""
         return dict(self._results)
 
-    def _done(self, service: str, state: State | None, probed: bool, ok: bool | None,
-              error: BaseException | None) -> HealthResult:
+    def _done(
+        self, service: str, state: State | None, probed: bool, ok: bool | None, error: BaseException | None
+    ) -> HealthResult:
         result = HealthResult(service, state, probed, ok, error, time.time())
         self._results[service] = result
         return result

@@ -66,8 +66,7 @@ class ResponseFailure(httpx.HTTPStatusError):
     """Raised and caught inside the transport so that the breaker counts a response as a failure."""
 
     def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"{response.status_code} counted as a failure", request=response.request,
-                         response=response)
+        super().__init__(f"{response.status_code} counted as a failure", request=response.request, response=response)
 
 
 class BreakerTransport(httpx.BaseTransport):
@@ -83,10 +82,15 @@ class BreakerTransport(httpx.BaseTransport):
             the `httpx.Response` it returns is the answer. Default None: raise.
     """
 
-    def __init__(self, registry: Any, transport: httpx.BaseTransport | None = None, *,
-                 is_failure: Callable[[httpx.Response], bool] = is_server_error,
-                 service: Callable[[httpx.Request], str] = host_service,
-                 fallback: Callable[[CircuitOpenError], httpx.Response] | None = None) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        is_failure: Callable[[httpx.Response], bool] = is_server_error,
+        service: Callable[[httpx.Request], str] = host_service,
+        fallback: Callable[[CircuitOpenError], httpx.Response] | None = None,
+    ) -> None:
         self.registry = registry
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._is_failure = is_failure
@@ -128,11 +132,15 @@ class AsyncBreakerTransport(httpx.AsyncBaseTransport):
             rejects a request; returns the `httpx.Response`. Default None: raise.
     """
 
-    def __init__(self, registry: Any, transport: httpx.AsyncBaseTransport | None = None, *,
-                 is_failure: Callable[[httpx.Response], bool] = is_server_error,
-                 service: Callable[[httpx.Request], str] = host_service,
-                 fallback: Callable[[CircuitOpenError], httpx.Response | Awaitable[httpx.Response]] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        is_failure: Callable[[httpx.Response], bool] = is_server_error,
+        service: Callable[[httpx.Request], str] = host_service,
+        fallback: Callable[[CircuitOpenError], httpx.Response | Awaitable[httpx.Response]] | None = None,
+    ) -> None:
         self.registry = registry
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._is_failure = is_failure

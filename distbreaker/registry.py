@@ -25,9 +25,17 @@ T = TypeVar("T")
 class _Registry(Generic[B]):
     """The LRU bookkeeping shared by the sync and asyncio registries (no I/O)."""
 
-    def __init__(self, factory: Callable[..., B], redis: Any, default_config: BreakerConfig | None,
-                 max_breakers: int, prefix: str, configs: Mapping[str, BreakerConfig] | None,
-                 clock: Callable[[], float] | None, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        factory: Callable[..., B],
+        redis: Any,
+        default_config: BreakerConfig | None,
+        max_breakers: int,
+        prefix: str,
+        configs: Mapping[str, BreakerConfig] | None,
+        clock: Callable[[], float] | None,
+        options: dict[str, Any],
+    ) -> None:
         if not isinstance(max_breakers, int) or isinstance(max_breakers, bool) or max_breakers < 1:
             raise ConfigError("max_breakers", f"must be an int >= 1, got {max_breakers!r}")
         self.redis = redis
@@ -49,8 +57,7 @@ class _Registry(Generic[B]):
                 self._breakers.move_to_end(service)
                 return breaker, []
             config = self._configs.get(validate_service(service), self.default_config)
-            breaker = self._factory(service, self.redis, config, prefix=self.prefix, clock=self._clock,
-                                    **self._options)
+            breaker = self._factory(service, self.redis, config, prefix=self.prefix, clock=self._clock, **self._options)
             self._breakers[service] = breaker
             evicted = []
             while len(self._breakers) > self.max_breakers:
@@ -103,29 +110,65 @@ class BreakerRegistry(_Registry[Breaker]):
         on_call: passed to every breaker (see `Breaker`).
     """
 
-    def __init__(self, redis: Any, default_config: BreakerConfig | None = None, *, max_breakers: int = 1000,
-                 prefix: str = DEFAULT_PREFIX, configs: Mapping[str, BreakerConfig] | None = None,
-                 clock: Callable[[], float] | None = None, listen: bool = True,
-                 mode: Literal["sync", "batched"] = "sync", flush_interval: float = 0.1,
-                 flush_size: int = 1000, fallback: Callable[[BaseException], Any] | None = None,
-                 on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
-                 on_call: CallHook | Iterable[CallHook] | None = None) -> None:
-        super().__init__(Breaker, redis, default_config, max_breakers, prefix, configs, clock,
-                         {"listen": listen, "mode": mode, "flush_interval": flush_interval,
-                          "flush_size": flush_size, "on_transition": on_transition, "on_call": on_call})
+    def __init__(
+        self,
+        redis: Any,
+        default_config: BreakerConfig | None = None,
+        *,
+        max_breakers: int = 1000,
+        prefix: str = DEFAULT_PREFIX,
+        configs: Mapping[str, BreakerConfig] | None = None,
+        clock: Callable[[], float] | None = None,
+        listen: bool = True,
+        mode: Literal["sync", "batched"] = "sync",
+        flush_interval: float = 0.1,
+        flush_size: int = 1000,
+        fallback: Callable[[BaseException], Any] | None = None,
+        on_transition: TransitionHook | Iterable[TransitionHook] | None = None,
+        on_call: CallHook | Iterable[CallHook] | None = None,
+    ) -> None:
+        super().__init__(
+            Breaker,
+            redis,
+            default_config,
+            max_breakers,
+            prefix,
+            configs,
+            clock,
+            {
+                "listen": listen,
+                "mode": mode,
+                "flush_interval": flush_interval,
+                "flush_size": flush_size,
+                "on_transition": on_transition,
+                "on_call": on_call,
+            },
+        )
         Hooks(on_transition, on_call, asynchronous=False)  # refuse bad hooks now, not at the first get()
         self.fallback = fallback
 
-    def call(self, service: str, fn: Callable[..., T], /, *args: Any,
-             fallback: Callable[[BaseException], T] | None = None, **kwargs: Any) -> T:
+    def call(
+        self,
+        service: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        fallback: Callable[[BaseException], T] | None = None,
+        **kwargs: Any,
+    ) -> T:
         """``get(service).call(fn, *args, **kwargs)`` with the registry's default `fallback`
         when none is given."""
-        result: T = self.get(service).call(fn, *args, fallback=fallback if fallback is not None else self.fallback,
-                                           **kwargs)
+        result: T = self.get(service).call(
+            fn, *args, fallback=fallback if fallback is not None else self.fallback, **kwargs
+        )
         return result
 
-    def protect(self, service: str, *, fallback: Callable[[BaseException], Any] | None = None,
-                ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    def protect(
+        self,
+        service: str,
+        *,
+        fallback: Callable[[BaseException], Any] | None = None,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """A decorator: every call goes through `service`'s breaker (looked up per call), with
         `fallback` or else the registry's default."""
         validate_service(service)

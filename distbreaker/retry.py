@@ -64,8 +64,9 @@ def __getattr__(name: str) -> Any:
         try:
             import tenacity
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("distbreaker.retry.retry_if_not_open needs tenacity: "
-                              "pip install 'distbreaker[retry]'") from exc
+            raise ImportError(
+                "distbreaker.retry.retry_if_not_open needs tenacity: pip install 'distbreaker[retry]'"
+            ) from exc
         value = tenacity.retry_if_exception(is_retryable)
         globals()[name] = value
         return value

@@ -126,10 +126,8 @@ def fake_redis(*, socket_timeout: float = 0.05) -> redis.Redis:
     try:
         import fakeredis
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("distbreaker.testing needs fakeredis with Lua: "
-                          "pip install 'distbreaker[testing]'") from exc
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=False,
-                               socket_timeout=socket_timeout)
+        raise ImportError("distbreaker.testing needs fakeredis with Lua: pip install 'distbreaker[testing]'") from exc
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=False, socket_timeout=socket_timeout)
 
 
 def make_breaker(
@@ -161,12 +159,12 @@ def make_breaker(
         config = BreakerConfig()
     if redis is None:
         redis = fake_redis(socket_timeout=config.redis_timeout)  # type: ignore[arg-type]
-    return Breaker(service, redis, config, prefix=prefix, clock=clock if clock is not None else FrozenClock(),
-                   **_OPTIONS)
+    return Breaker(
+        service, redis, config, prefix=prefix, clock=clock if clock is not None else FrozenClock(), **_OPTIONS
+    )
 
 
-def force_open(breaker: Breaker, *, for_: float | timedelta | None = None,
-               reason: str = "forced by test") -> Snapshot:
+def force_open(breaker: Breaker, *, for_: float | timedelta | None = None, reason: str = "forced by test") -> Snapshot:
     """Force `breaker` open (``forced_open``): every call is rejected with `CircuitOpenError`.
 
     Same as ``breaker.trip(...)`` with the actor ``"test"``; it reaches Redis, so every
@@ -184,8 +182,9 @@ def force_open(breaker: Breaker, *, for_: float | timedelta | None = None,
     return breaker.trip(for_=for_, reason=reason, actor=TEST_ACTOR)
 
 
-def force_closed(breaker: Breaker, *, for_: float | timedelta | None = None,
-                 reason: str = "forced by test") -> Snapshot:
+def force_closed(
+    breaker: Breaker, *, for_: float | timedelta | None = None, reason: str = "forced by test"
+) -> Snapshot:
     """Force `breaker` closed (``disabled``): every call runs, outcomes are counted, it never trips.
 
     Same as ``breaker.disable(...)`` with the actor ``"test"``.
@@ -238,5 +237,6 @@ class FakeBreakerFactory:
 
     def __call__(self, service: str = "svc", **config_fields: Any) -> Breaker:
         """Return a breaker for `service` with ``BreakerConfig(**config_fields)``."""
-        return make_breaker(service, BreakerConfig(**config_fields), redis=self.redis, clock=self.clock,
-                            prefix=self.prefix)
+        return make_breaker(
+            service, BreakerConfig(**config_fields), redis=self.redis, clock=self.clock, prefix=self.prefix
+        )

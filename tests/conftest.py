@@ -17,7 +17,6 @@ from typing import NoReturn
 
 import pytest
 import redis
-
 from _servers import (
     Binary,
     BinaryNotFound,

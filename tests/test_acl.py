@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 import pytest
 import redis
+from _servers import Cluster, ServerFactory
 
 import distbreaker.asyncio as dba
-from _servers import Cluster, ServerFactory
 from distbreaker import AccessDeniedError, Admin, Breaker, BreakerConfig, State, connect, use_functions
 from distbreaker._functions import LIBRARY_NAME
 from distbreaker._scripts import FUNCTIONS, SCRIPTS
@@ -36,7 +36,7 @@ CLI = [sys.executable, "-m", "distbreaker_cli.app"]
 def _doc_users() -> list[list[str]]:
     """Every ``ACL SETUSER`` line of docs/operations.md, as rules for PREFIX."""
     text = (ROOT / "docs" / "operations.md").read_text()
-    section = text[text.index("## ACL: least privilege"):text.index("## When Redis is down")]
+    section = text[text.index("## ACL: least privilege") : text.index("## When Redis is down")]
     users = []
     for line in re.findall(r"^ACL SETUSER .*$", section, re.MULTILINE):
         rules = line.split()[3:]
@@ -113,8 +113,9 @@ def test_worker_user_runs_the_call_paths(setup: Setup, caplog: pytest.LogCapture
     startup eviction check's NOPERM (CONFIG) is ignored silently."""
     caplog.set_level(logging.WARNING, logger="distbreaker")
     client, other = setup.connect("worker"), setup.connect("worker")
-    cfg = BreakerConfig(minimum_calls=2, failure_rate_threshold=0.6, open_duration=0.1, max_staleness=60,
-                        redis_timeout=1)
+    cfg = BreakerConfig(
+        minimum_calls=2, failure_rate_threshold=0.6, open_duration=0.1, max_staleness=60, redis_timeout=1
+    )
     watcher = Breaker("svc", client, cfg, prefix=PREFIX)
     actor = Breaker("svc", other, cfg, prefix=PREFIX, listen=False)
     batched = Breaker("batched", other, cfg, prefix=PREFIX, listen=False, mode="batched", flush_interval=60)
@@ -169,8 +170,11 @@ async def test_asyncio_roles(functions_only: Setup) -> None:
     try:
         assert await b.call(int, 1) == 1
         before = _state(setup, "async-roles")
-        for attempt in (lambda: b.trip(reason="x"), lambda: b.reset(),
-                        lambda: dba.Admin(worker, prefix=PREFIX).trip("async-roles")):
+        for attempt in (
+            lambda: b.trip(reason="x"),
+            lambda: b.reset(),
+            lambda: dba.Admin(worker, prefix=PREFIX).trip("async-roles"),
+        ):
             with pytest.raises(AccessDeniedError):
                 await attempt()
             assert _state(setup, "async-roles") == before
@@ -187,9 +191,17 @@ async def test_asyncio_roles(functions_only: Setup) -> None:
 def test_worker_user_cannot_do_more(setup: Setup) -> None:
     r = redis.Redis.from_url(setup.user("worker"), socket_timeout=1)
     try:
-        for command in (("FLUSHDB",), ("KEYS", "*"), ("CONFIG", "SET", "maxmemory", "1"), ("SCAN", "0"),
-                        ("DEL", f"{PREFIX}:{{svc}}"), ("SCRIPT", "FLUSH"), ("GET", "other:key"),
-                        ("HSET", f"{OTHER}:{{svc}}", "st", "open"), ("HGET", f"{PREFIX}:{{svc}}:op", "x")):
+        for command in (
+            ("FLUSHDB",),
+            ("KEYS", "*"),
+            ("CONFIG", "SET", "maxmemory", "1"),
+            ("SCAN", "0"),
+            ("DEL", f"{PREFIX}:{{svc}}"),
+            ("SCRIPT", "FLUSH"),
+            ("GET", "other:key"),
+            ("HSET", f"{OTHER}:{{svc}}", "st", "open"),
+            ("HGET", f"{PREFIX}:{{svc}}:op", "x"),
+        ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 r.execute_command(*command)
         if not setup.functions:  # a key outside the prefix, even in a script
@@ -207,10 +219,15 @@ def test_worker_runs_no_lua_of_its_own(functions_only: Setup) -> None:
     sha = setup.admin.script_load("return 1")
     r = redis.Redis.from_url(setup.user("worker"), socket_timeout=1)
     try:
-        for command in (("EVAL", "return 1", 0), ("EVALSHA", sha, 0), ("EVAL_RO", "return 1", 0),
-                        ("SCRIPT", "LOAD", "return 1"),
-                        ("FUNCTION", "LOAD", "#!lua name=mine\nredis.register_function('mine', function() end)"),
-                        ("FUNCTION", "DELETE", LIBRARY_NAME), ("FUNCTION", "FLUSH")):
+        for command in (
+            ("EVAL", "return 1", 0),
+            ("EVALSHA", sha, 0),
+            ("EVAL_RO", "return 1", 0),
+            ("SCRIPT", "LOAD", "return 1"),
+            ("FUNCTION", "LOAD", "#!lua name=mine\nredis.register_function('mine', function() end)"),
+            ("FUNCTION", "DELETE", LIBRARY_NAME),
+            ("FUNCTION", "FLUSH"),
+        ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 r.execute_command(*command)
         assert setup.admin.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME)  # still there
@@ -219,8 +236,7 @@ def test_worker_runs_no_lua_of_its_own(functions_only: Setup) -> None:
 
 
 def _state(setup: Setup, service: str) -> tuple[dict[bytes, bytes], int]:
-    return (setup.admin.hgetall(f"{PREFIX}:{{{service}}}"),
-            setup.admin.xlen(f"{PREFIX}:{{{service}}}:events"))
+    return (setup.admin.hgetall(f"{PREFIX}:{{{service}}}"), setup.admin.xlen(f"{PREFIX}:{{{service}}}:events"))
 
 
 def test_worker_cannot_trip_disable_reset_or_reconfigure(functions_only: Setup) -> None:
@@ -233,10 +249,15 @@ def test_worker_cannot_trip_disable_reset_or_reconfigure(functions_only: Setup) 
     try:
         breaker.call(int, 1)
         before = _state(setup, "svc")
-        attempts = [lambda: breaker.trip(reason="x"), lambda: breaker.reset(reason="x"),
-                    lambda: admin.trip("svc", reason="x"), lambda: admin.disable("svc", for_=60),
-                    lambda: admin.reset("svc"), lambda: admin.set_config("svc", actor="w", minimum_calls=1),
-                    lambda: admin.clear_config("svc", actor="w")]
+        attempts = [
+            lambda: breaker.trip(reason="x"),
+            lambda: breaker.reset(reason="x"),
+            lambda: admin.trip("svc", reason="x"),
+            lambda: admin.disable("svc", for_=60),
+            lambda: admin.reset("svc"),
+            lambda: admin.set_config("svc", actor="w", minimum_calls=1),
+            lambda: admin.clear_config("svc", actor="w"),
+        ]
         for attempt in attempts:
             with pytest.raises(AccessDeniedError):
                 attempt()
@@ -327,8 +348,14 @@ def test_library_missing_worker_is_told_and_operator_reloads(functions_only: Set
             b.call(ran.append, 1)
         assert "worker-pw" not in str(info.value)
         assert ran == [] and setup.admin.exists(f"{PREFIX}:{{svc}}") == 0
-        proc = subprocess.run([*CLI, "--url", setup.user("operator"), "load-functions"], capture_output=True, check=False,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [*CLI, "--url", setup.user("operator"), "load-functions"],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.returncode == 0, proc.stderr
         assert LIBRARY_NAME in proc.stderr and "operator-pw" not in proc.stderr + proc.stdout
         assert b.call(int, 1) == 1
@@ -350,8 +377,9 @@ def test_library_missing_falls_back_to_evalsha_when_allowed(functions_only: Setu
     """A worker user with FCALL and EVALSHA but no FUNCTION LOAD (the Redis 6.2 lines +fcall),
     functions=True, library missing: the call runs through EVALSHA and is counted."""
     setup = functions_only
-    setup.admin.execute_command("ACL", "SETUSER", "legacy", *[r.replace("worker-pw", "legacy-pw") for r in USERS[2]],
-                                "+fcall")
+    setup.admin.execute_command(
+        "ACL", "SETUSER", "legacy", *[r.replace("worker-pw", "legacy-pw") for r in USERS[2]], "+fcall"
+    )
     setup.admin.execute_command("FUNCTION", "FLUSH")
     client = setup.connect("legacy")
     b = Breaker("svc", client, BreakerConfig(redis_timeout=1), prefix=PREFIX, listen=False)
@@ -384,8 +412,14 @@ def test_doctor_role(functions_only: Setup) -> None:
     assert loose["role-limits"].status == "FAIL"
     for name in ("EVAL", "EVALSHA", "FUNCTION LOAD", "FCALL control"):
         assert name in loose["role-limits"].detail
-    proc = subprocess.run([*CLI, "--url", setup.user("worker"), "--prefix", PREFIX, "doctor", "--role", "operator",
-                           "--pings", "1"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        [*CLI, "--url", setup.user("worker"), "--prefix", PREFIX, "doctor", "--role", "operator", "--pings", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert proc.returncode == 77, proc.stdout + proc.stderr
     assert "worker-pw" not in proc.stdout + proc.stderr
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _servers import Binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.fleet]
@@ -21,13 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("pybreaker", "purgatory", "aiobreaker", "aiobreaker_redis")
 MISSING = [name for name in PEERS if importlib.util.find_spec(name) is None]
 needs_peers = pytest.mark.skipif(
-    bool(MISSING), reason=f"the bench extra is not installed (missing {', '.join(MISSING)}): "
-                          "pip install -e '.[bench]'")
+    bool(MISSING), reason=f"the bench extra is not installed (missing {', '.join(MISSING)}): pip install -e '.[bench]'"
+)
 
 
 def _run(script: str, timeout: float = 120) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -37,7 +42,7 @@ def _rows(out: str, header: str) -> list[str]:
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(line)

@@ -43,8 +43,14 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path: Path) -> None:
     """`mkdocs build --strict` (API reference from the docstrings included) succeeds without warnings."""
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner, not a build warning
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "WARNING" not in output, output
@@ -52,12 +58,30 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path: Path) -> None:
     missing = [f.name for f in _init_fields() if f.name not in page]
     assert not missing, f"built configuration page lacks {missing}"
     api = (site / "api" / "index.html").read_text()
-    for name in ("Breaker", "BreakerConfig", "State", "Snapshot", "Transition", "CircuitOpenError",
-                 "ConfigError", "Admin", "connect", "FrozenClock", "make_breaker"):
+    for name in (
+        "Breaker",
+        "BreakerConfig",
+        "State",
+        "Snapshot",
+        "Transition",
+        "CircuitOpenError",
+        "ConfigError",
+        "Admin",
+        "connect",
+        "FrozenClock",
+        "make_breaker",
+    ):
         assert f'id="distbreaker.{name}"' in api or f'id="distbreaker.testing.{name}"' in api, name
-    for name in ("connect_cluster", "connect_sentinel", "asyncio.connect_cluster", "asyncio.connect_sentinel",
-                 "failover.Failover", "health.HealthChecker", "degradation.DegradationMonitor",
-                 "httpx.BreakerTransport"):
+    for name in (
+        "connect_cluster",
+        "connect_sentinel",
+        "asyncio.connect_cluster",
+        "asyncio.connect_sentinel",
+        "failover.Failover",
+        "health.HealthChecker",
+        "degradation.DegradationMonitor",
+        "httpx.BreakerTransport",
+    ):
         assert f'id="distbreaker.{name}"' in api, name
     assert (site / "cluster-sentinel" / "index.html").is_file() and (site / "benchmarks" / "index.html").is_file()
 
@@ -65,13 +89,20 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path: Path) -> None:
 def test_configuration_page_lists_every_field_with_its_default() -> None:
     """Every BreakerConfig field has a row in docs/configuration.md with its real default and a unit."""
     text = CONFIG_PAGE.read_text()
-    rows = {m["name"]: m for m in re.finditer(
-        r"^\| `(?P<name>\w+)` \| `(?P<default>[^`]*)` \| (?P<unit>[^|]+?) \| (?P<meaning>[^|]+?) \|", text, re.M)}
+    rows = {
+        m["name"]: m
+        for m in re.finditer(
+            r"^\| `(?P<name>\w+)` \| `(?P<default>[^`]*)` \| (?P<unit>[^|]+?) \| (?P<meaning>[^|]+?) \|", text, re.M
+        )
+    }
     fields = _init_fields()
     missing = [f.name for f in fields if f.name not in rows]
     assert not missing, f"docs/configuration.md has no row for {missing}"
-    wrong = {f.name: (rows[f.name]["default"], _shown(f.default)) for f in fields
-             if rows[f.name]["default"] != _shown(f.default)}
+    wrong = {
+        f.name: (rows[f.name]["default"], _shown(f.default))
+        for f in fields
+        if rows[f.name]["default"] != _shown(f.default)
+    }
     assert not wrong, f"documented vs real defaults: {wrong}"
     assert all(rows[f.name]["unit"].strip() for f in fields)
     extra = set(rows) - {f.name for f in fields}
@@ -120,7 +151,8 @@ def test_every_pip_install_line_works_from_a_checkout() -> None:
             if match is None:
                 name = re.split(r"[\[<>=~!]", token, maxsplit=1)[0].lower()
                 assert name != "distbreaker" and name in _dependencies(), (
-                    f"{page}: pip install {command!r}: {token!r} does not work from a checkout")
+                    f"{page}: pip install {command!r}: {token!r} does not work from a checkout"
+                )
                 continue
             unknown = set((match["extras"] or "").split(",")) - extras - {""}
             assert not unknown, f"{page}: pip install {command!r}: no extra {unknown} in pyproject.toml"
@@ -141,8 +173,14 @@ def test_readme_is_a_newcomers_page() -> None:
     text = README.read_text()
     assert TEST_COMMAND in text.splitlines()
     assert "pip install '.[demo]' && distbreaker demo" in text
-    for heading in ("## Install", "## Quickstart", "## CLI in brief", "## Guarantees", "## Documentation",
-                    "## Development"):
+    for heading in (
+        "## Install",
+        "## Quickstart",
+        "## CLI in brief",
+        "## Guarantees",
+        "## Documentation",
+        "## Development",
+    ):
         assert heading in text.splitlines(), heading
     assert len(text.splitlines()) <= 250
     assert "pybreaker + Redis, closed" not in text and "MEMORY USAGE" not in text  # benchmark tables: docs/
@@ -187,9 +225,10 @@ def test_readme_quickstart_runs_and_counts_each_call_once(redis_url: str, prefix
     block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "@payments" in b)
     assert "payments.call(charge" not in block
     code = block
-    for old, new in (('connect("redis://localhost:6379/0")', f"connect({redis_url!r}, timeout=2)"),
-                     ("BreakerConfig(minimum_calls=20))",
-                      f"BreakerConfig(minimum_calls=20), prefix={prefix!r}, listen=False)")):
+    for old, new in (
+        ('connect("redis://localhost:6379/0")', f"connect({redis_url!r}, timeout=2)"),
+        ("BreakerConfig(minimum_calls=20))", f"BreakerConfig(minimum_calls=20), prefix={prefix!r}, listen=False)"),
+    ):
         assert old in code, old  # the test runs what the README shows: update both together
         code = code.replace(old, new)
     namespace: dict[str, object] = {"order": {"id": 42}, "queued": lambda order: ("queued", order)}

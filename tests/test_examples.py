@@ -97,8 +97,13 @@ def _start_fastapi_script(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path
     port = _free_port()
     err = tmp_path / "stderr"
     with open(err, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, str(EXAMPLES / "fastapi_app.py"), "--port", str(port)],
-                                env=_env(), stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "fastapi_app.py"), "--port", str(port)],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
     deadline = time.monotonic() + 30
     answer = None
     while answer is None and time.monotonic() < deadline and proc.poll() is None:
@@ -126,8 +131,7 @@ def _all_gone(pids: list[int], seconds: float = 15) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 0)])
-def test_fastapi_app_runs_as_a_script_on_the_embedded_server(tmp_path: Path, sig: signal.Signals,
-                                                             code: int) -> None:
+def test_fastapi_app_runs_as_a_script_on_the_embedded_server(tmp_path: Path, sig: signal.Signals, code: int) -> None:
     """No DISTBREAKER_URL: the script starts the demo's embedded server, prints a `distbreaker
     status` command that works as printed, serves, and on SIGTERM, SIGHUP (the terminal closed;
     before: valkey-server stayed, under pid 1) or Ctrl-C shuts down and stops the server."""
@@ -137,8 +141,13 @@ def test_fastapi_app_runs_as_a_script_on_the_embedded_server(tmp_path: Path, sig
         assert shown["quotes"]["state"] == "closed"
         command = re.search(r"^  (distbreaker --url \S+ --prefix \S+ status) --watch$", err.read_text(), re.M)
         assert command, err.read_text()
-        status = subprocess.run([sys.executable, "-m", "distbreaker_cli.app", *command[1].split()[1:]],
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        status = subprocess.run(
+            [sys.executable, "-m", "distbreaker_cli.app", *command[1].split()[1:]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert status.returncode == 0 and re.search(r"^quotes +closed", status.stdout, re.M), status
         proc.send_signal(sig)
         assert proc.wait(20) == code, err.read_text()
@@ -168,10 +177,23 @@ def test_fastapi_app_killed_leaves_no_server(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["sync", "batched"])
 def test_worker_pool_trips_the_shared_breaker_and_leaves_no_process(redis_url: str, prefix: str, mode: str) -> None:
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "worker_pool.py"), "--workers", "3", "--duration", "4",
-         "--mode", mode, "--json"],
-        env=_env(DISTBREAKER_URL=redis_url, DISTBREAKER_PREFIX=prefix), capture_output=True, text=True,
-        timeout=120, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            str(EXAMPLES / "worker_pool.py"),
+            "--workers",
+            "3",
+            "--duration",
+            "4",
+            "--mode",
+            mode,
+            "--json",
+        ],
+        env=_env(DISTBREAKER_URL=redis_url, DISTBREAKER_PREFIX=prefix),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["prefix"] == prefix and summary["mode"] == mode

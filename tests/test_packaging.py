@@ -15,8 +15,22 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.packaging
 def test_wheel_contents(tmp_path: Path) -> None:
     """`pip wheel .` puts lua/*.lua under distbreaker/lua unchanged, plus distbreaker_cli and py.typed."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
     [wheel] = tmp_path.glob("distbreaker-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())

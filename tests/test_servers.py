@@ -6,7 +6,6 @@ import os
 
 import pytest
 import redis
-
 from _servers import (
     DEFAULT_MIN_VERSION,
     Binary,

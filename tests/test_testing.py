@@ -86,6 +86,7 @@ def brief(s: Snapshot) -> str:
 
 # -- Scenarios: (make, clock) -> observations ---------------------------------------------------
 
+
 def trip_on_failure_rate(make: Make, clock: FrozenClock) -> list[Observation]:
     b = make(minimum_calls=4, failure_rate_threshold=0.5, open_duration=30)
     obs: list[Observation] = [run(b, f) for f in (ok, fail, ok)]
@@ -200,14 +201,25 @@ def two_workers_share_state(make: Make, clock: FrozenClock) -> list[Observation]
 
 
 SCENARIOS: dict[str, Callable[[Make, FrozenClock], list[Observation]]] = {
-    f.__name__: f for f in (trip_on_failure_rate, half_open_after_open_duration, failed_probes_back_off,
-                            consecutive_failures, window_expiry, forced_states, slow_calls,
-                            half_open_probe_slots, two_workers_share_state)
+    f.__name__: f
+    for f in (
+        trip_on_failure_rate,
+        half_open_after_open_duration,
+        failed_probes_back_off,
+        consecutive_failures,
+        window_expiry,
+        forced_states,
+        slow_calls,
+        half_open_probe_slots,
+        two_workers_share_state,
+    )
 }
 
 EXPECTED: dict[str, list[str]] = {
     "trip_on_failure_rate": [
-        "ok", "failed", "ok",
+        "ok",
+        "failed",
+        "ok",
         "closed | g0 | calls 3/1/0",
         "failed",
         "open | g1 | calls 0/0/0 | oc 1 | retry 30 | <- failure_rate 0.50 >= 0.50 over 4 calls",
@@ -230,13 +242,19 @@ EXPECTED: dict[str, list[str]] = {
         "open | g7 | calls 0/0/0 | oc 4 | retry 35 | <- probe failed",
     ],
     "consecutive_failures": [
-        "failed", "failed", "ok", "failed", "failed",
+        "failed",
+        "failed",
+        "ok",
+        "failed",
+        "failed",
         "closed | g0 | calls 5/4/0 | cx 2",
         "failed",
         "open | g1 | calls 0/0/0 | oc 1 | retry 30 | <- consecutive_failures 3 >= 3",
     ],
     "window_expiry": [
-        "failed", "ok", "ok",
+        "failed",
+        "ok",
+        "ok",
         "closed | g0 | calls 3/1/0",
         "closed | g0 | calls 2/0/0",
         "closed | g0 | calls 0/0/0",
@@ -247,7 +265,9 @@ EXPECTED: dict[str, list[str]] = {
         "rejected forced_open 60 forced by test",
         "closed | g2 | calls 0/0/0 | <- forced_open expired",  # 60 s: the call left the window
         "disabled | g3 | calls 0/0/0 | by test: forced by test",  # a control reply: no last transition
-        "failed", "failed", "failed",
+        "failed",
+        "failed",
+        "failed",
         "disabled | g3 | calls 3/3/0 | cx 3 | by test: forced by test | <- manual disable by test: forced by test",
         "failed",  # admitted after the expiry; the kept window (4/4 failed) trips at once
         "open | g5 | calls 0/0/0 | oc 1 | retry 30 | <- failure_rate 1.00 >= 0.50 over 4 calls",
@@ -257,7 +277,9 @@ EXPECTED: dict[str, list[str]] = {
         "closed | g6 | calls 1/0/0 | <- manual reset by test: reset by test",
     ],
     "slow_calls": [
-        "ok", "ok", "ok",
+        "ok",
+        "ok",
+        "ok",
         "closed | g0 | calls 3/0/1",
         "ok",
         "open | g1 | calls 0/0/0 | oc 1 | retry 30 | <- slow_call_rate 0.50 >= 0.50 over 4 calls",
@@ -270,7 +292,9 @@ EXPECTED: dict[str, list[str]] = {
         "half_open | g2 | calls 0/0/0 | oc 1 | probes 0/3 | <- open_duration elapsed",
     ],
     "two_workers_share_state": [
-        "ok", "failed", "failed",
+        "ok",
+        "failed",
+        "failed",
         "ok",
         "rejected open 28.999",
         "open | g1 | calls 0/0/0 | oc 1 | retry 28.999 | <- failure_rate 0.67 >= 0.60 over 3 calls",
@@ -279,6 +303,7 @@ EXPECTED: dict[str, list[str]] = {
 
 
 # -- Backends ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Backend:
@@ -333,6 +358,7 @@ def test_fake_and_real_give_identical_snapshots(real_client: redis.Redis, prefix
 
 
 # -- The helpers themselves ----------------------------------------------------------------------
+
 
 def test_frozen_clock_moves_only_when_told() -> None:
     """FrozenClock starts at EPOCH, advances by seconds or timedelta, and can be set back."""
@@ -389,14 +415,17 @@ def test_fixtures_share_clock_and_server(fake_breaker: FakeBreakerFactory, break
 
 def test_importing_the_plugin_does_not_import_fakeredis() -> None:
     """Loading the pytest plugin (every pytest run) stays cheap: fakeredis waits for a fixture."""
-    code = ("import sys, distbreaker.pytest_plugin, distbreaker.testing; "
-            "assert 'fakeredis' not in sys.modules, 'fakeredis imported'")
+    code = (
+        "import sys, distbreaker.pytest_plugin, distbreaker.testing; "
+        "assert 'fakeredis' not in sys.modules, 'fakeredis imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_plugin_loads_by_entry_point_in_another_project(tmp_path: Path) -> None:
     """A project that only installed distbreaker gets the fixtures without any conftest."""
-    (tmp_path / "test_user.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_user.py").write_text(
+        textwrap.dedent("""
         import pytest
         from distbreaker import CircuitOpenError, State
         from distbreaker.testing import force_open
@@ -412,11 +441,27 @@ def test_plugin_loads_by_entry_point_in_another_project(tmp_path: Path) -> None:
             force_open(payments)
             with pytest.raises(CircuitOpenError):
                 payments.call(lambda: "ok")
-    """))
+    """)
+    )
     # -p no:asyncio: pytest-asyncio, when installed, warns about its unset loop scope in a bare project.
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:asyncio", "-W", "error",
-         str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:asyncio",
+            "-W",
+            "error",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout

@@ -14,8 +14,11 @@ def _interrupted_early(signum, frame):  # type: ignore[no-untyped-def]
 # modules are still being imported (the first few hundred ms) ends it quietly with 130 instead
 # of a KeyboardInterrupt traceback; `app.main()` restores the usual handler. Imported as a
 # library, nothing changes. (First thing, before any other import: imports are the window.)
-if (sys.argv and os.path.basename(sys.argv[0]) in ("distbreaker", "-m")
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+if (
+    sys.argv
+    and os.path.basename(sys.argv[0]) in ("distbreaker", "-m")
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
     try:
         signal.signal(signal.SIGINT, _interrupted_early)
     except ValueError:  # not the main thread

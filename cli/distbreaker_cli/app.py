@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 import click
+
 from distbreaker.errors import redact
 
 from . import _restore_interrupt, commands, demo, exporter
@@ -28,13 +29,16 @@ __all__ = ["CliError", "Context", "cli", "main"]
 
 CLI_TIMEOUT = 5.0
 TIMEOUT_MAX = 3600.0
-EXIT_CODES = ("Exit codes: 0 ok, 1 error (also: some breakers of a listing could not be read; a forced "
-              "state another operator set, without --force), 2 usage, "
-              "3 unknown service (--create acts on a breaker no worker has used), 65 a breaker's data in Redis is corrupt (distbreaker reset SERVICE "
-              "rewrites it), 69 Redis unreachable or timed out, 77 authentication/ACL denied, "
-              "130 interrupted (Ctrl-C ends status --watch and demo with 0). Global options (--url, "
-              "--prefix, -o/--json, --no-headers) go before or after the command. Shell completion: "
-              "eval \"$(_DISTBREAKER_COMPLETE=bash_source distbreaker)\" (zsh_source, fish_source).")
+EXIT_CODES = (
+    "Exit codes: 0 ok, 1 error (also: some breakers of a listing could not be read; a forced "
+    "state another operator set, without --force), 2 usage, "
+    "3 unknown service (--create acts on a breaker no worker has used), "
+    "65 a breaker's data in Redis is corrupt (distbreaker reset SERVICE "
+    "rewrites it), 69 Redis unreachable or timed out, 77 authentication/ACL denied, "
+    "130 interrupted (Ctrl-C ends status --watch and demo with 0). Global options (--url, "
+    "--prefix, -o/--json, --no-headers) go before or after the command. Shell completion: "
+    'eval "$(_DISTBREAKER_COMPLETE=bash_source distbreaker)" (zsh_source, fish_source).'
+)
 
 
 class Group(click.Group):
@@ -57,8 +61,14 @@ class Group(click.Group):
             if isinstance(ctx.obj, Context):
                 ctx.obj.close()
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         """click's main, except that a usage error is one line (``Error: ... (see '... -h')``)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -85,29 +95,65 @@ class Group(click.Group):
         sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else ExitStatus.OK)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=EXIT_CODES)
+@click.group(
+    cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXIT_CODES
+)
 @click.version_option(package_name="distbreaker", prog_name="distbreaker")
-@click.option("--url", envvar=["DISTBREAKER_URL", "REDIS_URL"], default="redis://localhost:6379/0",
-              show_default=True, help="Redis URL (env DISTBREAKER_URL, else REDIS_URL); "
-                                      "redis://[user@]host:port/db (a password: see --password-file).")
-@click.option("--password-file", type=click.File("r"), default=None, metavar="PATH",
-              help="Read the Redis password from this file (- for stdin); else env DISTBREAKER_PASSWORD "
-                   "or REDISCLI_AUTH. Keeps it out of ps and shell history. A password in --url wins.")
-@click.option("--prefix", envvar="DISTBREAKER_PREFIX", default="distbreaker", show_default=True,
-              help="Key prefix of the breakers (env DISTBREAKER_PREFIX).")
-@click.option("--cluster", is_flag=True, envvar="DISTBREAKER_CLUSTER",
-              help="--url names a node of a Redis Cluster (env DISTBREAKER_CLUSTER).")
+@click.option(
+    "--url",
+    envvar=["DISTBREAKER_URL", "REDIS_URL"],
+    default="redis://localhost:6379/0",
+    show_default=True,
+    help="Redis URL (env DISTBREAKER_URL, else REDIS_URL); "
+    "redis://[user@]host:port/db (a password: see --password-file).",
+)
+@click.option(
+    "--password-file",
+    type=click.File("r"),
+    default=None,
+    metavar="PATH",
+    help="Read the Redis password from this file (- for stdin); else env DISTBREAKER_PASSWORD "
+    "or REDISCLI_AUTH. Keeps it out of ps and shell history. A password in --url wins.",
+)
+@click.option(
+    "--prefix",
+    envvar="DISTBREAKER_PREFIX",
+    default="distbreaker",
+    show_default=True,
+    help="Key prefix of the breakers (env DISTBREAKER_PREFIX).",
+)
+@click.option(
+    "--cluster",
+    is_flag=True,
+    envvar="DISTBREAKER_CLUSTER",
+    help="--url names a node of a Redis Cluster (env DISTBREAKER_CLUSTER).",
+)
 @click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True, help=OUTPUT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (-o json).")
 @click.option("--no-headers", is_flag=True, help="Tables without their header line.")
-@click.option("--timeout", type=Finite(0, TIMEOUT_MAX, low_open=True), default=CLI_TIMEOUT, show_default=True,
-              help="Redis timeout, seconds (at most 3600).")
+@click.option(
+    "--timeout",
+    type=Finite(0, TIMEOUT_MAX, low_open=True),
+    default=CLI_TIMEOUT,
+    show_default=True,
+    help="Redis timeout, seconds (at most 3600).",
+)
 @click.option("--no-color", is_flag=True, help="No colours (also with env NO_COLOR, or when not a terminal).")
 @click.option("--traceback", "show_traceback", is_flag=True, help="Show a traceback on errors.")
 @click.pass_context
-def cli(ctx: click.Context, url: str, password_file: Any, prefix: str, cluster: bool, output: str, as_json: bool,
-        no_headers: bool, timeout: float, no_color: bool, show_traceback: bool) -> None:
+def cli(
+    ctx: click.Context,
+    url: str,
+    password_file: Any,
+    prefix: str,
+    cluster: bool,
+    output: str,
+    as_json: bool,
+    no_headers: bool,
+    timeout: float,
+    no_color: bool,
+    show_traceback: bool,
+) -> None:
     """Inspect and operate the circuit breakers a fleet shares through Redis.
 
     \b
@@ -124,8 +170,17 @@ def cli(ctx: click.Context, url: str, password_file: Any, prefix: str, cluster: 
         password_file.close()
         if not password:
             raise CliError(f"--password-file {password_file.name}: the first line is empty", ExitStatus.USAGE)
-    ctx.obj = Context(url, prefix, show_traceback, timeout, color, cluster, password=password,
-                      output="json" if as_json else output, no_headers=no_headers)
+    ctx.obj = Context(
+        url,
+        prefix,
+        show_traceback,
+        timeout,
+        color,
+        cluster,
+        password=password,
+        output="json" if as_json else output,
+        no_headers=no_headers,
+    )
     ctx.color = color
 
 

@@ -17,8 +17,8 @@ from redis.exceptions import RedisError
 
 from distbreaker import Admin, Snapshot, State
 from distbreaker._actions import check_control
-from distbreaker._ops import actor_or_default, check_reason
 from distbreaker._core import keys_for
+from distbreaker._ops import actor_or_default, check_reason
 from distbreaker.admin import FleetConfig, close_matches
 from distbreaker.errors import (
     AccessDeniedError,
@@ -56,8 +56,9 @@ DISAGREE_WINDOW = 600.0  # a config fingerprint change this recent is reported (
 INTERVAL_MAX = 3600.0  # status --watch --interval: at most an hour between refreshes
 
 pass_ctx = click.make_pass_decorator(Context)
-actor_option = click.option("--actor", metavar="NAME", default=None,
-                            help="Who makes the change (default: the OS user).")
+actor_option = click.option(
+    "--actor", metavar="NAME", default=None, help="Who makes the change (default: the OS user)."
+)
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -65,8 +66,9 @@ Found = list[tuple[Snapshot, FleetConfig]]
 Broken = dict[str, CliError]
 
 
-def _collect(admin: Admin, services: tuple[str, ...], states: frozenset[str] = frozenset()
-             ) -> tuple[Found, Broken, list[str]]:
+def _collect(
+    admin: Admin, services: tuple[str, ...], states: frozenset[str] = frozenset()
+) -> tuple[Found, Broken, list[str]]:
     """Every breaker that reads, the ones that do not (one bad key never hides the others),
     and the names given that no breaker has (globs that match none included).
 
@@ -117,8 +119,9 @@ def _resolve(admin: Admin, services: tuple[str, ...]) -> tuple[list[str], list[s
     return names, unknown
 
 
-def _unknown_error(admin: Admin | None, names: list[str], tail: str = "distbreaker status lists the breakers"
-                   ) -> CliError:
+def _unknown_error(
+    admin: Admin | None, names: list[str], tail: str = "distbreaker status lists the breakers"
+) -> CliError:
     """Exit 3 naming the unknown services, with the closest existing names (difflib)."""
     hints = []
     listed: list[str] | None = None
@@ -149,7 +152,8 @@ def _disagreements(found: list[tuple[Snapshot, FleetConfig]]) -> dict[str, str]:
         if cfg.changed_within(DISAGREE_WINDOW) and cfg.fingerprint_changed_at is not None:
             out[snap.service] = (
                 f"{snap.service}: workers' config changed {ago(cfg.server_time - cfg.fingerprint_changed_at)} "
-                f"({cfg.previous_fingerprint} -> {cfg.fingerprint}); do all its workers pass the same config?")
+                f"({cfg.previous_fingerprint} -> {cfg.fingerprint}); do all its workers pass the same config?"
+            )
     return out
 
 
@@ -162,8 +166,9 @@ def _status_doc(found: list[tuple[Snapshot, FleetConfig]], warnings: dict[str, s
     return docs
 
 
-def _show_status(obj: Context, admin: Admin, services: tuple[str, ...], *, watching: bool,
-                 states: frozenset[str] = frozenset()) -> tuple[Found, Broken, list[str]]:
+def _show_status(
+    obj: Context, admin: Admin, services: tuple[str, ...], *, watching: bool, states: frozenset[str] = frozenset()
+) -> tuple[Found, Broken, list[str]]:
     """Print the breakers; returns them, the ones that could not be read and the names no
     breaker has (for the caller)."""
     found, broken, unknown = _collect(admin, services, states)
@@ -175,8 +180,12 @@ def _show_status(obj: Context, admin: Admin, services: tuple[str, ...], *, watch
     if watching and obj.tty:
         click.clear()
     if watching:
-        obj.out(click.style(f"{local_clock()}  distbreaker status  {redact(obj.url)}  prefix {obj.prefix}  "
-                            "(Ctrl-C to stop)", dim=True))
+        obj.out(
+            click.style(
+                f"{local_clock()}  distbreaker status  {redact(obj.url)}  prefix {obj.prefix}  (Ctrl-C to stop)",
+                dim=True,
+            )
+        )
     if found:
         obj.out(table([s for s, _ in found], width=obj.width(), headers=not obj.no_headers, output=obj.output))
     elif not broken and not unknown:
@@ -201,17 +210,27 @@ def _states(ctx: click.Context, param: click.Parameter, value: str | None) -> fr
 
 @click.command()
 @click.argument("services", nargs=-1, metavar="[SERVICE|GLOB]...", shell_complete=complete_services)
-@click.option("--state", "states", callback=_states, metavar="STATE[,STATE]",
-              help="Only breakers in these states: closed, open, half_open, forced_open, disabled.")
+@click.option(
+    "--state",
+    "states",
+    callback=_states,
+    metavar="STATE[,STATE]",
+    help="Only breakers in these states: closed, open, half_open, forced_open, disabled.",
+)
 @click.option("--watch", "-w", is_flag=True, help="Refresh until Ctrl-C (exit 0).")
-@click.option("--interval", type=Finite(0.05, INTERVAL_MAX), default=2.0, show_default=True,
-              help="Seconds between refreshes with --watch (0.05 to 3600).")
-@click.option("--count", type=click.IntRange(min=1), default=None,
-              help="With --watch: stop after this many refreshes.")
+@click.option(
+    "--interval",
+    type=Finite(0.05, INTERVAL_MAX),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch (0.05 to 3600).",
+)
+@click.option("--count", type=click.IntRange(min=1), default=None, help="With --watch: stop after this many refreshes.")
 @global_options
 @pass_ctx
-def status(obj: Context, services: tuple[str, ...], states: frozenset[str], watch: bool, interval: float,
-           count: int | None) -> None:
+def status(
+    obj: Context, services: tuple[str, ...], states: frozenset[str], watch: bool, interval: float, count: int | None
+) -> None:
     """Show breakers: state, failures and slow calls in the window, time left open, who forced
     them and why, the last transition and its cause (every breaker when none is named).
 
@@ -271,11 +290,11 @@ def _forced_by(snap: Snapshot) -> str:
     return safe(f"{snap.state.value} by {who}, {_forced_until(snap)}")
 
 
-def _act(obj: Context, service: str, action: str, *, create: bool = False, force: bool = False,
-         **kwargs: Any) -> None:
+def _act(obj: Context, service: str, action: str, *, create: bool = False, force: bool = False, **kwargs: Any) -> None:
     # Every argument is checked before anything is sent (a refused one changes nothing).
-    _, kwargs["reason"], kwargs["actor"] = check_control(action, kwargs.get("for_"), kwargs.get("reason", ""),
-                                                         kwargs.get("actor"))
+    _, kwargs["reason"], kwargs["actor"] = check_control(
+        action, kwargs.get("for_"), kwargs.get("reason", ""), kwargs.get("actor")
+    )
     admin = obj.admin()
     unreadable = None
     try:
@@ -292,14 +311,23 @@ def _act(obj: Context, service: str, action: str, *, create: bool = False, force
     if before is not None and before.state in (State.FORCED_OPEN, State.DISABLED):
         replaced = _forced_by(before)
         if action != "reset" and before.actor != kwargs["actor"] and not force:
-            raise CliError(f"{service} is already {replaced}; --force replaces it (or reset it first)",
-                           ExitStatus.ERROR)
+            raise CliError(
+                f"{service} is already {replaced}; --force replaces it (or reset it first)", ExitStatus.ERROR
+            )
     after: Snapshot = getattr(admin, action)(service, **kwargs)
     if obj.json:
-        obj.out(dumps({"service": service, "action": action, "existed": before is not None or bool(unreadable),
-                       "before": None if before is None else before.state.value,
-                       "replaced": None if before is None or replaced is None else snapshot_dict(before),
-                       "after": snapshot_dict(after)}))
+        obj.out(
+            dumps(
+                {
+                    "service": service,
+                    "action": action,
+                    "existed": before is not None or bool(unreadable),
+                    "before": None if before is None else before.state.value,
+                    "replaced": None if before is None or replaced is None else snapshot_dict(before),
+                    "after": snapshot_dict(after),
+                }
+            )
+        )
     else:
         old = before.state.value if before else "closed"
         change = f"{state_text(old)} -> {state_text(after.state)}"
@@ -314,8 +342,10 @@ def _act(obj: Context, service: str, action: str, *, create: bool = False, force
     if unreadable:
         obj.note(f"note: the breaker's data could not be read before ({unreadable}); it was rewritten")
     elif before is None:
-        obj.note(f"note: no worker has used {service!r} yet; the breaker was created (--create) in this state "
-                 "and workers start with it")
+        obj.note(
+            f"note: no worker has used {service!r} yet; the breaker was created (--create) in this state "
+            "and workers start with it"
+        )
 
 
 def _check_expiry(obj: Context, service: str, after: Snapshot) -> None:
@@ -329,10 +359,12 @@ def _check_expiry(obj: Context, service: str, after: Snapshot) -> None:
         return
     left = after.forced_until - after.server_time
     if 0 <= ttl_ms / 1000.0 < left - 1.0:
-        obj.warn(f"{service}'s keys expire in {format_duration(ttl_ms / 1000.0)} (its idle_ttl), before "
-                 f"the {after.state.value} ends in {format_duration(left)}: unless workers' calls keep it alive, "
-                 f"the breaker then disappears and comes back closed (raise it: distbreaker config {service} "
-                 "--set idle_ttl=...)")
+        obj.warn(
+            f"{service}'s keys expire in {format_duration(ttl_ms / 1000.0)} (its idle_ttl), before "
+            f"the {after.state.value} ends in {format_duration(left)}: unless workers' calls keep it alive, "
+            f"the breaker then disappears and comes back closed (raise it: distbreaker config {service} "
+            "--set idle_ttl=...)"
+        )
 
 
 def _reason(action: str, reason: str | None, no_reason: bool) -> str:
@@ -342,23 +374,31 @@ def _reason(action: str, reason: str | None, no_reason: bool) -> str:
             raise CliError(f"{action}: --reason and --no-reason exclude each other", ExitStatus.USAGE)
         return ""
     if reason is None:
-        raise CliError(f"{action} needs --reason TEXT (why: an incident id, a ticket); --no-reason to "
-                       "go without one", ExitStatus.USAGE)
+        raise CliError(
+            f"{action} needs --reason TEXT (why: an incident id, a ticket); --no-reason to go without one",
+            ExitStatus.USAGE,
+        )
     if not reason.strip():
-        raise CliError(f"{action}: --reason is empty; give a reason (an incident id) or --no-reason",
-                       ExitStatus.USAGE)
+        raise CliError(f"{action}: --reason is empty; give a reason (an incident id) or --no-reason", ExitStatus.USAGE)
     return reason
 
 
-create_option = click.option("--create", is_flag=True,
-                             help="Act even if no worker has used SERVICE yet (the breaker is created).")
+create_option = click.option(
+    "--create", is_flag=True, help="Act even if no worker has used SERVICE yet (the breaker is created)."
+)
 
 
 def _forcing_command(action: str, doc: str) -> Any:
     @click.command(name=action, help=doc)
     @click.argument("service", shell_complete=complete_services)
-    @click.option("--for", "for_", type=FOR_DURATION, default=None, metavar="DURATION",
-                  help="How long (90s, 10m, 2h, 1h30m); default until reset.")
+    @click.option(
+        "--for",
+        "for_",
+        type=FOR_DURATION,
+        default=None,
+        metavar="DURATION",
+        help="How long (90s, 10m, 2h, 1h30m); default until reset.",
+    )
     @click.option("--reason", default=None, help="Why (recorded in the events stream); required.")
     @click.option("--no-reason", is_flag=True, help="Go without a reason.")
     @click.option("--force", is_flag=True, help="Replace a forced state another operator set.")
@@ -366,21 +406,41 @@ def _forcing_command(action: str, doc: str) -> Any:
     @actor_option
     @global_options
     @pass_ctx
-    def command(obj: Context, service: str, for_: float | None, reason: str | None, no_reason: bool, force: bool,
-                create: bool, actor: str | None) -> None:
-        _act(obj, service, action, create=create, force=force, for_=for_, reason=_reason(action, reason, no_reason),
-             actor=actor)
+    def command(
+        obj: Context,
+        service: str,
+        for_: float | None,
+        reason: str | None,
+        no_reason: bool,
+        force: bool,
+        create: bool,
+        actor: str | None,
+    ) -> None:
+        _act(
+            obj,
+            service,
+            action,
+            create=create,
+            force=force,
+            for_=for_,
+            reason=_reason(action, reason, no_reason),
+            actor=actor,
+        )
 
     return command
 
 
 trip = _forcing_command(
-    "trip", "Force SERVICE open fleet-wide: every worker rejects its calls (within its max_staleness, "
-            "at once with pub/sub) until --for elapses or a reset. A forced state another operator "
-            "set is replaced only with --force (yours is replaced, with a warning naming it).")
+    "trip",
+    "Force SERVICE open fleet-wide: every worker rejects its calls (within its max_staleness, "
+    "at once with pub/sub) until --for elapses or a reset. A forced state another operator "
+    "set is replaced only with --force (yours is replaced, with a warning naming it).",
+)
 disable = _forcing_command(
-    "disable", "Force SERVICE closed fleet-wide: calls always run (outcomes are still counted) until "
-               "--for elapses or a reset. A forced state another operator set is replaced only with --force.")
+    "disable",
+    "Force SERVICE closed fleet-wide: calls always run (outcomes are still counted) until "
+    "--for elapses or a reset. A forced state another operator set is replaced only with --force.",
+)
 
 
 @click.command()
@@ -412,8 +472,9 @@ def delete(obj: Context, service: str, yes: bool) -> None:
     if not yes:
         if not sys.stdin.isatty():
             raise CliError(f"delete {service}: stdin is not a terminal to confirm on; pass --yes", ExitStatus.USAGE)
-        if not click.confirm(f"Delete breaker {service!r} and its events (prefix {obj.prefix!r})?", default=False,
-                             err=True):
+        if not click.confirm(
+            f"Delete breaker {service!r} and its events (prefix {obj.prefix!r})?", default=False, err=True
+        ):
             raise CliError("not deleted", ExitStatus.ERROR)
     deleted = admin.delete(service)
     if obj.json:
@@ -425,8 +486,14 @@ def delete(obj: Context, service: str, yes: bool) -> None:
 # -- history --------------------------------------------------------------------------------
 @click.command()
 @click.argument("service", shell_complete=complete_services)
-@click.option("-n", "count", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
-              help="How many events, newest first.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1, max=1000),
+    default=20,
+    show_default=True,
+    help="How many events, newest first.",
+)
 @global_options
 @pass_ctx
 def history(obj: Context, service: str, count: int) -> None:
@@ -442,25 +509,40 @@ def history(obj: Context, service: str, count: int) -> None:
     else:
         obj.note(f"{service}: no transitions recorded")
     if skipped:
-        obj.note(f"note: skipped {skipped} of the last {count} entries of the events stream: they are not "
-                 "distbreaker events (another writer's, or damaged)")
+        obj.note(
+            f"note: skipped {skipped} of the last {count} entries of the events stream: they are not "
+            "distbreaker events (another writer's, or damaged)"
+        )
 
 
 # -- config ---------------------------------------------------------------------------------
 @click.command()
 @click.argument("service", shell_complete=complete_services)
-@click.option("--set", "settings", type=SETTING, multiple=True, metavar="NAME=VALUE",
-              help="Override a value fleet-wide (repeatable), in BreakerConfig units: "
-                   "minimum_calls=20, failure_rate_threshold=0.4, open_duration=30s, window=2m, "
-                   "consecutive_failures=off.")
+@click.option(
+    "--set",
+    "settings",
+    type=SETTING,
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a value fleet-wide (repeatable), in BreakerConfig units: "
+    "minimum_calls=20, failure_rate_threshold=0.4, open_duration=30s, window=2m, "
+    "consecutive_failures=off.",
+)
 @click.option("--clear", is_flag=True, help="Remove every override (with --set: replace them all).")
 @click.option("--reason", default="", help="Why (recorded with the actor in the events stream).")
 @click.option("--create", is_flag=True, help="Set overrides for a breaker no worker has used yet.")
 @actor_option
 @global_options
 @pass_ctx
-def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], clear: bool, reason: str,
-           create: bool, actor: str | None) -> None:
+def config(
+    obj: Context,
+    service: str,
+    settings: tuple[tuple[str, Any], ...],
+    clear: bool,
+    reason: str,
+    create: bool,
+    actor: str | None,
+) -> None:
     """Show or change the config of SERVICE in force fleet-wide.
 
     Overrides win over the config workers pass, apply to every worker's next call, survive
@@ -477,8 +559,9 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
         if not settings or not create:
             if not settings:
                 raise _unknown_error(admin, [service]) from None
-            raise _unknown_error(admin, [service], "--create sets overrides for a breaker no worker has used yet") \
-                from None
+            raise _unknown_error(
+                admin, [service], "--create sets overrides for a breaker no worker has used yet"
+            ) from None
     after: FleetConfig | None = before
     if settings:
         after = admin.set_config(service, actor=actor, replace=clear, reason=reason, **dict(settings))
@@ -496,8 +579,9 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
         obj.out(config_table(after, width=obj.width(), headers=not obj.no_headers, output=obj.output))
         line = safe(f"fingerprint {after.fingerprint or '-'}")
         if after.previous_fingerprint and after.fingerprint_changed_at is not None:
-            line += safe(f" (replaced {after.previous_fingerprint} "
-                         f"{ago(after.server_time - after.fingerprint_changed_at)})")
+            line += safe(
+                f" (replaced {after.previous_fingerprint} {ago(after.server_time - after.fingerprint_changed_at)})"
+            )
         obj.note(line)
     if changed and before is None:
         obj.note(f"note: no worker has used {service!r} yet; the overrides apply when workers start")
@@ -505,10 +589,19 @@ def config(obj: Context, service: str, settings: tuple[tuple[str, Any], ...], cl
 
 # -- doctor ---------------------------------------------------------------------------------
 @click.command()
-@click.option("--pings", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
-              help="PINGs for the latency figures.")
-@click.option("--role", type=click.Choice(["worker", "operator"]), default=None,
-              help="Check the URL's user against this role (docs/operations.md): what it needs, what it must not run.")
+@click.option(
+    "--pings",
+    type=click.IntRange(min=1, max=1000),
+    default=20,
+    show_default=True,
+    help="PINGs for the latency figures.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["worker", "operator"]),
+    default=None,
+    help="Check the URL's user against this role (docs/operations.md): what it needs, what it must not run.",
+)
 @global_options
 @pass_ctx
 def doctor(obj: Context, pings: int, role: str | None) -> None:
@@ -518,14 +611,23 @@ def doctor(obj: Context, pings: int, role: str | None) -> None:
     fails = [c for c in checks if c.status == "FAIL"]
     warns = [c for c in checks if c.status == "WARN"]
     if obj.json:
-        obj.out(dumps({"url": redact(obj.url), "prefix": obj.prefix, "ok": not fails,
-                       "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks]}))
+        obj.out(
+            dumps(
+                {
+                    "url": redact(obj.url),
+                    "prefix": obj.prefix,
+                    "ok": not fails,
+                    "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks],
+                }
+            )
+        )
     else:
         obj.out(check_lines(checks))
     if fails:
         code = ExitStatus.NO_PERMISSION if all(c.denied for c in fails) else ExitStatus.ERROR
-        raise CliError(f"doctor: {len(fails)} FAIL, {len(warns)} WARN on {redact(obj.url)} (prefix {obj.prefix!r})",
-                       code)
+        raise CliError(
+            f"doctor: {len(fails)} FAIL, {len(warns)} WARN on {redact(obj.url)} (prefix {obj.prefix!r})", code
+        )
     obj.note(f"doctor: ok ({len(warns)} WARN) on {redact(obj.url)}, prefix {obj.prefix!r}")
 
 

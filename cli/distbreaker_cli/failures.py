@@ -23,7 +23,7 @@ __all__ = ["exit_for", "is_corrupt"]
 def is_corrupt(exc: BaseException) -> bool:
     """A breaker's data cannot be read: a script answered CORRUPT (`CorruptStateError`), or
     Admin could not decode what it read."""
-    return isinstance(exc, errors.CorruptStateError) or bool(getattr(exc, "corrupt_key", None))
+    return isinstance(exc, errors.CorruptStateError)
 
 
 _NO_PASSWORD = ("NOAUTH", "Authentication required", "HELLO must be called with the client already authenticated")
@@ -38,8 +38,9 @@ def auth_message(message: str) -> str | None:
     if any(word in message for word in _BAD_PASSWORD):
         return f"Redis refused the password or user name (check {_PASSWORD_HINT}, and the user in --url)"
     if "without any password configured" in message:
-        return ("a password was given but this Redis has none configured for the user "
-                f"(check {_PASSWORD_HINT} and --url)")
+        return (
+            f"a password was given but this Redis has none configured for the user (check {_PASSWORD_HINT} and --url)"
+        )
     return None
 
 
@@ -61,8 +62,9 @@ def exit_for(exc: BaseException) -> CliError:
     if isinstance(exc, ConfigError):
         return CliError(str(exc), ExitStatus.USAGE)
     if "DB index is out of range" in str(exc):
-        return CliError("the database in --url does not exist on this server (see its 'databases' setting)",
-                        ExitStatus.USAGE)
+        return CliError(
+            "the database in --url does not exist on this server (see its 'databases' setting)", ExitStatus.USAGE
+        )
     if is_corrupt(exc):
         message = str(exc)
         if "reset" not in message:
@@ -72,5 +74,4 @@ def exit_for(exc: BaseException) -> CliError:
     if isinstance(exc, DistbreakerError):
         hint = " (is --url a Redis server?)" if "Protocol error" in str(exc) else ""
         return CliError(f"{exc}{hint}", ExitStatus.ERROR)
-    return CliError(f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)",
-                    ExitStatus.ERROR)
+    return CliError(f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)", ExitStatus.ERROR)

@@ -81,8 +81,14 @@ def state_text(state: State | str, width: int = 0) -> str:
 
 def transition_dict(t: Transition) -> dict[str, Any]:
     """A transition (or a config change: from = to) for JSON."""
-    return {"time": t.time, "from": t.from_state.value, "to": t.to_state.value, "cause": t.cause,
-            "actor": t.actor, "generation": t.generation}
+    return {
+        "time": t.time,
+        "from": t.from_state.value,
+        "to": t.to_state.value,
+        "cause": t.cause,
+        "actor": t.actor,
+        "generation": t.generation,
+    }
 
 
 def snapshot_dict(s: Snapshot, config: FleetConfig | None = None) -> dict[str, Any]:
@@ -128,14 +134,22 @@ def fleet_config_dict(c: FleetConfig) -> dict[str, Any]:
 
 def _cut(text: str, width: int) -> str:
     if width <= 1:
-        return text[:max(0, width)]
-    return text if len(text) <= width else text[:width - 1] + "…"
+        return text[: max(0, width)]
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = (),
-            styled: dict[int, dict[str, dict[str, Any]]] | None = None, width: int | None = None,
-            flex: Sequence[tuple[int, int]] = (), headers: bool = True, output: str = "table",
-            wrap: tuple[int, int] | None = None) -> str:
+def _render(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Sequence[int] = (),
+    styled: dict[int, dict[str, dict[str, Any]]] | None = None,
+    width: int | None = None,
+    flex: Sequence[tuple[int, int]] = (),
+    headers: bool = True,
+    output: str = "table",
+    wrap: tuple[int, int] | None = None,
+) -> str:
     """Aligned columns, two spaces apart (``output="plain"``: tab-separated, nothing cut).
 
     With a `width` (a terminal), the columns in `flex` give up width in that order, each down
@@ -159,8 +173,9 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequ
             give = min(over, max(0, widths[col] - floor))
             widths[col] -= give
             over -= give
-        if wrap is not None and (over > 0 or widths[wrap[0]] < max(len(r[wrap[0]]) for r in all_rows)
-                                 and widths[wrap[0]] < wrap[1]):
+        if wrap is not None and (
+            over > 0 or widths[wrap[0]] < max(len(r[wrap[0]]) for r in all_rows) and widths[wrap[0]] < wrap[1]
+        ):
             under = wrap[0]
             widths = [max(len(r[i]) for r in all_rows) for i in range(ncols)]
             widths[under] = 0
@@ -198,7 +213,7 @@ def _under(text: str, width: int, most: int = 3) -> list[str]:
     inner = max(8, width - 4)
     parts = textwrap.wrap(text, inner, break_long_words=True, break_on_hyphens=False) or ["-"]
     if len(parts) > most:
-        parts = [*parts[:most - 1], _cut(" ".join(parts[most - 1:]), inner)]
+        parts = [*parts[: most - 1], _cut(" ".join(parts[most - 1 :]), inner)]
     return ["    " + p for p in parts]
 
 
@@ -212,8 +227,9 @@ def _left(s: Snapshot) -> str:
     return "-"
 
 
-def table(snapshots: Sequence[Snapshot], width: int | None = None, *, headers: bool = True,
-          output: str = "table") -> str:
+def table(
+    snapshots: Sequence[Snapshot], width: int | None = None, *, headers: bool = True, output: str = "table"
+) -> str:
     """The status table, one breaker a row: state, counts in the window, time left open or forced,
     and when the breaker entered its state and why: the cause names who forced it and why
     (``manual trip by alice: INC-42``). Ages are on the server's clock.
@@ -239,18 +255,38 @@ def table(snapshots: Sequence[Snapshot], width: int | None = None, *, headers: b
         rows.append((*row, last))
     if wide:
         return _render(header, rows, right=(2, 3, 4, 6), styled={1: STATE_STYLES}, headers=headers, output=output)
-    return _render(header, rows, right=(2, 3, 4), styled={1: STATE_STYLES}, width=width,
-                   flex=((6, 40), (0, 20)), headers=headers, wrap=(6, 40))
+    return _render(
+        header,
+        rows,
+        right=(2, 3, 4),
+        styled={1: STATE_STYLES},
+        width=width,
+        flex=((6, 40), (0, 20)),
+        headers=headers,
+        wrap=(6, 40),
+    )
 
 
-def history_table(transitions: Sequence[Transition], width: int | None = None, *, headers: bool = True,
-                  output: str = "table") -> str:
+def history_table(
+    transitions: Sequence[Transition], width: int | None = None, *, headers: bool = True, output: str = "table"
+) -> str:
     """The events of a breaker, newest first; a config change shows from = to."""
     header = ("TIME (UTC)", "FROM", "TO", "GEN", "ACTOR", "CAUSE")
-    rows = [(utc(t.time), t.from_state.value, t.to_state.value, str(t.generation), safe(t.actor) or "-",
-             safe(t.cause)) for t in transitions]
-    return _render(header, rows, right=(3,), styled={1: STATE_STYLES, 2: STATE_STYLES}, width=width,
-                   flex=((5, 30), (4, 12), (4, 5)), headers=headers, output=output, wrap=(5, 24))
+    rows = [
+        (utc(t.time), t.from_state.value, t.to_state.value, str(t.generation), safe(t.actor) or "-", safe(t.cause))
+        for t in transitions
+    ]
+    return _render(
+        header,
+        rows,
+        right=(3,),
+        styled={1: STATE_STYLES, 2: STATE_STYLES},
+        width=width,
+        flex=((5, 30), (4, 12), (4, 5)),
+        headers=headers,
+        output=output,
+        wrap=(5, 24),
+    )
 
 
 def _value(kind: str, value: Any) -> str:
@@ -268,8 +304,14 @@ def config_table(c: FleetConfig, width: int | None = None, *, headers: bool = Tr
     rows = []
     for _, field, kind in CONFIG_FIELDS:
         override = _value(kind, c.overrides[field]) if field in c.overrides else "-"
-        rows.append((field, _value(kind, effective.get(field)) if effective else "(default)",
-                     _value(kind, client.get(field)) if client else "-", override))
+        rows.append(
+            (
+                field,
+                _value(kind, effective.get(field)) if effective else "(default)",
+                _value(kind, client.get(field)) if client else "-",
+                override,
+            )
+        )
     return _render(header, rows, width=width, headers=headers, output=output)
 
 
@@ -289,8 +331,10 @@ def config_changes(before: FleetConfig | None, after: FleetConfig) -> list[str]:
 def check_lines(checks: Sequence[Check]) -> str:
     """One ``PASS/WARN/FAIL  name  detail`` line per check."""
     width = max((len(c.name) for c in checks), default=0)
-    return "\n".join(f"{click.style(c.status, **CHECK_STYLES.get(c.status, {}))}  {c.name.ljust(width)}  "
-                     f"{safe(c.detail)}" for c in checks)
+    return "\n".join(
+        f"{click.style(c.status, **CHECK_STYLES.get(c.status, {}))}  {c.name.ljust(width)}  {safe(c.detail)}"
+        for c in checks
+    )
 
 
 def ago(seconds: float) -> str:

@@ -13,8 +13,17 @@ from distbreaker._actions import check_for
 from distbreaker.admin import CONFIG_FIELDS, FLEET_FIELDS
 from distbreaker.errors import ConfigError
 
-__all__ = ["DURATION", "FOR_DURATION", "SETTING", "Duration", "Finite", "ForDuration", "Setting",
-           "format_duration", "parse_duration"]
+__all__ = [
+    "DURATION",
+    "FOR_DURATION",
+    "SETTING",
+    "Duration",
+    "Finite",
+    "ForDuration",
+    "Setting",
+    "format_duration",
+    "parse_duration",
+]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -126,8 +135,11 @@ class Setting(click.ParamType):  # type: ignore[type-arg]
             script = {s: f for s, f, _ in CONFIG_FIELDS}.get(name)
             if script:
                 self.fail(f"{name!r}: use {script}= (seconds, or 30s, 2m)", param, ctx)
-            why = ("is each worker's own setting, not stored in Redis"
-                   if name in BreakerConfig.__dataclass_fields__ else "is not a config field")
+            why = (
+                "is each worker's own setting, not stored in Redis"
+                if name in BreakerConfig.__dataclass_fields__
+                else "is not a config field"
+            )
             self.fail(f"{name!r} {why}; fleet-wide: {', '.join(FLEET_FIELDS)}", param, ctx)
         try:
             if kind == "ms":

@@ -13,6 +13,7 @@ FIGURES: list[tuple[str, str, str]] = []  # (guarantee, measured, bound)
 def figure() -> Any:
     def add(what: str, measured: str, bound: str) -> None:
         FIGURES.append((what, measured, bound))
+
     return add
 
 

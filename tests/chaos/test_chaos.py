@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import queue
 import socket
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from _servers import Cluster, ServerFactory
-from distbreaker import Breaker, BreakerConfig, State, connect, connect_cluster
+
+from distbreaker import Breaker, BreakerConfig, connect, connect_cluster
 
 pytestmark = pytest.mark.chaos
 
@@ -45,8 +44,9 @@ def _added_latency(b: Breaker, seconds: float) -> list[float]:
 
 
 @pytest.mark.parametrize("fault", ["SIGSTOP", "CLIENT PAUSE", "DEBUG SLEEP"])
-def test_hung_redis_adds_at_most_the_budget(redis_server_factory: ServerFactory, prefix: str, fault: str,
-                                            figure: Any) -> None:
+def test_hung_redis_adds_at_most_the_budget(
+    redis_server_factory: ServerFactory, prefix: str, fault: str, figure: Any
+) -> None:
     server = redis_server_factory("--enable-debug-command", "local")
     client = connect(server.url, timeout=BUDGET)
     b = Breaker("hung", client, cfg(), prefix=prefix, listen=False)
@@ -59,8 +59,9 @@ def test_hung_redis_adds_at_most_the_budget(redis_server_factory: ServerFactory,
         elif fault == "CLIENT PAUSE":
             admin.execute_command("CLIENT", "PAUSE", int(hold * 1000), "ALL")
         else:
-            threading.Thread(target=lambda: server.client(socket_timeout=5).execute_command(
-                "DEBUG", "SLEEP", hold), daemon=True).start()
+            threading.Thread(
+                target=lambda: server.client(socket_timeout=5).execute_command("DEBUG", "SLEEP", hold), daemon=True
+            ).start()
             time.sleep(0.02)
         try:
             lat = _added_latency(b, hold - 0.1)
@@ -68,8 +69,11 @@ def test_hung_redis_adds_at_most_the_budget(redis_server_factory: ServerFactory,
             if fault == "SIGSTOP":
                 server.resume()
         p50, p99 = _pct(lat, 0.5) * 1000, _pct(lat, 0.99) * 1000
-        figure(f"added latency per call, Redis hung ({fault}), budget 50 ms",
-               f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {max(lat) * 1000:.1f} ms ({len(lat)} calls)", "p99 ≤ 70 ms")
+        figure(
+            f"added latency per call, Redis hung ({fault}), budget 50 ms",
+            f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {max(lat) * 1000:.1f} ms ({len(lat)} calls)",
+            "p99 ≤ 70 ms",
+        )
         assert p99 <= (BUDGET + 0.020) * 1000
         time.sleep(hold)  # the pause ends; the breaker comes back within its backoff (≤ 2 s)
         deadline = time.monotonic() + 5
@@ -118,7 +122,7 @@ class DelayProxy:
         while not self.stop.is_set():
             try:
                 data = src.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break
@@ -167,16 +171,25 @@ def slow_replies(redis_server_factory: ServerFactory) -> Iterator[tuple[Any, Del
         proxy.close()
 
 
-def test_replies_that_time_out_are_never_double_counted(slow_replies: tuple[Any, DelayProxy], prefix: str,
-                                                         figure: Any) -> None:
+def test_replies_that_time_out_are_never_double_counted(
+    slow_replies: tuple[Any, DelayProxy], prefix: str, figure: Any
+) -> None:
     """1000 outcomes through a proxy whose replies arrive after the budget: no exception reaches a
     caller; batched flushes (retried with the same ids) count exactly 1000; sync records (not
     retried) count at most what was sent and at least every record whose reply arrived."""
     server, proxy = slow_replies
     direct = connect(server.url, timeout=1)
     slow = connect(f"redis://127.0.0.1:{proxy.port}/0", timeout=BUDGET)
-    batched = Breaker("batched", slow, cfg(max_staleness=600), prefix=prefix, listen=False, mode="batched",
-                      flush_interval=60, flush_size=100_000)
+    batched = Breaker(
+        "batched",
+        slow,
+        cfg(max_staleness=600),
+        prefix=prefix,
+        listen=False,
+        mode="batched",
+        flush_interval=60,
+        flush_size=100_000,
+    )
     errors = 0
     try:
         proxy.delay = 0.0
@@ -202,8 +215,11 @@ def test_replies_that_time_out_are_never_double_counted(slow_replies: tuple[Any,
         assert errors == 0
         assert counted == 1001
         counted -= 1
-        figure("batched: 1000 outcomes, every flush reply late (retried with ids)",
-               f"counted {counted}, exceptions {errors}", "exactly 1000, 0")
+        figure(
+            "batched: 1000 outcomes, every flush reply late (retried with ids)",
+            f"counted {counted}, exceptions {errors}",
+            "exactly 1000, 0",
+        )
 
         proxy.delay = 0.0
         sync = Breaker("sync", slow, cfg(max_staleness=600), prefix=prefix, listen=False)
@@ -218,8 +234,11 @@ def test_replies_that_time_out_are_never_double_counted(slow_replies: tuple[Any,
             sent += 1
         time.sleep(0.3)  # the late replies' commands have all run
         counted = Breaker("sync", direct, cfg(), prefix=prefix, listen=False).snapshot().calls
-        figure("sync: 200 records, replies after the budget (not retried)",
-               f"counted {counted} of {sent} sent, {replied} replied in time, 0 exceptions", "replied ≤ counted ≤ sent")
+        figure(
+            "sync: 200 records, replies after the budget (not retried)",
+            f"counted {counted} of {sent} sent, {replied} replied in time, 0 exceptions",
+            "replied ≤ counted ≤ sent",
+        )
         assert replied <= counted <= sent
         sync.close()
     finally:
@@ -228,8 +247,9 @@ def test_replies_that_time_out_are_never_double_counted(slow_replies: tuple[Any,
         direct.close()
 
 
-def test_trip_reaches_every_worker_without_pubsub(redis_server_factory: ServerFactory, prefix: str,
-                                                  figure: Any) -> None:
+def test_trip_reaches_every_worker_without_pubsub(
+    redis_server_factory: ServerFactory, prefix: str, figure: Any
+) -> None:
     """listen=False: 8 workers (own clients) learn of a trip within max_staleness + budget."""
     server = redis_server_factory()
     staleness = 0.5
@@ -251,8 +271,11 @@ def test_trip_reaches_every_worker_without_pubsub(redis_server_factory: ServerFa
                     learnt[i] = time.monotonic() - t0
             time.sleep(0.002)
         worst = max(learnt.values())
-        figure("trip reaches every worker, pub/sub cut (max_staleness 0.5 s)",
-               f"{len(learnt)}/8 workers, worst {worst * 1000:.0f} ms", "≤ 550 ms")
+        figure(
+            "trip reaches every worker, pub/sub cut (max_staleness 0.5 s)",
+            f"{len(learnt)}/8 workers, worst {worst * 1000:.0f} ms",
+            "≤ 550 ms",
+        )
         assert len(learnt) == 8 and worst <= staleness + BUDGET
     finally:
         for w in workers:

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import redis
+from _servers import ServerFactory
 from click.testing import CliRunner
 
-from _servers import ServerFactory
 from distbreaker import Breaker, BreakerConfig, connect
 from distbreaker_cli.app import cli
 
@@ -45,8 +45,9 @@ def test_unknown_service_exits_3(redis_url: str, prefix: str) -> None:
 
 def test_unreachable_redis_exits_69_without_password() -> None:
     """An unreachable Redis exits 69 and never prints the password of the URL."""
-    result = CliRunner().invoke(cli, ["--url", "redis://:hunter2@127.0.0.1:1/0", "--timeout", "0.5",
-                                      "status", "payments"])
+    result = CliRunner().invoke(
+        cli, ["--url", "redis://:hunter2@127.0.0.1:1/0", "--timeout", "0.5", "status", "payments"]
+    )
     assert result.exit_code == 69
     assert "hunter2" not in result.stderr + result.stdout and "Traceback" not in result.stderr
 
@@ -55,8 +56,18 @@ def test_wrong_password_exits_77_as_subprocess(redis_server_factory: ServerFacto
     """As a real process: a wrong password exits 77 with one line on stderr and no secret."""
     server = redis_server_factory("--requirepass", "right-one")
     proc = subprocess.run(
-        [sys.executable, "-m", "distbreaker_cli.app", "--url", f"redis://:wrong-one@127.0.0.1:{server.port}/0",
-         "status"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "distbreaker_cli.app",
+            "--url",
+            f"redis://:wrong-one@127.0.0.1:{server.port}/0",
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 77, proc.stderr
     assert "wrong-one" not in proc.stderr and "right-one" not in proc.stderr
     assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1

@@ -8,10 +8,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _servers import Binary, Server, ServerFactory, free_port
 from click.testing import CliRunner, Result
 from redis.cluster import key_slot
 
-from _servers import Binary, Server, ServerFactory, free_port
 from distbreaker_cli.app import cli
 
 pytestmark = pytest.mark.slow  # a cluster takes ~2 s to form (CLUSTER_WRITABLE_DELAY)
@@ -27,8 +27,21 @@ def cluster(redis_binary: Binary, redis_server_factory: ServerFactory) -> Iterat
     nodes = []
     for _ in RANGES:
         bus = free_port()
-        nodes.append((redis_server_factory("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                           "--cluster-node-timeout", "2000", "--cluster-port", str(bus)), bus))
+        nodes.append(
+            (
+                redis_server_factory(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    str(bus),
+                ),
+                bus,
+            )
+        )
     for (server, _), (lo, hi) in zip(nodes, RANGES):
         server.client().execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
     for server, _ in nodes:
@@ -83,6 +96,7 @@ def test_status_finds_breakers_on_every_master(cluster: list[Server], prefix: st
     plain = CliRunner().invoke(cli, ["--url", url, "--prefix", prefix, "-o", "plain", "--no-headers", "status"])
     assert plain.exit_code == 0, plain.stderr
     assert sorted(line.split("\t")[0] for line in plain.stdout.splitlines()) == sorted(services)
-    globbed = CliRunner().invoke(cli, ["--url", url, "--prefix", prefix, "status", "svc-*", "--state", "forced_open",
-                                       "-o", "json"])
+    globbed = CliRunner().invoke(
+        cli, ["--url", url, "--prefix", prefix, "status", "svc-*", "--state", "forced_open", "-o", "json"]
+    )
     assert sorted(d["service"] for d in json.loads(globbed.stdout)) == sorted(services)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import redis
+from _servers import ServerFactory
 from click.testing import CliRunner, Result
 
-from _servers import ServerFactory
 from distbreaker import Admin, Breaker, BreakerConfig, CircuitOpenError, State, connect
 from distbreaker_cli.app import cli
 
@@ -77,8 +77,9 @@ def one_error_line(result: Result) -> str:
 
 
 # -- status ---------------------------------------------------------------------------------
-def test_status_table_shows_every_breaker(run: Run, make: Callable[..., Breaker], client: redis.Redis,
-                                          prefix: str) -> None:
+def test_status_table_shows_every_breaker(
+    run: Run, make: Callable[..., Breaker], client: redis.Redis, prefix: str
+) -> None:
     """status with no name lists every breaker under the prefix: state, counts, failure rate, slow
     calls, time left open or forced, and when it entered its state and why (for a forced breaker:
     who forced it and why)."""
@@ -143,8 +144,7 @@ def test_status_of_an_empty_prefix(run: Run) -> None:
     assert json.loads(run("--json", "status").stdout) == []
 
 
-def test_state_is_coloured_only_when_asked(run: Run, make: Callable[..., Breaker], redis_url: str,
-                                           prefix: str) -> None:
+def test_state_is_coloured_only_when_asked(run: Run, make: Callable[..., Breaker], redis_url: str, prefix: str) -> None:
     """Colour shows on a terminal (the runner's color=True stands for one), never with --no-color,
     and never when piped."""
     calls(make("payments", minimum_calls=1), failed=1)
@@ -166,8 +166,9 @@ def test_watch_refreshes_count_times(run: Run, make: Callable[..., Breaker]) -> 
 
 
 # -- trip / disable / reset -----------------------------------------------------------------
-def test_trip_disable_reset_print_what_changed_and_are_recorded(run: Run, make: Callable[..., Breaker],
-                                                                client: redis.Redis, prefix: str) -> None:
+def test_trip_disable_reset_print_what_changed_and_are_recorded(
+    run: Run, make: Callable[..., Breaker], client: redis.Redis, prefix: str
+) -> None:
     """Operator actions print the change, act fleet-wide and land in the events stream with actor
     and reason; --actor defaults to the OS user."""
     worker = make("payments")
@@ -184,7 +185,9 @@ def test_trip_disable_reset_print_what_changed_and_are_recorded(run: Run, make: 
     assert result.exit_code == 1 and result.stdout == ""  # alice's trip: replaced only with --force
     assert "payments is already forced_open by alice: INC-42, for " in one_error_line(result)
     result = run("disable", "payments", "--for", "1h30m", "--reason", "migration", "--force")
-    assert "forced_open -> disabled for 1h30m" in result.stdout and f"by {getpass.getuser()}: migration" in result.stdout
+    assert (
+        "forced_open -> disabled for 1h30m" in result.stdout and f"by {getpass.getuser()}: migration" in result.stdout
+    )
     assert result.stderr.startswith("warning: payments: replaced forced_open by alice: INC-42, for ")
     result = run("reset", "payments", "--reason", "fixed", "--actor", "bob")
     assert result.stdout == "payments: reset (disabled -> closed), by bob: fixed\n"
@@ -213,8 +216,10 @@ def test_trip_of_an_unused_breaker_is_allowed_and_said(run: Run, make: Callable[
     result = run("trip", "fresh", "--reason", "pre-emptive", "--actor", "alice", "--create")
     assert result.exit_code == 0
     assert "tripped (closed -> forced_open until reset)" in result.stdout
-    assert result.stderr == "note: no worker has used 'fresh' yet; the breaker was created (--create) in this " \
-                            "state and workers start with it\n"
+    assert (
+        result.stderr == "note: no worker has used 'fresh' yet; the breaker was created (--create) in this "
+        "state and workers start with it\n"
+    )
     with pytest.raises(CircuitOpenError) as info:
         make("fresh").call(lambda: None)
     assert info.value.state == "forced_open" and info.value.reason == "pre-emptive"
@@ -233,8 +238,10 @@ def test_history_table_json_and_limit(run: Run, make: Callable[..., Breaker]) ->
     assert "manual reset by bob" in lines[1] and "manual trip by alice: INC-9" in lines[2]
     assert "failure_rate 1.00 >= 0.50 over 2 calls" in lines[3]
     docs = json.loads(run("--json", "history", "payments", "-n", "2").stdout)
-    assert [(d["from"], d["to"], d["actor"]) for d in docs] == [("forced_open", "closed", "bob"),
-                                                                 ("open", "forced_open", "alice")]
+    assert [(d["from"], d["to"], d["actor"]) for d in docs] == [
+        ("forced_open", "closed", "bob"),
+        ("open", "forced_open", "alice"),
+    ]
 
 
 def test_history_of_a_breaker_without_transitions(run: Run, make: Callable[..., Breaker]) -> None:
@@ -256,15 +263,21 @@ def test_config_overrides_win_are_recorded_and_clear(run: Run, make: Callable[..
     assert "minimum_calls             100       100      -" in shown.stdout
     result = run("config", "payments", "--set", "minimum_calls=2", "--set", "open_duration=5s", "--actor", "alice")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == ("payments: config set (minimum_calls 100 → 2, open_duration 30s → 5s); "
-                             "workers apply it at their next call\n")
+    assert result.stdout == (
+        "payments: config set (minimum_calls 100 → 2, open_duration 30s → 5s); workers apply it at their next call\n"
+    )
     calls(worker, failed=1)  # 2 calls in the window: the override trips it
     assert worker.snapshot().state is State.OPEN
     assert worker.snapshot().open_until == pytest.approx(worker.snapshot().server_time + 5, abs=1)
     docs = json.loads(run("--json", "history", "payments", "-n", "2").stdout)
     assert (docs[0]["from"], docs[0]["to"]) == ("closed", "open")
-    assert docs[1] == {**docs[1], "from": "closed", "to": "closed", "actor": "alice",
-                       "cause": "config set by alice: minimum_calls=2, open_duration_ms=5000"}
+    assert docs[1] == {
+        **docs[1],
+        "from": "closed",
+        "to": "closed",
+        "actor": "alice",
+        "cause": "config set by alice: minimum_calls=2, open_duration_ms=5000",
+    }
     doc = json.loads(run("--json", "config", "payments").stdout)
     assert doc["overrides"] == {"minimum_calls": 2, "open_duration": 5.0}
     assert doc["effective"]["minimum_calls"] == 2 and doc["workers"]["minimum_calls"] == 100
@@ -301,8 +314,13 @@ def test_doctor_passes_on_a_good_server(run: Run, redis_server_factory: ServerFa
     result = run("doctor", url=server.url)
     assert result.exit_code == 0, result.stdout + result.stderr
     names = [line.split()[:2] for line in result.stdout.splitlines()]
-    assert names == [["PASS", "server"], ["PASS", "lua"], ["PASS", "acl"], ["PASS", "maxmemory-policy"],
-                     ["PASS", "latency"]]
+    assert names == [
+        ["PASS", "server"],
+        ["PASS", "lua"],
+        ["PASS", "acl"],
+        ["PASS", "maxmemory-policy"],
+        ["PASS", "latency"],
+    ]
     assert "p50" in result.stdout and "p99" in result.stdout and "doctor: ok" in result.stderr
     doc = json.loads(run("--json", "doctor", "--pings", "3", url=server.url).stdout)
     assert doc["ok"] is True and {c["name"] for c in doc["checks"]} >= {"server", "lua", "acl"}
@@ -320,26 +338,38 @@ def test_doctor_warns_about_an_evicting_policy(run: Run, redis_server_factory: S
 
 
 # -- bad input: one line, a documented exit code, never a traceback --------------------------
-@pytest.mark.parametrize(("args", "code", "fragment"), [
-    (["status", "nope"], 3, "no breaker named 'nope'"),
-    (["history", "nope"], 3, "no breaker named 'nope'"),
-    (["config", "nope", "--clear"], 3, "no breaker named 'nope'"),
-    (["trip", "payments", "--for", "10x", "--reason", "r"], 2, "'10x' is not a duration"),
-    (["disable", "payments", "--for", "0s", "--reason", "r"], 2, "must be positive"),
-    (["trip", "payments"], 2, "trip needs --reason TEXT"),
-    (["trip", "bad{name}", "--reason", "r"], 2, "service: must be 1-128 characters"),
-    (["config", "payments", "--set", "bogus=1"], 2, "'bogus' is not a config field"),
-    (["config", "payments", "--set", "minimum_calls=0"], 2, "minimum_calls: must be an int from 1 to 1000000000, got 0"),
-    (["config", "payments", "--set", "buckets=10000", "--set", "window=10m"], 2, "buckets: must be an int from 1 to 1000"),
-    (["trip", "payments", "--for", "1e300", "--reason", "r"], 2, "must be a duration > 0 and at most 366 days"),
-    (["config", "payments", "--set", "failure_rate_threshold=1.5"], 2, "failure_rate_threshold: must be"),
-    (["config", "payments", "--set", "window=soon"], 2, "'soon' is not a duration"),
-    (["history", "payments", "-n", "0"], 2, "-n"),
-    (["status", "--interval", "0", "--watch"], 2, "--interval"),
-    (["frobnicate"], 2, "No such command 'frobnicate'"),
-])
-def test_bad_input_is_one_line_with_an_exit_code(run: Run, make: Callable[..., Breaker], args: list[str],
-                                                 code: int, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["status", "nope"], 3, "no breaker named 'nope'"),
+        (["history", "nope"], 3, "no breaker named 'nope'"),
+        (["config", "nope", "--clear"], 3, "no breaker named 'nope'"),
+        (["trip", "payments", "--for", "10x", "--reason", "r"], 2, "'10x' is not a duration"),
+        (["disable", "payments", "--for", "0s", "--reason", "r"], 2, "must be positive"),
+        (["trip", "payments"], 2, "trip needs --reason TEXT"),
+        (["trip", "bad{name}", "--reason", "r"], 2, "service: must be 1-128 characters"),
+        (["config", "payments", "--set", "bogus=1"], 2, "'bogus' is not a config field"),
+        (
+            ["config", "payments", "--set", "minimum_calls=0"],
+            2,
+            "minimum_calls: must be an int from 1 to 1000000000, got 0",
+        ),
+        (
+            ["config", "payments", "--set", "buckets=10000", "--set", "window=10m"],
+            2,
+            "buckets: must be an int from 1 to 1000",
+        ),
+        (["trip", "payments", "--for", "1e300", "--reason", "r"], 2, "must be a duration > 0 and at most 366 days"),
+        (["config", "payments", "--set", "failure_rate_threshold=1.5"], 2, "failure_rate_threshold: must be"),
+        (["config", "payments", "--set", "window=soon"], 2, "'soon' is not a duration"),
+        (["history", "payments", "-n", "0"], 2, "-n"),
+        (["status", "--interval", "0", "--watch"], 2, "--interval"),
+        (["frobnicate"], 2, "No such command 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_one_line_with_an_exit_code(
+    run: Run, make: Callable[..., Breaker], args: list[str], code: int, fragment: str
+) -> None:
     """Unknown services exit 3, bad durations, settings and names exit 2: one line, no traceback."""
     calls(make("payments"), ok=1)
     result = run(*args)
@@ -353,8 +383,9 @@ def test_bad_url_unreachable_wrong_password_and_acl(redis_server_factory: Server
     runner = CliRunner()
     result = runner.invoke(cli, ["--url", "localhost:6379", "status"])
     assert result.exit_code == 2 and "url: must look like redis://" in one_error_line(result)
-    result = runner.invoke(cli, ["--url", "redis://:hunter2@127.0.0.1:1/0", "--timeout", "0.5", "trip", "x",
-                                 "--reason", "r"])
+    result = runner.invoke(
+        cli, ["--url", "redis://:hunter2@127.0.0.1:1/0", "--timeout", "0.5", "trip", "x", "--reason", "r"]
+    )
     assert result.exit_code == 69 and "hunter2" not in one_error_line(result)
     server = redis_server_factory("--requirepass", "right-one")
     result = runner.invoke(cli, ["--url", f"redis://:wrong-one@127.0.0.1:{server.port}/0", "status"])
@@ -362,7 +393,8 @@ def test_bad_url_unreachable_wrong_password_and_acl(redis_server_factory: Server
     admin = server.client(password="right-one")
     admin.execute_command("ACL", "SETUSER", "reader", "on", ">s3cret", f"~{prefix}:*", "+@read", "+scan", "+time")
     Admin(connect(f"redis://:right-one@127.0.0.1:{server.port}/0", timeout=2), prefix=prefix).trip(
-        "payments", reason="INC-1")
+        "payments", reason="INC-1"
+    )
     url = f"redis://reader:s3cret@127.0.0.1:{server.port}/0"
     for args in (["status", "payments"], ["trip", "payments", "--reason", "r"], ["config", "payments"]):
         result = runner.invoke(cli, ["--url", url, "--prefix", prefix, *args])
@@ -374,15 +406,30 @@ def test_bad_url_unreachable_wrong_password_and_acl(redis_server_factory: Server
 def test_doctor_reports_each_denied_command(redis_server_factory: ServerFactory, prefix: str) -> None:
     """doctor names every command the ACL denies (FAIL lines), exits 77, and cleans up."""
     server = redis_server_factory()
-    server.client().execute_command("ACL", "SETUSER", "ops", "on", ">pw", f"~{prefix}:*", "resetchannels",
-                                    f"&{prefix}:nothing", "+@all", "-xadd", "-evalsha", "-config")
-    result = CliRunner().invoke(cli, ["--url", f"redis://ops:pw@127.0.0.1:{server.port}/0", "--prefix", prefix,
-                                      "doctor"])
+    server.client().execute_command(
+        "ACL",
+        "SETUSER",
+        "ops",
+        "on",
+        ">pw",
+        f"~{prefix}:*",
+        "resetchannels",
+        f"&{prefix}:nothing",
+        "+@all",
+        "-xadd",
+        "-evalsha",
+        "-config",
+    )
+    result = CliRunner().invoke(
+        cli, ["--url", f"redis://ops:pw@127.0.0.1:{server.port}/0", "--prefix", prefix, "doctor"]
+    )
     assert result.exit_code == 77
     fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert [line.split()[2] for line in fails] == ["EVALSHA:", "XADD:", "PUBLISH:", "SUBSCRIBE:"]
-    assert any(line.startswith("WARN") and "maxmemory-policy" in line and "cannot read" in line
-               for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("WARN") and "maxmemory-policy" in line and "cannot read" in line
+        for line in result.stdout.splitlines()
+    )
     assert one_error_line(result).startswith("Error: doctor: 4 FAIL, 1 WARN") and "pw@" not in result.stderr
     assert server.client().keys("*") == []
 

@@ -26,11 +26,11 @@ from typing import Any
 import click
 import pytest
 import redis
+from _servers import ServerFactory
 from click.shell_completion import BashComplete
 from click.testing import CliRunner, Result
 
 import distbreaker.asyncio as dba
-from _servers import ServerFactory
 from distbreaker import Admin, Breaker, BreakerConfig, State, connect
 from distbreaker._core import keys_for
 from distbreaker_cli.app import cli
@@ -80,17 +80,29 @@ def one_error_line(result: Result | subprocess.CompletedProcess[str]) -> str:
     return result.stderr
 
 
-def cli_process(*args: str, env: dict[str, str] | None = None, input: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in ("DISTBREAKER_URL", "REDIS_URL", "DISTBREAKER_PASSWORD", "REDISCLI_AUTH")}
+def cli_process(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISTBREAKER_URL", "REDIS_URL", "DISTBREAKER_PASSWORD", "REDISCLI_AUTH")
+    }
     full_env.update(env or {})
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=full_env,
-                          stdin=subprocess.DEVNULL if input is None else None, input=input)
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        stdin=subprocess.DEVNULL if input is None else None,
+        input=input,
+    )
 
 
-def on_terminal(args: list[str], columns: int, rows: int = 24, answer: bytes | None = None,
-                timeout: float = 60) -> tuple[int, str]:
+def on_terminal(
+    args: list[str], columns: int, rows: int = 24, answer: bytes | None = None, timeout: float = 60
+) -> tuple[int, str]:
     """Run the CLI on a pty of `columns` x `rows` (stdin and stdout a terminal): exit code, output."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
@@ -125,13 +137,18 @@ def on_terminal(args: list[str], columns: int, rows: int = 24, answer: bytes | N
 
 
 # -- item 4: a typo is not a new breaker; delete -------------------------------------------
-def test_a_typo_is_unknown_with_a_suggestion_and_creates_nothing(run: Run, used: Callable[..., None],
-                                                                  client: redis.Redis, prefix: str) -> None:
+def test_a_typo_is_unknown_with_a_suggestion_and_creates_nothing(
+    run: Run, used: Callable[..., None], client: redis.Redis, prefix: str
+) -> None:
     """trip/disable/reset/config --set of a breaker no worker has used exit 3 and suggest the
     closest name (it used to exit 0, create 'paymnets' and leave 'payments' untouched)."""
     used("payments", "partner-billing")
-    for args in (["trip", "paymnets", "--reason", "INC-9"], ["disable", "paymnets", "--reason", "INC-9"],
-                 ["reset", "paymnets"], ["config", "paymnets", "--set", "minimum_calls=5"]):
+    for args in (
+        ["trip", "paymnets", "--reason", "INC-9"],
+        ["disable", "paymnets", "--reason", "INC-9"],
+        ["reset", "paymnets"],
+        ["config", "paymnets", "--set", "minimum_calls=5"],
+    ):
         result = run(*args)
         assert result.exit_code == 3, (args, result.stderr)
         line = one_error_line(result)
@@ -144,8 +161,9 @@ def test_a_typo_is_unknown_with_a_suggestion_and_creates_nothing(run: Run, used:
     assert Admin(client, prefix=prefix).similar("partner-biling") == ["partner-billing"]
 
 
-def test_delete_removes_state_events_and_ids(run: Run, used: Callable[..., None], client: redis.Redis,
-                                             prefix: str) -> None:
+def test_delete_removes_state_events_and_ids(
+    run: Run, used: Callable[..., None], client: redis.Redis, prefix: str
+) -> None:
     """delete --yes removes the breaker's three keys (state with config, events stream, batch ids)
     and nothing else; a second delete is unknown (3); without --yes and no terminal: exit 2."""
     used("payments", "search")
@@ -164,8 +182,7 @@ def test_delete_removes_state_events_and_ids(run: Run, used: Callable[..., None]
     assert again.exit_code == 3 and "no breaker named 'payments'" in one_error_line(again)
 
 
-def test_delete_asks_on_a_terminal(redis_url: str, used: Callable[..., None], client: redis.Redis,
-                                   prefix: str) -> None:
+def test_delete_asks_on_a_terminal(redis_url: str, used: Callable[..., None], client: redis.Redis, prefix: str) -> None:
     """On a terminal delete asks first: 'n' keeps the breaker (exit 1), 'y' deletes it."""
     used("payments")
     base = ["--url", redis_url, "--prefix", prefix, "delete", "payments"]
@@ -177,8 +194,9 @@ def test_delete_asks_on_a_terminal(redis_url: str, used: Callable[..., None], cl
     assert not Admin(client, prefix=prefix).exists("payments")
 
 
-def test_admin_delete_sync_and_async(redis_url: str, used: Callable[..., None], client: redis.Redis,
-                                     prefix: str) -> None:
+def test_admin_delete_sync_and_async(
+    redis_url: str, used: Callable[..., None], client: redis.Redis, prefix: str
+) -> None:
     """Admin.delete and distbreaker.asyncio.Admin.delete: True when something was deleted, False
     after; the asyncio similar() suggests like the sync one."""
     used("payments", "refunds")
@@ -205,7 +223,10 @@ def test_status_globs_states_and_unknown_names(run: Run, used: Callable[..., Non
     used("partner-a", "partner-b", "payments")
     assert run("trip", "partner-b", "--reason", "INC-2").exit_code == 0
     result = run("-o", "plain", "--no-headers", "status", "partner-*")
-    assert result.exit_code == 0 and [r.split("\t")[0] for r in result.stdout.splitlines()] == ["partner-a", "partner-b"]
+    assert result.exit_code == 0 and [r.split("\t")[0] for r in result.stdout.splitlines()] == [
+        "partner-a",
+        "partner-b",
+    ]
     result = run("status", "--state", "open,forced_open", "-o", "json")
     assert [d["service"] for d in json.loads(result.stdout)] == ["partner-b"]
     result = run("status", "payments", "paymnts", "partner-*", "nomatch-*")
@@ -225,12 +246,14 @@ def test_a_second_trip_shows_what_it_replaces(run: Run, used: Callable[..., None
     assert run("trip", "payments", "--for", "1h", "--reason", "INC-1", "--actor", "alice").exit_code == 0
     mine = run("trip", "payments", "--for", "2h", "--reason", "INC-1 longer", "--actor", "alice")
     assert mine.exit_code == 0
-    assert re.match(r"warning: payments: replaced forced_open by alice: INC-1, for (1h|59m\d+s) \(until .* UTC\)\n$",
-                    mine.stderr), mine.stderr
+    assert re.match(
+        r"warning: payments: replaced forced_open by alice: INC-1, for (1h|59m\d+s) \(until .* UTC\)\n$", mine.stderr
+    ), mine.stderr
     theirs = run("trip", "payments", "--for", "10m", "--reason", "INC-2", "--actor", "bob")
     assert theirs.exit_code == 1 and theirs.stdout == ""
-    assert re.search(r"payments is already forced_open by alice: INC-1 longer, for (2h|1h59m) \(until ",
-                     one_error_line(theirs))
+    assert re.search(
+        r"payments is already forced_open by alice: INC-1 longer, for (2h|1h59m) \(until ", one_error_line(theirs)
+    )
     assert "--force" in theirs.stderr
     forced = run("-o", "json", "trip", "payments", "--for", "10m", "--reason", "INC-2", "--actor", "bob", "--force")
     doc = json.loads(forced.stdout)
@@ -267,8 +290,9 @@ def test_for_longer_than_idle_ttl_is_said(run: Run, used: Callable[..., None]) -
         assert "config payments --set idle_ttl=" in result.stderr
 
 
-def test_a_forced_state_keeps_its_keys_until_it_ends(run: Run, used: Callable[..., None], client: redis.Redis,
-                                                     prefix: str) -> None:
+def test_a_forced_state_keeps_its_keys_until_it_ends(
+    run: Run, used: Callable[..., None], client: redis.Redis, prefix: str
+) -> None:
     """On a real server: after trip --for 1h with idle_ttl 30s, the state key's TTL covers the
     remaining forced time (else the trip would vanish with the key after 30 s)."""
     used("payments")
@@ -280,23 +304,31 @@ def test_a_forced_state_keeps_its_keys_until_it_ends(run: Run, used: Callable[..
 
 
 # -- item 8: connection conventions ---------------------------------------------------------
-def test_redis_url_is_the_fallback_and_a_bad_database_is_refused(redis_url: str, prefix: str,
-                                                                 used: Callable[..., None]) -> None:
+def test_redis_url_is_the_fallback_and_a_bad_database_is_refused(
+    redis_url: str, prefix: str, used: Callable[..., None]
+) -> None:
     """Without DISTBREAKER_URL, REDIS_URL is used; DISTBREAKER_URL wins over it; /abc (and ?db=x)
     exits 2 instead of meaning db 0."""
     used("payments")
     result = cli_process("--prefix", prefix, "status", env={"REDIS_URL": redis_url})
     assert result.returncode == 0 and "payments" in result.stdout, result.stderr
-    result = cli_process("--prefix", prefix, "--timeout", "0.5", "status",
-                         env={"REDIS_URL": redis_url, "DISTBREAKER_URL": "redis://127.0.0.1:1/0"})
+    result = cli_process(
+        "--prefix",
+        prefix,
+        "--timeout",
+        "0.5",
+        "status",
+        env={"REDIS_URL": redis_url, "DISTBREAKER_URL": "redis://127.0.0.1:1/0"},
+    )
     assert result.returncode == 69
     for url in (redis_url.rsplit("/", 1)[0] + "/abc", redis_url.rsplit("/", 1)[0] + "/?db=x"):
         result = cli_process("--url", url, "status")
         assert result.returncode == 2 and "the database must be a number" in one_error_line(result)
 
 
-def test_password_from_env_or_file_and_login_errors_in_our_words(redis_server_factory: ServerFactory, prefix: str,
-                                                                  tmp_path: Path) -> None:
+def test_password_from_env_or_file_and_login_errors_in_our_words(
+    redis_server_factory: ServerFactory, prefix: str, tmp_path: Path
+) -> None:
     """A password from DISTBREAKER_PASSWORD, REDISCLI_AUTH or --password-file (never on the
     command line); none or a wrong one: one line of ours (not the server's AUTH/HELLO text),
     exit 77, the password never shown."""
@@ -305,8 +337,10 @@ def test_password_from_env_or_file_and_login_errors_in_our_words(redis_server_fa
     base = ["--url", url, "--prefix", prefix]
     missing = cli_process(*base, "status")
     assert missing.returncode == 77
-    assert one_error_line(missing) == ("Error: Redis requires a password and none was given (env DISTBREAKER_PASSWORD "
-                                       "or REDISCLI_AUTH, or --password-file PATH)\n")
+    assert one_error_line(missing) == (
+        "Error: Redis requires a password and none was given (env DISTBREAKER_PASSWORD "
+        "or REDISCLI_AUTH, or --password-file PATH)\n"
+    )
     for env in ({"DISTBREAKER_PASSWORD": "pw-right"}, {"REDISCLI_AUTH": "pw-right"}):
         ok = cli_process(*base, "status", env=env)
         assert ok.returncode == 0 and "no breakers" in ok.stderr, (env, ok.stderr)
@@ -321,8 +355,9 @@ def test_password_from_env_or_file_and_login_errors_in_our_words(redis_server_fa
     assert cluster_flag.returncode == 77 and "HELLO" not in one_error_line(cluster_flag)
 
 
-def test_service_names_complete_from_redis(redis_url: str, prefix: str, used: Callable[..., None],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_names_complete_from_redis(
+    redis_url: str, prefix: str, used: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Shell completion (click's, as _DISTBREAKER_COMPLETE=bash_source sets up) completes SERVICE
     from the breakers in Redis: at the URL and prefix of the environment or of the command line;
     a Redis that does not answer completes nothing (no traceback)."""
@@ -347,15 +382,17 @@ def test_service_names_complete_from_redis(redis_url: str, prefix: str, used: Ca
 
 # -- item 9: output formats and widths ------------------------------------------------------
 @pytest.mark.parametrize("columns", [120, 100, 80, 60])
-def test_status_fits_the_terminal_and_keeps_the_cause(redis_url: str, prefix: str, used: Callable[..., None],
-                                                      columns: int) -> None:
+def test_status_fits_the_terminal_and_keeps_the_cause(
+    redis_url: str, prefix: str, used: Callable[..., None], columns: int
+) -> None:
     """status on a real terminal (a pty) of 120, 100, 80 and 60 columns: no line is wider than
     the terminal, and the last transition's cause is there: the operator's reason, whole at 80
     and 60 (on lines under its row), at least its incident id at 120 and 100."""
     used("payments", "partner-billing-eu-west-1")
     base = ["--url", redis_url, "--prefix", prefix]
-    tripped = cli_process(*base, "trip", "partner-billing-eu-west-1", "--for", "2h", "--reason", REASON,
-                          "--actor", "alice")
+    tripped = cli_process(
+        *base, "trip", "partner-billing-eu-west-1", "--for", "2h", "--reason", REASON, "--actor", "alice"
+    )
     assert tripped.returncode == 0, tripped.stderr
     code, out = on_terminal([*base, "status"], columns)
     assert code == 0, out
@@ -372,8 +409,10 @@ def test_output_options_after_the_command_and_json_alias(run: Run, used: Callabl
     """-o json and --json give the same document, before or after the command; -o wide cuts
     nothing; --no-headers drops the header; a wrong -o is a usage error."""
     used("payments")
-    docs = [json.loads(run(*args).stdout) for args in (["--json", "status"], ["status", "--json"],
-                                                         ["-o", "json", "status"], ["status", "-o", "json"])]
+    docs = [
+        json.loads(run(*args).stdout)
+        for args in (["--json", "status"], ["status", "--json"], ["-o", "json", "status"], ["status", "-o", "json"])
+    ]
     assert all(d[0]["service"] == "payments" for d in docs)
     wide = run("status", "-o", "wide")
     assert wide.stdout.splitlines()[0].split()[6] == "GEN"

@@ -50,8 +50,14 @@ def popen() -> Iterator[Any]:
     started: list[subprocess.Popen[str]] = []
 
     def start(args: list[str]) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         started.append(proc)
         return proc
 
@@ -96,8 +102,9 @@ def test_commands_as_processes(redis_url: str, prefix: str) -> None:
 def _worker(url: str, prefix: str, out: Any, deadline: float) -> None:
     """Call through the breaker until it rejects; report when (wall clock) and what it said."""
     client = connect(url, timeout=2)
-    breaker = Breaker("payments", client, BreakerConfig(max_staleness=0.2, redis_timeout=2), prefix=prefix,
-                      listen=False)
+    breaker = Breaker(
+        "payments", client, BreakerConfig(max_staleness=0.2, redis_timeout=2), prefix=prefix, listen=False
+    )
     try:
         breaker.call(lambda: None)
         out.put(("ready", time.time(), ""))
@@ -188,7 +195,8 @@ def test_demo_trips_recovers_and_leaves_no_process(popen: Any) -> None:
         assert move in summary, out
     entered = re.search(r"entered: (.*)", summary)
     assert entered is not None and {"open", "half_open", "closed"} <= {
-        part.split()[0] for part in entered.group(1).split(", ")}
+        part.split()[0] for part in entered.group(1).split(", ")
+    }
     pids = _pids(err)
     assert len(pids) == 4 and "stopped workers" in err
     assert [pid for pid in pids if not gone(pid)] == []
@@ -276,8 +284,14 @@ def test_demo_on_a_terminal_that_closes_stops_everything() -> None:
     sends it SIGHUP; it stops the workers and the server and exits 129 (before: exit 129 and
     valkey-server left running under pid 1)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([*CLI, "demo", "--workers", "2", "--interval", "0.3"], stdin=slave, stdout=slave,
-                            stderr=slave, preexec_fn=_controlling_terminal, close_fds=True)
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--workers", "2", "--interval", "0.3"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=_controlling_terminal,
+        close_fds=True,
+    )
     os.close(slave)
     seen = b""
     try:
@@ -291,8 +305,10 @@ def test_demo_on_a_terminal_that_closes_stops_everything() -> None:
                     break
         text = seen.decode(errors="replace")
         assert "TRANSITIONS" in text, text  # the live view is on the terminal
-        pids = sorted({int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)}
-                      | {int(pid) for found in re.findall(r"pids ([\d, ]+)", text) for pid in found.split(", ")})
+        pids = sorted(
+            {int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)}
+            | {int(pid) for found in re.findall(r"pids ([\d, ]+)", text) for pid in found.split(", ")}
+        )
         assert len(pids) == 3, text
         os.close(master)
         master = -1

@@ -26,8 +26,14 @@ SECRET = "Zq7Se@cretValueXy"  # a password with an "@" in it
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The CLI as a process (stdin closed, not a terminal), output captured as text."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -68,23 +74,27 @@ def use(client: redis.Redis, prefix: str, *services: str) -> None:
 
 
 # -- items 9, 10: bad input gives exit 2 and one line, before anything is sent ----------------
-@pytest.mark.parametrize("args", [
-    ["trip", "svc", "--for", "1e300", "--reason", "r"],
-    ["disable", "svc", "--for", "1e300", "--reason", "r"],
-    ["trip", "svc", "--for", "inf", "--reason", "r"],
-    ["trip", "svc", "--reason", "\x1b[2Jwiped"],
-    ["trip", "svc", "--reason", "INC-1\nsvc  closed  0  forged"],
-    ["trip", "svc", "--reason", "a\rb"],
-    ["trip", "svc", "--reason", "osc \x1b]0;title\x07"],
-    ["disable", "svc", "--reason", "c1 \x9b31m"],
-    ["reset", "svc", "--reason", "del \x7f"],
-    ["trip", "svc", "--reason", "ok", "--actor", "eve\nmallory"],
-    ["config", "svc", "--set", "minimum_calls=3", "--reason", "x\x1by"],
-    ["config", "svc", "--set", "minimum_calls=3", "--actor", "a\tb"],
-    ["config", "svc", "--clear", "--reason", "x\ny"],
-])
-def test_bad_operator_input_exits_2_and_writes_nothing(base: list[str], client: redis.Redis, prefix: str,
-                                                       args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trip", "svc", "--for", "1e300", "--reason", "r"],
+        ["disable", "svc", "--for", "1e300", "--reason", "r"],
+        ["trip", "svc", "--for", "inf", "--reason", "r"],
+        ["trip", "svc", "--reason", "\x1b[2Jwiped"],
+        ["trip", "svc", "--reason", "INC-1\nsvc  closed  0  forged"],
+        ["trip", "svc", "--reason", "a\rb"],
+        ["trip", "svc", "--reason", "osc \x1b]0;title\x07"],
+        ["disable", "svc", "--reason", "c1 \x9b31m"],
+        ["reset", "svc", "--reason", "del \x7f"],
+        ["trip", "svc", "--reason", "ok", "--actor", "eve\nmallory"],
+        ["config", "svc", "--set", "minimum_calls=3", "--reason", "x\x1by"],
+        ["config", "svc", "--set", "minimum_calls=3", "--actor", "a\tb"],
+        ["config", "svc", "--clear", "--reason", "x\ny"],
+    ],
+)
+def test_bad_operator_input_exits_2_and_writes_nothing(
+    base: list[str], client: redis.Redis, prefix: str, args: list[str]
+) -> None:
     use(client, prefix, "svc")
     before = client.hgetall(f"{prefix}:{{svc}}")
     events = client.xlen(f"{prefix}:{{svc}}:events")
@@ -97,17 +107,20 @@ def test_bad_operator_input_exits_2_and_writes_nothing(base: list[str], client: 
     assert client.xlen(f"{prefix}:{{svc}}:events") == events
 
 
-@pytest.mark.parametrize("args", [
-    ["trip", "svc", "--for", "1e300", "--reason", "r"],
-    ["trip", "svc", "--reason", "\x1b[2J"],
-    ["--timeout", "1e999", "status"],
-    ["--timeout", "nan", "status"],
-    ["--timeout", "inf", "status"],
-    ["--timeout", "0", "status"],
-    ["status", "--watch", "--interval", "nan"],
-    ["status", "--watch", "--interval", "1e999"],
-    ["status", "--watch", "--interval", "inf"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trip", "svc", "--for", "1e300", "--reason", "r"],
+        ["trip", "svc", "--reason", "\x1b[2J"],
+        ["--timeout", "1e999", "status"],
+        ["--timeout", "nan", "status"],
+        ["--timeout", "inf", "status"],
+        ["--timeout", "0", "status"],
+        ["status", "--watch", "--interval", "nan"],
+        ["status", "--watch", "--interval", "1e999"],
+        ["status", "--watch", "--interval", "inf"],
+    ],
+)
 def test_bad_input_exits_2_even_with_redis_down(args: list[str]) -> None:
     """Refused before any connection: exit 2 (usage), not 69 (unreachable) or 1 (unexpected)."""
     proc = cli("--url", f"redis://127.0.0.1:{closed_port()}/0", *args)
@@ -127,10 +140,20 @@ def test_status_and_history_escape_stored_text(base: list[str], client: redis.Re
     use(client, prefix, "svc", "other")
     admin.trip("svc", reason="INC-9", actor="alice")
     key = f"{prefix}:{{svc}}"
-    client.hset(key, mapping={"fr": HOSTILE, "fa": "eve\x1b[31m", "lc": "manual trip by eve: " + HOSTILE,
-                              "la": "eve\r\n"})
-    client.xadd(f"{key}:events", {"ts": "1700000000000", "from": "closed", "to": "forced_open",
-                                  "cause": "manual trip: " + HOSTILE, "actor": "eve\n\x1b[1m", "gen": "9"})
+    client.hset(
+        key, mapping={"fr": HOSTILE, "fa": "eve\x1b[31m", "lc": "manual trip by eve: " + HOSTILE, "la": "eve\r\n"}
+    )
+    client.xadd(
+        f"{key}:events",
+        {
+            "ts": "1700000000000",
+            "from": "closed",
+            "to": "forced_open",
+            "cause": "manual trip: " + HOSTILE,
+            "actor": "eve\n\x1b[1m",
+            "gen": "9",
+        },
+    )
     for args in (["status"], ["status", "svc"], ["history", "svc"], ["status", "--watch", "--count", "1"]):
         proc = cli(*base, *args)
         assert proc.returncode == 0, proc.stderr
@@ -159,8 +182,9 @@ def test_corrupt_config_is_a_clear_error(base: list[str], client: redis.Redis, p
 
 # (a broken q* field is a cache of cfg: workers get NOCONFIG and send it again; not corrupt)
 @pytest.mark.parametrize(("field", "value"), [("st", "garbage"), ("st", ""), ("tc", "garbage")])
-def test_corrupt_state_is_a_clear_error(base: list[str], client: redis.Redis, prefix: str, field: str,
-                                        value: str) -> None:
+def test_corrupt_state_is_a_clear_error(
+    base: list[str], client: redis.Redis, prefix: str, field: str, value: str
+) -> None:
     """A state no version writes (read by Python, or making the script fail) exits 65."""
     use(client, prefix, "svc")
     client.hset(f"{prefix}:{{svc}}", field, value)
@@ -182,8 +206,9 @@ def test_history_skips_foreign_entries_with_a_note(base: list[str], client: redi
 
 # -- item 12: one bad key hides nothing ----------------------------------------------------------
 @pytest.mark.parametrize("as_json", [False, True])
-def test_status_lists_healthy_breakers_beside_broken_ones(base: list[str], client: redis.Redis, prefix: str,
-                                                          as_json: bool) -> None:
+def test_status_lists_healthy_breakers_beside_broken_ones(
+    base: list[str], client: redis.Redis, prefix: str, as_json: bool
+) -> None:
     use(client, prefix, "alpha", "corrupt", "omega", "badcfg")
     client.set(f"{prefix}:{{wrongtype}}", "not a hash")
     client.hset(f"{prefix}:{{corrupt}}", "st", "garbage")
@@ -251,17 +276,30 @@ AT_DOWN = "redis://alice:Zq7Se@cretValueXy@127.0.0.1:{port}/0"
 
 @pytest.mark.parametrize("url", [BARE, AT_DOWN])
 @pytest.mark.parametrize("via_env", [False, True])
-@pytest.mark.parametrize("args", [
-    ["status"], ["status", "svc"], ["status", "--watch", "--count", "1"], ["trip", "svc", "--reason", "r"],
-    ["disable", "svc", "--reason", "r"], ["reset", "svc"], ["history", "svc"], ["config", "svc"], ["doctor"],
-    ["--cluster", "status"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["status", "svc"],
+        ["status", "--watch", "--count", "1"],
+        ["trip", "svc", "--reason", "r"],
+        ["disable", "svc", "--reason", "r"],
+        ["reset", "svc"],
+        ["history", "svc"],
+        ["config", "svc"],
+        ["doctor"],
+        ["--cluster", "status"],
+    ],
+)
 def test_no_command_echoes_a_password(url: str, via_env: bool, args: list[str]) -> None:
     """A URL without a scheme, or with an "@" in its password, never shows the password:
     through --url or DISTBREAKER_URL, in every command, whatever the error."""
     url = url.format(port=closed_port())
-    proc = (cli("--timeout", "0.5", *args, env={"DISTBREAKER_URL": url}) if via_env
-            else cli("--url", url, "--timeout", "0.5", *args))
+    proc = (
+        cli("--timeout", "0.5", *args, env={"DISTBREAKER_URL": url})
+        if via_env
+        else cli("--url", url, "--timeout", "0.5", *args)
+    )
     assert proc.returncode in (2, 69), proc.stderr
     one_error_line(proc)
     assert_no_secret(proc, "s3cr3tpw", SECRET)
@@ -279,8 +317,9 @@ def test_global_options_after_the_command(redis_url: str, prefix: str, client: r
     assert proc.returncode == 2 and "prefix" in one_error_line(proc)
 
 
-def test_trip_json_carries_the_transition_and_config_takes_a_reason(base: list[str], client: redis.Redis,
-                                                                   prefix: str) -> None:
+def test_trip_json_carries_the_transition_and_config_takes_a_reason(
+    base: list[str], client: redis.Redis, prefix: str
+) -> None:
     use(client, prefix, "payments")
     proc = cli(*base, "trip", "payments", "--reason", "INC-42", "--actor", "alice", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -295,8 +334,9 @@ def test_trip_json_carries_the_transition_and_config_takes_a_reason(base: list[s
 
 
 @pytest.mark.parametrize(("field", "value"), [("st", "garbage"), ("cfg", "garbage"), ("tc", "garbage")])
-def test_reset_rewrites_a_corrupt_breaker(base: list[str], client: redis.Redis, prefix: str, field: str,
-                                          value: str) -> None:
+def test_reset_rewrites_a_corrupt_breaker(
+    base: list[str], client: redis.Redis, prefix: str, field: str, value: str
+) -> None:
     use(client, prefix, "svc")
     client.hset(f"{prefix}:{{svc}}", field, value)
     proc = cli(*base, "reset", "svc", "--reason", "repair")

@@ -59,8 +59,9 @@ def used(sync_client: redis.Redis, prefix: str) -> Callable[..., None]:
     """``used(service, ok=1, **config)``: a worker made `ok` calls through `service`."""
 
     def factory(service: str, ok: int = 1, **config: Any) -> None:
-        b = distbreaker.Breaker(service, sync_client, BreakerConfig(redis_timeout=2, **config), prefix=prefix,
-                                listen=False)
+        b = distbreaker.Breaker(
+            service, sync_client, BreakerConfig(redis_timeout=2, **config), prefix=prefix, listen=False
+        )
         try:
             for _ in range(ok):
                 b.call(lambda: None)
@@ -89,8 +90,9 @@ def test_same_public_methods_as_the_sync_admin() -> None:
     assert "sync-only" in (dba.Admin.__doc__ or "")
 
 
-async def test_list_status_exists_inspect(admin: dba.Admin, sync_admin: distbreaker.Admin,
-                                          used: Callable[..., None], sync_client: redis.Redis, prefix: str) -> None:
+async def test_list_status_exists_inspect(
+    admin: dba.Admin, sync_admin: distbreaker.Admin, used: Callable[..., None], sync_client: redis.Redis, prefix: str
+) -> None:
     used("alpha", ok=3)
     used("beta")
     assert await admin.list() == ["alpha", "beta"] == sync_admin.list()
@@ -129,8 +131,7 @@ async def test_trip_disable_reset_and_history(admin: dba.Admin, sync_admin: dist
     assert [t.actor for t in await admin.history("gamma", n=2)] == ["carol", "bob"]
 
 
-async def test_config_set_and_clear(admin: dba.Admin, sync_admin: distbreaker.Admin,
-                                    used: Callable[..., None]) -> None:
+async def test_config_set_and_clear(admin: dba.Admin, sync_admin: distbreaker.Admin, used: Callable[..., None]) -> None:
     used("svc", minimum_calls=5)
     after = await admin.set_config("svc", minimum_calls=20, open_duration=30, actor="alice", reason="INC-7")
     assert after.overrides == {"minimum_calls": 20, "open_duration": 30.0}
@@ -148,21 +149,24 @@ async def test_config_set_and_clear(admin: dba.Admin, sync_admin: distbreaker.Ad
         await admin.clear_config("nosuch")
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"service": "bad name"},
-    {"for_": float("inf")},
-    {"for_": float("nan")},
-    {"for_": -1},
-    {"reason": "a\x1b[2Jb"},
-    {"reason": "line\nforged"},
-    {"reason": "cr\rreturn"},
-    {"reason": "lone \ud800 surrogate"},
-    {"reason": "c1 \x9b control"},
-    {"reason": "del \x7f"},
-    {"actor": "eve\x07"},
-    {"actor": "eve\udcff"},
-    {"actor": "x" * 129},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"service": "bad name"},
+        {"for_": float("inf")},
+        {"for_": float("nan")},
+        {"for_": -1},
+        {"reason": "a\x1b[2Jb"},
+        {"reason": "line\nforged"},
+        {"reason": "cr\rreturn"},
+        {"reason": "lone \ud800 surrogate"},
+        {"reason": "c1 \x9b control"},
+        {"reason": "del \x7f"},
+        {"actor": "eve\x07"},
+        {"actor": "eve\udcff"},
+        {"actor": "x" * 129},
+    ],
+)
 async def test_bad_input_is_refused_before_redis(kwargs: dict[str, Any]) -> None:
     """With Redis down, bad input still gives ConfigError (it never reaches the network), in
     both Admins."""
@@ -183,8 +187,9 @@ async def test_bad_input_is_refused_before_redis(kwargs: dict[str, Any]) -> None
             with pytest.raises(ConfigError):
                 distbreaker.Admin(sync, prefix="p").reset(service, reason=args["reason"], actor=args["actor"])
             with pytest.raises(ConfigError):
-                distbreaker.Admin(sync, prefix="p").set_config(service, reason=args["reason"], actor=args["actor"],
-                                                               minimum_calls=3)
+                distbreaker.Admin(sync, prefix="p").set_config(
+                    service, reason=args["reason"], actor=args["actor"], minimum_calls=3
+                )
     finally:
         sync.close()
 
@@ -223,9 +228,9 @@ async def test_unavailable_and_wrong_type_errors(admin: dba.Admin, sync_client: 
         await admin.history("svc", n=0)
 
 
-async def test_corrupt_state_and_config_name_the_key(admin: dba.Admin, sync_admin: distbreaker.Admin,
-                                                     used: Callable[..., None], sync_client: redis.Redis,
-                                                     prefix: str) -> None:
+async def test_corrupt_state_and_config_name_the_key(
+    admin: dba.Admin, sync_admin: distbreaker.Admin, used: Callable[..., None], sync_client: redis.Redis, prefix: str
+) -> None:
     used("cfg")
     sync_client.hset(f"{prefix}:{{cfg}}", "cfg", "garbage")
     with pytest.raises(BackendError, match=r"\{cfg\}.*reset cfg"):
@@ -233,15 +238,18 @@ async def test_corrupt_state_and_config_name_the_key(admin: dba.Admin, sync_admi
     with pytest.raises(BackendError, match=r"\{cfg\}.*reset cfg"):
         await admin.config("cfg")
     used("hot")
-    sync_client.hset(f"{prefix}:{{hot}}", "tc", "garbage")  # the script fails on it (a broken q* field is re-sent by workers)
+    sync_client.hset(
+        f"{prefix}:{{hot}}", "tc", "garbage"
+    )  # the script fails on it (a broken q* field is re-sent by workers)
     with pytest.raises(BackendError, match=r"\{hot\}.*reset hot"):
         await admin.status("hot")
     with pytest.raises(BackendError, match=r"\{hot\}.*reset hot"):
         sync_admin.inspect("hot")
 
 
-async def test_foreign_stream_entries_are_skipped_and_counted(admin: dba.Admin, sync_admin: distbreaker.Admin,
-                                                              sync_client: redis.Redis, prefix: str) -> None:
+async def test_foreign_stream_entries_are_skipped_and_counted(
+    admin: dba.Admin, sync_admin: distbreaker.Admin, sync_client: redis.Redis, prefix: str
+) -> None:
     await admin.trip("svc", reason="INC-1", actor="ops")
     sync_client.xadd(f"{prefix}:{{svc}}:events", {"hello": "world"})
     sync_client.xadd(f"{prefix}:{{svc}}:events", {"ts": "x", "from": "nope", "to": "closed", "gen": "1"})

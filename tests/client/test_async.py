@@ -111,8 +111,9 @@ async def test_concurrent_tasks_count_exactly(make: Callable[..., dba.Breaker]) 
 async def test_open_rejects_without_round_trip_then_probes(aclient: Any, prefix: str) -> None:
     """The async breaker trips, rejects from the cache, half-opens and closes like the sync one."""
     now = [1_700_000_000.0]
-    b = dba.Breaker("svc", aclient, BreakerConfig(minimum_calls=2, open_duration=5), prefix=prefix,
-                    clock=lambda: now[0])
+    b = dba.Breaker(
+        "svc", aclient, BreakerConfig(minimum_calls=2, open_duration=5), prefix=prefix, clock=lambda: now[0]
+    )
     for _ in range(2):
         with pytest.raises(Boom):
             await b.call(fail)
@@ -197,8 +198,7 @@ async def test_write_to_a_hung_server_times_out(redis_server_factory: Any) -> No
 
 
 @pytest.mark.parametrize("n", [200, 1000])
-async def test_a_cold_burst_on_a_fresh_default_client_is_counted_in_full(redis_url: str, prefix: str,
-                                                                          n: int) -> None:
+async def test_a_cold_burst_on_a_fresh_default_client_is_counted_in_full(redis_url: str, prefix: str, n: int) -> None:
     """Regression (issue 14 item 2): N concurrent calls on a fresh `connect()` client with the
     default budget, no connection set up yet, are all counted (they used to time out connecting,
     1-2 of 200 counted under load)."""

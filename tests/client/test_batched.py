@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import redis
+from _servers import ServerFactory
 from redis.exceptions import TimeoutError as RedisTimeout
 
 import distbreaker.asyncio as dba
-from _servers import ServerFactory
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, State, connect
 from distbreaker._scripts import SCRIPTS
 
@@ -36,8 +36,14 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 5.0) -> 
 
 def test_counts_are_exact_after_close(redis_url: str, prefix: str) -> None:
     """5000 calls in batched mode, half failing, count exactly once close() flushed the rest."""
-    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10**6), prefix=prefix,
-                mode="batched", flush_interval=0.05)
+    b = Breaker(
+        "svc",
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=10**6),
+        prefix=prefix,
+        mode="batched",
+        flush_interval=0.05,
+    )
     for i in range(5000):
         try:
             b.call(boom if i % 2 else (lambda: None))
@@ -52,8 +58,15 @@ def test_calls_make_no_round_trip(redis_server_factory: ServerFactory, prefix: s
     """Closed calls in batched mode cost no EVALSHA each: a handful of flushes carry them all."""
     server = redis_server_factory()
     stats = server.client()
-    b = Breaker("svc", connect(server.url, timeout=1), BreakerConfig(minimum_calls=10**6), prefix=prefix,
-                mode="batched", flush_interval=0.2, listen=False)
+    b = Breaker(
+        "svc",
+        connect(server.url, timeout=1),
+        BreakerConfig(minimum_calls=10**6),
+        prefix=prefix,
+        mode="batched",
+        flush_interval=0.2,
+        listen=False,
+    )
     b.call(lambda: None)  # first call: acquire (empty cache)
     stats.config_resetstat()
     for _ in range(2000):
@@ -67,8 +80,15 @@ def test_calls_make_no_round_trip(redis_server_factory: ServerFactory, prefix: s
 
 def test_trip_is_detected_within_an_interval(redis_url: str, prefix: str) -> None:
     """All calls failing: the breaker opens after a flush and then rejects locally."""
-    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10), prefix=prefix,
-                mode="batched", flush_interval=0.05, listen=False)
+    b = Breaker(
+        "svc",
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=10),
+        prefix=prefix,
+        mode="batched",
+        flush_interval=0.05,
+        listen=False,
+    )
     executed = 0
     deadline = time.monotonic() + 5
     while True:
@@ -86,8 +106,15 @@ def test_trip_is_detected_within_an_interval(redis_url: str, prefix: str) -> Non
 
 def test_a_failing_caller_flushes_inline_so_overshoot_stays_small(redis_url: str, prefix: str) -> None:
     """A caller whose unflushed failures could trip flushes at once: no thousands of calls past the trip."""
-    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10), prefix=prefix,
-                mode="batched", flush_interval=30, listen=False)  # the background flush never comes
+    b = Breaker(
+        "svc",
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=10),
+        prefix=prefix,
+        mode="batched",
+        flush_interval=30,
+        listen=False,
+    )  # the background flush never comes
     executed = 0
     while executed < 10_000:
         try:
@@ -121,8 +148,15 @@ class LosesReplies:
 def test_lost_replies_are_retried_and_applied_once(redis_url: str, prefix: str) -> None:
     """Flushes whose replies are lost are retried with the same id and counted exactly once."""
     lossy = LosesReplies(connect(redis_url, timeout=1))
-    b = Breaker("svc", lossy, BreakerConfig(minimum_calls=10**6), prefix=prefix, mode="batched",
-                flush_interval=0.01, listen=False)
+    b = Breaker(
+        "svc",
+        lossy,
+        BreakerConfig(minimum_calls=10**6),
+        prefix=prefix,
+        mode="batched",
+        flush_interval=0.01,
+        listen=False,
+    )
     for _round in range(50):
         for _ in range(20):
             b.call(lambda: None)
@@ -181,8 +215,9 @@ def test_invalid_mode_arguments(redis_url: str) -> None:
 async def test_async_batched_counts_and_stops(redis_url: str, prefix: str) -> None:
     """The asyncio batched breaker counts exactly and its flusher task ends on close()."""
     client = dba.connect(redis_url, timeout=1)
-    b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, mode="batched",
-                    flush_interval=0.05)
+    b = dba.Breaker(
+        "svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, mode="batched", flush_interval=0.05
+    )
     for _ in range(1000):
         await b.call(lambda: None)
     flusher = b._flusher
@@ -220,8 +255,9 @@ def _calls(url: str, prefix: str) -> int:
 
 
 def _fork_run(url: str, prefix: str, interval: float, parent_calls: int, wait_in_child: bool) -> subprocess.Popen[str]:
-    code = _FORK_SCRIPT.format(url=url, prefix=prefix, interval=interval, parent_calls=parent_calls,
-                               wait_in_child=wait_in_child)
+    code = _FORK_SCRIPT.format(
+        url=url, prefix=prefix, interval=interval, parent_calls=parent_calls, wait_in_child=wait_in_child
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "called"
@@ -264,8 +300,15 @@ def test_a_multiprocessing_fork_child_flushes_at_its_end(redis_url: str, prefix:
     what it summed; the parent's unflushed outcomes are not sent by the child."""
     import multiprocessing
 
-    b = Breaker("svc", connect(redis_url, timeout=1), BreakerConfig(minimum_calls=10**6), prefix=prefix,
-                mode="batched", flush_interval=30, listen=False)
+    b = Breaker(
+        "svc",
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=10**6),
+        prefix=prefix,
+        mode="batched",
+        flush_interval=30,
+        listen=False,
+    )
     for _ in range(7):
         b.call(lambda: None)
     proc = multiprocessing.get_context("fork").Process(target=_mp_child, args=(redis_url, prefix, b))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+
 import pytest
 import redis
 
@@ -39,8 +40,9 @@ def test_a_held_connection_the_server_closed_is_replaced(redis_url: str, r: redi
     client.close()
 
 
-async def test_a_held_asyncio_connection_the_server_closed_is_replaced(redis_url: str, r: redis.Redis,
-                                                                        prefix: str) -> None:
+async def test_a_held_asyncio_connection_the_server_closed_is_replaced(
+    redis_url: str, r: redis.Redis, prefix: str
+) -> None:
     client = dba.connect(redis_url, timeout=2.0)
     b = dba.Breaker("svc", client, BreakerConfig(), prefix=prefix, listen=False)
     await b.call(lambda: None)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import redis
+from _servers import ServerFactory
 
 import distbreaker.asyncio as dba
-from _servers import ServerFactory
 from distbreaker import Admin, Breaker, BreakerConfig, CircuitOpenError, State, connect
 from distbreaker._listener import sync_listener
 
@@ -81,8 +81,7 @@ def test_a_timed_trip_elsewhere_rejects_with_its_reason_until_its_expiry(redis_u
     watcher.close()
 
 
-def test_listener_reconnects_and_drops_caches_after_restart(redis_server_factory: ServerFactory,
-                                                             prefix: str) -> None:
+def test_listener_reconnects_and_drops_caches_after_restart(redis_server_factory: ServerFactory, prefix: str) -> None:
     """After the server restarts the listener resubscribes, drops cached states, and applies new trips."""
     server = redis_server_factory()
     cfg = BreakerConfig(minimum_calls=1, max_staleness=60)
@@ -145,8 +144,6 @@ def test_listen_false_starts_nothing(redis_url: str, prefix: str) -> None:
     b.call(lambda: None)
 
 
-
-
 # -- messages are hints: forged or garbled ones decide nothing ----------------------------------
 def _publish(url: str, channel: str, payload: str, times: int = 1) -> None:
     client = redis.Redis.from_url(url)
@@ -176,8 +173,10 @@ def test_a_forged_trip_message_does_not_make_workers_reject(redis_url: str, pref
         time.sleep(0.005)
     wait_for("the listener to re-read", lambda: worker._core.view.fetched_at > fetched)
     assert admitted == 200 and worker._core.view.state is State.CLOSED and worker.allows()
-    trip = f"from distbreaker import Admin, connect; Admin(connect({redis_url!r}, timeout=1), prefix={prefix!r})" \
-           ".trip('svc', reason='INC-1', actor='ops')"
+    trip = (
+        f"from distbreaker import Admin, connect; Admin(connect({redis_url!r}, timeout=1), prefix={prefix!r})"
+        ".trip('svc', reason='INC-1', actor='ops')"
+    )
     subprocess.run([sys.executable, "-c", trip], check=True, timeout=60)
     wait_for("a real trip from another process", lambda: worker._core.view.state is State.FORCED_OPEN)
     with pytest.raises(CircuitOpenError):
@@ -186,7 +185,8 @@ def test_a_forged_trip_message_does_not_make_workers_reject(redis_url: str, pref
 
 
 def test_malformed_messages_leave_the_listener_connected_and_caches_intact(
-        redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A well-formed message with open_until "abc", and other garbage, are ignored (a rate-limited
     log line): the listener keeps its connection, no cached state is dropped, and the next real
     transition still arrives."""
@@ -200,8 +200,22 @@ def test_malformed_messages_leave_the_listener_connected_and_caches_intact(
     assert listener is not None and listener is bystander._listener
     wait_for("the listener", listener.ready.is_set)
     channel = f"{prefix}:events"
-    _publish(redis_url, channel, json.dumps({"service": "svc", "from": "closed", "to": "open", "generation": 99,
-                                             "open_until": "abc", "cause": "x", "actor": "", "ts": "soon"}))
+    _publish(
+        redis_url,
+        channel,
+        json.dumps(
+            {
+                "service": "svc",
+                "from": "closed",
+                "to": "open",
+                "generation": 99,
+                "open_until": "abc",
+                "cause": "x",
+                "actor": "",
+                "ts": "soon",
+            }
+        ),
+    )
     for garbage in ("not json", "[1, 2]", '{"service": 7}', "\xff", '{"generation": 5}'):
         _publish(redis_url, channel, garbage, times=50)
     Admin(connect(redis_url, timeout=1), prefix=prefix).trip("svc", reason="real", actor="ops")
@@ -227,8 +241,12 @@ def test_a_burst_of_messages_costs_a_few_reads(redis_server_factory: ServerFacto
     wait_for("the listener", worker._listener.ready.is_set)
     stats.config_resetstat()
     fetched = worker._core.view.fetched_at
-    _publish(server.url, f"{prefix}:events", json.dumps({"service": "svc", "to": "forced_open",
-                                                         "generation": 10**6}), times=500)
+    _publish(
+        server.url,
+        f"{prefix}:events",
+        json.dumps({"service": "svc", "to": "forced_open", "generation": 10**6}),
+        times=500,
+    )
     wait_for("a re-read", lambda: worker._core.view.fetched_at > fetched)
     time.sleep(0.3)  # let any further re-reads happen (they are what is counted)
     cmd = stats.info("commandstats")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from _servers import ServerFactory
+
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, State, connect
 
 
@@ -17,7 +17,8 @@ def boom() -> None:
 
 
 def test_local_breaker_trips_recovers_and_is_dropped_when_redis_returns(
-        redis_server_factory: ServerFactory, prefix: str) -> None:
+    redis_server_factory: ServerFactory, prefix: str
+) -> None:
     """During an outage the in-process model trips and probes like the scripts; Redis wins after."""
     now = [1_700_000_000.0]
     server = redis_server_factory()

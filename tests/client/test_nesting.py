@@ -53,8 +53,9 @@ def test_call_of_a_decorated_function_counts_once(payments: Breaker) -> None:
     assert (snap.calls, snap.failures) == (3, 2)
 
 
-def test_with_blocks_take_their_own_permit_and_other_objects_count(payments: Breaker, redis_url: str,
-                                                                  prefix: str) -> None:
+def test_with_blocks_take_their_own_permit_and_other_objects_count(
+    payments: Breaker, redis_url: str, prefix: str
+) -> None:
     """Nesting is about `call` and decorators: a decorated function called inside a ``with``
     block is a second permit (as a probe held by a ``with`` block and a call are two), and a
     second `Breaker` object of the same service (another worker simulated in one process)
@@ -81,9 +82,15 @@ def test_nested_call_does_not_take_a_second_probe(payments: Breaker, redis_url: 
     """Half-open with one probe slot: the outer call holds it; the nested call must not be
     rejected for want of a second one (before: CircuitOpenError(half_open) from inside the probe)."""
     client = connect(redis_url, timeout=2.0)
-    probe = Breaker("probe", client, BreakerConfig(minimum_calls=2, open_duration=0.05, max_open_duration=0.05,
-                                                   half_open_max_calls=1), prefix=prefix, listen=False)
+    probe = Breaker(
+        "probe",
+        client,
+        BreakerConfig(minimum_calls=2, open_duration=0.05, max_open_duration=0.05, half_open_max_calls=1),
+        prefix=prefix,
+        listen=False,
+    )
     try:
+
         @probe
         def charge() -> str:
             return "charged"
@@ -93,6 +100,7 @@ def test_nested_call_does_not_take_a_second_probe(payments: Breaker, redis_url: 
                 probe.call(lambda: (_ for _ in ()).throw(Boom("down")))
         assert probe.snapshot().state.value == "open"
         import time
+
         deadline = time.monotonic() + 5
         while True:  # open_duration 50 ms, on the server's clock
             try:
@@ -132,6 +140,7 @@ async def test_asyncio_call_of_a_decorated_coroutine_counts_once(redis_url: str,
     client = dba.connect(redis_url, timeout=2.0)
     payments = dba.Breaker("payments", client, BreakerConfig(minimum_calls=20), prefix=prefix, listen=False)
     try:
+
         @payments
         async def charge(order: int) -> int:
             await asyncio.sleep(0)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import redis
-
 from _servers import Server, ServerFactory
+
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, RedisUnavailableError, connect
 
 pytestmark = pytest.mark.chaos
@@ -117,14 +117,18 @@ def test_paused_redis_costs_at_most_the_budget(server: Server, client: redis.Red
     recovered_in = _poll("calls counted again after resume", 10.0, _counts_again(breaker))
 
     waited = [d for d in during if d >= 0.04]
-    print(f"\nSIGSTOP, {len(during)} calls over {sum(during) + 0.02 * len(during):.2f} s, "
-          f"budget {BUDGET * 1000:.0f} ms: "
-          f"p50 {statistics.median(during) * 1e3:.3f} ms, p99 {_pct(during, 0.99) * 1e3:.1f} ms, "
-          f"max {max(during) * 1e3:.1f} ms; {len(waited)} calls waited >= 40 ms "
-          f"({', '.join(f'{w * 1e3:.0f}' for w in waited)} ms)")
-    print(f"before: p50 {statistics.median(before) * 1e6:.0f} us, max {max(before) * 1e3:.1f} ms; "
-          f"after: p50 {statistics.median(after) * 1e6:.0f} us, max {max(after) * 1e3:.1f} ms; "
-          f"counted again {recovered_in:.2f} s after the 200 calls that followed the resume")
+    print(
+        f"\nSIGSTOP, {len(during)} calls over {sum(during) + 0.02 * len(during):.2f} s, "
+        f"budget {BUDGET * 1000:.0f} ms: "
+        f"p50 {statistics.median(during) * 1e3:.3f} ms, p99 {_pct(during, 0.99) * 1e3:.1f} ms, "
+        f"max {max(during) * 1e3:.1f} ms; {len(waited)} calls waited >= 40 ms "
+        f"({', '.join(f'{w * 1e3:.0f}' for w in waited)} ms)"
+    )
+    print(
+        f"before: p50 {statistics.median(before) * 1e6:.0f} us, max {max(before) * 1e3:.1f} ms; "
+        f"after: p50 {statistics.median(after) * 1e6:.0f} us, max {max(after) * 1e3:.1f} ms; "
+        f"counted again {recovered_in:.2f} s after the 200 calls that followed the resume"
+    )
     assert counted_before == 200
     assert max(during) <= 0.25
     assert 1 <= len(waited) <= len(during) // 4, "the breaker did not back off"
@@ -144,15 +148,15 @@ def test_killed_redis_then_restarted(server: Server, client: redis.Redis, prefix
     server.restart()  # same port, empty data, empty script cache (NOSCRIPT -> EVAL)
     after = [_timed(breaker, i) for i in range(100)]
     took = _poll("calls counted after the restart", 10.0, _counts_again(breaker))
-    print(f"\nSIGKILL: max call {max(killed) * 1e3:.1f} ms while down, "
-          f"{max(after) * 1e3:.1f} ms after restart; counted again within {took:.2f} s")
+    print(
+        f"\nSIGKILL: max call {max(killed) * 1e3:.1f} ms while down, "
+        f"{max(after) * 1e3:.1f} ms after restart; counted again within {took:.2f} s"
+    )
     assert max(killed) <= 0.25
 
 
 @pytest.mark.parametrize("outage", ["pause", "kill"])
-def test_reject_mode_rejects_while_redis_is_down(
-    server: Server, client: redis.Redis, prefix: str, outage: str
-) -> None:
+def test_reject_mode_rejects_while_redis_is_down(server: Server, client: redis.Redis, prefix: str, outage: str) -> None:
     """With on_redis_error="reject", calls raise CircuitOpenError and do not run while Redis is down."""
     ran = 0
 
@@ -197,8 +201,10 @@ def test_reject_mode_rejects_while_redis_is_down(
                 warm.call(fn)
             states.append(info.value.state)
             time.sleep(0.01)  # load pacing: spans several backoff periods
-        print(f"\nreject/{outage}: warm breaker ran {ran_before_rejecting} calls over {took:.2f} s "
-              f"before rejecting; rejection states {sorted(set(states))}")
+        print(
+            f"\nreject/{outage}: warm breaker ran {ran_before_rejecting} calls over {took:.2f} s "
+            f"before rejecting; rejection states {sorted(set(states))}"
+        )
         assert ran == 0
         assert ran_before_rejecting <= 1
         assert set(states) == {"unavailable"}

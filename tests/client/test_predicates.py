@@ -59,8 +59,9 @@ async def aclient(redis_url: str) -> AsyncIterator[Any]:
 def make(client: Any, prefix: str) -> Callable[..., Breaker]:
     def factory(service: str = "svc", mode: Any = "sync", **cfg: Any) -> Breaker:
         cfg.setdefault("minimum_calls", LOTS)
-        return Breaker(service, client, BreakerConfig(**cfg), prefix=prefix, listen=False, mode=mode,
-                       flush_interval=0.05)
+        return Breaker(
+            service, client, BreakerConfig(**cfg), prefix=prefix, listen=False, mode=mode, flush_interval=0.05
+        )
 
     return factory
 
@@ -142,8 +143,9 @@ def test_result_predicate_trips_the_breaker(make: Callable[..., Breaker]) -> Non
     assert b.snapshot().state is State.OPEN
 
 
-def test_raising_predicate_counts_a_failure_and_logs_once(make: Callable[..., Breaker],
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_raising_predicate_counts_a_failure_and_logs_once(
+    make: Callable[..., Breaker], caplog: pytest.LogCaptureFixture
+) -> None:
     """A predicate that raises counts the call as a failure; 20 such calls log one line naming the breaker."""
     LIMITED.clear()
     caplog.set_level(logging.WARNING, logger="distbreaker")
@@ -236,13 +238,13 @@ def test_batched_mode_counts_predicates_and_marks(make: Callable[..., Breaker]) 
     b = make(mode="batched", failure_predicate=is_5xx, result_predicate=returned_5xx)
     for i in range(300):
         if i % 3 == 0:
-            b.call(lambda: Response(503))           # failure by result
+            b.call(lambda: Response(503))  # failure by result
         elif i % 3 == 1:
             with pytest.raises(Boom):
-                b.call(raising(404))                # success by predicate
+                b.call(raising(404))  # success by predicate
         else:
             with b as call:
-                call.failure()                      # failure by mark
+                call.failure()  # failure by mark
     b.close()
     assert counts(b) == (300, 200)
 
@@ -266,11 +268,20 @@ def test_two_workers_with_different_predicates_share_one_fingerprint(redis_url: 
                         call.failure()
         print(b.config.fingerprint)
     """)
-    out = [subprocess.run([sys.executable, "-c", code, redis_url, prefix, which], capture_output=True,
-                          text=True, timeout=60, check=True).stdout.strip() for which in ("a", "b")]
+    out = [
+        subprocess.run(
+            [sys.executable, "-c", code, redis_url, prefix, which],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        for which in ("a", "b")
+    ]
     assert out[0] == out[1] == BreakerConfig(minimum_calls=10**6).fingerprint
-    b = Breaker("shared", connect(redis_url, timeout=2.0), BreakerConfig(minimum_calls=10**6), prefix=prefix,
-                listen=False)
+    b = Breaker(
+        "shared", connect(redis_url, timeout=2.0), BreakerConfig(minimum_calls=10**6), prefix=prefix, listen=False
+    )
     s = b.snapshot()
     assert (s.calls, s.failures) == (20, 7)
     fleet = Admin(b.redis, prefix=prefix).config("shared")
@@ -308,8 +319,7 @@ def test_sync_timeout_passes_results_errors_and_context(make: Callable[..., Brea
     assert b.call(lambda: b.call(lambda: "inner"), timeout=5) == "inner"
     release = threading.Event()
     got: list[BaseException] = []
-    fb = b.call(release.wait, 10, timeout=0.05,
-                fallback=lambda e: got.append(e) or "fb")  # type: ignore[func-returns-value]
+    fb = b.call(release.wait, 10, timeout=0.05, fallback=lambda e: got.append(e) or "fb")  # type: ignore[func-returns-value]
     assert fb == "fb"
     release.set()
     assert len(got) == 1 and isinstance(got[0], CallTimeoutError)
@@ -337,8 +347,13 @@ def test_protect_timeout(make: Callable[..., Breaker]) -> None:
 # -- asyncio ------------------------------------------------------------------------------------
 async def test_async_predicates_and_marks(aclient: Any, prefix: str) -> None:
     """asyncio: failure_predicate, result_predicate and `async with ... as call` marks count in Redis."""
-    b = dba.Breaker("svc", aclient, BreakerConfig(minimum_calls=LOTS, failure_predicate=is_5xx,
-                                                  result_predicate=returned_5xx), prefix=prefix, listen=False)
+    b = dba.Breaker(
+        "svc",
+        aclient,
+        BreakerConfig(minimum_calls=LOTS, failure_predicate=is_5xx, result_predicate=returned_5xx),
+        prefix=prefix,
+        listen=False,
+    )
 
     async def get(status: int) -> Response:
         return Response(status)
@@ -346,12 +361,12 @@ async def test_async_predicates_and_marks(aclient: Any, prefix: str) -> None:
     async def fail(status: int) -> None:
         raise Boom(status)
 
-    assert await b.call(get, 503) == Response(503)   # failure by result
-    assert await b.call(get, 200) == Response(200)   # success
+    assert await b.call(get, 503) == Response(503)  # failure by result
+    assert await b.call(get, 200) == Response(200)  # success
     with pytest.raises(Boom):
-        await b.call(fail, 404)                      # success by predicate
+        await b.call(fail, 404)  # success by predicate
     with pytest.raises(Boom):
-        await b.call(fail, 502)                      # failure
+        await b.call(fail, 502)  # failure
     async with b as call:
         assert isinstance(call, CallHandle)
         call.failure()
@@ -366,8 +381,15 @@ async def test_async_predicates_and_marks(aclient: Any, prefix: str) -> None:
 
 async def test_async_batched_predicates(aclient: Any, prefix: str) -> None:
     """asyncio in mode="batched": result verdicts and marks flush exactly."""
-    b = dba.Breaker("svc", aclient, BreakerConfig(minimum_calls=LOTS, result_predicate=returned_5xx),
-                    prefix=prefix, listen=False, mode="batched", flush_interval=0.05)
+    b = dba.Breaker(
+        "svc",
+        aclient,
+        BreakerConfig(minimum_calls=LOTS, result_predicate=returned_5xx),
+        prefix=prefix,
+        listen=False,
+        mode="batched",
+        flush_interval=0.05,
+    )
     for i in range(100):
         if i % 2:
             await b.call(lambda: Response(500))

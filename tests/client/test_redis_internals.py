@@ -67,7 +67,7 @@ def test_every_internal_the_transport_touches_is_listed() -> None:
     import distbreaker._transport as transport
 
     source = inspect.getsource(transport)
-    code = source[source.index("def _get_connection_args"):]  # the code after the list
+    code = source[source.index("def _get_connection_args") :]  # the code after the list
     listed = {part for i in INTERNALS for part in re.split(r"[.|:]", i.attribute)}
     used = set(re.findall(r"\.(_[a-z][a-z_]*)\b", code)) | set(re.findall(r'getattr\([^,]+, "(_[a-z][a-z_]*)"', code))
     assert {"_writer", "_initialize"} <= used  # the scan sees both spellings

@@ -12,8 +12,9 @@ from distbreaker._listener import sync_listener
 def test_get_returns_one_breaker_per_key_with_overrides(redis_url: str, prefix: str) -> None:
     """get() makes a breaker once per key; per-service configs override the default."""
     special = BreakerConfig(minimum_calls=50)
-    reg = BreakerRegistry(connect(redis_url, timeout=1), BreakerConfig(minimum_calls=5), prefix=prefix,
-                          configs={"payments": special})
+    reg = BreakerRegistry(
+        connect(redis_url, timeout=1), BreakerConfig(minimum_calls=5), prefix=prefix, configs={"payments": special}
+    )
     assert reg.get("payments") is reg.get("payments")
     assert reg.get("payments").config is special
     assert reg.get("search").config.minimum_calls == 5

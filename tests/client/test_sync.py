@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import redis
-
 from _servers import ServerFactory
+
 from distbreaker import (
     AccessDeniedError,
     Admin,
@@ -166,8 +166,9 @@ def test_invalid_service_names_touch_nothing(name: Any) -> None:
         Breaker(name, connect("redis://127.0.0.1:1/0"))
 
 
-def test_wrongtype_key_is_a_clear_error_and_left_alone(make: Callable[..., Breaker], r: redis.Redis,
-                                                       prefix: str) -> None:
+def test_wrongtype_key_is_a_clear_error_and_left_alone(
+    make: Callable[..., Breaker], r: redis.Redis, prefix: str
+) -> None:
     """A non-breaker value at the key raises BackendError naming WRONGTYPE; the value is untouched."""
     r.set(f"{prefix}:{{taken}}", "someone else's")
     b = make("taken")
@@ -199,8 +200,9 @@ def test_round_trips_closed_one_rejected_none(redis_server_factory: ServerFactor
     server = redis_server_factory()
     client = connect(server.url, timeout=1.0)
     stats = server.client()
-    b = Breaker("svc", client, BreakerConfig(minimum_calls=1000, consecutive_failures=5, open_duration=600),
-                prefix=prefix)
+    b = Breaker(
+        "svc", client, BreakerConfig(minimum_calls=1000, consecutive_failures=5, open_duration=600), prefix=prefix
+    )
     b.call(lambda: None)  # first call: acquire (empty cache) + record
     stats.config_resetstat()
     for _ in range(3):
@@ -245,8 +247,9 @@ def test_admin_list_status_history(make: Callable[..., Breaker], r: redis.Redis,
     assert admin.reset("gamma", actor="bob").state is State.CLOSED
 
 
-def test_operator_trip_reaches_a_worker_within_staleness(make: Callable[..., Breaker], r: redis.Redis,
-                                                         prefix: str) -> None:
+def test_operator_trip_reaches_a_worker_within_staleness(
+    make: Callable[..., Breaker], r: redis.Redis, prefix: str
+) -> None:
     """A worker that cached closed sees an operator's trip once its cache is older than max_staleness."""
     b = make(max_staleness=0.05)
     b.call(lambda: None)
@@ -263,12 +266,24 @@ def test_operator_trip_reaches_a_worker_within_staleness(make: Callable[..., Bre
         assert time.monotonic() < deadline, "the trip never reached the worker"
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("failure_rate_threshold", 0), ("failure_rate_threshold", 1.5), ("minimum_calls", 0),
-    ("minimum_calls", 1.5), ("window", -1), ("buckets", 0), ("consecutive_failures", 0),
-    ("backoff_multiplier", 0.5), ("half_open_max_calls", 0), ("probe_timeout", 0),
-    ("on_redis_error", "ignore"), ("redis_timeout", float("nan")), ("failure_exceptions", (int,)),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("failure_rate_threshold", 0),
+        ("failure_rate_threshold", 1.5),
+        ("minimum_calls", 0),
+        ("minimum_calls", 1.5),
+        ("window", -1),
+        ("buckets", 0),
+        ("consecutive_failures", 0),
+        ("backoff_multiplier", 0.5),
+        ("half_open_max_calls", 0),
+        ("probe_timeout", 0),
+        ("on_redis_error", "ignore"),
+        ("redis_timeout", float("nan")),
+        ("failure_exceptions", (int,)),
+    ],
+)
 def test_invalid_config_names_the_field(field: str, value: Any) -> None:
     """Every invalid config value raises ConfigError (a ValueError) naming the field."""
     with pytest.raises(ConfigError) as info:

@@ -94,8 +94,10 @@ def _run_fleet(
             try:
                 wid, status, payload = out.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail(f"only {len(results) + len(errors)} of {len(procs)} workers reported "
-                            f"within {timeout:.0f} s; errors so far: {errors}")
+                pytest.fail(
+                    f"only {len(results) + len(errors)} of {len(procs)} workers reported "
+                    f"within {timeout:.0f} s; errors so far: {errors}"
+                )
             if status == "ok":
                 results[wid] = payload
             else:
@@ -219,8 +221,7 @@ def test_counts_are_exact_across_processes(redis_url: str, prefix: str) -> None:
     n = 500
     cfg = {"window": 600.0, "buckets": 10, "minimum_calls": 1_000_000}
     barrier = _CTX.Barrier(WORKERS)
-    results = _run_fleet(_body_successes, [(redis_url, prefix, cfg, barrier, n)] * WORKERS,
-                         timeout=START_TIMEOUT + 60)
+    results = _run_fleet(_body_successes, [(redis_url, prefix, cfg, barrier, n)] * WORKERS, timeout=START_TIMEOUT + 60)
     assert [r["done"] for r in results] == [n] * WORKERS
     assert sum(r["warnings"] for r in results) == 0, results
 
@@ -238,15 +239,23 @@ def test_counts_are_exact_across_processes(redis_url: str, prefix: str) -> None:
 def test_trip_overshoot_is_bounded(redis_url: str, prefix: str) -> None:
     """Eight processes failing together run at most minimum_calls + 8 calls before all reject."""
     minimum_calls = 10
-    cfg = {"minimum_calls": minimum_calls, "failure_rate_threshold": 0.5, "window": 600.0,
-           "open_duration": 60.0, "max_open_duration": 60.0}
+    cfg = {
+        "minimum_calls": minimum_calls,
+        "failure_rate_threshold": 0.5,
+        "window": 600.0,
+        "open_duration": 60.0,
+        "max_open_duration": 60.0,
+    }
     barrier = _CTX.Barrier(WORKERS)
     executed = _CTX.Value("i", 0)
-    results = _run_fleet(_body_failures, [(redis_url, prefix, cfg, barrier, executed, 200)] * WORKERS,
-                         timeout=START_TIMEOUT + 30)
+    results = _run_fleet(
+        _body_failures, [(redis_url, prefix, cfg, barrier, executed, 200)] * WORKERS, timeout=START_TIMEOUT + 30
+    )
     total = sum(r["executed"] for r in results)
-    print(f"\ntrip overshoot: {total} calls executed (minimum_calls={minimum_calls}, "
-          f"workers={WORKERS}); per worker {[r['executed'] for r in results]}")
+    print(
+        f"\ntrip overshoot: {total} calls executed (minimum_calls={minimum_calls}, "
+        f"workers={WORKERS}); per worker {[r['executed'] for r in results]}"
+    )
     assert total == executed.value
     assert total <= minimum_calls + WORKERS
     assert all(r["rejected"] for r in results), results
@@ -264,9 +273,15 @@ def test_trip_overshoot_is_bounded(redis_url: str, prefix: str) -> None:
 def test_half_open_admits_one_probe_fleet_wide(redis_url: str, prefix: str) -> None:
     """With half_open_max_calls=1, probes from eight processes never overlap in time."""
     open_duration, work, duration = 0.3, 0.02, 2.0
-    cfg = {"minimum_calls": 2, "failure_rate_threshold": 0.5, "open_duration": open_duration,
-           "backoff_multiplier": 1.0, "max_open_duration": open_duration,
-           "half_open_max_calls": 1, "probe_timeout": 5.0}
+    cfg = {
+        "minimum_calls": 2,
+        "failure_rate_threshold": 0.5,
+        "open_duration": open_duration,
+        "backoff_multiplier": 1.0,
+        "max_open_duration": open_duration,
+        "half_open_max_calls": 1,
+        "probe_timeout": 5.0,
+    }
     client, breaker = _make_breaker(redis_url, prefix, cfg)
     try:
         for _ in range(2):
@@ -278,14 +293,19 @@ def test_half_open_admits_one_probe_fleet_wide(redis_url: str, prefix: str) -> N
         client.close()
 
     barrier = _CTX.Barrier(WORKERS)
-    results = _run_fleet(_body_probes, [(redis_url, prefix, cfg, barrier, duration, work)] * WORKERS,
-                         timeout=START_TIMEOUT + duration + 30)
+    results = _run_fleet(
+        _body_probes,
+        [(redis_url, prefix, cfg, barrier, duration, work)] * WORKERS,
+        timeout=START_TIMEOUT + duration + 30,
+    )
     intervals = sorted(iv for r in results for iv in r["intervals"])
     gaps = [b[0] - a[1] for a, b in zip(intervals, intervals[1:])]
-    print(f"\nprobes: {len(intervals)} in {duration:.1f} s from "
-          f"{sum(1 for r in results if r['intervals'])} workers; "
-          f"smallest gap between probes {min(gaps, default=float('nan')):.3f} s; "
-          f"rejections {sum(r['rejected'] for r in results)}")
+    print(
+        f"\nprobes: {len(intervals)} in {duration:.1f} s from "
+        f"{sum(1 for r in results if r['intervals'])} workers; "
+        f"smallest gap between probes {min(gaps, default=float('nan')):.3f} s; "
+        f"rejections {sum(r['rejected'] for r in results)}"
+    )
     assert len(intervals) > 1
     for (s1, e1), (s2, e2) in zip(intervals, intervals[1:]):
         assert s2 >= e1, f"probes overlapped: [{s1:.4f}, {e1:.4f}] and [{s2:.4f}, {e2:.4f}]"
@@ -301,12 +321,19 @@ def _raise_probe_failed() -> None:
 def test_lease_of_killed_worker_frees_after_probe_timeout(redis_url: str, prefix: str) -> None:
     """A probe lease held by a SIGKILLed worker blocks others only until probe_timeout."""
     probe_timeout = 1.0
-    cfg = {"minimum_calls": 2, "failure_rate_threshold": 0.5, "open_duration": 0.2,
-           "max_open_duration": 0.2, "half_open_max_calls": 1, "probe_timeout": probe_timeout}
+    cfg = {
+        "minimum_calls": 2,
+        "failure_rate_threshold": 0.5,
+        "open_duration": 0.2,
+        "max_open_duration": 0.2,
+        "half_open_max_calls": 1,
+        "probe_timeout": probe_timeout,
+    }
     client, breaker = _make_breaker(redis_url, prefix, cfg)
     out = _CTX.Queue()
-    proc = _CTX.Process(target=_body_hold_probe, args=(redis_url, prefix, cfg, out, 30.0),
-                        daemon=True, name="fleet-holder")
+    proc = _CTX.Process(
+        target=_body_hold_probe, args=(redis_url, prefix, cfg, out, 30.0), daemon=True, name="fleet-holder"
+    )
     try:
         for _ in range(2):
             with pytest.raises(ProbeFailed):
@@ -337,8 +364,10 @@ def test_lease_of_killed_worker_frees_after_probe_timeout(redis_url: str, prefix
             admitted_at = time.monotonic()
             break
         assert admitted_at is not None, f"never admitted within {deadline - killed_at:.1f} s"
-        print(f"\nkilled probe: admitted {admitted_at - t0:.3f} s after the lease was taken "
-              f"(probe_timeout={probe_timeout}); {len(states)} rejections before")
+        print(
+            f"\nkilled probe: admitted {admitted_at - t0:.3f} s after the lease was taken "
+            f"(probe_timeout={probe_timeout}); {len(states)} rejections before"
+        )
         assert states, "the lease of the killed worker was not honoured at all"
         assert set(states) == {"half_open"}
         assert admitted_at - t0 >= probe_timeout - 0.05
@@ -393,8 +422,13 @@ def test_exactly_k_probes_across_32_callers_in_8_processes(redis_url: str, prefi
     """half_open_max_calls=3: 32 concurrent callers in 8 processes never run more than 3 probes
     at once, and do run 3 at once."""
     k, work, duration = 3, 0.05, 2.0
-    cfg = {"minimum_calls": 1, "open_duration": 0.05, "half_open_max_calls": k,
-           "half_open_successes": 1_000, "probe_timeout": 10.0}
+    cfg = {
+        "minimum_calls": 1,
+        "open_duration": 0.05,
+        "half_open_max_calls": k,
+        "half_open_successes": 1_000,
+        "probe_timeout": 10.0,
+    }
     client, breaker = _make_breaker(redis_url, prefix, cfg)
     try:
         with pytest.raises(ProbeFailed):
@@ -405,17 +439,24 @@ def test_exactly_k_probes_across_32_callers_in_8_processes(redis_url: str, prefi
         client.close()
 
     barrier = _CTX.Barrier(WORKERS)
-    results = _run_fleet(_body_k_probes, [(redis_url, prefix, cfg, barrier, duration, work, 4)] * WORKERS,
-                         timeout=START_TIMEOUT + duration + 40)
-    events = sorted([(s, 1) for r in results for s, _ in r["intervals"]]
-                    + [(e, -1) for r in results for _, e in r["intervals"]], key=lambda x: (x[0], x[1]))
+    results = _run_fleet(
+        _body_k_probes,
+        [(redis_url, prefix, cfg, barrier, duration, work, 4)] * WORKERS,
+        timeout=START_TIMEOUT + duration + 40,
+    )
+    events = sorted(
+        [(s, 1) for r in results for s, _ in r["intervals"]] + [(e, -1) for r in results for _, e in r["intervals"]],
+        key=lambda x: (x[0], x[1]),
+    )
     running = most = 0
     for _, step in events:  # an end sorts before a start at the same instant
         running += step
         most = max(most, running)
     probes = sum(len(r["intervals"]) for r in results)
-    print(f"\nK={k}: {probes} probes by 32 callers in {duration:.0f} s, at most {most} at once, "
-          f"{sum(r['rejected'] for r in results)} rejections")
+    print(
+        f"\nK={k}: {probes} probes by 32 callers in {duration:.0f} s, at most {most} at once, "
+        f"{sum(r['rejected'] for r in results)} rejections"
+    )
     assert most == k
     assert probes > 2 * k
     assert sum(r["warnings"] for r in results) == 0, results
@@ -437,8 +478,9 @@ def test_prefork_batched_workers_count_exactly(redis_url: str, prefix: str) -> N
     forked from it, 500 calls each: every worker's outcomes are flushed by its own flusher or at
     its end, and the parent's are counted once: exactly 2025."""
     client = connect(redis_url, timeout=FLEET_TIMEOUT)
-    breaker = Breaker(SERVICE, client, _config(minimum_calls=10**6), prefix=prefix, mode="batched",
-                      flush_interval=0.05, listen=False)
+    breaker = Breaker(
+        SERVICE, client, _config(minimum_calls=10**6), prefix=prefix, mode="batched", flush_interval=0.05, listen=False
+    )
     for _ in range(25):
         breaker.call(lambda: None)
     go = _FORK.Event()
@@ -457,8 +499,9 @@ def test_prefork_batched_workers_count_exactly(redis_url: str, prefix: str) -> N
 
 
 # -- a forger on the channel ---------------------------------------------------------------------
-def _body_call_under_forgery(url: str, prefix: str, cfg: dict[str, Any], ready: Any, go: Any,
-                             run_for: float) -> dict[str, Any]:
+def _body_call_under_forgery(
+    url: str, prefix: str, cfg: dict[str, Any], ready: Any, go: Any, run_for: float
+) -> dict[str, Any]:
     client, breaker = _make_breaker(url, prefix, cfg)
     try:
         breaker.call(lambda: None)
@@ -492,8 +535,11 @@ def test_a_forger_on_the_channel_makes_no_worker_reject(redis_url: str, prefix: 
     ready, go = _CTX.Queue(), _CTX.Event()
     cfg = {"minimum_calls": 10**6, "max_staleness": 60}
     result: list[list[dict[str, Any]]] = []
-    fleet = threading.Thread(target=lambda: result.append(_run_fleet(
-        _body_call_under_forgery, [(redis_url, prefix, cfg, ready, go, 1.5)] * 4, START_TIMEOUT * 2)))
+    fleet = threading.Thread(
+        target=lambda: result.append(
+            _run_fleet(_body_call_under_forgery, [(redis_url, prefix, cfg, ready, go, 1.5)] * 4, START_TIMEOUT * 2)
+        )
+    )
     fleet.start()
     forger = redis.Redis.from_url(redis_url)
     forged = json.dumps({"service": SERVICE, "to": "forced_open", "generation": 1000000, "forced_until": 0})

@@ -30,9 +30,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from model import CFG_NAMES, Cfg, Event, Model, Reply
 
 from distbreaker._scripts import SCRIPTS
-from model import CFG_NAMES, Cfg, Event, Model, Reply
 
 pytestmark = pytest.mark.redis
 
@@ -120,10 +120,7 @@ def parse_reply(raw: Sequence[Any]) -> Reply:
     names = Reply.names()
     assert isinstance(raw, list), f"reply is not an array: {raw!r}"
     assert len(raw) >= len(names), f"reply has {len(raw)} fields: {raw!r}"
-    values = {
-        name: _as_str(value) if name in STR_FIELDS else _as_int(value)
-        for name, value in zip(names, raw)
-    }
+    values = {name: _as_str(value) if name in STR_FIELDS else _as_int(value) for name, value in zip(names, raw)}
     return Reply(**values)
 
 
@@ -198,11 +195,13 @@ class BreakerMachine(RuleBasedStateMachine):
                 if "NOCONFIG" not in str(exc):
                     raise
                 assert stored != fingerprint or self.m.stored is None, (
-                    f"{name}: NOCONFIG with the fingerprint and the config stored")
+                    f"{name}: NOCONFIG with the fingerprint and the config stored"
+                )
                 reply = self.eval(name, [*argv, *config])
             else:
                 assert stored == fingerprint and self.m.stored is not None, (
-                    f"{name}: no NOCONFIG, yet {stored!r} is stored (config: {self.m.stored})")
+                    f"{name}: no NOCONFIG, yet {stored!r} is stored (config: {self.m.stored})"
+                )
         assert isinstance(reply, list), f"{name}: {reply!r}"
         return reply
 
@@ -226,7 +225,8 @@ class BreakerMachine(RuleBasedStateMachine):
         m = self.m
         xr = self.r.hget(self.key, "xr")
         assert (int(xr) if xr is not None else None) == (m.xr if m.exists else None), (
-            f"{name}: xr {xr!r} != model {m.xr!r}")
+            f"{name}: xr {xr!r} != model {m.xr!r}"
+        )
         if m.refreshed:
             life = m.expires - self.now
             for key in (self.key, self.events_key):
@@ -267,9 +267,7 @@ class BreakerMachine(RuleBasedStateMachine):
     def advance(self, data: st.DataObject) -> None:
         """Move the clock: small steps, any step up to 3 windows, an edge, or backwards."""
         cfg = self.layout
-        kind = data.draw(
-            st.sampled_from(["small", "small", "any", "edge", "edge", "back"]), label="kind"
-        )
+        kind = data.draw(st.sampled_from(["small", "small", "any", "edge", "edge", "back"]), label="kind")
         if kind == "small":
             self.now += data.draw(st.integers(0, 60), label="dt")
         elif kind == "any":
@@ -355,9 +353,7 @@ class BreakerMachine(RuleBasedStateMachine):
         gen_mode=st.sampled_from(["current", "current", "stale"]),
         data=st.data(),
     )
-    def record_batch(
-        self, successes: int, failures: int, gen_mode: str, data: st.DataObject
-    ) -> None:
+    def record_batch(self, successes: int, failures: int, gen_mode: str, data: st.DataObject) -> None:
         """Record a small batch, some of it slow."""
         slow = data.draw(st.integers(0, successes + failures), label="slow")
         gen, lease = self.pick(data, gen_mode)
@@ -377,8 +373,9 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @rule(
         op=st.sampled_from(["trip", "disable", "reset"]),
-        until=st.one_of(st.just(0), st.integers(-200, 20_000),
-                        st.sampled_from([3_600_000, 366 * 86_400_000, 366 * 86_400_000 + 1])),
+        until=st.one_of(
+            st.just(0), st.integers(-200, 20_000), st.sampled_from([3_600_000, 366 * 86_400_000, 366 * 86_400_000 + 1])
+        ),
         reason=st.sampled_from(REASONS),
         actor=st.sampled_from(ACTORS),
         operator=st.booleans(),
@@ -450,14 +447,9 @@ class BreakerMachine(RuleBasedStateMachine):
         self.check("read", raw, expected, before)
         assert len(raw) == 29, f"read: {len(raw)} fields: {raw!r}"
         names = ("exists", "cfg", "fp", "lt", "lf", "lc", "la", "ov", "cc", "pf", "pt")
-        actual = tuple(
-            _as_int(v) if n in ("exists", "lt", "pt") else _as_str(v)
-            for n, v in zip(names, raw[18:])
-        )
+        actual = tuple(_as_int(v) if n in ("exists", "lt", "pt") else _as_str(v) for n, v in zip(names, raw[18:]))
         assert actual == self.m.extras, "read extras: " + "; ".join(
-            f"{n}: model {e!r} != lua {a!r}"
-            for n, e, a in zip(names, self.m.extras, actual)
-            if e != a
+            f"{n}: model {e!r} != lua {a!r}" for n, e, a in zip(names, self.m.extras, actual) if e != a
         )
 
 

@@ -13,10 +13,38 @@ import redis
 from distbreaker import _reply
 from distbreaker._reference import Cfg, Model, Reply
 from distbreaker._reply import (
-    ACTOR, CALLS, CAUSE, CLIENT_CONFIG, COMMON, CONFIG, CONSECUTIVE, EXISTS, FAILURES, FIELDS, FINGERPRINT,
-    FINGERPRINT_CHANGED_AT, FORCED_UNTIL, GENERATION, HALF_OPEN_SUCCESSES, LAST_ACTOR, LAST_CAUSE, LAST_FROM,
-    LAST_TIME, LEASE, LEASES, NOW, OPEN_COUNT, OPEN_UNTIL, OVERRIDES, PREVIOUS_FINGERPRINT, READ, REASON, RETRY_AT,
-    SLOW, STATE, TRANSITIONS,
+    ACTOR,
+    CALLS,
+    CAUSE,
+    CLIENT_CONFIG,
+    COMMON,
+    CONFIG,
+    CONSECUTIVE,
+    EXISTS,
+    FAILURES,
+    FIELDS,
+    FINGERPRINT,
+    FINGERPRINT_CHANGED_AT,
+    FORCED_UNTIL,
+    GENERATION,
+    HALF_OPEN_SUCCESSES,
+    LAST_ACTOR,
+    LAST_CAUSE,
+    LAST_FROM,
+    LAST_TIME,
+    LEASE,
+    LEASES,
+    NOW,
+    OPEN_COUNT,
+    OPEN_UNTIL,
+    OVERRIDES,
+    PREVIOUS_FINGERPRINT,
+    READ,
+    REASON,
+    RETRY_AT,
+    SLOW,
+    STATE,
+    TRANSITIONS,
 )
 from distbreaker._scripts import SCRIPTS
 
@@ -61,7 +89,9 @@ class Script:
             value = lua[getattr(_reply, name.upper())]
             expected = getattr(model, name)
             got = value if name in STRS else int(value)
-            assert got == expected, f"{name} (position {getattr(_reply, name.upper())}): lua {value!r}, model {expected!r}"
+            assert got == expected, (
+                f"{name} (position {getattr(_reply, name.upper())}): lua {value!r}, model {expected!r}"
+            )
         return lua
 
     def record(self, s: int, f: int, slow: int = 0, lease: str = "") -> list[Any]:
@@ -144,4 +174,7 @@ def test_every_named_field_holds_its_value(script: Script) -> None:
     s.record(1, 0)
     r = s.read()
     assert (r[FINGERPRINT], r[PREVIOUS_FINGERPRINT], r[FINGERPRINT_CHANGED_AT]) == (
-        OTHER.fingerprint, CFG.fingerprint, s.now)
+        OTHER.fingerprint,
+        CFG.fingerprint,
+        s.now,
+    )

@@ -23,10 +23,21 @@ pytestmark = pytest.mark.redis
 # Values in the scripts' units around which only the field under test decides: the rules between
 # fields (window_ms >= buckets, max_open_duration_ms >= open_duration_ms, idle_ttl_ms >= window_ms)
 # hold for every bound of every field.
-BASE = {"failure_rate_threshold": "0.5", "minimum_calls": "10", "window_ms": "1000", "buckets": "1",
-        "consecutive_failures": "0", "slow_call_rate_threshold": "1.0", "open_duration_ms": "1",
-        "backoff_multiplier": "2.0", "max_open_duration_ms": str(7 * _schema.DAY_MS), "half_open_max_calls": "1",
-        "half_open_successes": "1", "probe_timeout_ms": "10000", "idle_ttl_ms": str(366 * _schema.DAY_MS)}
+BASE = {
+    "failure_rate_threshold": "0.5",
+    "minimum_calls": "10",
+    "window_ms": "1000",
+    "buckets": "1",
+    "consecutive_failures": "0",
+    "slow_call_rate_threshold": "1.0",
+    "open_duration_ms": "1",
+    "backoff_multiplier": "2.0",
+    "max_open_duration_ms": str(7 * _schema.DAY_MS),
+    "half_open_max_calls": "1",
+    "half_open_successes": "1",
+    "probe_timeout_ms": "10000",
+    "idle_ttl_ms": str(366 * _schema.DAY_MS),
+}
 assert tuple(BASE) == tuple(f.lua for f in _schema.FIELDS)
 
 
@@ -79,8 +90,7 @@ def keys(prefix: str, service: str) -> tuple[str, str]:
     return f"{prefix}:{{{service}}}", f"{prefix}:{{{service}}}:events"
 
 
-def control(r: redis.Redis, prefix: str, service: str, op: str, until: str, reason: str,
-            actor: str = "t") -> Any:
+def control(r: redis.Redis, prefix: str, service: str, op: str, until: str, reason: str, actor: str = "t") -> Any:
     """control.lua as an operator runs it: no config of its own (the stored one, else defaults)."""
     return r.eval(SCRIPTS["control"].text, 2, *keys(prefix, service), "", "", op, until, reason, actor)
 
@@ -127,13 +137,18 @@ def test_lua_refuses_fractions_of_integral_fields(r: redis.Redis, prefix: str, n
 
 
 @pytest.mark.parametrize("rule", _schema.RELATIONS, ids=lambda rule: rule.field)
-def test_lua_and_python_agree_on_the_rules_between_fields(r: redis.Redis, prefix: str,
-                                                          rule: _schema.AtLeast) -> None:
+def test_lua_and_python_agree_on_the_rules_between_fields(r: redis.Redis, prefix: str, rule: _schema.AtLeast) -> None:
     """field == other is accepted, field one below other is refused, in every language."""
     a, b = _schema.by_name(rule.field), _schema.by_name(rule.other)
     for n, (lower, accepted) in enumerate(((0, True), (1, False))):
-        values = {**BASE, "window_ms": "1000", "idle_ttl_ms": "1000", "open_duration_ms": "1000",
-                  "max_open_duration_ms": "1000", "buckets": "10"}
+        values = {
+            **BASE,
+            "window_ms": "1000",
+            "idle_ttl_ms": "1000",
+            "open_duration_ms": "1000",
+            "max_open_duration_ms": "1000",
+            "buckets": "10",
+        }
         values[a.lua] = str(int(values[b.lua]) - lower)
         assert lua_accepts(r, prefix, f"svc{n}", values) is accepted
         assert Cfg.from_argv(list(values.values())).valid() is accepted
@@ -147,6 +162,7 @@ def test_lua_and_python_agree_on_the_rules_between_fields(r: redis.Redis, prefix
 
 
 # -- issue 14 item 6: buckets ----------------------------------------------------------------------
+
 
 def test_set_config_buckets_10000_is_refused_with_nothing_stored(r: redis.Redis, prefix: str) -> None:
     """`config svc --set buckets=10000 --set window=10m` stored the override without a history
@@ -204,6 +220,7 @@ def test_the_largest_bucket_count_trips_cleanly(r: redis.Redis, prefix: str) -> 
 
 
 # -- issue 14 items 4 and 8: idle_ttl ------------------------------------------------------------------
+
 
 def test_idle_ttl_at_its_bound_is_set_on_both_keys(r: redis.Redis, prefix: str) -> None:
     """idle_ttl >= 1e14 s made PEXPIRE refuse every call; the bound (366 days) is far below."""

@@ -149,8 +149,7 @@ def test_backoff_doubles_and_caps(make: Callable[..., Breaker], clock: Clock) ->
     assert b.snapshot().open_count == 5
 
 
-def test_half_open_needs_n_successes_and_closes_with_empty_window(make: Callable[..., Breaker],
-                                                                  clock: Clock) -> None:
+def test_half_open_needs_n_successes_and_closes_with_empty_window(make: Callable[..., Breaker], clock: Clock) -> None:
     """half_open_successes=2 closes after the second successful probe, with the window cleared."""
     b = make(minimum_calls=1, open_duration=1, half_open_successes=2)
     run(b, fail)
@@ -264,8 +263,7 @@ def test_window_buckets_expire_old_counts(make: Callable[..., Breaker], clock: C
     assert b.snapshot().calls == 0
 
 
-def test_events_stream_and_publish(make: Callable[..., Breaker], r: redis.Redis, prefix: str,
-                                   clock: Clock) -> None:
+def test_events_stream_and_publish(make: Callable[..., Breaker], r: redis.Redis, prefix: str, clock: Clock) -> None:
     """Every transition is appended to the stream and published on <prefix>:events."""
     ps = r.pubsub()
     ps.subscribe(f"{prefix}:events")
@@ -279,7 +277,10 @@ def test_events_stream_and_publish(make: Callable[..., Breaker], r: redis.Redis,
     run(b, ok)
     history = Admin(r, prefix=prefix).history("svc")
     assert [(t.from_state, t.to_state) for t in history] == [
-        (State.HALF_OPEN, State.CLOSED), (State.OPEN, State.HALF_OPEN), (State.CLOSED, State.OPEN)]
+        (State.HALF_OPEN, State.CLOSED),
+        (State.OPEN, State.HALF_OPEN),
+        (State.CLOSED, State.OPEN),
+    ]
 
 
 def test_server_time_is_used_without_a_clock(r: redis.Redis, prefix: str) -> None:
@@ -289,8 +290,9 @@ def test_server_time_is_used_without_a_clock(r: redis.Redis, prefix: str) -> Non
     assert abs(b.snapshot().server_time - sec) < 5
 
 
-def test_config_change_is_stored_and_window_reset_when_buckets_change(r: redis.Redis, prefix: str,
-                                                                      clock: Clock) -> None:
+def test_config_change_is_stored_and_window_reset_when_buckets_change(
+    r: redis.Redis, prefix: str, clock: Clock
+) -> None:
     """A worker with another config stores it (fingerprint); a different bucket layout clears the window."""
     a = Breaker("svc", r, BreakerConfig(minimum_calls=50), prefix=prefix, clock=clock)
     run(a, ok)

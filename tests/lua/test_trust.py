@@ -12,20 +12,20 @@ from typing import Any
 
 import pytest
 import redis
+from model import Cfg
 
 from distbreaker import (
     AccessDeniedError,
     Admin,
     Breaker,
     BreakerConfig,
-    ConfigError,
     CircuitOpenError,
+    ConfigError,
     CorruptStateError,
     ScriptError,
     State,
 )
 from distbreaker._scripts import SCRIPTS
-from model import Cfg
 
 pytestmark = pytest.mark.redis
 
@@ -96,8 +96,7 @@ def test_busy_breaker_with_short_idle_ttl_keeps_every_call(r: redis.Redis, prefi
     Before, the fast path never refreshed the TTL and the key expired mid-use (47 of 143 counted)."""
     with pytest.raises(ConfigError, match="idle_ttl"):
         BreakerConfig(idle_ttl=1, window=60)
-    b = Breaker("busy", r, BreakerConfig(idle_ttl=1, window=1, minimum_calls=10_000), prefix=prefix,
-                listen=False)
+    b = Breaker("busy", r, BreakerConfig(idle_ttl=1, window=1, minimum_calls=10_000), prefix=prefix, listen=False)
     key = f"{prefix}:{{busy}}"
     b.call(ok)
     r.hset(key, "test-marker", "1")  # gone if the key ever expires (a new key is created without it)
@@ -162,8 +161,7 @@ def test_deleted_config_fields_are_asked_for_again(r: redis.Redis, prefix: str) 
 
 
 @pytest.mark.parametrize("field,value", [("qm", "ten"), ("cfg", "1,2,3"), ("cfg", None)])
-def test_broken_stored_config_answers_noconfig_then_is_rewritten(
-        s: Script, field: str, value: str | None) -> None:
+def test_broken_stored_config_answers_noconfig_then_is_rewritten(s: Script, field: str, value: str | None) -> None:
     """A worker whose fingerprint is stored gets NOCONFIG for a missing or broken config field
     (as soon as the call needs it), and its resent config rewrites it."""
     s.record(T0, 0, 1, 0)
@@ -185,8 +183,9 @@ def test_broken_stored_config_answers_noconfig_then_is_rewritten(
 def denied_channel(r: redis.Redis, redis_url: str, prefix: str) -> Iterator[redis.Redis]:
     """A client whose ACL user may use the prefix's keys and the scripts, but no channel."""
     user = f"nopub-{uuid.uuid4().hex[:8]}"
-    r.execute_command("ACL", "SETUSER", user, "on", ">pw-for-test", "resetkeys", f"~{prefix}:*",
-                      "resetchannels", "+@all")
+    r.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw-for-test", "resetkeys", f"~{prefix}:*", "resetchannels", "+@all"
+    )
     client = redis.Redis.from_url(redis_url, username=user, password="pw-for-test", socket_timeout=5)
     try:
         yield client
@@ -230,8 +229,7 @@ def test_until_out_of_bounds_is_refused_with_nothing_written(s: Script, until: s
 # -- 14.11: corrupt state --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field,value", [("st", "garbage"), ("st", ""), ("tc", "many"), ("g", "x"),
-                                         ("r3", "1:2")])
+@pytest.mark.parametrize("field,value", [("st", "garbage"), ("st", ""), ("tc", "many"), ("g", "x"), ("r3", "1:2")])
 def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str, value: str) -> None:
     s.cfg = CFG60  # a ring of ten 6 s buckets (r3 is read when the window rotates past it)
     s.record(T0, 0, 1, 0)
@@ -268,7 +266,8 @@ def test_corrupt_cfg_is_corrupt_for_operators_and_reset_drops_it(s: Script) -> N
 
 
 def test_corrupt_state_on_the_call_path_follows_on_redis_error(
-        r: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    r: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """`HSET key st garbage`: calls run under on_redis_error="allow" with one error logged naming
     the key; trip and status raise CorruptStateError; reset repairs, and calls count again."""
     key = f"{prefix}:{{corrupt}}"

@@ -91,5 +91,3 @@ class Records(logging.Handler):
 
     def at(self, level: int) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno == level]
-
-

@@ -14,13 +14,13 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from _obs import Otel, Records
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from _obs import Otel, Records
 from distbreaker import _otel
 from distbreaker._log import LIMITED
 

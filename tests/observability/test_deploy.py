@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from _obs import Otel, unique
+
 from distbreaker import _otel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +53,7 @@ def test_prometheus_names_match_the_instruments(otel: Otel, redis_url: str, pref
 
     from distbreaker import Breaker, BreakerConfig, connect
 
-    b = Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1), prefix=prefix,
-                listen=False)
+    b = Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1), prefix=prefix, listen=False)
     b.call(lambda: None)
     with pytest.raises(ZeroDivisionError):
         b.call(lambda: 1 / 0)  # a transition
@@ -87,10 +86,16 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
     """Every rule has an expr, a for, a severity and a summary, and names only exported metrics."""
     exported = metric_names()
     found = rules()
-    assert {r["alert"] for r in found} >= {"DistbreakerOpenTooLong", "DistbreakerFlapping", "DistbreakerRedisErrors",
-                                           "DistbreakerFailureRateHigh", "DistbreakerRejectionRateHigh",
-                                           "DistbreakerReopening", "DistbreakerForcedStateOld",
-                                           "DistbreakerExporterDown"}
+    assert {r["alert"] for r in found} >= {
+        "DistbreakerOpenTooLong",
+        "DistbreakerFlapping",
+        "DistbreakerRedisErrors",
+        "DistbreakerFailureRateHigh",
+        "DistbreakerRejectionRateHigh",
+        "DistbreakerReopening",
+        "DistbreakerForcedStateOld",
+        "DistbreakerExporterDown",
+    }
     used = set()
     for rule in found:
         assert rule["expr"].strip() and re.fullmatch(r"\d+[smh]", rule["for"]), rule
@@ -103,23 +108,31 @@ def test_alert_rules_parse_and_use_exported_metrics() -> None:
             continue
         assert names and names <= exported, (rule["alert"], names - exported)
         used |= names
-    assert {"distbreaker_state", "distbreaker_transitions_total", "distbreaker_redis_errors_total",
-            "distbreaker_breaker_state", "distbreaker_breaker_transitions_total"} <= used
+    assert {
+        "distbreaker_state",
+        "distbreaker_transitions_total",
+        "distbreaker_redis_errors_total",
+        "distbreaker_breaker_state",
+        "distbreaker_breaker_transitions_total",
+    } <= used
     tested = {t["alertname"] for case in load(PROM / "alerts_test.yml")["tests"] for t in case["alert_rule_test"]}
     assert tested == {r["alert"] for r in found}, "every alert has a promtool unit test"
     config = load(PROM / "prometheus.yml")
     assert config["rule_files"] == ["alerts.yml"]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is not installed (Debian: apt-get install prometheus); the rules are "
-                           "checked by parsing only")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed (Debian: apt-get install prometheus); the rules are checked by parsing only",
+)
 def test_alert_rules_pass_promtool() -> None:
     """promtool: the rules are valid, their unit tests pass, and prometheus.yml loads them."""
-    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"],
-                 ["check", "config", "prometheus.yml"]):
-        proc = subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, timeout=60,
-                              check=False)
+    for args in (
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+        ["check", "config", "prometheus.yml"],
+    ):
+        proc = subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0, f"promtool {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
 
 
@@ -151,10 +164,10 @@ def check_cli(args: list[str]) -> None:
     names = set(cli.list_commands(probe))
     at = next((i for i, a in enumerate(args) if a in names), None)
     assert at is not None, f"no distbreaker command in {args} (commands: {sorted(names)})"
-    ctx = cli.make_context("distbreaker", args[:at + 1])  # raises on an unknown global option
+    ctx = cli.make_context("distbreaker", args[: at + 1])  # raises on an unknown global option
     command = cli.get_command(ctx, args[at])
     assert command is not None
-    command.make_context(args[at], args[at + 1:], parent=ctx)  # raises on an unknown option or bad value
+    command.make_context(args[at], args[at + 1 :], parent=ctx)  # raises on an unknown option or bad value
 
 
 def test_compose_file_shape() -> None:
@@ -226,8 +239,22 @@ def test_the_compose_worker_runs(otel: Otel, redis_url: str, prefix: str, monkey
 
     monkeypatch.setattr(worker, "_setup_metrics", lambda endpoint, interval: Provider())
     service = unique("payments")
-    worker.main(["--url", redis_url, "--prefix", prefix, "--service", service, "--rate", "500",
-                 "--period", "1", "--duration", "1"])
+    worker.main(
+        [
+            "--url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--service",
+            service,
+            "--rate",
+            "500",
+            "--period",
+            "1",
+            "--duration",
+            "1",
+        ]
+    )
     calls = otel.values(_otel.CALLS, service)
     assert sum(calls.values()) > 20
     assert any(dict(k)["outcome"] == "failure" for k in calls)
@@ -235,6 +262,11 @@ def test_the_compose_worker_runs(otel: Otel, redis_url: str, prefix: str, monkey
 
 def test_worker_help_runs_without_the_sdk_exporters() -> None:
     """The worker's --help needs neither the SDK nor the OTLP exporter (they are imported in main)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "worker.py"), "--help"], capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "worker.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0 and "--url" in proc.stdout

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 import redis
+from _obs import unique
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from _obs import unique
 from distbreaker import Admin, Breaker, BreakerConfig, connect
 from distbreaker.exporter import SERIES, STATE_CODES, ExporterCollector, make_registry, make_wsgi_app
 from distbreaker_cli.app import cli
@@ -96,8 +96,14 @@ def test_states_with_expiry_applied_as_redis_would(client: Any, r: redis.Redis, 
     admin.disable(names["disabled"])
 
     samples = scrape(client, prefix)
-    expected = {"closed": "closed", "open": "open", "elapsed": "half_open", "forced": "forced_open",
-                "forced_gone": "closed", "disabled": "disabled"}
+    expected = {
+        "closed": "closed",
+        "open": "open",
+        "elapsed": "half_open",
+        "forced": "forced_open",
+        "forced_gone": "closed",
+        "disabled": "disabled",
+    }
     for what, state in expected.items():
         service = names[what]
         assert value(samples, "distbreaker_breaker_state", service=service) == STATE_CODES[state], what
@@ -156,8 +162,23 @@ def test_slow_calls_and_layout_change(r: redis.Redis, client: Any, prefix: str) 
     epoch = server_ms(r) // bucket_ms
     # be = epoch - 5: epochs be-19 .. epoch-20 expire, i.e. epoch-24 .. epoch-20 (slots below)
     ring = {f"r{(epoch - 24) % buckets}": "5:1:2", f"r{(epoch - 8) % buckets}": "4:0:1"}
-    r.hset(key, mapping={"st": "closed", "g": 1, "be": epoch - 5, "qb": bucket_ms, "qn": buckets,
-                         "tc": 12, "tf": 2, "ts": 4, "c0": 3, "f0": 1, "s0": 1, **ring})
+    r.hset(
+        key,
+        mapping={
+            "st": "closed",
+            "g": 1,
+            "be": epoch - 5,
+            "qb": bucket_ms,
+            "qn": buckets,
+            "tc": 12,
+            "tf": 2,
+            "ts": 4,
+            "c0": 3,
+            "f0": 1,
+            "s0": 1,
+            **ring,
+        },
+    )
     collector = ExporterCollector(client, prefix=prefix)
     samples = scrape(client, prefix, collector)
     assert value(samples, "distbreaker_breaker_window_calls", service=service) == 7
@@ -204,8 +225,10 @@ def test_corrupt_and_foreign_keys_count_errors_and_hide_nothing(r: redis.Redis, 
     r.hset(f"{prefix}:{{state}}", mapping={"st": "sideways"})  # corrupt
     r.hset(f"{prefix}:{{counts}}", mapping={"st": "closed", "tc": "many"})  # corrupt
     epoch = server_ms(r) // 6000
-    r.hset(f"{prefix}:{{ring}}", mapping={"st": "closed", "be": epoch - 3, "tc": 5, "tf": 0, "ts": 0,
-                                          f"r{(epoch - 12) % 10}": "x:y"})  # corrupt (its slot expires)
+    r.hset(
+        f"{prefix}:{{ring}}",
+        mapping={"st": "closed", "be": epoch - 3, "tc": 5, "tf": 0, "ts": 0, f"r{(epoch - 12) % 10}": "x:y"},
+    )  # corrupt (its slot expires)
     r.hset(f"{prefix}:{{stream}}", "st", "closed")
     r.set(f"{prefix}:{{stream}}:events", "not a stream")  # its stream is foreign; the breaker is fine
     notes: list[str] = []
@@ -245,8 +268,10 @@ def test_a_thousand_breakers_in_one_pipelined_pass(r: redis.Redis, client: Any, 
     n = 1000
     pipe = r.pipeline(transaction=False)
     for i in range(n):
-        pipe.hset(f"{prefix}:{{svc-{i:04d}}}", mapping={"st": "open" if i % 10 == 0 else "closed",
-                                                         "ou": 2**52, "g": 1, "tc": i % 7, "tf": 0, "ts": 0})
+        pipe.hset(
+            f"{prefix}:{{svc-{i:04d}}}",
+            mapping={"st": "open" if i % 10 == 0 else "closed", "ou": 2**52, "g": 1, "tc": i % 7, "tf": 0, "ts": 0},
+        )
     pipe.execute()
     collector = ExporterCollector(client, prefix=prefix)
     r.config_resetstat()
@@ -289,8 +314,23 @@ def test_cli_serves_metrics_on_loopback_until_interrupted(redis_url: str, client
     service = unique("served")
     breaker(client, prefix, service).call(lambda: None)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'cli'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "distbreaker_cli.app", "--url", redis_url, "--prefix", prefix,
-                             "exporter", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distbreaker_cli.app",
+            "--url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "exporter",
+            "--port",
+            "0",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # blocks until the server is up (or the process ended)
@@ -326,8 +366,9 @@ def test_cluster_every_master(redis_cluster: Any, prefix: str) -> None:
         for service in services:
             assert value(samples, "distbreaker_breaker_state", service=service) == 3
         assert value(samples, "distbreaker_breaker_transitions_total", service="c0", to="forced_open") == 1
-        result = CliRunner().invoke(cli, ["--cluster", "--url", redis_cluster.url, "--prefix", prefix, "exporter",
-                                          "--once"])
+        result = CliRunner().invoke(
+            cli, ["--cluster", "--url", redis_cluster.url, "--prefix", prefix, "exporter", "--once"]
+        )
         assert result.exit_code == 0, result.stderr
         cli_samples = parse(result.stdout)
         assert all(value(cli_samples, "distbreaker_breaker_state", service=s) == 3 for s in services)
@@ -343,8 +384,21 @@ def test_a_read_only_acl_user_is_enough(redis_server_factory: Any) -> None:
     prefix, service = "acl", unique("acl")
     ops = connect(server.url, timeout=5)
     Admin(ops, prefix=prefix).trip(service, reason="x")
-    admin_client.execute_command("ACL", "SETUSER", "exporter", "on", ">exporter-pw", "resetkeys", f"~{prefix}:*",
-                                 "resetchannels", "-@all", "+scan", "+hmget", "+xrange", "+time")
+    admin_client.execute_command(
+        "ACL",
+        "SETUSER",
+        "exporter",
+        "on",
+        ">exporter-pw",
+        "resetkeys",
+        f"~{prefix}:*",
+        "resetchannels",
+        "-@all",
+        "+scan",
+        "+hmget",
+        "+xrange",
+        "+time",
+    )
     reader = connect(server.url.replace("redis://", "redis://exporter:exporter-pw@"), timeout=5)
     try:
         with pytest.raises(redis.exceptions.NoPermissionError):

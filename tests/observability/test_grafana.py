@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from test_deploy import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,9 +66,14 @@ def test_dashboard_loads_and_every_query_names_an_existing_metric() -> None:
         assert names <= exported, (where, names - exported)
         assert names or re.search(r'\bup\{job="distbreaker-exporter"\}', expr), (where, expr)
     used = {n for _, e in found for n in re.findall(r"\bdistbreaker_[a-z_]+", e)}
-    assert {"distbreaker_breaker_state", "distbreaker_breaker_failure_rate", "distbreaker_breaker_window_slow_calls",
-            "distbreaker_breaker_open_count", "distbreaker_breaker_transitions_total",
-            "distbreaker_calls_total"} <= used  # fleet view: state, failure and slow rates, rejections, opens
+    assert {
+        "distbreaker_breaker_state",
+        "distbreaker_breaker_failure_rate",
+        "distbreaker_breaker_window_slow_calls",
+        "distbreaker_breaker_open_count",
+        "distbreaker_breaker_transitions_total",
+        "distbreaker_calls_total",
+    } <= used  # fleet view: state, failure and slow rates, rejections, opens
 
 
 def test_dashboard_has_a_drill_down_and_transition_annotations() -> None:
@@ -111,18 +115,23 @@ def test_panels_use_the_provisioned_datasource() -> None:
     env = grafana["environment"]
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
     exporter = compose["exporter"]["command"]
-    assert exporter[exporter.index("exporter") + 1:] == ["--bind", "0.0.0.0", "--port", "9839"]
+    assert exporter[exporter.index("exporter") + 1 :] == ["--bind", "0.0.0.0", "--port", "9839"]
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
     assert {"job_name": "distbreaker-exporter", "static_configs": [{"targets": ["exporter:9839"]}]} in scrape
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is not installed (Debian: apt-get install prometheus); queries checked by names only")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed (Debian: apt-get install prometheus); queries checked by names only",
+)
 def test_every_query_parses_with_promtool(tmp_path: Path) -> None:
     """Prometheus's parser accepts every query (each one as a recording rule)."""
-    rules = [{"record": f"dashboard:query_{i}", "expr": concrete(expr)} for i, (_, expr) in enumerate(queries(dashboard()))]
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": concrete(expr)} for i, (_, expr) in enumerate(queries(dashboard()))
+    ]
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    proc = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    proc = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

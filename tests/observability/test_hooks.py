@@ -7,11 +7,19 @@ import logging
 import threading
 
 import pytest
+from _obs import Records, unique, wait_for
 
 import distbreaker.asyncio as dba
-from _obs import Records, unique, wait_for
 from distbreaker import (
-    Admin, Breaker, BreakerConfig, BreakerRegistry, CallDetails, CircuitOpenError, State, Transition, connect,
+    Admin,
+    Breaker,
+    BreakerConfig,
+    BreakerRegistry,
+    CallDetails,
+    CircuitOpenError,
+    State,
+    Transition,
+    connect,
 )
 from distbreaker.testing import FrozenClock
 
@@ -32,9 +40,15 @@ def test_on_call_gets_one_call_details_per_call(redis_url: str, prefix: str) -> 
     """Success, failure, slow, ignored and rejected calls each reach on_call once, with their facts."""
     seen: list[CallDetails] = []
     clock = FrozenClock()
-    b = Breaker(unique(), connect(redis_url, timeout=1),
-                BreakerConfig(minimum_calls=100, slow_call_duration=1.0, ignored_exceptions=(KeyError,)),
-                prefix=prefix, clock=clock, listen=False, on_call=seen.append)
+    b = Breaker(
+        unique(),
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=100, slow_call_duration=1.0, ignored_exceptions=(KeyError,)),
+        prefix=prefix,
+        clock=clock,
+        listen=False,
+        on_call=seen.append,
+    )
     b.call(lambda: None)
     b.call(lambda: clock.advance(2))
     err = Boom()
@@ -74,10 +88,10 @@ def test_on_transition_once_per_transition_own_or_learnt(redis_url: str, prefix:
     assert watched._listener is not None
     wait_for("the listener", watched._listener.ready.is_set)
     with pytest.raises(Boom):
-        watched.call(boom)                                  # its own: reply, then its own echo
+        watched.call(boom)  # its own: reply, then its own echo
     assert [summary(t) for t in seen] == [("closed", "open", 1, seen[0].cause, "")]
     assert seen[0].cause.startswith("failure_rate")
-    other.reset(reason="fixed", actor="bob")                # another client's
+    other.reset(reason="fixed", actor="bob")  # another client's
     Admin(other.redis, prefix=prefix).trip(svc, reason="INC-4", actor="ops")  # an operator's
     wait_for("the operator's trip", lambda: len(seen) >= 3)
     Admin(other.redis, prefix=prefix).set_config(svc, actor="ops", minimum_calls=5)  # not a transition
@@ -100,8 +114,9 @@ def test_two_transitions_in_one_reply(redis_url: str, prefix: str) -> None:
     """A control call that first expires a forced state reports both transitions, in order, with causes."""
     seen: list[Transition] = []
     clock = FrozenClock()
-    b = Breaker(unique(), connect(redis_url, timeout=1), prefix=prefix, clock=clock, listen=False,
-                on_transition=seen.append)
+    b = Breaker(
+        unique(), connect(redis_url, timeout=1), prefix=prefix, clock=clock, listen=False, on_transition=seen.append
+    )
     b.trip(for_=10, reason="maintenance", actor="ops")
     clock.advance(11)
     b.disable(reason="investigating", actor="amy")
@@ -120,9 +135,15 @@ def test_a_failing_hook_is_logged_never_raised(redis_url: str, prefix: str, logs
     def bad(_: object) -> None:
         raise RuntimeError("hook bug")
 
-    b = Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1), prefix=prefix,
-                listen=False, on_call=[bad, lambda d: calls.append(d.outcome)],
-                on_transition=[bad, lambda t: calls.append(t.to_state.value)])
+    b = Breaker(
+        unique(),
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=1),
+        prefix=prefix,
+        listen=False,
+        on_call=[bad, lambda d: calls.append(d.outcome)],
+        on_transition=[bad, lambda t: calls.append(t.to_state.value)],
+    )
     assert b.call(lambda: "ok") == "ok"
     with pytest.raises(Boom):  # the call's own exception, not the hook's
         b.call(boom)
@@ -135,6 +156,7 @@ def test_a_failing_hook_is_logged_never_raised(redis_url: str, prefix: str, logs
 
 def test_the_sync_breaker_refuses_coroutine_hooks(redis_url: str) -> None:
     """async hooks need the asyncio Breaker: the sync Breaker and registry raise TypeError at once."""
+
     async def hook(_: object) -> None:
         pass
 
@@ -151,6 +173,7 @@ def test_the_sync_breaker_refuses_coroutine_hooks(redis_url: str) -> None:
 
 def test_a_sync_hook_returning_an_awaitable_is_logged(redis_url: str, prefix: str, logs: Records) -> None:
     """A plain function that returns a coroutine on the sync Breaker: closed unawaited, logged once."""
+
     async def later(_: object) -> None:
         raise AssertionError("never runs")
 
@@ -166,8 +189,14 @@ def test_registry_hooks_reach_every_breaker(redis_url: str, prefix: str) -> None
     """A registry passes its hooks to each breaker it makes."""
     transitions: list[Transition] = []
     calls: list[CallDetails] = []
-    reg = BreakerRegistry(connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1), prefix=prefix,
-                          listen=False, on_transition=transitions.append, on_call=calls.append)
+    reg = BreakerRegistry(
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=1),
+        prefix=prefix,
+        listen=False,
+        on_transition=transitions.append,
+        on_call=calls.append,
+    )
     a, b = unique("a"), unique("b")
     reg.get(a).call(lambda: None)
     with pytest.raises(Boom):
@@ -192,9 +221,15 @@ async def test_asyncio_hooks_sync_and_async(redis_url: str, prefix: str, logs: R
         raise RuntimeError("async hook bug")
 
     client = dba.connect(redis_url, timeout=1)
-    b = dba.Breaker(unique(), client, BreakerConfig(minimum_calls=1), prefix=prefix, listen=False,
-                    on_call=[lambda d: sync_seen.append(d.outcome), slow_hook],
-                    on_transition=[bad_hook, lambda t: sync_seen.append(t.to_state.value)])
+    b = dba.Breaker(
+        unique(),
+        client,
+        BreakerConfig(minimum_calls=1),
+        prefix=prefix,
+        listen=False,
+        on_call=[lambda d: sync_seen.append(d.outcome), slow_hook],
+        on_transition=[bad_hook, lambda t: sync_seen.append(t.to_state.value)],
+    )
 
     async def aboom() -> None:
         raise Boom
@@ -227,8 +262,10 @@ async def test_asyncio_transitions_from_pubsub(redis_url: str, prefix: str) -> N
         if len(seen) >= 2:
             break
         await asyncio.sleep(0.01)
-    assert [summary(t) for t in seen] == [("closed", "forced_open", 1, "manual trip by ops: INC-5", "ops"),
-                                          ("forced_open", "closed", 2, "manual reset by ops", "ops")]
+    assert [summary(t) for t in seen] == [
+        ("closed", "forced_open", 1, "manual trip by ops: INC-5", "ops"),
+        ("forced_open", "closed", 2, "manual reset by ops", "ops"),
+    ]
     await b.close()
     await client.aclose()
 
@@ -242,8 +279,7 @@ def test_hooks_run_on_the_thread_that_learnt_the_transition(redis_url: str, pref
     def hook(t: Transition) -> None:
         threads[t.to_state.value] = threading.current_thread().name
 
-    b = Breaker(svc, connect(redis_url, timeout=1), BreakerConfig(max_staleness=60), prefix=prefix,
-                on_transition=hook)
+    b = Breaker(svc, connect(redis_url, timeout=1), BreakerConfig(max_staleness=60), prefix=prefix, on_transition=hook)
     b.call(lambda: None)
     assert b._listener is not None
     wait_for("the listener", b._listener.ready.is_set)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from _obs import wait_for
 from test_deploy import check_cli, compose, worker_module
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 import redis
-
 from _obs import Records, unique, wait_for
 from _servers import ServerFactory
+
 from distbreaker import Breaker, BreakerConfig, BreakerRegistry, CircuitOpenError, State, connect
 from distbreaker._log import OUTAGE_REMINDER, Outage, RateLimitedLogger
 
@@ -43,7 +43,12 @@ def test_rate_limited_logger_buckets(logs: Records) -> None:
     limited.reset("k")
     limited.warning("k", "after reset", every=10, burst=2)
     assert logs.at(logging.WARNING) == [
-        "line 0", "line 1", "another key", "line 10 [8 similar messages suppressed]", "after reset"]
+        "line 0",
+        "line 1",
+        "another key",
+        "line 10 [8 similar messages suppressed]",
+        "after reset",
+    ]
 
 
 def test_outage_once_then_reminders_then_its_end(logs: Records) -> None:
@@ -78,7 +83,10 @@ def test_refused_writes_are_one_state_until_a_write(logs: Records) -> None:
     outage.failed("breaker %r: unreachable", "a")  # now it does not answer at all
     outage.recovered("breaker %r: back", "a", wrote=False)  # any reply ends an outage of reads
     assert logs.at(logging.WARNING) == [
-        "breaker 'a': refuses writes", "breaker 'a': unreachable", "breaker 'a': back (after 10.0 s and 101 errors)"]
+        "breaker 'a': refuses writes",
+        "breaker 'a': unreachable",
+        "breaker 'a': back (after 10.0 s and 101 errors)",
+    ]
 
 
 def test_dead_redis_and_1000_calls_log_one_line(dead_url: str, logs: Records) -> None:
@@ -99,13 +107,14 @@ def test_dead_redis_and_1000_calls_log_one_line(dead_url: str, logs: Records) ->
     rejecting.close()
 
 
-def test_an_outage_is_reported_once_and_its_end_too(redis_server_factory: ServerFactory, prefix: str,
-                                                    logs: Records) -> None:
+def test_an_outage_is_reported_once_and_its_end_too(
+    redis_server_factory: ServerFactory, prefix: str, logs: Records
+) -> None:
     """Stop → one warning; back → one "answers again"; a later outage is reported at once."""
     server = redis_server_factory()
     b = Breaker(unique(), connect(server.url), prefix=prefix, listen=False)
     b.call(lambda: None)
-    for outage in range(2):
+    for _outage in range(2):
         server.stop()
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:  # several backoff periods: failures, reminders suppressed
@@ -120,8 +129,9 @@ def test_an_outage_is_reported_once_and_its_end_too(redis_server_factory: Server
     b.close()
 
 
-def test_transitions_logged_once_at_info_by_the_process_that_made_them(redis_url: str, prefix: str,
-                                                                       logs: Records) -> None:
+def test_transitions_logged_once_at_info_by_the_process_that_made_them(
+    redis_url: str, prefix: str, logs: Records
+) -> None:
     """Each transition is one INFO line with its cause, from the breaker whose script made it;
     a breaker that learns it from pub/sub logs it at DEBUG only."""
     svc = unique()
@@ -154,8 +164,7 @@ def test_a_flapping_breaker_cannot_flood_the_log(redis_url: str, prefix: str, lo
     assert len(info) == 20, info
 
 
-def test_oom_is_one_state_one_line_per_change(redis_server_factory: ServerFactory, prefix: str,
-                                              logs: Records) -> None:
+def test_oom_is_one_state_one_line_per_change(redis_server_factory: ServerFactory, prefix: str, logs: Records) -> None:
     """Redis out of memory (noeviction): reads answer while records are refused. That is one
     state, logged once ("refuses writes"), not a flap between "unavailable" and "answers
     again" at every read; when a write succeeds again, one "answers again"."""

@@ -10,8 +10,7 @@ import httpx
 import pytest
 import redis
 
-from distbreaker import BreakerConfig, BreakerRegistry, connect
-from distbreaker import _otel
+from distbreaker import BreakerConfig, BreakerRegistry, _otel, connect
 from distbreaker.httpx import BreakerTransport
 
 pytestmark = pytest.mark.redis
@@ -61,8 +60,7 @@ def test_registry_memory_is_bounded_by_max_breakers(client: redis.Redis, prefix:
 def test_httpx_transport_keeps_at_most_max_breakers_hosts(client: redis.Redis, prefix: str) -> None:
     """The httpx transport's breakers are its registry's: 600 distinct hosts through a
     registry of 100 leave 100 breakers in memory (the least recently used are closed)."""
-    reg = BreakerRegistry(client, BreakerConfig(minimum_calls=10**6), max_breakers=MAX, prefix=prefix,
-                          listen=False)
+    reg = BreakerRegistry(client, BreakerConfig(minimum_calls=10**6), max_breakers=MAX, prefix=prefix, listen=False)
     mock = httpx.MockTransport(lambda request: httpx.Response(200))
     with httpx.Client(transport=BreakerTransport(reg, mock)) as http:
         for i in range(600):

@@ -23,8 +23,8 @@ from distbreaker import BreakerConfig
 pytestmark = pytest.mark.fleet
 
 WORKERS = 4
-RUN_FOR = 1.5         # seconds of calls per worker
-PHASE = 0.25          # the service fails in every other PHASE seconds
+RUN_FOR = 1.5  # seconds of calls per worker
+PHASE = 0.25  # the service fails in every other PHASE seconds
 START_TIMEOUT = 60.0  # spawning interpreters on 2 cores
 SERVICE = "otel-fleet"
 
@@ -36,8 +36,15 @@ class Boom(Exception):
 
 
 def _config() -> BreakerConfig:
-    return BreakerConfig(minimum_calls=4, failure_rate_threshold=0.5, open_duration=0.1, backoff_multiplier=1.0,
-                         half_open_max_calls=1, redis_timeout=2.0, max_staleness=0.5)
+    return BreakerConfig(
+        minimum_calls=4,
+        failure_rate_threshold=0.5,
+        open_duration=0.1,
+        backoff_multiplier=1.0,
+        half_open_max_calls=1,
+        redis_timeout=2.0,
+        max_staleness=0.5,
+    )
 
 
 def _worker(url: str, prefix: str, out: Any, ready: Any, go: Any, last_gen: Any) -> None:
@@ -51,14 +58,20 @@ def _worker(url: str, prefix: str, out: Any, ready: Any, go: Any, last_gen: Any)
         reader = InMemoryMetricReader()
         _otel.use_meter_provider(MeterProvider(metric_readers=[reader]))
         seen: list[int] = []
-        b = Breaker(SERVICE, connect(url, timeout=2.0), _config(), prefix=prefix,
-                    on_transition=lambda t: seen.append(t.generation))
+        b = Breaker(
+            SERVICE,
+            connect(url, timeout=2.0),
+            _config(),
+            prefix=prefix,
+            on_transition=lambda t: seen.append(t.generation),
+        )
         made: Counter[str] = Counter()
 
         def call(fail: bool) -> None:
             def fn() -> None:
                 if fail:
                     raise Boom
+
             try:
                 b.call(fn)
                 made["success"] += 1
@@ -94,8 +107,7 @@ def _worker(url: str, prefix: str, out: Any, ready: Any, go: Any, last_gen: Any)
                             transitions[f"{a['from']}>{a['to']}"] += int(p.value)
                         elif m.name == _otel.CALLS:
                             calls[str(a["outcome"])] += int(p.value)
-        out.put(("report", {"seen": seen, "transitions": dict(transitions), "calls": dict(calls),
-                            "made": dict(made)}))
+        out.put(("report", {"seen": seen, "transitions": dict(transitions), "calls": dict(calls), "made": dict(made)}))
         b.close()
     except BaseException:
         out.put(("error", traceback.format_exc()))
@@ -105,8 +117,10 @@ def test_four_processes_count_each_transition_once(redis_url: str, prefix: str) 
     """Transitions summed over 4 processes = the stream; each hook saw each transition once."""
     out, ready = _CTX.Queue(), _CTX.Queue()
     go, last_gen = _CTX.Event(), _CTX.Value("i", 0)
-    procs = [_CTX.Process(target=_worker, args=(redis_url, prefix, out, ready, go, last_gen), daemon=True)
-             for _ in range(WORKERS)]
+    procs = [
+        _CTX.Process(target=_worker, args=(redis_url, prefix, out, ready, go, last_gen), daemon=True)
+        for _ in range(WORKERS)
+    ]
     for p in procs:
         p.start()
     try:

@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 import pytest
+from _obs import Otel, unique, wait_for
 
 import distbreaker.asyncio as dba
-from _obs import Otel, unique, wait_for
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 from distbreaker._otel import CALLS, REDIS_DURATION, REDIS_ERRORS, STATE, TRANSITIONS
 from distbreaker.testing import FrozenClock
@@ -38,9 +38,14 @@ def outcome(name: str, slow: bool | None = None) -> tuple[Any, ...]:
 def test_calls_are_counted_once_per_call_by_outcome(otel: Otel, redis_url: str, prefix: str) -> None:
     """Successes, failures (slow or not), ignored calls and rejections add up to the calls made."""
     svc, clock = unique(), FrozenClock()
-    b = Breaker(svc, connect(redis_url, timeout=1), BreakerConfig(
-        minimum_calls=1000, slow_call_duration=1.0, ignored_exceptions=(KeyError,)),
-        prefix=prefix, clock=clock, listen=False)
+    b = Breaker(
+        svc,
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=1000, slow_call_duration=1.0, ignored_exceptions=(KeyError,)),
+        prefix=prefix,
+        clock=clock,
+        listen=False,
+    )
 
     def slow_ok() -> None:
         clock.advance(1.5)
@@ -66,9 +71,12 @@ def test_calls_are_counted_once_per_call_by_outcome(otel: Otel, redis_url: str, 
             b.call(ok)
     assert b.call(ok, fallback=lambda exc: "fallback") == "fallback"  # a rejection too
     assert otel.values(CALLS, svc) == {
-        outcome("success", False): 5, outcome("success", True): 2,
-        outcome("failure", False): 2, outcome("failure", True): 1,
-        outcome("ignored"): 1, outcome("rejected"): 4,
+        outcome("success", False): 5,
+        outcome("success", True): 2,
+        outcome("failure", False): 2,
+        outcome("failure", True): 1,
+        outcome("ignored"): 1,
+        outcome("rejected"): 4,
     }
     b.close()
 
@@ -93,18 +101,27 @@ def test_transitions_learnt_from_pubsub_are_not_counted(otel: Otel, redis_url: s
 def test_every_transition_counts_with_its_pair(otel: Otel, redis_url: str, prefix: str) -> None:
     """closed>open, open>half_open, half_open>closed and the operator's ones are each counted."""
     svc, clock = unique(), FrozenClock()
-    b = Breaker(svc, connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1, open_duration=10),
-                prefix=prefix, clock=clock, listen=False)
+    b = Breaker(
+        svc,
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=1, open_duration=10),
+        prefix=prefix,
+        clock=clock,
+        listen=False,
+    )
     with pytest.raises(Boom):
-        b.call(boom)                       # closed > open
+        b.call(boom)  # closed > open
     clock.advance(11)
-    b.call(ok)                             # open > half_open (acquire), half_open > closed (record)
+    b.call(ok)  # open > half_open (acquire), half_open > closed (record)
     b.trip(reason="INC-1", actor="alice")  # closed > forced_open
-    b.reset(actor="alice")                 # forced_open > closed
+    b.reset(actor="alice")  # forced_open > closed
     pair = lambda a, z: (("from", a), ("to", z))  # noqa: E731
     assert otel.values(TRANSITIONS, svc) == {
-        pair("closed", "open"): 1, pair("open", "half_open"): 1, pair("half_open", "closed"): 1,
-        pair("closed", "forced_open"): 1, pair("forced_open", "closed"): 1,
+        pair("closed", "open"): 1,
+        pair("open", "half_open"): 1,
+        pair("half_open", "closed"): 1,
+        pair("closed", "forced_open"): 1,
+        pair("forced_open", "closed"): 1,
     }
     b.close()
 
@@ -112,8 +129,14 @@ def test_every_transition_counts_with_its_pair(otel: Otel, redis_url: str, prefi
 def test_state_gauge_follows_the_cached_state(otel: Otel, redis_url: str, prefix: str) -> None:
     """0 closed, 1 half_open, 2 open, 3 forced_open, 4 disabled; a closed breaker leaves the gauge."""
     svc, clock = unique(), FrozenClock()
-    b = Breaker(svc, connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1, open_duration=10),
-                prefix=prefix, clock=clock, listen=False)
+    b = Breaker(
+        svc,
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=1, open_duration=10),
+        prefix=prefix,
+        clock=clock,
+        listen=False,
+    )
     assert otel.values(STATE, svc) == {}  # nothing cached yet
     b.call(ok)
     assert otel.values(STATE, svc) == {(): 0}
@@ -137,9 +160,9 @@ def test_redis_round_trips_are_timed(otel: Otel, redis_url: str, prefix: str) ->
     """The histogram gets acquire and record round trips, in seconds, per script."""
     svc = unique()
     b = Breaker(svc, connect(redis_url, timeout=1), prefix=prefix, listen=False)
-    b.call(ok)          # acquire (nothing cached) + record: the record is within the sample interval
+    b.call(ok)  # acquire (nothing cached) + record: the record is within the sample interval
     time.sleep(0.02)
-    b.call(ok)          # record
+    b.call(ok)  # record
     hist = otel.points(REDIS_DURATION, svc)
     assert set(hist) == {(("script", "acquire"),), (("script", "record"),)}
     for p in hist.values():
@@ -172,8 +195,11 @@ async def test_the_asyncio_breaker_records_the_same(otel: Otel, redis_url: str, 
             await b.call(aboom)
     with pytest.raises(CircuitOpenError):
         await b.call(ok)
-    assert otel.values(CALLS, svc) == {outcome("success", False): 1, outcome("failure", False): 2,
-                                       outcome("rejected"): 1}
+    assert otel.values(CALLS, svc) == {
+        outcome("success", False): 1,
+        outcome("failure", False): 2,
+        outcome("rejected"): 1,
+    }
     assert otel.values(TRANSITIONS, svc) == {(("from", "closed"), ("to", "open")): 1}
     assert otel.values(STATE, svc) == {(): 2}
     await b.close()
@@ -183,8 +209,15 @@ async def test_the_asyncio_breaker_records_the_same(otel: Otel, redis_url: str, 
 def test_batched_flushes_count_their_transitions(otel: Otel, redis_url: str, prefix: str) -> None:
     """In batched mode the flush's reply reports the trip: counted once, by this process."""
     svc = unique()
-    b = Breaker(svc, connect(redis_url, timeout=1), BreakerConfig(minimum_calls=5), prefix=prefix,
-                listen=False, mode="batched", flush_interval=60)
+    b = Breaker(
+        svc,
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=5),
+        prefix=prefix,
+        listen=False,
+        mode="batched",
+        flush_interval=60,
+    )
     for _ in range(5):
         with pytest.raises(Boom):
             b.call(boom)
@@ -196,8 +229,7 @@ def test_batched_flushes_count_their_transitions(otel: Otel, redis_url: str, pre
 
 def test_without_an_sdk_nothing_is_recorded_and_nothing_breaks(redis_url: str, prefix: str) -> None:
     """With the API's no-op provider a breaker works as usual (the default for library users)."""
-    b = Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1), prefix=prefix,
-                listen=False)
+    b = Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1), prefix=prefix, listen=False)
     assert b.call(ok) == "ok"
     with pytest.raises(Boom):
         b.call(boom)
@@ -215,8 +247,13 @@ def test_the_library_imports_no_sdk() -> None:
     offenders = []
     for path in [*(root / "distbreaker").rglob("*.py"), *(root / "cli").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.name}: {n}" for n in names if n.startswith("opentelemetry.sdk")]
     assert offenders == []
 
@@ -255,8 +292,7 @@ def test_state_gauge_applies_expiry_to_an_idle_breaker(otel: Otel, redis_url: st
     (issue 17; pybreaker #15, resilience4j #347)."""
     svc, clock = unique(), FrozenClock()
     client = connect(redis_url, timeout=1)
-    b = Breaker(svc, client, BreakerConfig(minimum_calls=1, open_duration=10), prefix=prefix, clock=clock,
-                listen=False)
+    b = Breaker(svc, client, BreakerConfig(minimum_calls=1, open_duration=10), prefix=prefix, clock=clock, listen=False)
     with pytest.raises(Boom):
         b.call(boom)
     assert otel.values(STATE, svc) == {(): 2}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from _obs import Otel, unique
 
 import distbreaker.asyncio as dba
-from _obs import Otel, unique
 from distbreaker import Breaker, BreakerConfig, CircuitOpenError, connect
 from distbreaker.testing import FrozenClock
 
@@ -19,8 +19,13 @@ def boom() -> None:
 
 
 def make(redis_url: str, prefix: str, **cfg: object) -> Breaker:
-    return Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(**cfg), prefix=prefix,  # type: ignore[arg-type]
-                   listen=False)
+    return Breaker(
+        unique(),
+        connect(redis_url, timeout=1),
+        BreakerConfig(**cfg),
+        prefix=prefix,  # type: ignore[arg-type]
+        listen=False,
+    )
 
 
 def test_success(otel: Otel, redis_url: str, prefix: str) -> None:
@@ -28,8 +33,7 @@ def test_success(otel: Otel, redis_url: str, prefix: str) -> None:
     b = make(redis_url, prefix)
     with otel.tracer.start_as_current_span("charge"):
         b.call(lambda: None)
-    assert otel.span("charge") == {"circuit.service": b.service, "circuit.state": "closed",
-                                   "circuit.result": "success"}
+    assert otel.span("charge") == {"circuit.service": b.service, "circuit.state": "closed", "circuit.result": "success"}
     assert len(otel.spans()) == 1  # the library made no span of its own
     b.close()
 
@@ -39,24 +43,37 @@ def test_failure_that_trips(otel: Otel, redis_url: str, prefix: str) -> None:
     b = make(redis_url, prefix, minimum_calls=1)
     with otel.tracer.start_as_current_span("charge"), pytest.raises(Boom):
         b.call(boom)
-    assert otel.span("charge") == {"circuit.service": b.service, "circuit.state": "open",
-                                   "circuit.result": "failure", "circuit.transition": "closed>open"}
+    assert otel.span("charge") == {
+        "circuit.service": b.service,
+        "circuit.state": "open",
+        "circuit.result": "failure",
+        "circuit.transition": "closed>open",
+    }
     b.close()
 
 
 def test_plain_failure_and_slow_call(otel: Otel, redis_url: str, prefix: str) -> None:
     """A failure that trips nothing has no transition; a slow call gets circuit.slow."""
     clock = FrozenClock()
-    b = Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(slow_call_duration=1.0), prefix=prefix,
-                clock=clock, listen=False)
+    b = Breaker(
+        unique(),
+        connect(redis_url, timeout=1),
+        BreakerConfig(slow_call_duration=1.0),
+        prefix=prefix,
+        clock=clock,
+        listen=False,
+    )
     with otel.tracer.start_as_current_span("fails"), pytest.raises(Boom):
         b.call(boom)
     with otel.tracer.start_as_current_span("slow"):
         b.call(lambda: clock.advance(2))
-    assert otel.span("fails") == {"circuit.service": b.service, "circuit.state": "closed",
-                                  "circuit.result": "failure"}
-    assert otel.span("slow") == {"circuit.service": b.service, "circuit.state": "closed",
-                                 "circuit.result": "success", "circuit.slow": True}
+    assert otel.span("fails") == {"circuit.service": b.service, "circuit.state": "closed", "circuit.result": "failure"}
+    assert otel.span("slow") == {
+        "circuit.service": b.service,
+        "circuit.state": "closed",
+        "circuit.result": "success",
+        "circuit.slow": True,
+    }
     b.close()
 
 
@@ -69,16 +86,25 @@ def test_rejection(otel: Otel, redis_url: str, prefix: str) -> None:
     with otel.tracer.start_as_current_span("with"), pytest.raises(CircuitOpenError), b:
         pass
     for name in ("charge", "with"):
-        assert otel.span(name) == {"circuit.service": b.service, "circuit.state": "forced_open",
-                                   "circuit.result": "rejected"}
+        assert otel.span(name) == {
+            "circuit.service": b.service,
+            "circuit.state": "forced_open",
+            "circuit.result": "rejected",
+        }
     b.close()
 
 
 def test_transition_made_by_acquire(otel: Otel, redis_url: str, prefix: str) -> None:
     """The probe admitted by acquire.lua records both transitions of its call (open>half_open, half_open>closed)."""
     clock = FrozenClock()
-    b = Breaker(unique(), connect(redis_url, timeout=1), BreakerConfig(minimum_calls=1, open_duration=5),
-                prefix=prefix, clock=clock, listen=False)
+    b = Breaker(
+        unique(),
+        connect(redis_url, timeout=1),
+        BreakerConfig(minimum_calls=1, open_duration=5),
+        prefix=prefix,
+        clock=clock,
+        listen=False,
+    )
     with pytest.raises(Boom):
         b.call(boom)
     clock.advance(6)
@@ -123,9 +149,16 @@ async def test_asyncio_spans(otel: Otel, redis_url: str, prefix: str) -> None:
         async with b:
             pass
     assert otel.span("ok") == {"circuit.service": b.service, "circuit.state": "closed", "circuit.result": "success"}
-    assert otel.span("trips") == {"circuit.service": b.service, "circuit.state": "open",
-                                  "circuit.result": "failure", "circuit.transition": "closed>open"}
-    assert otel.span("rejected") == {"circuit.service": b.service, "circuit.state": "open",
-                                     "circuit.result": "rejected"}
+    assert otel.span("trips") == {
+        "circuit.service": b.service,
+        "circuit.state": "open",
+        "circuit.result": "failure",
+        "circuit.transition": "closed>open",
+    }
+    assert otel.span("rejected") == {
+        "circuit.service": b.service,
+        "circuit.state": "open",
+        "circuit.result": "rejected",
+    }
     await b.close()
     await client.aclose()

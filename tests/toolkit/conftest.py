@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from _toolkit import HTTPServer
 
 import distbreaker.asyncio as dba
-from _toolkit import HTTPServer
 from distbreaker import Breaker, BreakerConfig, connect
 
 
@@ -32,6 +32,7 @@ async def aclient(redis_url: str) -> AsyncIterator[Any]:
 @pytest.fixture
 def make(client: Any, prefix: str) -> Callable[..., Breaker]:
     """``make(service, clock=None, **config) -> Breaker`` under this test's prefix, not listening."""
+
     def factory(service: str = "svc", clock: Callable[[], float] | None = None, **cfg: Any) -> Breaker:
         return Breaker(service, client, BreakerConfig(**cfg), prefix=prefix, clock=clock, listen=False)
 
@@ -41,6 +42,7 @@ def make(client: Any, prefix: str) -> Callable[..., Breaker]:
 @pytest.fixture
 def amake(aclient: Any, prefix: str) -> Callable[..., dba.Breaker]:
     """``amake(service, clock=None, **config)``: an asyncio Breaker under this test's prefix."""
+
     def factory(service: str = "svc", clock: Callable[[], float] | None = None, **cfg: Any) -> dba.Breaker:
         return dba.Breaker(service, aclient, BreakerConfig(**cfg), prefix=prefix, clock=clock, listen=False)
 

@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from _toolkit import wait_for
 
 import distbreaker.asyncio as dba
-from _toolkit import wait_for
 from distbreaker import Breaker, ConfigError, Snapshot, State
 from distbreaker.degradation import (
     Assessment,
@@ -53,9 +53,9 @@ def test_levels_are_ordered_strings() -> None:
 
 def test_assess_is_pure() -> None:
     """The mean of per-breaker rates: open counts 1.0, a window under minimum_calls 0.0."""
-    few = snap(calls=3, failures=3)           # under minimum_calls: 0.0
-    half = snap(calls=10, failures=5)         # 0.5
-    down = snap(State.OPEN)                   # 1.0
+    few = snap(calls=3, failures=3)  # under minimum_calls: 0.0
+    half = snap(calls=10, failures=5)  # 0.5
+    down = snap(State.OPEN)  # 1.0
     a = assess([few, half, down], [10, 10, 10])
     assert a.error_rate == pytest.approx(0.5) and a.level is Level.EMERGENCY
     assert a.causes == ("error_rate 0.50 >= 0.50 (emergency)",)
@@ -78,19 +78,22 @@ def test_levels_follow_the_breakers(make: Callable[..., Breaker]) -> None:
     outcomes(c, 10, 0)
     assert monitor.refresh().level is Level.NORMAL and changes == []
 
-    outcomes(a, 6, 4)                                  # a: 0.4 -> mean 0.13
+    outcomes(a, 6, 4)  # a: 0.4 -> mean 0.13
     r = monitor.refresh()
     assert (r.level, r.error_rate) == (Level.DEGRADED, pytest.approx(0.4 / 3))
-    outcomes(a, 0, 5)                                  # a: 9/15 -> mean 0.2
+    outcomes(a, 0, 5)  # a: 9/15 -> mean 0.2
     assert monitor.refresh().level is Level.DEGRADED
-    outcomes(b, 0, 3)                                  # b opens: 1.0 -> mean 0.53
+    outcomes(b, 0, 3)  # b opens: 1.0 -> mean 0.53
     r = monitor.refresh()
     assert r.level is Level.EMERGENCY and monitor.level is Level.EMERGENCY
     b.reset()
     a.reset()
     assert monitor.refresh().level is Level.NORMAL
     assert [(x.previous, x.level) for x in changes] == [
-        (Level.NORMAL, Level.DEGRADED), (Level.DEGRADED, Level.EMERGENCY), (Level.EMERGENCY, Level.NORMAL)]
+        (Level.NORMAL, Level.DEGRADED),
+        (Level.DEGRADED, Level.EMERGENCY),
+        (Level.EMERGENCY, Level.NORMAL),
+    ]
 
 
 def test_critical_and_custom_thresholds(make: Callable[..., Breaker]) -> None:
@@ -107,9 +110,12 @@ def test_critical_and_custom_thresholds(make: Callable[..., Breaker]) -> None:
 def test_cpu_and_memory_signals(make: Callable[..., Breaker]) -> None:
     """CPU and memory (from a `usage` callable here) raise the level on their own."""
     usage = {"now": (10.0, 20.0)}
-    monitor = DegradationMonitor([make()], cpu=Thresholds(degraded=70, critical=85, emergency=95),
-                                 memory=Thresholds(degraded=60, critical=80, emergency=90),
-                                 usage=lambda: usage["now"])
+    monitor = DegradationMonitor(
+        [make()],
+        cpu=Thresholds(degraded=70, critical=85, emergency=95),
+        memory=Thresholds(degraded=60, critical=80, emergency=90),
+        usage=lambda: usage["now"],
+    )
     r = monitor.refresh()
     assert (r.level, r.cpu, r.memory) == (Level.NORMAL, 10.0, 20.0)
     usage["now"] = (88.0, 20.0)
@@ -194,7 +200,7 @@ def test_choose_and_degrade_to_follow_the_level(make: Callable[..., Breaker]) ->
     monitor.refresh()
     assert monitor.choose(full, cheap) is full
     assert full("ann") == "fresh:ann" and full.__name__ == "full"
-    outcomes(a, 0, 1)                                   # a opens: error rate 1.0 -> emergency
+    outcomes(a, 0, 1)  # a opens: error rate 1.0 -> emergency
     assert monitor.refresh().level is Level.EMERGENCY
     assert monitor.choose(full, cheap) is cheap
     assert monitor.choose(full, cheap, at=Level.EMERGENCY) is cheap

@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-
-import distbreaker.asyncio as dba
 from _servers import ServerFactory
 from _toolkit import HTTPServer
+
+import distbreaker.asyncio as dba
 from distbreaker import Breaker, BreakerConfig, CallTimeoutError, CircuitOpenError, ConfigError, FailoverError, connect
 from distbreaker.failover import AsyncFailover, Failover, Provider
 
@@ -28,8 +28,11 @@ class Ignored(Exception):
     pass
 
 
-def providers(make: Callable[..., Breaker], names: str = "abc", **cfg: Any,
-              ) -> tuple[list[Provider], Counter[str], dict[str, bool]]:
+def providers(
+    make: Callable[..., Breaker],
+    names: str = "abc",
+    **cfg: Any,
+) -> tuple[list[Provider], Counter[str], dict[str, bool]]:
     """One provider per name, each answering its name; `dead[name] = True` makes it raise Down."""
     served: Counter[str] = Counter()
     dead = {n: False for n in names}
@@ -48,8 +51,9 @@ def providers(make: Callable[..., Breaker], names: str = "abc", **cfg: Any,
     return [Provider(make(n, **cfg), provider_fn(n)) for n in names], served, dead
 
 
-def test_priority_first_provider_dies_mid_run_over_http(make: Callable[..., Breaker],
-                                                         http_server: Callable[[], HTTPServer]) -> None:
+def test_priority_first_provider_dies_mid_run_over_http(
+    make: Callable[..., Breaker], http_server: Callable[[], HTTPServer]
+) -> None:
     """Three HTTP providers, four client threads: the first server dies mid-run; every request
     is still answered (by the second), and the first one's breaker opens."""
     servers = [http_server() for _ in range(3)]
@@ -63,8 +67,9 @@ def test_priority_first_provider_dies_mid_run_over_http(make: Callable[..., Brea
 
         return get
 
-    chain: Failover[str] = Failover([Provider(make(f"p{i}", consecutive_failures=3), fetch(c))
-                                     for i, c in enumerate(clients)])
+    chain: Failover[str] = Failover(
+        [Provider(make(f"p{i}", consecutive_failures=3), fetch(c)) for i, c in enumerate(clients)]
+    )
     results: list[str] = []
     errors: list[BaseException] = []
     halfway = threading.Event()
@@ -159,8 +164,9 @@ def test_fastest(make: Callable[..., Breaker]) -> None:
 
         return call
 
-    chain: Failover[str] = Failover([Provider(make(n, consecutive_failures=1), fn(n)) for n in "abc"],
-                                    strategy="fastest")
+    chain: Failover[str] = Failover(
+        [Provider(make(n, consecutive_failures=1), fn(n)) for n in "abc"], strategy="fastest"
+    )
     assert [chain.call() for _ in range(3)] == ["a", "b", "c"]  # each measured once, in priority order
     assert [chain.call() for _ in range(5)] == ["b"] * 5
     latency = chain.latencies()
@@ -190,8 +196,12 @@ def test_all_fail_lists_every_reason(make: Callable[..., Breaker]) -> None:
     assert isinstance(err.errors["a"], CircuitOpenError) and err.errors["a"].reason == "INC-42"
     text = str(err)
     assert text.startswith("all 3 providers failed: ")
-    for part in ("a: circuit 'a' is forced_open", "INC-42", "b: ConnectionError: refused",
-                 "c: TimeoutError: took too long"):
+    for part in (
+        "a: circuit 'a' is forced_open",
+        "INC-42",
+        "b: ConnectionError: refused",
+        "c: TimeoutError: took too long",
+    ):
         assert part in text
     with_fallback: Failover[Any] = Failover([(b, refused), (c, slow)], fallback=lambda e: sorted(e.errors))
     assert with_fallback.call() == ["b", "c"]
@@ -288,8 +298,9 @@ async def test_async_failover_first_dies_mid_run(amake: Callable[..., dba.Breake
     def c(x: int) -> str:  # a sync provider works too
         return "c"
 
-    chain: AsyncFailover[str] = AsyncFailover([(amake("a", consecutive_failures=3), a),
-                                               (amake("b"), b), (amake("c"), c)])
+    chain: AsyncFailover[str] = AsyncFailover(
+        [(amake("a", consecutive_failures=3), a), (amake("b"), b), (amake("c"), c)]
+    )
     results = await asyncio.gather(*(chain.call(i) for i in range(200)))
     assert len(results) == 200 and set(results) <= {"a", "b"}
     assert Counter(results)["a"] == 50
@@ -300,6 +311,7 @@ async def test_async_failover_first_dies_mid_run(amake: Callable[..., dba.Breake
 async def test_async_failover_timeout_per_attempt(amake: Callable[..., dba.Breaker]) -> None:
     """With `timeout`, a hanging provider is cancelled and counted as a failed slow call, and
     the next provider answers; all failing gives a FailoverError with the timeouts."""
+
     async def hang() -> str:
         await asyncio.sleep(30)
         return "never"
@@ -322,11 +334,14 @@ async def test_async_failover_timeout_per_attempt(amake: Callable[..., dba.Break
 
 
 def test_weighted_splits_first_tries_by_weight(make: Callable[..., Breaker]) -> None:
-    """"weighted": with weights 3:1 the first provider serves about 75% of 2000 calls; weight 0
+    """ "weighted": with weights 3:1 the first provider serves about 75% of 2000 calls; weight 0
     is only a last resort; a failing provider still hands over to the others."""
     (a, b, c), served, dead = providers(make)
-    chain = Failover([Provider(a.breaker, a.fn, weight=3), Provider(b.breaker, b.fn, weight=1),
-                      Provider(c.breaker, c.fn, weight=0)], strategy="weighted", rng=random.Random(7))
+    chain = Failover(
+        [Provider(a.breaker, a.fn, weight=3), Provider(b.breaker, b.fn, weight=1), Provider(c.breaker, c.fn, weight=0)],
+        strategy="weighted",
+        rng=random.Random(7),
+    )
     for i in range(2000):
         chain.call(i)
     assert served["c"] == 0
@@ -362,7 +377,10 @@ def test_on_failover_hook_and_metric(make: Callable[..., Breaker]) -> None:
         dead["y"] = True
         assert chain.call(3) == "z:3"
         assert [(e.from_provider, e.to_provider, type(e.error)) for e in events] == [
-            ("x", "y", Down), ("x", "y", Down), ("y", "z", Down)]
+            ("x", "y", Down),
+            ("x", "y", Down),
+            ("y", "z", Down),
+        ]
         counts: dict[tuple[str, str], int] = {}
         data = reader.get_metrics_data()
         assert data is not None

@@ -105,8 +105,13 @@ def test_sync_protect_refuses_a_coroutine_function(make: Callable[..., Breaker])
 def test_registry_default_fallback(client: Any, prefix: str) -> None:
     """A registry's `fallback` answers `call` and `protect` of every service unless the call
     gives its own."""
-    registry = BreakerRegistry(client, BreakerConfig(consecutive_failures=1), prefix=prefix, listen=False,
-                               fallback=lambda exc: f"default:{type(exc).__name__}")
+    registry = BreakerRegistry(
+        client,
+        BreakerConfig(consecutive_failures=1),
+        prefix=prefix,
+        listen=False,
+        fallback=lambda exc: f"default:{type(exc).__name__}",
+    )
 
     def fail() -> None:
         raise Boom
@@ -187,11 +192,13 @@ async def test_async_protect_sync_fallback_and_plain_decorator(amake: Callable[.
 
 async def test_async_registry_default_fallback(aclient: Any, prefix: str) -> None:
     """The asyncio registry's default fallback (here async) answers `call` and `protect`."""
+
     async def default(exc: BaseException) -> str:
         return f"default:{type(exc).__name__}"
 
-    registry = dba.BreakerRegistry(aclient, BreakerConfig(consecutive_failures=1), prefix=prefix, listen=False,
-                                   fallback=default)
+    registry = dba.BreakerRegistry(
+        aclient, BreakerConfig(consecutive_failures=1), prefix=prefix, listen=False, fallback=default
+    )
 
     async def fail() -> None:
         raise Boom

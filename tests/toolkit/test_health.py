@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from _toolkit import wait_for
 
 import distbreaker.asyncio as dba
-from _toolkit import wait_for
 from distbreaker import Breaker, CallTimeoutError, CircuitOpenError, ConfigError, State
 from distbreaker.failover import Failover, Provider
 from distbreaker.health import AsyncHealthChecker, HealthChecker
@@ -79,8 +79,11 @@ def test_closed_and_forced_breakers_are_not_probed(make: Callable[..., Breaker])
         checker.add(b, lambda name=b.service: probes.append(name))  # type: ignore[misc]
     results = checker.check()
     assert probes == []
-    assert {k: r.state for k, r in results.items()} == {"closed": State.CLOSED, "forced": State.FORCED_OPEN,
-                                                        "disabled": State.DISABLED}
+    assert {k: r.state for k, r in results.items()} == {
+        "closed": State.CLOSED,
+        "forced": State.FORCED_OPEN,
+        "disabled": State.DISABLED,
+    }
     assert closed.snapshot().calls == 1
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from _toolkit import HTTPServer
 
 import distbreaker.asyncio as dba
-from _toolkit import HTTPServer
 from distbreaker import BreakerConfig, BreakerRegistry, CircuitOpenError, State
 from distbreaker.httpx import AsyncBreakerTransport, BreakerTransport, ResponseFailure, host_service
 
@@ -40,8 +40,7 @@ def test_host_service() -> None:
     assert host_service(httpx.Request("GET", "http://bücher.example/")) == "xn--bcher-kva.example"
 
 
-def test_5xx_trips_the_host_and_4xx_does_not(registry: BreakerRegistry,
-                                              http_server: Callable[[], HTTPServer]) -> None:
+def test_5xx_trips_the_host_and_4xx_does_not(registry: BreakerRegistry, http_server: Callable[[], HTTPServer]) -> None:
     """404s count as successes; three 500s (returned to the caller as they are) open the
     host's breaker, after which requests raise CircuitOpenError without reaching the server."""
     server = http_server()
@@ -85,8 +84,9 @@ def test_timeouts_and_connect_errors_fail(registry: BreakerRegistry, http_server
     assert registry.get(f"127.0.0.1:{port}").snapshot().failures == 1
 
 
-def test_fallback_response_and_custom_predicate(client: Any, prefix: str,
-                                                http_server: Callable[[], HTTPServer]) -> None:
+def test_fallback_response_and_custom_predicate(
+    client: Any, prefix: str, http_server: Callable[[], HTTPServer]
+) -> None:
     """`is_failure` can make 404s failures; while open, `fallback` answers without a request,
     and narrowing `failure_exceptions` to httpx.HTTPError still counts them."""
     server = http_server()
@@ -98,8 +98,13 @@ def test_fallback_response_and_custom_predicate(client: Any, prefix: str,
         seen.append(exc)
         return httpx.Response(503, json={"error": "circuit open", "retry_after": exc.retry_after})
 
-    transport = BreakerTransport(registry, httpx.HTTPTransport(), fallback=fallback,
-                                 is_failure=lambda r: r.status_code >= 400, service=lambda request: "upstream")
+    transport = BreakerTransport(
+        registry,
+        httpx.HTTPTransport(),
+        fallback=fallback,
+        is_failure=lambda r: r.status_code >= 400,
+        service=lambda request: "upstream",
+    )
     try:
         with httpx.Client(transport=transport, base_url=server.url) as http:
             assert [http.get("/missing").status_code for _ in range(2)] == [404, 404]

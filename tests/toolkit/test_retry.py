@@ -58,8 +58,9 @@ def test_tenacity_retries_outside_the_breaker(make: Callable[..., Breaker]) -> N
     b = make(minimum_calls=100)
     fn, attempts = flaky(2)
 
-    @tenacity.retry(retry=retry_if_not_open, stop=tenacity.stop_after_attempt(5), wait=tenacity.wait_none(),
-                    reraise=True)
+    @tenacity.retry(
+        retry=retry_if_not_open, stop=tenacity.stop_after_attempt(5), wait=tenacity.wait_none(), reraise=True
+    )
     def charge() -> str:
         return b.call(fn)
 
@@ -76,19 +77,23 @@ def test_tenacity_stops_at_once_on_an_open_breaker(make: Callable[..., Breaker])
     fn, attempts = flaky(100)
     tries: list[int] = []
 
-    @tenacity.retry(retry=tenacity.retry_if_exception_type(Exception) & retry_if_not_open,
-                    stop=tenacity.stop_after_attempt(10), wait=tenacity.wait_none(), reraise=True,
-                    before=lambda state: tries.append(state.attempt_number))
+    @tenacity.retry(
+        retry=tenacity.retry_if_exception_type(Exception) & retry_if_not_open,
+        stop=tenacity.stop_after_attempt(10),
+        wait=tenacity.wait_none(),
+        reraise=True,
+        before=lambda state: tries.append(state.attempt_number),
+    )
     def charge() -> str:
         return b.call(fn)
 
     with pytest.raises(CircuitOpenError):
         charge()
-    assert attempts == [1, 2]      # the function ran twice, then the breaker opened
-    assert tries == [1, 2, 3]      # the third attempt was rejected, and there was no fourth
+    assert attempts == [1, 2]  # the function ran twice, then the breaker opened
+    assert tries == [1, 2, 3]  # the third attempt was rejected, and there was no fourth
     with pytest.raises(CircuitOpenError):
         charge()
-    assert tries == [1, 2, 3, 1]   # an open breaker: one attempt, no retry
+    assert tries == [1, 2, 3, 1]  # an open breaker: one attempt, no retry
 
 
 def test_stamina_retries_outside_the_breaker_and_stops_on_open(make: Callable[..., Breaker]) -> None:
@@ -129,8 +134,9 @@ async def test_async_tenacity_and_stamina(amake: Callable[..., dba.Breaker]) -> 
 
     tries = 0
     with pytest.raises(CircuitOpenError):
-        async for try_ in tenacity.AsyncRetrying(retry=retry_if_not_open, stop=tenacity.stop_after_attempt(10),
-                                                 wait=tenacity.wait_none(), reraise=True):
+        async for try_ in tenacity.AsyncRetrying(
+            retry=retry_if_not_open, stop=tenacity.stop_after_attempt(10), wait=tenacity.wait_none(), reraise=True
+        ):
             with try_:
                 tries += 1
                 await attempt()

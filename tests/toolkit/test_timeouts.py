@@ -43,7 +43,7 @@ async def test_timeout_below_slow_call_duration_is_a_failure_only(amake: Callabl
     b = amake(clock=clock, slow_call_duration=0.5, minimum_calls=100)
     await b.call(lambda: asyncio.sleep(0), timeout=0.01)  # in time: a success, not slow
     with pytest.raises(CallTimeoutError):
-        await b.call(asyncio.sleep, 30, timeout=0.02)       # 0.02 < 0.5: failure, not slow
+        await b.call(asyncio.sleep, 30, timeout=0.02)  # 0.02 < 0.5: failure, not slow
     with pytest.raises(CallTimeoutError):
         await b.call(asyncio.sleep, 30, timeout=timedelta(seconds=0.5) / 20)
     s = await b.snapshot()
@@ -51,7 +51,7 @@ async def test_timeout_below_slow_call_duration_is_a_failure_only(amake: Callabl
 
     slow = amake("slow", clock=clock, slow_call_duration=0.02, minimum_calls=100)
     with pytest.raises(CallTimeoutError):
-        await slow.call(asyncio.sleep, 30, timeout=0.02)     # 0.02 >= 0.02: failure and slow
+        await slow.call(asyncio.sleep, 30, timeout=0.02)  # 0.02 >= 0.02: failure and slow
     s = await slow.snapshot()
     assert (s.calls, s.failures, s.slow_calls) == (1, 1, 1)
 

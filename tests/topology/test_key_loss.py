@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 
 import pytest
+from _servers import ServerFactory
 
 import distbreaker.asyncio as dba
-from _servers import ServerFactory
 from distbreaker import Admin, Breaker, BreakerConfig, State, connect
 from distbreaker._cluster import _checked
 
@@ -35,8 +35,9 @@ def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "distbreaker" and text in r.getMessage()]
 
 
-def test_flushdb_recovers_closed_and_logs_once(redis_server_factory: ServerFactory, prefix: str,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_flushdb_recovers_closed_and_logs_once(
+    redis_server_factory: ServerFactory, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """An open breaker whose key is flushed: once the cache expires the next call stores the config
     again (NOCONFIG -> resend) and runs closed; one warning, not one per call."""
     caplog.set_level(logging.INFO, logger="distbreaker")
@@ -63,8 +64,9 @@ def test_flushdb_recovers_closed_and_logs_once(redis_server_factory: ServerFacto
         client.close()
 
 
-def test_eviction_removes_the_key_breaker_recovers(redis_server_factory: ServerFactory, prefix: str,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_eviction_removes_the_key_breaker_recovers(
+    redis_server_factory: ServerFactory, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """allkeys-lru under maxmemory: a startup warning (once per client), doctor warns, and when
     the breaker's key is evicted the breaker carries on closed."""
     caplog.set_level(logging.INFO, logger="distbreaker")
@@ -96,8 +98,9 @@ def test_eviction_removes_the_key_breaker_recovers(redis_server_factory: ServerF
         client.close()
 
 
-def test_noeviction_gives_no_warning(redis_server_factory: ServerFactory, prefix: str,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_noeviction_gives_no_warning(
+    redis_server_factory: ServerFactory, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="distbreaker")
     server = redis_server_factory("--maxmemory-policy", "noeviction")
     client = connect(server.url, timeout=0.5)
@@ -112,8 +115,9 @@ def test_noeviction_gives_no_warning(redis_server_factory: ServerFactory, prefix
         client.close()
 
 
-async def test_asyncio_startup_warning(redis_server_factory: ServerFactory, prefix: str,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_asyncio_startup_warning(
+    redis_server_factory: ServerFactory, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="distbreaker")
     server = redis_server_factory("--maxmemory-policy", "volatile-lru")
     client = dba.connect(server.url, timeout=0.5)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _servers import Cluster
 from redis.cluster import key_slot
 
 import distbreaker.asyncio as dba
-from _servers import Cluster
 from distbreaker import Admin, Breaker, BreakerConfig, State, connect_cluster
 from distbreaker._core import keys_for
 
@@ -89,8 +89,7 @@ def test_breakers_on_every_master_trip_and_are_listed(redis_cluster: Cluster, rc
 
 def test_batched_flush_with_ids_on_a_cluster(rc: Any, prefix: str) -> None:
     """Batched flushes touch three keys (state, events, ids): one slot, applied once."""
-    b = Breaker("batched", rc, cfg(minimum_calls=1000), prefix=prefix, listen=False, mode="batched",
-                flush_interval=60)
+    b = Breaker("batched", rc, cfg(minimum_calls=1000), prefix=prefix, listen=False, mode="batched", flush_interval=60)
     try:
         for i in range(50):
             b.call(int, i)
@@ -143,8 +142,11 @@ def _migrate_slot(cluster: Cluster, key: str, hold: Callable[[], None]) -> tuple
     NODE), as redis-cli --cluster reshard does; `hold()` runs in each phase. Returns the ports."""
     slot = key_slot(key.encode())
     src = cluster.master_of(key)
-    dst = next(m for m in cluster.nodes if m.running and m is not src and
-               "master" in str(cluster.admin(m).execute_command("ROLE")[0]))
+    dst = next(
+        m
+        for m in cluster.nodes
+        if m.running and m is not src and "master" in str(cluster.admin(m).execute_command("ROLE")[0])
+    )
     s, d = cluster.admin(src), cluster.admin(dst)
     src_id, dst_id = cluster.node_id(src), cluster.node_id(dst)
     d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
@@ -204,8 +206,10 @@ def test_resharding_moved_and_ask_are_absorbed(redis_cluster: Cluster, rc: Any, 
         assert b._core.backoff == 0.0, "a redirection counted as an outage"
         assert b.snapshot().calls == n[0]
         latencies.sort()
-        print(f"\nresharding: {len(latencies)} calls, p50 {latencies[len(latencies) // 2] * 1000:.2f} ms, "
-              f"max {latencies[-1] * 1000:.2f} ms")
+        print(
+            f"\nresharding: {len(latencies)} calls, p50 {latencies[len(latencies) // 2] * 1000:.2f} ms, "
+            f"max {latencies[-1] * 1000:.2f} ms"
+        )
     finally:
         b.close()
         redis_cluster.wait_ok()
@@ -237,8 +241,7 @@ async def test_asyncio_cluster(redis_cluster: Cluster, prefix: str) -> None:
         await other.aclose()
 
 
-async def test_asyncio_listener_initialises_a_user_built_cluster_client(redis_cluster: Cluster,
-                                                                          prefix: str) -> None:
+async def test_asyncio_listener_initialises_a_user_built_cluster_client(redis_cluster: Cluster, prefix: str) -> None:
     """Regression: redis-py's asyncio ClusterPubSub fails (KeyError on the slot table) on a client
     that was never initialised; the listener initialises it first."""
     from redis.asyncio.cluster import RedisCluster
@@ -254,8 +257,9 @@ async def test_asyncio_listener_initialises_a_user_built_cluster_client(redis_cl
         await client.aclose()
 
 
-async def test_a_fresh_user_built_asyncio_cluster_client_takes_a_concurrent_burst(redis_cluster: Cluster,
-                                                                                   prefix: str) -> None:
+async def test_a_fresh_user_built_asyncio_cluster_client_takes_a_concurrent_burst(
+    redis_cluster: Cluster, prefix: str
+) -> None:
     """Regression (issue 14 item 3): 50 concurrent calls on a `redis.asyncio.cluster.RedisCluster`
     the user built and never initialised are all counted (they raised AttributeError
     'NoneType' object has no attribute 'writelines')."""
@@ -271,8 +275,7 @@ async def test_a_fresh_user_built_asyncio_cluster_client_takes_a_concurrent_burs
         await client.aclose()
 
 
-def test_a_fresh_user_built_sync_cluster_client_takes_concurrent_threads(redis_cluster: Cluster,
-                                                                          prefix: str) -> None:
+def test_a_fresh_user_built_sync_cluster_client_takes_concurrent_threads(redis_cluster: Cluster, prefix: str) -> None:
     """50 calls from 10 threads at once on a `redis.cluster.RedisCluster` the user built are all counted."""
     from redis.cluster import RedisCluster
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import redis
+from _servers import SENTINEL_MASTER, SentinelSet
 
 import distbreaker.asyncio as dba
-from _servers import SENTINEL_MASTER, SentinelSet
 from distbreaker import Breaker, BreakerConfig, State, connect_sentinel
 
 pytestmark = pytest.mark.sentinel
@@ -52,8 +52,11 @@ def test_master_killed_breaker_follows_the_new_master(redis_sentinel: SentinelSe
         before = _calls_on(new_port, prefix, "sentinel-svc")
         while True:
             assert b.call(int, 1) == 1
-            if redis_sentinel.master_address()[1] == new_port and b._core.backoff == 0.0 \
-                    and _calls_on(new_port, prefix, "sentinel-svc") > before:
+            if (
+                redis_sentinel.master_address()[1] == new_port
+                and b._core.backoff == 0.0
+                and _calls_on(new_port, prefix, "sentinel-svc") > before
+            ):
                 break
             assert time.monotonic() - t0 < DEADLINE, "the breaker did not follow the failover"
             time.sleep(0.01)

@@ -11,7 +11,19 @@ import redis.exceptions as rx
 
 from distbreaker import BreakerConfig, CircuitOpenError, State, _reply
 from distbreaker._core import (
-    ALLOW, ASK, FAILURE, FLUSH, IGNORED, REJECT, SUCCESS, BreakerCore, Eval, LocalPermit, View, classify, keys_for,
+    ALLOW,
+    ASK,
+    FAILURE,
+    FLUSH,
+    IGNORED,
+    REJECT,
+    SUCCESS,
+    BreakerCore,
+    Eval,
+    LocalPermit,
+    View,
+    classify,
+    keys_for,
     service_of_key,
 )
 from distbreaker._model import Outcome, Reporter, Transition
@@ -19,17 +31,39 @@ from distbreaker._scripts import eval_steps
 from distbreaker.errors import BackendError, ScriptError, redact
 
 
-def reply(state: str, now_ms: int = 1_000_000, open_until: int = 0, forced_until: int = 0,
-          reason: str = "", cause: str = "") -> list[object]:
-    return [state.encode(), 3, now_ms, open_until, 0, 0, 0, 0, forced_until, reason.encode(), b"",
-            0, b"", cause.encode(), b"", 0, 0, 0]
+def reply(
+    state: str, now_ms: int = 1_000_000, open_until: int = 0, forced_until: int = 0, reason: str = "", cause: str = ""
+) -> list[object]:
+    return [
+        state.encode(),
+        3,
+        now_ms,
+        open_until,
+        0,
+        0,
+        0,
+        0,
+        forced_until,
+        reason.encode(),
+        b"",
+        0,
+        b"",
+        cause.encode(),
+        b"",
+        0,
+        0,
+        0,
+    ]
 
 
 def test_keys_share_the_service_hash_tag() -> None:
     """Both keys of a breaker carry {service}, so they live in one Cluster slot."""
     k = keys_for("distbreaker", "payments")
     assert (k.state, k.events, k.channel) == (
-        "distbreaker:{payments}", "distbreaker:{payments}:events", "distbreaker:events")
+        "distbreaker:{payments}",
+        "distbreaker:{payments}:events",
+        "distbreaker:events",
+    )
     assert service_of_key("distbreaker", k.state) == "payments"
     assert service_of_key("distbreaker", k.events) is None
 
@@ -95,12 +129,15 @@ def test_config_floats_round_trip_exactly() -> None:
     assert float(c._lua[0]) == 0.1 + 0.2
 
 
-@pytest.mark.parametrize(("text", "secret"), [
-    ("redis://:hunter2@host:6379/0", "hunter2"),
-    ("Error connecting to rediss://alice:s3cr3t@db.example:6380", "s3cr3t"),
-    ("{'password': 'pa55'}", "pa55"),
-    ("password=abc123 host=x", "abc123"),
-])
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("redis://:hunter2@host:6379/0", "hunter2"),
+        ("Error connecting to rediss://alice:s3cr3t@db.example:6380", "s3cr3t"),
+        ("{'password': 'pa55'}", "pa55"),
+        ("password=abc123 host=x", "abc123"),
+    ],
+)
 def test_redact_hides_passwords(text: str, secret: str) -> None:
     """Passwords in URLs and key=value pairs are replaced by ***."""
     out = redact(text)
@@ -162,8 +199,15 @@ class Recorder(Reporter):
     def closed(self, breaker: object) -> None:
         self.seen.append(("closed",))
 
-    def call(self, service: str, outcome: Outcome, duration: float, slow: bool, state: State | None,
-             exc: BaseException | None) -> None:
+    def call(
+        self,
+        service: str,
+        outcome: Outcome,
+        duration: float,
+        slow: bool,
+        state: State | None,
+        exc: BaseException | None,
+    ) -> None:
         self.seen.append(("call", outcome, slow, state))
 
     def rejected(self, service: str, err: CircuitOpenError) -> None:
@@ -213,7 +257,10 @@ def test_core_rejects_open_from_the_cache_until_open_until() -> None:
     with pytest.raises(CircuitOpenError) as denied:
         c.acquired(canned("open", generation=2, open_until=T + 30_000, retry_at=T + 30_000, reason="failure_rate"))
     assert (denied.value.state, denied.value.retry_after, denied.value.reason) == (
-        "open", pytest.approx(30.0), "failure_rate")
+        "open",
+        pytest.approx(30.0),
+        "failure_rate",
+    )
     clock.now = 10.0
     with pytest.raises(CircuitOpenError) as cached:
         c.admit()
@@ -404,14 +451,26 @@ def test_core_reports_to_the_reporters_that_want_it() -> None:
     clock.now = 1.0
     c.admit()
     with pytest.raises(CircuitOpenError):
-        c.acquired(canned("open", generation=1, at=1.0, open_until=T + 31_000, transitions="closed>open",
-                          cause="failure_rate 0.60 >= 0.50"))
+        c.acquired(
+            canned(
+                "open",
+                generation=1,
+                at=1.0,
+                open_until=T + 31_000,
+                transitions="closed>open",
+                cause="failure_rate 0.60 >= 0.50",
+            )
+        )
     c.close()
     assert rec.seen == [
-        ("opened",), ("round_trip", "acquire"), ("call", SUCCESS, False, State.CLOSED),
+        ("opened",),
+        ("round_trip", "acquire"),
+        ("call", SUCCESS, False, State.CLOSED),
         ("redis_error", "ConnectionError"),
         ("transitions", [("closed", "open", "failure_rate 0.60 >= 0.50")], T + 1000),
-        ("rejected", "open"), ("closed",)]
+        ("rejected", "open"),
+        ("closed",),
+    ]
 
 
 def test_refused_writes_end_with_a_write_not_a_read() -> None:

@@ -229,6 +229,6 @@ def test_the_transition_table_is_the_same_in_lua_and_python() -> None:
     from distbreaker._reference import TRANSITIONS
 
     lib = (Path(__file__).resolve().parents[2] / "lua" / "_lib.lua").read_text()
-    body = lib[lib.index("local function allowed("):lib.index("local function transition(")]
+    body = lib[lib.index("local function allowed(") : lib.index("local function transition(")]
     pairs = set(re.findall(r"\['(\w+)>(\w+)'\] = true", body))
     assert pairs == set(TRANSITIONS) and len(pairs) == 18

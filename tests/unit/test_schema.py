@@ -56,24 +56,47 @@ def _bounds() -> list[tuple[str, Any, bool]]:
     out: list[tuple[str, Any, bool]] = []
     for f in _schema.FIELDS:
         if f.unit == "ms":
-            out += [(f.name, f.low / 1000, True), (f.name, f.high / 1000, True),
-                    (f.name, (f.high + 1) / 1000, False), (f.name, 0.0004, False), (f.name, 0, False)]
+            out += [
+                (f.name, f.low / 1000, True),
+                (f.name, f.high / 1000, True),
+                (f.name, (f.high + 1) / 1000, False),
+                (f.name, 0.0004, False),
+                (f.name, 0, False),
+            ]
         elif f.unit == "count":
-            out += [(f.name, f.low, True), (f.name, f.high, True), (f.name, f.high + 1, False),
-                    (f.name, f.low - 1, False), (f.name, 1.5, False)]
+            out += [
+                (f.name, f.low, True),
+                (f.name, f.high, True),
+                (f.name, f.high + 1, False),
+                (f.name, f.low - 1, False),
+                (f.name, 1.5, False),
+            ]
         elif f.unit == "ratio":
-            out += [(f.name, 1e-9, True), (f.name, 1, True), (f.name, 0.0, False),
-                    (f.name, math.nextafter(1.0, 2.0), False)]
+            out += [
+                (f.name, 1e-9, True),
+                (f.name, 1, True),
+                (f.name, 0.0, False),
+                (f.name, math.nextafter(1.0, 2.0), False),
+            ]
         else:
-            out += [(f.name, 1, True), (f.name, f.high, True), (f.name, math.nextafter(1.0, 0.0), False),
-                    (f.name, math.nextafter(f.high, math.inf), False)]
+            out += [
+                (f.name, 1, True),
+                (f.name, f.high, True),
+                (f.name, math.nextafter(1.0, 0.0), False),
+                (f.name, math.nextafter(f.high, math.inf), False),
+            ]
     return out
 
 
 def _around(name: str, value: Any) -> dict[str, Any]:
     """Other fields set so that only `name`'s own bounds decide (the rules between fields hold)."""
-    cfg: dict[str, Any] = {"buckets": 1, "window": 1.0, "open_duration": 0.001, "max_open_duration": 7 * DAY,
-                           "idle_ttl": 366 * DAY}
+    cfg: dict[str, Any] = {
+        "buckets": 1,
+        "window": 1.0,
+        "open_duration": 0.001,
+        "max_open_duration": 7 * DAY,
+        "idle_ttl": 366 * DAY,
+    }
     if name == "idle_ttl":
         cfg["window"] = 0.001
     if name == "window":
@@ -103,9 +126,11 @@ def test_bounds_of_the_worker_durations(name: str) -> None:
     assert info.value.field == name
 
 
-NOT_NONE = [f.name for f in fields(BreakerConfig)
-            if f.init and f.name not in ("consecutive_failures", "slow_call_duration", "failure_predicate",
-                                         "result_predicate")]
+NOT_NONE = [
+    f.name
+    for f in fields(BreakerConfig)
+    if f.init and f.name not in ("consecutive_failures", "slow_call_duration", "failure_predicate", "result_predicate")
+]
 
 
 @pytest.mark.parametrize("name", NOT_NONE)
@@ -173,10 +198,20 @@ def test_buckets_of_the_issue_are_refused() -> None:
 
 def test_cfg_valid_is_the_schema() -> None:
     """The reference model refuses what the schema refuses (non-integral counts included)."""
-    assert Cfg.from_argv(["0.5", "10", "60000", "1000", "0", "1.0", "30000", "2.0", "600000", "1", "1",
-                          "10000", "604800000"]).valid()
-    for i, text in ((3, "1001"), (3, "1.5"), (2, "1.5"), (0, "0.0"), (7, "100.5"), (12, "59999"),
-                    (8, "29999"), (12, "nan"), (12, "inf")):
+    assert Cfg.from_argv(
+        ["0.5", "10", "60000", "1000", "0", "1.0", "30000", "2.0", "600000", "1", "1", "10000", "604800000"]
+    ).valid()
+    for i, text in (
+        (3, "1001"),
+        (3, "1.5"),
+        (2, "1.5"),
+        (0, "0.0"),
+        (7, "100.5"),
+        (12, "59999"),
+        (8, "29999"),
+        (12, "nan"),
+        (12, "inf"),
+    ):
         values = list(_schema.DEFAULT_ARGV)
         values[i] = text
         assert not Cfg.from_argv(values).valid(), (CFG_NAMES[i], text)
@@ -184,8 +219,7 @@ def test_cfg_valid_is_the_schema() -> None:
 
 # -- for_ of trip/disable ------------------------------------------------------------------------
 
-BAD_FOR = [math.inf, math.nan, float("1e999"), 10**400, -1, 0, _schema.FOR_MAX + 1, True, "10",
-           timedelta(days=367)]
+BAD_FOR = [math.inf, math.nan, float("1e999"), 10**400, -1, 0, _schema.FOR_MAX + 1, True, "10", timedelta(days=367)]
 
 
 @pytest.mark.parametrize("value", BAD_FOR, ids=lambda v: repr(v)[:20])
@@ -225,10 +259,21 @@ def test_every_trip_path_refuses_a_bad_for_before_redis(op: str, value: Any) -> 
 
 # -- Admin.set_config checks before Redis -----------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("buckets", 10_000), ("buckets", 0), ("idle_ttl", 1e14), ("idle_ttl", math.inf), ("window", None),
-    ("window", 10**400), ("minimum_calls", "20"), ("backoff_multiplier", 1000.0), ("half_open_max_calls", 101),
-])
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("buckets", 10_000),
+        ("buckets", 0),
+        ("idle_ttl", 1e14),
+        ("idle_ttl", math.inf),
+        ("window", None),
+        ("window", 10**400),
+        ("minimum_calls", "20"),
+        ("backoff_multiplier", 1000.0),
+        ("half_open_max_calls", 101),
+    ],
+)
 def test_set_config_checks_each_value_before_redis(name: str, value: Any) -> None:
     """A value out of bounds is refused before Admin talks to Redis (unreachable here)."""
     with pytest.raises(ConfigError) as info:
@@ -244,10 +289,17 @@ def test_set_config_checks_the_service_name_before_redis() -> None:
 
 # -- Breaker options --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"listen": "no"}, "listen"), ({"listen": 1}, "listen"), ({"listen": None}, "listen"),
-    ({"clock": 5}, "clock"), ({"clock": "time"}, "clock"),
-])
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"listen": "no"}, "listen"),
+        ({"listen": 1}, "listen"),
+        ({"listen": None}, "listen"),
+        ({"clock": 5}, "clock"),
+        ({"clock": "time"}, "clock"),
+    ],
+)
 def test_breaker_options_are_checked(kwargs: dict[str, Any], field: str) -> None:
     """listen must be a bool and clock None or a callable, in both Breakers (ConfigError naming it)."""
     with pytest.raises(ConfigError) as info:
@@ -273,8 +325,11 @@ def test_configuration_page_documents_every_bound() -> None:
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    rows = {line.split(" | ")[0][3:-1]: line.split(" | ")[-1] for line in page.splitlines()
-            if line.startswith("| `") and line.count(" | ") == 4}  # the Fields table
+    rows = {
+        line.split(" | ")[0][3:-1]: line.split(" | ")[-1]
+        for line in page.splitlines()
+        if line.startswith("| `") and line.count(" | ") == 4
+    }  # the Fields table
 
     def shown(value: float) -> str:
         if value == 10**9:

@@ -39,7 +39,7 @@ from typing import Any
 try:
     import httpx
 except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError("distbreaker.httpx needs httpx: pip install 'distbreaker[httpx]'") from _exc
+    raise ImportError("distbreaker.httpx needs httpx: pip install httpx (the httpx extra)") from _exc
 
 from .errors import CircuitOpenError
 

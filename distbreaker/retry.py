@@ -65,7 +65,7 @@ def __getattr__(name: str) -> Any:
             import tenacity
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "distbreaker.retry.retry_if_not_open needs tenacity: pip install 'distbreaker[retry]'"
+                "distbreaker.retry.retry_if_not_open needs tenacity: pip install tenacity (the retry extra)"
             ) from exc
         value = tenacity.retry_if_exception(is_retryable)
         globals()[name] = value

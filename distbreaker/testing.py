@@ -14,7 +14,7 @@ def test_checkout_queues_when_payments_is_open():
     assert checkout(order, breaker=payments) == "queued"
 ```
 
-Needs the ``testing`` extra (``pip install 'distbreaker[testing]'``, which installs
+Needs the ``testing`` extra (``pip install -e '.[testing]'`` from a checkout, which installs
 ``fakeredis[lua]``). fakeredis is imported only when a fake client is made. A pytest plugin
 built on these helpers provides the fixtures ``breaker_clock`` and ``fake_breaker``
 (`distbreaker.pytest_plugin`).
@@ -121,12 +121,14 @@ def fake_redis(*, socket_timeout: float = 0.05) -> redis.Redis:
             breaker does not warn about a long timeout.
 
     Raises:
-        ImportError: fakeredis is not installed (``pip install 'distbreaker[testing]'``).
+        ImportError: fakeredis is not installed (``pip install 'fakeredis[lua]>=2.40'``, the testing extra).
     """
     try:
         import fakeredis
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("distbreaker.testing needs fakeredis with Lua: pip install 'distbreaker[testing]'") from exc
+        raise ImportError(
+            "distbreaker.testing needs fakeredis with Lua: pip install 'fakeredis[lua]>=2.40' (the testing extra)"
+        ) from exc
     return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=False, socket_timeout=socket_timeout)
 
 

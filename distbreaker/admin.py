@@ -54,6 +54,19 @@ FLEET_FIELDS: tuple[str, ...] = tuple(field for _, field, _ in CONFIG_FIELDS)
 _BY_SCRIPT_NAME = {script: (i, field, kind) for i, (script, field, kind) in enumerate(CONFIG_FIELDS)}
 _DEFAULTS = BreakerConfig()
 DOCTOR_SERVICE = "__doctor__"
+# what doctor publishes to check PUBLISH on the channel (a config-shaped no-op event; listeners re-read)
+_DOCTOR_MESSAGE = json.dumps(
+    {
+        "service": DOCTOR_SERVICE,
+        "from": "closed",
+        "to": "closed",
+        "generation": 0,
+        "open_until": 0,
+        "cause": "distbreaker doctor",
+        "actor": "doctor",
+        "ts": 0,
+    }
+)
 MIN_SERVER = (6, 2, 0)
 
 
@@ -644,24 +657,7 @@ class Admin(_Operations):
                 ),
             ),
             ("SCAN", lambda: r.scan(0, match=f"{self.prefix}:{{*}}", count=10)),
-            (
-                "PUBLISH",
-                lambda: r.publish(
-                    keys.channel,
-                    json.dumps(
-                        {
-                            "service": DOCTOR_SERVICE,
-                            "from": "closed",
-                            "to": "closed",
-                            "generation": 0,
-                            "open_until": 0,
-                            "cause": "distbreaker doctor",
-                            "actor": "doctor",
-                            "ts": 0,
-                        }
-                    ),
-                ),
-            ),
+            ("PUBLISH", lambda: r.publish(keys.channel, _DOCTOR_MESSAGE)),
             ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
         ]
         denied = []
@@ -722,24 +718,7 @@ class Admin(_Operations):
         read = eval_steps(target.eval("read", ["0"]))
         needs: list[tuple[str, Callable[[], Any]]] = [
             ("FCALL read (creates the throwaway breaker)", lambda: drive(r, read)),
-            (
-                "PUBLISH",
-                lambda: r.publish(
-                    keys.channel,
-                    json.dumps(
-                        {
-                            "service": DOCTOR_SERVICE,
-                            "from": "closed",
-                            "to": "closed",
-                            "generation": 0,
-                            "open_until": 0,
-                            "cause": "distbreaker doctor",
-                            "actor": "doctor",
-                            "ts": 0,
-                        }
-                    ),
-                ),
-            ),
+            ("PUBLISH", lambda: r.publish(keys.channel, _DOCTOR_MESSAGE)),
             ("SUBSCRIBE", lambda: self._subscribe_once(keys.channel)),
         ]
         must_not: list[tuple[str, Callable[[], Any], Callable[[Any], bool]]] = [

@@ -3,7 +3,7 @@ thread (`ThreadRunner`) or an asyncio task (`TaskRunner`), with start, stop, wak
 backoff after failures, and what happens in a forked child.
 
 Used by the pub/sub listener (`_listener`), the batched-mode flusher (`_batch`) and the
-toolkit's periodic checks (`_periodic`: `distbreaker.health`, `distbreaker.degradation`).
+toolkit's periodic checks (`_periodic`: `distbreaker.toolkit.health`, `distbreaker.toolkit.degradation`).
 
 A step returns how many seconds to wait before the next step (0: at once; a `wake()` cuts the
 wait short), or None to end the runner (it ends only if nobody started it again meanwhile:

@@ -77,10 +77,10 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path: Path) -> None:
         "connect_sentinel",
         "asyncio.connect_cluster",
         "asyncio.connect_sentinel",
-        "failover.Failover",
-        "health.HealthChecker",
-        "degradation.DegradationMonitor",
-        "httpx.BreakerTransport",
+        "toolkit.failover.Failover",
+        "toolkit.health.HealthChecker",
+        "toolkit.degradation.DegradationMonitor",
+        "toolkit.httpx.BreakerTransport",
     ):
         assert f'id="distbreaker.{name}"' in api, name
     assert (site / "cluster-sentinel" / "index.html").is_file() and (site / "benchmarks" / "index.html").is_file()

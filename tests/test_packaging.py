@@ -37,6 +37,8 @@ def test_wheel_contents(tmp_path: Path) -> None:
         for lua in (ROOT / "lua").glob("*.lua"):
             assert z.read(f"distbreaker/lua/{lua.name}") == lua.read_bytes()
         assert "distbreaker/py.typed" in names
+        package = ROOT / "distbreaker"  # every module, the toolkit subpackage's too
+        assert {f"distbreaker/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")} <= names
         assert "distbreaker_cli/app.py" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "distbreaker = distbreaker_cli.app:main" in z.read(entry).decode()

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from distbreaker import BreakerConfig, BreakerRegistry, _otel, connect
-from distbreaker.httpx import BreakerTransport
+from distbreaker.toolkit.httpx import BreakerTransport
 
 pytestmark = pytest.mark.redis
 

@@ -11,7 +11,7 @@ from _toolkit import wait_for
 
 import distbreaker.asyncio as dba
 from distbreaker import Breaker, ConfigError, Snapshot, State
-from distbreaker.degradation import (
+from distbreaker.toolkit.degradation import (
     Assessment,
     AsyncDegradationMonitor,
     DegradationMonitor,

@@ -17,7 +17,7 @@ from _toolkit import HTTPServer
 
 import distbreaker.asyncio as dba
 from distbreaker import Breaker, BreakerConfig, CallTimeoutError, CircuitOpenError, ConfigError, FailoverError, connect
-from distbreaker.failover import AsyncFailover, Failover, Provider
+from distbreaker.toolkit.failover import AsyncFailover, Failover, Provider
 
 
 class Down(Exception):
@@ -358,7 +358,7 @@ def test_on_failover_hook_and_metric(make: Callable[..., Breaker]) -> None:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from distbreaker._otel import use_meter_provider
-    from distbreaker.failover import FailoverEvent
+    from distbreaker.toolkit.failover import FailoverEvent
 
     reader = InMemoryMetricReader()
     use_meter_provider(MeterProvider(metric_readers=[reader]))
@@ -426,7 +426,7 @@ async def test_async_on_failover_hook_may_be_async(amake: Callable[..., dba.Brea
 def test_a_returned_failure_moves_on(make: Callable[..., Breaker]) -> None:
     """A provider returning a value its result_predicate counts as a failure hands the call on:
     counted in its breaker, reported as FailedResult; when all do, FailoverError lists them."""
-    from distbreaker.failover import FailedResult
+    from distbreaker.toolkit.failover import FailedResult
 
     def is_503(value: object) -> bool:
         return value == 503

@@ -12,9 +12,9 @@ from _toolkit import wait_for
 
 import distbreaker.asyncio as dba
 from distbreaker import Breaker, CallTimeoutError, CircuitOpenError, ConfigError, State
-from distbreaker.failover import Failover, Provider
-from distbreaker.health import AsyncHealthChecker, HealthChecker
 from distbreaker.testing import FrozenClock
+from distbreaker.toolkit.failover import Failover, Provider
+from distbreaker.toolkit.health import AsyncHealthChecker, HealthChecker
 
 
 class Down(Exception):

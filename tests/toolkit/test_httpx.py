@@ -13,7 +13,7 @@ from _toolkit import HTTPServer
 
 import distbreaker.asyncio as dba
 from distbreaker import BreakerConfig, BreakerRegistry, CircuitOpenError, State
-from distbreaker.httpx import AsyncBreakerTransport, BreakerTransport, ResponseFailure, host_service
+from distbreaker.toolkit.httpx import AsyncBreakerTransport, BreakerTransport, ResponseFailure, host_service
 
 CONFIG = BreakerConfig(consecutive_failures=3, minimum_calls=1000, open_duration=600)
 

@@ -11,7 +11,7 @@ import tenacity
 
 import distbreaker.asyncio as dba
 from distbreaker import Breaker, CallTimeoutError, CircuitOpenError
-from distbreaker.retry import is_retryable, retry_if_not_open, retryable
+from distbreaker.toolkit.retry import is_retryable, retry_if_not_open, retryable
 
 
 class Flaky(Exception):

@@ -96,3 +96,31 @@ def test_no_import_cycle() -> None:
     graph = import_graph()
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
     assert "distbreaker._otel" not in graph["distbreaker._core"]
+
+
+# -- layout: the toolkit is a subpackage on top of the core -----------------------------------
+
+TOOLKIT = ["degradation", "failover", "health", "httpx", "retry"]
+
+
+def test_core_does_not_import_the_toolkit() -> None:
+    """No module outside ``distbreaker.toolkit`` imports it, anywhere in its body:
+    the core knows nothing of the toolkit."""
+    aliases: set[str] = set()
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        if name.startswith("distbreaker.toolkit") or name in aliases:
+            continue
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+                targets = [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            offenders += [f"{name}: {t}" for t in targets if t.startswith("distbreaker.toolkit")]
+    assert offenders == []

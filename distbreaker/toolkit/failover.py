@@ -7,7 +7,7 @@ call to the next one. When every provider failed or was skipped, `FailoverError`
 provider's reason:
 
     from distbreaker import Breaker
-    from distbreaker.failover import Failover, Provider
+    from distbreaker.toolkit.failover import Failover, Provider
 
     geocode = Failover([
         Provider(Breaker("geo-primary", r), primary.lookup),
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar
 
-from ._core import FAILURE, classify, classify_result
-from ._log import LIMITED
-from ._timeout import check_timeout
-from .errors import CircuitOpenError, ConfigError, DistbreakerError, FailoverError
+from .._core import FAILURE, classify, classify_result
+from .._log import LIMITED
+from .._timeout import check_timeout
+from ..errors import CircuitOpenError, ConfigError, DistbreakerError, FailoverError
 
 __all__ = [
     "FAILOVERS",
@@ -119,7 +119,7 @@ class _Counter:
     def add(self, frm: str, to: str) -> None:
         from opentelemetry import metrics
 
-        from . import _otel
+        from .. import _otel
 
         if not _otel.INSTRUMENTS.on:
             return
@@ -167,7 +167,7 @@ class Provider:
             for `AsyncFailover`); one breaker per provider.
         fn: called with the arguments of `Failover.call`; sync, or for `AsyncFailover` also async.
         name: the provider's name in errors and results. Default: the breaker's service.
-        probe: an optional health probe (no arguments) for `distbreaker.health`.
+        probe: an optional health probe (no arguments) for `distbreaker.toolkit.health`.
         weight: its share of first tries under the ``"weighted"`` strategy (>= 0; 0 = tried
             only after every provider with a weight). Default 1.
     """

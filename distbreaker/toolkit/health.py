@@ -13,7 +13,7 @@ Closed, disabled and forced-open breakers are never probed: synthetic successes 
 a closed breaker's failure rate, and a forced state is an operator's decision. A breaker still
 open before its `open_until` is skipped from the local cache, with no Redis round trip:
 
-    from distbreaker.health import HealthChecker
+    from distbreaker.toolkit.health import HealthChecker
 
     checker = HealthChecker(interval=5.0)
     checker.add(search_breaker, lambda: httpx.get("http://search/health", timeout=1).raise_for_status())
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ._config import seconds
-from ._model import State
+from .._config import seconds
+from .._model import State
+from .._timeout import check_timeout
+from ..errors import CircuitOpenError, ConfigError
 from ._periodic import AsyncPeriodic, Periodic
-from ._timeout import check_timeout
-from .errors import CircuitOpenError, ConfigError
 
 __all__ = ["AsyncHealthChecker", "HealthChecker", "HealthResult"]
 
@@ -89,7 +89,7 @@ class _Base:
         self._checks[breaker.service] = (breaker, probe)
 
     def add_failover(self, failover: Any) -> None:
-        """Add every provider of a `distbreaker.failover` chain that has a ``probe``."""
+        """Add every provider of a `distbreaker.toolkit.failover` chain that has a ``probe``."""
         for provider in failover.providers:
             if provider.probe is not None:
                 self.add(provider.breaker, provider.probe)

@@ -5,13 +5,13 @@ Wrap the client's transport; each host (``host`` or ``host:port``) gets its own 
 
     import httpx
     from distbreaker import BreakerRegistry, connect
-    from distbreaker.httpx import BreakerTransport
+    from distbreaker.toolkit.httpx import BreakerTransport
 
     registry = BreakerRegistry(connect("redis://localhost:6379/0"), prefix="http")
     client = httpx.Client(transport=BreakerTransport(registry))
 
     import distbreaker.asyncio
-    from distbreaker.httpx import AsyncBreakerTransport
+    from distbreaker.toolkit.httpx import AsyncBreakerTransport
     client = httpx.AsyncClient(transport=AsyncBreakerTransport(distbreaker.asyncio.BreakerRegistry(aredis)))
 
 Outcomes: a response for which `is_failure` is true (default: status 5xx) counts as a failure,
@@ -39,9 +39,9 @@ from typing import Any
 try:
     import httpx
 except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError("distbreaker.httpx needs httpx: pip install httpx (the httpx extra)") from _exc
+    raise ImportError("distbreaker.toolkit.httpx needs httpx: pip install httpx (the httpx extra)") from _exc
 
-from .errors import CircuitOpenError
+from ..errors import CircuitOpenError
 
 __all__ = ["AsyncBreakerTransport", "BreakerTransport", "ResponseFailure", "host_service", "is_server_error"]
 

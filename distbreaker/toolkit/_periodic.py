@@ -1,6 +1,6 @@
 """A function run every `interval` seconds by one daemon thread or one asyncio task, stoppable.
 
-Used by `distbreaker.health` and `distbreaker.degradation`, on the package's one background
+Used by `distbreaker.toolkit.health` and `distbreaker.toolkit.degradation`, on the package's one background
 runner (`_runner`). An exception of a round is logged and the next round runs; nothing else
 ends the loop but `stop()`. A checker started before `os.fork()` does not run in the child
 until it is started there.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from ._runner import TaskRunner, ThreadRunner
+from .._runner import TaskRunner, ThreadRunner
 
 log = logging.getLogger("distbreaker")
 

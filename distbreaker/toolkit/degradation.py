@@ -5,7 +5,7 @@ breaker) and, optionally, this process's CPU and memory use, and turns them into
 ``normal`` < ``degraded`` < ``critical`` < ``emergency``. The app asks the monitor, with no I/O,
 before doing something it can live without:
 
-    from distbreaker.degradation import DegradationMonitor, Level
+    from distbreaker.toolkit.degradation import DegradationMonitor, Level
 
     monitor = DegradationMonitor([payments, search, recommendations], interval=5.0).start()
     ...
@@ -47,10 +47,10 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, ParamSpec, TypeVar
 
-from ._config import seconds
-from ._model import Snapshot, State
+from .._config import seconds
+from .._model import Snapshot, State
+from ..errors import ConfigError
 from ._periodic import AsyncPeriodic, Periodic
-from .errors import ConfigError
 
 __all__ = [
     "Assessment",

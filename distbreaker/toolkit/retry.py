@@ -5,14 +5,14 @@ counts, and stop at once when the breaker rejects: retrying a `CircuitOpenError`
 spins until ``retry_after`` while the dependency is known to be down:
 
     import stamina
-    from distbreaker.retry import is_retryable
+    from distbreaker.toolkit.retry import is_retryable
 
     @stamina.retry(on=is_retryable, attempts=3)
     def charge(order):
         return payments.call(api.charge, order)
 
     import tenacity
-    from distbreaker.retry import retry_if_not_open
+    from distbreaker.toolkit.retry import retry_if_not_open
 
     @tenacity.retry(retry=retry_if_not_open, stop=tenacity.stop_after_attempt(3), reraise=True)
     def charge(order):
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import CircuitOpenError
+from ..errors import CircuitOpenError
 
 __all__ = ["is_retryable", "retry_if_not_open", "retryable"]
 
@@ -65,9 +65,9 @@ def __getattr__(name: str) -> Any:
             import tenacity
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "distbreaker.retry.retry_if_not_open needs tenacity: pip install tenacity (the retry extra)"
+                "distbreaker.toolkit.retry.retry_if_not_open needs tenacity: pip install tenacity (the retry extra)"
             ) from exc
         value = tenacity.retry_if_exception(is_retryable)
         globals()[name] = value
         return value
-    raise AttributeError(f"module 'distbreaker.retry' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,11 @@ from distbreaker import (
     Transition,
     connect,
 )
+from distbreaker.failover import Failover as OldFailover
+from distbreaker.failover import Provider as OldProvider
+from distbreaker.retry import is_retryable as old_is_retryable
+from distbreaker.toolkit.failover import Failover, Provider
+from distbreaker.toolkit.retry import is_retryable
 
 
 def sync_api(r: redis.Redis) -> None:
@@ -66,3 +71,11 @@ async def async_api(r: object) -> None:
     assert_type(await b.snapshot(), Snapshot)
     registry = dba.BreakerRegistry(dba.connect("redis://localhost:6379/0"))
     assert_type(registry.get("search"), dba.Breaker)
+
+
+def toolkit_paths(old: OldFailover[str], provider: OldProvider) -> None:
+    # The older paths name the very classes of `distbreaker.toolkit` (mypy sees one type).
+    assert_type(old, Failover[str])
+    assert_type(provider, Provider)
+    assert_type(old_is_retryable(ValueError()), bool)
+    assert_type(is_retryable(ValueError()), bool)

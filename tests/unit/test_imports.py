@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import distbreaker
 
@@ -103,10 +108,22 @@ def test_no_import_cycle() -> None:
 TOOLKIT = ["degradation", "failover", "health", "httpx", "retry"]
 
 
+@pytest.mark.parametrize("name", TOOLKIT)
+def test_older_toolkit_paths_are_aliases(name: str) -> None:
+    """``distbreaker.<name>`` (the documented path before the toolkit moved) gives the very
+    objects of ``distbreaker.toolkit.<name>``, every public name of it."""
+    old = importlib.import_module(f"distbreaker.{name}")
+    new = importlib.import_module(f"distbreaker.toolkit.{name}")
+    assert new.__all__ and old.__all__ == new.__all__
+    for attr in new.__all__:
+        assert getattr(old, attr) is getattr(new, attr), attr
+    assert f"`distbreaker.toolkit.{name}`" in (old.__doc__ or "")
+
+
 def test_core_does_not_import_the_toolkit() -> None:
-    """No module outside ``distbreaker.toolkit`` imports it, anywhere in its body:
-    the core knows nothing of the toolkit."""
-    aliases: set[str] = set()
+    """No module outside ``distbreaker.toolkit`` imports it, anywhere in its body, but the
+    one-line aliases of the older paths: the core knows nothing of the toolkit."""
+    aliases = {f"distbreaker.{name}" for name in TOOLKIT}
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         name = _module_name(path)
@@ -124,3 +141,21 @@ def test_core_does_not_import_the_toolkit() -> None:
                 continue
             offenders += [f"{name}: {t}" for t in targets if t.startswith("distbreaker.toolkit")]
     assert offenders == []
+
+
+def test_toolkit_imports_stay_lazy() -> None:
+    """Importing the toolkit package, or the older retry path, imports none of the toolkit's
+    modules nor its optional packages (tenacity, stamina, httpx; psutil may come with redis):
+    tenacity is imported on first use of ``retry_if_not_open``, through either path."""
+    code = (
+        "import sys, distbreaker.toolkit, distbreaker.retry, distbreaker.toolkit.retry\n"
+        "loaded = sorted(m for m in ('tenacity', 'stamina', 'httpx', 'distbreaker.toolkit.failover',"
+        " 'distbreaker.toolkit.health', 'distbreaker.toolkit.degradation', 'distbreaker.toolkit.httpx')"
+        " if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+        "from distbreaker.retry import retry_if_not_open\n"
+        "assert 'tenacity' in sys.modules\n"
+        "assert retry_if_not_open is distbreaker.toolkit.retry.retry_if_not_open\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

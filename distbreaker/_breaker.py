@@ -12,8 +12,8 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError
 
-from . import _nesting, _ops, _schema
-from ._actions import control_steps, snapshot_steps
+from . import _arg_checks, _nesting, _schema
+from ._action_steps import control_steps, snapshot_steps
 from ._batch import sync_flusher
 from ._config import BreakerConfig
 from ._core import (
@@ -32,7 +32,7 @@ from ._core import (
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._listener import sync_listener
 from ._model import Outcome, Snapshot, State
-from ._report import standard_reporters
+from ._reporters import standard_reporters
 from ._scripts import Steps, drive, eval_steps, scripts_for
 from ._timeout import check_timeout, run_within
 from ._transport import check_client
@@ -107,11 +107,11 @@ class Breaker:
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=False)  # an asyncio client here is refused, saying what to pass
-        _ops.check_client_budget(redis, core.config)
+        _arg_checks.check_client_budget(redis, core.config)
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:
             self._listener.add(core)
-        self.mode, self.flush_interval = _ops.check_mode(mode, flush_interval, flush_size)
+        self.mode, self.flush_interval = _arg_checks.check_mode(mode, flush_interval, flush_size)
         self._flusher = None
         if mode == "batched":
             self._flush_lock = threading.Lock()

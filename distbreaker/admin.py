@@ -14,8 +14,8 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from . import _functions, _ops, _schema, errors
-from ._actions import Operator, config_steps, control_steps, read_steps
+from . import _arg_checks, _functions, _schema, errors
+from ._action_steps import Operator, config_steps, control_steps, read_steps
 from ._config import BreakerConfig
 from ._core import (
     DEFAULT_PREFIX,
@@ -193,7 +193,7 @@ def _stream_entry(entry: Any) -> tuple[Any, dict[Any, Any]]:
 
 class _Operations:
     """What `Admin` and `distbreaker.asyncio.Admin` share: every read and action written once as
-    steps (`_actions`); the two shells only run them (`drive` / `adrive`). Every argument is
+    steps (`_action_steps`); the two shells only run them (`drive` / `adrive`). Every argument is
     checked before the first command, so bad input never reaches Redis."""
 
     def __init__(self, redis: Any, *, prefix: str = DEFAULT_PREFIX) -> None:
@@ -357,7 +357,7 @@ def close_matches(service: str, names: builtins.list[str], n: int = 3) -> builti
 def _config_actor(actor: str | None, reason: str) -> str:
     """The actor recorded for a config change; a reason goes with it (``alice (INC-42)``): the
     config event's cause is ``config set by <actor>: <changes>``."""
-    who, why = _ops.actor_or_default(actor), _ops.check_reason(reason)
+    who, why = _arg_checks.actor_or_default(actor), _arg_checks.check_reason(reason)
     return f"{who} ({why})" if why else who
 
 

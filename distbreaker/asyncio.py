@@ -1,7 +1,7 @@
 """The asyncio Breaker over `redis.asyncio`: the same names and behaviour as the sync one.
 
 It is a shell over the same sans-IO core (`_core.BreakerCore`) and the same steps
-(`_actions`); only the I/O differs (`await`).
+(`_action_steps`); only the I/O differs (`await`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from . import _functions, _nesting, _ops, _schema
-from ._actions import control_steps, snapshot_steps
+from . import _arg_checks, _functions, _nesting, _schema
+from ._action_steps import control_steps, snapshot_steps
 from ._batch import AsyncFlusher, async_flusher
 from ._config import BreakerConfig
 from ._connect import client_options
@@ -41,7 +41,7 @@ from ._functions import use_functions
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._listener import AsyncListener, async_listener
 from ._model import Outcome, Snapshot, State, Transition
-from ._report import standard_reporters
+from ._reporters import standard_reporters
 from ._scripts import Steps, adrive, eval_steps, scripts_for
 from ._timeout import check_timeout, within
 from ._transport import check_client
@@ -189,10 +189,10 @@ class Breaker:
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=True)  # a sync client here is refused, saying what to pass
-        _ops.check_client_budget(redis, core.config)
+        _arg_checks.check_client_budget(redis, core.config)
         self._listen = listen
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
-        self.mode, self.flush_interval = _ops.check_mode(mode, flush_interval, flush_size)
+        self.mode, self.flush_interval = _arg_checks.check_mode(mode, flush_interval, flush_size)
         self._flusher: AsyncFlusher | None = None  # started by the first batched outcome
         self._flush_lock: asyncio.Lock | None = None
         if mode == "batched":

@@ -16,9 +16,9 @@ import click
 from redis.exceptions import RedisError
 
 from distbreaker import Admin, Snapshot, State
-from distbreaker._actions import check_control
+from distbreaker._action_steps import check_control
+from distbreaker._arg_checks import actor_or_default, check_reason
 from distbreaker._core import keys_for
-from distbreaker._ops import actor_or_default, check_reason
 from distbreaker.admin import FleetConfig, close_matches
 from distbreaker.errors import (
     AccessDeniedError,

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from distbreaker import BreakerConfig
-from distbreaker._actions import check_for
+from distbreaker._action_steps import check_for
 from distbreaker.admin import CONFIG_FIELDS, FLEET_FIELDS
 from distbreaker.errors import ConfigError
 

@@ -92,7 +92,7 @@ def test_graph_sees_relative_imports() -> None:
     """The graph has the edges the core is known to have (relative imports resolved)."""
     graph = import_graph()
     assert "distbreaker._model" in graph["distbreaker._core"]
-    assert "distbreaker._otel" in graph["distbreaker._report"]
+    assert "distbreaker._otel" in graph["distbreaker._reporters"]
 
 
 def test_no_import_cycle() -> None:

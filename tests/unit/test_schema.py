@@ -15,7 +15,7 @@ import redis
 import redis.asyncio
 
 import distbreaker.asyncio as dba
-from distbreaker import Admin, Breaker, BreakerConfig, ConfigError, _ops, _schema
+from distbreaker import Admin, Breaker, BreakerConfig, ConfigError, _arg_checks, _schema
 from distbreaker._reference import CFG_NAMES, DEFAULT_CFG, Cfg
 from distbreaker._scripts import SCRIPTS
 from distbreaker.admin import CONFIG_FIELDS
@@ -225,14 +225,14 @@ BAD_FOR = [math.inf, math.nan, float("1e999"), 10**400, -1, 0, _schema.FOR_MAX +
 @pytest.mark.parametrize("value", BAD_FOR, ids=lambda v: repr(v)[:20])
 def test_for_is_checked_by_the_shared_validator(value: Any) -> None:
     with pytest.raises(ConfigError) as info:
-        _ops.duration(value)
+        _arg_checks.duration(value)
     assert info.value.field == "for_"
 
 
 def test_for_accepts_up_to_its_bound() -> None:
-    assert _ops.duration(None) is None
-    assert _ops.duration(_schema.FOR_MAX) == _schema.FOR_MAX
-    assert _ops.duration(timedelta(minutes=5)) == 300.0
+    assert _arg_checks.duration(None) is None
+    assert _arg_checks.duration(_schema.FOR_MAX) == _schema.FOR_MAX
+    assert _arg_checks.duration(timedelta(minutes=5)) == 300.0
 
 
 @pytest.mark.parametrize("value", BAD_FOR, ids=lambda v: repr(v)[:20])

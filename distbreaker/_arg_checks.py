@@ -1,4 +1,5 @@
-"""Helpers shared by Breaker and Admin for operator actions (no state of their own)."""
+"""Argument checks, before any I/O (no state of their own): an operator's reason, actor and
+`for_` (the action steps, `Admin` and the CLI), and a Breaker's `mode` and Redis client budget."""
 
 from __future__ import annotations
 

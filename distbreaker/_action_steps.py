@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from . import _ops
+from . import _arg_checks
 from ._core import Command, Eval, decode_made, decode_snapshot, keys_for, script_args, validate_prefix, validate_service
 from ._model import Snapshot
 from ._reply import TRANSITIONS
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # An expiry must stay an exact integer of milliseconds in Lua (a double): 2**52 ms is ~142,000
-# years. Longer ones are refused before anything is sent (wp-schema's `_ops.duration` bounds
+# years. Longer ones are refused before anything is sent (wp-schema's `_arg_checks.duration` bounds
 # `for_` far below this; this keeps the reply exact whatever that bound is).
 _MAX_FOR_MS = 2**52
 
@@ -79,7 +79,7 @@ def check_for(for_: Any) -> float | None:
     Raises:
         ConfigError: not a positive duration, or too long.
     """
-    duration = _ops.duration(for_)
+    duration = _arg_checks.duration(for_)
     if duration is not None and not duration * 1000 < _MAX_FOR_MS:
         raise ConfigError("for_", f"must be a positive duration of at most {_MAX_FOR_MS // 1000} s, got {for_!r}")
     return duration
@@ -95,7 +95,7 @@ def check_control(op: str, for_: Any, reason: str, actor: str | None) -> tuple[f
     if op not in ("trip", "disable", "reset"):
         raise ConfigError("op", f"must be trip, disable or reset, got {op!r}")
     duration = check_for(for_) if op != "reset" else None
-    return duration, _ops.check_reason(reason), _ops.actor_or_default(actor)
+    return duration, _arg_checks.check_reason(reason), _arg_checks.actor_or_default(actor)
 
 
 def read_steps(target: Target) -> Steps[Sequence[Any]]:

@@ -1,4 +1,5 @@
-"""The resilience toolkit: pieces composed around `Breaker`, built on its public API only.
+"""The resilience toolkit: pieces composed around `Breaker`, on top of the core (which never
+imports them).
 
 - `distbreaker.toolkit.retry`: predicates for tenacity and stamina that never retry a
   `CircuitOpenError`.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,47 @@ def test_toolkit_imports_stay_lazy() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+MODULE_MAP = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+
+
+def module_map() -> dict[str, int]:
+    """docs/architecture.md's layers: module -> the index of its ``##`` section (0 = top)."""
+    layers: dict[str, int] = {}
+    section = -1
+    for line in MODULE_MAP.read_text().splitlines():
+        if line.startswith("## "):
+            section += 1
+        elif line.startswith("| `") and section >= 0:
+            for file in re.findall(r"`([^`]+)`", line.split("|")[1]):
+                if file.endswith(".py"):
+                    layers[_module_name(PACKAGE / file)] = section
+    return layers
+
+
+def test_module_map_names_every_module() -> None:
+    """docs/architecture.md has a row for every module of the package, and none for a module
+    that does not exist."""
+    assert set(module_map()) == set(import_graph())
+
+
+def test_layers_import_only_layers_above_them() -> None:
+    """Each module imports (at module level) only modules of its own layer of docs/architecture.md
+    or of the layers listed before it: definitions, support, core, Redis, shells, toolkit."""
+    layers, graph = module_map(), import_graph()
+    wrong = [
+        f"{src} ({layers[src]}) imports {dst} ({layers[dst]})"
+        for src, dsts in graph.items()
+        for dst in dsts
+        if src in layers and dst in layers and layers[dst] > layers[src]
+    ]
+    assert wrong == []
+
+
+def test_layer_check_sees_a_wrong_way_import() -> None:
+    """The layer check reads the page: the core is below the definitions, the toolkit at the bottom."""
+    layers = module_map()
+    assert layers["distbreaker._model"] < layers["distbreaker._core"] < layers["distbreaker._breaker"]
+    assert layers["distbreaker.toolkit.failover"] == max(layers.values())
+    assert layers["distbreaker.failover"] == layers["distbreaker.toolkit.failover"]

@@ -76,6 +76,10 @@ def _number(fields: Mapping[str, Any], name: str, default: float = 0) -> float:
     if value is None:
         return default
     try:
+        return int(value)  # the common case: an integer the scripts wrote
+    except ValueError:
+        pass
+    try:
         number = float(value)
     except ValueError:
         raise Corrupt(f"{name} is {show(value)!r}, not a number") from None
@@ -132,9 +136,11 @@ def expired_slots(fields: Mapping[str, Any], now_ms: int) -> list[int] | None:
     return [e % buckets for e in range(be - buckets + 1, epoch - buckets + 1)]
 
 
-def _window(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> tuple[int, int, int]:
+def _window(
+    fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int, number: Mapping[str, int]
+) -> tuple[int, int, int]:
     """(calls, failures, slow) in the window at `now_ms` (rotation applied)."""
-    calls, failures, slow = _int(fields, "tc"), _int(fields, "tf"), _int(fields, "ts")
+    calls, failures, slow = number["tc"], number["tf"], number["ts"]
     slots = expired_slots(fields, now_ms)
     if slots is None:
         return 0, 0, 0
@@ -163,9 +169,8 @@ def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> li
     st = show(raw)
     if st not in _STATES:
         raise Corrupt(f"st is {st!r}, not a state")
-    for name in _NUMERIC:
-        _number(fields, name)
-    g, ou, fu, cx, oc = (_int(fields, n) for n in ("g", "ou", "fu", "cx", "oc"))
+    number = {name: _int(fields, name) for name in _NUMERIC}  # (each checked, as the scripts do)
+    g, ou, fu, cx, oc = number["g"], number["ou"], number["fu"], number["cx"], number["oc"]
     text = {n: show(fields[n]) if fields.get(n) is not None else "" for n in ("fr", "fa", "lc", "lf", "la", "hl")}
     lt, hs = _int(fields, "lt"), _int(fields, "hs")
     made: list[str] = []
@@ -181,7 +186,7 @@ def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> li
         cause = "open_duration elapsed"
         text.update(lf="open", lc=cause, la="", hl="")
         st, g, lt, hs = "half_open", g + 1, now_ms, 0
-    calls, failures, slow = _window(fields, ring, now_ms)  # rotation (step 3)
+    calls, failures, slow = _window(fields, ring, now_ms, number)  # rotation (step 3)
     reason, actor, live = "", "", 0
     if st in _FORCED:
         reason, actor = text["fr"], text["fa"]
@@ -285,18 +290,25 @@ class Read:
 
 
 def read_hashes(
-    keys: Sequence[str], buckets: Sequence[int] | None = None, extra: Sequence[tuple[Any, ...]] = ()
+    keys: Sequence[str],
+    buckets: Sequence[int] | None = None,
+    extra: Sequence[tuple[Any, ...]] = (),
+    *,
+    whole: bool = False,
 ) -> Generator[Pipeline, list[Any], tuple[int, list[Read], list[Any]]]:
     """Read `keys` (one pipeline; one more for breakers whose window needs ring slots beyond the
     `buckets` read first, default the defaults' 10): yields each pipeline, receives its replies.
 
-    `extra` commands (the exporter's XRANGE) go in the first pipeline, one per key after its
-    HMGET. Returns the server time of the read (ms), a `Read` per key, and the extra replies.
+    `whole`: one HGETALL per key instead of the HMGET (a breaker's hash is a few dozen short
+    fields: the whole of it costs the server no more than naming 40 of them, and the client
+    less; the ACL must allow HGETALL). `extra` commands (the exporter's XRANGE) go in the first
+    pipeline, one per key after its read. Returns the server time of the read (ms), a `Read`
+    per key, and the extra replies.
     """
     counts = list(buckets) if buckets is not None else [DEFAULT_BUCKETS] * len(keys)
     commands: Pipeline = [("TIME",)]
     for i, key in enumerate(keys):
-        commands.append(hmget(key, counts[i]))
+        commands.append(("HGETALL", key) if whole else hmget(key, counts[i]))
         if extra:
             commands.append(extra[i])
     replies = yield commands
@@ -313,6 +325,11 @@ def read_hashes(
             extras.append(replies[2 + step * i])
         if isinstance(got, Exception):
             reads.append(Read(key, {}, {}, got))
+            continue
+        if whole:
+            fields = {show(k): v for k, v in (got or {}).items()}
+            ring = {int(k[1:]): fields.pop(k) for k in [k for k in fields if k[:1] == "r" and k[1:].isdigit()]}
+            reads.append(Read(key, fields, ring))
             continue
         read = Read(key, dict(zip(FIELDS, got, strict=False)), {})
         read.ring = {j: v for j, v in enumerate(got[len(FIELDS) :]) if v is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import functools
 import json
 import statistics
 import time
@@ -95,6 +96,12 @@ def _config_values(joined: str) -> dict[str, float | int | None] | None:
     """The 13 comma-joined script values as `BreakerConfig` fields, or None when empty."""
     if not joined:
         return None
+    return dict(_parsed_config(joined))  # (a copy: the caller owns it)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_config(joined: str) -> dict[str, float | int | None]:
+    """`_config_values`, parsed once per distinct text (a fleet shares a few configs)."""
     parts = joined.split(",")
     return {field: _user_value(kind, parts[i]) for i, (_, field, kind) in enumerate(CONFIG_FIELDS)}
 
@@ -203,6 +210,11 @@ class Inspection(NamedTuple):
     missing: builtins.list[str]
 
 
+def _denied(error: Exception | None) -> bool:
+    """Whether a pipelined reply is an ACL denial (NOPERM)."""
+    return isinstance(error, NoPermissionError) or (error is not None and str(error).startswith("NOPERM"))
+
+
 def _corrupt_error(service: str, key: str, detail: str) -> CorruptStateError:
     """The error for a breaker whose data cannot be read: names the key and the repair."""
     return CorruptStateError(
@@ -289,10 +301,14 @@ class _Operations:
         found: builtins.list[tuple[Snapshot, FleetConfig]] = []
         broken: dict[str, DistbreakerError] = {}
         missing: builtins.list[str] = []
+        whole = True
         for at in range(0, len(names), CHUNK):
             chunk = names[at : at + CHUNK]
             keys = [keys_for(self.prefix, service).state for service in chunk]
-            now_ms, reads, _ = yield from _bulk.read_hashes(keys)
+            now_ms, reads, _ = yield from _bulk.read_hashes(keys, whole=whole)
+            if whole and any(_denied(read.error) for read in reads):
+                whole = False  # an ACL without HGETALL (docs/operations.md before 0.3): HMGET
+                now_ms, reads, _ = yield from _bulk.read_hashes(keys)
             for service, read in zip(chunk, reads, strict=True):
                 try:
                     if isinstance(read.error, _bulk.Corrupt):

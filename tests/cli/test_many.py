@@ -146,8 +146,8 @@ def test_inspect_all_reads_every_breaker_as_read_lua_does(
         stats = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in r.info("commandstats").items()}
         assert not result.broken and not result.missing
         _check(result.breakers, expected)
-        # pipelined plain reads: an HMGET per breaker, a TIME per pipeline, no script
-        assert stats["hmget"] == N and stats["time"] == -(-N // CHUNK), stats
+        # pipelined plain reads: an HGETALL per breaker, a TIME per pipeline, no script
+        assert stats["hgetall"] == N and stats["time"] == -(-N // CHUNK), stats
         assert not {"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"} & set(stats), stats
         by_service = {snap.service: (snap, cfg) for snap, cfg in result.breakers}
         half = by_service["svc-00006"][0]
@@ -198,7 +198,31 @@ def test_status_over_every_breaker_runs_no_script(
     docs = json.loads(result.stdout)
     assert {d["service"]: (d["state"], d["calls"], d["failures"]) for d in docs} == expected
     assert not {"eval", "evalsha", "fcall"} & set(stats), stats
-    assert stats["hmget"] == N
+    assert stats["hgetall"] == N
+
+
+def test_an_acl_without_hgetall_reads_with_hmget(
+    fleet: tuple[str, dict[str, tuple[str, int, int]]], redis_url: str
+) -> None:
+    """The operator ACL of 0.2 (no HGETALL): the same breakers, read with HMGET."""
+    import uuid
+
+    prefix, expected = fleet
+    user = f"many-{uuid.uuid4().hex[:8]}"
+    r = redis.Redis.from_url(redis_url)
+    r.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=[f"{prefix}:*"], commands=["-@all", "+scan", "+hmget", "+time"]
+    )
+    try:
+        host, port = r.connection_pool.connection_kwargs["host"], r.connection_pool.connection_kwargs["port"]
+        client = connect(f"redis://{user}:pw@{host}:{port}/0", timeout=10)
+        result = Admin(client, prefix=prefix).inspect_all()
+        client.close()
+        assert not result.broken and not result.missing
+        _check(result.breakers, expected)
+    finally:
+        r.acl_deluser(user)
+        r.close()
 
 
 def test_broken_and_foreign_keys_hide_no_breaker(redis_url: str, prefix: str) -> None:

@@ -17,6 +17,7 @@ here decodes through the same `decode_snapshot` as one read by the script.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Generator, Mapping, Sequence
@@ -62,6 +63,12 @@ _STATES = {s.value: s for s in State}
 _FORCED = ("forced_open", "disabled")
 
 
+_NAMES: dict[Any, str] = {f.encode(): f for f in (*FIELDS, "oa", "hn", "qc", "qs", "xr")}
+_RING: dict[Any, int] = {}
+for _i in range(1000):  # the ring slots' names (buckets <= 1000), as bytes and as str
+    _RING[f"r{_i}".encode()] = _RING[f"r{_i}"] = _i
+
+
 class Corrupt(ValueError):
     """A breaker hash whose fields no script could have written (the message says which)."""
 
@@ -95,15 +102,19 @@ def _int(fields: Mapping[str, Any], name: str, default: int = 0) -> int:
 def _config(fields: Mapping[str, Any]) -> list[str] | None:
     """The 13 values of the stored config in force (`cfg`), or None when none is stored."""
     raw = fields.get("cfg")
-    if raw is None:
-        return None
+    return None if raw is None else list(_config_values(raw))
+
+
+@functools.lru_cache(maxsize=256)
+def _config_values(raw: Any) -> tuple[str, ...]:
+    """`cfg` split and checked, once per distinct value (a fleet shares a few configs)."""
     values = show(raw).split(",")
     try:
         if len(values) != len(CONFIG_FIELDS) or not all(math.isfinite(float(v)) for v in values):
             raise ValueError
     except ValueError:
         raise Corrupt(f"cfg is {show(raw)[:60]!r}, not a config") from None
-    return values
+    return tuple(values)
 
 
 def layout(fields: Mapping[str, Any]) -> tuple[int, int]:
@@ -327,8 +338,14 @@ def read_hashes(
             reads.append(Read(key, {}, {}, got))
             continue
         if whole:
-            fields = {show(k): v for k, v in (got or {}).items()}
-            ring = {int(k[1:]): fields.pop(k) for k in [k for k in fields if k[:1] == "r" and k[1:].isdigit()]}
+            fields: dict[str, Any] = {}
+            ring: dict[int, Any] = {}
+            for k, v in (got or {}).items():
+                slot = _RING.get(k)
+                if slot is not None:
+                    ring[slot] = v
+                else:
+                    fields[_NAMES.get(k) or show(k)] = v
             reads.append(Read(key, fields, ring))
             continue
         read = Read(key, dict(zip(FIELDS, got, strict=False)), {})

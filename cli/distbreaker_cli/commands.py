@@ -38,6 +38,7 @@ from .output import (
     config_changes,
     config_table,
     dumps,
+    dumps_rows,
     fleet_config_dict,
     history_table,
     local_clock,
@@ -188,7 +189,7 @@ def _show_status(
     warnings = _disagreements(found)
     if obj.json:
         docs = _status_doc(found, warnings)
-        obj.out(json.dumps(docs) if watching else dumps(docs))
+        obj.out(json.dumps(docs) if watching else dumps_rows(docs))
         return found, broken, unknown
     if watching and obj.tty:
         click.clear()

@@ -324,7 +324,10 @@ def report(
         print()
         print(f"{breakers:,} breakers on a Redis Cluster, {cluster_procs} sync worker processes:")
         print()
-        print("| masters | protected calls/s | calls/s per master | Redis CPU µs / call | Redis core busy (mean per master) |")
+        print(
+            "| masters | protected calls/s | calls/s per master | Redis CPU µs / call | "
+            "Redis core busy (mean per master) |"
+        )
         print("|---|---|---|---|---|")
         for c in clustered:
             m = c.extra["masters"]
@@ -371,6 +374,9 @@ def draw(single: list[Cell], clustered: list[Cell], path: str, server_name: str)
         if cells:
             ax.plot([c.procs for c in cells], [c.rate for c in cells], marker=marker, label=kind)
     ax.set_xscale("log", base=2)
+    ticks = sorted({c.procs for c in single})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
     ax.set_yscale("log")
     ax.set_xlabel("worker processes (one breaker)")
     ax.set_ylabel("protected calls/s")

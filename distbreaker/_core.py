@@ -244,6 +244,9 @@ def decode_transition(service: str, entry: tuple[Any, dict[Any, Any]]) -> Transi
 # Admission decisions
 ALLOW, REJECT, ASK = 0, 1, 2
 _LOCAL_ALLOW = (State.CLOSED, State.DISABLED)
+_STATE_TEXT = {
+    state: state.value for state in State
+}  # (`.value` is a Python-level property: the reject path reads this)
 _FORCED = (State.FORCED_OPEN, State.DISABLED)
 
 
@@ -329,7 +332,7 @@ class View:
             retry = max(0.0, self.forced_until - now)
         else:
             retry = None
-        return CircuitOpenError(service, state.value, retry, self.reason)
+        return CircuitOpenError(service, _STATE_TEXT[state], retry, self.reason)
 
 
 # Outcomes (the `Outcome` members, by their short names)

@@ -57,6 +57,7 @@ DEFAULT_BUCKET_MS = int(DEFAULT_ARGV[WINDOW]) // DEFAULT_BUCKETS
 DEFAULT_RATE, DEFAULT_MINIMUM = float(DEFAULT_ARGV[_INDEX["failure_rate_threshold"]]), int(DEFAULT_ARGV[1])
 # the numeric hot fields a script refuses (CORRUPT) when present but not numbers (_lib.lua, BAD)
 _NUMERIC = ("g", "ou", "be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "fu", "oc")
+_READ_NUMBERS = (*_NUMERIC, "lt", "hs", "pt")
 _BUCKET = re.compile(r"(\d+):(\d+):(\d+)")
 _LEASE = re.compile(r"([^=;]+)=(\d+)")
 _STATES = {s.value: s for s in State}
@@ -97,6 +98,21 @@ def _number(fields: Mapping[str, Any], name: str, default: float = 0) -> float:
 
 def _int(fields: Mapping[str, Any], name: str, default: int = 0) -> int:
     return int(_number(fields, name, default))
+
+
+def _ints(fields: Mapping[str, Any], names: Sequence[str]) -> dict[str, int]:
+    """`_int` of each of `names` (absent = 0), in one pass: the common case costs no call."""
+    out = {}
+    for name in names:
+        value = fields.get(name)
+        if value is None:
+            out[name] = 0
+            continue
+        try:
+            out[name] = int(value)
+        except ValueError:
+            out[name] = int(_number(fields, name))
+    return out
 
 
 def _config(fields: Mapping[str, Any]) -> list[str] | None:
@@ -180,10 +196,10 @@ def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> li
     st = show(raw)
     if st not in _STATES:
         raise Corrupt(f"st is {st!r}, not a state")
-    number = {name: _int(fields, name) for name in _NUMERIC}  # (each checked, as the scripts do)
+    number = _ints(fields, _READ_NUMBERS)  # (each checked, as the scripts do)
     g, ou, fu, cx, oc = number["g"], number["ou"], number["fu"], number["cx"], number["oc"]
     text = {n: show(fields[n]) if fields.get(n) is not None else "" for n in ("fr", "fa", "lc", "lf", "la", "hl")}
-    lt, hs = _int(fields, "lt"), _int(fields, "hs")
+    lt, hs = number["lt"], number["hs"]
     made: list[str] = []
     cause = ""
     # lazy expiry (step 2): a transition of the next generation, stored by read.lua at `now_ms`
@@ -217,7 +233,7 @@ def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> li
         st, g, now_ms, ou if st == "open" else 0, calls, failures, slow, cx, fu, reason, actor, oc,
         ";".join(made), cause, "", 0, live, hs,
         1, ",".join(values) if values is not None else "", raw_text("fp"), lt, text["lf"], text["lc"],
-        text["la"], raw_text("ov"), raw_text("cc"), raw_text("pf"), _int(fields, "pt"),
+        text["la"], raw_text("ov"), raw_text("cc"), raw_text("pf"), number["pt"],
     ]  # fmt: skip
 
 

@@ -324,14 +324,17 @@ class View:
     def rejection(self, service: str, now: float, retry_at_ms: int = 0, server_now_ms: int = 0) -> CircuitOpenError:
         """The error for a rejected call, from the cache or from an acquire reply."""
         state = self.state or State.OPEN
+        # (no max(): a builtin call costs more than the comparison on the reject path)
         if retry_at_ms:
-            retry: float | None = max(0.0, (retry_at_ms - server_now_ms) / 1000.0)
+            retry: float | None = (retry_at_ms - server_now_ms) / 1000.0
         elif state is State.OPEN:
-            retry = max(0.0, self.open_until - now)
+            retry = self.open_until - now
         elif state is State.FORCED_OPEN and self.forced_until:
-            retry = max(0.0, self.forced_until - now)
+            retry = self.forced_until - now
         else:
             retry = None
+        if retry is not None and retry < 0.0:
+            retry = 0.0
         return CircuitOpenError(service, _STATE_TEXT[state], retry, self.reason)
 
 

@@ -281,3 +281,34 @@ def test_cluster_every_master(redis_cluster: Any, prefix: str) -> None:
         assert [d["service"] for d in json.loads(out.stdout)] == services
     finally:
         rc.close()
+
+
+def test_a_live_probe_lease_is_counted_as_read_lua_counts_it(redis_url: str, prefix: str) -> None:
+    """A half-open breaker whose probe is running (a live lease): half_open_calls 1, as read.lua
+    says; after the probe, 0 and closed."""
+    client = connect(redis_url, timeout=5)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        past = (server_ms(r) - 3_600_000) / 1000.0
+        t = {"now": past}
+        b = Breaker(
+            "probe",
+            client,
+            BreakerConfig(minimum_calls=1, open_duration=30, redis_timeout=5),
+            prefix=prefix,
+            listen=False,
+            clock=lambda: t["now"],
+        )
+        _calls(b, 0, 1)  # open an hour ago for 30 s
+        t["now"] = server_ms(r) / 1000.0
+        admin = Admin(client, prefix=prefix)
+        with b:  # the probe: a lease held while the block runs
+            (found,) = admin.inspect_all().breakers
+            assert (found[0].state.value, found[0].half_open_calls) == ("half_open", 1)
+            assert _timeless(found) == _timeless(admin.inspect("probe"))
+        (after,) = admin.inspect_all().breakers
+        assert (after[0].state.value, after[0].half_open_calls) == ("closed", 0)
+        b.close()
+    finally:
+        client.close()
+        r.close()

@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-import redis.asyncio
-from _server import server  # benchmarks/_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's distbreaker
+
+import redis  # noqa: E402
+import redis.asyncio  # noqa: E402
+from _server import server  # noqa: E402  # benchmarks/_server.py
 
 import distbreaker
 import distbreaker.asyncio as adb

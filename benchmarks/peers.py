@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-import redis.asyncio
-from _server import server  # benchmarks/_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's distbreaker
+
+import redis  # noqa: E402
+import redis.asyncio  # noqa: E402
+from _server import server  # noqa: E402  # benchmarks/_server.py
 
 import distbreaker
 import distbreaker.asyncio as adb
@@ -118,6 +120,8 @@ class Row:
     fn: Callable[[], Any] | None = None  # sync: a call; async world: a coroutine function
     na: str | None = None  # "n/a (...)" / "pending" instead of a time
     times: list[float] = field(default_factory=list)
+    before: Callable[[], Any] | None = None  # run before each timed run (and after it, `after`)
+    after: Callable[[], Any] | None = None
 
     @property
     def time(self) -> float | None:
@@ -134,19 +138,28 @@ def measure_sync(rows: list[Row], repeats: int) -> None:
     live = [r for r in rows if r.na is None and r.fn is not None]
     for row in live:  # warm up (connections, script cache, JIT-free but caches)
         try:
+            if row.before is not None:
+                row.before()
             for _ in range(max(10, row.calls // 10)):
                 row.fn()  # type: ignore[misc]
         except Exception as exc:  # a broken peer shows as n/a, not as a crash
             _na(row, exc)
+        finally:
+            if row.after is not None:
+                row.after()
     for _ in range(repeats):
         for row in live:
             if row.na is not None:
                 continue
             fn, n = row.fn, row.calls
+            if row.before is not None:
+                row.before()
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()  # type: ignore[misc]
             row.times.append((time.perf_counter() - t0) / n)
+            if row.after is not None:
+                row.after()
 
 
 async def measure_async(rows: list[Row], repeats: int) -> None:
@@ -274,6 +287,11 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
 
     check(rejects(lambda: opened.call(noop), CircuitOpenError), "distbreaker did not reject")
     rows.append(Row("db_rejected", "distbreaker sync, rejected (open, cached)", n * 10, db_rejected))
+    # the same with the OpenTelemetry instrumentation switched off: the difference is what the
+    # instrumentation costs without an SDK (none is configured in this process)
+    rows.append(
+        Row("db_rejected_off", "distbreaker sync, rejected, instrumentation off", n * 10, db_rejected, **_otel_off())
+    )
 
     batched = batched_breaker(Breaker, "batched", r, cfg_closed, prefix)
     if batched is None:
@@ -281,6 +299,15 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
     else:
         closers.append(batched.close)
         rows.append(Row("db_batched", "distbreaker batched, closed (flush 0.1 s)", n * 10, lambda: batched.call(noop)))
+        rows.append(
+            Row(
+                "db_batched_off",
+                "distbreaker batched, closed, instrumentation off",
+                n * 10,
+                lambda: batched.call(noop),
+                **_otel_off(),
+            )
+        )
 
     # pybreaker with its Redis storage: GET state + SET fail_counter per success; GET state +
     # GET opened_at per rejection. Its storage decodes bytes itself: no decode_responses.
@@ -293,7 +320,45 @@ def sync_rows(url: str, prefix: str, n: int, closers: list[Callable[[], Any]]) -
         ]
     else:
         rows += _pybreaker_rows(pybreaker, plain, prefix, n)
+        rows += _pybreaker_memory_rows(pybreaker, n)
     return rows
+
+
+def _otel_off() -> dict[str, Callable[[], None]]:
+    """`before`/`after` of a row measured with distbreaker's instrumentation switched off."""
+    from distbreaker import _otel
+
+    def off() -> None:
+        _otel.INSTRUMENTS.on = False
+
+    def on() -> None:
+        _otel.INSTRUMENTS.on = True
+
+    return {"before": off, "after": on}
+
+
+def _pybreaker_memory_rows(pybreaker: Any, n: int) -> list[Row]:
+    """pybreaker with its default in-memory state: no I/O, the floor of a per-process breaker."""
+    closed = Row("pbm_closed", "pybreaker in memory, closed (no Redis)", n * 10)
+    rejected = Row("pbm_rejected", "pybreaker in memory, rejected (no Redis)", n * 10)
+    try:
+        pc = pybreaker.CircuitBreaker(fail_max=10**9, reset_timeout=3600)
+        closed.fn = lambda: pc.call(noop)
+        po = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=3600)
+        po.open()
+
+        def pbm_rejected() -> None:
+            try:
+                po.call(noop)
+            except pybreaker.CircuitBreakerError:
+                pass
+
+        check(rejects(lambda: po.call(noop), pybreaker.CircuitBreakerError), "pybreaker did not reject")
+        rejected.fn = pbm_rejected
+    except Exception as exc:
+        _na(closed, exc)
+        _na(rejected, exc)
+    return [closed, rejected]
 
 
 def _pybreaker_rows(pybreaker: Any, r: Any, prefix: str, n: int) -> list[Row]:
@@ -797,6 +862,114 @@ def targets(sync: list[Row], asy: list[Row], cost: list[tuple[str, str, str]]) -
     return out
 
 
+def targets_15(sync: list[Row]) -> tuple[list[str], bool]:
+    """The issue-15 targets as a table: target, measured value, pass / MISS (printed, never asserted)."""
+    t = {r.key: r.time for r in sync}
+
+    def div(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None or y <= 0 else x / y
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    cores = os.cpu_count() or 1
+    quiet = load < 0.5 * cores
+    closed = div(t.get("db_closed"), t.get("bare"))
+    rejection = div(t.get("db_rejected"), t.get("pbm_rejected"))
+    batched = div(t.get("db_batched"), t.get("pbm_closed"))
+    otel_rej = (
+        None
+        if t.get("db_rejected") is None or t.get("db_rejected_off") is None
+        else t["db_rejected"] - t["db_rejected_off"]
+    )  # type: ignore[operator]
+    otel_bat = (
+        None
+        if t.get("db_batched") is None or t.get("db_batched_off") is None
+        else t["db_batched"] - t["db_batched_off"]
+    )  # type: ignore[operator]
+
+    def us(x: float | None, sign: bool = False) -> str:
+        return "—" if x is None else (f"{x * 1e6:+.2f} µs" if sign else f"{x * 1e6:.2f} µs")
+
+    def check(value: float | None, limit: float, applies: bool = True) -> str:
+        if value is None:
+            return "n/a"
+        verdict = "pass" if value <= limit else "MISS"
+        return verdict if applies else f"({verdict}; not this run's load)"
+
+    rows = [
+        (
+            "sync closed path ≤ 1.05× a bare EVALSHA round trip (quiet machine)",
+            f"{closed:.2f}×" if closed else "—",
+            check(closed, 1.05, quiet),
+        ),
+        (
+            "sync closed path ≤ 1.2× a bare EVALSHA round trip (loaded: the suite beside it)",
+            f"{closed:.2f}×" if closed else "—",
+            check(closed, 1.2, not quiet),
+        ),
+        (
+            "rejection ≤ 0.5× pybreaker's in-memory rejection",
+            f"{rejection:.2f}× ({us(t.get('db_rejected'))} vs {us(t.get('pbm_rejected'))})" if rejection else "—",
+            check(rejection, 0.5),
+        ),
+        (
+            "batched closed ≤ 2× pybreaker's in-memory closed call",
+            f"{batched:.2f}× ({us(t.get('db_batched'))} vs {us(t.get('pbm_closed'))})" if batched else "—",
+            check(batched, 2.0),
+        ),
+        ("OTel without an SDK ≤ 1 µs per call: rejected path", us(otel_rej, True), check(otel_rej, 1e-6)),
+        ("OTel without an SDK ≤ 1 µs per call: batched closed path", us(otel_bat, True), check(otel_bat, 1e-6)),
+    ]
+    out = ["| target | measured | check |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    out.append("")
+    out.append(
+        f"This run: load average {load:.2f} on {cores} cores: a {'quiet' if quiet else 'loaded'} machine "
+        f"(quiet: below {0.5 * cores:g}), so the {'1.05×' if quiet else '1.2×'} closed-path target applies."
+    )
+    return out, rejection is not None and rejection > 0.5
+
+
+def profile_rejection(url: str | None, n: int = 20000) -> list[str]:
+    """Where a rejection's time goes: cProfile of `n` rejected calls (the measured reason)."""
+    import cProfile
+    import io
+    import pstats
+
+    out = [f"\nThe rejection target is missed: cProfile of {n:,} rejected calls (internal time, top 10):\n"]
+    with server(url) as u:
+        r = connect(u, timeout=TIMEOUT)
+        b = Breaker("profiled", r, BreakerConfig(open_duration=3600, max_open_duration=3600), prefix="bench-prof")
+        try:
+            b.trip(for_=3600, reason="profile")
+            b.snapshot()
+
+            def run() -> None:
+                for _ in range(n):
+                    try:
+                        b.call(noop)
+                    except CircuitOpenError:
+                        pass
+
+            profile = cProfile.Profile()
+            profile.runcall(run)
+            text = io.StringIO()
+            pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(10)
+        finally:
+            b.reset()
+            b.close()
+            r.close()
+    keep = False
+    for line in text.getvalue().splitlines():
+        if line.strip().startswith("ncalls"):
+            keep = True
+        if keep and line.strip():
+            out.append("    " + line.replace(str(Path(distbreaker.__file__).parent.parent) + "/", ""))
+    return out
+
+
 NAMES = {
     "pb": "pybreaker + Redis",
     "pg": "purgatory + Redis",
@@ -845,6 +1018,11 @@ def main(argv: list[str] | None = None) -> int:
         pass
     print("\nTargets (issue 4):")
     print("\n".join(targets(sync, asy, cost)))
+    lines, missed_rejection = targets_15(sync)
+    print("\nTargets (issue 15, item 5), measured in this run:\n")
+    print("\n".join(lines))
+    if missed_rejection:
+        print("\n".join(profile_rejection(url=a.url)))
     return 0
 
 

@@ -244,6 +244,9 @@ def decode_transition(service: str, entry: tuple[Any, dict[Any, Any]]) -> Transi
 # Admission decisions
 ALLOW, REJECT, ASK = 0, 1, 2
 _LOCAL_ALLOW = (State.CLOSED, State.DISABLED)
+_STATE_TEXT = {
+    state: state.value for state in State
+}  # (`.value` is a Python-level property: the reject path reads this)
 _FORCED = (State.FORCED_OPEN, State.DISABLED)
 
 
@@ -321,15 +324,18 @@ class View:
     def rejection(self, service: str, now: float, retry_at_ms: int = 0, server_now_ms: int = 0) -> CircuitOpenError:
         """The error for a rejected call, from the cache or from an acquire reply."""
         state = self.state or State.OPEN
+        # (no max(): a builtin call costs more than the comparison on the reject path)
         if retry_at_ms:
-            retry: float | None = max(0.0, (retry_at_ms - server_now_ms) / 1000.0)
+            retry: float | None = (retry_at_ms - server_now_ms) / 1000.0
         elif state is State.OPEN:
-            retry = max(0.0, self.open_until - now)
+            retry = self.open_until - now
         elif state is State.FORCED_OPEN and self.forced_until:
-            retry = max(0.0, self.forced_until - now)
+            retry = self.forced_until - now
         else:
             retry = None
-        return CircuitOpenError(service, state.value, retry, self.reason)
+        if retry is not None and retry < 0.0:
+            retry = 0.0
+        return CircuitOpenError(service, _STATE_TEXT[state], retry, self.reason)
 
 
 # Outcomes (the `Outcome` members, by their short names)

@@ -13,12 +13,12 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import timedelta
 from time import perf_counter
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from . import _arg_checks, _functions, _nesting, _schema
+from . import _arg_checks, _bulk, _functions, _nesting, _schema
 from ._action_steps import control_steps, snapshot_steps
 from ._batch import AsyncFlusher, async_flusher
 from ._config import BreakerConfig
@@ -45,7 +45,7 @@ from ._reporters import standard_reporters
 from ._scripts import Steps, adrive, eval_steps, scripts_for
 from ._timeout import check_timeout, within
 from ._transport import check_client
-from .admin import Events, FleetConfig, _Operations, close_matches
+from .admin import SCAN_COUNT, Events, FleetConfig, Inspection, _Operations, close_matches
 from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
 from .registry import _Registry
 
@@ -638,11 +638,23 @@ class Admin(_Operations):
             raise translate(exc, service) from exc
 
     async def list(self) -> builtins.list[str]:
-        """Services of every breaker under the prefix, sorted (SCAN; never KEYS)."""
+        """Services of every breaker under the prefix, sorted (SCAN with a large COUNT; never KEYS)."""
         try:
-            return self._found([k async for k in self.redis.scan_iter(match=self._match(), count=1000)])
+            return self._found([k async for k in self.redis.scan_iter(match=self._match(), count=SCAN_COUNT)])
         except RedisError as exc:
             raise translate(exc) from exc
+
+    async def inspect_all(self, services: Iterable[str] | None = None) -> Inspection:
+        """See `distbreaker.Admin.inspect_all`.
+
+        .. versionadded:: 0.3.0
+        """
+        names = await self.list() if services is None else self._names(services)
+        try:
+            result, _ = await _bulk.arun(self.redis, self._inspect_all_steps(names))
+        except RedisError as exc:
+            raise translate(exc) from exc
+        return cast(Inspection, result)
 
     async def load_functions(self) -> str:
         """See `distbreaker.Admin.load_functions`."""

@@ -40,7 +40,6 @@ existing server. Needs ``prometheus_client`` (the ``exporter`` extra).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import Counter
@@ -53,8 +52,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from ._bulk import DEFAULT_BUCKETS, BreakerRow, Corrupt, layout, read_hashes, read_row, run, show
 from ._core import keys_for, service_of_key, text, validate_prefix
-from ._model import State
 from ._otel import STATE_VALUES
 from .errors import redact
 
@@ -90,173 +89,9 @@ SERIES = (
 
 STATE_CODES = {state.value: code for state, code in STATE_VALUES.items()}
 
-# Hash fields read per breaker (docs/state-machine.md, "Hash fields"), then the ring r0..r<n-1>
-FIELDS = ("st", "g", "ou", "fu", "oc", "tc", "tf", "ts", "be", "qb", "qn", "qr", "qm", "cfg", "hl", "lt")
-DEFAULT_BUCKET_MS, DEFAULT_BUCKETS = 6000, 10  # the defaults' layout: 60000 ms in 10 buckets
-DEFAULT_RATE, DEFAULT_MINIMUM = 0.5, 10
-HALF_OPEN_MAX_CALLS = 9  # index of half_open_max_calls in `cfg` (13 comma-joined values)
 CHUNK = 2000  # breakers per pipeline (one round trip each; bounds the client's memory per reply)
 SCAN_COUNT = 1000
 EVENTS_COUNT = 1000  # new stream entries read per breaker and scrape (the stream keeps ~1000)
-
-
-class Corrupt(ValueError):
-    """A breaker hash whose fields cannot be read."""
-
-
-def _show(value: Any) -> str:
-    """A reply value for a message, whatever bytes it holds."""
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerRow:
-    """One breaker as the exporter reports it, expiry applied at `now_ms` (server clock)."""
-
-    service: str
-    state: State
-    calls: int
-    failures: int
-    slow: int
-    open_count: int
-    retry_after: float  # seconds; math.inf for a forced state without expiry
-    failure_rate_threshold: float
-    minimum_calls: int
-    last_transition: float  # seconds since the epoch; 0 = never
-
-
-def _int(fields: dict[str, Any], name: str, default: int = 0) -> int:
-    value = fields.get(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            number = float(value)
-        except ValueError:
-            raise Corrupt(f"{name}={_show(value)!r}") from None
-        if not math.isfinite(number):
-            raise Corrupt(f"{name}={_show(value)!r}") from None
-        return int(number)
-
-
-def _float(fields: dict[str, Any], name: str, default: float) -> float:
-    value = fields.get(name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise Corrupt(f"{name}={_show(value)!r}") from None
-    if not math.isfinite(number):
-        raise Corrupt(f"{name}={_show(value)!r}")
-    return number
-
-
-def _bucket(value: Any) -> tuple[int, int, int]:
-    parts = _show(value).split(":")
-    if len(parts) != 3:
-        raise Corrupt(f"ring bucket {_show(value)!r}")
-    try:
-        c, f, s = (int(p) for p in parts)
-    except ValueError:
-        raise Corrupt(f"ring bucket {_show(value)!r}") from None
-    return c, f, s
-
-
-def layout(fields: dict[str, Any]) -> tuple[int, int]:
-    """(bucket_ms, buckets) in force for a breaker's hash fields (the defaults' when none stored)."""
-    bucket_ms, buckets = _int(fields, "qb", DEFAULT_BUCKET_MS), _int(fields, "qn", DEFAULT_BUCKETS)
-    if bucket_ms < 1 or not 1 <= buckets <= 1000:
-        raise Corrupt(f"bucket layout {bucket_ms} ms x {buckets}")
-    return bucket_ms, buckets
-
-
-def expired_slots(fields: dict[str, Any], now_ms: int) -> list[int] | None:
-    """Ring slots whose buckets have expired at `now_ms` and are still counted in the totals,
-    or None when the whole window has expired."""
-    if fields.get("be") is None:
-        return []
-    bucket_ms, buckets = layout(fields)
-    epoch, be = now_ms // bucket_ms, _int(fields, "be")
-    if epoch <= be:
-        return []
-    if epoch - be >= buckets:
-        return None
-    return [e % buckets for e in range(be - buckets + 1, epoch - buckets + 1)]
-
-
-def read_row(service: str, fields: dict[str, Any], ring: dict[int, Any], now_ms: int) -> BreakerRow:
-    """A breaker's series from its hash `fields` (names of `FIELDS`; None = missing) and the
-    `ring` slots `expired_slots` named, as the scripts would see them at `now_ms`.
-
-    Raises:
-        Corrupt: a field that no script could have written.
-    """
-    raw = fields.get("st")
-    try:
-        state = State(_show(raw)) if raw is not None else State.CLOSED
-    except ValueError:
-        raise Corrupt(f"st={_show(raw)!r}") from None
-    open_until, forced_until = _int(fields, "ou"), _int(fields, "fu")
-    # lazy expiry (docs/state-machine.md, step 2)
-    if state in (State.FORCED_OPEN, State.DISABLED) and forced_until > 0 and now_ms >= forced_until:
-        state = State.CLOSED
-    elif state is State.OPEN and now_ms >= open_until:
-        state = State.HALF_OPEN
-    # rotation (step 3): the totals less the buckets that have expired
-    calls, failures, slow = _int(fields, "tc"), _int(fields, "tf"), _int(fields, "ts")
-    slots = expired_slots(fields, now_ms)
-    if slots is None:
-        calls = failures = slow = 0
-    else:
-        for slot in slots:
-            value = ring.get(slot)
-            if value is not None:
-                c, f, s = _bucket(value)
-                calls, failures, slow = calls - c, failures - f, slow - s
-    if min(calls, failures, slow) < 0 or failures > calls or slow > calls:
-        raise Corrupt(f"window counts {calls} calls, {failures} failures, {slow} slow")
-    retry = 0.0
-    if state is State.OPEN:
-        retry = max(0.0, (open_until - now_ms) / 1000.0)
-    elif state is State.FORCED_OPEN:
-        retry = (forced_until - now_ms) / 1000.0 if forced_until else math.inf
-    elif state is State.HALF_OPEN and raw is not None and _show(raw) == "half_open":  # (not just expired)
-        retry = _half_open_retry(fields, now_ms)
-    return BreakerRow(
-        service,
-        state,
-        calls,
-        failures,
-        slow,
-        _int(fields, "oc"),
-        retry,
-        _float(fields, "qr", DEFAULT_RATE),
-        _int(fields, "qm", DEFAULT_MINIMUM),
-        _int(fields, "lt") / 1000.0,
-    )
-
-
-def _half_open_retry(fields: dict[str, Any], now_ms: int) -> float:
-    """Seconds until a probe is free when every half-open lease is taken, else 0."""
-    leases = _show(fields.get("hl") or "")
-    live = []
-    for part in leases.split(";") if leases else ():
-        _, _, exp = part.partition("=")
-        try:
-            at = int(exp)
-        except ValueError:
-            raise Corrupt(f"hl={leases!r}") from None
-        if at > now_ms:
-            live.append(at)
-    cfg = _show(fields.get("cfg") or "").split(",")
-    try:
-        limit = int(float(cfg[HALF_OPEN_MAX_CALLS])) if len(cfg) == 13 else 1
-    except ValueError:
-        raise Corrupt(f"cfg={','.join(cfg)!r}") from None
-    return (min(live) - now_ms) / 1000.0 if live and len(live) >= limit else 0.0
 
 
 @dataclass
@@ -281,11 +116,6 @@ def _nodes(redis: Any) -> list[Any]:
     if get_primaries is None:
         return [redis]
     return [redis.get_redis_connection(node) for node in get_primaries()]
-
-
-def _now_ms(reply: Any) -> int:
-    sec, usec = reply
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 class ExporterCollector(Collector):
@@ -358,7 +188,7 @@ class ExporterCollector(Collector):
                 try:
                     key = text(raw)
                 except UnicodeDecodeError:  # not a name distbreaker makes
-                    self._error(out, "foreign", f"{_show(raw)}: a key name that is not UTF-8")
+                    self._error(out, "foreign", f"{show(raw)}: a key name that is not UTF-8")
                     continue
                 service = service_of_key(self.prefix, key)
                 if service is not None:
@@ -372,63 +202,33 @@ class ExporterCollector(Collector):
             self._read_chunk(node, found[at : at + CHUNK], out, present)
 
     def _read_chunk(self, node: Any, chunk: Sequence[tuple[str, str]], out: _Scrape, present: set[str]) -> None:
-        pipe = node.pipeline(transaction=False)
-        pipe.execute_command("TIME")
-        seen = []
+        memos = []
+        events = []
         for key, service in chunk:
             memo = self._seen.get(key)
             if memo is None:
                 memo = self._seen[key] = _Seen()
-            seen.append(memo)
+            memos.append(memo)
             present.add(key)
-            pipe.execute_command("HMGET", key, *FIELDS, *(f"r{i}" for i in range(memo.buckets)))
             start = "-" if memo.last_id == "-" else "(" + memo.last_id
-            pipe.execute_command("XRANGE", keys_for(self.prefix, service).events, start, "+", "COUNT", EVENTS_COUNT)
-        replies = pipe.execute(raise_on_error=False)
-        self.round_trips += 1
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        now_ms = _now_ms(replies[0])
-        again: list[tuple[int, dict[str, Any], dict[int, Any], list[int]]] = []  # ring slots not read
-        rows: dict[int, tuple[dict[str, Any], dict[int, Any]]] = {}
-        for i, ((key, _service), memo) in enumerate(zip(chunk, seen, strict=True)):
-            hash_reply, events = replies[1 + 2 * i], replies[2 + 2 * i]
-            if isinstance(hash_reply, Exception):
-                kind = "foreign" if "WRONGTYPE" in str(hash_reply) else "redis"
-                self._error(out, kind, f"{key}: {redact(str(hash_reply))}")
+            events.append(("XRANGE", keys_for(self.prefix, service).events, start, "+", "COUNT", EVENTS_COUNT))
+        steps = read_hashes([key for key, _ in chunk], [memo.buckets for memo in memos], events)
+        (now_ms, reads, extras), pipelines = run(node, steps)
+        self.round_trips += pipelines
+        for (key, service), memo, read, stream in zip(chunk, memos, reads, extras, strict=True):
+            if isinstance(read.error, RedisError):
+                kind = "foreign" if "WRONGTYPE" in str(read.error) else "redis"
+                self._error(out, kind, f"{key}: {redact(str(read.error))}")
                 continue
-            values = dict(zip(FIELDS, hash_reply, strict=False))
-            if all(v is None for v in values.values()):
+            if all(v is None for v in read.fields.values()):
                 self._error(out, "foreign", f"{key}: a hash without any breaker field")
                 continue
-            read = memo.buckets
-            ring = {j: v for j, v in enumerate(hash_reply[len(FIELDS) :]) if v is not None}
+            self._count_events(key, memo, stream, out)
             try:
-                memo.buckets = layout(values)[1]
-                slots = expired_slots(values, now_ms) or []
-            except Corrupt as exc:
-                self._error(out, "corrupt", f"{key}: {exc}")
-                continue
-            missing = [s for s in slots if s >= read]
-            if missing:
-                again.append((i, values, ring, missing))
-            rows[i] = (values, ring)
-            self._count_events(key, memo, events, out)
-        if again:  # the bucket layout changed since the last scrape: read the slots not read yet
-            pipe = node.pipeline(transaction=False)
-            for i, _, _, missing in again:
-                pipe.execute_command("HMGET", chunk[i][0], *(f"r{s}" for s in missing))
-            for (i, _, ring, missing), reply in zip(again, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(reply, Exception):
-                    self._error(out, "redis", f"{chunk[i][0]}: {redact(str(reply))}")
-                    rows.pop(i, None)
-                    continue
-                ring.update((s, v) for s, v in zip(missing, reply, strict=True) if v is not None)
-            self.round_trips += 1
-        for i, (values, ring) in rows.items():
-            key, service = chunk[i]
-            try:
-                out.rows.append(read_row(service, values, ring, now_ms))
+                if read.error is not None:
+                    raise read.error
+                memo.buckets = layout(read.fields)[1]
+                out.rows.append(read_row(service, read.fields, read.ring, now_ms))
             except Corrupt as exc:
                 self._error(out, "corrupt", f"{key}: {exc}")
 
@@ -438,10 +238,10 @@ class ExporterCollector(Collector):
             self._error(out, kind, f"{key}:events: {redact(str(events))}")
             return
         for entry_id, fields in events or ():
-            memo.last_id = _show(entry_id)
+            memo.last_id = show(entry_id)
             if not isinstance(fields, dict):
                 fields = dict(zip(fields[::2], fields[1::2], strict=False))
-            f = {_show(k): _show(v) for k, v in fields.items()}
+            f = {show(k): show(v) for k, v in fields.items()}
             frm, to, cause = f.get("from"), f.get("to"), f.get("cause", "")
             if to not in STATE_CODES or frm not in STATE_CODES:
                 continue  # not a distbreaker event (another writer's): never counted

@@ -58,6 +58,10 @@ def test_peers_quick(redis_binary: Binary) -> None:
     assert not [r for r in rows if "n/a" in r or "pending" in r], out  # every peer measured
     assert "| server-side measure (dedicated server) |" in out
     assert "Targets (issue 4):" in out
+    targets = _rows(out, "| target | measured | check |")
+    assert len(targets) == 6, out  # issue 15 item 5: each target with its measured value
+    assert all(r.split("|")[3].strip() not in ("", "—") for r in targets), out
+    assert all(r.split("|")[2].strip() != "—" for r in targets), out
 
 
 @needs_peers
@@ -79,3 +83,27 @@ def test_functions_cost_quick(redis_binary: Binary) -> None:
     rows = _rows(out, "| server µs per call")
     assert len(rows) == 4, out
     assert "nan" not in out, out
+
+
+def test_many_quick(redis_binary: Binary) -> None:
+    """benchmarks/many.py: status, Admin.list/inspect_all and memory per breaker, all measured."""
+    out = _run("many.py")
+    rows = _rows(out, "| 1,000 breakers |")
+    assert len(rows) == 6, out
+    assert all(" ms |" in r for r in rows), out
+    memory = _rows(out, "| memory per breaker (MEMORY USAGE) |")
+    assert len(memory) == 4 and "nan" not in out, out
+
+
+def test_scale_quick(redis_binary: Binary) -> None:
+    """benchmarks/scale.py: every mode and process count measured, the Cluster part, the
+    extrapolation of batched mode (no plot in quick mode)."""
+    if redis_binary.version < (7, 0, 0):
+        pytest.skip("the Cluster part needs a 7.0+ server (as the cluster fixture)")
+    out = _run("scale.py", timeout=240)
+    rows = _rows(out, "| mode | processes |")
+    assert len(rows) == 6, out  # sync, batched, asyncio x 1, 2 processes
+    assert not [r for r in rows if "nan" in r], out
+    cluster = _rows(out, "| masters |")
+    assert [r.split("|")[1].strip() for r in cluster] == ["1", "3"], out
+    assert "toward 1,000,000 protected calls/s" in out, out

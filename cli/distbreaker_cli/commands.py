@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from distbreaker import Admin, Snapshot, State
 from distbreaker._action_steps import check_control
 from distbreaker._arg_checks import actor_or_default, check_reason
-from distbreaker._core import keys_for
+from distbreaker._core import keys_for, validate_service
 from distbreaker.admin import FleetConfig, close_matches
 from distbreaker.errors import (
     AccessDeniedError,
@@ -38,6 +38,7 @@ from .output import (
     config_changes,
     config_table,
     dumps,
+    dumps_rows,
     fleet_config_dict,
     history_table,
     local_clock,
@@ -77,20 +78,33 @@ def _collect(
     denied ends the whole command: nothing could be read.
     """
     names, unknown = _resolve(admin, services)
-    found, broken = [], {}
-    for name in names:
+    found: Found = []
+    broken: Broken = {}
+    if len(names) == 1 and services:  # one breaker: read.lua (its errors are the command's)
         try:
-            found.append(admin.inspect(name))
+            found.append(admin.inspect(names[0]))
         except UnknownServiceError:
-            if services and not _is_glob(name) and name in services:
-                unknown.append(name)
+            if not _is_glob(names[0]) and names[0] in services:
+                unknown.append(names[0])
             # listed by SCAN, then gone (expired or deleted): skip it
         except (RedisUnavailableError, AccessDeniedError):
             raise
-        except DistbreakerError as exc:  # WRONGTYPE, corrupt state or config, a script's refusal
-            if len(names) == 1 and services and not unknown:
+        except DistbreakerError as exc:
+            if unknown:
+                broken[names[0]] = exit_for(exc)
+            else:
                 raise
-            broken[name] = exit_for(exc)
+    elif names:  # many: pipelined plain reads, no script per breaker (Admin.inspect_all)
+        valid = []
+        for name in names:
+            try:
+                valid.append(validate_service(name))
+            except DistbreakerError as exc:  # a name no breaker can have: it hides no other
+                broken[name] = exit_for(exc)
+        result = admin.inspect_all(valid)
+        found = result.breakers
+        broken.update((name, exit_for(exc)) for name, exc in result.broken.items())
+        unknown += [name for name in result.missing if name in services]
     if states:
         found = [(snap, cfg) for snap, cfg in found if snap.state.value in states]
     unknown.sort(key=services.index)  # as given
@@ -175,7 +189,7 @@ def _show_status(
     warnings = _disagreements(found)
     if obj.json:
         docs = _status_doc(found, warnings)
-        obj.out(json.dumps(docs) if watching else dumps(docs))
+        obj.out(json.dumps(docs) if watching else dumps_rows(docs))
         return found, broken, unknown
     if watching and obj.tty:
         click.clear()

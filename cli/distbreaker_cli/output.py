@@ -66,6 +66,14 @@ def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=False)
 
 
+def dumps_rows(rows: list[Any], indent_up_to: int = 100) -> str:
+    """A JSON list: indented (`dumps`) up to `indent_up_to` items, else one compact object per
+    line (json's C encoder: 10,000 breakers in a tenth of the indented time)."""
+    if len(rows) <= indent_up_to:
+        return dumps(rows)
+    return "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]"
+
+
 def utc(seconds: float | None) -> str:
     """Server time as ``YYYY-MM-DD HH:MM:SS`` (UTC), ``-`` for None."""
     if seconds is None:

@@ -1,0 +1,204 @@
+"""Many breakers: `distbreaker status` and `Admin` over 10,000 breakers, and memory per breaker.
+
+The breakers are made by the scripts (a `Breaker` call each; every tenth one tripped by its
+failures, every hundredth forced open by an operator), so their hashes and event streams are
+real. Measured on a loopback server, in one run:
+
+- ``distbreaker status`` over every breaker, as an operator types it (a subprocess: Python start,
+  imports, SCAN, pipelined HMGETs, the table or ``-o json`` written to a pipe), median of runs;
+- `Admin.list` (SCAN), `Admin.inspect_all` (sync and asyncio), and, for the ratio, the read
+  path before it: `Admin.inspect` (read.lua) once per breaker;
+- memory per breaker: ``MEMORY USAGE`` of the state hash and of the events stream (capped at
+  ~1000 entries by the scripts; here a breaker has 0-2 entries), median and max, and the
+  server's ``used_memory`` growth divided by the breakers (key overhead included).
+
+    python benchmarks/many.py [--url redis://...] [--breakers 10000] [--runs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+import redis.asyncio  # noqa: E402
+from _server import server  # noqa: E402
+
+from distbreaker import Admin, Breaker, BreakerConfig, connect  # noqa: E402
+from distbreaker import asyncio as adb  # noqa: E402
+
+TARGET_S = 1.0  # issue 15 item 4: status over 10,000 breakers in <= 1 s
+TARGET_BYTES = 1024  # memory per breaker <= 1 KB (its stream capped)
+
+
+def fill(url: str, prefix: str, n: int) -> None:
+    client = connect(url, timeout=5)
+    admin = Admin(client, prefix=prefix)
+    config = BreakerConfig(minimum_calls=2)
+
+    def boom() -> None:
+        raise RuntimeError("down")
+
+    for i in range(n):
+        service = f"svc-{i:05d}"
+        b = Breaker(service, client, config, prefix=prefix, listen=False)
+        b.call(lambda: None)
+        if i % 10 == 0:
+            for _ in range(2):
+                try:
+                    b.call(boom)
+                except Exception:
+                    pass
+        if i % 100 == 1:
+            admin.trip(service, reason="INC-1", actor="bench")
+        b.close()
+    client.close()
+
+
+CPU: dict[str, float] = {}  # label -> median CPU seconds of this process (in-process rows)
+
+
+def timed(fn: Callable[[], Any], runs: int, label: str = "") -> float:
+    """Median wall time of `runs` calls (and, under `label`, their median CPU time here)."""
+    times, cpu = [], []
+    for _ in range(runs):
+        start, used = time.perf_counter(), time.process_time()
+        fn()
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - used)
+    if label:
+        CPU[label] = statistics.median(cpu)
+    return statistics.median(times)
+
+
+def cli(url: str, prefix: str, *extra: str) -> Callable[[], None]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "cli"), os.environ.get("PYTHONPATH", "")]),
+    }
+    main = "from distbreaker_cli.app import main; main()"  # the console script `distbreaker`
+    command = [sys.executable, "-c", main, "--url", url, "--prefix", prefix, "status", *extra]
+
+    def run() -> None:
+        proc = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"distbreaker status exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+
+    return run
+
+
+def memory(r: redis.Redis, prefix: str, services: list[str]) -> tuple[list[int], list[int]]:
+    pipe = r.pipeline(transaction=False)
+    for s in services:
+        pipe.execute_command("MEMORY", "USAGE", f"{prefix}:{{{s}}}", "SAMPLES", "0")
+        pipe.execute_command("MEMORY", "USAGE", f"{prefix}:{{{s}}}:events", "SAMPLES", "0")
+    out = pipe.execute()
+    return [int(v or 0) for v in out[::2]], [int(v or 0) for v in out[1::2]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default=None, help="Redis URL (default: a private server)")
+    ap.add_argument("--breakers", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1,000 breakers, 1 run (a smoke test)")
+    args = ap.parse_args()
+    n = 1000 if args.quick else args.breakers
+    runs = 1 if args.quick else args.runs
+    with server(args.url) as url:
+        prefix = f"bench-many-{uuid.uuid4().hex[:8]}"
+        r = redis.Redis.from_url(url)
+        info = r.info("server")
+        before = int(r.info("memory")["used_memory"])
+        start = time.perf_counter()
+        fill(url, prefix, n)
+        made = time.perf_counter() - start
+        grown = int(r.info("memory")["used_memory"]) - before
+        client = connect(url, timeout=30)
+        admin = Admin(client, prefix=prefix)
+        services = admin.list()
+        assert len(services) == n, (len(services), n)
+        result = admin.inspect_all()
+        assert len(result.breakers) == n and not result.broken, result.broken
+        states: dict[str, int] = {}
+        for snap, _ in result.breakers:
+            states[snap.state.value] = states.get(snap.state.value, 0) + 1
+
+        async def ainspect() -> None:
+            aclient = redis.asyncio.Redis.from_url(url)
+            try:
+                await adb.Admin(aclient, prefix=prefix).inspect_all()
+            finally:
+                await aclient.aclose()
+
+        rows = [
+            ("`distbreaker status` (subprocess, table)", timed(cli(url, prefix), runs)),
+            ("`distbreaker status -o json` (subprocess)", timed(cli(url, prefix, "-o", "json"), runs)),
+            ("`Admin.list()` (SCAN)", timed(admin.list, runs, "`Admin.list()` (SCAN)")),
+            ("`Admin.inspect_all()`", timed(admin.inspect_all, runs, "`Admin.inspect_all()`")),
+            (
+                "`distbreaker.asyncio.Admin.inspect_all()`",
+                timed(lambda: asyncio.run(ainspect()), runs, "`distbreaker.asyncio.Admin.inspect_all()`"),
+            ),
+        ]
+        per_key = timed(lambda: [admin.inspect(s) for s in services], 1, "per key")
+        hashes, streams = memory(r, prefix, services)
+        totals = [h + s for h, s in zip(hashes, streams, strict=True)]
+        keys = list(r.scan_iter(match=f"{prefix}:*", count=5000))
+        for at in range(0, len(keys), 1000):
+            r.delete(*keys[at : at + 1000])
+        client.close()
+        r.close()
+    name = info.get("server_name") or "redis"
+    version = info.get("valkey_version") or info.get("redis_version")
+    print(f"Machine: {os.cpu_count()} cores; {name} {version} on loopback; {n:,} breakers made in {made:.1f} s")
+    print(f"States: {', '.join(f'{k} {v:,}' for k, v in sorted(states.items()))}")
+    print()
+    try:
+        load = "load average %.2f %.2f %.2f at the end" % os.getloadavg()
+    except OSError:
+        load = "load unknown"
+    print(f"({load}: wall times grow with the load, the client CPU column much less)")
+    print()
+    print(f"| {n:,} breakers | time (median of {runs}) | client CPU | target | check |")
+    print("|---|---|---|---|---|")
+    scale = 10_000 / n
+    for what, seconds in rows:
+        check = ""
+        if what.startswith("`distbreaker status") or "inspect_all" in what or "list" in what:
+            ok = seconds * scale <= TARGET_S
+            check = ("pass" if ok else "MISS") + ("" if n == 10_000 else f" (x{scale:g} = {seconds * scale:.2f} s)")
+        cpu = f"{CPU[what] * 1000:.0f} ms" if what in CPU else "(a subprocess)"
+        print(f"| {what} | {seconds * 1000:.0f} ms | {cpu} | <= {TARGET_S:g} s per 10,000 | {check} |")
+    print(
+        f"| before: `Admin.inspect` (read.lua) per breaker | {per_key * 1000:.0f} ms "
+        f"| {CPU['per key'] * 1000:.0f} ms | | |"
+    )
+    inspect_all = dict(rows)["`Admin.inspect_all()`"]
+    print()
+    print(f"Pipelined reads vs a script per breaker: {per_key / inspect_all:.1f}x faster (same run).")
+    print()
+    print("| memory per breaker (MEMORY USAGE) | median | max | target | check |")
+    print("|---|---|---|---|---|")
+    for what, values in (("state hash", hashes), ("events stream", streams), ("hash + stream", totals)):
+        med = statistics.median(values)
+        check = ("pass" if med <= TARGET_BYTES else "MISS") if what == "hash + stream" else ""
+        target = f"<= {TARGET_BYTES} B" if what == "hash + stream" else ""
+        print(f"| {what} | {med:.0f} B | {max(values)} B | {target} | {check} |")
+    print(f"| used_memory growth / breaker | {grown / n:.0f} B | | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Many breakers read with plain pipelined commands, no script: the one decoding of a breaker's
+hash fields, shared by the exporter (`distbreaker.exporter`) and `Admin.inspect_all` (what
+``distbreaker status`` runs over every breaker).
+
+Per breaker one ``HMGET`` of `FIELDS` and of the ring slots of its window, in pipelines of a few
+hundred keys with one ``TIME`` each; the scripts' lazy steps (docs/state-machine.md, "Steps")
+are applied here at that server time, as read.lua would apply them, but nothing is written:
+
+- a forced state past its expiry is ``closed`` (the window kept), an ``open`` breaker past
+  ``open_until`` is ``half_open`` (no lease, no success yet), each a transition of the next
+  generation at the time of the read;
+- window buckets that have expired no longer count (the whole window when it has).
+
+`reply` returns what read.lua would return (the `_reply.FIELDS` layout), so that a breaker read
+here decodes through the same `decode_snapshot` as one read by the script.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._model import State
+from ._schema import DEFAULT_ARGV
+from ._schema import FIELDS as CONFIG_FIELDS
+
+__all__ = [
+    "BreakerRow",
+    "Corrupt",
+    "FIELDS",
+    "Read",
+    "expired_slots",
+    "show",
+    "hmget",
+    "layout",
+    "read_hashes",
+    "read_row",
+    "reply",
+    "run",
+    "arun",
+    "time_ms",
+]
+
+# Hash fields read per breaker (docs/state-machine.md, "Hash fields"), then the ring r0..r<n-1>
+FIELDS = (
+    "st", "g", "ou", "fu", "fr", "fa", "oc", "be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "hl", "hs",
+    "lt", "lf", "lc", "la", "cfg", "fp", "ov", "cc", "pf", "pt", "qb", "qn", "qr", "qm",
+)  # fmt: skip
+_INDEX = {f.name: i for i, f in enumerate(CONFIG_FIELDS)}
+WINDOW, BUCKETS, HALF_OPEN_MAX = _INDEX["window"], _INDEX["buckets"], _INDEX["half_open_max_calls"]
+DEFAULT_BUCKETS = int(DEFAULT_ARGV[BUCKETS])
+DEFAULT_BUCKET_MS = int(DEFAULT_ARGV[WINDOW]) // DEFAULT_BUCKETS
+DEFAULT_RATE, DEFAULT_MINIMUM = float(DEFAULT_ARGV[_INDEX["failure_rate_threshold"]]), int(DEFAULT_ARGV[1])
+# the numeric hot fields a script refuses (CORRUPT) when present but not numbers (_lib.lua, BAD)
+_NUMERIC = ("g", "ou", "be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "fu", "oc")
+_READ_NUMBERS = (*_NUMERIC, "lt", "hs", "pt")
+_BUCKET = re.compile(r"(\d+):(\d+):(\d+)")
+_LEASE = re.compile(r"([^=;]+)=(\d+)")
+_STATES = {s.value: s for s in State}
+_FORCED = ("forced_open", "disabled")
+
+
+_NAMES: dict[Any, str] = {f.encode(): f for f in (*FIELDS, "oa", "hn", "qc", "qs", "xr")}
+_RING: dict[Any, int] = {}
+for _i in range(1000):  # the ring slots' names (buckets <= 1000), as bytes and as str
+    _RING[f"r{_i}".encode()] = _RING[f"r{_i}"] = _i
+
+
+class Corrupt(ValueError):
+    """A breaker hash whose fields no script could have written (the message says which)."""
+
+
+def show(value: Any) -> str:
+    """A reply value as text, whatever bytes it holds."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
+def _number(fields: Mapping[str, Any], name: str, default: float = 0) -> float:
+    value = fields.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)  # the common case: an integer the scripts wrote
+    except ValueError:
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        raise Corrupt(f"{name} is {show(value)!r}, not a number") from None
+    if not math.isfinite(number):
+        raise Corrupt(f"{name} is {show(value)!r}, not a number")
+    return number
+
+
+def _int(fields: Mapping[str, Any], name: str, default: int = 0) -> int:
+    return int(_number(fields, name, default))
+
+
+def _ints(fields: Mapping[str, Any], names: Sequence[str]) -> dict[str, int]:
+    """`_int` of each of `names` (absent = 0), in one pass: the common case costs no call."""
+    out = {}
+    for name in names:
+        value = fields.get(name)
+        if value is None:
+            out[name] = 0
+            continue
+        try:
+            out[name] = int(value)
+        except ValueError:
+            out[name] = int(_number(fields, name))
+    return out
+
+
+def _config(fields: Mapping[str, Any]) -> list[str] | None:
+    """The 13 values of the stored config in force (`cfg`), or None when none is stored."""
+    raw = fields.get("cfg")
+    return None if raw is None else list(_config_values(raw))
+
+
+@functools.lru_cache(maxsize=256)
+def _config_values(raw: Any) -> tuple[str, ...]:
+    """`cfg` split and checked, once per distinct value (a fleet shares a few configs)."""
+    values = show(raw).split(",")
+    try:
+        if len(values) != len(CONFIG_FIELDS) or not all(math.isfinite(float(v)) for v in values):
+            raise ValueError
+    except ValueError:
+        raise Corrupt(f"cfg is {show(raw)[:60]!r}, not a config") from None
+    return tuple(values)
+
+
+def layout(fields: Mapping[str, Any]) -> tuple[int, int]:
+    """(bucket_ms, buckets) of a breaker's window: the stored hot config (`qb`, `qn`), else the
+    stored config (`cfg`), else the defaults' (as the scripts choose)."""
+    if fields.get("qb") is not None and fields.get("qn") is not None:
+        bucket_ms, buckets = _int(fields, "qb"), _int(fields, "qn")
+    else:
+        values = _config(fields)
+        if values is None:
+            return DEFAULT_BUCKET_MS, DEFAULT_BUCKETS
+        buckets = int(float(values[BUCKETS]))
+        bucket_ms = int(float(values[WINDOW]) // buckets) if buckets >= 1 else 0
+    if bucket_ms < 1 or not 1 <= buckets <= 1000:
+        raise Corrupt(f"bucket layout {bucket_ms} ms x {buckets}")
+    return bucket_ms, buckets
+
+
+def expired_slots(fields: Mapping[str, Any], now_ms: int) -> list[int] | None:
+    """Ring slots whose buckets have expired at `now_ms` and are still counted in the totals,
+    or None when the whole window has expired."""
+    if fields.get("be") is None:
+        return []
+    bucket_ms, buckets = layout(fields)
+    epoch, be = now_ms // bucket_ms, _int(fields, "be")
+    if epoch <= be:
+        return []
+    if epoch - be >= buckets:
+        return None
+    return [e % buckets for e in range(be - buckets + 1, epoch - buckets + 1)]
+
+
+def _window(
+    fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int, number: Mapping[str, int]
+) -> tuple[int, int, int]:
+    """(calls, failures, slow) in the window at `now_ms` (rotation applied)."""
+    calls, failures, slow = number["tc"], number["tf"], number["ts"]
+    slots = expired_slots(fields, now_ms)
+    if slots is None:
+        return 0, 0, 0
+    for slot in slots:
+        value = ring.get(slot)
+        if value is not None:
+            match = _BUCKET.fullmatch(show(value))
+            if match is None:
+                raise Corrupt(f"r{slot} is {show(value)!r}, not a bucket")
+            c, f, s = (int(g) for g in match.groups())
+            calls, failures, slow = calls - c, failures - f, slow - s
+    return calls, failures, slow
+
+
+def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> list[Any] | None:
+    """What read.lua would return for a breaker with these hash `fields` (names of `FIELDS`;
+    None = absent) and the `ring` slots `expired_slots` named, at server time `now_ms`; None when
+    there is no breaker (no ``st``: read.lua finds none either).
+
+    Raises:
+        Corrupt: a field that no script could have written (read.lua fails with CORRUPT).
+    """
+    raw = fields.get("st")
+    if raw is None:
+        return None
+    st = show(raw)
+    if st not in _STATES:
+        raise Corrupt(f"st is {st!r}, not a state")
+    number = _ints(fields, _READ_NUMBERS)  # (each checked, as the scripts do)
+    g, ou, fu, cx, oc = number["g"], number["ou"], number["fu"], number["cx"], number["oc"]
+    text = {n: show(fields[n]) if fields.get(n) is not None else "" for n in ("fr", "fa", "lc", "lf", "la", "hl")}
+    lt, hs = number["lt"], number["hs"]
+    made: list[str] = []
+    cause = ""
+    # lazy expiry (step 2): a transition of the next generation, stored by read.lua at `now_ms`
+    if st in _FORCED and fu > 0 and now_ms >= fu:
+        made.append(f"{st}>closed")
+        cause = f"{st} expired"
+        text.update(lf=st, lc=cause, la="", fr="", fa="")
+        st, g, fu, lt = "closed", g + 1, 0, now_ms
+    if st == "open" and now_ms >= ou:
+        made.append("open>half_open")
+        cause = "open_duration elapsed"
+        text.update(lf="open", lc=cause, la="", hl="")
+        st, g, lt, hs = "half_open", g + 1, now_ms, 0
+    calls, failures, slow = _window(fields, ring, now_ms, number)  # rotation (step 3)
+    reason, actor, live = "", "", 0
+    if st in _FORCED:
+        reason, actor = text["fr"], text["fa"]
+    elif st in ("open", "half_open"):
+        reason = text["lc"]
+    if st == "half_open":
+        live = sum(1 for _, exp in _LEASE.findall(text["hl"]) if int(exp) > now_ms)
+    else:
+        hs = 0
+    values = _config(fields)
+
+    def raw_text(name: str) -> str:
+        value = fields.get(name)
+        return "" if value is None else show(value)
+
+    return [
+        st, g, now_ms, ou if st == "open" else 0, calls, failures, slow, cx, fu, reason, actor, oc,
+        ";".join(made), cause, "", 0, live, hs,
+        1, ",".join(values) if values is not None else "", raw_text("fp"), lt, text["lf"], text["lc"],
+        text["la"], raw_text("ov"), raw_text("cc"), raw_text("pf"), number["pt"],
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRow:
+    """One breaker as the exporter reports it, expiry applied at `now_ms` (server clock)."""
+
+    service: str
+    state: State
+    calls: int
+    failures: int
+    slow: int
+    open_count: int
+    retry_after: float  # seconds; math.inf for a forced state without expiry
+    failure_rate_threshold: float
+    minimum_calls: int
+    last_transition: float  # seconds since the epoch of the stored transition; 0 = never
+
+
+def read_row(service: str, fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> BreakerRow:
+    """The exporter's row of a breaker (`reply`, with the config in force and the time until a
+    half-open breaker frees a probe).
+
+    Raises:
+        Corrupt: a field that no script could have written, or window counts that cannot be.
+    """
+    out = reply(fields, ring, now_ms)
+    if out is None:
+        raise Corrupt("no st")
+    state, calls, failures, slow = _STATES[out[0]], out[4], out[5], out[6]
+    if min(calls, failures, slow) < 0 or failures > calls or slow > calls:
+        raise Corrupt(f"window counts {calls} calls, {failures} failures, {slow} slow")
+    retry = 0.0
+    if state is State.OPEN:
+        retry = max(0.0, (out[3] - now_ms) / 1000.0)
+    elif state is State.FORCED_OPEN:
+        retry = (out[8] - now_ms) / 1000.0 if out[8] else math.inf
+    elif state is State.HALF_OPEN and out[16]:
+        values = _config(fields)
+        limit = int(float(values[HALF_OPEN_MAX])) if values is not None else 1
+        live = [int(exp) for _, exp in _LEASE.findall(show(fields.get("hl") or "")) if int(exp) > now_ms]
+        retry = (min(live) - now_ms) / 1000.0 if len(live) >= limit else 0.0
+    return BreakerRow(
+        service,
+        state,
+        calls,
+        failures,
+        slow,
+        out[11],
+        retry,
+        _number(fields, "qr", DEFAULT_RATE),
+        _int(fields, "qm", DEFAULT_MINIMUM),
+        _int(fields, "lt") / 1000.0,
+    )
+
+
+# -- pipelined reads (sans-IO: the shells run each pipeline) ---------------------------------
+Pipeline = list[tuple[Any, ...]]  # commands, run as one pipeline; replies (or errors) in order
+
+
+def hmget(key: str, buckets: int) -> tuple[Any, ...]:
+    """The HMGET of a breaker's fields and its first `buckets` ring slots."""
+    return ("HMGET", key, *FIELDS, *(f"r{i}" for i in range(buckets)))
+
+
+def time_ms(value: Any) -> int:
+    """A TIME reply in milliseconds."""
+    sec, usec = value
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+@dataclass
+class Read:
+    """One breaker of a pipelined read: its hash `fields` and `ring` slots, or the `error` that
+    replaced them (a Redis error reply, or `Corrupt`)."""
+
+    key: str
+    fields: dict[str, Any]
+    ring: dict[int, Any]
+    error: Exception | None = None
+
+
+def read_hashes(
+    keys: Sequence[str],
+    buckets: Sequence[int] | None = None,
+    extra: Sequence[tuple[Any, ...]] = (),
+    *,
+    whole: bool = False,
+) -> Generator[Pipeline, list[Any], tuple[int, list[Read], list[Any]]]:
+    """Read `keys` (one pipeline; one more for breakers whose window needs ring slots beyond the
+    `buckets` read first, default the defaults' 10): yields each pipeline, receives its replies.
+
+    `whole`: one HGETALL per key instead of the HMGET (a breaker's hash is a few dozen short
+    fields: the whole of it costs the server no more than naming 40 of them, and the client
+    less; the ACL must allow HGETALL). `extra` commands (the exporter's XRANGE) go in the first
+    pipeline, one per key after its read. Returns the server time of the read (ms), a `Read`
+    per key, and the extra replies.
+    """
+    counts = list(buckets) if buckets is not None else [DEFAULT_BUCKETS] * len(keys)
+    commands: Pipeline = [("TIME",)]
+    for i, key in enumerate(keys):
+        commands.append(("HGETALL", key) if whole else hmget(key, counts[i]))
+        if extra:
+            commands.append(extra[i])
+    replies = yield commands
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    now_ms = time_ms(replies[0])
+    step = 2 if extra else 1
+    reads: list[Read] = []
+    extras: list[Any] = []
+    again: list[tuple[Read, list[int]]] = []
+    for i, key in enumerate(keys):
+        got = replies[1 + step * i]
+        if extra:
+            extras.append(replies[2 + step * i])
+        if isinstance(got, Exception):
+            reads.append(Read(key, {}, {}, got))
+            continue
+        if whole:
+            fields: dict[str, Any] = {}
+            ring: dict[int, Any] = {}
+            for k, v in (got or {}).items():
+                slot = _RING.get(k)
+                if slot is not None:
+                    ring[slot] = v
+                else:
+                    fields[_NAMES.get(k) or show(k)] = v
+            reads.append(Read(key, fields, ring))
+            continue
+        read = Read(key, dict(zip(FIELDS, got, strict=False)), {})
+        read.ring = {j: v for j, v in enumerate(got[len(FIELDS) :]) if v is not None}
+        reads.append(read)
+        if read.fields.get("st") is None:
+            continue
+        try:
+            missing = [s for s in expired_slots(read.fields, now_ms) or () if s >= counts[i]]
+        except Corrupt as exc:
+            read.error = exc
+            continue
+        if missing:
+            again.append((read, missing))
+    if again:  # a window of more buckets than read: the slots not read yet
+        replies = yield [("HMGET", read.key, *(f"r{s}" for s in missing)) for read, missing in again]
+        for (read, missing), got in zip(again, replies, strict=True):
+            if isinstance(got, Exception):
+                read.error = got
+            else:
+                read.ring.update((s, v) for s, v in zip(missing, got, strict=True) if v is not None)
+    return now_ms, reads, extras
+
+
+Steps = Generator[Pipeline, list[Any], Any]
+
+
+def run(client: Any, steps: Steps) -> tuple[Any, int]:
+    """Run `steps` on a sync client: each pipeline yielded, without a transaction, errors as
+    replies (a Cluster client's pipeline sends each key to its node). Returns what the steps
+    return and the number of pipelines run."""
+    pipelines = 0
+    try:
+        commands = next(steps)
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            pipelines += 1
+            commands = steps.send(pipe.execute(raise_on_error=False))
+    except StopIteration as stop:
+        return stop.value, pipelines
+
+
+async def arun(client: Any, steps: Steps) -> tuple[Any, int]:
+    """`run` on an asyncio client."""
+    pipelines = 0
+    try:
+        commands = next(steps)
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            pipelines += 1
+            commands = steps.send(await pipe.execute(raise_on_error=False))
+    except StopIteration as stop:
+        return stop.value, pipelines

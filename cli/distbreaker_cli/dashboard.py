@@ -12,6 +12,7 @@ import ipaddress
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from distbreaker.errors import redact
 from .context import CliError, Context, global_options
 from .exits import ExitStatus
 
-__all__ = ["DEFAULT_PORT", "Served", "dashboard", "serve_in_thread"]
+__all__ = ["DEFAULT_PORT", "Served", "dashboard", "make_board_for", "serve_in_thread"]
 
 DEFAULT_PORT = 9840
 TOKEN_ENV = "DISTBREAKER_DASHBOARD_TOKEN"
@@ -77,13 +78,17 @@ class Served:
     url: str
     server: Any
     thread: threading.Thread
+    close: Callable[[], None] | None = None
 
     def stop(self) -> None:
+        """Stop serving (the app's event streams first), then call `close`."""
         board = getattr(self.server.config.app, "dashboard", None)
         if board is not None:
             board.close()
         self.server.should_exit = True
         self.thread.join(10)
+        if self.close is not None:
+            self.close()
 
 
 def _server(app: Any, uvicorn: Any) -> Any:
@@ -109,21 +114,25 @@ def _server(app: Any, uvicorn: Any) -> Any:
     return Server(config)
 
 
-def serve_in_thread(app: Any, bind: str = "127.0.0.1", port: int = 0) -> Served:
-    """Serve `app` (an ASGI app) with uvicorn on a daemon thread: for `distbreaker demo --dashboard`."""
+def serve_in_thread(
+    app: Any, bind: str = "127.0.0.1", port: int = 0, close: Callable[[], None] | None = None
+) -> Served:
+    """Serve `app` (an ASGI app) with uvicorn on a daemon thread (`distbreaker demo --dashboard`);
+    `close` is called after it stops."""
     _, uvicorn = _modules()
     sock = _listen(bind, port)
     server = _server(app, uvicorn)
     server.install_signal_handlers = lambda: None  # uvicorn < 0.29; newer ones skip them off the main thread
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="distbreaker-dashboard", daemon=True)
     thread.start()
-    return Served(_url(bind, sock.getsockname()[1]), server, thread)
+    return Served(_url(bind, sock.getsockname()[1]), server, thread, close)
 
 
-def make_board(obj: Context, **options: Any) -> Any:
-    """A `Dashboard` over the CLI's client, prefix and URL (password redacted)."""
+def make_board_for(client: Any, prefix: str, url: str, **options: Any) -> Any:
+    """A `Dashboard` over `client` (the page shows `url`, password redacted), bound to loopback names."""
     module, _ = _modules()
-    return module.Dashboard(obj.client(), prefix=obj.prefix, target=redact(obj.url), **options)
+    options.setdefault("allowed_hosts", list(module.LOOPBACK_HOSTS))
+    return module.Dashboard(client, prefix=prefix, target=redact(url), **options)
 
 
 @click.command()
@@ -181,8 +190,10 @@ def dashboard(
     if generated:
         token = secrets.token_urlsafe(24)
     module, uvicorn = _modules()
-    board = make_board(
-        obj,
+    board = make_board_for(
+        obj.client(),
+        obj.prefix,
+        obj.url,
         interval=interval,
         allow_actions=allow_actions,
         token=token,

@@ -22,9 +22,11 @@
   function seconds(s) {
     if (s === null || s === undefined) return "∞";
     if (s <= 0) return "0s";
-    if (s < 60) return (s < 10 ? s.toFixed(1) : Math.round(s)) + "s";
+    if (s < 10) return s.toFixed(1) + "s";
+    s = Math.floor(s);
+    if (s < 60) return s + "s";
     const m = Math.floor(s / 60);
-    if (m < 60) return m + "m " + Math.round(s % 60) + "s";
+    if (m < 60) return m + "m " + (s % 60) + "s";
     const h = Math.floor(m / 60);
     return h < 48 ? h + "h " + (m % 60) + "m" : Math.floor(h / 24) + "d " + (h % 24) + "h";
   }

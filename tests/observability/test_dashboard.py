@@ -2,6 +2,8 @@
 headless browser (Chromium and chromedriver from the distribution's packages, driven by
 selenium; nothing is downloaded).
 
+The browser tests skip only where /usr/bin/chromium is absent, and fail instead when
+``DISTBREAKER_REQUIRE_BROWSER=1`` (.ci/run sets it after installing the browser).
 The app is tested through httpx's ASGI transport (JSON, actions, headers) and through a real
 uvicorn on a loopback port (server-sent events, the CLI, the browser). Set
 ``DISTBREAKER_UPDATE_SCREENSHOT=1`` to rewrite docs/img/dashboard.png from the browser test.
@@ -197,6 +199,33 @@ async def test_actions_with_flag_and_token_leave_the_audit_trail(client: Any, pr
     assert by_service(frame)[service]["state"] == "closed"
 
 
+async def test_a_read_only_acl_user_is_enough_to_watch(redis_server_factory: Any) -> None:
+    """The page needs SCAN, HMGET, XRANGE, XREVRANGE and TIME on the prefix's keys (the ACL line
+    of docs/observability.md); an action through such a user is refused by Redis (502, no traceback)."""
+    server = redis_server_factory()
+    prefix, service = "acl", unique("acl")
+    ops = connect(server.url, timeout=5)
+    Admin(ops, prefix=prefix).trip(service, reason="watched", actor="gina")
+    acl = ["resetkeys", f"~{prefix}:*", "resetchannels", "-@all", "+scan", "+hmget", "+xrange", "+xrevrange", "+time"]
+    server.client().execute_command("ACL", "SETUSER", "viewer", "on", ">viewer-pw", *acl)
+    viewer = connect(server.url.replace("redis://", "redis://viewer:viewer-pw@"), timeout=5)
+    try:
+        board = Dashboard(viewer, prefix=prefix, allow_actions=True, token=TOKEN)
+        async with asgi(board) as http:
+            frame = (await http.get("/api/state")).json()
+            reply = await http.post(
+                f"/api/breakers/{service}/reset", json={"reason": "x"}, headers={TOKEN_HEADER: TOKEN}
+            )
+        assert frame["ok"] and not frame["errors"]
+        row = by_service(frame)[service]
+        assert (row["state"], row["cause"]) == ("forced_open", "manual trip by gina: watched")
+        assert reply.status_code == 502 and "viewer-pw" not in reply.text
+        assert Admin(ops, prefix=prefix).status(service).state.value == "forced_open"
+    finally:
+        viewer.close()
+        ops.close()
+
+
 # -- secrets and headers ----------------------------------------------------------------------
 async def test_passwords_never_reach_the_page(redis_server_factory: Any, dead_url: str) -> None:
     """The target shown is redacted, with Redis up (password-protected) and down."""
@@ -331,8 +360,9 @@ def test_cli_redis_unreachable_exits_69_without_the_password(dead_url: str) -> N
     assert "hunter2-secret" not in result.stderr and "Traceback" not in result.stderr
 
 
-def start_cli(args: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
-    """`distbreaker ARGS` in a process of its own; (process, the stderr lines up to the URL line)."""
+def start_cli(args: list[str], until: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`distbreaker ARGS` in a process of its own; (process, its stderr lines up to the first
+    that matches `until`)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "cli")]), "NO_COLOR": "1"}
     env.pop("DISTBREAKER_DASHBOARD_TOKEN", None)
     proc = subprocess.Popen(
@@ -347,7 +377,7 @@ def start_cli(args: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
     assert proc.stderr is not None
     for line in proc.stderr:  # bounded: the process exits (EOF) if it cannot start
         lines.append(line)
-        if "Open http" in line or ("Serving http" in line and "--allow-actions" not in args):
+        if re.search(until, line):
             return proc, lines
     proc.wait(10)
     raise AssertionError(f"no URL printed; exit {proc.returncode}: {''.join(lines)}")
@@ -370,7 +400,9 @@ def test_cli_serves_the_page_and_prints_a_generated_token_once(client: Any, redi
     token works; Ctrl-C exits 0."""
     service = unique()
     calls(breaker(client, prefix, service), ok=1)
-    proc, lines = start_cli(["--url", redis_url, "--prefix", prefix, "dashboard", "--port", "0", "--allow-actions"])
+    proc, lines = start_cli(
+        ["--url", redis_url, "--prefix", prefix, "dashboard", "--port", "0", "--allow-actions"], "Open http"
+    )
     try:
         text = "".join(lines)
         url = re.search(r"Serving (http://127\.0\.0\.1:\d+/)", text)
@@ -393,7 +425,9 @@ def test_cli_serves_the_page_and_prints_a_generated_token_once(client: Any, redi
 @pytest.mark.slow
 def test_demo_prints_the_dashboard_url() -> None:
     """`distbreaker demo --dashboard` serves the page of the demo's breaker while it runs."""
-    proc, lines = start_cli(["-o", "plain", "demo", "--duration", "60", "--workers", "1", "--dashboard"])
+    proc, lines = start_cli(
+        ["-o", "plain", "demo", "--duration", "60", "--workers", "1", "--dashboard"], "dashboard: http"
+    )
     try:
         url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", "".join(lines))
         assert url, lines
@@ -414,7 +448,10 @@ def test_demo_prints_the_dashboard_url() -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        pytest.skip("no /usr/bin/chromium (apt-get install chromium chromium-driver; .ci/run does)")
+        why = "no /usr/bin/chromium or /usr/bin/chromedriver (apt-get install chromium chromium-driver; .ci/run does)"
+        if os.environ.get("DISTBREAKER_REQUIRE_BROWSER") == "1":  # set by .ci/run: never skipped there
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -96,6 +96,10 @@ def _stream_entry(entry: Any) -> Any:
     return parse(entry)
 
 
+def _event(seq: int, frame: dict[str, Any]) -> str:
+    return f"event: frame\nid: {seq}\ndata: {json.dumps(frame, separators=(',', ':'))}\n\n"
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -166,6 +170,7 @@ class Dashboard:
         self._taken = 0.0  # monotonic time of the frame
         self._seq = 0
         self._async_lock: asyncio.Lock | None = None
+        self._events = ("", "")  # the latest frame as server-sent events: in full, and its delta
         self.closed = False
 
     def close(self) -> None:
@@ -182,6 +187,8 @@ class Dashboard:
                 frame = self._frame_of([], [], f"Redis: {redact(str(exc))}", 0)
             self._seq += 1
             frame["seq"] = self._seq
+            delta = {**frame, "append": True, "breakers": [{**b, "rates": b["rates"][-1:]} for b in frame["breakers"]]}
+            self._events = tuple(_event(self._seq, f) for f in (frame, delta))
             self._frame, self._taken = frame, time.monotonic()
             return frame
 
@@ -195,7 +202,7 @@ class Dashboard:
             memory = self._memory.get(row.service)
             if memory is None:
                 memory = self._memory[row.service] = _Memory(deque(maxlen=self.history))
-            memory.rates.append(row.failures / row.calls if row.calls else 0.0)
+            memory.rates.append(round(row.failures / row.calls, 4) if row.calls else 0.0)
             if memory.last_transition != row.last_transition:
                 changed.append((row.service, memory, row.last_transition))
         if all_nodes:
@@ -266,6 +273,8 @@ class Dashboard:
             "seq": 0,
             "time": time.time(),
             "interval": self.interval,
+            "history": self.history,
+            "append": False,  # True in the event stream: `rates` holds only the newest sample
             "target": self.target,
             "prefix": self.prefix,
             "actions": self.allow_actions,
@@ -386,8 +395,9 @@ def _build_app(board: Dashboard) -> Any:
             while not board.closed:
                 frame = await board.frame()
                 if frame["seq"] != last:
+                    full, delta = board._events
+                    yield full if last < 0 else delta  # then only the newest sample of each sparkline
                     last = frame["seq"]
-                    yield f"event: frame\nid: {last}\ndata: {json.dumps(frame, separators=(',', ':'))}\n\n"
                 else:
                     yield ": idle\n\n"
                 until = time.monotonic() + max(0.05, board.interval - (time.monotonic() - board._taken))

@@ -225,7 +225,19 @@
     s.textContent = text;
   }
 
+  const histories = new Map(); // service -> failure rates, oldest first
+
   function accept(next) {
+    // The event stream sends each sparkline in full once, then only its newest sample.
+    for (const b of next.breakers) {
+      const rates = next.append ? (histories.get(b.service) || []).concat(b.rates) : b.rates;
+      b.rates = rates.slice(-next.history);
+      histories.set(b.service, b.rates);
+    }
+    const live = new Set(next.breakers.map((b) => b.service));
+    for (const service of histories.keys()) {
+      if (!live.has(service)) histories.delete(service);
+    }
     frame = next;
     setStatus(next.ok ? "live" : "error", next.ok ? "live" : "Redis error");
     render();

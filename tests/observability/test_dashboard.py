@@ -140,6 +140,26 @@ async def test_a_breaker_that_is_gone_leaves_the_page(client: Any, prefix: str) 
     assert set(by_service(board.sample())) == {kept}
 
 
+@pytest.mark.cluster
+def test_cluster_breakers_of_every_master(redis_cluster: Any, prefix: str) -> None:
+    """On a Cluster, breakers on every master are shown, each with the cause from its stream."""
+    from distbreaker import connect_cluster
+
+    rc = connect_cluster(redis_cluster.url, timeout=5)
+    try:
+        services = [f"c{i}" for i in range(30)]
+        for service in services:
+            Admin(rc, prefix=prefix).trip(service, reason=f"why {service}", actor="ops")
+        assert len({rc.get_node_from_key(f"{prefix}:{{{s}}}").name for s in services}) == 3
+        frame = Dashboard(rc, prefix=prefix).sample()
+        rows = by_service(frame)
+        assert frame["ok"] and set(rows) == set(services)
+        assert all(rows[s]["cause"] == f"manual trip by ops: why {s}" for s in services)
+        assert len(frame["timeline"]) == 30
+    finally:
+        rc.close()
+
+
 # -- actions ----------------------------------------------------------------------------------
 async def test_actions_are_refused_without_the_flag(client: Any, prefix: str) -> None:
     """Read-only by default: a POST is 403 even with a token header, and nothing changes."""
@@ -325,6 +345,8 @@ def test_server_sent_events_follow_the_state(client: Any, prefix: str, served: t
         lines = response.iter_lines()
         first, second = read_events(lines, 2)
         assert second["seq"] > first["seq"]
+        assert first["append"] is False and second["append"] is True  # then only the newest sample
+        assert len(by_service(first)[service]["rates"]) >= 1 and len(by_service(second)[service]["rates"]) == 1
         assert by_service(first)[service]["state"] == "closed"
         Admin(client, prefix=prefix).trip(service, reason="sse", actor="erin")
         deadline = time.monotonic() + 10
@@ -526,6 +548,17 @@ def test_browser_tiles_change_colour_when_a_breaker_trips(
         10,
     )
     assert browser.find_element("id", "status").text == "live"
+
+    def sparkline_points() -> int:
+        return int(
+            browser.execute_script(
+                "const t = [...document.querySelectorAll('.tile')].find(e => e.dataset.service === arguments[0]);"
+                "return t.querySelector('polyline').getAttribute('points').split(' ').length",
+                names["search"],
+            )
+        )
+
+    wait_for("the sparkline grows with the event stream", lambda: sparkline_points() >= 5, 10)
     shot = tmp_path / "dashboard.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000

@@ -188,7 +188,7 @@ class Dashboard:
             self._seq += 1
             frame["seq"] = self._seq
             delta = {**frame, "append": True, "breakers": [{**b, "rates": b["rates"][-1:]} for b in frame["breakers"]]}
-            self._events = tuple(_event(self._seq, f) for f in (frame, delta))
+            self._events = (_event(self._seq, frame), _event(self._seq, delta))
             self._frame, self._taken = frame, time.monotonic()
             return frame
 

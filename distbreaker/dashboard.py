@@ -171,6 +171,8 @@ class Dashboard:
         self._seq = 0
         self._async_lock: asyncio.Lock | None = None
         self._events = ("", "")  # the latest frame as server-sent events: in full, and its delta
+        self._rows: list[Any] = []  # the rows of the last sample that could read Redis
+        self._read_at: float | None = None  # when (None: never)
         self.closed = False
 
     def close(self) -> None:
@@ -183,8 +185,9 @@ class Dashboard:
         with self._sample_lock:
             try:
                 frame = self._read()
-            except (RedisError, DistbreakerError) as exc:
-                frame = self._frame_of([], [], f"Redis: {redact(str(exc))}", 0)
+            except (RedisError, DistbreakerError) as exc:  # the last rows read stay, marked stale
+                frame = self._frame_of(self._rows, [], f"Redis: {redact(str(exc))}", 0)
+                frame["read_at"] = self._read_at
             self._seq += 1
             frame["seq"] = self._seq
             delta = {**frame, "append": True, "breakers": [{**b, "rates": b["rates"][-1:]} for b in frame["breakers"]]}
@@ -210,10 +213,17 @@ class Dashboard:
                 del self._memory[gone]
         for at in range(0, len(changed), CHUNK):
             self._read_events(changed[at : at + CHUNK])
-        problem = None
-        if not all_nodes:
-            problem = "Redis: " + "; ".join(self.errors[:3])
-        return self._frame_of(rows, self.errors[:5], problem, errors)
+        if all_nodes:
+            self._rows, self._read_at = rows, time.time()
+            frame = self._frame_of(rows, self.errors[:5], None, errors)
+            frame["read_at"] = self._read_at
+            return frame
+        # a node could not be read: its breakers as last read (the frame's read_at says when)
+        fresh = {row.service for row in rows}
+        rows = sorted([*rows, *(r for r in self._rows if r.service not in fresh)], key=lambda r: r.service)
+        frame = self._frame_of(rows, self.errors[:5], "Redis: " + "; ".join(self.errors[:3]), errors)
+        frame["read_at"] = self._read_at
+        return frame
 
     def _read_events(self, changed: list[tuple[str, _Memory, float]]) -> None:
         from ._core import decode_transition
@@ -272,6 +282,7 @@ class Dashboard:
         return {
             "seq": 0,
             "time": time.time(),
+            "read_at": time.time(),  # when the breakers shown were read (older when Redis fails)
             "interval": self.interval,
             "history": self.history,
             "append": False,  # True in the event stream: `rates` holds only the newest sample

@@ -239,7 +239,11 @@
       if (!live.has(service)) histories.delete(service);
     }
     frame = next;
-    setStatus(next.ok ? "live" : "error", next.ok ? "live" : "Redis error");
+    const stale = next.read_at && next.time - next.read_at > 2 * next.interval;
+    setStatus(
+      next.ok ? "live" : "error",
+      next.ok ? "live" : stale ? "Redis error: as read " + new Date(next.read_at * 1000).toLocaleTimeString() : "Redis error",
+    );
     render();
   }
 

@@ -160,6 +160,24 @@ def test_cluster_breakers_of_every_master(redis_cluster: Any, prefix: str) -> No
         rc.close()
 
 
+async def test_redis_down_keeps_the_last_state_marked_stale(redis_server_factory: Any) -> None:
+    """When Redis stops answering, the frame says so and keeps the breakers last read, with their time."""
+    server = redis_server_factory()
+    client = connect(server.url, timeout=1)
+    try:
+        service = unique()
+        calls(breaker(client, "down", service), ok=2)
+        board = Dashboard(client, prefix="down")
+        good = board.sample()
+        server.stop()
+        bad = board.sample()
+        assert good["ok"] and not bad["ok"] and bad["problem"].startswith("Redis:")
+        assert [b["service"] for b in bad["breakers"]] == [service]
+        assert bad["read_at"] == good["read_at"] < bad["time"]
+    finally:
+        client.close()
+
+
 # -- actions ----------------------------------------------------------------------------------
 async def test_actions_are_refused_without_the_flag(client: Any, prefix: str) -> None:
     """Read-only by default: a POST is 403 even with a token header, and nothing changes."""

@@ -10,8 +10,10 @@ Reading Redis: one sample every `interval` seconds, whatever the number of viewe
 exporter's reads (`distbreaker.exporter`: SCAN and pipelined HMGET/XRANGE, no script, the lazy
 expiry applied as the scripts would) plus, in one pipeline, an XREVRANGE of the events stream
 of each breaker whose last transition changed since the previous sample. The sparklines are
-the samples this process took (the last `history` of them): the page keeps no history of its
-own. It writes nothing unless operator actions are on.
+the samples this process took (the last `history` of them); the event stream sends each in
+full once, then only its newest sample. When Redis (or a Cluster node) cannot be read, the frame
+says so and keeps the breakers as last read (``read_at`` says when). It writes nothing unless
+operator actions are on.
 
 Operator actions (trip, disable, reset, each with a reason) are off unless `allow_actions` is
 set, and then need `token` in the ``X-Distbreaker-Token`` header of a JSON ``POST`` (compared

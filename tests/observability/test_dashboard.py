@@ -178,6 +178,26 @@ async def test_redis_down_keeps_the_last_state_marked_stale(redis_server_factory
         client.close()
 
 
+async def test_mounted_in_an_existing_app(client: Any, prefix: str) -> None:
+    """make_app mounted under /breakers/ of a Starlette app serves the page, its files and its API
+    there (the page's URLs are relative)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from distbreaker.dashboard import make_app
+
+    service = unique()
+    calls(breaker(client, prefix, service), ok=1)
+    outer = Starlette(routes=[Mount("/breakers/", make_app(client, prefix=prefix))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=outer), base_url="http://127.0.0.1") as http:
+        page = await http.get("/breakers/")
+        script = await http.get("/breakers/static/dashboard.js")
+        state = await http.get("/breakers/api/state")
+    assert page.status_code == 200 and 'src="static/dashboard.js"' in page.text
+    assert script.status_code == 200 and "EventSource" in script.text
+    assert [b["service"] for b in state.json()["breakers"]] == [service]
+
+
 # -- actions ----------------------------------------------------------------------------------
 async def test_actions_are_refused_without_the_flag(client: Any, prefix: str) -> None:
     """Read-only by default: a POST is 403 even with a token header, and nothing changes."""

@@ -597,6 +597,11 @@ def test_browser_tiles_change_colour_when_a_breaker_trips(
         )
 
     wait_for("the sparkline grows with the event stream", lambda: sparkline_points() >= 5, 10)
+    search = breaker(client, prefix, names["search"], minimum_calls=50)
+    for ok, failed in ((2, 3), (1, 4), (6, 0), (8, 0), (3, 3), (10, 0)):  # a shape for the screenshot
+        seen = sparkline_points()
+        calls(search, ok=ok, failed=failed)
+        wait_for("a new sample on the page", lambda: sparkline_points() > seen, 10)
     shot = tmp_path / "dashboard.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000

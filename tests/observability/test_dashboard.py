@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -420,6 +421,17 @@ def test_cli_redis_unreachable_exits_69_without_the_password(dead_url: str) -> N
     assert "hunter2-secret" not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cli_port_in_use_is_one_line(redis_url: str) -> None:
+    """A port already taken: exit 1, one line, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(cli, ["--url", redis_url, "dashboard", "--port", port])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
 def start_cli(args: list[str], until: str) -> tuple[subprocess.Popen[str], list[str]]:
     """`distbreaker ARGS` in a process of its own; (process, its stderr lines up to the first
     that matches `until`)."""
@@ -471,6 +483,7 @@ def test_cli_serves_the_page_and_prints_a_generated_token_once(client: Any, redi
         assert "operator actions on" in text
         page = httpx.get(url.group(1), timeout=10)
         assert page.status_code == 200 and "dashboard.js" in page.text
+        assert httpx.get(url.group(1), headers={"host": "rebound.example"}, timeout=10).status_code == 421
         api = url.group(1) + f"api/breakers/{service}/trip"
         assert httpx.post(api, json={"reason": "x"}, timeout=10).status_code == 403
         reply = httpx.post(api, json={"reason": "cli"}, headers={TOKEN_HEADER: token.group(1)}, timeout=10)

@@ -530,7 +530,7 @@ def demo(
             where += f"; dashboard {served.url}"
             obj.note(f"dashboard: {served.url}")
         else:
-            obj.note(f"dashboard: distbreaker --url {redact(url)} --prefix {prefix} dashboard (or demo --dashboard)")
+            obj.note(f"dashboard: distbreaker --url {redact(url)} --prefix {prefix} dashboard")
         sec, usec = client.time()
         started = int(sec) + int(usec) / 1e6
         fleet.start_time.value = time.time()

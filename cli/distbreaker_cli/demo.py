@@ -452,6 +452,19 @@ def _transitions(admin: Admin, since: float) -> list[Transition]:
 @click.option(
     "--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, help="Seconds between refreshes."
 )
+@click.option(
+    "--dashboard",
+    "with_dashboard",
+    is_flag=True,
+    help="Also serve the web dashboard (read-only) on 127.0.0.1; its URL is printed (the dashboard extra).",
+)
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of --dashboard (0: any free port).",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -460,6 +473,8 @@ def demo(
     duration: float | None,
     period: float | None,
     interval: float,
+    with_dashboard: bool,
+    dashboard_port: int,
 ) -> None:
     """Watch a fleet share one breaker: worker processes call a flaky service; the breaker
     trips, half-opens and closes. Starts an embedded Redis unless --url is given.
@@ -483,6 +498,7 @@ def demo(
     fleet: Fleet | None = None
     tmp: str | None = None
     admin: Admin | None = None
+    served: Any = None
     where = redact(url) if url else ""
     started = 0.0
     stopped_by = "--duration"
@@ -509,6 +525,12 @@ def demo(
             "Ctrl-C stops everything"
         )
         fleet.wait_ready()
+        if with_dashboard:
+            served = _serve_dashboard(url, prefix, dashboard_port)
+            where += f"; dashboard {served.url}"
+            obj.note(f"dashboard: {served.url}")
+        else:
+            obj.note(f"dashboard: distbreaker --url {redact(url)} --prefix {prefix} dashboard")
         sec, usec = client.time()
         started = int(sec) + int(usec) / 1e6
         fleet.start_time.value = time.time()
@@ -527,6 +549,8 @@ def demo(
         try:
             elapsed = time.time() - fleet.start_time.value if fleet and fleet.start_time.value else 0.0
             summary = None
+            if served is not None:
+                served.stop()
             if fleet is not None:
                 fleet.stop()
             if admin is not None and started and (server is None or server.alive):
@@ -555,6 +579,14 @@ def demo(
             restore_signals({**ignored, **old_handlers})
     if signum:
         ctx.exit(128 + signum)
+
+
+def _serve_dashboard(url: str, prefix: str, port: int) -> Any:
+    """`distbreaker dashboard` (read-only) for the demo's breakers, on a thread of this process."""
+    from .dashboard import make_board_for, serve_in_thread
+
+    board = make_board_for(connect(url, timeout=2.0), prefix, url, interval=0.5)
+    return serve_in_thread(board.app(), port=port, close=board.redis.close)
 
 
 def _main_thread() -> bool:

@@ -60,10 +60,11 @@ def connect(url: str, *, timeout: float = 0.05, functions: bool = False, **kwarg
 
     Its pool does not block (redis-py's asyncio blocking pool costs ~40 µs per command here) but
     allows 1000 connections; past that a command fails at once and counts as Redis unavailable.
-    The breakers' own commands share at most 32 of them (4 being set up at a time): a burst of
-    concurrent calls on a fresh client waits for a connection instead of setting up one each
-    within the budget; a wait ends with a Redis timeout at once when a command timed out (a hung
-    Redis costs a burst about one `timeout`), or when no command completed for 10 × `timeout`.
+    The breakers' own commands share ONE connection per event loop, pipelined (written as they
+    come, replies matched in order; see docs/concepts.md, "Connections"): a burst of concurrent
+    calls on a fresh client sets up one connection, not one per task. When replies are
+    outstanding and none arrives for `timeout` (a hung Redis), that connection is dropped and
+    every command on it fails with a Redis timeout at once: a burst costs about one `timeout`.
     `functions=True`: the scripts run as Redis Functions (FCALL), as with `distbreaker.connect`.
     """
     options = client_options(url, timeout)

@@ -57,6 +57,7 @@ __all__ = ["MORE", "Pipe", "Pipes", "Reader", "RespReader", "make_reader", "pipe
 
 MORE: Any = object()  # a reader's "no complete reply yet"
 _PIPES = "_distbreaker_pipes"  # the redis-py pool attribute holding {loop: Pipes}
+PACK_CACHE = 4096  # str arguments whose RESP piece a `Pipes` keeps
 
 # "ERR ..." -> redis-py's exception (NoScriptError, ResponseError, ...)
 _parse_error: Callable[[str], RedisError] = redis.connection.DefaultParser.parse_error
@@ -337,7 +338,8 @@ class Pipes:
         self.budget: float | None = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
         self.encoding: str | None = kwargs.get("encoding", "utf-8") if kwargs.get("decode_responses") else None
         self.errors: str = kwargs.get("encoding_errors", "strict")
-        self.send_encoding: str = kwargs.get("encoding", "utf-8")  # of str arguments (`_transport.pack`)
+        self.send_encoding: str = kwargs.get("encoding", "utf-8")  # of str arguments (`pack`)
+        self.pieces: dict[str, bytes] = {}  # str argument -> its RESP piece (`pack`)
         self.pipe: Pipe | None = None
         self.tasks: set[asyncio.Task[None]] = set()  # set-ups and releases running (one per connection)
         # Closed with the loop: asyncio.run() (and asyncio.Runner) close the async generators of
@@ -359,6 +361,36 @@ class Pipes:
         """Forget the pipes of loops now closed (their connections go back to the pool)."""
         for loop in [lp for lp in by_loop if lp.is_closed()]:
             self.spawn(by_loop.pop(loop).release_all())
+
+    def pack(self, command: tuple[Any, ...]) -> bytes | None:
+        """`command` in RESP, as redis-py would send it (`_transport.pack`), None for an argument
+        of a type it does not handle (the caller then lets redis-py send it).
+
+        A breaker's commands repeat almost every argument (the SHA, the keys, the config
+        fingerprint, most outcome fields), so each str argument's RESP piece is kept once made:
+        only new values are encoded (at most `PACK_CACHE` pieces, then it starts over).
+        """
+        cache = self.pieces
+        parts = [b"*%d\r\n" % len(command)]
+        for arg in command:
+            kind = type(arg)
+            if kind is str:
+                piece = cache.get(arg)
+                if piece is None:
+                    raw = arg.encode(self.send_encoding, self.errors)
+                    piece = b"$%d\r\n%b\r\n" % (len(raw), raw)
+                    if len(cache) >= PACK_CACHE:
+                        cache.clear()
+                    cache[arg] = piece
+                parts.append(piece)
+            elif kind is int:
+                raw = b"%d" % arg
+                parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+            elif kind is bytes:
+                parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+            else:
+                return None
+        return b"".join(parts)
 
     def request(self, packed: bytes) -> asyncio.Future[Any]:
         """Send `packed` on the connection (set one up if there is none); await the future."""

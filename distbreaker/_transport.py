@@ -377,7 +377,7 @@ async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     through `client.execute_command`."""
     if pool is not None:
         pipes = pipes_for(pool)
-        packed = pack(command, pipes.send_encoding, pipes.errors)
+        packed = pipes.pack(command)  # `pack`, with the pieces of repeated arguments kept
         if packed is not None:
             return await pipes.request(packed)
     return await client.execute_command(*command)

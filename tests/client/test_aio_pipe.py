@@ -341,3 +341,19 @@ async def test_a_forked_child_does_not_use_the_parents_pipe(server: Server, pref
     assert (await b.snapshot()).calls == 21
     assert pipes_for(client.connection_pool).pipe is parent_pipe
     await client.aclose()
+
+
+async def test_the_pipes_packer_matches_pack_and_refuses_what_pack_refuses(aclient: Any) -> None:
+    """The pipe's packer (pieces of str arguments kept) gives `pack`'s bytes, call after call, in
+    the client's encoding; a float or bool is left to redis-py, as `pack` leaves it."""
+    from distbreaker._transport import pack
+
+    pipes = pipes_for(aclient.connection_pool)
+    command = ("EVALSHA", "a" * 40, 2, "p:{svc}", "p:{svc}:events", "", "café", b"\x00\xff", -7, 0, "1")
+    for _ in range(3):
+        assert pipes.pack(command) == pack(command, "utf-8", "strict")
+    assert pipes.pack(("SET", "k", 1.5)) is None and pipes.pack(("SET", "1", True)) is None
+    for i in range(_aio_pipe.PACK_CACHE + 10):  # the kept pieces are bounded
+        assert pipes.pack(("ECHO", str(i))) == pack(("ECHO", str(i)), "utf-8", "strict")
+    assert len(pipes.pieces) <= _aio_pipe.PACK_CACHE
+    assert await _run(aclient, "ECHO", 1.5) == b"1.5"  # through redis-py

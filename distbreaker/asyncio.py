@@ -195,6 +195,7 @@ class Breaker:
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
         self.mode, self.flush_interval = _ops.check_mode(mode, flush_interval, flush_size)
         self._flusher: AsyncFlusher | None = None  # started by the first batched outcome
+        self._asking: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None  # the acquire in flight
         self._flush_lock: asyncio.Lock | None = None
         if mode == "batched":
             core.batched(flush_size)
@@ -254,11 +255,29 @@ class Breaker:
         permit = core.admit()
         if type(permit) is not Eval:
             return permit  # type: ignore[return-value]
+        # One acquire at a time per event loop: the tasks that find the cache empty or stale while
+        # another task of the loop asks Redis wait for its reply (it refreshes the cache) and
+        # decide again; only those the cache still does not admit (half-open: a probe lease
+        # each) ask themselves. A cold burst of 1000 tasks sends one acquire, not 1000.
+        loop = asyncio.get_running_loop()
+        asking = self._asking
+        if asking is not None and asking[0] is loop:
+            await asking[1].wait()
+            permit = core.admit()
+            if type(permit) is not Eval:
+                return permit  # type: ignore[return-value]
+        mine = (loop, asyncio.Event())
+        if self._asking is None:
+            self._asking = mine
         try:
             reply = await self._run(permit)
         except RedisError as exc:
             core.failed(exc)
             return core.degraded(core.clock())
+        finally:
+            if self._asking is mine:
+                self._asking = None
+            mine[1].set()  # the waiters run after this task has applied the reply (no await below)
         return core.acquired(reply)
 
     async def _record(

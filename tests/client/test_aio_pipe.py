@@ -147,11 +147,11 @@ def test_own_reader_marks_push_messages_and_refuses_garbage() -> None:
 
 # -- the connection ----------------------------------------------------------------------------------
 async def test_a_cold_burst_shares_one_connection(server: Server, parser: str, prefix: str) -> None:
-    """1000 concurrent calls on a fresh default client (50 ms budget) are all counted, over ONE
-    connection set up for the burst (not one per task), with either parser."""
+    """1000 concurrent calls on a fresh client are all counted, over ONE connection set up for
+    the burst (not one per task), with either parser."""
     admin = server.client()
     before = _connections(admin)
-    client = dba.connect(server.url)
+    client = dba.connect(server.url, timeout=1.0)  # the default 50 ms: test_async.py (not the point here)
     b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, listen=False)
     try:
         results = await asyncio.gather(*(b.call(lambda: "ran") for _ in range(1000)))
@@ -357,3 +357,22 @@ async def test_the_pipes_packer_matches_pack_and_refuses_what_pack_refuses(aclie
         assert pipes.pack(("ECHO", str(i))) == pack(("ECHO", str(i)), "utf-8", "strict")
     assert len(pipes.pieces) <= _aio_pipe.PACK_CACHE
     assert await _run(aclient, "ECHO", 1.5) == b"1.5"  # through redis-py
+
+
+async def test_a_cold_burst_sends_one_acquire(server: Server, prefix: str) -> None:
+    """The tasks of a cold burst that find no cached state wait for the one acquire in flight
+    (its reply fills the cache) instead of each sending their own: 300 calls, 300 records and
+    at most 2 acquires (one, and its NOCONFIG resend) reach the server; all are counted."""
+    admin = server.client()
+    client = dba.connect(server.url, timeout=2.0)
+    b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, listen=False)
+    try:  # the scripts loaded first (by another breaker): no NOSCRIPT -> EVAL per concurrent record
+        await dba.Breaker("other", client, BreakerConfig(), prefix=prefix, listen=False).call(lambda: None)
+        admin.config_resetstat()
+        await asyncio.gather(*(b.call(lambda: None) for _ in range(300)))
+        stats = admin.info("commandstats")
+        scripts = sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+        assert 300 < scripts <= 300 + 2, stats  # the records, one acquire (and its NOCONFIG resend)
+        assert (await b.snapshot()).calls == 300
+    finally:
+        await client.aclose()

@@ -175,6 +175,14 @@ def make_reader(encoding: str | None = None, errors: str = "strict") -> Reader:
     return hiredis.Reader(**kwargs)
 
 
+def _copy(error: BaseException) -> BaseException:
+    """A new exception like `error` (redis-py's exceptions take their message)."""
+    try:
+        return type(error)(*error.args)
+    except Exception:  # pragma: no cover - an exception class with another signature
+        return error
+
+
 # -- one connection -------------------------------------------------------------------------------
 class Pipe(asyncio.Protocol):
     """One pipelined connection: commands written in order, replies complete futures in order."""
@@ -200,7 +208,7 @@ class Pipe(asyncio.Protocol):
         """Send one packed command; the future gets its reply (or its error)."""
         fut = self.loop.create_future()
         if self.error is not None:
-            fut.set_exception(self.error)
+            fut.set_exception(_copy(self.error))
             return fut
         waiting = self.waiting
         waiting.append(fut)
@@ -297,8 +305,8 @@ class Pipe(asyncio.Protocol):
         self.out.clear()
         waiting, self.waiting = self.waiting, deque()
         for fut in waiting:
-            if not fut.done():
-                fut.set_exception(error)
+            if not fut.done():  # an exception of its own per caller (each raise adds a traceback)
+                fut.set_exception(_copy(error))
         if self.transport is not None:
             self.transport.abort()
         self.pipes.dropped(self)

@@ -3,33 +3,30 @@
 The breaker sends one small command at a time (EVALSHA / EVAL) and has its own budget and
 backoff, so it skips redis-py's per-command retry, instrumentation and pool round trip: a
 connection that completed a command cleanly is held for the next one (see "connections held
-between commands"), commands are packed here (`pack`), and asyncio writes go straight into the
-transport's buffer (`_asend`). Clients this path does not know (clusters, pipelines, subclasses,
-single-connection clients) go through their own `execute_command`.
+between commands"), commands are packed here (`pack`); in asyncio the tasks of a loop share one
+pipelined connection per pool (`_aio_pipe`, driven by `_aexecute`). Clients this path does not
+know (clusters, pipelines, subclasses, single-connection clients) go through their own
+`execute_command`.
 
 This is the module that depends on redis-py's internals. Every one it touches (and those
-`_connect` and `_cluster` rely on) is listed in `INTERNALS` with the reason;
+`_connect`, `_cluster` and `_aio_pipe` rely on) is listed in `INTERNALS` with the reason;
 tests/client/test_redis_internals.py checks each on the installed redis-py, and CI runs it on the
 oldest (5.0.1) and the newest redis-py the project accepts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import math
 import os
-from collections import deque
 from collections.abc import Generator
 from typing import Any, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio
 import redis.asyncio.connection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._aio_pipe import pipes_for
 from ._core import Command
 from .errors import ConfigError
 
@@ -108,53 +105,35 @@ INTERNALS: tuple[Internal, ...] = (
         "its .encoding and .encoding_errors: `pack` encodes str as the client would",
     ),
     Internal("redis.client", "Redis.connection_pool", "attribute", "the pool of a plain redis.Redis"),
-    # -- asyncio lean path (_aexecute) ---------------------------------------------------------
+    # -- asyncio lean path (_aexecute, _aio_pipe) ----------------------------------------------
     Internal(
         _ASYNC,
         "ConnectionPool.get_connection",
         "coroutine",
-        "checks a connected connection out (sets it up if new); command name before 5.1",
+        "sets up the pipelined connection (redis-py's TLS, AUTH, SELECT); command name before 5.1",
     ),
-    Internal(_ASYNC, "ConnectionPool.release", "coroutine", "gives a connection back"),
-    Internal(_ASYNC, "ConnectionPool.max_connections", "attribute", "sizes the held list / connection cap"),
+    Internal(_ASYNC, "ConnectionPool.release", "coroutine", "gives a dropped pipe's connection back"),
     Internal(
         _ASYNC,
         "ConnectionPool.connection_kwargs",
         "attribute",
-        "its socket_timeout bounds a wait for a connection while no command completes",
+        "socket_timeout (the budget a pipe waits for a reply), encoding, encoding_errors, decode_responses",
     ),
-    Internal(_ASYNC, "ConnectionPool.__dict__", "attribute", "the held list is stored on the pool"),
-    Internal(
-        _ASYNC,
-        "Connection.can_read|can_read_destructive",
-        "coroutine",
-        "the pool's dirty check on a held connection (can_read since redis-py 7)",
-    ),
-    Internal(_ASYNC, "Connection.is_connected", "attribute", "a held connection the loop saw closed"),
+    Internal(_ASYNC, "ConnectionPool.__dict__", "attribute", "the pipes are stored on the pool, per event loop"),
     Internal(
         _ASYNC,
         "Connection._writer",
         "attribute",
-        "asyncio.StreamWriter (None before connect): a small command is written into its "
-        "transport's buffer directly, no wait_for task per write (_asend)",
+        "asyncio.StreamWriter of a connection set up by the pool: its transport is taken over by "
+        "the pipe (transport.set_protocol)",
     ),
+    Internal(_ASYNC, "Connection.disconnect", "coroutine", "closes a dropped pipe's connection before release"),
     Internal(
-        _ASYNC,
-        "Connection.health_check_interval",
-        "attribute",
-        "when set, writes go through send_command (which runs the health check)",
+        "redis.connection",
+        "DefaultParser.parse_error",
+        "method",
+        "turns an error reply into redis-py's exception (NoScriptError, ResponseError, ...)",
     ),
-    Internal(_ASYNC, "Connection.socket_timeout", "attribute", "bounds a write the socket does not take at once"),
-    Internal(_ASYNC, "Connection.send_command", "coroutine", "redis-py's write, for what `pack` does not handle"),
-    Internal(
-        _ASYNC,
-        "Connection.read_response",
-        "coroutine",
-        "reads the reply; timeout=math.inf turns its own timer off (the lean path's deadline "
-        "bounds the read instead: _ReadDeadline)",
-    ),
-    Internal(_ASYNC, "Connection.disconnect", "coroutine", "drops a connection that failed mid-command"),
-    Internal(_ASYNC, "Connection.encoder", "attribute", "encoding for `pack`"),
     Internal("redis.asyncio.client", "Redis.connection_pool", "attribute", "the pool of a plain redis.asyncio.Redis"),
     Internal(
         "redis.asyncio.client",
@@ -209,10 +188,6 @@ def _get_connection_args(pool_class: Any) -> tuple[str, ...]:
 
 
 _GET_CONNECTION_ARGS = _get_connection_args(redis.ConnectionPool)
-_AGET_CONNECTION_ARGS = _get_connection_args(redis.asyncio.ConnectionPool)
-# The asyncio connection's "is it dirty" check: can_read() in redis-py >= 7 (its pool's own
-# check), can_read_destructive() before.
-_ACAN_READ = "can_read" if hasattr(redis.asyncio.connection.AbstractConnection, "can_read") else "can_read_destructive"
 
 
 def check_client(client: Any, asynchronous: bool) -> None:
@@ -392,299 +367,20 @@ def drive(client: Any, steps: Steps[T]) -> T:
             reply, error = None, exc
 
 
-# -- asyncio: connections shared by the tasks of a burst ------------------------------------------
-# A task takes a held connection, else sets up a new one, else waits for one another task gives
-# back. At most `cap` connections are used at once (held and busy) and at most `MAX_OPENING` are
-# set up at once: a cold burst of 1000 tasks sets up a few connections and shares them, instead
-# of 1000 set-ups (~0.5-1 ms of event-loop time each with redis-py 8) that make every connect and
-# read overrun a 50 ms budget. A waiting task gives up (a Redis TimeoutError, which the breaker
-# treats like any Redis error) at once when a command timed out on a connection (Redis hangs: the
-# burst returns after about one budget, not one budget per waiting task), or, a safety net, when
-# no command of the pool completed for WAIT_BUDGETS x `socket_timeout`. While commands complete,
-# waiting is not bounded by the budget: a burst queues behind the event loop, not behind Redis.
-
-MAX_OPENING = 4
-WAIT_BUDGETS = 10
-
-
-class _AHeld(_Held):
-    __slots__ = ("budget", "busy", "loop", "opening", "progress", "waiters")
-
-    def __init__(self, pool: Any, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(pool)
-        self.loop = loop
-        self.busy = 0  # connections a task is using (checked out, not held)
-        self.opening = 0  # connections being set up
-        self.waiters: deque[asyncio.Future[Any]] = deque()
-        self.progress = loop.time()  # last time a command completed or a connection was set up
-        timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
-        # a waiting task's own bound: a safety net (a command that times out ends every wait at
-        # once), so generous enough for a burst behind a slow event loop
-        self.budget: float | None = (
-            WAIT_BUDGETS * timeout if isinstance(timeout, (int, float)) and timeout > 0 else None
-        )
-
-    def _next_waiter(self) -> asyncio.Future[Any] | None:
-        waiters = self.waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                return fut
-        return None
-
-    def hand_over(self, conn: Any) -> bool:
-        """Give `conn` (clean, busy) to the first waiting task; False when none waits."""
-        fut = self._next_waiter()
-        if fut is None:
-            return False
-        fut.set_result(conn)  # stays busy: now the waiter's
-        return True
-
-    def wake(self) -> None:
-        """A connection may be set up now: let the first waiting task try."""
-        if self.busy + len(self) < self.cap and self.opening < MAX_OPENING:
-            fut = self._next_waiter()
-            if fut is not None:
-                fut.set_result(None)
-
-    def fail(self, exc: BaseException) -> None:
-        """A command or a set-up timed out: Redis hangs; every waiting task gives up now."""
-        while (fut := self._next_waiter()) is not None:
-            fut.set_exception(RedisTimeoutError(f"{exc} (on another connection of this client; not retried)"))
-
-    async def wait(self, pool: Any) -> Any:
-        """A connection handed over by another task, or None: try to set one up."""
-        loop = self.loop
-        fut: asyncio.Future[Any] = loop.create_future()
-        self.waiters.append(fut)
-        started = loop.time()
-        timer: asyncio.TimerHandle | None = None
-        budget = self.budget
-
-        def expire() -> None:
-            nonlocal timer
-            if fut.done() or budget is None or timer is None:
-                return
-            now = loop.time()
-            left = max(started, self.progress) + budget - now
-            if now - timer.when() > budget / 2:  # the loop was busy (not Redis): start over
-                left = budget
-            if left > 0:
-                timer = loop.call_later(left, expire)
-            else:
-                fut.set_exception(
-                    RedisTimeoutError(
-                        "Timeout waiting for a connection: no reply from Redis on this client's other connections"
-                    )
-                )
-
-        if budget is not None:
-            timer = loop.call_later(budget, expire)
-        try:
-            return await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                conn = fut.result()  # handed over, then this task was cancelled: pass it on
-                if conn is None:
-                    self.wake()
-                elif not self.hand_over(conn):
-                    self.busy -= 1
-                    self.append(conn)  # busy + held never exceeds cap: room is left
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-
-def _aheld(pool: Any) -> _AHeld | None:
-    """The pool's held list for the running loop, or None when it must be made (`_anew_held`)."""
-    held: _AHeld | None = pool.__dict__.get(_HELD)
-    if held is None or held.loop is not asyncio.get_running_loop() or held.fork != _forks:
-        return None
-    return held
-
-
-async def _anew_held(pool: Any) -> _AHeld:
-    stale: _AHeld | None = pool.__dict__.get(_HELD)
-    held = pool.__dict__[_HELD] = _AHeld(pool, asyncio.get_running_loop())
-    if stale is not None and stale.fork == _forks:  # held under an event loop now gone: back to the pool
-        for conn in stale:
-            try:
-                await conn.disconnect()
-            except Exception:  # its transport belongs to a closed loop
-                pass
-            try:
-                await pool.release(conn)
-            except Exception:  # pragma: no cover - the pool refuses it: nothing else to do
-                pass
-        stale.clear()
-    return held
-
-
-async def _asend(conn: Any, command: tuple[Any, ...]) -> None:
-    """Write `command` on an asyncio connection.
-
-    redis-py's `send_command` packs in pure Python (~6 µs for a record) and bounds the write
-    with `asyncio.wait_for`, which on Python 3.11 runs the write as a task of its own: an extra
-    event-loop cycle per command, ~30 µs of CPU per call here. A small command goes straight
-    into the transport's buffer instead; only a write the socket does not take at once waits
-    for it (within the socket timeout), as redis-py does. Errors are redis-py's.
-    """
-    writer: Any = getattr(conn, "_writer", None)
-    packed = None if writer is None or conn.health_check_interval else _packed(conn, command)
-    if packed is None:
-        await conn.send_command(*command)  # redis-py's way (and its health check, if set)
-        return
-    try:
-        writer.write(packed)
-        if writer.transport.get_write_buffer_size():
-            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
-        else:
-            await writer.drain()  # raises a lost connection's error; does not wait
-    except asyncio.TimeoutError:
-        writer.transport.abort()  # drop what the hung server did not take; close the socket now
-        raise RedisTimeoutError("Timeout writing to socket") from None
-    except OSError as exc:
-        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-
-
-class _ReadDeadline:
-    """The read budget of one command, robust to a busy event loop.
-
-    redis-py bounds a read with a timer that cancels the read when it runs. When the loop was
-    busy past the deadline (the first turn of a burst of 1000 tasks takes longer than 50 ms), the
-    timer runs in the same loop turn that delivers the reply, before the reading task resumes,
-    and the reply already received becomes a timeout. Here the timer only schedules the check for
-    the next turn, after the reading task has taken what arrived; a read still waiting then is
-    ended by closing the connection's transport (a hung Redis costs the budget plus one loop turn).
-    """
-
-    __slots__ = ("conn", "done", "expired", "handle", "loop")
-
-    def __init__(self, conn: Any, budget: float) -> None:
-        self.conn, self.done, self.expired = conn, False, False
-        self.loop = loop = asyncio.get_running_loop()
-        self.handle = loop.call_later(budget, self._due)
-
-    def _due(self) -> None:
-        if not self.done:
-            self.loop.call_soon(self._expire)
-
-    def _expire(self) -> None:
-        if self.done:
-            return
-        self.expired = True
-        writer = getattr(self.conn, "_writer", None)
-        if writer is not None:
-            writer.transport.abort()  # the pending read ends with "connection closed"
-
-
-async def _aread(conn: Any) -> Any:
-    """`conn.read_response()` within `conn.socket_timeout` (see `_ReadDeadline`)."""
-    budget = conn.socket_timeout
-    if not budget:
-        return await conn.read_response()
-    deadline = _ReadDeadline(conn, budget)
-    try:
-        return await conn.read_response(timeout=math.inf)  # the deadline above bounds it
-    except (RedisConnectionError, OSError):
-        if deadline.expired:
-            raise RedisTimeoutError("Timeout reading from socket") from None
-        raise
-    finally:
-        deadline.done = True
-        deadline.handle.cancel()
+# -- asyncio: the tasks of a loop share one pipelined connection per pool (_aio_pipe) ------------
 
 
 async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
-    """`_execute` for asyncio (the same wire exchange as `execute_command`, without its retry
-    and instrumentation layers; the connection is held for the next command)."""
-    if pool is None:
-        return await client.execute_command(*command)
-    held = _aheld(pool)
-    if held is None:
-        held = await _anew_held(pool)
-    conn = await _acheckout(pool, held)
-    try:
-        await _asend(conn, command)
-        reply = await _aread(conn)
-    except ResponseError:
-        await _akeep(pool, held, conn)  # an error reply: the connection is fine
-        raise
-    except BaseException as exc:
-        held.busy -= 1
-        if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
-            held.fail(exc)
-        else:
-            held.wake()
-        await _adiscard(pool, conn)  # timeout, reset, cancellation mid-reply: never reuse it
-        raise
-    await _akeep(pool, held, conn)
-    return reply
-
-
-async def _acheckout(pool: Any, held: _AHeld) -> Any:
-    """A held connection that passes the pool's own check, else a new one (at most `cap` in use,
-    `MAX_OPENING` being set up), else one another task hands over. The caller owns it (busy)."""
-    while True:
-        while held:
-            candidate = held.pop()
-            held.busy += 1  # counted while checked, so no other task opens one in its place
-            try:
-                clean = candidate.is_connected and not await getattr(candidate, _ACAN_READ)()
-            except (OSError, RedisError):
-                clean = False
-            except BaseException:  # cancelled during the check
-                held.busy -= 1
-                held.wake()
-                await _adiscard(pool, candidate)
-                raise
-            if clean:
-                return candidate
-            held.busy -= 1
-            await _adiscard(pool, candidate)
-        if held.busy + len(held) < held.cap and held.opening < MAX_OPENING:
-            held.busy += 1
-            held.opening += 1
-            try:
-                # set up in the next loop turn: the connect timeout must not start in a turn that
-                # still runs the rest of a burst's tasks (it would expire before the loop polls)
-                await asyncio.sleep(0)
-                conn = await pool.get_connection(*_AGET_CONNECTION_ARGS)
-            except BaseException as exc:
-                held.busy -= 1
-                held.opening -= 1
-                if isinstance(exc, (RedisTimeoutError, asyncio.TimeoutError)):
-                    held.fail(exc)
-                else:
-                    held.wake()
-                raise
-            held.opening -= 1
-            held.progress = held.loop.time()
-            held.wake()  # another set-up may start
-            return conn
-        conn = await held.wait(pool)
-        if conn is not None:
-            return conn
-
-
-async def _adiscard(pool: Any, conn: Any) -> None:
-    try:
-        await conn.disconnect()
-    finally:
-        await pool.release(conn)
-
-
-async def _akeep(pool: Any, held: _AHeld, conn: Any) -> None:
-    """`conn` completed a command cleanly: hand it to a waiting task, else hold it."""
-    held.progress = held.loop.time()
-    if held.hand_over(conn):
-        return
-    held.busy -= 1
-    if len(held) < held.cap:
-        held.append(conn)
-    else:
-        await pool.release(conn)
+    """`_execute` for asyncio: the command is written on the pool's pipelined connection for the
+    running loop (`_aio_pipe`) and its reply awaited; no retry, no instrumentation, no task or
+    timer of its own. Clients without a lean pool, and arguments `pack` does not handle, go
+    through `client.execute_command`."""
+    if pool is not None:
+        pipes = pipes_for(pool)
+        packed = pipes.pack(command)  # `pack`, with the pieces of repeated arguments kept
+        if packed is not None:
+            return await pipes.request(packed)
+    return await client.execute_command(*command)
 
 
 async def ainit(client: Any) -> None:

@@ -60,10 +60,11 @@ def connect(url: str, *, timeout: float = 0.05, functions: bool = False, **kwarg
 
     Its pool does not block (redis-py's asyncio blocking pool costs ~40 µs per command here) but
     allows 1000 connections; past that a command fails at once and counts as Redis unavailable.
-    The breakers' own commands share at most 32 of them (4 being set up at a time): a burst of
-    concurrent calls on a fresh client waits for a connection instead of setting up one each
-    within the budget; a wait ends with a Redis timeout at once when a command timed out (a hung
-    Redis costs a burst about one `timeout`), or when no command completed for 10 × `timeout`.
+    The breakers' own commands share ONE connection per event loop, pipelined (written as they
+    come, replies matched in order; see docs/concepts.md, "Connections"): a burst of concurrent
+    calls on a fresh client sets up one connection, not one per task. When replies are
+    outstanding and none arrives for `timeout` (a hung Redis), that connection is dropped and
+    every command on it fails with a Redis timeout at once: a burst costs about one `timeout`.
     `functions=True`: the scripts run as Redis Functions (FCALL), as with `distbreaker.connect`.
     """
     options = client_options(url, timeout)
@@ -194,6 +195,7 @@ class Breaker:
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
         self.mode, self.flush_interval = _arg_checks.check_mode(mode, flush_interval, flush_size)
         self._flusher: AsyncFlusher | None = None  # started by the first batched outcome
+        self._asking: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None  # the acquire in flight
         self._flush_lock: asyncio.Lock | None = None
         if mode == "batched":
             core.batched(flush_size)
@@ -253,11 +255,29 @@ class Breaker:
         permit = core.admit()
         if type(permit) is not Eval:
             return permit  # type: ignore[return-value]
+        # One acquire at a time per event loop: the tasks that find the cache empty or stale while
+        # another task of the loop asks Redis wait for its reply (it refreshes the cache) and
+        # decide again; only those the cache still does not admit (half-open: a probe lease
+        # each) ask themselves. A cold burst of 1000 tasks sends one acquire, not 1000.
+        loop = asyncio.get_running_loop()
+        asking = self._asking
+        if asking is not None and asking[0] is loop:
+            await asking[1].wait()
+            permit = core.admit()
+            if type(permit) is not Eval:
+                return permit  # type: ignore[return-value]
+        mine = (loop, asyncio.Event())
+        if self._asking is None:
+            self._asking = mine
         try:
             reply = await self._run(permit)
         except RedisError as exc:
             core.failed(exc)
             return core.degraded(core.clock())
+        finally:
+            if self._asking is mine:
+                self._asking = None
+            mine[1].set()  # the waiters run after this task has applied the reply (no await below)
         return core.acquired(reply)
 
     async def _record(

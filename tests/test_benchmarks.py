@@ -107,3 +107,18 @@ def test_scale_quick(redis_binary: Binary) -> None:
     cluster = _rows(out, "| masters |")
     assert [r.split("|")[1].strip() for r in cluster] == ["1", "3"], out
     assert "toward 1,000,000 protected calls/s" in out, out
+
+
+@needs_peers
+def test_async_scale_quick(redis_binary: Binary) -> None:
+    """benchmarks/async_scale.py: every path measured at 1-1000 tasks (peers to 100 in --quick),
+    distbreaker's closed path counted in full, the cold burst counted in full on one connection."""
+    out = _run("async_scale.py", timeout=300)
+    rows = _rows(out, "| path | tasks |")
+    assert len(rows) == 20, out
+    assert not [r for r in rows if "n/a" in r], out
+    assert len([r for r in rows if "not run (--quick)" in r]) == 2, out
+    assert "calls counted in Redis" in out and "1000/1000 counted" in out, out
+    measured = out.split("measured cells: ")[1].split(" calls")[0]
+    made, counted = measured.split("/")[1], measured.split("/")[0]
+    assert made == counted, out

@@ -198,15 +198,20 @@ async def test_write_to_a_hung_server_times_out(redis_server_factory: Any) -> No
 
 
 @pytest.mark.parametrize("n", [200, 1000])
-async def test_a_cold_burst_on_a_fresh_default_client_is_counted_in_full(redis_url: str, prefix: str, n: int) -> None:
+async def test_a_cold_burst_on_a_fresh_default_client_is_counted_in_full(
+    redis_url: str, prefix: str, n: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """Regression (issue 14 item 2): N concurrent calls on a fresh `connect()` client with the
     default budget, no connection set up yet, are all counted (they used to time out connecting,
     1-2 of 200 counted under load)."""
     client = dba.connect(redis_url)
     b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix)
+    caplog.set_level("WARNING", logger="distbreaker")
     try:
         results = await asyncio.gather(*(b.call(lambda: "ran") for _ in range(n)))
         assert results == ["ran"] * n
+        # no call saw a Redis error (then it would not be counted)
+        assert b._core.down_until == 0, [r.getMessage() for r in caplog.records]
         assert (await b.snapshot()).calls == n
     finally:
         await b.close()
@@ -215,9 +220,9 @@ async def test_a_cold_burst_on_a_fresh_default_client_is_counted_in_full(redis_u
 
 async def test_a_hung_server_bounds_a_burst_by_about_one_budget(redis_server_factory: Any, prefix: str) -> None:
     """With the server stopped (SIGSTOP) a burst of 1000 calls on a warm default client all run
-    (on_redis_error='allow') after about one budget: the calls waiting for a connection give up
-    with the ones that timed out, instead of each opening a connection and waiting a budget of
-    its own (counted: the connections the hung server was sent)."""
+    (on_redis_error='allow') after about one budget: the commands outstanding on the stalled
+    connection fail together, instead of each opening a connection and waiting a budget of its
+    own (counted: the connections the hung server was sent, none)."""
     import redis
 
     server = redis_server_factory()
@@ -236,8 +241,9 @@ async def test_a_hung_server_bounds_a_burst_by_about_one_budget(redis_server_fac
         finally:
             server.resume()
         assert results == ["ran"] * 1000
+        assert b._core.down_until > 0  # the calls saw the timeout (and back off), not a success
         opened = int(admin.info("stats")["total_connections_received"]) - before
-        assert opened <= 40, opened  # at most the lean path's connection cap, not one per call
+        assert opened == 0, opened  # the burst shares the warm pipelined connection: none opened
         assert took < 40 * 0.05, took  # loose: ~1 budget here; one budget per waiting call was ~30
     finally:
         await client.aclose()

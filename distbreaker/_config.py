@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -136,7 +135,7 @@ class BreakerConfig:
             raise ConfigError("on_redis_error", f"must be 'allow', 'reject' or 'local', got {self.on_redis_error!r}")
         lua = tuple(f.text(script[f.name]) for f in _schema.FIELDS)
         object.__setattr__(self, "_lua", lua)
-        object.__setattr__(self, "_fingerprint", hashlib.sha1(",".join(lua).encode()).hexdigest()[:10])
+        object.__setattr__(self, "_fingerprint", _schema.fingerprint(lua))
 
     @property
     def fingerprint(self) -> str:

@@ -15,7 +15,6 @@ defaults; `control(..., "config", ...)` sets or clears the fleet-wide overrides 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
@@ -102,7 +101,7 @@ class Cfg:
     @property
     def fingerprint(self) -> str:
         """A short hash of `argv()` (what a client sends as ARGV 2)."""
-        return hashlib.sha1(",".join(self.argv()).encode()).hexdigest()[:10]
+        return _schema.fingerprint(self.argv())
 
     @classmethod
     def from_argv(cls, values: list[str]) -> Cfg:

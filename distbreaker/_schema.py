@@ -16,6 +16,7 @@ double's integers hold.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +38,7 @@ __all__ = [
     "by_name",
     "check_options",
     "check_seconds",
+    "fingerprint",
     "human_ms",
     "lua_constants",
 ]
@@ -299,6 +301,21 @@ def by_name(name: str) -> Field:
 def by_lua(name: str) -> Field:
     """The field named `name` in the scripts."""
     return _BY_LUA[name]
+
+
+FIELDS_0_1 = 13  # the values of 0.1; those appended since are left out of the fingerprint while off
+
+
+def fingerprint(values: tuple[str, ...] | list[str]) -> str:
+    """The short hash of a config's ARGV texts (what a client sends as ARGV 2).
+
+    Values appended since 0.1 count only when they are on: a config that leaves them off keeps
+    its 0.1 fingerprint, so workers of two releases with the same settings agree on it.
+    """
+    kept = list(values)
+    while len(kept) > FIELDS_0_1 and float(kept[-1]) == 0:
+        kept.pop()
+    return hashlib.sha1(",".join(kept).encode()).hexdigest()[:10]
 
 
 def broken_rule(script_values: dict[str, float | int]) -> AtLeast | None:

@@ -294,7 +294,7 @@ def history_table(
 
 def _value(kind: str, value: Any) -> str:
     if value is None:
-        return "off" if kind == "off" else "-"
+        return "off" if kind in ("off", "float_off") else "-"
     if kind == "ms":
         return format_duration(float(value))
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import pytest
-from test_fleet import FLEET_TIMEOUT, START_TIMEOUT, ProbeFailed, _config, _CTX, _run_fleet
+from test_fleet import _CTX, FLEET_TIMEOUT, START_TIMEOUT, ProbeFailed, _config, _run_fleet
 
 import distbreaker.asyncio as dba
 from distbreaker import Admin, Breaker, CircuitOpenError, State, connect
@@ -30,7 +30,9 @@ MODES = ("sync", "asyncio", "batched")
 CALL_LIMIT = 40.0  # seconds a worker may spend on its calls (a bound, never a wait)
 
 
-def _failing_calls(url: str, prefix: str, cfg: dict[str, Any], mode: str, barrier: Any, n: int, fail: bool) -> dict[str, Any]:
+def _failing_calls(
+    url: str, prefix: str, cfg: dict[str, Any], mode: str, barrier: Any, n: int, fail: bool
+) -> dict[str, Any]:
     """Make up to `n` calls that all fail (`fail`) or all succeed; stop at the first rejection."""
 
     def body() -> None:

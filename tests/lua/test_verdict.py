@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 import redis
-from .test_model import CLIENT, BreakerMachine
 
 from distbreaker import Admin, Breaker, BreakerConfig, State, _schema
 from distbreaker._core import BreakerCore, Eval, Outcome
 from distbreaker._scripts import SCRIPTS
+
+from .test_model import CLIENT, BreakerMachine
 
 pytestmark = pytest.mark.redis
 

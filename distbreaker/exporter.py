@@ -94,7 +94,7 @@ STATE_CODES = {state.value: code for state, code in STATE_VALUES.items()}
 FIELDS = ("st", "g", "ou", "fu", "oc", "tc", "tf", "ts", "be", "qb", "qn", "qr", "qm", "cfg", "hl", "lt")
 DEFAULT_BUCKET_MS, DEFAULT_BUCKETS = 6000, 10  # the defaults' layout: 60000 ms in 10 buckets
 DEFAULT_RATE, DEFAULT_MINIMUM = 0.5, 10
-HALF_OPEN_MAX_CALLS = 9  # index of half_open_max_calls in `cfg` (13 comma-joined values)
+HALF_OPEN_MAX_CALLS = 9  # index of half_open_max_calls in `cfg` (13 or 15 comma-joined values)
 CHUNK = 2000  # breakers per pipeline (one round trip each; bounds the client's memory per reply)
 SCAN_COUNT = 1000
 EVENTS_COUNT = 1000  # new stream entries read per breaker and scrape (the stream keeps ~1000)
@@ -253,7 +253,7 @@ def _half_open_retry(fields: dict[str, Any], now_ms: int) -> float:
             live.append(at)
     cfg = _show(fields.get("cfg") or "").split(",")
     try:
-        limit = int(float(cfg[HALF_OPEN_MAX_CALLS])) if len(cfg) == 13 else 1
+        limit = int(float(cfg[HALF_OPEN_MAX_CALLS])) if len(cfg) >= 13 else 1  # 13 (0.1) or 15 values
     except ValueError:
         raise Corrupt(f"cfg={','.join(cfg)!r}") from None
     return (min(live) - now_ms) / 1000.0 if live and len(live) >= limit else 0.0

@@ -128,7 +128,7 @@ def text(value: Any) -> str:
 def script_args(config: BreakerConfig | None, now_ms: int | None, extra: Sequence[str]) -> list[str]:
     """ARGV of a script call: now override ('' = server time), fingerprint, the script's own args.
 
-    The 13 config values (`config._lua`) are appended only when the script needs them
+    The config values (`config._lua`) are appended only when the script needs them
     (first call, or after it answered NOCONFIG); see docs/state-machine.md.
     """
     return ["" if now_ms is None else str(now_ms), "" if config is None else config.fingerprint, *extra]

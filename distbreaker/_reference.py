@@ -109,7 +109,7 @@ class Cfg:
         (a fraction or a non-finite number stays a float, which `valid()` refuses). A list
         stored before the last values existed (13 long) takes their defaults."""
         out: list[Any] = []
-        if 13 <= len(values) < len(_schema.FIELDS):
+        if _schema.FIELDS_0_1 <= len(values) < len(_schema.FIELDS):
             values = [*values, *_schema.DEFAULT_ARGV[len(values) :]]
         for f, text in zip(_schema.FIELDS, values, strict=True):
             v = float(text)
@@ -196,7 +196,7 @@ class Model:
     `lf`, `lc`, `la` are `None` while absent.
     `events` lists every entry of the stream, untrimmed (transitions, and config changes with
     from = to); `exists` tells whether the key has been created (every script but `read`
-    creates it). The stored config is `fp` (fingerprint), `stored` (the `cfg` field: 13 texts,
+    creates it). The stored config is `fp` (fingerprint), `stored` (the `cfg` field: 15 texts,
     overrides applied), `cc` (the client config as passed), `ov` (overrides, name -> text, in
     config order), `pf`/`pt` (the fingerprint replaced last, and when; `pt` 0 = never).
 

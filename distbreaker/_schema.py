@@ -27,6 +27,7 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_ARGV",
     "FIELDS",
+    "FIELDS_0_1",
     "FOR_MAX",
     "LOCAL_DURATIONS",
     "MAX_FAILING_CLIENTS",

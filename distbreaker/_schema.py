@@ -344,6 +344,7 @@ def lua_constants() -> str:
     out = [
         "-- Generated from distbreaker/_schema.py when the scripts are loaded: edit it there.",
         f"local NCFG = {len(FIELDS)}   -- the number of config values",
+        f"local NCFG_0_1 = {FIELDS_0_1}   -- 0.1's: a stored config this long takes the defaults of the rest",
         f"local MAX_FAILING = {MAX_FAILING_CLIENTS}   -- failing clients remembered (`wc`)",
         f"local CFG_NAMES = {{{names}}}",
         f"local DEFAULT_CFG = '{','.join(DEFAULT_ARGV)}'",

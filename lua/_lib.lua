@@ -110,7 +110,7 @@ local function parse_cfg(values)
   local c = {}
   for i = 1, NCFG do
     local t = values[i]
-    if t == nil and i > 13 then
+    if t == nil and i > NCFG_0_1 then
       DEFAULT_VALUES = DEFAULT_VALUES or split(DEFAULT_CFG)
       t = DEFAULT_VALUES[i]; values[i] = t
     end

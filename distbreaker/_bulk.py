@@ -48,7 +48,7 @@ __all__ = [
 # Hash fields read per breaker (docs/state-machine.md, "Hash fields"), then the ring r0..r<n-1>
 FIELDS = (
     "st", "g", "ou", "fu", "fr", "fa", "oc", "be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "hl", "hs",
-    "lt", "lf", "lc", "la", "cfg", "fp", "ov", "cc", "pf", "pt", "qb", "qn", "qr", "qm",
+    "lt", "lf", "lc", "la", "cfg", "fp", "ov", "cc", "pf", "pt", "qb", "qn", "qr", "qm", "wc",
 )  # fmt: skip
 _INDEX = {f.name: i for i, f in enumerate(CONFIG_FIELDS)}
 WINDOW, BUCKETS, HALF_OPEN_MAX = _INDEX["window"], _INDEX["buckets"], _INDEX["half_open_max_calls"]
@@ -116,7 +116,8 @@ def _ints(fields: Mapping[str, Any], names: Sequence[str]) -> dict[str, int]:
 
 
 def _config(fields: Mapping[str, Any]) -> list[str] | None:
-    """The 13 values of the stored config in force (`cfg`), or None when none is stored."""
+    """The values of the stored config in force (`cfg`: 13 when 0.1 stored it, else one per
+    schema field), or None when none is stored."""
     raw = fields.get("cfg")
     return None if raw is None else list(_config_values(raw))
 
@@ -126,7 +127,7 @@ def _config_values(raw: Any) -> tuple[str, ...]:
     """`cfg` split and checked, once per distinct value (a fleet shares a few configs)."""
     values = show(raw).split(",")
     try:
-        if len(values) != len(CONFIG_FIELDS) or not all(math.isfinite(float(v)) for v in values):
+        if len(values) not in (13, len(CONFIG_FIELDS)) or not all(math.isfinite(float(v)) for v in values):
             raise ValueError
     except ValueError:
         raise Corrupt(f"cfg is {show(raw)[:60]!r}, not a config") from None
@@ -182,6 +183,19 @@ def _window(
     return calls, failures, slow
 
 
+def _failing_clients(fields: Mapping[str, Any], now_ms: int) -> int:
+    """Distinct clients with a failed or slow outcome in the window at `now_ms` (`wc`:
+    'client=epoch;...'), counted as _lib.lua's failing_clients() does after rotation."""
+    raw = fields.get("wc")
+    if raw is None:
+        return 0
+    bucket_ms, buckets = layout(fields)
+    epoch = now_ms // bucket_ms
+    be = fields.get("be")
+    current = epoch if be is None else max(_int(fields, "be"), epoch)
+    return sum(1 for _, e in _LEASE.findall(show(raw)) if int(e) > current - buckets)
+
+
 def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> list[Any] | None:
     """What read.lua would return for a breaker with these hash `fields` (names of `FIELDS`;
     None = absent) and the `ring` slots `expired_slots` named, at server time `now_ms`; None when
@@ -234,6 +248,7 @@ def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> li
         ";".join(made), cause, "", 0, live, hs,
         1, ",".join(values) if values is not None else "", raw_text("fp"), lt, text["lf"], text["lc"],
         text["la"], raw_text("ov"), raw_text("cc"), raw_text("pf"), number["pt"],
+        _failing_clients(fields, now_ms),
     ]  # fmt: skip
 
 

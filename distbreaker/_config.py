@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -46,7 +45,8 @@ class BreakerConfig:
         backoff_multiplier: each reopen lasts this many times longer (>= 1). Default 2.0.
         max_open_duration: cap on the open duration, seconds. Default 600.
         half_open_max_calls: probes admitted at once, fleet-wide. Default 1.
-        half_open_successes: successful probes that close the breaker. Default 1.
+        half_open_successes: successful probes that close the breaker. Default 1 (used only
+            while `half_open_failure_rate_threshold` is None).
         probe_timeout: a probe lease expires after this, seconds. Default 10.
         failure_exceptions: exceptions that count as failures. Default (Exception,).
         ignored_exceptions: exceptions that count as nothing. Default ().
@@ -58,6 +58,16 @@ class BreakerConfig:
         max_staleness: longest a worker acts on a cached state without hearing from Redis.
             Default 1.0.
         idle_ttl: a breaker unused this long expires from Redis. Default 7 days.
+        half_open_failure_rate_threshold: None (default): one failed or slow probe reopens the
+            breaker and `half_open_successes` successful probes close it. A ratio x (0 < x <= 1):
+            the verdict is the failure rate of `half_open_max_calls` probes (a slow probe
+            counts as failed): reopen when failed / half_open_max_calls >= x, else close,
+            decided as soon as the probes still out cannot change it (resilience4j's
+            permittedNumberOfCallsInHalfOpenState with its failureRateThreshold).
+        minimum_failing_workers: None (default): off. N (1..32): a closed breaker opens only
+            when, besides its trip conditions, at least N distinct clients (processes)
+            reported a failure or a slow call in the window, so one bad worker cannot trip
+            the fleet. `Snapshot.failing_clients` / `distbreaker status` show the count.
         failure_predicate: ``exc -> bool``, asked about an exception that `failure_exceptions`
             selects (and `ignored_exceptions` does not): True counts it as a failure, False as
             a success. None (default): every such exception is a failure.
@@ -70,7 +80,8 @@ class BreakerConfig:
     predicate that raises counts the call as a failure and is logged (rate-limited, naming
     the breaker).
 
-    .. versionchanged:: 0.2.0 `failure_predicate` and `result_predicate`.
+    .. versionchanged:: 0.2.0 `failure_predicate` and `result_predicate`,
+       `half_open_failure_rate_threshold` and `minimum_failing_workers`.
     """
 
     failure_rate_threshold: float = 0.5
@@ -92,13 +103,15 @@ class BreakerConfig:
     redis_timeout: Duration = 0.05
     max_staleness: Duration = 1.0
     idle_ttl: Duration = 7 * 86400.0
+    half_open_failure_rate_threshold: float | None = None
+    minimum_failing_workers: int | None = None
     failure_predicate: Callable[[Exception], object] | None = None
     result_predicate: Callable[[Any], object] | None = None
     _lua: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _fingerprint: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # The 13 values the scripts use: checked (and normalised) by the schema, which the
+        # The values the scripts use: checked (and normalised) by the schema, which the
         # scripts' own checks are generated from; then the rules between them.
         script: dict[str, float | int] = {}
         for f in _schema.FIELDS:
@@ -122,7 +135,7 @@ class BreakerConfig:
             raise ConfigError("on_redis_error", f"must be 'allow', 'reject' or 'local', got {self.on_redis_error!r}")
         lua = tuple(f.text(script[f.name]) for f in _schema.FIELDS)
         object.__setattr__(self, "_lua", lua)
-        object.__setattr__(self, "_fingerprint", hashlib.sha1(",".join(lua).encode()).hexdigest()[:10])
+        object.__setattr__(self, "_fingerprint", _schema.fingerprint(lua))
 
     @property
     def fingerprint(self) -> str:

@@ -29,6 +29,7 @@ from ._reply import (
     COMMON,
     CONFIG,
     CONSECUTIVE,
+    FAILING_CLIENTS,
     FAILURES,
     FORCED_UNTIL,
     GENERATION,
@@ -127,7 +128,7 @@ def text(value: Any) -> str:
 def script_args(config: BreakerConfig | None, now_ms: int | None, extra: Sequence[str]) -> list[str]:
     """ARGV of a script call: now override ('' = server time), fingerprint, the script's own args.
 
-    The 13 config values (`config._lua`) are appended only when the script needs them
+    The config values (`config._lua`) are appended only when the script needs them
     (first call, or after it answered NOCONFIG); see docs/state-machine.md.
     """
     return ["" if now_ms is None else str(now_ms), "" if config is None else config.fingerprint, *extra]
@@ -142,8 +143,10 @@ def decode_snapshot(service: str, reply: Sequence[Any]) -> Snapshot:
     """Build a Snapshot from a script reply (docs/state-machine.md, "Reply"; `_reply`)."""
     last = None
     config = None
+    failing = None
     if len(reply) > len(COMMON):  # read.lua extras
         config = text(reply[CONFIG]) or None
+        failing = int(reply[FAILING_CLIENTS])
         if int(reply[LAST_TIME]):
             last = Transition(
                 service,
@@ -172,6 +175,7 @@ def decode_snapshot(service: str, reply: Sequence[Any]) -> Snapshot:
         server_time=int(reply[NOW]) / 1000.0,
         last_transition=last,
         config=config,
+        failing_clients=failing,
     )
 
 
@@ -457,6 +461,9 @@ class BreakerCore:
         self.fingerprint = config.fingerprint
         self.config_args = list(config._lua)
         self.config_sent = False  # the first call stores our config; later ones send only its hash
+        # minimum_failing_workers on: a failed or slow call says who reports it (with the config,
+        # which the client id follows in ARGV); off: nothing more on any call
+        self.quorum = config.minimum_failing_workers is not None
         self.slow = cast("float | None", config.slow_call_duration)  # seconds: normalised by BreakerConfig
         self.reject_when_down = config.on_redis_error == "reject"
         self.local_when_down = config.on_redis_error == "local"
@@ -556,6 +563,11 @@ class BreakerCore:
             return FLUSH if self.batch.add(gen, int(counts[0]), int(counts[1]), int(counts[2])) else None
         if self.down_until and self.clock() < self.down_until:
             return None
+        if self.quorum and not lease and (outcome is FAILURE or counts[2] == "1"):
+            now = "" if self.test_clock is None else str(round(self.test_clock() * 1000))
+            self.config_sent = True
+            args = [now, self.fingerprint, str(gen), *counts, lease, *self.config_args, client_id()]
+            return Eval(self.scripts["record"], self.key_list, args, None)
         return self.eval("record", [str(gen), *counts, lease])
 
     def flush_requests(self) -> list[tuple[str, Eval]]:
@@ -692,9 +704,12 @@ class BreakerCore:
         """Admission by the in-process model (the reference state machine, proven equal to the
         scripts), made on the first call of an outage with this breaker's config."""
         if self.local is None:
+            from dataclasses import replace
+
             from ._reference import Cfg, Model
 
-            self.local = Model(Cfg.from_argv(self.config_args))
+            # one process: no quorum (it would never be met by one client)
+            self.local = Model(replace(Cfg.from_argv(self.config_args), minimum_failing_workers=0))
             LIMITED.warning(
                 "local-on",
                 "breaker %r: deciding in-process until Redis answers (on_redis_error='local')",

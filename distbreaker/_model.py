@@ -100,6 +100,10 @@ class Snapshot:
     """A breaker's shared state as Redis held it at `server_time`.
 
     Times are seconds since the epoch on the Redis server's clock; durations are seconds.
+    `failing_clients` is the number of distinct clients (processes) that reported a failed or
+    slow call in the window, counted while `minimum_failing_workers` is on (at most 32; 0 when
+    off); None in a snapshot taken from a call's reply, which does not carry it (`Breaker.
+    snapshot()`, `Admin.status` and `distbreaker status` read it).
     """
 
     service: str
@@ -119,6 +123,7 @@ class Snapshot:
     server_time: float
     last_transition: Transition | None = None
     config: str | None = None
+    failing_clients: int | None = None
 
     @property
     def failure_rate(self) -> float:

@@ -15,7 +15,6 @@ defaults; `control(..., "config", ...)` sets or clears the fleet-wide overrides 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any
@@ -72,7 +71,7 @@ TRANSITIONS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Cfg:
-    """The 13 config values, in the spec's order and units (ms for every duration)."""
+    """The config values, in the spec's order and units (ms for every duration; 0 = off)."""
 
     failure_rate_threshold: float
     minimum_calls: int
@@ -87,6 +86,8 @@ class Cfg:
     half_open_successes: int
     probe_timeout_ms: int
     idle_ttl_ms: int
+    half_open_failure_rate_threshold: float = 0.0
+    minimum_failing_workers: int = 0
 
     @property
     def bucket_ms(self) -> int:
@@ -94,19 +95,22 @@ class Cfg:
         return self.window_ms // self.buckets
 
     def argv(self) -> list[str]:
-        """The 13 config ARGV as the client passes them (`_schema.Field.text`)."""
+        """The config ARGV as the client passes them (`_schema.Field.text`)."""
         return [f.text(v) for f, v in zip(_schema.FIELDS, astuple(self))]
 
     @property
     def fingerprint(self) -> str:
         """A short hash of `argv()` (what a client sends as ARGV 2)."""
-        return hashlib.sha1(",".join(self.argv()).encode()).hexdigest()[:10]
+        return _schema.fingerprint(self.argv())
 
     @classmethod
     def from_argv(cls, values: list[str]) -> Cfg:
-        """Parse 13 config values as text (the stored `cfg`/`cc`); integral ones become ints
-        (a fraction or a non-finite number stays a float, which `valid()` refuses)."""
+        """Parse the config values as text (the stored `cfg`/`cc`); integral ones become ints
+        (a fraction or a non-finite number stays a float, which `valid()` refuses). A list
+        stored before the last values existed (13 long) takes their defaults."""
         out: list[Any] = []
+        if _schema.FIELDS_0_1 <= len(values) < len(_schema.FIELDS):
+            values = [*values, *_schema.DEFAULT_ARGV[len(values) :]]
         for f, text in zip(_schema.FIELDS, values, strict=True):
             v = float(text)
             out.append(int(v) if f.integral and v.is_integer() else v)
@@ -192,7 +196,7 @@ class Model:
     `lf`, `lc`, `la` are `None` while absent.
     `events` lists every entry of the stream, untrimmed (transitions, and config changes with
     from = to); `exists` tells whether the key has been created (every script but `read`
-    creates it). The stored config is `fp` (fingerprint), `stored` (the `cfg` field: 13 texts,
+    creates it). The stored config is `fp` (fingerprint), `stored` (the `cfg` field: 15 texts,
     overrides applied), `cc` (the client config as passed), `ov` (overrides, name -> text, in
     config order), `pf`/`pt` (the fingerprint replaced last, and when; `pt` 0 = never).
 
@@ -220,7 +224,10 @@ class Model:
     cx: int = 0
     hl: dict[str, int] = field(default_factory=dict)
     hs: int = 0
+    hf: int = 0
     hn: int = 0
+    # minimum_failing_workers: the failing clients `wc`, least recent first: [client, epoch]
+    wc: list[tuple[str, int]] = field(default_factory=list)
     lt: int | None = None
     lf: str | None = None
     lc: str | None = None
@@ -245,8 +252,8 @@ class Model:
     # What the last call did on the rarer config paths, for test statistics.
     notes: list[str] = field(default_factory=list, init=False, repr=False)
     # read.lua's extra fields as the last read saw them (see `_extras`).
-    extras: tuple[int, str, str, int, str, str, str, str, str, str, int] = field(
-        default=(0, "", "", 0, "", "", "", "", "", "", 0), init=False, repr=False
+    extras: tuple[int, str, str, int, str, str, str, str, str, str, int, int] = field(
+        default=(0, "", "", 0, "", "", "", "", "", "", 0, 0), init=False, repr=False
     )
     _moves: list[str] = field(default_factory=list, init=False, repr=False)
     _cause: str = field(default="", init=False, repr=False)
@@ -254,30 +261,31 @@ class Model:
 
     # ---------------------------------------------------------------- scripts
 
-    def record(self, now_ms: int, gen: int, successes: int, failures: int, slow: int, lease: str = "") -> Reply:
-        """record.lua: add a batch of outcomes admitted under generation `gen`.
+    def record(
+        self, now_ms: int, gen: int, successes: int, failures: int, slow: int, lease: str = "", client: str = ""
+    ) -> Reply:
+        """record.lua: add a batch of outcomes admitted under generation `gen`, reported by
+        `client` ("" = not said; a batched flush or a sync record with the quorum on says it).
 
         A stale generation only releases the lease. In `closed`/`disabled` the outcomes are
-        counted (and `closed` runs the trip check); in `half_open` they are probe results; in
-        `open`/`forced_open` they are ignored.
+        counted, a failed or slow one makes `client` a failing client while
+        minimum_failing_workers is on (and `closed` runs the trip check); in `half_open` they
+        are probe results; in `open`/`forced_open` they are ignored.
         """
         self._begin(now_ms)
         if gen != self.g:  # stale: no count, no transition
             self._release(lease)
         elif self.st in (CLOSED, DISABLED):
             self._count(successes, failures, slow)
+            if client and (failures > 0 or slow > 0) and self.eff.minimum_failing_workers > 0:
+                self._note_failing(client)
             if self.st == CLOSED:
                 cause = self._trip_cause()
                 if cause:
                     self._transition(OPEN, cause)
         elif self.st == HALF_OPEN:
             self._release(lease)
-            if failures > 0 or slow > 0:
-                self._transition(OPEN, "probe failed" if failures > 0 else "probe slow")
-            else:
-                self.hs += successes
-                if self.hs >= self.eff.half_open_successes:
-                    self._transition(CLOSED, f"{self.hs} probe{'' if self.hs == 1 else 's'} succeeded")
+            self._probe_verdict(successes, failures, slow)
         # open, forced_open: nothing
         self._save(create=True)
         return self._reply()
@@ -364,8 +372,9 @@ class Model:
             self.be, self.fp, self.stored, self.cc, self.pf, self.pt = kept
         return reply
 
-    def _extras(self) -> tuple[int, str, str, int, str, str, str, str, str, str, int]:
-        """read.lua's fields 19-29: exists, cfg, fp, lt, lf, lc, la, ov, cc, pf, pt."""
+    def _extras(self) -> tuple[int, str, str, int, str, str, str, str, str, str, int, int]:
+        """read.lua's fields 19-30: exists, cfg, fp, lt, lf, lc, la, ov, cc, pf, pt, failing
+        clients."""
         return (
             int(self.exists),
             ",".join(self.stored) if self.stored else "",
@@ -378,6 +387,7 @@ class Model:
             ",".join(self.cc) if self.cc else "",
             self.pf or "",
             self.pt,
+            self.failing_clients(),
         )
 
     # ---------------------------------------------------------------- steps
@@ -480,6 +490,26 @@ class Model:
         self.c0 = self.f0 = self.s0 = 0
         self.ring.clear()
         self.be = self.now // self.eff.bucket_ms
+        self.wc = []
+
+    # ---------------------------------------------------------------- quorum
+
+    def _live_failing(self) -> list[tuple[str, int]]:
+        """`wc` entries whose epoch is in the window (epoch > be - buckets), in order."""
+        assert self.be is not None
+        return [(c, e) for c, e in self.wc if e > self.be - self.eff.buckets]
+
+    def failing_clients(self) -> int:
+        """The distinct clients with a failed or slow outcome in the window."""
+        return len(self._live_failing()) if self.be is not None else 0
+
+    def _note_failing(self, client: str) -> None:
+        """`client` failed now: expired entries dropped, it moves to the end (most recent), the
+        least recent dropped past `MAX_FAILING_CLIENTS`."""
+        assert self.be is not None
+        kept = [(c, e) for c, e in self._live_failing() if c != client]
+        kept.append((client, self.be))
+        self.wc = kept[-_schema.MAX_FAILING_CLIENTS :]
 
     def _count(self, successes: int, failures: int, slow: int) -> None:
         """Add a batch to the current bucket and the totals; update consecutive failures."""
@@ -493,25 +523,56 @@ class Model:
         self.cx = failures if successes > 0 else self.cx + failures
 
     def _trip_cause(self) -> str:
-        """The trip check of `closed`, first match wins; `""` when the breaker stays closed."""
+        """The trip check of `closed`, first match wins; `""` when the breaker stays closed.
+        With minimum_failing_workers on, a match trips only when that many clients fail."""
         cfg = self.eff
+        cause = ""
         if cfg.consecutive_failures > 0 and self.cx >= cfg.consecutive_failures:
-            return f"consecutive_failures {self.cx} >= {cfg.consecutive_failures}"
-        if self.tc >= cfg.minimum_calls and self.tf / self.tc >= cfg.failure_rate_threshold:
+            cause = f"consecutive_failures {self.cx} >= {cfg.consecutive_failures}"
+        elif self.tc >= cfg.minimum_calls and self.tf / self.tc >= cfg.failure_rate_threshold:
             rate = self.tf / self.tc
-            return "failure_rate %.2f >= %.2f over %d calls" % (
+            cause = "failure_rate %.2f >= %.2f over %d calls" % (
                 rate,
                 cfg.failure_rate_threshold,
                 self.tc,
             )
-        if self.tc >= cfg.minimum_calls and self.ts > 0 and self.ts / self.tc >= cfg.slow_call_rate_threshold:
+        elif self.tc >= cfg.minimum_calls and self.ts > 0 and self.ts / self.tc >= cfg.slow_call_rate_threshold:
             rate = self.ts / self.tc
-            return "slow_call_rate %.2f >= %.2f over %d calls" % (
+            cause = "slow_call_rate %.2f >= %.2f over %d calls" % (
                 rate,
                 cfg.slow_call_rate_threshold,
                 self.tc,
             )
-        return ""
+        if cause and cfg.minimum_failing_workers > 0:
+            fw = self.failing_clients()
+            if fw < cfg.minimum_failing_workers:
+                return ""
+            cause += f" from {fw} failing clients"
+        return cause
+
+    def _probe_verdict(self, successes: int, failures: int, slow: int) -> None:
+        """`half_open`: probe results. Off (half_open_failure_rate_threshold 0): a failed or
+        slow probe reopens, `half_open_successes` successes close. By rate x: a slow probe
+        counts as failed; over n = half_open_max_calls probes, reopen once failed / n >= x,
+        close once (n - succeeded) / n < x (the verdict as soon as it is certain)."""
+        cfg = self.eff
+        x = cfg.half_open_failure_rate_threshold
+        if x == 0:
+            if failures > 0 or slow > 0:
+                self._transition(OPEN, "probe failed" if failures > 0 else "probe slow")
+            else:
+                self.hs += successes
+                if self.hs >= cfg.half_open_successes:
+                    self._transition(CLOSED, f"{self.hs} probe{'' if self.hs == 1 else 's'} succeeded")
+            return
+        bad = min(successes + failures, failures + slow)
+        self.hs += successes + failures - bad
+        self.hf += bad
+        n = cfg.half_open_max_calls
+        if self.hf / n >= x:
+            self._transition(OPEN, "%d of %d probes failed, %.2f >= %.2f" % (self.hf, n, self.hf / n, x))
+        elif (n - self.hs) / n < x:
+            self._transition(CLOSED, "%d of %d probes succeeded, failure rate < %.2f" % (self.hs, n, x))
 
     def _release(self, lease: str) -> None:
         """Remove a half-open lease from `hl` (no-op for `""` or an unknown id)."""
@@ -553,13 +614,13 @@ class Model:
             self.cx = 0
         elif to == HALF_OPEN:
             self.hl = {}
-            self.hs = 0
+            self.hs = self.hf = 0
         elif to == CLOSED and (frm == HALF_OPEN or by_reset):
             self._clear_window()
             self.oc = 0
             self.cx = 0
             self.hl = {}
-            self.hs = 0
+            self.hs = self.hf = 0
         # closed on expiry of a forced state: the window is kept.
         if frm in FORCED_STATES or by_reset:
             self.fu, self.fr, self.fa = 0, "", ""

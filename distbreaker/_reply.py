@@ -18,6 +18,7 @@ __all__ = [
     "CONFIG",
     "CONSECUTIVE",
     "EXISTS",
+    "FAILING_CLIENTS",
     "FAILURES",
     "FIELDS",
     "FINGERPRINT",
@@ -66,16 +67,17 @@ COMMON: tuple[str, ...] = (
 )
 READ: tuple[str, ...] = (
     "exists",  # 1 / 0
-    "config",  # the 13 values in force (`cfg`), comma-separated, or ""
+    "config",  # the config values in force (`cfg`), comma-separated, or ""
     "fingerprint",  # `fp`, or ""
     "last_time",  # of the last transition, ms; 0 = none
     "last_from",  # its from-state, or ""
     "last_cause",  # its cause
     "last_actor",  # its actor
     "overrides",  # `ov`: "name=value;..." or ""
-    "client_config",  # `cc`: the 13 values the workers passed
+    "client_config",  # `cc`: the config values the workers passed
     "previous_fingerprint",  # `pf`, or ""
     "fingerprint_changed_at",  # `pt`, ms; 0 = never
+    "failing_clients",  # distinct clients with a failed or slow outcome in the window (`wc`)
 )
 FIELDS: tuple[str, ...] = COMMON + READ
 
@@ -113,4 +115,5 @@ FIELDS: tuple[str, ...] = COMMON + READ
     CLIENT_CONFIG,
     PREVIOUS_FINGERPRINT,
     FINGERPRINT_CHANGED_AT,
+    FAILING_CLIENTS,
 ) = range(len(COMMON), len(FIELDS))

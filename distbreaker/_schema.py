@@ -1,4 +1,4 @@
-"""The config schema: the 13 values the scripts use, written once, in ARGV order.
+"""The config schema: the values the scripts use (15), written once, in ARGV order.
 
 Everything else is derived from `FIELDS`: `BreakerConfig`'s checks and its `_lua` ARGV tuple,
 `admin.CONFIG_FIELDS` (and `Admin.set_config`'s checks), the reference model's `Cfg`, and the
@@ -16,6 +16,7 @@ double's integers hold.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,8 +27,10 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_ARGV",
     "FIELDS",
+    "FIELDS_0_1",
     "FOR_MAX",
     "LOCAL_DURATIONS",
+    "MAX_FAILING_CLIENTS",
     "RELATIONS",
     "AtLeast",
     "Field",
@@ -36,6 +39,7 @@ __all__ = [
     "by_name",
     "check_options",
     "check_seconds",
+    "fingerprint",
     "human_ms",
     "lua_constants",
 ]
@@ -105,7 +109,7 @@ class Field:
         default: `BreakerConfig`'s default, in its units (seconds; None = off).
         low, high: the bounds in the scripts' units, inclusive (`low` excluded with `low_open`).
         off: None in Python is 0 in the scripts ("0 means off"); `low` is then the lowest value
-            that is on, and the scripts accept 0 too.
+            that is on (for a ratio, `low` stays excluded), and the scripts accept 0 too.
     """
 
     name: str
@@ -129,7 +133,7 @@ class Field:
             return "ms"
         if self.integral:
             return "off" if self.off else "int"
-        return "float"
+        return "float_off" if self.off else "float"
 
     def accepts(self, v: float) -> bool:
         """The scripts' check of a value in their units (`check_cfg` in the Lua)."""
@@ -159,14 +163,15 @@ class Field:
         v = float(text)
         if self.unit == "ms":
             return int(v) / 1000.0
-        if not self.integral:
-            return v
-        return None if self.off and v == 0 else int(v)
+        if self.off and v == 0:
+            return None
+        return v if not self.integral else int(v)
 
     def range_text(self) -> str:
         """What the scripts accept, in their units (the Lua error text)."""
         if self.unit == "ratio":
-            return f"a number with {_shown(self.low)} < x <= {_shown(self.high)}"
+            off = "0 (off) or " if self.off else ""
+            return f"{off}a number with {_shown(self.low)} < x <= {_shown(self.high)}"
         if self.unit == "factor":
             return f"a number from {_shown(self.low)} to {_shown(self.high)}"
         off = " (0 = off)" if self.off else ""
@@ -180,6 +185,8 @@ class Field:
         if self.unit == "count":
             what = f"an int from {self.low} to {self.high}"
             return f"None or {what}" if self.off else what
+        if self.off:
+            return f"None or a number with {_shown(self.low)} < x <= {_shown(self.high)}"
         return self.range_text()
 
     def check(self, value: object) -> float | int | None:
@@ -202,7 +209,7 @@ class Field:
                 return value
             raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
         real = _real(value)
-        if real is None or not self.accepts(real):
+        if real is None or (self.off and real == 0) or not self.accepts(real):  # None = off, never 0
             raise ConfigError(self.name, f"must be {self.describe()}, got {value!r}")
         return real
 
@@ -231,7 +238,11 @@ class AtLeast:
     words: str
 
 
-# The 13 values, in ARGV order (docs/state-machine.md, "Config").
+# The failing clients a breaker remembers (field `wc`): the bound of minimum_failing_workers,
+# and the most `Snapshot.failing_clients` shows.
+MAX_FAILING_CLIENTS = 32
+
+# The values, in ARGV order (docs/state-machine.md, "Config"). New values go at the end.
 FIELDS: tuple[Field, ...] = (
     Field("failure_rate_threshold", "failure_rate_threshold", "ratio", 0.5, 0.0, 1.0, low_open=True),
     Field("minimum_calls", "minimum_calls", "count", 10, 1, 10**9),
@@ -246,6 +257,19 @@ FIELDS: tuple[Field, ...] = (
     Field("half_open_successes", "half_open_successes", "count", 1, 1, 1000),
     Field("probe_timeout", "probe_timeout_ms", "ms", 10.0, 1, HOUR_MS),
     Field("idle_ttl", "idle_ttl_ms", "ms", 7 * 86400.0, 1, 366 * DAY_MS),
+    # None (0) = off: one failed or slow probe reopens, `half_open_successes` close (0.1's rule)
+    Field(
+        "half_open_failure_rate_threshold",
+        "half_open_failure_rate_threshold",
+        "ratio",
+        None,
+        0.0,
+        1.0,
+        low_open=True,
+        off=True,
+    ),
+    # None (0) = off; at most MAX_FAILING_CLIENTS: the scripts remember that many failing clients
+    Field("minimum_failing_workers", "minimum_failing_workers", "count", None, 1, MAX_FAILING_CLIENTS, off=True),
 )
 
 RELATIONS: tuple[AtLeast, ...] = (
@@ -280,6 +304,21 @@ def by_lua(name: str) -> Field:
     return _BY_LUA[name]
 
 
+FIELDS_0_1 = 13  # the values of 0.1; those appended since are left out of the fingerprint while off
+
+
+def fingerprint(values: tuple[str, ...] | list[str]) -> str:
+    """The short hash of a config's ARGV texts (what a client sends as ARGV 2).
+
+    Values appended since 0.1 count only when they are on: a config that leaves them off keeps
+    its 0.1 fingerprint, so workers of two releases with the same settings agree on it.
+    """
+    kept = list(values)
+    while len(kept) > FIELDS_0_1 and float(kept[-1]) == 0:
+        kept.pop()
+    return hashlib.sha1(",".join(kept).encode()).hexdigest()[:10]
+
+
 def broken_rule(script_values: dict[str, float | int]) -> AtLeast | None:
     """The first rule the values (`BreakerConfig` names -> scripts' units) break, or None."""
     for rule in RELATIONS:
@@ -304,10 +343,13 @@ def lua_constants() -> str:
     names = ", ".join(f"'{f.lua}'" for f in FIELDS)
     out = [
         "-- Generated from distbreaker/_schema.py when the scripts are loaded: edit it there.",
+        f"local NCFG = {len(FIELDS)}   -- the number of config values",
+        f"local NCFG_0_1 = {FIELDS_0_1}   -- 0.1's: a stored config this long takes the defaults of the rest",
+        f"local MAX_FAILING = {MAX_FAILING_CLIENTS}   -- failing clients remembered (`wc`)",
         f"local CFG_NAMES = {{{names}}}",
         f"local DEFAULT_CFG = '{','.join(DEFAULT_ARGV)}'",
         f"local DEFAULT_BMS, DEFAULT_NB = {window // buckets}, {buckets}   -- the bucket layout of DEFAULT_CFG",
-        "-- c: the 13 values as numbers, values: as given (text). Fails before anything is written.",
+        "-- c: the NCFG values as numbers, values: as given (text). Fails before anything is written.",
         "local function check_cfg(c, values)",
     ]
     for i, f in enumerate(FIELDS, 1):

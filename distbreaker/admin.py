@@ -57,8 +57,9 @@ __all__ = ["Admin", "Check", "Events", "FleetConfig", "Inspection"]
 
 T = TypeVar("T")
 
-# The 13 config values of the scripts, in order (from `_schema.FIELDS`): the script's name,
-# the `BreakerConfig` field, and its kind ("ms" = a duration the scripts keep in ms).
+# The config values of the scripts, in order (from `_schema.FIELDS`): the script's name,
+# the `BreakerConfig` field, and its kind ("ms" = a duration the scripts keep in ms; "off" and
+# "float_off": an int or a ratio, None = 0 in the scripts).
 CONFIG_FIELDS: tuple[tuple[str, str, str], ...] = tuple((f.lua, f.name, f.kind) for f in _schema.FIELDS)
 FLEET_FIELDS: tuple[str, ...] = tuple(field for _, field, _ in CONFIG_FIELDS)
 _BY_SCRIPT_NAME = {script: (i, field, kind) for i, (script, field, kind) in enumerate(CONFIG_FIELDS)}
@@ -88,12 +89,14 @@ def _user_value(kind: str, text_value: str) -> float | int | None:
         return int(float(text_value)) / 1000.0
     if kind == "float":
         return float(text_value)
+    if kind == "float_off":
+        return float(text_value) or None
     value = int(float(text_value))
     return None if kind == "off" and value == 0 else value
 
 
 def _config_values(joined: str) -> dict[str, float | int | None] | None:
-    """The 13 comma-joined script values as `BreakerConfig` fields, or None when empty."""
+    """The comma-joined script values as `BreakerConfig` fields, or None when empty."""
     if not joined:
         return None
     return dict(_parsed_config(joined))  # (a copy: the caller owns it)

@@ -5,8 +5,8 @@
 -- KEYS[2]  <prefix>:{<service>}:events   stream: transitions
 -- ARGV[1]  now (ms; '' = TIME)   ARGV[2] config fingerprint ('' = none: stored config or defaults)
 -- ARGV[3 .. 2+NOP]  the script's own arguments (NOP of them)
--- ARGV[3+NOP .. 15+NOP]  the 13 config values, optional: sent only when the stored fingerprint
---                        differs (the script answers 'distbreaker: NOCONFIG' otherwise)
+-- ARGV[3+NOP .. 2+NOP+NCFG]  the NCFG (15) config values, optional: sent only when the stored
+--                        fingerprint differs (the script answers 'distbreaker: NOCONFIG' otherwise)
 -- Time is in integer milliseconds in these scripts.
 --
 -- A script is: this head, its fast path (if any), then _lib.lua where it says --@lib, then
@@ -47,20 +47,25 @@ local H_st, H_g, H_ou, H_be, H_tc, H_tf, H_ts, H_c0, H_f0, H_s0, H_cx, H_fu, H_o
 -- THE TRIP PREDICATE (the one definition; docs/state-machine.md "Trip check"): the cause when
 -- a closed breaker with these window totals and consecutive failures must open, else nil.
 -- frt, min, cxn, srt: failure_rate_threshold, minimum_calls, consecutive_failures,
--- slow_call_rate_threshold.
-local function trip_cause(tc, tf, ts, cx, frt, min, cxn, srt)
+-- slow_call_rate_threshold; wmin: minimum_failing_workers (0 or nil = off) and fw the failing
+-- clients in the window. The quorum only holds a trip back: a caller that does not read it
+-- (the record fast path) passes nil, and must take any cause it gets to the general path.
+local function trip_cause(tc, tf, ts, cx, frt, min, cxn, srt, fw, wmin)
+  local cause = nil
   if cxn > 0 and cx >= cxn then
-    return 'consecutive_failures ' .. cx .. ' >= ' .. cxn
-  end
-  if tc >= min then
+    cause = 'consecutive_failures ' .. cx .. ' >= ' .. cxn
+  elseif tc >= min then
     if tf / tc >= frt then
-      return string.format('failure_rate %.2f >= %.2f over %d calls', tf / tc, frt, tc)
-    end
-    if ts > 0 and ts / tc >= srt then
-      return string.format('slow_call_rate %.2f >= %.2f over %d calls', ts / tc, srt, tc)
+      cause = string.format('failure_rate %.2f >= %.2f over %d calls', tf / tc, frt, tc)
+    elseif ts > 0 and ts / tc >= srt then
+      cause = string.format('slow_call_rate %.2f >= %.2f over %d calls', ts / tc, srt, tc)
     end
   end
-  return nil
+  if cause and wmin and wmin > 0 then
+    if fw < wmin then return nil end
+    cause = cause .. ' from ' .. fw .. ' failing clients'
+  end
+  return cause
 end
 
 -- THE TTL RULE, part 1 (part 2 is save() in _lib.lua): a script that saves refreshes the keys'

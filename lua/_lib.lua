@@ -59,7 +59,7 @@ local TOUCH = false -- refresh the expiry on save (the TTL rule)
 local REPAIR = false -- control 'reset': drop corrupt fields instead of failing
 local REPAIRED = nil -- what a repair dropped (a list)
 
-local LAZY_NUMERIC = {oa = true, hs = true, hn = true, lt = true, pt = true}
+local LAZY_NUMERIC = {oa = true, hs = true, hf = true, hn = true, lt = true, pt = true}
 
 local function repaired(what)
   REPAIRED = REPAIRED or {}
@@ -94,27 +94,34 @@ end
 -- CFG_NAMES, DEFAULT_CFG, DEFAULT_BMS/DEFAULT_NB and check_cfg (the bounds of each value and
 -- the rules between them) are generated from distbreaker/_schema.py, inserted here:
 --@schema
-local CFG_INDEX = {}
-for i = 1, 13 do CFG_INDEX[CFG_NAMES[i]] = i end
+local function split(s)
+  local out = {}
+  for v in string.gmatch(s, '[^,]+') do out[#out + 1] = v end
+  return out
+end
 
--- The 13 values (text) -> the parsed config; fails on a value out of bounds (nothing written yet).
+local CFG_INDEX = {}
+for i = 1, NCFG do CFG_INDEX[CFG_NAMES[i]] = i end
+local DEFAULT_VALUES = nil  -- DEFAULT_CFG split, made when a stored config lacks trailing values
+
+-- The NCFG values (text) -> the parsed config; fails on a value out of bounds (nothing written
+-- yet). A stored config written before the last values existed (shorter) takes their defaults.
 local function parse_cfg(values)
   local c = {}
-  for i = 1, 13 do
-    local v = tonumber(values[i])
+  for i = 1, NCFG do
+    local t = values[i]
+    if t == nil and i > NCFG_0_1 then
+      DEFAULT_VALUES = DEFAULT_VALUES or split(DEFAULT_CFG)
+      t = DEFAULT_VALUES[i]; values[i] = t
+    end
+    local v = tonumber(t)
     if v == nil then fail(CFG_NAMES[i] .. ' must be a number, got ' .. tostring(values[i])) end
     c[i] = v
   end
   check_cfg(c, values)
   return {frt = c[1], min = c[2], nb = c[4], cxn = c[5], srt = c[6], bms = math.floor(c[3] / c[4]),
     open = c[7], mult = c[8], maxo = c[9], hmax = c[10], hsucc = c[11], probe = c[12], ttl = c[13],
-    full = true}
-end
-
-local function split(s)
-  local out = {}
-  for v in string.gmatch(s, '[^,]+') do out[#out + 1] = v end
-  return out
+    hfrt = c[14], wmin = c[15], full = true}
 end
 
 -- Operator overrides 'name=value;name=value' (field `ov`) -> {index = value text}.
@@ -130,7 +137,7 @@ local function parse_ov(s)
   return out
 end
 
--- The 13 values of a config with the stored overrides applied, and the parsed config.
+-- The NCFG values of a config with the stored overrides applied, and the parsed config.
 -- An override set that would make this config invalid is ignored for it (docs/state-machine.md).
 local function with_overrides(values)
   local ov = lazy('ov')
@@ -202,6 +209,35 @@ local function clear_window()
   set('tc', 0); set('tf', 0); set('ts', 0); set('c0', 0); set('f0', 0); set('s0', 0)
   set('be', epoch())
   clear_ring(C.nb)
+  del('wc')  -- the failing clients of the window (minimum_failing_workers)
+end
+
+-- Failing clients (minimum_failing_workers): `wc` = 'client=epoch;...', the bucket epoch of
+-- each client's last failed or slow outcome, least recent first, at most MAX_FAILING. A client
+-- counts while its epoch is in the window (epoch > be - buckets); rotation does not touch `wc`.
+local function failing_list()
+  local out = {}
+  for id, e in string.gmatch(lazy('wc') or '', '([^=;]+)=(%d+)') do
+    if tonumber(e) > S.be - C.nb then out[#out + 1] = {id, tonumber(e)} end
+  end
+  return out
+end
+
+local function failing_clients()
+  return #failing_list()
+end
+
+-- `client` reported a failed or slow outcome now: it moves to the end (the most recent); the
+-- least recent is dropped past MAX_FAILING.
+local function note_failing(client)
+  local list, parts = failing_list(), {}
+  for i = 1, #list do
+    if list[i][1] ~= client then parts[#parts + 1] = list[i][1] .. '=' .. list[i][2] end
+  end
+  parts[#parts + 1] = client .. '=' .. S.be
+  local first = #parts - MAX_FAILING + 1
+  if first < 1 then first = 1 end
+  set('wc', table.concat(parts, ';', first))
 end
 
 local function rotate()
@@ -329,9 +365,9 @@ local function transition(to, cause, actor, kind)
     set('oc', oc); set('oa', now); set('ou', now + math.floor(dur))
     clear_window(); set('cx', 0)
   elseif to == 'half_open' then
-    set('hl', ''); set('hs', 0)
+    set('hl', ''); set('hs', 0); del('hf')
   elseif to == 'closed' and (from == 'half_open' or kind == 'reset') then
-    clear_window(); set('oc', 0); set('cx', 0); set('hl', ''); set('hs', 0)
+    clear_window(); set('oc', 0); set('cx', 0); set('hl', ''); set('hs', 0); del('hf')
   end
   set('lt', now); set('lf', from); set('lc', cause); set('la', actor)
   TRANS[#TRANS + 1] = from .. '>' .. to
@@ -352,10 +388,10 @@ local function begin(nop, repair)
     end
   end
   local base = 2 + nop
-  if ARGV[base + 13] ~= nil then
+  if ARGV[base + NCFG] ~= nil then
     -- config given: authoritative for this call (operator overrides win over it), stored
     -- when the fingerprint changed or the stored config is missing or broken
-    local given = {unpack(ARGV, base + 1, base + 13)}
+    local given = {unpack(ARGV, base + 1, base + NCFG)}
     local values
     values, C = with_overrides(given)
     if FP ~= '' and (S.fp ~= FP or not stored_config_ok(values)) then

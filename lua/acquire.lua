@@ -1,5 +1,5 @@
 -- acquire.lua: move open -> half_open when open_until has passed; grant a probe lease when
--- fewer than half_open_max_calls are live. No arguments of its own; ARGV[3..15] config (optional).
+-- fewer than half_open_max_calls are live. No arguments of its own; ARGV[3..2+NCFG] config (optional).
 -- Returns the reply of docs/state-machine.md; field 15 is the lease id ('' = none),
 -- field 16 the time (ms) a denied caller may try again (0 = unknown).
 

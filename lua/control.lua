@@ -2,7 +2,7 @@
 -- ARGV[3] op: 'trip' | 'disable' | 'reset' | 'config'
 -- ARGV[4] until (ms, absolute; 0 = no expiry; ignored by reset and config)
 -- ARGV[5] reason; for 'config': the overrides 'name=value;name=value' ('' = clear them all)
--- ARGV[6] actor   ARGV[7..19] config (optional)
+-- ARGV[6] actor   ARGV[7..6+NCFG] config (optional)
 -- Returns the reply of docs/state-machine.md.
 
 --@lib
@@ -27,7 +27,7 @@ if op == 'config' then given = parse_ov(reason) end
 local function set_overrides()
   local base = split(lazy('cc') or lazy('cfg') or DEFAULT_CFG)
   local values, parts = {unpack(base)}, {}
-  for i = 1, 13 do
+  for i = 1, NCFG do
     if given[i] then
       values[i] = given[i]
       parts[#parts + 1] = CFG_NAMES[i] .. '=' .. given[i]

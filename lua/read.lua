@@ -1,9 +1,10 @@
 -- read.lua: return the snapshot; changes nothing but the lazy expiry of elapsed states and
 -- bucket rotation. ARGV[3] '1' = create nothing when the key does not exist;
--- ARGV[4..16] config (optional).
+-- ARGV[4..3+NCFG] config (optional).
 -- Returns the reply of docs/state-machine.md, then: exists (1/0), cfg, fp, last transition
 -- time (ms), from, cause, actor, overrides (ov), client config (cc), previous fingerprint (pf),
--- time of the last fingerprint change (pt, ms; 0 = none).
+-- time of the last fingerprint change (pt, ms; 0 = none), failing clients in the window (the
+-- quorum's count, docs/state-machine.md "Quorum"; 0 while none is tracked).
 
 --@lib
 
@@ -21,4 +22,5 @@ out[#out + 1] = lazy('ov') or ''
 out[#out + 1] = lazy('cc') or ''
 out[#out + 1] = lazy('pf') or ''
 out[#out + 1] = lazy('pt')
+out[#out + 1] = failing_clients()
 return out

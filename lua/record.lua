@@ -1,17 +1,24 @@
 -- record.lua: add outcomes to the window, evaluate transitions, release a probe lease.
 -- ARGV[3] generation the outcome was admitted under   ARGV[4] successes   ARGV[5] failures
 -- ARGV[6] how many of those were slow                  ARGV[7] lease id ('' = none)
--- ARGV[8..20] config (optional, see _lib.lua)
--- ARGV[21] batch id '<client>:<seq>' (optional; only after the config, and with KEYS[3]): a
---          batched flush. KEYS[3] = <prefix>:{<service>}:ids keeps each client's highest applied
---          seq, so a flush retried after a lost reply is applied at most once.
+-- ARGV[8..7+NCFG] config (optional, see _lib.lua)
+-- ARGV[8+NCFG] (optional; only after the config) who reports:
+--          '<client>:<seq>' a batched flush (with KEYS[3]): KEYS[3] = <prefix>:{<service>}:ids
+--          keeps each client's highest applied seq, so a flush retried after a lost reply is
+--          applied at most once;
+--          '<client>' a sync record of a failed or slow call, sent only by a client whose
+--          minimum_failing_workers is on.
+--          With minimum_failing_workers on, a failed or slow outcome makes <client> a failing
+--          client of the window (`wc`; docs/state-machine.md "Quorum").
 -- Returns the reply of docs/state-machine.md ("Reply").
 
 -- Fast path: the common call. Closed, config known (every hot field a number), no lease, same
 -- generation and same bucket, the TTL refresh not due, and no trip (the one predicate,
 -- trip_cause): count and return. Everything else (and any doubt: a field that is not a number
 -- is for the general path to judge) takes the general path below, which starts again from the
--- values read in the head; nothing has been written here.
+-- values read in the head; nothing has been written here. The fast path does not read
+-- minimum_failing_workers (a quorum only holds a trip back): a call that would trip without it
+-- takes the general path, which knows it.
 if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not refresh_due() then
   local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
   local g, bms = tonumber(H_g or 0), tonumber(H_qb)
@@ -51,14 +58,23 @@ if ns < 0 or nf < 0 or nslow < 0 or nslow > ns + nf then
   fail('successes, failures and slow must be >= 0, slow <= successes + failures')
 end
 
-local batch, client, seq = ARGV[21], nil, nil
+local batch, client, seq = ARGV[8 + NCFG], nil, nil
+local reporter = nil  -- the client that reports these outcomes, when it said
 local duplicate = false
 if batch ~= nil and batch ~= '' then
   client, seq = string.match(batch, '^(.+):(%d+)$')
-  if client == nil or KEYS[3] == nil then fail('a batch id is <client>:<seq> and needs KEYS[3]') end
-  seq = tonumber(seq)
-  local last = tonumber(redis.call('HGET', KEYS[3], client))
-  duplicate = last ~= nil and seq <= last
+  if client == nil then
+    reporter = string.match(batch, '^[%w_.-]+$')
+    if reporter == nil or #batch > 64 then
+      fail("who reports is '<client>:<seq>' or '<client>' (1-64 of A-Z a-z 0-9 _ . -), got " .. shown(batch))
+    end
+  else
+    if KEYS[3] == nil then fail('a batch id is <client>:<seq> and needs KEYS[3]') end
+    seq = tonumber(seq)
+    local last = tonumber(redis.call('HGET', KEYS[3], client))
+    duplicate = last ~= nil and seq <= last
+    reporter = client
+  end
 end
 
 begin(5)
@@ -75,18 +91,41 @@ if gen == S.g and not duplicate then
     local cx = S.cx + nf
     if ns > 0 then cx = nf end
     if cx ~= S.cx then set('cx', cx) end
+    if reporter ~= nil and (nf > 0 or nslow > 0) and full().wmin > 0 then
+      if not string.match(reporter, '^[%w_.-]+$') or #reporter > 64 then
+        fail('a client id is 1-64 of A-Z a-z 0-9 _ . -, got ' .. shown(reporter))
+      end
+      note_failing(reporter)
+    end
     if S.st == 'closed' then
       local cause = trip_cause(S.tc, S.tf, S.ts, S.cx, C.frt, C.min, C.cxn, C.srt)
+      if cause and full().wmin > 0 then  -- the quorum, read only when it matters
+        cause = trip_cause(S.tc, S.tf, S.ts, S.cx, C.frt, C.min, C.cxn, C.srt, failing_clients(), C.wmin)
+      end
       if cause then transition('open', cause, '') end
     end
   elseif S.st == 'half_open' then
-    if nf > 0 or nslow > 0 then
-      transition('open', (nf > 0) and 'probe failed' or 'probe slow', '')
-    else  -- also with no success: a config change may have lowered half_open_successes
-      local hs = lazy('hs') + ns
-      if ns > 0 then set('hs', hs) end
-      if hs >= full().hsucc then
-        transition('closed', hs .. ((hs == 1) and ' probe succeeded' or ' probes succeeded'), '')
+    local hfrt = full().hfrt
+    if hfrt == 0 then  -- off: one failed or slow probe reopens, half_open_successes close
+      if nf > 0 or nslow > 0 then
+        transition('open', (nf > 0) and 'probe failed' or 'probe slow', '')
+      else  -- also with no success: a config change may have lowered half_open_successes
+        local hs = lazy('hs') + ns
+        if ns > 0 then set('hs', hs) end
+        if hs >= C.hsucc then
+          transition('closed', hs .. ((hs == 1) and ' probe succeeded' or ' probes succeeded'), '')
+        end
+      end
+    else  -- by rate: the verdict of half_open_max_calls probes, as soon as it is certain
+      local bad = nf + nslow
+      if bad > ns + nf then bad = ns + nf end  -- a slow probe counts as failed
+      local hs, hf, n = lazy('hs') + ns + nf - bad, lazy('hf') + bad, C.hmax
+      if ns + nf - bad > 0 then set('hs', hs) end
+      if bad > 0 then set('hf', hf) end
+      if hf / n >= hfrt then
+        transition('open', string.format('%d of %d probes failed, %.2f >= %.2f', hf, n, hf / n, hfrt), '')
+      elseif (n - hs) / n < hfrt then  -- (also with no outcome: the config may have changed)
+        transition('closed', string.format('%d of %d probes succeeded, failure rate < %.2f', hs, n, hfrt), '')
       end
     end
   end

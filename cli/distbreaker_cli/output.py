@@ -120,6 +120,7 @@ def snapshot_dict(s: Snapshot, config: FleetConfig | None = None) -> dict[str, A
         "actor": s.actor,
         "open_count": s.open_count,
         "half_open_calls": s.half_open_calls,
+        "failing_clients": s.failing_clients,
         "server_time": s.server_time,
         "last_transition": None if last is None else transition_dict(last),
     }
@@ -257,6 +258,8 @@ def table(
             t = s.last_transition
             last = f"{ago(s.server_time - t.time)}: {safe(t.cause)}"  # into STATE (history has from>to)
         failed = f"{s.failures} ({100 * s.failure_rate:.0f}%)" if s.calls else "0"
+        if s.failing_clients:  # minimum_failing_workers on: how many clients fail
+            failed += f" by {s.failing_clients} client{'' if s.failing_clients == 1 else 's'}"
         row: tuple[str, ...] = (safe(s.service), s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s))
         if wide:
             row += (str(s.generation), utc(s.forced_until) if s.forced_until is not None else "-")
@@ -299,7 +302,7 @@ def history_table(
 
 def _value(kind: str, value: Any) -> str:
     if value is None:
-        return "off" if kind == "off" else "-"
+        return "off" if kind in ("off", "float_off") else "-"
     if kind == "ms":
         return format_duration(float(value))
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -144,13 +144,19 @@ class Setting(click.ParamType):  # type: ignore[type-arg]
         try:
             if kind == "ms":
                 return name, parse_duration(raw)
-            if kind == "off" and raw.lower() in ("off", "none"):
+            if kind in ("off", "float_off") and raw.lower() in ("off", "none"):
                 return name, None
             if kind in ("int", "off"):
                 return name, int(raw)
             return name, float(raw)
         except ValueError:
-            what = {"ms": _HINT, "float": "a number", "int": "an integer", "off": "an integer or off"}[kind]
+            what = {
+                "ms": _HINT,
+                "float": "a number",
+                "int": "an integer",
+                "off": "an integer or off",
+                "float_off": "a number or off",
+            }[kind]
             self.fail(f"{name}: {raw!r} is not {what}", param, ctx)
 
 

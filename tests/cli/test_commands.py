@@ -260,7 +260,7 @@ def test_config_overrides_win_are_recorded_and_clear(run: Run, make: Callable[..
     shown = run("config", "payments")
     assert shown.exit_code == 0
     assert shown.stdout.splitlines()[0].split() == ["FIELD", "IN", "FORCE", "WORKERS", "OVERRIDE"]
-    assert "minimum_calls             100       100      -" in shown.stdout
+    assert ["minimum_calls", "100", "100", "-"] in [line.split() for line in shown.stdout.splitlines()]
     result = run("config", "payments", "--set", "minimum_calls=2", "--set", "open_duration=5s", "--actor", "alice")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == (
@@ -441,3 +441,22 @@ def test_non_breaker_key_is_one_line_and_nothing_is_written(r: redis.Redis, run:
         result = run(*args)
         assert result.exit_code == 1 and "WRONGTYPE" in one_error_line(result), args
     assert r.get(f"{prefix}:{{odd}}") == b"x"
+
+
+def test_status_shows_how_many_clients_are_failing(run: Run, make: Callable[..., Breaker]) -> None:
+    """issue 16 item 3: with minimum_failing_workers on, `status` shows the failing clients in the
+    FAILED column and `--json` as `failing_clients` (0 for a breaker with the quorum off)."""
+    calls(make("quorum", minimum_failing_workers=2), ok=3, failed=12)
+    calls(make("plain"), ok=1)
+    table = run("status", "quorum")
+    assert table.exit_code == 0, table.stderr
+    assert "12 (80%) by 1 client" in table.stdout
+    docs = json.loads(run("--json", "status", "quorum", "plain").stdout)
+    assert [(d["service"], d["state"], d["failing_clients"]) for d in docs] == [
+        ("quorum", "closed", 1),
+        ("plain", "closed", 0),
+    ]
+    assert "failure_rate" not in table.stdout, "not tripped: the quorum of 2 is not met"
+    set_result = run("config", "quorum", "--set", "minimum_failing_workers=off", "--actor", "alice")
+    assert set_result.exit_code == 0, set_result.stderr
+    assert "minimum_failing_workers 2 → off" in set_result.stdout

@@ -1,7 +1,8 @@
 """The real Lua scripts against the reference model (`tests/model.py`), step by step.
 
 A hypothesis state machine draws a small config, then random sequences of clock moves,
-outcomes (single and batched, current and stale generations, with and without probe leases),
+outcomes (single and batched, current and stale generations, with and without probe leases,
+from several client ids: sync '<client>' and batched '<client>:<seq>', or none),
 acquires, operator actions (trip, disable, reset, fleet-wide config overrides set and cleared)
 and reads; the config is passed on every call or only when the script asks for it (NOCONFIG),
 operators call without one, and the client's config may change mid-run (a worker with another
@@ -68,6 +69,10 @@ CFGS = st.builds(
     probe_timeout_ms=st.integers(50, 1_000),
     # a day, or about 10 minutes (shorter than a long trip; still longer than any test run)
     idle_ttl_ms=st.sampled_from([86_400_000, 600_001]),
+    # 0 = off (0.1's rule: one failed probe reopens) half the time; else the verdict by rate
+    half_open_failure_rate_threshold=st.sampled_from([0.0, 0.0, 0.34, 0.5, 1.0]),
+    # 0 = off half the time; else a quorum of failing clients the run can reach (or not)
+    minimum_failing_workers=st.sampled_from([0, 0, 1, 2, 3]),
 ).filter(Cfg.valid)  # as BreakerConfig builds them (max_open_duration_ms >= open_duration_ms)
 
 # Override values as the operator sends them (text in script units); a tiny window_ms can make
@@ -86,6 +91,8 @@ OVERRIDE_VALUES: dict[str, st.SearchStrategy[int | float]] = {
     "half_open_successes": st.integers(1, 3),
     "probe_timeout_ms": st.integers(50, 1_000),
     "idle_ttl_ms": st.just(86_400_000),
+    "half_open_failure_rate_threshold": st.sampled_from([0.0, 0.5, 1.0]),
+    "minimum_failing_workers": st.integers(0, 3),
 }
 assert tuple(OVERRIDE_VALUES) == CFG_NAMES
 
@@ -97,6 +104,9 @@ OUTCOMES = {  # name -> (successes, failures, slow)
     "slow_success": (1, 0, 1),
     "slow_failure": (0, 1, 1),
 }
+# Who reports an outcome: nobody said (""), or one of three workers, sync ('<client>') or
+# batched ('<client>:<seq>', with the ids key).
+CLIENTS = ("", "w1", "w2", "w3")
 
 
 def _as_int(value: Any) -> int:
@@ -148,6 +158,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.cfg: Cfg | None = None
         self.leases: list[tuple[str, int]] = []  # every lease granted, with its generation
         self.eager_config = True  # pass the config on every call, or only on NOCONFIG
+        self.seq = 0  # batched reports: '<client>:<seq>', never repeated here
         self.statistics = True  # report hypothesis events (off when driven by hand)
 
     # ------------------------------------------------------------ plumbing
@@ -163,15 +174,16 @@ class BreakerMachine(RuleBasedStateMachine):
         m = self.m
         return Cfg.from_argv(m.stored) if m.stored else m.cfg
 
-    def eval(self, name: str, argv: list[str]) -> Any:
-        """EVALSHA the script, falling back to EVAL on NOSCRIPT."""
+    def eval(self, name: str, argv: list[str], ids: bool = False) -> Any:
+        """EVALSHA the script, falling back to EVAL on NOSCRIPT (`ids`: with the ids key)."""
         script = SCRIPTS[name]
+        keys = (self.key, self.events_key, *((f"{self.key}:ids",) if ids else ()))
         try:
-            return self.r.evalsha(script.sha, 2, self.key, self.events_key, *argv)
+            return self.r.evalsha(script.sha, len(keys), *keys, *argv)
         except redis.exceptions.NoScriptError:
-            return self.r.eval(script.text, 2, self.key, self.events_key, *argv)
+            return self.r.eval(script.text, len(keys), *keys, *argv)
 
-    def call(self, name: str, *own: str, operator: bool = False) -> list[Any]:
+    def call(self, name: str, *own: str, operator: bool = False, who: str = "") -> list[Any]:
         """Run script `name` at the test clock with its own ARGV `own`.
 
         A client (the model's current `cfg`) passes its fingerprint, and the 13 config values
@@ -182,7 +194,9 @@ class BreakerMachine(RuleBasedStateMachine):
         """
         client = self.m.cfg
         config, fingerprint = client.argv(), client.fingerprint
-        if operator:
+        if who:  # a report says who sends it after the config, which it therefore always sends
+            reply = self.eval(name, [str(self.now), fingerprint, *own, *config, who], ids=":" in who)
+        elif operator:
             reply = self.eval(name, [str(self.now), "", *own])
         elif self.eager_config:
             reply = self.eval(name, [str(self.now), fingerprint, *own, *config])
@@ -259,7 +273,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """Delete this example's keys (the server may be shared through REDIS_URL)."""
-        self.r.delete(self.key, self.events_key)
+        self.r.delete(self.key, self.events_key, f"{self.key}:ids")
 
     # ------------------------------------------------------------ clock
 
@@ -331,33 +345,47 @@ class BreakerMachine(RuleBasedStateMachine):
             return gen, lease
         return (g - 1 if gen_mode == "stale" and g > 0 else g), ""
 
-    def do_record(self, gen: int, successes: int, failures: int, slow: int, lease: str) -> None:
+    def do_record(
+        self, gen: int, successes: int, failures: int, slow: int, lease: str, client: str = "", batched: bool = False
+    ) -> None:
         before = len(self.m.events)
-        raw = self.call("record", str(gen), str(successes), str(failures), str(slow), lease)
-        expected = self.m.record(self.now, gen, successes, failures, slow, lease)
+        who = client
+        if client and batched:
+            self.seq += 1
+            who = f"{client}:{self.seq}"
+        raw = self.call("record", str(gen), str(successes), str(failures), str(slow), lease, who=who)
+        expected = self.m.record(self.now, gen, successes, failures, slow, lease, client)
         self.check("record", raw, expected, before)
+        if client and (failures or slow) and self.m.eff.minimum_failing_workers:
+            self.event(f"quorum: {self.m.failing_clients()} failing of {self.m.eff.minimum_failing_workers}")
 
     @rule(
         outcome=st.sampled_from(["success", "success", *sorted(OUTCOMES)]),
         gen_mode=st.sampled_from(["current", "current", "stale"]),
+        client=st.sampled_from(CLIENTS),
+        batched=st.booleans(),
         data=st.data(),
     )
-    def record_one(self, outcome: str, gen_mode: str, data: st.DataObject) -> None:
-        """Record one success, failure, slow success or slow failure."""
+    def record_one(self, outcome: str, gen_mode: str, client: str, batched: bool, data: st.DataObject) -> None:
+        """Record one success, failure, slow success or slow failure, from some client."""
         gen, lease = self.pick(data, gen_mode)
-        self.do_record(gen, *OUTCOMES[outcome], lease)
+        self.do_record(gen, *OUTCOMES[outcome], lease, client, batched)
 
     @rule(
         successes=st.integers(0, 3),
         failures=st.integers(0, 3),
         gen_mode=st.sampled_from(["current", "current", "stale"]),
+        client=st.sampled_from(CLIENTS),
+        batched=st.booleans(),
         data=st.data(),
     )
-    def record_batch(self, successes: int, failures: int, gen_mode: str, data: st.DataObject) -> None:
-        """Record a small batch, some of it slow."""
+    def record_batch(
+        self, successes: int, failures: int, gen_mode: str, client: str, batched: bool, data: st.DataObject
+    ) -> None:
+        """Record a small batch, some of it slow, from some client."""
         slow = data.draw(st.integers(0, successes + failures), label="slow")
         gen, lease = self.pick(data, gen_mode)
-        self.do_record(gen, successes, failures, slow, lease)
+        self.do_record(gen, successes, failures, slow, lease, client, batched)
 
     # ------------------------------------------------------------ acquire, control, read
 
@@ -445,9 +473,10 @@ class BreakerMachine(RuleBasedStateMachine):
         raw = self.call("read", "1", operator=operator)
         expected = self.m.read(self.now, operator=operator)
         self.check("read", raw, expected, before)
-        assert len(raw) == 29, f"read: {len(raw)} fields: {raw!r}"
-        names = ("exists", "cfg", "fp", "lt", "lf", "lc", "la", "ov", "cc", "pf", "pt")
-        actual = tuple(_as_int(v) if n in ("exists", "lt", "pt") else _as_str(v) for n, v in zip(names, raw[18:]))
+        assert len(raw) == 30, f"read: {len(raw)} fields: {raw!r}"
+        names = ("exists", "cfg", "fp", "lt", "lf", "lc", "la", "ov", "cc", "pf", "pt", "failing")
+        ints = ("exists", "lt", "pt", "failing")
+        actual = tuple(_as_int(v) if n in ints else _as_str(v) for n, v in zip(names, raw[18:]))
         assert actual == self.m.extras, "read extras: " + "; ".join(
             f"{n}: model {e!r} != lua {a!r}" for n, e, a in zip(names, self.m.extras, actual) if e != a
         )
@@ -481,7 +510,7 @@ def test_scripts_match_model(redis_url: str, prefix: str) -> None:
 
 # -- Scenarios: the rarer config paths, spelled out (the random run reaches them too) ----------
 
-CLIENT = Cfg(0.5, 2, 4_000, 2, 0, 1.0, 1_000, 2.0, 5_000, 1, 1, 500, 86_400_000)
+CLIENT = Cfg(0.5, 2, 4_000, 2, 0, 1.0, 1_000, 2.0, 5_000, 1, 1, 500, 86_400_000, 0.0, 0)
 
 
 @pytest.fixture
@@ -521,7 +550,7 @@ def test_overrides_win_until_cleared_and_are_events(machine: BreakerMachine) -> 
     mc.do_record(0, 1, 0, 0, "")
     mc.do_configure("open_duration_ms=1500;minimum_calls=1", "alice")
     mc.read(True)
-    exists, cfg, fp, *_, ov, cc, pf, pt = mc.m.extras
+    exists, cfg, fp, *_, ov, cc, pf, pt, _failing = mc.m.extras
     assert cfg.split(",")[1:7:5] == ["1", "1500"] and ov == "minimum_calls=1;open_duration_ms=1500"
     assert cc == ",".join(CLIENT.argv()) and fp == CLIENT.fingerprint and (pf, pt) == ("", 0)
     event = mc.m.events[-1]
@@ -545,7 +574,7 @@ def test_overrides_invalid_for_a_new_worker_are_ignored_for_it(machine: BreakerM
     mc.do_record(mc.m.g, 1, 0, 0, "")
     assert mc.m.notes[0] == "overrides ignored: invalid with this client config"
     mc.read(False)
-    _, cfg, fp, *_, ov, cc, pf, pt = mc.m.extras
+    _, cfg, fp, *_, ov, cc, pf, pt, _failing = mc.m.extras
     assert cfg == cc == ",".join(other.argv()) and ov == "window_ms=3"
     assert (fp, pf, pt) == (other.fingerprint, CLIENT.fingerprint, mc.now)
 

@@ -53,14 +53,14 @@ pytestmark = pytest.mark.redis
 T0 = 1_700_000_000_000
 CFG = Cfg(0.5, 4, 10_000, 5, 3, 0.5, 1_000, 2.0, 5_000, 2, 2, 500, 86_400_000)
 OTHER = Cfg(0.5, 5, 10_000, 5, 3, 0.5, 1_000, 2.0, 5_000, 2, 2, 500, 86_400_000)
-INTS = frozenset({"exists", "last_time", "fingerprint_changed_at"})
+INTS = frozenset({"exists", "last_time", "fingerprint_changed_at", "failing_clients"})
 STRS = frozenset({"state", "reason", "actor", "transitions", "cause", "lease"})
 
 
 def test_positions_are_the_names_in_order() -> None:
     """Each constant of `_reply` is the index of its name, and `_reference.Reply` has the
     common names in the same order."""
-    assert len(COMMON) == 18 and len(READ) == 11
+    assert len(COMMON) == 18 and len(READ) == 12
     for i, name in enumerate(FIELDS):
         assert getattr(_reply, name.upper()) == i, name
     assert tuple(Reply.names()) == COMMON

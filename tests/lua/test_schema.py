@@ -37,6 +37,8 @@ BASE = {
     "half_open_successes": "1",
     "probe_timeout_ms": "10000",
     "idle_ttl_ms": str(366 * _schema.DAY_MS),
+    "half_open_failure_rate_threshold": "0.0",
+    "minimum_failing_workers": "0",
 }
 assert tuple(BASE) == tuple(f.lua for f in _schema.FIELDS)
 
@@ -53,7 +55,7 @@ def candidates() -> Iterator[tuple[str, str, bool]]:
             yield f.lua, "-1", False
         elif f.low_open:
             yield f.lua, repr(math.nextafter(low, math.inf)), True
-            yield f.lua, repr(float(low)), False
+            yield f.lua, repr(float(low)), f.off  # 0 = off
             yield f.lua, repr(float(high)), True
             yield f.lua, repr(math.nextafter(high, math.inf)), False
         else:
@@ -79,9 +81,9 @@ def python_value(f: _schema.Field, text: str) -> Any:
     v = float(text)
     if f.unit == "ms":
         return v / 1000
+    if f.off and v == 0:
+        return None
     if f.integral:
-        if f.off and v == 0:
-            return None
         return int(v) if v.is_integer() else v
     return v
 
@@ -96,7 +98,7 @@ def control(r: redis.Redis, prefix: str, service: str, op: str, until: str, reas
 
 
 def lua_accepts(r: redis.Redis, prefix: str, service: str, values: dict[str, str]) -> bool:
-    """Whether control.lua's 'config' op takes these 13 values; a refusal writes nothing."""
+    """Whether control.lua's 'config' op takes these values; a refusal writes nothing."""
     spec = ";".join(f"{n}={v}" for n, v in values.items())
     try:
         control(r, prefix, service, "config", "0", spec)

@@ -312,3 +312,34 @@ def test_a_live_probe_lease_is_counted_as_read_lua_counts_it(redis_url: str, pre
     finally:
         client.close()
         r.close()
+
+
+def test_failing_clients_are_counted_as_read_lua_counts_them(redis_url: str, prefix: str) -> None:
+    """minimum_failing_workers on: two processes failed (this one and a forked child), so the
+    fleet-wide read finds 2 failing clients, as read.lua does; still closed (quorum of 3)."""
+    import os
+
+    cfg = BreakerConfig(minimum_failing_workers=3, minimum_calls=1, redis_timeout=5)
+    client = connect(redis_url, timeout=5)
+    try:
+        b = Breaker("quorum", client, cfg, prefix=prefix, listen=False)
+        _calls(b, 0, 2)
+        pid = os.fork()
+        if pid == 0:  # a second worker process: its own client id, its own connection
+            code = 1
+            try:
+                child = Breaker("quorum", connect(redis_url, timeout=5), cfg, prefix=prefix, listen=False)
+                _calls(child, 0, 1)
+                child.close()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        admin = Admin(client, prefix=prefix)
+        (found,) = admin.inspect_all().breakers
+        assert (found[0].state.value, found[0].failures, found[0].failing_clients) == ("closed", 3, 2)
+        assert _timeless(found) == _timeless(admin.inspect("quorum"))
+        b.close()
+    finally:
+        client.close()

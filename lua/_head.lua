@@ -11,9 +11,9 @@
 --
 -- A script is: this head, its fast path (if any), then _lib.lua where it says --@lib, then
 -- its general body. The head defines what a fast path needs (the trip predicate, the TTL
--- rule, the reply builder), so that the common call does not pay for building the library's
--- functions and tables, and so that the fast path and the general path share one definition
--- of each.
+-- rule, the reply builders), so that the common call does not pay for building the library's
+-- functions and tables (nor for reading the fields only the general path needs), and so that
+-- the fast path and the general path share one definition of each.
 
 local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
 local FP = ARGV[2] or ''
@@ -37,13 +37,6 @@ else
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- One HMGET of the hot fields (state, window totals, the hot config, the TTL refresh time),
--- into named locals: the raw values (false = absent). docs/state-machine.md "Hash fields".
-local H_st, H_g, H_ou, H_be, H_tc, H_tf, H_ts, H_c0, H_f0, H_s0, H_cx, H_fu, H_oc, H_fp,
-  H_qb, H_qn, H_qr, H_qm, H_qc, H_qs, H_xr = unpack(redis.call('HMGET', K_STATE,
-  'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fu', 'oc', 'fp',
-  'qb', 'qn', 'qr', 'qm', 'qc', 'qs', 'xr'))
-
 -- THE TRIP PREDICATE (the one definition; docs/state-machine.md "Trip check"): the cause when
 -- a closed breaker with these window totals and consecutive failures must open, else nil.
 -- frt, min, cxn, srt: failure_rate_threshold, minimum_calls, consecutive_failures,
@@ -64,14 +57,23 @@ local function trip_cause(tc, tf, ts, cx, frt, min, cxn, srt)
 end
 
 -- THE TTL RULE, part 1 (part 2 is save() in _lib.lua): a script that saves refreshes the keys'
--- expiry when the refresh is due: `xr` (the time the next refresh is due, stored with each
--- refresh) is absent, not a number or passed. A fast path may only return early while it is not.
-local function refresh_due()
-  local xr = tonumber(H_xr)
+-- expiry when the refresh is due: `xr` (the raw field: the time the next refresh is due, stored
+-- with each refresh, never later than the end of the current bucket) is absent, not a number or
+-- passed. A fast path may only return early while it is not: so it never skips a rotation either.
+local function refresh_due(xr)
+  xr = tonumber(xr)
   return xr == nil or now >= xr
 end
 
--- THE REPLY BUILDER (the one definition of the layout; docs/state-machine.md "Reply").
+-- THE REPLY BUILDERS (the one definition of each layout; docs/state-machine.md "Reply").
+-- The lean reply: a record that made no transition and leaves the breaker closed (the common
+-- call) says only this; the client knows the rest (closed: no open_until, no forced state, no
+-- reason). Its fields are the full reply's first three.
+local function lean_reply(st, g)
+  return {st, g, now}
+end
+
+-- The full reply: every other call.
 local function build_reply(st, g, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause,
                            lease, retry_at, live, hs)
   return {st, g, now, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause, lease,

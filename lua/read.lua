@@ -18,7 +18,7 @@ out[#out + 1] = lazy('lf') or ''
 out[#out + 1] = lazy('lc') or ''
 out[#out + 1] = lazy('la') or ''
 out[#out + 1] = lazy('ov') or ''
-out[#out + 1] = lazy('cc') or ''
+out[#out + 1] = lazy('cc') or lazy('cfg') or ''  -- `cc` is stored only when it differs
 out[#out + 1] = lazy('pf') or ''
 out[#out + 1] = lazy('pt')
 return out

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from distbreaker import _reply
-from distbreaker._reference import Cfg, Model, Reply
+from distbreaker._reference import Cfg, Model, Reply, lean
 from distbreaker._reply import (
     ACTOR,
     CALLS,
@@ -32,6 +32,7 @@ from distbreaker._reply import (
     LAST_CAUSE,
     LAST_FROM,
     LAST_TIME,
+    LEAN,
     LEASE,
     LEASES,
     NOW,
@@ -45,6 +46,7 @@ from distbreaker._reply import (
     SLOW,
     STATE,
     TRANSITIONS,
+    is_lean,
 )
 from distbreaker._scripts import SCRIPTS
 
@@ -64,6 +66,7 @@ def test_positions_are_the_names_in_order() -> None:
     for i, name in enumerate(FIELDS):
         assert getattr(_reply, name.upper()) == i, name
     assert tuple(Reply.names()) == COMMON
+    assert LEAN == COMMON[:3] == ("state", "generation", "now")  # the lean reply: the first three
 
 
 class Script:
@@ -83,8 +86,17 @@ class Script:
         assert isinstance(reply, list)
         return reply
 
-    def check(self, lua: list[Any], model: Reply) -> list[Any]:
-        """Every common field, read at its named position, equals the model's field of that name."""
+    def check(self, lua: list[Any], model: Reply, record: bool = False) -> list[Any]:
+        """Every common field, read at its named position, equals the model's field of that name
+        (a record the model says is lean: the three `LEAN` fields, and nothing else)."""
+        if record and lean(model):
+            assert is_lean(lua) and [lua[STATE], lua[GENERATION], lua[NOW]] == [
+                model.state,
+                model.generation,
+                model.now,
+            ]
+            return lua
+        assert not is_lean(lua), lua
         for name in COMMON:
             value = lua[getattr(_reply, name.upper())]
             expected = getattr(model, name)
@@ -97,7 +109,7 @@ class Script:
     def record(self, s: int, f: int, slow: int = 0, lease: str = "") -> list[Any]:
         gen = self.model.g
         lua = self.run("record", str(gen), str(s), str(f), str(slow), lease)
-        return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease))
+        return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease), record=True)
 
     def acquire(self) -> list[Any]:
         return self.check(self.run("acquire"), self.model.acquire(self.now))
@@ -178,3 +190,22 @@ def test_every_named_field_holds_its_value(script: Script) -> None:
         CFG.fingerprint,
         s.now,
     )
+
+
+def test_record_answers_lean_when_closed_without_transition(script: Script) -> None:
+    """record.lua's lean reply (state, generation, now) on the fast path and on the general path
+    alike (the config passed, a stale generation, a rotation), and the full reply as soon as the
+    call makes a transition; the counts it leaves out are in the hash."""
+    s = script
+    assert s.record(1, 0) == ["closed", 0, T0]  # creates the key (general path)
+    s.now += 1
+    assert s.record(1, 0) == ["closed", 0, T0 + 1]
+    gen = s.model.g
+    stale = s.run("record", str(gen + 5), "1", "0", "0", "")  # an unknown generation: not counted
+    assert stale == ["closed", 0, T0 + 1]
+    s.now += 2_000  # the next bucket: rotation on the general path, still lean
+    assert s.record(0, 1) == ["closed", 0, T0 + 2_001]
+    assert s.r.hmget(s.keys[0], "tc", "tf", "cx") == ["3", "1", "1"]
+    s.now += 1
+    r = s.record(0, 1)  # 4 calls, 2 failures (consecutive 2 < 3): the rate 0.5 trips
+    assert not is_lean(r) and (r[STATE], r[TRANSITIONS]) == ("open", "closed>open")

@@ -528,6 +528,10 @@ class BreakerCore:
 
     def acquired(self, reply: Sequence[Any]) -> Permit:
         """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
+        if is_lean(reply):  # closed, nothing written: admitted without a lease
+            self.recovered(False)
+            self.update(reply)
+            return (self.view.generation, "")
         self.recovered(bool(reply[TRANSITIONS] or reply[LEASE]))  # written: a transition, or a lease
         state = self.update(reply)
         lease = reply[LEASE]

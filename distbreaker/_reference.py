@@ -640,8 +640,9 @@ class Model:
 
 
 def lean(reply: Reply) -> bool:
-    """record.lua answers with the lean reply (`_reply.LEAN`: state, generation, now) when the
-    call made no transition and leaves the breaker closed; with the full reply otherwise."""
+    """record.lua and acquire.lua answer with the lean reply (`_reply.LEAN`: state, generation,
+    now) when the call made no transition and leaves the breaker closed (acquire: admitted, no
+    lease); with the full reply otherwise (control and read: always the full one)."""
     return reply.state == CLOSED and not reply.transitions
 
 

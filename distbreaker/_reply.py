@@ -1,8 +1,8 @@
 """The layout of a script reply: one name per position (docs/state-machine.md, "Reply").
 
 Every script (record, acquire, control, read) returns the 18 `COMMON` fields; read.lua appends
-the `READ` fields. record.lua answers the common call (no transition made, the breaker closed)
-with the 3 `LEAN` fields instead: the first three of `COMMON` (state, generation, now), so the
+the `READ` fields. record.lua and acquire.lua answer the common call (no transition made, the
+breaker closed) with the 3 `LEAN` fields instead: the first three of `COMMON` (state, generation, now), so the
 positions below read both; `is_lean(reply)` tells them apart (a lean reply implies open_until 0,
 forced_until 0, reason "", no transition). The docs number positions from 1; Python indexes from 0 through the constants
 below (``reply[CALLS]``), never through a bare number. `_reference.Reply` has the `COMMON` names
@@ -72,7 +72,7 @@ COMMON: tuple[str, ...] = (
     "leases",  # live half-open leases (half_open only)
     "half_open_successes",  # half_open only
 )
-LEAN: tuple[str, ...] = ("state", "generation", "now")  # record.lua's common call (see above)
+LEAN: tuple[str, ...] = ("state", "generation", "now")  # record/acquire's common call (see above)
 READ: tuple[str, ...] = (
     "exists",  # 1 / 0
     "config",  # the 13 values in force (`cfg`), comma-separated, or ""
@@ -130,5 +130,5 @@ _LEAN_LENGTH = len(LEAN)
 
 
 def is_lean(reply: Sequence[Any]) -> bool:
-    """True for the lean reply (state, generation, now) of record.lua's common call."""
+    """True for the lean reply (state, generation, now) of record/acquire's common call."""
     return len(reply) == _LEAN_LENGTH

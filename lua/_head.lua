@@ -12,8 +12,8 @@
 -- A script is: this head, its fast path (if any), then _lib.lua where it says --@lib, then
 -- its general body. The head defines what a fast path needs (the trip predicate, the TTL
 -- rule, the reply builders), so that the common call does not pay for building the library's
--- functions and tables (nor for reading the fields only the general path needs), and so that
--- the fast path and the general path share one definition of each.
+-- functions and tables, and so that the fast path and the general path share one definition
+-- of each.
 
 local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
 local FP = ARGV[2] or ''
@@ -36,6 +36,13 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- One HMGET of the hot fields (state, window totals, the hot config, the TTL refresh time),
+-- into named locals: the raw values (false = absent). docs/state-machine.md "Hash fields".
+local H_st, H_g, H_ou, H_be, H_tc, H_tf, H_ts, H_c0, H_f0, H_s0, H_cx, H_fu, H_oc, H_fp,
+  H_qb, H_qn, H_qr, H_qm, H_qc, H_qs, H_xr = unpack(redis.call('HMGET', K_STATE,
+  'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fu', 'oc', 'fp',
+  'qb', 'qn', 'qr', 'qm', 'qc', 'qs', 'xr'))
 
 -- THE TRIP PREDICATE (the one definition; docs/state-machine.md "Trip check"): the cause when
 -- a closed breaker with these window totals and consecutive failures must open, else nil.
@@ -60,9 +67,20 @@ end
 -- expiry when the refresh is due: `xr` (the raw field: the time the next refresh is due, stored
 -- with each refresh, never later than the end of the current bucket) is absent, not a number or
 -- passed. A fast path may only return early while it is not: so it never skips a rotation either.
-local function refresh_due(xr)
-  xr = tonumber(xr)
+local function refresh_due()
+  local xr = tonumber(H_xr)
   return xr == nil or now >= xr
+end
+
+-- What a fast path may return early on: every hot field a number when present (else CORRUPT on
+-- the general path) and the stored hot config usable (else NOCONFIG); the general path's checks.
+local function hot_fields_ok()
+  return (not H_g or tonumber(H_g)) and (not H_ou or tonumber(H_ou)) and (not H_be or tonumber(H_be))
+    and (not H_tc or tonumber(H_tc)) and (not H_tf or tonumber(H_tf)) and (not H_ts or tonumber(H_ts))
+    and (not H_c0 or tonumber(H_c0)) and (not H_f0 or tonumber(H_f0)) and (not H_s0 or tonumber(H_s0))
+    and (not H_cx or tonumber(H_cx)) and (not H_fu or tonumber(H_fu)) and (not H_oc or tonumber(H_oc))
+    and tonumber(H_qb) and tonumber(H_qn) and tonumber(H_qr) and tonumber(H_qm) and tonumber(H_qc)
+    and tonumber(H_qs)
 end
 
 -- THE REPLY BUILDERS (the one definition of each layout; docs/state-machine.md "Reply").

@@ -1,16 +1,10 @@
 -- distbreaker/_lib.lua: the general path shared by every script, inserted at its --@lib line
--- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now, trip_cause, refresh_due,
--- lean_reply and build_reply). docs/state-machine.md is the contract.
+-- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now, the hot fields H_*,
+-- trip_cause, refresh_due, hot_fields_ok, lean_reply and build_reply). docs/state-machine.md is
+-- the contract.
 --
 -- Every write of a script happens in save(), after every check and every computation (and
 -- after the PUBLISH calls, which an ACL may refuse): a script that fails writes nothing.
-
--- One HMGET of the hot fields (state, window totals, the hot config, the TTL refresh time),
--- into named locals: the raw values (false = absent). docs/state-machine.md "Hash fields".
-local H_st, H_g, H_ou, H_be, H_tc, H_tf, H_ts, H_c0, H_f0, H_s0, H_cx, H_fu, H_oc, H_fp,
-  H_qb, H_qn, H_qr, H_qm, H_qc, H_qs, H_xr = unpack(redis.call('HMGET', K_STATE,
-  'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fu', 'oc', 'fp',
-  'qb', 'qn', 'qr', 'qm', 'qc', 'qs', 'xr'))
 
 local function is_state(st)
   return st == 'closed' or st == 'open' or st == 'half_open' or st == 'forced_open'
@@ -411,7 +405,7 @@ local function save(create)
     set('st', S.st); set('g', S.g)
     TOUCH = true
   end
-  if refresh_due(H_xr) then TOUCH = true end
+  if refresh_due() then TOUCH = true end
   -- everything is computed and checked before the first write
   local ttl
   if TOUCH then

@@ -7,37 +7,31 @@
 --          seq, so a flush retried after a lost reply is applied at most once.
 -- Returns the lean reply (closed, no transition made) or the full reply: docs/state-machine.md ("Reply").
 
--- Fast path: the common call. Closed, config known (the caller's fingerprint stored, the hot
--- thresholds numbers), no lease, the same generation, before `xr` (the TTL refresh not due, and
--- so the same bucket: xr is never later than the bucket's end), and no trip (the one
--- predicate, trip_cause): count and return the lean reply. It reads only the fields it needs.
--- Everything else (and any doubt: a field that is not a number is for the general path to
--- judge) takes the general path below, which reads the breaker again; nothing has been written
--- here.
-if ARGV[8] == nil and ARGV[7] == '' then
-  local st, g, fp, xr, tc, tf, ts, c0, f0, s0, cx0, frt, min, cxn, srt = unpack(redis.call('HMGET',
-    K_STATE, 'st', 'g', 'fp', 'xr', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'qr', 'qm', 'qc', 'qs'))
-  if st == 'closed' and fp == FP and not refresh_due(xr) then
-    local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-    g, tc, tf, ts = tonumber(g or 0), tonumber(tc or 0), tonumber(tf or 0), tonumber(ts or 0)
-    c0, f0, s0, cx0 = tonumber(c0 or 0), tonumber(f0 or 0), tonumber(s0 or 0), tonumber(cx0 or 0)
-    frt, min, cxn, srt = tonumber(frt), tonumber(min), tonumber(cxn), tonumber(srt)
-    if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf and g
-        and tonumber(ARGV[3]) == g and tc and tf and ts and c0 and f0 and s0 and cx0 and frt and min
-        and cxn and srt then
-      local n = ns + nf
-      tc, tf, ts = tc + n, tf + nf, ts + nslow
-      local cx = cx0 + nf
-      if ns > 0 then cx = nf end
-      if not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
-        -- the general path's writes, in one HSET: the counts, and cx when it changed
-        local w, k = {'c0', c0 + n, 'tc', tc}, 4
-        if nf > 0 then w[5] = 'f0'; w[6] = f0 + nf; w[7] = 'tf'; w[8] = tf; k = 8 end
-        if nslow > 0 then w[k + 1] = 's0'; w[k + 2] = s0 + nslow; w[k + 3] = 'ts'; w[k + 4] = ts; k = k + 4 end
-        if cx ~= cx0 then w[k + 1] = 'cx'; w[k + 2] = cx; k = k + 2 end
-        if n > 0 then redis.call('HSET', K_STATE, unpack(w, 1, k)) end  -- (n = 0: nothing changed)
-        return lean_reply('closed', g)
-      end
+-- Fast path: the common call. Closed, config known (the caller's fingerprint stored, every hot
+-- field a number: hot_fields_ok), no lease, the same generation, before `xr` (the TTL refresh
+-- not due, and so the same bucket: xr is never later than the bucket's end), and no trip (the
+-- one predicate, trip_cause): count and return the lean reply. Everything else (and any doubt:
+-- a field that is not a number is for the general path to judge) takes the general path below,
+-- which starts again from the values read in the head; nothing has been written here.
+if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not refresh_due()
+    and hot_fields_ok() then
+  local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local g = tonumber(H_g or 0)
+  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
+      and tonumber(ARGV[3]) == g then
+    local c0, f0, s0 = tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0)
+    local n, cx0 = ns + nf, tonumber(H_cx or 0)
+    local tc, tf, ts = tonumber(H_tc or 0) + n, tonumber(H_tf or 0) + nf, tonumber(H_ts or 0) + nslow
+    local cx = cx0 + nf
+    if ns > 0 then cx = nf end
+    if not trip_cause(tc, tf, ts, cx, tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)) then
+      -- the general path's writes, in one HSET: the counts, and cx when it changed
+      local w, k = {'c0', c0 + n, 'tc', tc}, 4
+      if nf > 0 then w[5] = 'f0'; w[6] = f0 + nf; w[7] = 'tf'; w[8] = tf; k = 8 end
+      if nslow > 0 then w[k + 1] = 's0'; w[k + 2] = s0 + nslow; w[k + 3] = 'ts'; w[k + 4] = ts; k = k + 4 end
+      if cx ~= cx0 then w[k + 1] = 'cx'; w[k + 2] = cx; k = k + 2 end
+      if n > 0 then redis.call('HSET', K_STATE, unpack(w, 1, k)) end  -- (n = 0: nothing changed)
+      return lean_reply('closed', g)
     end
   end
 end

@@ -86,10 +86,10 @@ class Script:
         assert isinstance(reply, list)
         return reply
 
-    def check(self, lua: list[Any], model: Reply, record: bool = False) -> list[Any]:
+    def check(self, lua: list[Any], model: Reply, lean_ok: bool = False) -> list[Any]:
         """Every common field, read at its named position, equals the model's field of that name
-        (a record the model says is lean: the three `LEAN` fields, and nothing else)."""
-        if record and lean(model):
+        (a record or acquire the model says is lean: the three `LEAN` fields, and nothing else)."""
+        if lean_ok and lean(model):
             assert is_lean(lua) and [lua[STATE], lua[GENERATION], lua[NOW]] == [
                 model.state,
                 model.generation,
@@ -109,10 +109,10 @@ class Script:
     def record(self, s: int, f: int, slow: int = 0, lease: str = "") -> list[Any]:
         gen = self.model.g
         lua = self.run("record", str(gen), str(s), str(f), str(slow), lease)
-        return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease), record=True)
+        return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease), lean_ok=True)
 
     def acquire(self) -> list[Any]:
-        return self.check(self.run("acquire"), self.model.acquire(self.now))
+        return self.check(self.run("acquire"), self.model.acquire(self.now), lean_ok=True)
 
     def control(self, op: str, until: int, reason: str, actor: str) -> list[Any]:
         lua = self.run("control", op, str(until), reason, actor, operator=True)
@@ -209,3 +209,18 @@ def test_record_answers_lean_when_closed_without_transition(script: Script) -> N
     s.now += 1
     r = s.record(0, 1)  # 4 calls, 2 failures (consecutive 2 < 3): the rate 0.5 trips
     assert not is_lean(r) and (r[STATE], r[TRANSITIONS]) == ("open", "closed>open")
+
+
+def test_acquire_answers_lean_when_closed(script: Script) -> None:
+    """acquire.lua on a closed breaker: the lean reply, on its fast path (fingerprint only) and on
+    its general path (the config passed); the full reply once it is open."""
+    s = script
+    assert s.acquire() == ["closed", 0, T0]  # the config passed: general path
+    s.now += 1
+    fast = s.r.eval(SCRIPTS["acquire"].text, 2, *s.keys, str(s.now), CFG.fingerprint)
+    assert fast == ["closed", 0, T0 + 1]
+    s.record(0, 1)
+    s.record(0, 1)
+    s.record(0, 1)  # consecutive_failures 3: open
+    r = s.acquire()
+    assert not is_lean(r) and r[STATE] == "open" and r[RETRY_AT] == s.now + 1_000

@@ -140,7 +140,6 @@ def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[in
         "batched flush of 10": flush,
         "acquire (closed)": lambda i: script("acquire", "acquire", []),
         "read (status)": lambda i: r.evalsha(sha["read"], 2, *keys("acquire"), "", "", "1"),
-        "keys of batch": lambda i: (*keys("batch"), batch_ids),
     }
 
 
@@ -158,7 +157,7 @@ def measure(
         for w in WORKLOADS:
             for name, _ in variants:
                 samples[name][w].append(evalsha_usec(r, loads[name][w], n))
-    memory = {name: breaker_memory(r, loads[name]) for name, _ in variants}
+    memory = {name: breaker_memory(r, texts) for name, texts in variants}
     r.delete(*r.keys("bench-*")) if r.keys("bench-*") else None
     r.close()
     medians = {name: {w: statistics.median(v) for w, v in per.items()} for name, per in samples.items()}
@@ -170,12 +169,16 @@ def measure(
 MEMORY = ["hash", "events stream", "batch ids", "breaker total"]
 
 
-def breaker_memory(r: redis.Redis, load: dict[str, Callable[[int], object]]) -> dict[str, float]:
-    """MEMORY USAGE (bytes, SAMPLES 0 = exact) of the batched breaker's keys after its workload:
-    its hash, its events stream (no transition: the empty stream the scripts create) and its
-    batch-id hash; and the sum."""
-    keys = load["keys of batch"]([])
-    sizes = [float(r.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0") or 0) for key in keys]
+def breaker_memory(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, float]:
+    """MEMORY USAGE (bytes, SAMPLES 0 = exact) of a breaker made by one batched flush at a fixed
+    clock: its hash (state, counts, the config stored), its events stream (no transition: the
+    empty stream the scripts create), its batch-id hash (one client); and the sum."""
+    key = f"bench-mem-{uuid.uuid4().hex[:8]}:{{mem}}"
+    keys = (key, key + ":events", key + ":ids")
+    argv = ["1700000000000", CFG.fingerprint, "0", "7", "3", "0", "", *CFG.argv(), "bench:1"]
+    r.eval(texts["record"], len(keys), *keys, *argv)
+    sizes = [float(r.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0") or 0) for k in keys]
+    r.delete(*keys)
     return dict(zip(MEMORY, [*sizes, sum(sizes)], strict=True))
 
 
@@ -220,7 +223,7 @@ def main() -> None:
             print(f"| {m} | " + " | ".join(f"{per[name][m]:.0f}" for _, per in results) + " |")
     print(
         f"\n{args.calls} calls per workload, median of {args.rounds} rounds; `×` = usec_per_call ÷ that of "
-        "`return 1` on the same server, same run. Memory: the batched breaker after its workload (its hash "
+        "`return 1` on the same server, same run. Memory: a breaker made by one batched flush (its hash "
         "with the config stored, the events stream with no transition, the batch ids of one client)."
     )
 

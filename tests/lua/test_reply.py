@@ -224,3 +224,31 @@ def test_acquire_answers_lean_when_closed(script: Script) -> None:
     s.record(0, 1)  # consecutive_failures 3: open
     r = s.acquire()
     assert not is_lean(r) and r[STATE] == "open" and r[RETRY_AT] == s.now + 1_000
+
+
+def test_the_core_reads_lean_replies_through_the_same_names() -> None:
+    """`BreakerCore` takes a lean acquire or record reply after a full one that said open: the
+    cache is closed again, with no open_until, forced state or reason left from before, and a
+    lean acquire admits without a lease."""
+    from distbreaker import BreakerConfig, State
+    from distbreaker._core import BreakerCore
+
+    core = BreakerCore("svc", BreakerConfig(), "p", lambda: 100.0, SCRIPTS)
+    full = ["open", 4, T0, T0 + 30_000, 0, 0, 0, 0, 0, "failure_rate 0.60 >= 0.50 over 20 calls", "", 1]
+    full += ["closed>open", "failure_rate 0.60 >= 0.50 over 20 calls", "", 0, 0, 0]
+    assert len(full) == len(COMMON) and not is_lean(full)
+    core.update(full)
+    assert core.view.state is State.OPEN and core.view.open_until and core.view.reason
+    assert core.acquired(["closed", 6, T0 + 40_000]) == (6, "")
+    view = core.view
+    assert (view.state, view.generation, view.open_until, view.forced_until, view.reason) == (
+        State.CLOSED,
+        6,
+        0.0,
+        0.0,
+        "",
+    )
+    assert view.server_ms == T0 + 40_000
+    core.update(full)
+    core.recorded([b"closed", 7, T0 + 50_000])  # bytes, as a client without decode_responses reads it
+    assert (core.view.state, core.view.generation, core.view.open_until) == (State.CLOSED, 7, 0.0)

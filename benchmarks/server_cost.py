@@ -36,6 +36,7 @@ from pathlib import Path
 import redis
 
 from distbreaker._reference import Cfg
+from distbreaker._schema import lua_constants
 from distbreaker._scripts import SCRIPTS
 
 # window 60 s in 10 buckets, minimum_calls out of reach: nothing trips
@@ -84,8 +85,10 @@ def evalsha_usec(r: redis.Redis, fn: Callable[[int], object], n: int) -> float:
 
 
 def scripts_from(lua: Path) -> dict[str, bytes]:
-    """The script texts built from another checkout's lua/ directory (as _scripts.py does)."""
+    """The script texts built from another checkout's lua/ directory (as _scripts.py does; its
+    `--@schema` line, if any, gets this tree's schema constants)."""
     head, lib = (lua / "_head.lua").read_bytes(), (lua / "_lib.lua").read_bytes()
+    lib = lib.replace(b"\n--@schema\n", b"\n" + lua_constants().encode() + b"\n")
     return {
         name: head + b"\n" + (lua / f"{name}.lua").read_bytes().replace(b"\n--@lib\n", b"\n" + lib + b"\n")
         for name in SCRIPTS
@@ -154,9 +157,29 @@ def measure(
         for w in WORKLOADS:
             for name, _ in variants:
                 samples[name][w].append(evalsha_usec(r, loads[name][w], n))
+    memory = {name: breaker_memory(r, texts) for name, texts in variants}
     r.delete(*r.keys("bench-*")) if r.keys("bench-*") else None
     r.close()
-    return label, {name: {w: statistics.median(v) for w, v in per.items()} for name, per in samples.items()}
+    medians = {name: {w: statistics.median(v) for w, v in per.items()} for name, per in samples.items()}
+    for name, _ in variants:
+        medians[name].update(memory[name])
+    return label, medians
+
+
+MEMORY = ["hash", "events stream", "batch ids", "breaker total"]
+
+
+def breaker_memory(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, float]:
+    """MEMORY USAGE (bytes, SAMPLES 0 = exact) of a breaker made by one batched flush at a fixed
+    clock: its hash (state, counts, the config stored), its events stream (no transition: the
+    empty stream the scripts create), its batch-id hash (one client); and the sum."""
+    key = f"bench-mem-{uuid.uuid4().hex[:8]}:{{mem}}"
+    keys = (key, key + ":events", key + ":ids")
+    argv = ["1700000000000", CFG.fingerprint, "0", "7", "3", "0", "", *CFG.argv(), "bench:1"]
+    r.eval(texts["record"], len(keys), *keys, *argv)
+    sizes = [float(r.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0") or 0) for k in keys]
+    r.delete(*keys)
+    return dict(zip(MEMORY, [*sizes, sum(sizes)], strict=True))
 
 
 def main() -> None:
@@ -194,9 +217,14 @@ def main() -> None:
                 usec, base = per[name][w], per[name]["return 1"]
                 cells.append(f"{usec:.2f} | {usec / base:.1f}×")
             print(f"| {w} | " + " | ".join(cells) + " |")
+        print("\n| memory of a breaker (bytes, MEMORY USAGE) | " + " | ".join(label for label, _ in results) + " |")
+        print("|---|" + "---:|" * len(results))
+        for m in MEMORY:
+            print(f"| {m} | " + " | ".join(f"{per[name][m]:.0f}" for _, per in results) + " |")
     print(
         f"\n{args.calls} calls per workload, median of {args.rounds} rounds; `×` = usec_per_call ÷ that of "
-        "`return 1` on the same server, same run."
+        "`return 1` on the same server, same run. Memory: a breaker made by one batched flush (its hash "
+        "with the config stored, the events stream with no transition, the batch ids of one client)."
     )
 
 

@@ -247,7 +247,7 @@ def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> li
         st, g, now_ms, ou if st == "open" else 0, calls, failures, slow, cx, fu, reason, actor, oc,
         ";".join(made), cause, "", 0, live, hs,
         1, ",".join(values) if values is not None else "", raw_text("fp"), lt, text["lf"], text["lc"],
-        text["la"], raw_text("ov"), raw_text("cc"), raw_text("pf"), number["pt"],
+        text["la"], raw_text("ov"), raw_text("cc") or raw_text("cfg"), raw_text("pf"), number["pt"],
         _failing_clients(fields, now_ms),
     ]  # fmt: skip
 

@@ -48,6 +48,7 @@ from ._reply import (
     SLOW,
     STATE,
     TRANSITIONS,
+    is_lean,
 )
 from ._runner import next_backoff
 from .errors import CircuitOpenError, ConfigError, CorruptStateError, RedisUnavailableError, translate
@@ -289,10 +290,14 @@ class View:
         state = _STATES[reply[STATE]]
         self.server_ms = int(reply[NOW])
         self.offset = offset = self.server_ms / 1000.0 - local_now
-        ou, fu = int(reply[OPEN_UNTIL]), int(reply[FORCED_UNTIL])
-        self.open_until = ou / 1000.0 - offset if ou else 0.0
-        self.forced_until = fu / 1000.0 - offset if fu else 0.0
-        self.reason = text(reply[REASON])  # operator reason (forced) or the cause of the open
+        if is_lean(reply):  # record's common call: closed, so no open_until, forced state or reason
+            self.open_until = self.forced_until = 0.0
+            self.reason = ""
+        else:
+            ou, fu = int(reply[OPEN_UNTIL]), int(reply[FORCED_UNTIL])
+            self.open_until = ou / 1000.0 - offset if ou else 0.0
+            self.forced_until = fu / 1000.0 - offset if fu else 0.0
+            self.reason = text(reply[REASON])  # operator reason (forced) or the cause of the open
         self.generation = int(reply[GENERATION])
         self.fetched_at = local_now
         self.state = state
@@ -536,6 +541,10 @@ class BreakerCore:
 
     def acquired(self, reply: Sequence[Any]) -> Permit:
         """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
+        if is_lean(reply):  # closed, nothing written: admitted without a lease
+            self.recovered(False)
+            self.update(reply)
+            return (self.view.generation, "")
         self.recovered(bool(reply[TRANSITIONS] or reply[LEASE]))  # written: a transition, or a lease
         state = self.update(reply)
         lease = reply[LEASE]
@@ -606,7 +615,7 @@ class BreakerCore:
             )
 
     def recorded(self, reply: Sequence[Any]) -> None:
-        """Take a record reply (the new shared state)."""
+        """Take a record reply (the new shared state; lean or full, see `_reply`)."""
         self.recovered()
         self.update(reply)
 
@@ -623,7 +632,7 @@ class BreakerCore:
                 self.service,
             )
         state = self.view.update(reply, self.clock())
-        if reply[TRANSITIONS]:
+        if not is_lean(reply) and reply[TRANSITIONS]:  # a lean reply made none
             self.made(decode_made(self.service, reply, actor), int(reply[NOW]))
         return state
 

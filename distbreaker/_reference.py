@@ -35,6 +35,7 @@ __all__ = [
     "Model",
     "Reply",
     "TRANSITIONS",
+    "lean",
 ]
 
 CLOSED = "closed"
@@ -634,8 +635,9 @@ class Model:
         """The TTL rule (save() in _lib.lua): a script that saves refreshes the expiry of both
         keys when it creates the key, makes a transition, rotates, stores a config, or when
         the refresh is due (`xr` absent or passed). The expiry is `idle_ttl`, never earlier
-        than open_until (open) or a forced state's expiry; `xr = now + min(bucket_ms,
-        idle_ttl // 2)`. A read of a key that does not exist creates nothing."""
+        than open_until (open) or a forced state's expiry; `xr = min(now + min(bucket_ms,
+        idle_ttl // 2), end of the current bucket)`. A read of a key that does not exist creates
+        nothing."""
         if not self.exists:
             if not create:
                 return
@@ -649,7 +651,9 @@ class Model:
             if self.st in FORCED_STATES and self.fu > 0:
                 life = max(life, self.fu - self.now)
             self.expires = self.now + life
-            self.xr = self.now + min(self.eff.bucket_ms, ttl // 2)
+            # never later than the end of the current bucket (the record fast path's only check)
+            assert self.be is not None
+            self.xr = min(self.now + min(self.eff.bucket_ms, ttl // 2), (self.be + 1) * self.eff.bucket_ms)
             self.refreshed = True
 
     def drop_config(self) -> None:
@@ -694,6 +698,13 @@ class Model:
         if self.st != HALF_OPEN:
             return 0
         return sum(1 for exp in self.hl.values() if exp > self.now)
+
+
+def lean(reply: Reply) -> bool:
+    """record.lua and acquire.lua answer with the lean reply (`_reply.LEAN`: state, generation,
+    now) when the call made no transition and leaves the breaker closed (acquire: admitted, no
+    lease); with the full reply otherwise (control and read: always the full one)."""
+    return reply.state == CLOSED and not reply.transitions
 
 
 def parse_overrides(text: str) -> dict[str, str]:

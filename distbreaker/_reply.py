@@ -1,13 +1,19 @@
 """The layout of a script reply: one name per position (docs/state-machine.md, "Reply").
 
 Every script (record, acquire, control, read) returns the 18 `COMMON` fields; read.lua appends
-the `READ` fields. The docs number positions from 1; Python indexes from 0 through the constants
+the `READ` fields. record.lua and acquire.lua answer the common call (no transition made, the
+breaker closed) with the 3 `LEAN` fields instead: the first three of `COMMON` (state, generation, now), so the
+positions below read both; `is_lean(reply)` tells them apart (a lean reply implies open_until 0,
+forced_until 0, reason "", no transition). The docs number positions from 1; Python indexes from 0 through the constants
 below (``reply[CALLS]``), never through a bare number. `_reference.Reply` has the `COMMON` names
 as its fields, in this order (checked when it is imported); tests/lua/test_reply.py runs the
 scripts on a real server and proves the Lua reply builder puts each field where this says.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "ACTOR",
@@ -27,6 +33,7 @@ __all__ = [
     "GENERATION",
     "HALF_OPEN_SUCCESSES",
     "LAST_ACTOR",
+    "LEAN",
     "LAST_CAUSE",
     "LAST_FROM",
     "LAST_TIME",
@@ -43,6 +50,7 @@ __all__ = [
     "SLOW",
     "STATE",
     "TRANSITIONS",
+    "is_lean",
 ]
 
 COMMON: tuple[str, ...] = (
@@ -65,6 +73,7 @@ COMMON: tuple[str, ...] = (
     "leases",  # live half-open leases (half_open only)
     "half_open_successes",  # half_open only
 )
+LEAN: tuple[str, ...] = ("state", "generation", "now")  # record/acquire's common call (see above)
 READ: tuple[str, ...] = (
     "exists",  # 1 / 0
     "config",  # the config values in force (`cfg`), comma-separated, or ""
@@ -117,3 +126,12 @@ FIELDS: tuple[str, ...] = COMMON + READ
     FINGERPRINT_CHANGED_AT,
     FAILING_CLIENTS,
 ) = range(len(COMMON), len(FIELDS))
+
+if COMMON[: len(LEAN)] != LEAN:  # the lean reply is a prefix of the full one
+    raise AssertionError(f"_reply.LEAN {LEAN} is not the start of COMMON {COMMON[: len(LEAN)]}")
+_LEAN_LENGTH = len(LEAN)
+
+
+def is_lean(reply: Sequence[Any]) -> bool:
+    """True for the lean reply (state, generation, now) of record/acquire's common call."""
+    return len(reply) == _LEAN_LENGTH

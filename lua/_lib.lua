@@ -1,6 +1,7 @@
 -- distbreaker/_lib.lua: the general path shared by every script, inserted at its --@lib line
 -- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now, the hot fields H_*,
--- trip_cause, refresh_due and build_reply). docs/state-machine.md is the contract.
+-- trip_cause, refresh_due, hot_fields_ok, lean_reply and build_reply). docs/state-machine.md is
+-- the contract.
 --
 -- Every write of a script happens in save(), after every check and every computation (and
 -- after the PUBLISH calls, which an ACL may refuse): a script that fails writes nothing.
@@ -295,8 +296,8 @@ local function release(id)
   if found then store_leases(kept) end
 end
 
--- THE CONFIG STORE (the one definition): the client config as passed (`cc`), the config in
--- force (`cfg`, overrides applied) and its hot part (`q*`, all the record fast path reads),
+-- THE CONFIG STORE (the one definition): the client config as passed (`cc`, only when it differs
+-- from `cfg`), the config in force (`cfg`, overrides applied) and its hot part (`q*`),
 -- written at once; `new` is the parsed `values`. A new bucket layout (against the stored one,
 -- or the defaults' when none is stored; or the one stored earlier in this call) clears the window: the ring slots would mean something
 -- else. The expiry is refreshed (idle_ttl may have changed).
@@ -304,7 +305,11 @@ local STORED_BMS, STORED_NB = tonumber(H_qb) or DEFAULT_BMS, tonumber(H_qn) or D
 local function store_config(given, values, new)
   local ob, on = STORED_BMS, STORED_NB
   STORED_BMS, STORED_NB = new.bms, new.nb
-  set('cc', table.concat(given, ',')); set('cfg', table.concat(values, ','))
+  local cfg_text, cc_text = table.concat(values, ','), table.concat(given, ',')
+  set('cfg', cfg_text)
+  -- `cc` only when it differs from `cfg` (overrides in force): absent = the same (one copy, and
+  -- a hash that stays small)
+  if cc_text ~= cfg_text then set('cc', cc_text) else del('cc') end
   set('qb', new.bms); set('qn', new.nb); set('qr', values[1]); set('qm', new.min)
   set('qc', new.cxn); set('qs', values[6])
   C = new
@@ -449,9 +454,15 @@ local function save(create)
     if not (ttl >= 1 and ttl <= 3e12) then
       fail('the expiry (idle_ttl_ms, open or forced until) must be 1 ms .. 3e12 ms, got ' .. tostring(ttl))
     end
+    -- the next refresh: min(bucket_ms, idle_ttl / 2) from now, and never later than the end of
+    -- this bucket (so the record fast path, which returns early only before xr, needs no bucket
+    -- check: it never skips a rotation)
     local every = math.floor(F.ttl / 2)
     if F.bms < every then every = F.bms end
-    set('xr', now + every)
+    local xr = now + every
+    local bucket_end = (S.be + 1) * F.bms
+    if bucket_end < xr then xr = bucket_end end
+    set('xr', xr)
   end
   local messages = {}
   if #EVENTS > 0 then

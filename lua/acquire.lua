@@ -1,7 +1,16 @@
 -- acquire.lua: move open -> half_open when open_until has passed; grant a probe lease when
 -- fewer than half_open_max_calls are live. No arguments of its own; ARGV[3..2+NCFG] config (optional).
--- Returns the reply of docs/state-machine.md; field 15 is the lease id ('' = none),
--- field 16 the time (ms) a denied caller may try again (0 = unknown).
+-- Returns the lean reply (closed, no transition made: admitted, no lease) or the full reply of
+-- docs/state-machine.md; field 15 is the lease id ('' = none), field 16 the time (ms) a denied
+-- caller may try again (0 = unknown).
+
+-- Fast path: the common call (a worker's cache went stale on a closed breaker). Closed, the
+-- caller's fingerprint stored, before `xr` (no TTL refresh and no rotation due: xr is never
+-- later than the bucket's end), every hot field a number: the general path would write nothing
+-- and admit; so does this, with the lean reply. Anything else takes the general path.
+if ARGV[3] == nil and H_st == 'closed' and H_fp == FP and not refresh_due() and hot_fields_ok() then
+  return lean_reply('closed', tonumber(H_g or 0))
+end
 
 --@lib
 
@@ -33,4 +42,6 @@ elseif S.st == 'half_open' then
   end
 end
 save(true)
+-- the lean reply when admitted closed without a transition (as the fast path)
+if #TRANS == 0 and S.st == 'closed' then return lean_reply('closed', S.g) end
 return reply(lease, retry_at)

@@ -21,7 +21,8 @@ end
 local given
 if op == 'config' then given = parse_ov(reason) end
 
--- Fleet-wide overrides: stored in `ov`, merged over the client config `cc` into `cfg` and the
+-- Fleet-wide overrides: stored in `ov`, merged over the client config (`cc`, else `cfg`: `cc` is
+-- stored only when it differs) into `cfg` and the
 -- hot fields at once; a change of the bucket layout clears the window. Not a transition: an
 -- event with from = to = the current state, and the generation unchanged.
 local function set_overrides()
@@ -35,9 +36,9 @@ local function set_overrides()
   end
   local new = parse_cfg(values)  -- an invalid result fails here, before anything is written
   if #parts > 0 then set('ov', table.concat(parts, ';')) else del('ov') end
-  -- no client config stored (lost): the fingerprint would name a config that is not this one,
-  -- so it goes; the next worker is asked for its config and stores it (overrides applied)
-  if lazy('cc') == nil and S.fp ~= nil then del('fp') end
+  -- no config stored (lost): the fingerprint would name a config that is not this one, so it
+  -- goes; the next worker is asked for its config and stores it (overrides applied)
+  if lazy('cfg') == nil and S.fp ~= nil then del('fp') end
   store_config(base, values, new)
   local cause = 'config cleared by ' .. actor
   if #parts > 0 then cause = 'config set by ' .. actor .. ': ' .. table.concat(parts, ', ') end

@@ -10,41 +10,35 @@
 --          minimum_failing_workers is on.
 --          With minimum_failing_workers on, a failed or slow outcome makes <client> a failing
 --          client of the window (`wc`; docs/state-machine.md "Quorum").
--- Returns the reply of docs/state-machine.md ("Reply").
+-- Returns the lean reply (closed, no transition made) or the full reply: docs/state-machine.md ("Reply").
 
--- Fast path: the common call. Closed, config known (every hot field a number), no lease, same
--- generation and same bucket, the TTL refresh not due, and no trip (the one predicate,
--- trip_cause): count and return. Everything else (and any doubt: a field that is not a number
--- is for the general path to judge) takes the general path below, which starts again from the
--- values read in the head; nothing has been written here. The fast path does not read
--- minimum_failing_workers (a quorum only holds a trip back): a call that would trip without it
--- takes the general path, which knows it.
-if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not refresh_due() then
+-- Fast path: the common call. Closed, config known (the caller's fingerprint stored, every hot
+-- field a number: hot_fields_ok), no lease, the same generation, before `xr` (the TTL refresh
+-- not due, and so the same bucket: xr is never later than the bucket's end), and no trip (the
+-- one predicate, trip_cause): count and return the lean reply. Everything else (and any doubt:
+-- a field that is not a number is for the general path to judge) takes the general path below,
+-- which starts again from the values read in the head; nothing has been written here. The fast
+-- path does not read minimum_failing_workers (a quorum only holds a trip back): a call that would
+-- trip without it takes the general path, which knows it.
+if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not refresh_due()
+    and hot_fields_ok() then
   local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local g, bms = tonumber(H_g or 0), tonumber(H_qb)
-  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf and g and bms
-      and tonumber(ARGV[3]) == g and tonumber(H_be) == math.floor(now / bms) then
-    local tc, tf, ts = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0)
+  local g = tonumber(H_g or 0)
+  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
+      and tonumber(ARGV[3]) == g then
     local c0, f0, s0 = tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0)
-    local cx0, fu, oc, ou = tonumber(H_cx or 0), tonumber(H_fu or 0), tonumber(H_oc or 0), tonumber(H_ou or 0)
-    local frt, min, cxn, srt = tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)
-    if tc and tf and ts and c0 and f0 and s0 and cx0 and fu and oc and ou and frt and min and cxn
-        and srt and tonumber(H_qn) then
-      local n = ns + nf
-      tc, tf, ts = tc + n, tf + nf, ts + nslow
-      local cx = cx0 + nf
-      if ns > 0 then cx = nf end
-      if not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
-        local w = {}
-        if n > 0 then
-          w[1] = 'c0'; w[2] = c0 + n; w[3] = 'tc'; w[4] = tc
-          if nf > 0 then w[#w + 1] = 'f0'; w[#w + 1] = f0 + nf; w[#w + 1] = 'tf'; w[#w + 1] = tf end
-          if nslow > 0 then w[#w + 1] = 's0'; w[#w + 1] = s0 + nslow; w[#w + 1] = 'ts'; w[#w + 1] = ts end
-        end
-        if cx ~= cx0 then w[#w + 1] = 'cx'; w[#w + 1] = cx end
-        if #w > 0 then redis.call('HSET', K_STATE, unpack(w)) end
-        return build_reply('closed', g, 0, tc, tf, ts, cx, fu, '', '', oc, '', '', '', 0, 0, 0)
-      end
+    local n, cx0 = ns + nf, tonumber(H_cx or 0)
+    local tc, tf, ts = tonumber(H_tc or 0) + n, tonumber(H_tf or 0) + nf, tonumber(H_ts or 0) + nslow
+    local cx = cx0 + nf
+    if ns > 0 then cx = nf end
+    if not trip_cause(tc, tf, ts, cx, tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)) then
+      -- the general path's writes, in one HSET: the counts, and cx when it changed
+      local w, k = {'c0', c0 + n, 'tc', tc}, 4
+      if nf > 0 then w[5] = 'f0'; w[6] = f0 + nf; w[7] = 'tf'; w[8] = tf; k = 8 end
+      if nslow > 0 then w[k + 1] = 's0'; w[k + 2] = s0 + nslow; w[k + 3] = 'ts'; w[k + 4] = ts; k = k + 4 end
+      if cx ~= cx0 then w[k + 1] = 'cx'; w[k + 2] = cx; k = k + 2 end
+      if n > 0 then redis.call('HSET', K_STATE, unpack(w, 1, k)) end  -- (n = 0: nothing changed)
+      return lean_reply('closed', g)
     end
   end
 end
@@ -136,4 +130,6 @@ if client ~= nil and not duplicate then
   redis.call('HSET', KEYS[3], client, seq)
   redis.call('PEXPIRE', KEYS[3], 3600000)  -- a client silent for an hour has no retry pending
 end
+-- the lean reply when the call made no transition and the breaker is closed (as the fast path)
+if #TRANS == 0 and S.st == 'closed' then return lean_reply('closed', S.g) end
 return reply('', 0)

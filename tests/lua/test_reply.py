@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from distbreaker import _reply
-from distbreaker._reference import Cfg, Model, Reply
+from distbreaker._reference import Cfg, Model, Reply, lean
 from distbreaker._reply import (
     ACTOR,
     CALLS,
@@ -32,6 +32,7 @@ from distbreaker._reply import (
     LAST_CAUSE,
     LAST_FROM,
     LAST_TIME,
+    LEAN,
     LEASE,
     LEASES,
     NOW,
@@ -45,6 +46,7 @@ from distbreaker._reply import (
     SLOW,
     STATE,
     TRANSITIONS,
+    is_lean,
 )
 from distbreaker._scripts import SCRIPTS
 
@@ -64,6 +66,7 @@ def test_positions_are_the_names_in_order() -> None:
     for i, name in enumerate(FIELDS):
         assert getattr(_reply, name.upper()) == i, name
     assert tuple(Reply.names()) == COMMON
+    assert LEAN == COMMON[:3] == ("state", "generation", "now")  # the lean reply: the first three
 
 
 class Script:
@@ -83,8 +86,17 @@ class Script:
         assert isinstance(reply, list)
         return reply
 
-    def check(self, lua: list[Any], model: Reply) -> list[Any]:
-        """Every common field, read at its named position, equals the model's field of that name."""
+    def check(self, lua: list[Any], model: Reply, lean_ok: bool = False) -> list[Any]:
+        """Every common field, read at its named position, equals the model's field of that name
+        (a record or acquire the model says is lean: the three `LEAN` fields, and nothing else)."""
+        if lean_ok and lean(model):
+            assert is_lean(lua) and [lua[STATE], lua[GENERATION], lua[NOW]] == [
+                model.state,
+                model.generation,
+                model.now,
+            ]
+            return lua
+        assert not is_lean(lua), lua
         for name in COMMON:
             value = lua[getattr(_reply, name.upper())]
             expected = getattr(model, name)
@@ -97,10 +109,10 @@ class Script:
     def record(self, s: int, f: int, slow: int = 0, lease: str = "") -> list[Any]:
         gen = self.model.g
         lua = self.run("record", str(gen), str(s), str(f), str(slow), lease)
-        return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease))
+        return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease), lean_ok=True)
 
     def acquire(self) -> list[Any]:
-        return self.check(self.run("acquire"), self.model.acquire(self.now))
+        return self.check(self.run("acquire"), self.model.acquire(self.now), lean_ok=True)
 
     def control(self, op: str, until: int, reason: str, actor: str) -> list[Any]:
         lua = self.run("control", op, str(until), reason, actor, operator=True)
@@ -178,3 +190,65 @@ def test_every_named_field_holds_its_value(script: Script) -> None:
         CFG.fingerprint,
         s.now,
     )
+
+
+def test_record_answers_lean_when_closed_without_transition(script: Script) -> None:
+    """record.lua's lean reply (state, generation, now) on the fast path and on the general path
+    alike (the config passed, a stale generation, a rotation), and the full reply as soon as the
+    call makes a transition; the counts it leaves out are in the hash."""
+    s = script
+    assert s.record(1, 0) == ["closed", 0, T0]  # creates the key (general path)
+    s.now += 1
+    assert s.record(1, 0) == ["closed", 0, T0 + 1]
+    gen = s.model.g
+    stale = s.run("record", str(gen + 5), "1", "0", "0", "")  # an unknown generation: not counted
+    assert stale == ["closed", 0, T0 + 1]
+    s.now += 2_000  # the next bucket: rotation on the general path, still lean
+    assert s.record(0, 1) == ["closed", 0, T0 + 2_001]
+    assert s.r.hmget(s.keys[0], "tc", "tf", "cx") == ["3", "1", "1"]
+    s.now += 1
+    r = s.record(0, 1)  # 4 calls, 2 failures (consecutive 2 < 3): the rate 0.5 trips
+    assert not is_lean(r) and (r[STATE], r[TRANSITIONS]) == ("open", "closed>open")
+
+
+def test_acquire_answers_lean_when_closed(script: Script) -> None:
+    """acquire.lua on a closed breaker: the lean reply, on its fast path (fingerprint only) and on
+    its general path (the config passed); the full reply once it is open."""
+    s = script
+    assert s.acquire() == ["closed", 0, T0]  # the config passed: general path
+    s.now += 1
+    fast = s.r.eval(SCRIPTS["acquire"].text, 2, *s.keys, str(s.now), CFG.fingerprint)
+    assert fast == ["closed", 0, T0 + 1]
+    s.record(0, 1)
+    s.record(0, 1)
+    s.record(0, 1)  # consecutive_failures 3: open
+    r = s.acquire()
+    assert not is_lean(r) and r[STATE] == "open" and r[RETRY_AT] == s.now + 1_000
+
+
+def test_the_core_reads_lean_replies_through_the_same_names() -> None:
+    """`BreakerCore` takes a lean acquire or record reply after a full one that said open: the
+    cache is closed again, with no open_until, forced state or reason left from before, and a
+    lean acquire admits without a lease."""
+    from distbreaker import BreakerConfig, State
+    from distbreaker._core import BreakerCore
+
+    core = BreakerCore("svc", BreakerConfig(), "p", lambda: 100.0, SCRIPTS)
+    full = ["open", 4, T0, T0 + 30_000, 0, 0, 0, 0, 0, "failure_rate 0.60 >= 0.50 over 20 calls", "", 1]
+    full += ["closed>open", "failure_rate 0.60 >= 0.50 over 20 calls", "", 0, 0, 0]
+    assert len(full) == len(COMMON) and not is_lean(full)
+    core.update(full)
+    assert core.view.state is State.OPEN and core.view.open_until and core.view.reason
+    assert core.acquired(["closed", 6, T0 + 40_000]) == (6, "")
+    view = core.view
+    assert (view.state, view.generation, view.open_until, view.forced_until, view.reason) == (
+        State.CLOSED,
+        6,
+        0.0,
+        0.0,
+        "",
+    )
+    assert view.server_ms == T0 + 40_000
+    core.update(full)
+    core.recorded([b"closed", 7, T0 + 50_000])  # bytes, as a client without decode_responses reads it
+    assert (core.view.state, core.view.generation, core.view.open_until) == (State.CLOSED, 7, 0.0)

@@ -33,9 +33,9 @@ from distbreaker import (
     CircuitOpenError,
     ConfigError,
     DistbreakerError,
+    _otel,
     connect,
 )
-from distbreaker import _otel
 from distbreaker._bulkhead_otel import IN_USE, REJECTIONS
 from distbreaker._log import LIMITED
 from distbreaker._scripts import OTHER_SCRIPTS

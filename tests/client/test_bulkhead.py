@@ -224,11 +224,12 @@ def test_full_raises_with_retry_after(client: redis.Redis, prefix: str) -> None:
     assert (err.bulkhead, err.max_concurrent, err.in_use, err.reason) == ("pay", 2, 2, "full")
     assert 0 < err.retry_after <= 30
     assert "'pay' is full (2/2 in use)" in str(err)
-    assert bh.state() == BulkheadState("pay", 2, 2, bh.state().next_expiry)
+    state = bh.state()
+    assert state == BulkheadState("pay", 2, 2, state.next_expiry) and 0 < (state.next_expiry or 0) <= 30
     bh.release(a)
     assert bh.call(ran.append, 1) is None and ran == [1]
     bh.release(b)
-    state = bh.state()
+    state = bh.state()  # released
     assert (state.in_use, state.max_concurrent, state.next_expiry) == (0, 2, None)
 
 
@@ -605,3 +606,33 @@ def test_metrics(client: redis.Redis, prefix: str) -> None:
     finally:
         _otel.use_meter_provider(None)
         provider.shutdown()
+
+
+def test_cli_bulkheads_command(client: redis.Redis, redis_url: str, prefix: str) -> None:
+    """`distbreaker bulkheads` shows in use / max per bulkhead; -o json is one document; a glob filters."""
+    import json
+
+    from click.testing import CliRunner
+
+    from distbreaker_cli.app import cli
+
+    a = Bulkhead("pay", client, max_concurrent=4, prefix=prefix)
+    Bulkhead("search", client, max_concurrent=9, prefix=prefix).call(lambda: None)
+    lease = a.acquire()
+    try:
+        run = CliRunner().invoke(cli, ["--url", redis_url, "--prefix", prefix, "bulkheads"])
+        assert run.exit_code == 0, run.output
+        lines = run.stdout.splitlines()
+        assert lines[0].split() == ["BULKHEAD", "IN", "USE", "MAX", "NEXT", "EXPIRY"]
+        assert lines[1].split()[:3] == ["pay", "1", "4"] and lines[2].split() == ["search", "0", "9", "-"]
+        run = CliRunner().invoke(cli, ["--url", redis_url, "--prefix", prefix, "--json", "bulkheads", "pa*"])
+        assert run.exit_code == 0, run.output
+        (doc,) = json.loads(run.stdout)
+        assert (doc["name"], doc["in_use"], doc["max_concurrent"]) == ("pay", 1, 4)
+        assert 0 < doc["next_expiry"] <= 60
+        run = CliRunner().invoke(cli, ["--url", redis_url, "--prefix", prefix + "-none", "bulkheads"])
+        assert run.exit_code == 0 and run.stdout == "" and "no bulkheads" in run.stderr
+        run = CliRunner().invoke(cli, ["--url", "redis://u:s3cret@" + _dead_url()[8:], "bulkheads"])
+        assert run.exit_code == 69 and "s3cret" not in run.output and "Traceback" not in run.output
+    finally:
+        a.release(lease)

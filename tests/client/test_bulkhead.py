@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import socket
 import threading
 import time
@@ -636,3 +637,44 @@ def test_cli_bulkheads_command(client: redis.Redis, redis_url: str, prefix: str)
         assert run.exit_code == 69 and "s3cret" not in run.output and "Traceback" not in run.output
     finally:
         a.release(lease)
+
+
+def _acl_lines(page: str, start: str, end: str | None) -> list[list[str]]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / page).read_text()
+    section = text[text.index(start) : text.index(end) if end else None]
+    lines = re.findall(r"^ACL SETUSER .*$", section, re.MULTILINE)
+    return [[r.replace(">WORKER_PASSWORD", ">worker-pw") for r in line.split()[3:]] for line in lines]
+
+
+def test_docs_acl_line_lets_the_worker_use_a_bulkhead(redis_server_factory: Any) -> None:
+    """The worker user of docs/operations.md plus the line of docs/bulkhead.md runs a bulkhead
+    (FCALL where the server has Functions); without that line it is denied."""
+    from distbreaker import AccessDeniedError, Admin
+
+    server = redis_server_factory()
+    admin = server.client()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    try:
+        functions = tuple(int(p) for p in str(admin.info("server")["redis_version"]).split(".")[:2]) >= (7, 0)
+        ops = _acl_lines("operations.md", "## ACL: least privilege", "## When Redis is down")
+        worker = ops[0] if functions else ops[2]
+        assert len(ops) == 4  # the docs give both pairs (Functions, and 6.2)
+        admin.execute_command("ACL", "SETUSER", "worker", *worker)
+        if functions:
+            Admin(admin).load_functions()
+        client = connect(url.replace("redis://", "redis://worker:worker-pw@"), timeout=2, functions=functions)
+        try:
+            bh = Bulkhead("pay", client, max_concurrent=1)
+            with pytest.raises(AccessDeniedError):
+                bh.state()
+            (extra,) = _acl_lines("bulkhead.md", "## ACL", None)
+            admin.execute_command("ACL", "SETUSER", "worker", *extra)
+            with bh as lease:
+                assert bh.renew(lease) and bh.state().in_use == 1
+            assert bh.state().in_use == 0
+        finally:
+            client.close()
+    finally:
+        admin.close()

@@ -62,9 +62,8 @@ DEFAULT_RETRY_AFTER = 0.1  # seconds: BulkheadFullError.retry_after when no leas
 FIRST_POLL = 0.005  # seconds: the first wait for a slot (max_wait > 0); doubles up to MAX_POLL
 MAX_POLL = 0.25
 
-_REASON_FULL = "full"
+_LEASE_IDS = itertools.count(1)  # per process (with client_id(), new after a fork): ids never repeat
 _REASON_UNAVAILABLE = "redis unavailable"
-_LOG = logging.getLogger("distbreaker")
 
 
 def bulkhead_key(prefix: str, name: str) -> str:
@@ -148,7 +147,6 @@ class _BulkheadCore:
         self.script: LuaScript = (OTHER_FUNCTIONS if _functions.functions_enabled(redis) else OTHER_SCRIPTS)["bulkhead"]
         self._lease_ms = str(max(1, round(self.lease_timeout * 1000)))
         self._max = str(max_concurrent)
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._held = 0
 
@@ -158,7 +156,7 @@ class _BulkheadCore:
 
     def acquire_request(self) -> tuple[str, Eval]:
         """A new lease id and the request that asks for it."""
-        lease_id = f"{client_id()}:{next(self._ids)}"
+        lease_id = f"{client_id()}:{next(_LEASE_IDS)}"
         return lease_id, self._eval("acquire", "", self._max, self._lease_ms, lease_id)
 
     def release_request(self, lease: Lease) -> Eval | None:

@@ -678,3 +678,16 @@ def test_docs_acl_line_lets_the_worker_use_a_bulkhead(redis_server_factory: Any)
             client.close()
     finally:
         admin.close()
+
+
+def test_two_objects_of_one_bulkhead_in_one_process_hold_separate_leases(client: redis.Redis, prefix: str) -> None:
+    """Two Bulkhead objects with the same name in one process never reuse a lease id (a reused
+    id would overwrite a live lease and let one call too many in)."""
+    a = Bulkhead("pay", client, max_concurrent=2, prefix=prefix)
+    b = Bulkhead("pay", client, max_concurrent=2, prefix=prefix)
+    la, lb = a.acquire(), b.acquire()
+    assert la.id != lb.id and a.state().in_use == 2
+    with pytest.raises(BulkheadFullError):
+        a.acquire()
+    a.release(la)
+    b.release(lb)

@@ -12,9 +12,11 @@ from ._core import CallHandle
 from ._functions import use_functions
 from ._model import CallDetails, Snapshot, State, Transition
 from .admin import Admin
+from .bulkhead import Bulkhead, BulkheadState, Lease
 from .errors import (
     AccessDeniedError,
     BackendError,
+    BulkheadFullError,
     CallTimeoutError,
     CircuitOpenError,
     ConfigError,
@@ -34,6 +36,9 @@ __all__ = [
     "Breaker",
     "BreakerConfig",
     "BreakerRegistry",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadState",
     "CallDetails",
     "CallHandle",
     "CallTimeoutError",
@@ -42,6 +47,7 @@ __all__ = [
     "CorruptStateError",
     "DistbreakerError",
     "FailoverError",
+    "Lease",
     "RedisUnavailableError",
     "ScriptError",
     "Snapshot",

@@ -36,7 +36,8 @@ from ._reporters import standard_reporters
 from ._scripts import Steps, drive, eval_steps, scripts_for
 from ._timeout import check_timeout, run_within
 from ._transport import check_client
-from .errors import CallTimeoutError, CircuitOpenError, translate
+from .bulkhead import Bulkhead
+from .errors import BulkheadFullError, CallTimeoutError, CircuitOpenError, translate
 
 __all__ = ["Breaker"]
 
@@ -288,6 +289,7 @@ class Breaker:
         *,
         fallback: Callable[[BaseException], Any] | None = None,
         timeout: float | timedelta | None = None,
+        bulkhead: Bulkhead | None = None,
     ) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """A decorator like ``@breaker``, with options: ``@breaker.protect(fallback=..., timeout=2.0)``.
 
@@ -296,11 +298,17 @@ class Breaker:
                 fails (as in `call`); its result is returned instead of raising.
             timeout: stop waiting for each call after this many seconds (as in `call`: the
                 function runs in a worker thread that is left running). None: no limit.
+            bulkhead: a `Bulkhead` each call also holds a slot of, inside the breaker: an open
+                breaker refuses first (the bulkhead is not asked); a full bulkhead raises
+                `BulkheadFullError` (given to `fallback`, if any), which the breaker does not
+                count. `timeout` includes the bulkhead's `max_wait`. docs/bulkhead.md.
 
         The decorated function's own keyword arguments are passed through untouched (even ones
         named ``fallback`` or ``timeout``).
         """
         check_timeout(timeout)
+        if bulkhead is not None and not isinstance(bulkhead, Bulkhead):
+            raise TypeError(f"bulkhead must be a distbreaker.Bulkhead, got {bulkhead!r}")
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
             if inspect.iscoroutinefunction(fn):
@@ -311,8 +319,17 @@ class Breaker:
 
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                result: T = self.call(functools.partial(fn, *args, **kwargs), fallback=fallback, timeout=timeout)
-                return result
+                target = functools.partial(fn, *args, **kwargs)
+                if bulkhead is None:
+                    result: T = self.call(target, fallback=fallback, timeout=timeout)
+                    return result
+                try:
+                    held: T = self.call(bulkhead.call, target, fallback=fallback, timeout=timeout)
+                    return held
+                except BulkheadFullError as exc:  # not counted by the breaker
+                    if fallback is None:
+                        raise
+                    return fallback(exc)  # type: ignore[no-any-return]
 
             return wrapper
 

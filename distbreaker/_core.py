@@ -51,7 +51,14 @@ from ._reply import (
     is_lean,
 )
 from ._runner import next_backoff
-from .errors import CircuitOpenError, ConfigError, CorruptStateError, RedisUnavailableError, translate
+from .errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    ConfigError,
+    CorruptStateError,
+    RedisUnavailableError,
+    translate,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -354,14 +361,17 @@ SUCCESS, FAILURE, IGNORED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED
 def classify(config: BreakerConfig, exc: BaseException | None, service: str = "") -> Outcome:
     """SUCCESS, FAILURE or IGNORED for a call that returned (exc None) or raised `exc`.
 
-    Ignored exceptions, and BaseExceptions that are not Exceptions (KeyboardInterrupt,
-    cancellation), count as nothing. Exceptions outside `failure_exceptions` count as success;
+    Ignored exceptions, `BulkheadFullError` (a bulkhead inside the breaker refused the call),
+    and BaseExceptions that are not Exceptions (KeyboardInterrupt, cancellation), count as
+    nothing. Exceptions outside `failure_exceptions` count as success;
     those inside are failures unless `failure_predicate` says False. `service` names the
     breaker in the log line of a raising predicate.
     """
     if exc is None:
         return SUCCESS
     if isinstance(exc, config.ignored_exceptions) or not isinstance(exc, Exception):
+        return IGNORED
+    if isinstance(exc, BulkheadFullError):  # a bulkhead inside refused: the service was not called
         return IGNORED
     if not isinstance(exc, config.failure_exceptions):
         return SUCCESS

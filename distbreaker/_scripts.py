@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FUNCTIONS",
+    "OTHER_FUNCTIONS",
+    "OTHER_SCRIPTS",
     "SCRIPTS",
     "LuaScript",
     "Steps",
@@ -43,6 +45,7 @@ __all__ = [
 _REEXPORTED = (_aexecute, _execute, alean_pool, lean_pool, pack)
 
 NAMES = ("record", "acquire", "control", "read")
+OTHER_NAMES = ("bulkhead",)  # standalone scripts: read as they are (no head, no library)
 
 
 def _lua_dir() -> Traversable:
@@ -80,9 +83,18 @@ def _load() -> dict[str, LuaScript]:
     return scripts
 
 
-SCRIPTS: dict[str, LuaScript] = _load()
+def _load_other() -> dict[str, LuaScript]:
+    base = _lua_dir()
+    texts = {name: (base / f"{name}.lua").read_bytes() for name in OTHER_NAMES}
+    return {name: LuaScript(name, text, hashlib.sha1(text).hexdigest()) for name, text in texts.items()}
+
+
+SCRIPTS: dict[str, LuaScript] = _load()  # the breaker's scripts
+OTHER_SCRIPTS: dict[str, LuaScript] = _load_other()  # the others (the bulkhead's)
 # The same scripts as one Redis Functions library, called with FCALL (opt-in: _functions).
-_functions.LIBRARY_NAME, _functions.LIBRARY, FUNCTIONS = _functions.build(SCRIPTS)
+_functions.LIBRARY_NAME, _functions.LIBRARY, _ALL_FUNCTIONS = _functions.build({**SCRIPTS, **OTHER_SCRIPTS})
+FUNCTIONS = {name: _ALL_FUNCTIONS[name] for name in SCRIPTS}
+OTHER_FUNCTIONS = {name: _ALL_FUNCTIONS[name] for name in OTHER_SCRIPTS}
 
 
 def scripts_for(client: Any) -> dict[str, LuaScript]:
@@ -104,7 +116,8 @@ def eval_steps(request: Eval) -> Generator[Command, Any, Any]:
     args = request.args
     script, keys = request.script, request.keys
     if script.function:
-        return (yield from _functions.fcall_steps(request, SCRIPTS[script.name], eval_steps))
+        classic = SCRIPTS.get(script.name) or OTHER_SCRIPTS[script.name]
+        return (yield from _functions.fcall_steps(request, classic, eval_steps))
     for attempt in (0, 1):
         try:
             try:

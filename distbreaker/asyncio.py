@@ -46,10 +46,11 @@ from ._scripts import Steps, adrive, eval_steps, scripts_for
 from ._timeout import check_timeout, within
 from ._transport import check_client
 from .admin import SCAN_COUNT, Events, FleetConfig, Inspection, _Operations, close_matches
-from .errors import CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
+from .bulkhead import AsyncBulkhead as Bulkhead
+from .errors import BulkheadFullError, CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
 from .registry import _Registry
 
-__all__ = ["Admin", "Breaker", "BreakerRegistry", "connect", "connect_cluster", "connect_sentinel"]
+__all__ = ["Admin", "Breaker", "BreakerRegistry", "Bulkhead", "connect", "connect_cluster", "connect_sentinel"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -423,6 +424,7 @@ class Breaker:
         *,
         fallback: Callable[[BaseException], Any] | None = None,
         timeout: float | timedelta | None = None,
+        bulkhead: Bulkhead | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
         """A decorator like ``@breaker``, with options: ``@breaker.protect(fallback=..., timeout=2.0)``.
 
@@ -430,11 +432,17 @@ class Breaker:
             fallback: sync or async, called with the exception when the breaker rejects a call
                 or a call fails (as in `call`); its result is returned instead of raising.
             timeout: cancel each call after this many seconds (as in `call`). None: no limit.
+            bulkhead: a `distbreaker.asyncio.Bulkhead` each call also holds a slot of, inside
+                the breaker (as in `distbreaker.Breaker.protect`): an open breaker refuses
+                first; a full bulkhead raises `BulkheadFullError` (given to `fallback`, if
+                any), which the breaker does not count. `timeout` includes its `max_wait`.
 
         The decorated function's own keyword arguments are passed through untouched (even ones
         named ``fallback`` or ``timeout``).
         """
         check_timeout(timeout)
+        if bulkhead is not None and not isinstance(bulkhead, Bulkhead):
+            raise TypeError(f"bulkhead must be a distbreaker.asyncio.Bulkhead, got {bulkhead!r}")
 
         def decorate(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
             if not inspect.iscoroutinefunction(fn):
@@ -445,7 +453,16 @@ class Breaker:
 
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                return await self.call(functools.partial(fn, *args, **kwargs), fallback=fallback, timeout=timeout)
+                target = functools.partial(fn, *args, **kwargs)
+                if bulkhead is None:
+                    return await self.call(target, fallback=fallback, timeout=timeout)
+                try:
+                    return await self.call(bulkhead.call, target, fallback=fallback, timeout=timeout)
+                except BulkheadFullError as exc:  # not counted by the breaker
+                    if fallback is None:
+                        raise
+                    result = fallback(exc)
+                    return await result if inspect.isawaitable(result) else result  # type: ignore[no-any-return]
 
             return wrapper
 

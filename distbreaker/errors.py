@@ -7,6 +7,7 @@ import re
 __all__ = [
     "AccessDeniedError",
     "BackendError",
+    "BulkheadFullError",
     "CallTimeoutError",
     "CircuitOpenError",
     "ConfigError",
@@ -70,6 +71,39 @@ class CircuitOpenError(DistbreakerError):
         if self.reason:
             msg += f" ({self.reason})"
         return msg
+
+
+class BulkheadFullError(DistbreakerError):
+    """A `Bulkhead` had no free slot (within its `max_wait`): the call did not run.
+
+    Attributes:
+        bulkhead: the bulkhead's name.
+        max_concurrent: its limit (this process's).
+        in_use: leases live fleet-wide when it was refused (None: Redis unavailable).
+        retry_after: seconds until the earliest live lease expires (an upper bound: a slot frees
+            sooner when a call ends), or `Bulkhead.DEFAULT_RETRY_AFTER` when not known.
+        reason: ``"full"``, or why else (``"redis unavailable"`` with ``on_redis_error="reject"``).
+    """
+
+    # Raised on the reject path: store fields, format only in __str__.
+    def __init__(
+        self, bulkhead: str, max_concurrent: int, in_use: int | None, retry_after: float, reason: str = "full"
+    ) -> None:
+        self.bulkhead = bulkhead
+        self.max_concurrent = max_concurrent
+        self.in_use = in_use
+        self.retry_after = retry_after
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[BulkheadFullError], tuple[str, int, int | None, float, str]]:
+        return (BulkheadFullError, (self.bulkhead, self.max_concurrent, self.in_use, self.retry_after, self.reason))
+
+    def __str__(self) -> str:
+        used = "?" if self.in_use is None else str(self.in_use)
+        return (
+            f"bulkhead {self.bulkhead!r} is {self.reason} ({used}/{self.max_concurrent} in use); "
+            f"retry after {self.retry_after:.3f}s"
+        )
 
 
 class CallTimeoutError(DistbreakerError, TimeoutError):

@@ -19,7 +19,7 @@ import click
 
 from distbreaker.errors import redact
 
-from . import _restore_interrupt, commands, dashboard, demo, exporter
+from . import _restore_interrupt, bulkheads, commands, dashboard, demo, exporter
 from .context import OUTPUT_HELP, OUTPUTS, CliError, Context, password_from_env
 from .exits import ExitStatus
 from .failures import exit_for
@@ -184,7 +184,7 @@ def cli(
     ctx.color = color
 
 
-for _command in (*commands.COMMANDS, demo.demo, exporter.exporter, dashboard.dashboard):
+for _command in (*commands.COMMANDS, bulkheads.bulkheads, demo.demo, exporter.exporter, dashboard.dashboard):
     cli.add_command(_command)
 
 

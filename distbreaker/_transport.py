@@ -19,6 +19,10 @@ import asyncio
 import inspect
 import math
 import os
+import select
+import socket
+import struct
+import sys
 from collections import deque
 from collections.abc import Generator
 from typing import Any, NamedTuple, TypeVar
@@ -26,10 +30,12 @@ from typing import Any, NamedTuple, TypeVar
 import redis
 import redis.asyncio
 import redis.asyncio.connection
+import redis.connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import _resp
 from ._core import Command
 from .errors import ConfigError
 
@@ -41,7 +47,9 @@ __all__ = [
     "ainit",
     "alean_pool",
     "check_client",
+    "Lane",
     "drive",
+    "lane_for",
     "lean_pool",
     "pack",
 ]
@@ -101,6 +109,32 @@ INTERNALS: tuple[Internal, ...] = (
     Internal(_SYNC_POOL, "Connection.send_command", "method", "writes a command `pack` does not handle"),
     Internal(_SYNC_POOL, "Connection.read_response", "method", "reads the reply, redis-py's errors"),
     Internal(_SYNC_POOL, "Connection.disconnect", "method", "drops a connection that failed mid-command"),
+    Internal(
+        _SYNC_POOL,
+        "Connection._sock",
+        "attribute",
+        "the connected socket (None when disconnected): the lane writes and reads it directly (Lane)",
+    ),
+    Internal(
+        _SYNC_POOL,
+        "Connection._parser",
+        "attribute",
+        "its parse_error() turns an error reply the lane read into redis-py's exception "
+        "(NoScriptError, ReadOnlyError, ...), as read_response would",
+    ),
+    Internal(_SYNC_POOL, "Connection.protocol", "attribute", "the lane speaks RESP2 only"),
+    Internal(
+        _SYNC_POOL,
+        "Connection.health_check_interval",
+        "attribute",
+        "when set, commands go through redis-py's send (which runs the health check), not the lane",
+    ),
+    Internal(
+        _SYNC_POOL,
+        "Connection.__dict__",
+        "attribute",
+        "the lane's per-socket state (poller, reader, buffer) is stored on the connection",
+    ),
     Internal(
         _SYNC_POOL,
         "Connection.encoder",
@@ -352,6 +386,7 @@ def _checkout(pool: Any, held: _Held) -> Any:
             candidate = held.pop()
         except IndexError:  # another thread took the last one
             break
+        _leave(candidate)  # held by a Lane: its socket as redis-py set it
         try:
             if not candidate.can_read():
                 return candidate
@@ -372,15 +407,224 @@ def _keep(pool: Any, held: _Held, conn: Any) -> None:
     if len(held) < held.cap:
         held.append(conn)
     else:
+        _leave(conn)
         pool.release(conn)
 
 
-def drive(client: Any, steps: Steps[T]) -> T:
+# -- the lane: record and acquire straight on the held connection's socket -------------------------
+# The breaker's own call-path scripts (record, acquire) go through a `Lane` when the client is a
+# plain redis.Redis over TCP or a Unix socket with RESP2 (what `connect()` makes): the EVALSHA is
+# packed once per distinct request (the core hands back the same request object while the
+# generation and the outcome stay the same), written with one `sendall` on the held connection's
+# socket, and its reply read with `recv_into` a buffer kept per connection (one `recv` when it
+# fits) and parsed by hiredis (`_resp`; a parser of ours where hiredis is missing). redis-py
+# still makes, authenticates and closes the connection; a held connection is checked before
+# reuse as above (a `poll` kept per socket: closed by the server, or data waiting); any failure
+# drops it. Anything else (SSL, RESP3, a health-check interval, clusters, FCALL) goes through
+# `drive`.
+#
+# Timeouts: redis-py bounds a socket operation with the socket's timeout, for which Python polls
+# before every send and recv (two more system calls per command). On Linux, while the lane holds
+# a connection, its socket is blocking with the same bound set in the kernel (SO_SNDTIMEO /
+# SO_RCVTIMEO): each write and each read is still bounded by `socket_timeout`, with one system
+# call each. The socket is set back (`_leave`) before the connection goes anywhere else (the
+# pool, or a command of `_execute`). Elsewhere the lane keeps Python's timeout.
+
+_LANE = "_distbreaker_lane"  # the connection attribute holding its `_Wire`
+_LEAN_CONNECTIONS = (redis.connection.Connection, redis.connection.UnixDomainSocketConnection)
+_HAS_POLL = hasattr(select, "poll")
+_DIRTY = (select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP) if _HAS_POLL else 0
+_RECV_SIZE = 16384
+_PACKED_MAX = 64  # packed requests kept per lane
+_TIMEVAL = "ll"  # struct timeval on Linux
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize(_TIMEVAL) == 16
+_NO_TIMEOUT = struct.pack(_TIMEVAL, 0, 0) if _KERNEL_TIMEOUTS else b""
+
+
+class _Wire:
+    """What the lane keeps for one socket of a connection."""
+
+    __slots__ = ("buf", "kernel", "poller", "reader", "sock", "timeout")
+
+    def __init__(self, conn: Any, sock: Any) -> None:
+        self.sock = sock
+        self.poller = select.poll()
+        self.poller.register(sock, _DIRTY)
+        encoder = conn.encoder
+        self.reader = _resp.reader(encoder.encoding if encoder.decode_responses else None, encoder.encoding_errors)
+        self.buf = bytearray(_RECV_SIZE)
+        self.kernel = False  # the socket is blocking, its timeout set in the kernel (see above)
+        self.timeout: float | None = None  # Python's timeout of the socket, to set back
+
+    def enter(self) -> None:
+        """Move the socket's timeout into the kernel (Linux), if it is not there yet."""
+        sock = self.sock
+        timeout = sock.gettimeout()
+        if timeout is None or not _KERNEL_TIMEOUTS:
+            return  # blocking without a bound (socket_timeout=None), or not Linux
+        usec = max(1, round(timeout * 1e6))  # 0 would mean no bound at all
+        tv = struct.pack(_TIMEVAL, usec // 1_000_000, usec % 1_000_000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.settimeout(None)
+        self.timeout, self.kernel = timeout, True
+
+    def leave(self) -> None:
+        """Give the socket back its Python timeout."""
+        if self.kernel:
+            self.kernel = False
+            sock = self.sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_TIMEOUT)
+            sock.settimeout(self.timeout)
+
+
+def _leave(conn: Any) -> None:
+    """`conn` leaves the lane (to the pool, or to `_execute`): its socket as redis-py set it."""
+    wire = conn.__dict__.get(_LANE)
+    if wire is not None and wire.kernel and wire.sock is conn._sock:
+        try:
+            wire.leave()
+        except OSError:  # a broken socket: redis-py finds out on its own
+            pass
+
+
+_NOT_LEAN: Any = object()
+
+
+def _wire_of(conn: Any) -> Any:
+    """The connection's `_Wire` for its current socket; None when it is not connected;
+    `_NOT_LEAN` when the lane cannot speak for it."""
+    sock = conn._sock
+    wire = conn.__dict__.get(_LANE)
+    if wire is not None and wire.sock is sock:
+        return wire
+    if sock is None:
+        return None
+    if (
+        type(conn) not in _LEAN_CONNECTIONS
+        or conn.protocol not in (2, "2")
+        or conn.health_check_interval
+        or sock.gettimeout() == 0
+    ):
+        return _NOT_LEAN
+    wire = conn.__dict__[_LANE] = _Wire(conn, sock)
+    return wire
+
+
+class Lane:
+    """The lean path of one sync breaker for its call-path scripts (see above).
+
+    `run(request)` returns the reply of an EVALSHA `Eval`, or raises redis-py's exception:
+    ``ResponseError`` and its subclasses for an error reply (NOSCRIPT included: the caller goes on
+    with `drive(..., answered=exc)`), ``TimeoutError``/``ConnectionError`` when the socket fails.
+    `on` turns False for good when the pool's connections turn out not to be lean ones (the
+    request found that out is run by `_execute`).
+    """
+
+    __slots__ = ("client", "on", "packed", "pool")
+
+    def __init__(self, client: Any, pool: Any) -> None:
+        self.client, self.pool, self.on = client, pool, True
+        self.packed: dict[int, tuple[Any, bytes]] = {}  # id(request) -> (request, its RESP bytes)
+
+    def bytes_of(self, request: Any, encoder: Any) -> bytes:
+        # the entry keeps `request` alive, so no other object can have its id meanwhile
+        entry = self.packed.get(id(request))
+        if entry is not None:
+            return entry[1]
+        packed = pack(_command(request), encoder.encoding, encoder.encoding_errors)
+        if packed is None:  # pragma: no cover - the core's arguments are str and int
+            raise TypeError("a script argument is neither str, bytes nor int")
+        if len(self.packed) >= _PACKED_MAX:
+            self.packed.clear()
+        self.packed[id(request)] = (request, packed)
+        return packed
+
+    def run(self, request: Any) -> Any:
+        pool = self.pool
+        held = _held(pool)
+        while True:  # a held connection that passes the check, else one from the pool
+            try:
+                conn = held.pop()
+            except IndexError:
+                conn = pool.get_connection(*_GET_CONNECTION_ARGS)
+                wire = _wire_of(conn)
+                break
+            wire = _wire_of(conn)
+            if wire is _NOT_LEAN or (wire is not None and not wire.poller.poll(0)):
+                break
+            _discard(pool, conn)  # closed by the server, data waiting, or disconnected
+        if wire is None or wire is _NOT_LEAN:
+            if wire is _NOT_LEAN:
+                self.on = False
+            _keep(pool, held, conn)
+            return _execute(self.client, pool, _command(request))
+        sock, reader, buf = wire.sock, wire.reader, wire.buf
+        try:
+            if not wire.kernel:
+                wire.enter()
+            sock.sendall(self.bytes_of(request, conn.encoder))
+        except BaseException as exc:
+            _discard(pool, conn)
+            if isinstance(exc, (TimeoutError, BlockingIOError)):  # Python's / the kernel's timeout
+                raise RedisTimeoutError("Timeout writing to socket") from None
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+            raise
+        try:
+            n = sock.recv_into(buf)
+            reader.feed(buf, 0, n)
+            reply = reader.gets()
+            while reply is False:
+                if not n:
+                    raise RedisConnectionError("Connection closed by server.")
+                n = sock.recv_into(buf)
+                reader.feed(buf, 0, n)
+                reply = reader.gets()
+        except BaseException as exc:
+            _discard(pool, conn)  # timeout, reset, interrupt mid-reply: never reuse it
+            if isinstance(exc, (TimeoutError, BlockingIOError)):
+                raise RedisTimeoutError("Timeout reading from socket") from None
+            if isinstance(exc, _resp.ProtocolError):
+                raise InvalidResponse(f"Protocol error: {exc}") from None
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"Error while reading from socket: {exc}") from exc
+            raise
+        if reader.has_data():  # more than one reply to one command: out of step
+            _discard(pool, conn)
+            raise InvalidResponse("Protocol error: more than one reply to one command")
+        _keep(pool, held, conn)
+        if type(reply) is _resp.ReplyError:
+            raise conn._parser.parse_error(reply.args[0])
+        return reply
+
+
+def _command(request: Any) -> tuple[Any, ...]:
+    """The EVALSHA of an `Eval` (the first command of `_scripts.eval_steps`)."""
+    keys = request.keys
+    return ("EVALSHA", request.script.sha, len(keys), *keys, *request.args)
+
+
+def lane_for(client: Any) -> Lane | None:
+    """A `Lane` for a plain sync redis.Redis (where `select.poll` exists), else None: its
+    commands go through `drive`."""
+    pool = lean_pool(client)
+    return None if pool is None or not _HAS_POLL else Lane(client, pool)
+
+
+def drive(client: Any, steps: Steps[T], answered: RedisError | None = None) -> T:
     """Run `steps` on a sync client: each yielded command is executed, its reply (or redis
-    error) sent back in. Redis errors the steps do not handle propagate untranslated."""
+    error) sent back in. Redis errors the steps do not handle propagate untranslated.
+
+    `answered`: the steps' first command was already sent (by a `Lane`) and answered with this
+    error; the steps go on from there (NOSCRIPT: EVAL; NOCONFIG: again with the config).
+    """
     pool = lean_pool(client)
     reply: Any = None
-    error: BaseException | None = None
+    error: BaseException | None = answered
+    if answered is not None:
+        steps.send(None)  # the first command: already run
     while True:
         try:
             command = steps.throw(error) if error is not None else steps.send(reply)

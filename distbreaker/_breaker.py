@@ -107,7 +107,8 @@ class Breaker:
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=False)  # an asyncio client here is refused, saying what to pass
-        self._lane = lane_for(redis)
+        # the lane speaks EVALSHA; scripts run as Redis Functions (FCALL) go through drive()
+        self._lane = None if any(s.function for s in core.scripts.values()) else lane_for(redis)
         _ops.check_client_budget(redis, core.config)
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:
@@ -154,7 +155,7 @@ class Breaker:
     def _run(self, request: Eval) -> Any:
         start = perf_counter()
         lane = self._lane
-        if lane is not None and lane.on and not request.script.function:
+        if lane is not None and lane.on:
             try:
                 reply = lane.run(request)  # the common call: one sendall, one recv (_transport.Lane)
             except ResponseError as exc:  # NOSCRIPT, NOCONFIG, ...: the steps take it from there

@@ -610,7 +610,8 @@ class BreakerCore:
 
     def recorded(self, reply: Sequence[Any]) -> None:
         """Take a record reply (the new shared state)."""
-        self.recovered()
+        if self.writes_refused or self.backoff or self.local is not None:
+            self.recovered()
         self.update(reply)
 
     def update(self, reply: Sequence[Any], actor: str = "") -> State:

@@ -25,6 +25,7 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Generator
+from time import monotonic
 from typing import Any, NamedTuple, TypeVar
 
 import redis
@@ -425,10 +426,11 @@ def _keep(pool: Any, held: _Held, conn: Any) -> None:
 #
 # Timeouts: redis-py bounds a socket operation with the socket's timeout, for which Python polls
 # before every send and recv (two more system calls per command). On Linux, while the lane holds
-# a connection, its socket is blocking with the same bound set in the kernel (SO_SNDTIMEO /
-# SO_RCVTIMEO): each write and each read is still bounded by `socket_timeout`, with one system
-# call each. The socket is set back (`_leave`) before the connection goes anywhere else (the
-# pool, or a command of `_execute`). Elsewhere the lane keeps Python's timeout.
+# a connection, its socket is blocking with a bound set in the kernel (SO_SNDTIMEO /
+# SO_RCVTIMEO, a little under the timeout; the rest waited out with `poll` when it passes:
+# `_Wire`): the write and each read still end after exactly `socket_timeout`, with one system
+# call each when Redis answers. The socket is set back (`_leave`) before the connection goes
+# anywhere else (the pool, or a command of `_execute`). Elsewhere the lane keeps Python's way.
 
 _LANE = "_distbreaker_lane"  # the connection attribute holding its `_Wire`
 _LEAN_CONNECTIONS = (redis.connection.Connection, redis.connection.UnixDomainSocketConnection)
@@ -441,33 +443,58 @@ _KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize(_TIMEVAL
 _NO_TIMEOUT = struct.pack(_TIMEVAL, 0, 0) if _KERNEL_TIMEOUTS else b""
 
 
-class _Wire:
-    """What the lane keeps for one socket of a connection."""
+def _jiffy_us(sock: Any) -> int:
+    """The kernel's timeout granularity in µs (a 1 µs SO_RCVTIMEO reads back as one tick)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack(_TIMEVAL, 0, 1))
+    sec, usec = struct.unpack(_TIMEVAL, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_TIMEOUT)
+    return max(1, int(sec) * 1_000_000 + int(usec))
 
-    __slots__ = ("buf", "kernel", "poller", "reader", "sock", "timeout")
+
+_JIFFY_US = 0  # measured on the first socket
+
+
+class _Wire:
+    """What the lane keeps for one socket of a connection.
+
+    Kernel timeouts tick in jiffies (1-10 ms) and a long one may fire up to 1/8 late (the timer
+    wheel), so the kernel's bound is set under the socket timeout (7/8 of it, whole ticks); when
+    it passes, the rest of the timeout is waited out with `poll`: a write and each read end after
+    exactly the socket timeout, as in redis-py, never sooner or later. A timeout under two ticks
+    keeps Python's way.
+    """
+
+    __slots__ = ("buf", "kernel", "kernel_tv", "poller", "reader", "sock", "timeout")
 
     def __init__(self, conn: Any, sock: Any) -> None:
+        global _JIFFY_US
         self.sock = sock
         self.poller = select.poll()
         self.poller.register(sock, _DIRTY)
         encoder = conn.encoder
         self.reader = _resp.reader(encoder.encoding if encoder.decode_responses else None, encoder.encoding_errors)
         self.buf = bytearray(_RECV_SIZE)
-        self.kernel = False  # the socket is blocking, its timeout set in the kernel (see above)
-        self.timeout: float | None = None  # Python's timeout of the socket, to set back
+        self.kernel = False  # the socket is blocking now, its bound set in the kernel (see above)
+        self.timeout: float | None = sock.gettimeout()  # Python's timeout of the socket
+        self.kernel_tv = b""  # the kernel's bound; b"": Python's timeouts only
+        if _KERNEL_TIMEOUTS and self.timeout is not None:
+            if not _JIFFY_US:
+                _JIFFY_US = _jiffy_us(sock)
+            ticks = int(self.timeout * 1e6 * 7 / 8) // _JIFFY_US
+            if ticks >= 2:
+                usec = ticks * _JIFFY_US
+                self.kernel_tv = struct.pack(_TIMEVAL, usec // 1_000_000, usec % 1_000_000)
 
-    def enter(self) -> None:
-        """Move the socket's timeout into the kernel (Linux), if it is not there yet."""
+    def enter(self) -> bool:
+        """Put the socket in kernel-timeout mode; False when this socket keeps Python's."""
+        if not self.kernel_tv:
+            return False
         sock = self.sock
-        timeout = sock.gettimeout()
-        if timeout is None or not _KERNEL_TIMEOUTS:
-            return  # blocking without a bound (socket_timeout=None), or not Linux
-        usec = max(1, round(timeout * 1e6))  # 0 would mean no bound at all
-        tv = struct.pack(_TIMEVAL, usec // 1_000_000, usec % 1_000_000)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.kernel_tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.kernel_tv)
         sock.settimeout(None)
-        self.timeout, self.kernel = timeout, True
+        self.kernel = True
+        return True
 
     def leave(self) -> None:
         """Give the socket back its Python timeout."""
@@ -477,6 +504,25 @@ class _Wire:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_TIMEOUT)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_TIMEOUT)
             sock.settimeout(self.timeout)
+
+    def send_rest(self, data: bytes, sent: int, deadline: float) -> None:
+        """Kernel mode, a write the kernel's bound cut short: the rest, until `deadline`."""
+        view = memoryview(data)
+        while sent < len(data):
+            left = deadline - monotonic()
+            if left <= 0 or not select.select((), (self.sock,), (), left)[1]:
+                raise TimeoutError
+            try:
+                sent += self.sock.send(view[sent:])
+            except BlockingIOError:
+                pass
+
+    def recv_rest(self, deadline: float) -> int:
+        """Kernel mode, a read the kernel's bound ended: wait out the rest, until `deadline`."""
+        left = deadline - monotonic()
+        if left > 0 and self.poller.poll(left * 1000):
+            return int(self.sock.recv_into(self.buf))  # readable: returns at once
+        raise TimeoutError
 
 
 def _leave(conn: Any) -> None:
@@ -529,7 +575,8 @@ class Lane:
         self.packed: dict[int, tuple[Any, bytes]] = {}  # id(request) -> (request, its RESP bytes)
 
     def bytes_of(self, request: Any, encoder: Any) -> bytes:
-        # the entry keeps `request` alive, so no other object can have its id meanwhile
+        """`request` packed (once: the entry keeps `request` alive, so no other object can have
+        its id meanwhile)."""
         entry = self.packed.get(id(request))
         if entry is not None:
             return entry[1]
@@ -543,7 +590,9 @@ class Lane:
 
     def run(self, request: Any) -> Any:
         pool = self.pool
-        held = _held(pool)
+        held = pool.__dict__.get(_HELD)
+        if held is None or held.fork != _forks:
+            held = _held(pool)
         while True:  # a held connection that passes the check, else one from the pool
             try:
                 conn = held.pop()
@@ -551,7 +600,9 @@ class Lane:
                 conn = pool.get_connection(*_GET_CONNECTION_ARGS)
                 wire = _wire_of(conn)
                 break
-            wire = _wire_of(conn)
+            wire = conn.__dict__.get(_LANE)
+            if wire is None or wire.sock is not conn._sock:
+                wire = _wire_of(conn)
             if wire is _NOT_LEAN or (wire is not None and not wire.poller.poll(0)):
                 break
             _discard(pool, conn)  # closed by the server, data waiting, or disconnected
@@ -560,26 +611,44 @@ class Lane:
                 self.on = False
             _keep(pool, held, conn)
             return _execute(self.client, pool, _command(request))
+        entry = self.packed.get(id(request))
+        packed = entry[1] if entry is not None else self.bytes_of(request, conn.encoder)
         sock, reader, buf = wire.sock, wire.reader, wire.buf
         try:
-            if not wire.kernel:
-                wire.enter()
-            sock.sendall(self.bytes_of(request, conn.encoder))
+            if wire.kernel or wire.enter():
+                deadline = monotonic() + wire.timeout
+                try:
+                    sent = sock.send(packed)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(packed):
+                    wire.send_rest(packed, sent, deadline)
+            else:
+                sock.sendall(packed)
+                deadline = 0.0
         except BaseException as exc:
             _discard(pool, conn)
-            if isinstance(exc, (TimeoutError, BlockingIOError)):  # Python's / the kernel's timeout
+            if isinstance(exc, (TimeoutError, BlockingIOError)):
                 raise RedisTimeoutError("Timeout writing to socket") from None
             if isinstance(exc, OSError):
                 raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
             raise
         try:
-            n = sock.recv_into(buf)
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:  # the kernel's bound, a little under the timeout
+                n = wire.recv_rest(deadline)
             reader.feed(buf, 0, n)
             reply = reader.gets()
             while reply is False:
                 if not n:
                     raise RedisConnectionError("Connection closed by server.")
-                n = sock.recv_into(buf)
+                if wire.kernel:
+                    deadline = monotonic() + wire.timeout
+                try:
+                    n = sock.recv_into(buf)
+                except BlockingIOError:
+                    n = wire.recv_rest(deadline)
                 reader.feed(buf, 0, n)
                 reply = reader.gets()
         except BaseException as exc:
@@ -594,7 +663,10 @@ class Lane:
         if reader.has_data():  # more than one reply to one command: out of step
             _discard(pool, conn)
             raise InvalidResponse("Protocol error: more than one reply to one command")
-        _keep(pool, held, conn)
+        if len(held) < held.cap:
+            held.append(conn)
+        else:
+            _keep(pool, held, conn)
         if type(reply) is _resp.ReplyError:
             raise conn._parser.parse_error(reply.args[0])
         return reply

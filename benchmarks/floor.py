@@ -57,6 +57,7 @@ ROWS = {
     "raw_record": "raw socket: the record EVALSHA a breaker sends (floor + record.lua)",
     "redis_py": "redis-py `evalsha` `return 1` (`distbreaker.connect` client)",
     "closed": "distbreaker closed path, no-op function",
+    "closed_drive": "the same without the lane (redis-py's connection I/O, as before issue 19)",
     "araw": "raw asyncio stream: `write` EVALSHA `return 1`, one `read` (the floor)",
     "araw_record": "raw asyncio stream: the record EVALSHA a breaker sends",
     "aredis_py": "redis.asyncio `evalsha` `return 1`",
@@ -90,6 +91,11 @@ def sync_rows(url: str, n: int, rounds: int, prefix: str) -> dict[str, list[tupl
     breaker = Breaker("floor", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False)
     breaker.call(int)  # loads the script and stores the config
     record = _record_bytes(breaker)
+    # the same breaker's calls through redis-py's connection I/O (drive), for comparison
+    before = Breaker(
+        "floor-drive", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False
+    )
+    before._lane = None
 
     def raw_call() -> None:
         raw.sendall(trivial)
@@ -107,6 +113,7 @@ def sync_rows(url: str, n: int, rounds: int, prefix: str) -> dict[str, list[tupl
         "raw_record": raw_record,
         "redis_py": lambda: r.evalsha(sha, 0),
         "closed": lambda: breaker.call(noop),
+        "closed_drive": lambda: before.call(noop),
     }
     out: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for fn in fns.values():  # warm up
@@ -120,6 +127,7 @@ def sync_rows(url: str, n: int, rounds: int, prefix: str) -> dict[str, list[tupl
             out[name].append(((time.perf_counter() - wall0) / n, (time.process_time() - cpu0) / n))
     assert breaker.snapshot().state is distbreaker.State.CLOSED
     breaker.close()
+    before.close()
     raw.close()
     r.close()
     return out
@@ -293,7 +301,7 @@ def table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
         rule += "---:|---:|---:|---:|"
     lines = [head, rule]
     for floor_name, names in (
-        ("raw", ("raw", "raw_record", "redis_py", "closed")),
+        ("raw", ("raw", "raw_record", "redis_py", "closed", "closed_drive")),
         ("araw", ("araw", "araw_record", "aredis_py", "aclosed")),
     ):
         for name in names:

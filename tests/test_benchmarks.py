@@ -79,3 +79,17 @@ def test_functions_cost_quick(redis_binary: Binary) -> None:
     rows = _rows(out, "| server µs per call")
     assert len(rows) == 4, out
     assert "nan" not in out, out
+
+
+def test_floor_quick(redis_binary: Binary) -> None:
+    """benchmarks/floor.py: every row measured with hiredis and with it hidden, and the goals."""
+    out = _run("floor.py", timeout=600)
+    assert out.startswith("Machine: "), out
+    rows = _rows(out, "| path |")
+    assert len(rows) == 9, out  # 5 sync and 4 asyncio paths
+    assert "wall, default (hiredis)" in out and "wall, hiredis hidden (our parser)" in out, out
+    assert "nan" not in out and "inf" not in out, out
+    goals = _rows(out, "| goal (issue 19) |")
+    assert len(goals) == 7, out
+    if any("**no**" in g for g in goals):  # a goal not met: where the µs go is printed
+        assert "Where the sync closed path's µs go" in out and "Profile of that Python work" in out

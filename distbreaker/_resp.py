@@ -98,38 +98,33 @@ class PyReader:
 
 def _flat(buf: bytes) -> list[Any] | None:
     """The common reply, fast: an array of integers and bulk strings that is the whole buffer.
-    None for anything else (the general parser then decides)."""
+    None for anything else, a cut-short reply included (the general parser then decides)."""
     if buf[:1] != b"*" or buf[-2:] != b"\r\n":
         return None
-    tokens = buf.split(b"\r\n")
-    try:
-        n = int(tokens[0][1:])
-    except ValueError:
-        return None
+    tokens = buf[:-2].split(b"\r\n")  # no empty token after the final CRLF
     out: list[Any] = []
     append = out.append
     it = iter(tokens)
-    next(it)
-    for t in it:
-        kind = t[:1]
-        if kind == b":":
-            append(int(t[1:]))
-        elif kind == b"$":
-            size = int(t[1:])
-            if size < 0:
-                append(None)
-                continue
-            value = next(it, None)
-            if value is None or len(value) != size:  # CRLF inside the string, or cut short
+    try:
+        n = int(next(it)[1:])
+        for t in it:
+            kind = t[:1]
+            if kind == b":":
+                append(int(t[1:]))
+            elif kind == b"$":
+                size = int(t[1:])
+                if size < 0:
+                    append(None)
+                    continue
+                value = next(it, None)
+                if value is None or len(value) != size:  # cut short, or CRLF inside the string
+                    return None
+                append(value)
+            else:
                 return None
-            append(value)
-        elif not t:  # the empty token after the final CRLF
-            break
-        else:
-            return None
-    if len(out) != n or next(it, None) is not None:
+    except ValueError:
         return None
-    return out
+    return out if len(out) == n else None
 
 
 def _line(buf: bytes, pos: int) -> tuple[bytes, int]:

@@ -487,3 +487,14 @@ def test_our_parser_decodes_and_refuses_what_is_not_resp2() -> None:
         reader.feed(bad)
         with pytest.raises(_resp.ProtocolError):
             reader.gets()
+
+
+def test_our_parser_waits_for_an_empty_string_cut_after_its_length() -> None:
+    """Regression (found by the test above): ``$0\r\n`` at the end of a piece is not an empty
+    string yet; the reply waits for its last CRLF instead of ending early."""
+    reader = _resp.PyReader()
+    reader.feed(b"*2\r\n$-1\r\n$0\r\n")
+    assert reader.gets() is False
+    reader.feed(b"\r\n$-1\r\n")
+    assert reader.gets() == [None, b""]
+    assert reader.gets() is None and not reader.has_data()

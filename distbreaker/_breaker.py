@@ -10,7 +10,7 @@ from datetime import timedelta
 from time import perf_counter
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from . import _arg_checks, _nesting, _schema
 from ._action_steps import control_steps, snapshot_steps
@@ -35,7 +35,7 @@ from ._model import Outcome, Snapshot, State
 from ._reporters import standard_reporters
 from ._scripts import Steps, drive, eval_steps, scripts_for
 from ._timeout import check_timeout, run_within
-from ._transport import check_client
+from ._transport import check_client, lane_for
 from .bulkhead import Bulkhead
 from .errors import BulkheadFullError, CallTimeoutError, CircuitOpenError, translate
 
@@ -108,6 +108,8 @@ class Breaker:
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=False)  # an asyncio client here is refused, saying what to pass
+        # the lane speaks EVALSHA; scripts run as Redis Functions (FCALL) go through drive()
+        self._lane = None if any(s.function for s in core.scripts.values()) else lane_for(redis)
         _arg_checks.check_client_budget(redis, core.config)
         self._listener = sync_listener(redis) if listen else None
         if self._listener is not None:
@@ -153,7 +155,14 @@ class Breaker:
     # -- the call path (I/O only; the core decides) ------------------------------------------
     def _run(self, request: Eval) -> Any:
         start = perf_counter()
-        reply = drive(self.redis, eval_steps(request))
+        lane = self._lane
+        if lane is not None and lane.on:
+            try:
+                reply = lane.run(request)  # the common call: one sendall, one recv (_transport.Lane)
+            except ResponseError as exc:  # NOSCRIPT, NOCONFIG, ...: the steps take it from there
+                reply = drive(self.redis, eval_steps(request), exc)
+        else:
+            reply = drive(self.redis, eval_steps(request))
         self._core.ran(request, start)
         return reply
 

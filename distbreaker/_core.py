@@ -356,6 +356,11 @@ class View:
 
 # Outcomes (the `Outcome` members, by their short names)
 SUCCESS, FAILURE, IGNORED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED
+# record.lua's counts (successes, failures, slow) per outcome code: success, slow success,
+# failure, slow failure, nothing (an ignored probe: its lease is released)
+_COUNTS: tuple[tuple[int, int, int], ...] = ((1, 0, 0), (1, 0, 1), (0, 1, 0), (0, 1, 1), (0, 0, 0))
+_ARGS: tuple[tuple[str, str, str], ...] = tuple((str(s), str(f), str(w)) for s, f, w in _COUNTS)
+_NOTHING = 4
 
 
 def classify(config: BreakerConfig, exc: BaseException | None, service: str = "") -> Outcome:
@@ -479,6 +484,8 @@ class BreakerCore:
         # minimum_failing_workers on: a failed or slow call says who reports it (with the config,
         # which the client id follows in ARGV); off: nothing more on any call
         self.quorum = config.minimum_failing_workers is not None
+        # requests of the common calls, made once (record: gen * 4 + outcome code; acquire: -1)
+        self.prepared: dict[int, Eval] = {}
         self.slow = cast("float | None", config.slow_call_duration)  # seconds: normalised by BreakerConfig
         self.reject_when_down = config.on_redis_error == "reject"
         self.local_when_down = config.on_redis_error == "local"
@@ -547,7 +554,12 @@ class BreakerCore:
             raise self.rejected(view.rejection(self.service, now))
         if now < self.down_until:
             return self.degraded(now)
-        return self.eval("acquire", [])
+        if not self.config_sent or self.test_clock is not None:
+            return self.eval("acquire", [])
+        request = self.prepared.get(-1)
+        if request is None:
+            request = self.prepared[-1] = self.eval("acquire", [])
+        return request
 
     def acquired(self, reply: Sequence[Any]) -> Permit:
         """The permit an acquire reply grants; raises CircuitOpenError when it denies."""
@@ -574,20 +586,29 @@ class BreakerCore:
         if outcome is IGNORED:
             if not lease:
                 return None
-            counts = ["0", "0", "0"]
+            code = _NOTHING
         else:
-            slow = "1" if self.slow is not None and duration >= self.slow else "0"
-            counts = ["1", "0", slow] if outcome is SUCCESS else ["0", "1", slow]
+            code = (0 if outcome is SUCCESS else 2) + (self.slow is not None and duration >= self.slow)
         if self.batch is not None and not lease:  # probes stay synchronous: half-open is exact
-            return FLUSH if self.batch.add(gen, int(counts[0]), int(counts[1]), int(counts[2])) else None
+            return FLUSH if self.batch.add(gen, *_COUNTS[code]) else None
         if self.down_until and self.clock() < self.down_until:
             return None
-        if self.quorum and not lease and (outcome is FAILURE or counts[2] == "1"):
+        if self.quorum and not lease and (outcome is FAILURE or _ARGS[code][2] == "1"):
             now = "" if self.test_clock is None else str(round(self.test_clock() * 1000))
             self.config_sent = True
-            args = [now, self.fingerprint, str(gen), *counts, lease, *self.config_args, client_id()]
+            args = [now, self.fingerprint, str(gen), *_ARGS[code], lease, *self.config_args, client_id()]
             return Eval(self.scripts["record"], self.key_list, args, None)
-        return self.eval("record", [str(gen), *counts, lease])
+        if lease or not self.config_sent or self.test_clock is not None:
+            return self.eval("record", [str(gen), *_ARGS[code], lease])
+        # The common call: the same request object while the generation and the outcome stay the
+        # same (a shell's transport packs it once: _transport.Lane).
+        key = gen * 4 + code
+        request = self.prepared.get(key)
+        if request is None:
+            if len(self.prepared) >= 8:
+                self.prepared.clear()
+            request = self.prepared[key] = self.eval("record", [str(gen), *_ARGS[code], ""])
+        return request
 
     def flush_requests(self) -> list[tuple[str, Eval]]:
         """One record request per pending batch (none while backing off after an outage)."""
@@ -626,7 +647,8 @@ class BreakerCore:
 
     def recorded(self, reply: Sequence[Any]) -> None:
         """Take a record reply (the new shared state; lean or full, see `_reply`)."""
-        self.recovered()
+        if self.writes_refused or self.backoff or self.local is not None:
+            self.recovered()
         self.update(reply)
 
     def update(self, reply: Sequence[Any], actor: str = "") -> State:

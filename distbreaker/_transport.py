@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import inspect
 import os
+import select
+import socket
+import struct
+import sys
 from collections.abc import Generator
+from time import monotonic
 from typing import Any, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio
 import redis.asyncio.connection
-from redis.exceptions import RedisError, ResponseError
+import redis.connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import _resp
 from ._aio_pipe import pipes_for
 from ._core import Command
 from .errors import ConfigError
@@ -38,7 +47,9 @@ __all__ = [
     "ainit",
     "alean_pool",
     "check_client",
+    "Lane",
     "drive",
+    "lane_for",
     "lean_pool",
     "pack",
 ]
@@ -98,6 +109,32 @@ INTERNALS: tuple[Internal, ...] = (
     Internal(_SYNC_POOL, "Connection.send_command", "method", "writes a command `pack` does not handle"),
     Internal(_SYNC_POOL, "Connection.read_response", "method", "reads the reply, redis-py's errors"),
     Internal(_SYNC_POOL, "Connection.disconnect", "method", "drops a connection that failed mid-command"),
+    Internal(
+        _SYNC_POOL,
+        "Connection._sock",
+        "attribute",
+        "the connected socket (None when disconnected): the lane writes and reads it directly (Lane)",
+    ),
+    Internal(
+        _SYNC_POOL,
+        "Connection._parser",
+        "attribute",
+        "its parse_error() turns an error reply the lane read into redis-py's exception "
+        "(NoScriptError, ReadOnlyError, ...), as read_response would",
+    ),
+    Internal(_SYNC_POOL, "Connection.protocol", "attribute", "the lane speaks RESP2 only"),
+    Internal(
+        _SYNC_POOL,
+        "Connection.health_check_interval",
+        "attribute",
+        "when set, commands go through redis-py's send (which runs the health check), not the lane",
+    ),
+    Internal(
+        _SYNC_POOL,
+        "Connection.__dict__",
+        "attribute",
+        "the lane's per-socket state (poller, reader, buffer) is stored on the connection",
+    ),
     Internal(
         _SYNC_POOL,
         "Connection.encoder",
@@ -327,6 +364,7 @@ def _checkout(pool: Any, held: _Held) -> Any:
             candidate = held.pop()
         except IndexError:  # another thread took the last one
             break
+        _leave(candidate)  # held by a Lane: its socket as redis-py set it
         try:
             if not candidate.can_read():
                 return candidate
@@ -347,15 +385,295 @@ def _keep(pool: Any, held: _Held, conn: Any) -> None:
     if len(held) < held.cap:
         held.append(conn)
     else:
+        _leave(conn)
         pool.release(conn)
 
 
-def drive(client: Any, steps: Steps[T]) -> T:
+# -- the lane: record and acquire straight on the held connection's socket -------------------------
+# The breaker's own call-path scripts (record, acquire) go through a `Lane` when the client is a
+# plain redis.Redis over TCP or a Unix socket with RESP2 (what `connect()` makes): the EVALSHA is
+# packed once per distinct request (the core hands back the same request object while the
+# generation and the outcome stay the same), written with one `sendall` on the held connection's
+# socket, and its reply read with `recv_into` a buffer kept per connection (one `recv` when it
+# fits) and parsed by hiredis (`_resp`; a parser of ours where hiredis is missing). redis-py
+# still makes, authenticates and closes the connection; a held connection is checked before
+# reuse as above (a `poll` kept per socket: closed by the server, or data waiting); any failure
+# drops it. Anything else (SSL, RESP3, a health-check interval, clusters, FCALL) goes through
+# `drive`.
+#
+# Timeouts: redis-py bounds a socket operation with the socket's timeout, for which Python polls
+# before every send and recv (two more system calls per command). On Linux, while the lane holds
+# a connection, its socket is blocking with a bound set in the kernel (SO_SNDTIMEO /
+# SO_RCVTIMEO, a little under the timeout; the rest waited out with `poll` when it passes:
+# `_Wire`): the write and each read still end after exactly `socket_timeout`, with one system
+# call each when Redis answers. The socket is set back (`_leave`) before the connection goes
+# anywhere else (the pool, or a command of `_execute`). Elsewhere the lane keeps Python's way.
+
+_LANE = "_distbreaker_lane"  # the connection attribute holding its `_Wire`
+_LEAN_CONNECTIONS = (redis.connection.Connection, redis.connection.UnixDomainSocketConnection)
+_HAS_POLL = hasattr(select, "poll")
+_DIRTY = (select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP) if _HAS_POLL else 0
+_RECV_SIZE = 16384
+_PACKED_MAX = 64  # packed requests kept per lane
+_TIMEVAL = "ll"  # struct timeval on Linux
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize(_TIMEVAL) == 16
+_NO_TIMEOUT = struct.pack(_TIMEVAL, 0, 0) if _KERNEL_TIMEOUTS else b""
+
+
+def _jiffy_us(sock: Any) -> int:
+    """The kernel's timeout granularity in µs (a 1 µs SO_RCVTIMEO reads back as one tick)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack(_TIMEVAL, 0, 1))
+    sec, usec = struct.unpack(_TIMEVAL, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_TIMEOUT)
+    return max(1, int(sec) * 1_000_000 + int(usec))
+
+
+_JIFFY_US = 0  # measured on the first socket
+
+
+class _Wire:
+    """What the lane keeps for one socket of a connection.
+
+    Kernel timeouts tick in jiffies (1-10 ms) and a long one may fire up to 1/8 late (the timer
+    wheel), so the kernel's bound is set under the socket timeout (7/8 of it, whole ticks); when
+    it passes, the rest of the timeout is waited out with `poll`: a write and each read end after
+    exactly the socket timeout, as in redis-py, never sooner or later. A timeout under two ticks
+    keeps Python's way.
+    """
+
+    __slots__ = ("buf", "kernel", "kernel_tv", "poller", "reader", "sock", "timeout")
+
+    def __init__(self, conn: Any, sock: Any) -> None:
+        global _JIFFY_US
+        self.sock = sock
+        self.poller = select.poll()
+        self.poller.register(sock, _DIRTY)
+        encoder = conn.encoder
+        self.reader = _resp.reader(encoder.encoding if encoder.decode_responses else None, encoder.encoding_errors)
+        self.buf = bytearray(_RECV_SIZE)
+        self.kernel = False  # the socket is blocking now, its bound set in the kernel (see above)
+        self.timeout: float | None = sock.gettimeout()  # Python's timeout of the socket
+        self.kernel_tv = b""  # the kernel's bound; b"": Python's timeouts only
+        if _KERNEL_TIMEOUTS and self.timeout is not None:
+            if not _JIFFY_US:
+                _JIFFY_US = _jiffy_us(sock)
+            ticks = int(self.timeout * 1e6 * 7 / 8) // _JIFFY_US
+            if ticks >= 2:
+                usec = ticks * _JIFFY_US
+                self.kernel_tv = struct.pack(_TIMEVAL, usec // 1_000_000, usec % 1_000_000)
+
+    def enter(self) -> bool:
+        """Put the socket in kernel-timeout mode; False when this socket keeps Python's."""
+        if not self.kernel_tv:
+            return False
+        sock = self.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.kernel_tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.kernel_tv)
+        sock.settimeout(None)
+        self.kernel = True
+        return True
+
+    def leave(self) -> None:
+        """Give the socket back its Python timeout."""
+        if self.kernel:
+            self.kernel = False
+            sock = self.sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_TIMEOUT)
+            sock.settimeout(self.timeout)
+
+    def send_rest(self, data: bytes, sent: int, deadline: float) -> None:
+        """Kernel mode, a write the kernel's bound cut short: the rest, until `deadline`."""
+        view = memoryview(data)
+        while sent < len(data):
+            left = deadline - monotonic()
+            if left <= 0 or not select.select((), (self.sock,), (), left)[1]:
+                raise TimeoutError
+            try:
+                sent += self.sock.send(view[sent:])
+            except BlockingIOError:
+                pass
+
+    def recv_rest(self, deadline: float) -> int:
+        """Kernel mode, a read the kernel's bound ended: wait out the rest, until `deadline`."""
+        left = deadline - monotonic()
+        if left > 0 and self.poller.poll(left * 1000):
+            return int(self.sock.recv_into(self.buf))  # readable: returns at once
+        raise TimeoutError
+
+
+def _leave(conn: Any) -> None:
+    """`conn` leaves the lane (to the pool, or to `_execute`): its socket as redis-py set it."""
+    wire = conn.__dict__.get(_LANE)
+    if wire is not None and wire.kernel and wire.sock is conn._sock:
+        try:
+            wire.leave()
+        except OSError:  # a broken socket: redis-py finds out on its own
+            pass
+
+
+_NOT_LEAN: Any = object()
+
+
+def _wire_of(conn: Any) -> Any:
+    """The connection's `_Wire` for its current socket; None when it is not connected;
+    `_NOT_LEAN` when the lane cannot speak for it."""
+    sock = conn._sock
+    wire = conn.__dict__.get(_LANE)
+    if wire is not None and wire.sock is sock:
+        return wire
+    if sock is None:
+        return None
+    if (
+        type(conn) not in _LEAN_CONNECTIONS
+        or conn.protocol not in (2, "2")
+        or conn.health_check_interval
+        or sock.gettimeout() == 0
+    ):
+        return _NOT_LEAN
+    wire = conn.__dict__[_LANE] = _Wire(conn, sock)
+    return wire
+
+
+class Lane:
+    """The lean path of one sync breaker for its call-path scripts (see above).
+
+    `run(request)` returns the reply of an EVALSHA `Eval`, or raises redis-py's exception:
+    ``ResponseError`` and its subclasses for an error reply (NOSCRIPT included: the caller goes on
+    with `drive(..., answered=exc)`), ``TimeoutError``/``ConnectionError`` when the socket fails.
+    `on` turns False for good when the pool's connections turn out not to be lean ones (the
+    request found that out is run by `_execute`).
+    """
+
+    __slots__ = ("client", "on", "packed", "pool")
+
+    def __init__(self, client: Any, pool: Any) -> None:
+        self.client, self.pool, self.on = client, pool, True
+        self.packed: dict[int, tuple[Any, bytes]] = {}  # id(request) -> (request, its RESP bytes)
+
+    def bytes_of(self, request: Any, encoder: Any) -> bytes:
+        """`request` packed (once: the entry keeps `request` alive, so no other object can have
+        its id meanwhile)."""
+        entry = self.packed.get(id(request))
+        if entry is not None:
+            return entry[1]
+        packed = pack(_command(request), encoder.encoding, encoder.encoding_errors)
+        if packed is None:  # pragma: no cover - the core's arguments are str and int
+            raise TypeError("a script argument is neither str, bytes nor int")
+        if len(self.packed) >= _PACKED_MAX:
+            self.packed.clear()
+        self.packed[id(request)] = (request, packed)
+        return packed
+
+    def run(self, request: Any) -> Any:
+        pool = self.pool
+        held = pool.__dict__.get(_HELD)
+        if held is None or held.fork != _forks:
+            held = _held(pool)
+        while True:  # a held connection that passes the check, else one from the pool
+            try:
+                conn = held.pop()
+            except IndexError:
+                conn = pool.get_connection(*_GET_CONNECTION_ARGS)
+                wire = _wire_of(conn)
+                break
+            wire = conn.__dict__.get(_LANE)
+            if wire is None or wire.sock is not conn._sock:
+                wire = _wire_of(conn)
+            if wire is _NOT_LEAN or (wire is not None and not wire.poller.poll(0)):
+                break
+            _discard(pool, conn)  # closed by the server, data waiting, or disconnected
+        if wire is None or wire is _NOT_LEAN:
+            if wire is _NOT_LEAN:
+                self.on = False
+            _keep(pool, held, conn)
+            return _execute(self.client, pool, _command(request))
+        entry = self.packed.get(id(request))
+        packed = entry[1] if entry is not None else self.bytes_of(request, conn.encoder)
+        sock, reader, buf = wire.sock, wire.reader, wire.buf
+        try:
+            if wire.kernel or wire.enter():
+                deadline = monotonic() + wire.timeout
+                try:
+                    sent = sock.send(packed)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(packed):
+                    wire.send_rest(packed, sent, deadline)
+            else:
+                sock.sendall(packed)
+                deadline = 0.0
+        except BaseException as exc:
+            _discard(pool, conn)
+            if isinstance(exc, (TimeoutError, BlockingIOError)):
+                raise RedisTimeoutError("Timeout writing to socket") from None
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+            raise
+        try:
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:  # the kernel's bound, a little under the timeout
+                n = wire.recv_rest(deadline)
+            reader.feed(buf, 0, n)
+            reply = reader.gets()
+            while reply is False:
+                if not n:
+                    raise RedisConnectionError("Connection closed by server.")
+                if wire.kernel:
+                    deadline = monotonic() + wire.timeout
+                try:
+                    n = sock.recv_into(buf)
+                except BlockingIOError:
+                    n = wire.recv_rest(deadline)
+                reader.feed(buf, 0, n)
+                reply = reader.gets()
+        except BaseException as exc:
+            _discard(pool, conn)  # timeout, reset, interrupt mid-reply: never reuse it
+            if isinstance(exc, (TimeoutError, BlockingIOError)):
+                raise RedisTimeoutError("Timeout reading from socket") from None
+            if isinstance(exc, _resp.ProtocolError):
+                raise InvalidResponse(f"Protocol error: {exc}") from None
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"Error while reading from socket: {exc}") from exc
+            raise
+        if reader.has_data():  # more than one reply to one command: out of step
+            _discard(pool, conn)
+            raise InvalidResponse("Protocol error: more than one reply to one command")
+        if len(held) < held.cap:
+            held.append(conn)
+        else:
+            _keep(pool, held, conn)
+        if type(reply) is _resp.ReplyError:
+            raise conn._parser.parse_error(reply.args[0])
+        return reply
+
+
+def _command(request: Any) -> tuple[Any, ...]:
+    """The EVALSHA of an `Eval` (the first command of `_scripts.eval_steps`)."""
+    keys = request.keys
+    return ("EVALSHA", request.script.sha, len(keys), *keys, *request.args)
+
+
+def lane_for(client: Any) -> Lane | None:
+    """A `Lane` for a plain sync redis.Redis (where `select.poll` exists), else None: its
+    commands go through `drive`."""
+    pool = lean_pool(client)
+    return None if pool is None or not _HAS_POLL else Lane(client, pool)
+
+
+def drive(client: Any, steps: Steps[T], answered: RedisError | None = None) -> T:
     """Run `steps` on a sync client: each yielded command is executed, its reply (or redis
-    error) sent back in. Redis errors the steps do not handle propagate untranslated."""
+    error) sent back in. Redis errors the steps do not handle propagate untranslated.
+
+    `answered`: the steps' first command was already sent (by a `Lane`) and answered with this
+    error; the steps go on from there (NOSCRIPT: EVAL; NOCONFIG: again with the config).
+    """
     pool = lean_pool(client)
     reply: Any = None
-    error: BaseException | None = None
+    error: BaseException | None = answered
+    if answered is not None:
+        steps.send(None)  # the first command: already run
     while True:
         try:
             command = steps.throw(error) if error is not None else steps.send(reply)

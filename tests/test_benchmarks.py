@@ -7,6 +7,7 @@ Each script starts its own private server (the `redis_binary` fixture only makes
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,17 @@ def test_async_scale_quick(redis_binary: Binary) -> None:
     measured = out.split("measured cells: ")[1].split(" calls")[0]
     made, counted = measured.split("/")[1], measured.split("/")[0]
     assert made == counted, out
+
+
+def test_floor_quick(redis_binary: Binary) -> None:
+    """benchmarks/floor.py: every row measured with hiredis and with it hidden, and the goals."""
+    out = _run("floor.py", timeout=600)
+    assert out.startswith("Machine: "), out
+    rows = _rows(out, "| path |")
+    assert len(rows) == 9, out  # 5 sync and 4 asyncio paths
+    assert "wall, default (hiredis)" in out and "wall, hiredis hidden (our parser)" in out, out
+    assert not re.search(r"\b(nan|inf)\b", out), out  # every figure measured
+    goals = _rows(out, "| goal (issue 19) |")
+    assert len(goals) == 7, out
+    if any("**no**" in g for g in goals):  # a goal not met: where the µs go is printed
+        assert "Where the sync closed path's µs go" in out and "Profile of that Python work" in out

@@ -1,0 +1,411 @@
+"""At the physical floor: what a protected call costs the worker, against a raw socket round trip.
+
+One run prints, for sync and asyncio, the wall time and the worker's CPU time
+(`time.process_time`) per call of: a raw socket round trip of EVALSHA `return 1` (the floor), a
+raw round trip of the very record EVALSHA a breaker sends (the floor plus record.lua's server
+time), redis-py's `evalsha` of `return 1`, and a protected no-op on the closed path. Each with
+hiredis (the default install: a dependency) and without it (a subprocess in which
+``import hiredis`` fails, so that one run prints both). Rows are measured in interleaved
+rounds; each figure is the median of the rounds; ratios are to the raw `return 1` row of the same
+world and install. When a goal of issue 19 is not met, a breakdown (and a profile of the
+Python work) shows where the µs go.
+
+    PYTHONPATH=$PWD python benchmarks/floor.py [--url redis://127.0.0.1:PORT/0] [-n 10000] [--rounds 5]
+
+Without --url it starts a private server from the same binaries the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import importlib.metadata
+import json
+import os
+import platform
+import pstats
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from _server import server  # noqa: E402  (benchmarks/_server.py)
+
+import distbreaker  # noqa: E402
+import distbreaker.asyncio as dba  # noqa: E402
+from distbreaker import Breaker, BreakerConfig, connect  # noqa: E402
+from distbreaker._model import Outcome  # noqa: E402
+from distbreaker._resp import HIREDIS  # noqa: E402
+from distbreaker._transport import _command, pack  # noqa: E402
+
+TRIVIAL = "return 1"
+# issue 19's goals, as ratios of one run
+SYNC_WALL, SYNC_CPU, ASYNC_WALL, DEFAULT_VS_BEST = 1.3, 1.5, 1.5, 1.10
+ROWS = {
+    "raw": "raw socket: `sendall` EVALSHA `return 1`, one `recv` (the floor)",
+    "raw_record": "raw socket: the record EVALSHA a breaker sends (floor + record.lua)",
+    "redis_py": "redis-py `evalsha` `return 1` (`distbreaker.connect` client)",
+    "closed": "distbreaker closed path, no-op function",
+    "closed_drive": "the same without the lane (redis-py's connection I/O, as before issue 19)",
+    "araw": "raw asyncio stream: `write` EVALSHA `return 1`, one `read` (the floor)",
+    "araw_record": "raw asyncio stream: the record EVALSHA a breaker sends",
+    "aredis_py": "redis.asyncio `evalsha` `return 1`",
+    "aclosed": "distbreaker.asyncio closed path, no-op coroutine",
+}
+
+
+def _address(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 6379
+
+
+def _record_bytes(breaker: Any) -> bytes:
+    """The EVALSHA bytes `breaker` sends on its closed path (its next success record)."""
+    core = breaker._core
+    request = core.record((core.view.generation, ""), Outcome.SUCCESS, 0.0)
+    packed = pack(_command(request), "utf-8", "strict")
+    assert packed is not None
+    return packed
+
+
+# -- sync ---------------------------------------------------------------------------------------
+def sync_rows(url: str, n: int, rounds: int, prefix: str) -> dict[str, list[tuple[float, float]]]:
+    host, port = _address(url)
+    r = connect(url, timeout=2.0)
+    sha = r.script_load(TRIVIAL)
+    raw = socket.create_connection((host, port))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    trivial = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n0\r\n" % sha.encode()
+    # redis_timeout as long as the client's: the benchmark's machine may be busy
+    breaker = Breaker("floor", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False)
+    breaker.call(int)  # loads the script and stores the config
+    record = _record_bytes(breaker)
+    # the same breaker's calls through redis-py's connection I/O (drive), for comparison
+    before = Breaker(
+        "floor-drive", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False
+    )
+    before._lane = None
+
+    def raw_call() -> None:
+        raw.sendall(trivial)
+        raw.recv(65536)
+
+    def raw_record() -> None:
+        raw.sendall(record)
+        raw.recv(65536)
+
+    def noop() -> None:
+        return None
+
+    fns: dict[str, Callable[[], Any]] = {
+        "raw": raw_call,
+        "raw_record": raw_record,
+        "redis_py": lambda: r.evalsha(sha, 0),
+        "closed": lambda: breaker.call(noop),
+        "closed_drive": lambda: before.call(noop),
+    }
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for fn in fns.values():  # warm up
+        for _ in range(max(10, n // 10)):
+            fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                fn()
+            out[name].append(((time.perf_counter() - wall0) / n, (time.process_time() - cpu0) / n))
+    assert breaker.snapshot().state is distbreaker.State.CLOSED
+    breaker.close()
+    before.close()
+    raw.close()
+    r.close()
+    return out
+
+
+# -- asyncio ------------------------------------------------------------------------------------
+async def _async_rows(url: str, n: int, rounds: int, prefix: str) -> dict[str, list[tuple[float, float]]]:
+    host, port = _address(url)
+    r = dba.connect(url, timeout=2.0)
+    sha = await r.script_load(TRIVIAL)
+    reader, writer = await asyncio.open_connection(host, port)
+    trivial = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n0\r\n" % sha.encode()
+    breaker = dba.Breaker(
+        "afloor", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False
+    )
+
+    async def noop() -> None:
+        return None
+
+    await breaker.call(noop)
+    record = _record_bytes(breaker)
+
+    async def raw_call() -> None:
+        writer.write(trivial)
+        await reader.read(65536)
+
+    async def raw_record() -> None:
+        writer.write(record)
+        await reader.read(65536)
+
+    async def redis_py() -> None:
+        await r.evalsha(sha, 0)
+
+    async def closed() -> None:
+        await breaker.call(noop)
+
+    fns: dict[str, Callable[[], Awaitable[Any]]] = {
+        "araw": raw_call,
+        "araw_record": raw_record,
+        "aredis_py": redis_py,
+        "aclosed": closed,
+    }
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for fn in fns.values():
+        for _ in range(max(10, n // 10)):
+            await fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                await fn()
+            out[name].append(((time.perf_counter() - wall0) / n, (time.process_time() - cpu0) / n))
+    await breaker.close()
+    writer.close()
+    await r.aclose()
+    return out
+
+
+def async_rows(url: str, n: int, rounds: int, prefix: str) -> dict[str, list[tuple[float, float]]]:
+    return asyncio.run(_async_rows(url, n, rounds, prefix))
+
+
+# -- where the µs go ----------------------------------------------------------------------------
+def breakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
+    """The closed path's Python work without I/O (the lane answers from memory with the reply
+    Redis gave), its wall/CPU per call, and a profile of it: the top functions by own time."""
+    r = connect(url, timeout=2.0)
+    breaker = Breaker(
+        "floor-prof", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False
+    )
+    breaker.call(int)
+    lane = breaker._lane
+    record = _record_bytes(breaker)
+    host, port = _address(url)
+    with socket.create_connection((host, port)) as s:
+        s.sendall(record)
+        reply_bytes = s.recv(65536)
+    from distbreaker._resp import reader as make_reader
+
+    rd = make_reader()
+
+    class Canned:  # the lane, answering from memory: the parse stays, the round trip goes
+        on = True
+
+        def run(self, request: Any) -> Any:
+            rd.feed(reply_bytes)
+            return rd.gets()
+
+    breaker._lane = Canned()  # type: ignore[assignment]
+
+    def noop() -> None:
+        return None
+
+    for _ in range(n // 10):
+        breaker.call(noop)
+    samples = []
+    for _ in range(3):
+        cpu0 = time.process_time()
+        for _ in range(n):
+            breaker.call(noop)
+        samples.append((time.process_time() - cpu0) / n)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(n):
+        breaker.call(noop)
+    profile.disable()
+    stats = pstats.Stats(profile)
+    rows = []
+    total = 0.0
+    for (filename, line, func), (_cc, calls, tottime, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        total += tottime
+        rows.append((tottime / n * 1e6, calls / n, f"{Path(filename).name}:{line}({func})"))
+    rows.sort(reverse=True)
+    breaker._lane = lane
+    breaker.close()
+    r.close()
+    return {"python_cpu": statistics.median(samples), "profile": rows[:12], "profile_total": total / n * 1e6}
+
+
+# -- one install: a process ---------------------------------------------------------------------
+def measure(url: str, n: int, rounds: int) -> dict[str, Any]:
+    prefix = f"floor-{uuid.uuid4().hex[:8]}"
+    rows = sync_rows(url, n, rounds, prefix)
+    rows.update(async_rows(url, n, rounds, prefix))
+    result: dict[str, Any] = {
+        name: {"wall": statistics.median(w for w, _ in v), "cpu": statistics.median(c for _, c in v)}
+        for name, v in rows.items()
+    }
+    profiled = breakdown(url, n, prefix)
+    r = connect(url, timeout=2.0)
+    keys = r.keys(f"{prefix}:*")
+    if keys:
+        r.delete(*keys)
+    r.close()
+    return {"hiredis": HIREDIS, "rows": result, "breakdown": profiled}
+
+
+_HIDE_HIREDIS = (
+    "import sys, runpy; sys.modules['hiredis'] = None; "  # `import hiredis` raises ImportError
+    "sys.argv = [sys.argv[1], *sys.argv[2:]]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def without_hiredis(url: str, n: int, rounds: int) -> dict[str, Any]:
+    """`measure` in a subprocess where hiredis cannot be imported."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", _HIDE_HIREDIS, __file__, "--child", "--url", url, "-n", str(n), "--rounds", str(rounds)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=3600,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"the no-hiredis run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# -- printing -----------------------------------------------------------------------------------
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    head = "| path |"
+    rule = "|---|"
+    for install, _ in runs:
+        head += f" wall, {install} | × | worker CPU, {install} | × |"
+        rule += "---:|---:|---:|---:|"
+    lines = [head, rule]
+    for floor_name, names in (
+        ("raw", ("raw", "raw_record", "redis_py", "closed", "closed_drive")),
+        ("araw", ("araw", "araw_record", "aredis_py", "aclosed")),
+    ):
+        for name in names:
+            line = f"| {ROWS[name]} |"
+            for _, result in runs:
+                row, floor = result["rows"][name], result["rows"][floor_name]
+                line += (
+                    f" {_us(row['wall'])} | {row['wall'] / floor['wall']:.2f}× |"
+                    f" {_us(row['cpu'])} | {row['cpu'] / floor['cpu']:.2f}× |"
+                )
+            lines.append(line)
+    return lines
+
+
+def goals(default: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], bool]:
+    rows = default["rows"]
+    checks = []
+
+    def check(what: str, value: float, limit: float) -> None:
+        checks.append((what, value, limit, value <= limit))
+
+    check("sync closed wall ÷ raw socket wall", rows["closed"]["wall"] / rows["raw"]["wall"], SYNC_WALL)
+    check("sync closed CPU ÷ raw socket CPU", rows["closed"]["cpu"] / rows["raw"]["cpu"], SYNC_CPU)
+    check("asyncio closed wall ÷ raw stream wall", rows["aclosed"]["wall"] / rows["araw"]["wall"], ASYNC_WALL)
+    for world, name in (("sync", "closed"), ("asyncio", "aclosed")):
+        for kind in ("wall", "cpu"):
+            best = min(rows[name][kind], other["rows"][name][kind])
+            check(f"default install ÷ best install, {world} closed {kind}", rows[name][kind] / best, DEFAULT_VS_BEST)
+    lines = ["| goal (issue 19) | measured | limit | met |", "|---|---:|---:|---|"]
+    lines += [f"| {w} | {v:.2f}× | ≤ {limit:.2f}× | {'yes' if ok else '**no**'} |" for w, v, limit, ok in checks]
+    return lines, all(ok for *_, ok in checks)
+
+
+def where(install: str, result: dict[str, Any]) -> list[str]:
+    rows, b = result["rows"], result["breakdown"]
+
+    def part(label: str, hi: str, lo: str | None) -> str:
+        wall = rows[hi]["wall"] - (rows[lo]["wall"] if lo else 0.0)
+        cpu = rows[hi]["cpu"] - (rows[lo]["cpu"] if lo else 0.0)
+        return f"| {label} | {wall * 1e6:+.1f} µs | {cpu * 1e6:+.1f} µs |"
+
+    lines = [
+        f"Where the sync closed path's µs go ({install}; differences between rows of this run):",
+        "",
+        "| part | wall | worker CPU |",
+        "|---|---:|---:|",
+        part("raw round trip of `return 1` (the floor)", "raw", None),
+        part("record.lua's server time and bytes (raw record − raw)", "raw_record", "raw"),
+        part("the breaker over the raw record round trip (closed − raw record)", "closed", "raw_record"),
+        f"| of which the breaker's Python work with no I/O (measured alone) | | {b['python_cpu'] * 1e6:.1f} µs |",
+        "",
+        f"Profile of that Python work ({install}; cProfile own time per call, "
+        f"{b['profile_total']:.1f} µs in all under the profiler, which inflates it):",
+        "",
+        "| function | own µs per call | calls per call |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| `{name}` | {us:.2f} | {calls:.1f} |" for us, calls, name in b["profile"]]
+    return lines
+
+
+def machine() -> str:
+    load = "load average %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    return f"{os.cpu_count()} CPUs, {load}; Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url")
+    parser.add_argument("-n", type=int, default=10000, help="calls per row per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 300 calls, 1 round")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.rounds = 300, 1
+    if args.child:
+        print(json.dumps(measure(args.url, args.n, args.rounds)))
+        return
+    with server(args.url) as url:
+        probe = connect(url, timeout=2.0)
+        info = probe.info("server")
+        probe.close()
+        version = f"Valkey {info['valkey_version']}" if info.get("valkey_version") else f"Redis {info['redis_version']}"
+        start = machine()
+        default = measure(url, args.n, args.rounds)
+        bare = without_hiredis(url, args.n, args.rounds)
+    hiredis_version = importlib.metadata.version("hiredis") if HIREDIS else "not installed"
+    print(
+        f"Machine: {start} at start; {version} on loopback; redis-py {importlib.metadata.version('redis')}, "
+        f"hiredis {hiredis_version}; distbreaker {distbreaker.__version__}; {args.n} calls per row, "
+        f"median of {args.rounds} interleaved rounds\n"
+    )
+    default_name = "default (hiredis)" if default["hiredis"] else "default (no hiredis)"
+    runs = [(default_name, default), ("hiredis hidden (our parser)", bare)]
+    print("\n".join(table(runs)))
+    print()
+    lines, met = goals(default, bare)
+    print("\n".join(lines))
+    if not met:
+        for install, result in runs:
+            print()
+            print("\n".join(where(install, result)))
+
+
+if __name__ == "__main__":
+    main()

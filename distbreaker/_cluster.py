@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -40,12 +41,14 @@ __all__ = [
 REDIRECTS = 2
 
 
-def cluster_options(url: str, timeout: float) -> dict[str, Any]:
+def cluster_options(url: str, timeout: float, *, asyncio: bool = False) -> dict[str, Any]:
     """Options for `redis.cluster.RedisCluster` (sync or asyncio) bounded by `timeout`."""
-    options = client_options(url, timeout)
+    options = client_options(url, timeout, asyncio=asyncio)
     options.pop("timeout")  # the cluster client's per-node pools do not block
     options.pop("max_connections")
-    options["retry"] = Retry(NoBackoff(), 0)  # no whole-command retry (cluster_error_retry_attempts)
+    options["retry"] = (AsyncRetry if asyncio else Retry)(
+        NoBackoff(), 0
+    )  # no whole-command retry (cluster_error_retry_attempts)
     return options
 
 
@@ -114,8 +117,8 @@ def connect_sentinel(
         **(sentinel_kwargs or {}),
     }
     options.update(kwargs)
-    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(service_name)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call, unused-ignore]
+    return sentinel.master_for(service_name)  # type: ignore[no-untyped-call, unused-ignore]
 
 
 # -- eviction policy -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 import redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
@@ -24,8 +25,9 @@ _NO_SETINFO: dict[str, Any] = (
 )
 
 
-def client_options(url: object, timeout: object) -> dict[str, Any]:
-    """Validated redis-py options for a breaker client (sync or asyncio)."""
+def client_options(url: object, timeout: object, *, asyncio: bool = False) -> dict[str, Any]:
+    """Validated redis-py options for a breaker client (sync, or asyncio: its own `Retry` class,
+    which redis-py >= 8.2 expects and warns about otherwise)."""
     value = seconds(timeout, "timeout")  # type: ignore[arg-type]
     if value is None or not value > 0:
         raise ConfigError("timeout", f"must be a positive number of seconds, got {timeout!r}")
@@ -34,7 +36,7 @@ def client_options(url: object, timeout: object) -> dict[str, Any]:
     return {
         "socket_timeout": value,
         "socket_connect_timeout": value,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": (AsyncRetry if asyncio else Retry)(NoBackoff(), 0),
         # A burst of concurrent calls waits (up to the budget) for a pooled connection instead of
         # failing at once with "Too many connections", which would look like an outage.
         "max_connections": 100,

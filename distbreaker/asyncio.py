@@ -68,7 +68,7 @@ def connect(url: str, *, timeout: float = 0.05, functions: bool = False, **kwarg
     every command on it fails with a Redis timeout at once: a burst costs about one `timeout`.
     `functions=True`: the scripts run as Redis Functions (FCALL), as with `distbreaker.connect`.
     """
-    options = client_options(url, timeout)
+    options = client_options(url, timeout, asyncio=True)
     options.pop("timeout")  # the blocking pool's wait
     options["max_connections"] = 1000
     options.update(kwargs)
@@ -88,7 +88,7 @@ async def connect_cluster(url: str, *, timeout: float = 0.05, **kwargs: Any) -> 
 
     from ._cluster import REDIRECTS, cluster_options
 
-    options = cluster_options(url, timeout)
+    options = cluster_options(url, timeout, asyncio=True)
     options.update(kwargs)
     try:
         client = RedisCluster.from_url(url, **options)
@@ -108,11 +108,11 @@ def connect_sentinel(
     **kwargs: Any,
 ) -> Any:
     """`distbreaker.connect_sentinel` for asyncio: a `redis.asyncio.Redis` to the current master."""
+    from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
-    options = client_options("redis://sentinel", timeout)
+    options = client_options("redis://sentinel", timeout, asyncio=True)
     options.pop("timeout")
     options.pop("max_connections")
     to_sentinels = {
@@ -122,7 +122,7 @@ def connect_sentinel(
         **(sentinel_kwargs or {}),
     }
     options.update(kwargs)
-    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=to_sentinels, **options)  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinel.master_for(service_name, redis_class=_SentinelRedis)
     client._sentinel_clients = list(sentinel.sentinels)
     return client

@@ -198,12 +198,14 @@ class ExporterCollector(Collector):
             self.on_error(message)
 
     def _scan(self, node: Any, out: _Scrape) -> tuple[list[tuple[str, str]], list[str]]:
-        """The (key, service) of each breaker and the name of each bulkhead on `node` (one SCAN
-        of ``<prefix>:{*}``, which matches both)."""
+        """The (key, service) of each breaker and the name of each bulkhead on `node`: one SCAN
+        pass of ``<prefix>:{*[}d]``, which matches both."""
         found = []
         bulkheads = []
         cursor: Any = 0
-        match = f"{self.prefix}:{{*}}"
+        # <prefix>:{x} ends with '}', <prefix>:{x}:bulkhead with 'd'; the breakers' other keys
+        # (:events, :ids, :op) end otherwise and are not returned
+        match = f"{self.prefix}:{{*[}}d]"
         while True:
             cursor, keys = node.scan(cursor, match=match, count=SCAN_COUNT)
             self.round_trips += 1

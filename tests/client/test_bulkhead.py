@@ -28,6 +28,7 @@ import distbreaker.asyncio as dba
 from distbreaker import (
     Breaker,
     BreakerConfig,
+    BreakerRegistry,
     Bulkhead,
     BulkheadFullError,
     BulkheadState,
@@ -489,6 +490,92 @@ async def test_async_breaker_protect_with_bulkhead(url: str, client: redis.Redis
         with pytest.raises(TypeError, match="distbreaker.asyncio.Bulkhead"):
             breaker.protect(bulkhead=Bulkhead("pay", client, max_concurrent=1))  # type: ignore[arg-type]
     finally:
+        await aclient.aclose()
+
+
+def test_registry_protect_with_bulkhead(client: redis.Redis, prefix: str) -> None:
+    """BreakerRegistry.protect(service, bulkhead=...) as Breaker.protect(bulkhead=...): the call
+    holds a slot; a full bulkhead raises BulkheadFullError, or goes to the given fallback, or
+    else to the registry's default one, and the breaker does not count it; an open breaker
+    refuses before the bulkhead is asked."""
+    registry = BreakerRegistry(client, BreakerConfig(minimum_calls=1, redis_timeout=2.0), prefix=prefix, listen=False)
+    defaulted = BreakerRegistry(
+        client, BreakerConfig(redis_timeout=2.0), prefix=prefix, listen=False, fallback=lambda exc: "default"
+    )
+    bh = Bulkhead("pay", client, max_concurrent=1, prefix=prefix)
+
+    @registry.protect("pay", bulkhead=bh)
+    def charge(x: int) -> int:
+        assert bh.state().in_use == 1  # the call holds the slot
+        return x * 2
+
+    @registry.protect("pay", bulkhead=bh, fallback=lambda exc: type(exc).__name__)
+    def charge_or_name() -> Any:
+        return "ran"
+
+    @defaulted.protect("pay2", bulkhead=bh)
+    def charge_or_default() -> Any:
+        return "ran"
+
+    try:
+        assert charge(21) == 42 and charge_or_default() == "ran"
+        lease = bh.acquire()
+        for _ in range(3):
+            with pytest.raises(BulkheadFullError):
+                charge(1)
+        assert charge_or_name() == "BulkheadFullError" and charge_or_default() == "default"
+        snap = registry.get("pay").snapshot()
+        assert (snap.calls, snap.failures, snap.state.value) == (1, 0, "closed")  # only the call that ran
+        bh.release(lease)
+        registry.get("pay").trip(reason="test")
+        with pytest.raises(CircuitOpenError):
+            charge(1)
+        assert bh.state().in_use == 0
+        with pytest.raises(TypeError, match="distbreaker.Bulkhead"):
+            registry.protect("pay", bulkhead=object())  # type: ignore[arg-type]
+    finally:
+        registry.close()
+        defaulted.close()
+
+
+async def test_async_registry_protect_with_bulkhead(url: str, client: redis.Redis, prefix: str) -> None:
+    """The asyncio BreakerRegistry.protect(service, bulkhead=...): as the asyncio Breaker's, with
+    an async fallback; the breaker does not count a full bulkhead."""
+    aclient = dba.connect(url, timeout=2.0)
+    registry = dba.BreakerRegistry(
+        aclient, BreakerConfig(minimum_calls=1, redis_timeout=2.0), prefix=prefix, listen=False
+    )
+    try:
+        bh = dba.Bulkhead("pay", aclient, max_concurrent=1, prefix=prefix)
+
+        async def fallback(exc: BaseException) -> str:
+            return "later"
+
+        @registry.protect("pay", bulkhead=bh, fallback=fallback)
+        async def charge() -> str:
+            assert (await bh.state()).in_use == 1
+            return "ok"
+
+        @registry.protect("pay", bulkhead=bh, timeout=5)
+        async def charge_or_raise() -> str:
+            return "ok"
+
+        assert await charge() == "ok"
+        async with bh:
+            assert await charge() == "later"
+            with pytest.raises(BulkheadFullError):
+                await charge_or_raise()
+        assert await charge_or_raise() == "ok"
+        snap = await registry.get("pay").snapshot()
+        assert (snap.calls, snap.failures) == (2, 0)
+        await registry.get("pay").trip(reason="test")
+        with pytest.raises(CircuitOpenError):
+            await charge_or_raise()
+        assert (await bh.state()).in_use == 0
+        with pytest.raises(TypeError, match="distbreaker.asyncio.Bulkhead"):
+            registry.protect("pay", bulkhead=Bulkhead("pay", client, max_concurrent=1))  # type: ignore[arg-type]
+    finally:
+        await registry.close()
         await aclient.aclose()
 
 

@@ -18,7 +18,7 @@ from test_exporter import breaker, commandstats, parse, scrape, server_ms, value
 
 from distbreaker import Bulkhead, _bulkhead_otel, _otel, connect
 from distbreaker._scripts import OTHER_SCRIPTS
-from distbreaker.bulkhead import bulkhead_key
+from distbreaker.bulkhead import bulkhead_key, bulkheads
 from distbreaker.exporter import SERIES, ExporterCollector
 from distbreaker_cli.app import cli
 
@@ -156,7 +156,8 @@ def test_series_names_do_not_collide_with_the_workers_metrics() -> None:
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_cluster_bulkheads_of_every_master(redis_cluster: Any, prefix: str) -> None:
-    """On a Cluster, the bulkheads of every master are reported, each read on its own node."""
+    """On a Cluster, the bulkheads of every master are reported, each read on its own node; the
+    CLI's `bulkheads()` reads them all through the Cluster client."""
     from distbreaker import connect_cluster
 
     rc = connect_cluster(redis_cluster.url, timeout=5)
@@ -172,6 +173,8 @@ def test_cluster_bulkheads_of_every_master(redis_cluster: Any, prefix: str) -> N
         assert all(value(samples, "distbreaker_bulkhead_max_concurrent", bulkhead=n) == 4 for n in names)
         assert value(samples, "distbreaker_exporter_bulkheads") == 30
         assert value(samples, "distbreaker_exporter_redis_up") == 1
+        found = bulkheads(rc, prefix)  # the same reader through the Cluster client (the CLI's)
+        assert [(s.name, s.in_use, s.max_concurrent) for s in found] == [(n, 1, 4) for n in sorted(names)]
     finally:
         for bh, lease in held:
             bh.release(lease)

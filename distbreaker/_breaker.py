@@ -328,21 +328,31 @@ class Breaker:
 
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                target = functools.partial(fn, *args, **kwargs)
-                if bulkhead is None:
-                    result: T = self.call(target, fallback=fallback, timeout=timeout)
-                    return result
-                try:
-                    held: T = self.call(bulkhead.call, target, fallback=fallback, timeout=timeout)
-                    return held
-                except BulkheadFullError as exc:  # not counted by the breaker
-                    if fallback is None:
-                        raise
-                    return fallback(exc)  # type: ignore[no-any-return]
+                return self._protected(functools.partial(fn, *args, **kwargs), fallback, timeout, bulkhead)
 
             return wrapper
 
         return decorate
+
+    def _protected(
+        self,
+        target: Callable[[], T],
+        fallback: Callable[[BaseException], Any] | None,
+        timeout: float | timedelta | None,
+        bulkhead: Bulkhead | None,
+    ) -> T:
+        """One call of `protect`'s wrapper (also `BreakerRegistry.protect`'s): through the breaker,
+        and through `bulkhead` inside it when given."""
+        if bulkhead is None:
+            result: T = self.call(target, fallback=fallback, timeout=timeout)
+            return result
+        try:
+            held: T = self.call(bulkhead.call, target, fallback=fallback, timeout=timeout)
+            return held
+        except BulkheadFullError as exc:  # not counted by the breaker
+            if fallback is None:
+                raise
+            return fallback(exc)  # type: ignore[no-any-return]
 
     def allows(self) -> bool:
         """False when the local cache alone rejects a call now (open, forced open); no I/O.

@@ -1,8 +1,10 @@
 """OpenTelemetry instruments of the bulkheads (opentelemetry-api only), in `_otel`'s style.
 
-- ``distbreaker.bulkhead.in_use`` observable gauge {bulkhead}: slots held by this process's
+- ``distbreaker.bulkhead.held`` observable gauge {bulkhead}: slots held by this process's
   calls now (summed over a fleet's processes: the slots in use fleet-wide, leases of dead
-  workers aside; the fleet's own view is ``distbreaker bulkheads``).
+  workers aside). The fleet's own view is ``distbreaker bulkheads`` and the exporter's
+  ``distbreaker_bulkhead_in_use`` (read from Redis); this one is named ``held`` so that the
+  two never share a Prometheus name (a sum over both would count every slot twice).
 - ``distbreaker.bulkhead.rejections`` counter {bulkhead, reason}: calls refused with
   `BulkheadFullError` (``reason`` is ``full`` or ``redis unavailable``).
 
@@ -22,13 +24,13 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._otel import INSTRUMENTS, METER_NAME, _version
 
-__all__ = ["BULKHEAD", "BULKHEAD_INSTRUMENTS", "IN_USE", "REJECTIONS", "BulkheadInstruments", "HeldCount", "PROMETHEUS"]
+__all__ = ["BULKHEAD", "BULKHEAD_INSTRUMENTS", "REJECTIONS", "BulkheadInstruments", "HELD", "HeldCount", "PROMETHEUS"]
 
-IN_USE = "distbreaker.bulkhead.in_use"
+HELD = "distbreaker.bulkhead.held"
 REJECTIONS = "distbreaker.bulkhead.rejections"
 BULKHEAD = "bulkhead"  # attribute: the bulkhead's name
 REASON = "reason"
-PROMETHEUS = {IN_USE: "distbreaker_bulkhead_in_use", REJECTIONS: "distbreaker_bulkhead_rejections_total"}
+PROMETHEUS = {HELD: "distbreaker_bulkhead_held", REJECTIONS: "distbreaker_bulkhead_rejections_total"}
 
 
 class HeldCount(Protocol):
@@ -64,7 +66,7 @@ class BulkheadInstruments:
                 REJECTIONS, "{call}", "Calls refused by a bulkhead (no free slot fleet-wide)"
             )
             meter.create_observable_gauge(
-                IN_USE, [self._observe], "{slot}", "Bulkhead slots held by this process's calls"
+                HELD, [self._observe], "{slot}", "Bulkhead slots held by this process's calls"
             )
             self._made_for, self._made = provider, True
 

@@ -453,20 +453,30 @@ class Breaker:
 
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                target = functools.partial(fn, *args, **kwargs)
-                if bulkhead is None:
-                    return await self.call(target, fallback=fallback, timeout=timeout)
-                try:
-                    return await self.call(bulkhead.call, target, fallback=fallback, timeout=timeout)
-                except BulkheadFullError as exc:  # not counted by the breaker
-                    if fallback is None:
-                        raise
-                    result = fallback(exc)
-                    return await result if inspect.isawaitable(result) else result  # type: ignore[no-any-return]
+                return await self._protected(functools.partial(fn, *args, **kwargs), fallback, timeout, bulkhead)
 
             return wrapper
 
         return decorate
+
+    async def _protected(
+        self,
+        target: Callable[[], Coroutine[Any, Any, T]],
+        fallback: Callable[[BaseException], Any] | None,
+        timeout: float | timedelta | None,
+        bulkhead: Bulkhead | None,
+    ) -> T:
+        """One call of `protect`'s wrapper (also `BreakerRegistry.protect`'s): through the breaker,
+        and through `bulkhead` inside it when given."""
+        if bulkhead is None:
+            return await self.call(target, fallback=fallback, timeout=timeout)
+        try:
+            return await self.call(bulkhead.call, target, fallback=fallback, timeout=timeout)
+        except BulkheadFullError as exc:  # not counted by the breaker
+            if fallback is None:
+                raise
+            result = fallback(exc)
+            return await result if inspect.isawaitable(result) else result  # type: ignore[no-any-return]
 
     def allows(self) -> bool:
         """False when the local cache alone rejects a call now (open, forced open); no I/O.
@@ -618,11 +628,23 @@ class BreakerRegistry(_Registry[Breaker]):
         *,
         fallback: Callable[[BaseException], Any] | None = None,
         timeout: float | timedelta | None = None,
+        bulkhead: Bulkhead | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
         """A decorator for ``async def``: every call goes through `service`'s breaker (looked up
-        per call), with `fallback` or else the registry's default, and `timeout`."""
+        per call), with `fallback` or else the registry's default, and `timeout`.
+
+        Args:
+            bulkhead: a `distbreaker.asyncio.Bulkhead` each call also holds a slot of, inside the
+                breaker, as in `Breaker.protect`: an open breaker refuses first; a full bulkhead
+                raises `BulkheadFullError` (given to the fallback, if any), which the breaker
+                does not count.
+
+        .. versionchanged:: 0.3.0 `bulkhead`.
+        """
         validate_service(service)
         check_timeout(timeout)
+        if bulkhead is not None and not isinstance(bulkhead, Bulkhead):
+            raise TypeError(f"bulkhead must be a distbreaker.asyncio.Bulkhead, got {bulkhead!r}")
 
         def decorate(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
             if not inspect.iscoroutinefunction(fn):
@@ -630,8 +652,11 @@ class BreakerRegistry(_Registry[Breaker]):
 
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                return await self.call(
-                    service, functools.partial(fn, *args, **kwargs), fallback=fallback, timeout=timeout
+                return await self.get(service)._protected(
+                    functools.partial(fn, *args, **kwargs),
+                    fallback if fallback is not None else self.fallback,
+                    timeout,
+                    bulkhead,
                 )
 
             return wrapper

@@ -31,6 +31,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from redis.exceptions import RedisError
 
 from . import _functions
+from ._bulk import arun, run, time_ms
 from ._bulkhead_otel import BULKHEAD_INSTRUMENTS
 from ._config import seconds
 from ._core import _SERVICE, DEFAULT_PREFIX, Eval, client_id, text, validate_prefix, validate_service
@@ -49,7 +50,11 @@ __all__ = [
     "Lease",
     "abulkheads",
     "bulkhead_key",
+    "bulkhead_name",
+    "bulkhead_names",
     "bulkheads",
+    "decode_state",
+    "read_steps",
 ]
 
 P = ParamSpec("P")
@@ -89,19 +94,25 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class BulkheadState:
-    """A bulkhead as Redis holds it (`Bulkhead.state`, `bulkheads`, ``distbreaker bulkheads``).
+    """A bulkhead as Redis holds it (`Bulkhead.state`, `bulkheads`, ``distbreaker bulkheads``,
+    the exporter).
 
     Attributes:
         name: the bulkhead's name.
         in_use: live leases fleet-wide.
         max_concurrent: the limit of the last grant (None: no grant recorded).
         next_expiry: seconds until the earliest live lease expires (None: no live lease).
+        lease_timeout: seconds, the `lease_timeout` of the last grant (None: not recorded, e.g.
+            granted by a client older than this field).
+
+    .. versionchanged:: 0.3.0 `lease_timeout`.
     """
 
     name: str
     in_use: int
     max_concurrent: int | None
     next_expiry: float | None
+    lease_timeout: float | None = None
 
 
 def _positive_seconds(value: Any, name: str, low: float, high: float) -> float:
@@ -244,9 +255,18 @@ class _BulkheadCore:
 
 
 def decode_state(name: str, reply: Sequence[Any]) -> BulkheadState:
-    """A `BulkheadState` from the reply of the script's ``read``."""
+    """A `BulkheadState` from the reply of the script's ``read`` (or what `read_steps` makes of
+    plain reads): live leases, max_concurrent (0 = unknown), earliest expiry (ms, 0 = none),
+    now (ms), and lease_timeout (ms, 0 = unknown; absent from scripts older than it)."""
     live, max_c, earliest, now = (_int(v) for v in reply[:4])
-    return BulkheadState(name, live, max_c or None, (earliest - now) / 1000 if earliest > now else None)
+    lease_ms = _int(reply[4]) if len(reply) > 4 else 0
+    return BulkheadState(
+        name,
+        live,
+        max_c or None,
+        (earliest - now) / 1000 if earliest > now else None,
+        lease_ms / 1000 if lease_ms > 0 else None,
+    )
 
 
 def _check_kind(fn: Any, want_coroutine: bool) -> None:
@@ -561,52 +581,127 @@ class AsyncBulkhead(_Shell):
         await asyncio.shield(self.release(self._pop()))
 
 
-# -- the fleet's view (the CLI's `distbreaker bulkheads`) ----------------------------------------
+# -- the fleet's view (the CLI's `distbreaker bulkheads`, the exporter) ------------------------
+def bulkhead_name(prefix: str, key: str) -> str | None:
+    """The bulkhead of `key` (``<prefix>:{<name>}:bulkhead``), or None for any other key."""
+    head, tail = f"{prefix}:{{", "}:bulkhead"
+    if key.startswith(head) and key.endswith(tail):
+        name = key[len(head) : -len(tail)]
+        if _SERVICE.fullmatch(name):
+            return name
+    return None
+
+
+def _score(value: Any) -> int:
+    """A ZSCORE reply in ms (0 = absent), negated back (the 'max'/'lease' members are stored < 0)."""
+    return 0 if value is None else -int(float(text(value)))
+
+
+def _first_score(reply: Any) -> int:
+    """The score of a ``ZRANGEBYSCORE ... WITHSCORES LIMIT 0 1`` reply (RESP2 flat, RESP3 pairs)."""
+    if not reply:
+        return 0
+    first = reply[0]
+    score = first[1] if isinstance(first, (list, tuple)) else reply[1]
+    return int(float(text(score)))
+
+
+def read_steps(
+    prefix: str, names: Sequence[str], *, now_ms: int | None = None
+) -> Generator[list[tuple[Any, ...]], list[Any], list[BulkheadState | Exception]]:
+    """Read the bulkheads `names` with plain commands, no script: what the script's ``read``
+    returns, at the server's time. Yields two pipelines (``TIME``; then per bulkhead a
+    ``ZCOUNT`` of the leases live at that time, the ``ZSCORE`` of 'max' and of 'lease', the
+    earliest live expiry), receives their replies (errors as values), returns a
+    `BulkheadState` or the error of each name, in order. Run it with `_bulk.run` / `arun`.
+    `now_ms` replaces TIME (tests: the script's ``read`` takes the same override).
+    """
+    if not names:
+        return []
+    if now_ms is None:
+        replies = yield [("TIME",)]
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        now = time_ms(replies[0])
+    else:
+        now = now_ms
+    after = f"({now}"  # live: expiry > now (bulkhead.lua prunes expiry <= now)
+    commands: list[tuple[Any, ...]] = []
+    for name in names:
+        key = bulkhead_key(prefix, name)
+        commands += [
+            ("ZCOUNT", key, after, "+inf"),
+            ("ZSCORE", key, "max"),
+            ("ZSCORE", key, "lease"),
+            ("ZRANGEBYSCORE", key, after, "+inf", "WITHSCORES", "LIMIT", 0, 1),
+        ]
+    replies = yield commands
+    out: list[BulkheadState | Exception] = []
+    for i, name in enumerate(names):
+        live, max_c, lease, first = replies[4 * i : 4 * i + 4]
+        error = next((r for r in (live, max_c, lease, first) if isinstance(r, Exception)), None)
+        if error is not None:
+            out.append(error)
+            continue
+        try:
+            reply = [int(live), _score(max_c), _first_score(first), now, _score(lease)]
+        except (ValueError, TypeError, IndexError) as exc:
+            out.append(ValueError(f"{bulkhead_key(prefix, name)}: not a bulkhead's sorted set ({exc})"))
+            continue
+        out.append(decode_state(name, reply))
+    return out
+
+
+def _found(prefix: str, read: list[BulkheadState | Exception]) -> list[BulkheadState]:
+    for state in read:
+        if isinstance(state, RedisError):
+            raise translate(state, prefix) from state
+        if isinstance(state, Exception):
+            raise state
+    return [s for s in read if isinstance(s, BulkheadState)]
+
+
 def bulkheads(redis: Any, prefix: str = DEFAULT_PREFIX) -> list[BulkheadState]:
     """Every bulkhead under `prefix` with state in Redis (a grant in the last 7 days), sorted by
-    name: one SCAN, then one read each.
+    name: one SCAN, then `read_steps` (two pipelines, no script).
 
     Raises:
         BackendError: Redis failed (`RedisUnavailableError`, `AccessDeniedError`, ...).
     """
     prefix = validate_prefix(prefix)
-    script = (OTHER_FUNCTIONS if _functions.functions_enabled(redis) else OTHER_SCRIPTS)["bulkhead"]
     try:
         names = _names(prefix, (text(k) for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)))
-        return [
-            decode_state(
-                name, drive(redis, eval_steps(Eval(script, (bulkhead_key(prefix, name),), ["read", ""], None)))
-            )
-            for name in names
-        ]
+        read = run(redis, read_steps(prefix, names))[0]
     except RedisError as exc:
         raise translate(exc, prefix) from exc
+    return _found(prefix, read)
 
 
 async def abulkheads(redis: Any, prefix: str = DEFAULT_PREFIX) -> list[BulkheadState]:
     """`bulkheads` over a `redis.asyncio` client."""
     prefix = validate_prefix(prefix)
-    script = (OTHER_FUNCTIONS if _functions.functions_enabled(redis) else OTHER_SCRIPTS)["bulkhead"]
     try:
         names = _names(prefix, [text(k) async for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)])
-        return [
-            decode_state(
-                name,
-                await adrive(redis, eval_steps(Eval(script, (bulkhead_key(prefix, name),), ["read", ""], None))),
-            )
-            for name in names
-        ]
+        read = (await arun(redis, read_steps(prefix, names)))[0]
+    except RedisError as exc:
+        raise translate(exc, prefix) from exc
+    return _found(prefix, read)
+
+
+def bulkhead_names(redis: Any, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """The names of every bulkhead under `prefix`, sorted: one SCAN, nothing read (``distbreaker
+    status`` counts them).
+
+    Raises:
+        BackendError: Redis failed.
+    """
+    prefix = validate_prefix(prefix)
+    try:
+        return _names(prefix, (text(k) for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)))
     except RedisError as exc:
         raise translate(exc, prefix) from exc
 
 
 def _names(prefix: str, keys: Iterable[str]) -> list[str]:
     """The bulkhead names of `keys` (SCAN's glob also matches keys no bulkhead would have)."""
-    head, tail = f"{prefix}:{{", "}:bulkhead"
-    names = set()
-    for key in keys:
-        if key.startswith(head) and key.endswith(tail):
-            name = key[len(head) : -len(tail)]
-            if _SERVICE.fullmatch(name):
-                names.add(name)
-    return sorted(names)
+    return sorted({name for name in (bulkhead_name(prefix, key) for key in keys) if name is not None})

@@ -2,10 +2,13 @@
 
 Per-process OpenTelemetry metrics say what each worker did (calls, rejections, round trips);
 this exporter says what the fleet shares: the state of every breaker, its window, its open
-count, its transitions. One scrape is a SCAN of the state keys (every master of a Cluster) and
-pipelined plain reads, no script: per breaker, one HMGET of the hash fields (with the ring of
-window buckets) and one XRANGE of the events appended since the last scrape, plus one TIME per
-pipeline. The exporter applies the lazy expiry the scripts would apply at the server's time
+count, its transitions, and every fleet-wide bulkhead. One scrape is a SCAN of the keys under the
+prefix (every master of a Cluster) and pipelined plain reads, no script: per breaker, one HMGET
+of the hash fields (with the ring of window buckets) and one XRANGE of the events appended since
+the last scrape, plus one TIME per pipeline; when the SCAN found bulkheads, one TIME and one
+pipeline of four sorted-set reads per bulkhead (`distbreaker.bulkhead.read_steps`, the reader of
+``distbreaker bulkheads``: leases live at that server time, as bulkhead.lua counts them). The
+exporter applies the lazy expiry the scripts would apply at the server's time
 (docs/state-machine.md): an ``open`` breaker past ``open_until`` reports ``half_open``, a forced
 state past its expiry reports ``closed``, and window buckets that have expired no longer count.
 It writes nothing.
@@ -26,11 +29,20 @@ Series (every breaker series has the label ``service``):
 - ``distbreaker_breaker_transitions_total{service, to}``: transitions read from the events
   stream (config changes excluded); counted by this exporter from the stream's content when it
   first sees the breaker, then from the new entries of each scrape.
+- ``distbreaker_bulkhead_in_use{bulkhead}``: leases held fleet-wide and not expired at the
+  server's time (an expired lease no release removed is not counted, as bulkhead.lua ignores it).
+- ``distbreaker_bulkhead_max_concurrent{bulkhead}`` and
+  ``distbreaker_bulkhead_lease_timeout_seconds{bulkhead}``: the values of the last grant (each
+  process enforces its own: they are what the last granting process was given); absent when not
+  recorded (``lease_timeout`` of grants by clients older than 0.3).
+- ``distbreaker_bulkhead_next_expiry_seconds{bulkhead}``: until the earliest live lease expires
+  (when a full bulkhead frees a slot at the latest); absent without a live lease.
 - ``distbreaker_exporter_scrape_errors_total{kind}``: ``corrupt`` (a breaker's fields cannot be
-  read), ``foreign`` (a key under the prefix that is not a breaker), ``redis`` (a node could
-  not be read). An error never hides the other breakers.
-- ``distbreaker_exporter_breakers``, ``distbreaker_exporter_scrape_duration_seconds``,
-  ``distbreaker_exporter_redis_up`` (0 when some node could not be read).
+  read), ``foreign`` (a key under the prefix that is not a breaker or a bulkhead), ``redis``
+  (a node, or a key, could not be read). An error never hides the other breakers.
+- ``distbreaker_exporter_breakers``, ``distbreaker_exporter_bulkheads``,
+  ``distbreaker_exporter_scrape_duration_seconds``, ``distbreaker_exporter_redis_up`` (0 when
+  some node could not be read).
 
 Use it from the CLI (``distbreaker exporter``), or mount `make_wsgi_app` / `make_asgi_app` in an
 existing server. Needs ``prometheus_client`` (the ``exporter`` extra).
@@ -55,6 +67,7 @@ from redis.exceptions import RedisError
 from ._bulk import DEFAULT_BUCKETS, BreakerRow, Corrupt, layout, read_hashes, read_row, run, show
 from ._core import keys_for, service_of_key, text, validate_prefix
 from ._otel import STATE_VALUES
+from .bulkhead import BulkheadState, bulkhead_name, read_steps
 from .errors import redact
 
 __all__ = [
@@ -81,8 +94,13 @@ SERIES = (
     "distbreaker_breaker_retry_after_seconds",
     "distbreaker_breaker_last_transition_timestamp_seconds",
     "distbreaker_breaker_transitions_total",
+    "distbreaker_bulkhead_in_use",
+    "distbreaker_bulkhead_max_concurrent",
+    "distbreaker_bulkhead_lease_timeout_seconds",
+    "distbreaker_bulkhead_next_expiry_seconds",
     "distbreaker_exporter_scrape_errors_total",
     "distbreaker_exporter_breakers",
+    "distbreaker_exporter_bulkheads",
     "distbreaker_exporter_redis_up",
     "distbreaker_exporter_scrape_duration_seconds",
 )
@@ -106,6 +124,7 @@ class _Seen:
 @dataclass
 class _Scrape:
     rows: list[BreakerRow] = field(default_factory=list)
+    bulkheads: list[BulkheadState] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     nodes_down: int = 0
 
@@ -170,6 +189,7 @@ class ExporterCollector(Collector):
         for kind, n in out.errors.items():
             self._errors[kind] += n
         out.rows.sort(key=lambda row: row.service)
+        out.bulkheads.sort(key=lambda state: state.name)
         return out
 
     def _error(self, out: _Scrape, kind: str, message: str) -> None:
@@ -177,10 +197,15 @@ class ExporterCollector(Collector):
         if self.on_error is not None:
             self.on_error(message)
 
-    def _scan(self, node: Any, out: _Scrape) -> list[tuple[str, str]]:
+    def _scan(self, node: Any, out: _Scrape) -> tuple[list[tuple[str, str]], list[str]]:
+        """The (key, service) of each breaker and the name of each bulkhead on `node`: one SCAN
+        pass of ``<prefix>:{*[}d]``, which matches both."""
         found = []
+        bulkheads = []
         cursor: Any = 0
-        match = f"{self.prefix}:{{*}}"
+        # <prefix>:{x} ends with '}', <prefix>:{x}:bulkhead with 'd'; the breakers' other keys
+        # (:events, :ids, :op) end otherwise and are not returned
+        match = f"{self.prefix}:{{*[}}d]"
         while True:
             cursor, keys = node.scan(cursor, match=match, count=SCAN_COUNT)
             self.round_trips += 1
@@ -193,13 +218,27 @@ class ExporterCollector(Collector):
                 service = service_of_key(self.prefix, key)
                 if service is not None:
                     found.append((key, service))
+                elif (name := bulkhead_name(self.prefix, key)) is not None:
+                    bulkheads.append(name)
             if not int(cursor):
-                return found
+                return found, sorted(set(bulkheads))
 
     def _scrape_node(self, node: Any, out: _Scrape, present: set[str]) -> None:
-        found = self._scan(node, out)
+        found, bulkheads = self._scan(node, out)
         for at in range(0, len(found), CHUNK):
             self._read_chunk(node, found[at : at + CHUNK], out, present)
+        for at in range(0, len(bulkheads), CHUNK):
+            self._read_bulkheads(node, bulkheads[at : at + CHUNK], out)
+
+    def _read_bulkheads(self, node: Any, names: Sequence[str], out: _Scrape) -> None:
+        states, pipelines = run(node, read_steps(self.prefix, names))
+        self.round_trips += pipelines
+        for name, state in zip(names, states, strict=True):
+            if isinstance(state, BulkheadState):
+                out.bulkheads.append(state)
+            else:
+                kind = "foreign" if "WRONGTYPE" in str(state) or not isinstance(state, RedisError) else "redis"
+                self._error(out, kind, f"bulkhead {name}: {redact(str(state))}")
 
     def _read_chunk(self, node: Any, chunk: Sequence[tuple[str, str]], out: _Scrape, present: set[str]) -> None:
         memos = []
@@ -303,6 +342,7 @@ class ExporterCollector(Collector):
                 for to in sorted(memo.to):
                     transitions.add_metric([service, to], memo.to[to])
         yield transitions
+        yield from self._bulkhead_families(scrape)
         errors = CounterMetricFamily(
             "distbreaker_exporter_scrape_errors",
             "Keys or nodes that could not be read, by kind (corrupt, foreign, redis)",
@@ -315,12 +355,47 @@ class ExporterCollector(Collector):
             "distbreaker_exporter_breakers", "Breakers reported by the last scrape", value=len(scrape.rows)
         )
         yield GaugeMetricFamily(
+            "distbreaker_exporter_bulkheads", "Bulkheads reported by the last scrape", value=len(scrape.bulkheads)
+        )
+        yield GaugeMetricFamily(
             "distbreaker_exporter_redis_up",
             "1 when every Redis node could be read",
             value=0 if scrape.nodes_down else 1,
         )
         yield GaugeMetricFamily(
             "distbreaker_exporter_scrape_duration_seconds", "Duration of the last scrape", value=duration
+        )
+
+    def _bulkhead_families(self, scrape: _Scrape) -> Iterator[Metric]:
+        def gauge(
+            name: str, doc: str, value: Callable[[BulkheadState], float | None], unit: str = ""
+        ) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=["bulkhead"], unit=unit)
+            for state in scrape.bulkheads:
+                v = value(state)
+                if v is not None:  # not recorded: no sample rather than a made-up value
+                    family.add_metric([state.name], v)
+            return family
+
+        yield gauge(
+            "distbreaker_bulkhead_in_use",
+            "Bulkhead leases held fleet-wide and not expired (server time)",
+            lambda state: state.in_use,
+        )
+        yield gauge(
+            "distbreaker_bulkhead_max_concurrent",
+            "max_concurrent of the bulkhead's last grant",
+            lambda state: state.max_concurrent,
+        )
+        yield gauge(
+            "distbreaker_bulkhead_lease_timeout_seconds",
+            "lease_timeout of the bulkhead's last grant",
+            lambda state: state.lease_timeout,
+        )
+        yield gauge(
+            "distbreaker_bulkhead_next_expiry_seconds",
+            "Until the earliest live lease of the bulkhead expires",
+            lambda state: state.next_expiry,
         )
 
 

@@ -13,6 +13,7 @@ from ._breaker import Breaker
 from ._config import BreakerConfig
 from ._core import DEFAULT_PREFIX, validate_prefix, validate_service
 from ._hooks import CallHook, Hooks, TransitionHook
+from .bulkhead import Bulkhead
 from .errors import ConfigError
 
 __all__ = ["BreakerRegistry"]
@@ -168,10 +169,22 @@ class BreakerRegistry(_Registry[Breaker]):
         service: str,
         *,
         fallback: Callable[[BaseException], Any] | None = None,
+        bulkhead: Bulkhead | None = None,
     ) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """A decorator: every call goes through `service`'s breaker (looked up per call), with
-        `fallback` or else the registry's default."""
+        `fallback` or else the registry's default.
+
+        Args:
+            bulkhead: a `Bulkhead` each call also holds a slot of, inside the breaker, as in
+                `Breaker.protect`: an open breaker refuses first (the bulkhead is not asked); a
+                full bulkhead raises `BulkheadFullError` (given to the fallback, if any), which
+                the breaker does not count.
+
+        .. versionchanged:: 0.3.0 `bulkhead`.
+        """
         validate_service(service)
+        if bulkhead is not None and not isinstance(bulkhead, Bulkhead):
+            raise TypeError(f"bulkhead must be a distbreaker.Bulkhead, got {bulkhead!r}")
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
             if inspect.iscoroutinefunction(fn):
@@ -179,8 +192,12 @@ class BreakerRegistry(_Registry[Breaker]):
 
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                result: T = self.call(service, functools.partial(fn, *args, **kwargs), fallback=fallback)
-                return result
+                return self.get(service)._protected(
+                    functools.partial(fn, *args, **kwargs),
+                    fallback if fallback is not None else self.fallback,
+                    None,
+                    bulkhead,
+                )
 
             return wrapper
 

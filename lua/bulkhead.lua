@@ -3,8 +3,9 @@
 -- expiry time, so the slot of a worker that died comes back without anyone releasing it.
 -- A standalone script: no breaker head or library (the loader reads it as it is).
 --
--- KEYS[1]  <prefix>:{<name>}:bulkhead   ZSET: lease id -> expiry (ms); the member 'max' holds
---                                       -max_concurrent of the last grant (negative: never a lease)
+-- KEYS[1]  <prefix>:{<name>}:bulkhead   ZSET: lease id -> expiry (ms); the members 'max' and
+--                                       'lease' hold -max_concurrent and -lease_timeout (ms) of
+--                                       the last grant (negative: never a lease)
 -- ARGV[1]  op: 'acquire' | 'release' | 'renew' | 'read'
 -- ARGV[2]  now (ms; '' = TIME)
 -- acquire  ARGV[3] max_concurrent, ARGV[4] lease_timeout (ms), ARGV[5] lease id
@@ -12,10 +13,12 @@
 -- release  ARGV[3] lease id              -> {1 released | 0 not held (expired or unknown)}
 -- renew    ARGV[3] lease_timeout (ms), ARGV[4] lease id
 --          -> {1 | 0 (the lease had expired: not revived), the new expiry (ms, 0 = none)}
--- read     -> {leases live, max_concurrent of the last grant (0 = unknown), earliest expiry, now}
+-- read     -> {leases live, max_concurrent of the last grant (0 = unknown), earliest expiry, now,
+--              lease_timeout (ms) of the last grant (0 = unknown)}
 -- Time is in integer milliseconds. Expired leases are pruned by every acquire (ZREMRANGEBYSCORE
 -- 0 now); read counts only live ones and writes nothing. The key expires IDLE ms after the last
--- grant (an unused bulkhead leaves nothing behind).
+-- grant (an unused bulkhead leaves nothing behind). distbreaker.bulkhead.read_steps reads the
+-- same set with plain commands (the exporter, `distbreaker bulkheads`): keep the two in step.
 -- Every argument is validated before the first write; errors start with 'distbreaker:'.
 
 local K = KEYS[1]
@@ -37,8 +40,8 @@ end
 
 local function lease_id(i)
   local id = ARGV[i]
-  if id == nil or id == '' or #id > 128 or id == 'max' then
-    fail('lease id must be 1-128 bytes other than "max", got ' .. tostring(id))
+  if id == nil or id == '' or #id > 128 or id == 'max' or id == 'lease' then
+    fail('lease id must be 1-128 bytes other than "max" and "lease", got ' .. tostring(id))
   end
   return id
 end
@@ -74,7 +77,7 @@ if op == 'acquire' then
   redis.call('ZREMRANGEBYSCORE', K, 0, ms(now))
   local live = redis.call('ZCOUNT', K, '(0', '+inf')
   if live < max then
-    redis.call('ZADD', K, -max, 'max', ms(now + lease), id)
+    redis.call('ZADD', K, -max, 'max', -lease, 'lease', ms(now + lease), id)
     redis.call('PEXPIRE', K, IDLE)
     return {1, live + 1, 0, now}
   end
@@ -101,4 +104,5 @@ end
 -- read
 local live = redis.call('ZCOUNT', K, '(' .. ms(now), '+inf')
 local max = tonumber(redis.call('ZSCORE', K, 'max')) or 0
-return {live, -max, earliest(), now}
+local lease = tonumber(redis.call('ZSCORE', K, 'lease')) or 0
+return {live, -max, earliest(), now, -lease}

@@ -1,7 +1,8 @@
 """`distbreaker bulkheads`: the fleet-wide bulkheads under the prefix (in use / max).
 
-A command of its own (not a section of `status`, whose read path is the breakers'): one SCAN
-and one read per bulkhead, through `distbreaker.bulkhead.bulkheads`. Errors go up to the one
+A command of its own (not a section of `status`, whose read path is the breakers'; `status`
+only counts them): one SCAN and two pipelines of plain reads, no script, through
+`distbreaker.bulkhead.bulkheads` (the reader the exporter uses too). Errors go up to the one
 boundary in `app.py`.
 """
 
@@ -28,6 +29,7 @@ def _dict(s: BulkheadState) -> dict[str, object]:
         "in_use": s.in_use,
         "max_concurrent": s.max_concurrent,
         "next_expiry": None if s.next_expiry is None else round(s.next_expiry, 3),
+        "lease_timeout": s.lease_timeout,
     }
 
 
@@ -37,11 +39,11 @@ def _dict(s: BulkheadState) -> dict[str, object]:
 @pass_ctx
 def bulkheads(obj: Context, names: tuple[str, ...]) -> None:
     """Show the fleet-wide bulkheads: slots in use (live leases) of the limit of the last grant,
-    and when the earliest lease expires (every bulkhead used in the last 7 days when none is
-    named; NAME may be a glob).
+    when the earliest lease expires, and the lease timeout of the last grant (every bulkhead
+    used in the last 7 days when none is named; NAME may be a glob).
 
     With -o json: a list of {"name", "in_use", "max_concurrent", "next_expiry" (seconds or
-    null)}.
+    null), "lease_timeout" (seconds or null)}.
     """
     found = read_bulkheads(obj.client(), obj.prefix)
     if names:
@@ -58,12 +60,13 @@ def bulkheads(obj: Context, names: tuple[str, ...]) -> None:
             str(s.in_use),
             "-" if s.max_concurrent is None else str(s.max_concurrent),
             "-" if s.next_expiry is None else f"{s.next_expiry:.1f}s",
+            "-" if s.lease_timeout is None else f"{s.lease_timeout:g}s",
         )
         for s in found
     ]
     if not obj.no_headers:
-        rows.insert(0, ("BULKHEAD", "IN USE", "MAX", "NEXT EXPIRY"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        rows.insert(0, ("BULKHEAD", "IN USE", "MAX", "NEXT EXPIRY", "LEASE TIMEOUT"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     sep = "\t" if obj.output == "plain" else "  "
     for row in rows:
         obj.out(sep.join(cell.ljust(w) if sep == "  " else cell for cell, w in zip(row, widths)).rstrip())

@@ -20,6 +20,7 @@ from distbreaker._action_steps import check_control
 from distbreaker._arg_checks import actor_or_default, check_reason
 from distbreaker._core import keys_for, validate_service
 from distbreaker.admin import FleetConfig, close_matches
+from distbreaker.bulkhead import bulkhead_names
 from distbreaker.errors import (
     AccessDeniedError,
     DistbreakerError,
@@ -208,7 +209,19 @@ def _show_status(
         obj.note(f"no breakers{matching}{which} under prefix {obj.prefix!r}")
     for text in warnings.values():
         obj.warn(safe(text))
+    if not services:
+        _bulkheads_note(obj)
     return found, broken, unknown
+
+
+def _bulkheads_note(obj: Context) -> None:
+    """The fleet view says that bulkheads exist (one line on stderr, like the view's other
+    notes; none without bulkheads). One SCAN for their keys, nothing read: their use is
+    `distbreaker bulkheads`. Not with -o json: its one document is a list of breakers, and a
+    key for bulkheads would change that shape (`distbreaker bulkheads -o json` has them)."""
+    n = len(bulkhead_names(obj.client(), obj.prefix))
+    if n:
+        obj.note(f"{n} bulkhead{'' if n == 1 else 's'}: see `distbreaker bulkheads`")
 
 
 def _states(ctx: click.Context, param: click.Parameter, value: str | None) -> frozenset[str]:
@@ -254,6 +267,9 @@ def status(
     With -o json: a list with one object per breaker (fields of Snapshot, plus "config");
     with --watch -o json: one such list per line, per refresh. -o wide: nothing cut, plus the
     generation and the forced expiry; -o plain: the same, tab-separated.
+
+    With no SERVICE, a line on stderr says how many bulkheads there are, if any (not with
+    -o json); `distbreaker bulkheads` shows them.
 
     A breaker that cannot be read (a key of another type, corrupt data) does not hide the
     others: they are shown, it is named on stderr, and the exit code is 1. Named services

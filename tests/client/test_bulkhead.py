@@ -28,6 +28,7 @@ import distbreaker.asyncio as dba
 from distbreaker import (
     Breaker,
     BreakerConfig,
+    BreakerRegistry,
     Bulkhead,
     BulkheadFullError,
     BulkheadState,
@@ -37,7 +38,7 @@ from distbreaker import (
     _otel,
     connect,
 )
-from distbreaker._bulkhead_otel import IN_USE, REJECTIONS
+from distbreaker._bulkhead_otel import HELD, REJECTIONS
 from distbreaker._log import LIMITED
 from distbreaker._scripts import OTHER_SCRIPTS
 from distbreaker.bulkhead import DEFAULT_RETRY_AFTER, AsyncBulkhead, bulkhead_key, bulkheads
@@ -226,7 +227,7 @@ def test_full_raises_with_retry_after(client: redis.Redis, prefix: str) -> None:
     assert 0 < err.retry_after <= 30
     assert "'pay' is full (2/2 in use)" in str(err)
     state = bh.state()
-    assert state == BulkheadState("pay", 2, 2, state.next_expiry) and 0 < (state.next_expiry or 0) <= 30
+    assert state == BulkheadState("pay", 2, 2, state.next_expiry, 30.0) and 0 < (state.next_expiry or 0) <= 30
     bh.release(a)
     assert bh.call(ran.append, 1) is None and ran == [1]
     bh.release(b)
@@ -283,7 +284,8 @@ def test_lease_of_a_dead_caller_expires(client: redis.Redis, prefix: str) -> Non
     patient = Bulkhead("pay", client, max_concurrent=1, lease_timeout=30, max_wait=PATIENCE, prefix=prefix)
     lease = patient.acquire()  # granted once the dead lease expired
     assert client.zscore(bulkhead_key(prefix, "pay"), lease.id) is not None
-    assert client.zcard(bulkhead_key(prefix, "pay")) == 2  # the new lease and 'max': the old one pruned
+    # the new lease, 'max' and 'lease': the old one pruned
+    assert client.zcard(bulkhead_key(prefix, "pay")) == 3
 
 
 def test_renew_extends_a_live_lease_only(client: redis.Redis, prefix: str) -> None:
@@ -349,6 +351,7 @@ def test_functions_mode(url: str, redis_binary: Any, prefix: str) -> None:
         (["acquire", "", "1", "0", "id"], "lease_timeout must be an integer"),
         (["acquire", "", "1", "86400001", "id"], "lease_timeout must be an integer"),
         (["acquire", "", "1", "1000", "max"], "lease id"),
+        (["acquire", "", "1", "1000", "lease"], "lease id"),
         (["acquire", "", "1", "1000", ""], "lease id"),
         (["release", ""], "lease id"),
         (["acquire", "soon", "1", "1000", "id"], "now must be"),
@@ -370,12 +373,37 @@ def test_script_grants_by_server_time_and_prunes(r: redis.Redis, prefix: str) ->
     assert r.eval(text, 1, key, "acquire", "1000", "2", "500", "a") == [1, 1, 0, 1000]
     assert r.eval(text, 1, key, "acquire", "1100", "2", "500", "b") == [1, 2, 0, 1100]
     assert r.eval(text, 1, key, "acquire", "1200", "2", "500", "c") == [0, 2, 1500, 1200]
-    assert r.eval(text, 1, key, "read", "1200") == [2, 2, 1500, 1200]
+    assert r.eval(text, 1, key, "read", "1200") == [2, 2, 1500, 1200, 500]
     assert r.eval(text, 1, key, "acquire", "1500", "2", "500", "c") == [1, 2, 0, 1500]  # a expired
     assert r.eval(text, 1, key, "release", "", "b") == [1]
     assert r.eval(text, 1, key, "release", "", "b") == [0]
-    assert r.eval(text, 1, key, "read", "2001") == [0, 2, 0, 2001]
+    assert r.eval(text, 1, key, "read", "2001") == [0, 2, 0, 2001, 500]
     assert 0 < r.pttl(key) <= 7 * 86400 * 1000
+
+
+def test_plain_reads_count_as_the_script_reads(r: redis.Redis, prefix: str) -> None:
+    """read_steps (the exporter's and `distbreaker bulkheads`' reader: no script) gives what the
+    script's read gives at the same time, at every step: a lease expiring exactly now is not
+    live, nor one never released past its expiry."""
+    from distbreaker._bulk import run
+    from distbreaker.bulkhead import decode_state, read_steps
+
+    key, text = bulkhead_key(prefix, "pay"), OTHER_SCRIPTS["bulkhead"].text
+
+    def same_at(now: int) -> BulkheadState:
+        (plain,), _ = run(r, read_steps(prefix, ["pay"], now_ms=now))
+        assert plain == decode_state("pay", r.eval(text, 1, key, "read", str(now))), now
+        assert isinstance(plain, BulkheadState)
+        return plain
+
+    assert same_at(900) == BulkheadState("pay", 0, None, None, None)  # no key at all
+    r.eval(text, 1, key, "acquire", "1000", "3", "500", "a")
+    r.eval(text, 1, key, "acquire", "1100", "3", "700", "b")
+    assert same_at(1200) == BulkheadState("pay", 2, 3, 0.3, 0.7)
+    assert same_at(1500).in_use == 1  # a's expiry is 1500: not live at 1500
+    assert same_at(1799) == BulkheadState("pay", 1, 3, 0.001, 0.7)
+    assert same_at(1800) == BulkheadState("pay", 0, 3, None, 0.7)  # b expired, never released
+    assert r.zcard(key) == 4  # both leases still stored: the read pruned nothing
 
 
 # -- composition with a breaker -------------------------------------------------------------------
@@ -462,6 +490,92 @@ async def test_async_breaker_protect_with_bulkhead(url: str, client: redis.Redis
         with pytest.raises(TypeError, match="distbreaker.asyncio.Bulkhead"):
             breaker.protect(bulkhead=Bulkhead("pay", client, max_concurrent=1))  # type: ignore[arg-type]
     finally:
+        await aclient.aclose()
+
+
+def test_registry_protect_with_bulkhead(client: redis.Redis, prefix: str) -> None:
+    """BreakerRegistry.protect(service, bulkhead=...) as Breaker.protect(bulkhead=...): the call
+    holds a slot; a full bulkhead raises BulkheadFullError, or goes to the given fallback, or
+    else to the registry's default one, and the breaker does not count it; an open breaker
+    refuses before the bulkhead is asked."""
+    registry = BreakerRegistry(client, BreakerConfig(minimum_calls=1, redis_timeout=2.0), prefix=prefix, listen=False)
+    defaulted = BreakerRegistry(
+        client, BreakerConfig(redis_timeout=2.0), prefix=prefix, listen=False, fallback=lambda exc: "default"
+    )
+    bh = Bulkhead("pay", client, max_concurrent=1, prefix=prefix)
+
+    @registry.protect("pay", bulkhead=bh)
+    def charge(x: int) -> int:
+        assert bh.state().in_use == 1  # the call holds the slot
+        return x * 2
+
+    @registry.protect("pay", bulkhead=bh, fallback=lambda exc: type(exc).__name__)
+    def charge_or_name() -> Any:
+        return "ran"
+
+    @defaulted.protect("pay2", bulkhead=bh)
+    def charge_or_default() -> Any:
+        return "ran"
+
+    try:
+        assert charge(21) == 42 and charge_or_default() == "ran"
+        lease = bh.acquire()
+        for _ in range(3):
+            with pytest.raises(BulkheadFullError):
+                charge(1)
+        assert charge_or_name() == "BulkheadFullError" and charge_or_default() == "default"
+        snap = registry.get("pay").snapshot()
+        assert (snap.calls, snap.failures, snap.state.value) == (1, 0, "closed")  # only the call that ran
+        bh.release(lease)
+        registry.get("pay").trip(reason="test")
+        with pytest.raises(CircuitOpenError):
+            charge(1)
+        assert bh.state().in_use == 0
+        with pytest.raises(TypeError, match="distbreaker.Bulkhead"):
+            registry.protect("pay", bulkhead=object())  # type: ignore[arg-type]
+    finally:
+        registry.close()
+        defaulted.close()
+
+
+async def test_async_registry_protect_with_bulkhead(url: str, client: redis.Redis, prefix: str) -> None:
+    """The asyncio BreakerRegistry.protect(service, bulkhead=...): as the asyncio Breaker's, with
+    an async fallback; the breaker does not count a full bulkhead."""
+    aclient = dba.connect(url, timeout=2.0)
+    registry = dba.BreakerRegistry(
+        aclient, BreakerConfig(minimum_calls=1, redis_timeout=2.0), prefix=prefix, listen=False
+    )
+    try:
+        bh = dba.Bulkhead("pay", aclient, max_concurrent=1, prefix=prefix)
+
+        async def fallback(exc: BaseException) -> str:
+            return "later"
+
+        @registry.protect("pay", bulkhead=bh, fallback=fallback)
+        async def charge() -> str:
+            assert (await bh.state()).in_use == 1
+            return "ok"
+
+        @registry.protect("pay", bulkhead=bh, timeout=5)
+        async def charge_or_raise() -> str:
+            return "ok"
+
+        assert await charge() == "ok"
+        async with bh:
+            assert await charge() == "later"
+            with pytest.raises(BulkheadFullError):
+                await charge_or_raise()
+        assert await charge_or_raise() == "ok"
+        snap = await registry.get("pay").snapshot()
+        assert (snap.calls, snap.failures) == (2, 0)
+        await registry.get("pay").trip(reason="test")
+        with pytest.raises(CircuitOpenError):
+            await charge_or_raise()
+        assert (await bh.state()).in_use == 0
+        with pytest.raises(TypeError, match="distbreaker.asyncio.Bulkhead"):
+            registry.protect("pay", bulkhead=Bulkhead("pay", client, max_concurrent=1))  # type: ignore[arg-type]
+    finally:
+        await registry.close()
         await aclient.aclose()
 
 
@@ -576,7 +690,7 @@ def test_bulkheads_lists_every_bulkhead_under_the_prefix(client: redis.Redis, pr
 
 
 def test_metrics(client: redis.Redis, prefix: str) -> None:
-    """distbreaker.bulkhead.in_use reports this process's held slots; rejections are counted."""
+    """distbreaker.bulkhead.held reports this process's held slots; rejections are counted."""
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     _otel.use_meter_provider(provider)
@@ -598,11 +712,11 @@ def test_metrics(client: redis.Redis, prefix: str) -> None:
             return out
 
         with bh:
-            assert points(IN_USE) == {(): 1}
+            assert points(HELD) == {(): 1}
             for _ in range(2):
                 with pytest.raises(BulkheadFullError):
                     bh.acquire()
-        assert points(IN_USE) == {(): 0}
+        assert points(HELD) == {(): 0}
         assert points(REJECTIONS) == {(("reason", "full"),): 2}
     finally:
         _otel.use_meter_provider(None)
@@ -624,13 +738,14 @@ def test_cli_bulkheads_command(client: redis.Redis, redis_url: str, prefix: str)
         run = CliRunner().invoke(cli, ["--url", redis_url, "--prefix", prefix, "bulkheads"])
         assert run.exit_code == 0, run.output
         lines = run.stdout.splitlines()
-        assert lines[0].split() == ["BULKHEAD", "IN", "USE", "MAX", "NEXT", "EXPIRY"]
-        assert lines[1].split()[:3] == ["pay", "1", "4"] and lines[2].split() == ["search", "0", "9", "-"]
+        assert lines[0].split() == ["BULKHEAD", "IN", "USE", "MAX", "NEXT", "EXPIRY", "LEASE", "TIMEOUT"]
+        assert lines[1].split()[:3] == ["pay", "1", "4"] and lines[1].split()[4] == "60s"
+        assert lines[2].split() == ["search", "0", "9", "-", "60s"]
         run = CliRunner().invoke(cli, ["--url", redis_url, "--prefix", prefix, "--json", "bulkheads", "pa*"])
         assert run.exit_code == 0, run.output
         (doc,) = json.loads(run.stdout)
         assert (doc["name"], doc["in_use"], doc["max_concurrent"]) == ("pay", 1, 4)
-        assert 0 < doc["next_expiry"] <= 60
+        assert 0 < doc["next_expiry"] <= 60 and doc["lease_timeout"] == 60
         run = CliRunner().invoke(cli, ["--url", redis_url, "--prefix", prefix + "-none", "bulkheads"])
         assert run.exit_code == 0 and run.stdout == "" and "no bulkheads" in run.stderr
         run = CliRunner().invoke(cli, ["--url", "redis://u:s3cret@" + _dead_url()[8:], "bulkheads"])

@@ -119,7 +119,8 @@ def test_states_with_expiry_applied_as_redis_would(client: Any, r: redis.Redis, 
     assert abs(last - time.time()) < 60
     assert value(samples, "distbreaker_exporter_breakers") == 6
     assert value(samples, "distbreaker_exporter_redis_up") == 1
-    assert {name for name, _ in samples} == set(SERIES)  # the names alerts and dashboards may use
+    # the names alerts and dashboards may use (no bulkhead here: test_exporter_bulkheads.py has theirs)
+    assert {name for name, _ in samples} == {s for s in SERIES if not s.startswith("distbreaker_bulkhead_")}
 
 
 def test_window_counts_drop_expired_buckets(client: Any, r: redis.Redis, prefix: str) -> None:
@@ -377,13 +378,19 @@ def test_cluster_every_master(redis_cluster: Any, prefix: str) -> None:
 
 
 def test_a_read_only_acl_user_is_enough(redis_server_factory: Any) -> None:
-    """The exporter needs only SCAN, HMGET, XRANGE and TIME on the prefix's keys (the ACL line
-    of docs/observability.md): with nothing more, every breaker is read without an error."""
+    """The exporter needs only SCAN, HMGET, XRANGE and TIME, and for bulkheads ZCOUNT, ZSCORE
+    and ZRANGEBYSCORE (plain reads of their sorted sets, no script), on the prefix's keys (the
+    ACL line of docs/observability.md): with nothing more, every breaker and bulkhead is read
+    without an error."""
+    from distbreaker import Bulkhead
+
     server = redis_server_factory()
     admin_client = server.client()
     prefix, service = "acl", unique("acl")
     ops = connect(server.url, timeout=5)
     Admin(ops, prefix=prefix).trip(service, reason="x")
+    bulkhead = Bulkhead("pay", ops, max_concurrent=7, prefix=prefix)
+    lease = bulkhead.acquire()
     admin_client.execute_command(
         "ACL",
         "SETUSER",
@@ -398,6 +405,9 @@ def test_a_read_only_acl_user_is_enough(redis_server_factory: Any) -> None:
         "+hmget",
         "+xrange",
         "+time",
+        "+zcount",
+        "+zscore",
+        "+zrangebyscore",
     )
     reader = connect(server.url.replace("redis://", "redis://exporter:exporter-pw@"), timeout=5)
     try:
@@ -408,7 +418,10 @@ def test_a_read_only_acl_user_is_enough(redis_server_factory: Any) -> None:
         assert not notes
         assert value(samples, "distbreaker_breaker_state", service=service) == 3
         assert value(samples, "distbreaker_breaker_transitions_total", service=service, to="forced_open") == 1
+        assert value(samples, "distbreaker_bulkhead_in_use", bulkhead="pay") == 1
+        assert value(samples, "distbreaker_bulkhead_max_concurrent", bulkhead="pay") == 7
     finally:
+        bulkhead.release(lease)
         reader.close()
         ops.close()
 

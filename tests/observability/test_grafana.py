@@ -73,7 +73,9 @@ def test_dashboard_loads_and_every_query_names_an_existing_metric() -> None:
         "distbreaker_breaker_open_count",
         "distbreaker_breaker_transitions_total",
         "distbreaker_calls_total",
-    } <= used  # fleet view: state, failure and slow rates, rejections, opens
+        "distbreaker_bulkhead_in_use",
+        "distbreaker_bulkhead_max_concurrent",
+    } <= used  # fleet view: state, failure and slow rates, rejections, opens, bulkheads in use vs max
 
 
 def test_dashboard_has_a_drill_down_and_transition_annotations() -> None:

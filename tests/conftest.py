@@ -116,6 +116,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _no_server("\n".join(problems))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_log_limits() -> None:
+    """Each test starts with the process's log rate limits and outage state forgotten: a test
+    that asserts what was (or was not) logged must not depend on what an earlier test logged
+    (an outage left "down", or a message's tokens spent, silences the next test's lines)."""
+    from distbreaker._log import LIMITED
+
+    LIMITED.clear()
+
+
 @pytest.fixture
 def prefix() -> str:
     """A key prefix unique to this test (the only isolation on a shared server)."""

@@ -50,7 +50,8 @@ def client(server: Server) -> Iterator[redis.Redis]:
 def _config(**kw: Any) -> BreakerConfig:
     kw.setdefault("minimum_calls", 1_000_000)
     kw.setdefault("window", 600.0)
-    return BreakerConfig(redis_timeout=BUDGET, **kw)
+    kw.setdefault("redis_timeout", BUDGET)
+    return BreakerConfig(**kw)
 
 
 def _timed(breaker: Breaker, value: int) -> float:
@@ -216,8 +217,13 @@ def test_reject_mode_rejects_while_redis_is_down(server: Server, client: redis.R
 def test_script_flush_storm_loses_nothing(
     server: Server, client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """10,000 calls during a SCRIPT FLUSH storm raise nothing but their own errors and all count."""
-    breaker = Breaker(SERVICE, client, _config(), prefix=prefix)
+    """10,000 calls during a SCRIPT FLUSH storm raise nothing but their own errors and all count.
+
+    The budget is wide (2 s): this test is about NOSCRIPT, and on a loaded machine the 50 ms
+    default lets a record's reply (EVAL compiles the script) come late, which is an outage by
+    design (the budget's own tests are above): its records are skipped, and logged."""
+    wide = connect(server.url, timeout=2.0)
+    breaker = Breaker(SERVICE, wide, _config(redis_timeout=2.0), prefix=prefix)
     stop = threading.Event()
     flushes = 0
     flush_errors: list[BaseException] = []
@@ -256,6 +262,8 @@ def test_script_flush_storm_loses_nothing(
     assert not thread.is_alive()
     assert not flush_errors, flush_errors
     snap = breaker.snapshot()
+    breaker.close()
+    wide.close()
     print(f"\nSCRIPT FLUSH storm: {flushes} flushes during {n} calls")
     assert other == []
     assert flushes > 10

@@ -108,6 +108,18 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def interleaved(runs: int, *fns: Callable[[], Any]) -> list[float]:
+    """Median wall time of each of `fns` (or the time it returns), called in turn `runs` times
+    (A B A B ...: a load that drifts during the runs weighs on each alike)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            own = fn()  # a float: the time the call measured itself (of a part of it)
+            times[i].append(own if isinstance(own, float) else time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def cli(url: str, prefix: str, *extra: str, tree: Path = ROOT, label: str = "") -> Callable[[], None]:
     """A run of ``distbreaker status`` from `tree`'s code (the first call, untimed by `timed`'s
     caller, writes the bytecode); under `label`, the subprocess's CPU is recorded in CPU."""
@@ -143,18 +155,25 @@ print(json.dumps([statistics.median(wall), statistics.median(cpu)]))
 """
 
 
-def inspect_all_from(tree: Path, url: str, prefix: str, runs: int, label: str) -> float:
-    """Median wall time of `Admin.inspect_all()` run by `tree`'s code (a subprocess); its CPU in CPU."""
-    proc = subprocess.run(
-        [sys.executable, "-c", INSPECT_ALL, url, prefix, str(runs)],
-        env=env_for(tree),
-        capture_output=True,
-        timeout=600,
-        check=True,
-    )
-    wall, cpu = json.loads(proc.stdout.decode().splitlines()[-1])
-    CPU[label] = cpu
-    return float(wall)
+def inspect_all_from(tree: Path, url: str, prefix: str, label: str) -> Callable[[], float]:
+    """A call of `Admin.inspect_all()` by `tree`'s code in a fresh process: returns its wall
+    time; its CPU time goes to CPU[label] (the median of the calls so far)."""
+    used: list[float] = []
+
+    def run() -> float:
+        proc = subprocess.run(
+            [sys.executable, "-c", INSPECT_ALL, url, prefix, "1"],
+            env=env_for(tree),
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
+        wall, cpu = json.loads(proc.stdout.decode().splitlines()[-1])
+        used.append(cpu)
+        CPU[label] = statistics.median(used)
+        return float(wall)
+
+    return run
 
 
 def memory(r: redis.Redis, prefix: str, services: list[str]) -> tuple[list[int], list[int]]:
@@ -223,13 +242,29 @@ def run_benchmark(args: argparse.Namespace) -> None:
             ),
         ]
         before_rows = []
-        if args.before is not None:
+        if args.before is not None:  # this tree and the other, in turn (fresh processes)
             tree = args.before.resolve()
-            for what, extra in ((table, ()), (as_json, ("-o", "json"))):
-                label = f"before ({tree.name}): {what}"
-                before_rows.append((label, timed(cli(url, prefix, *extra, tree=tree, label=label), runs)))
-            label = f"before ({tree.name}): `Admin.inspect_all()`"
-            before_rows.append((label, inspect_all_from(tree, url, prefix, runs, label)))
+            fresh = "`Admin.inspect_all()` (a fresh process)"
+            for what, ours, theirs in (
+                (table, cli(url, prefix, label=f"{table} [A]"), cli(url, prefix, tree=tree, label=f"{table} [B]")),
+                (
+                    as_json,
+                    cli(url, prefix, "-o", "json", label=f"{as_json} [A]"),
+                    cli(url, prefix, "-o", "json", tree=tree, label=f"{as_json} [B]"),
+                ),
+                (
+                    fresh,
+                    inspect_all_from(ROOT, url, prefix, f"{fresh} [A]"),
+                    inspect_all_from(tree, url, prefix, f"{fresh} [B]"),
+                ),
+            ):
+                a, b = interleaved(runs, ours, theirs)
+                for side, seconds, name in (
+                    ("A", a, f"{what} (in turn with {tree.name})"),
+                    ("B", b, f"before ({tree.name}): {what}"),
+                ):
+                    CPU[name] = CPU[f"{what} [{side}]"]
+                    before_rows.append((name, seconds))
         per_key = timed(lambda: [admin.inspect(s) for s in services], 1, "per key")
         hashes, streams = memory(r, prefix, services)
         totals = [h + s for h, s in zip(hashes, streams, strict=True)]

@@ -96,7 +96,9 @@ PYCACHE = tempfile.mkdtemp(prefix="many-pycache-")  # the subprocesses' bytecode
 
 
 def env_for(tree: Path) -> dict[str, str]:
-    """The environment of a subprocess running `tree`'s code, its bytecode cached in PYCACHE."""
+    """The environment of a subprocess running `tree`'s code, its bytecode cached in PYCACHE.
+    (The subprocesses run in PYCACHE: ``python -c`` puts its working directory first on
+    sys.path, before PYTHONPATH, and a checkout there would be imported instead of `tree`.)"""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "cli"), os.environ.get("PYTHONPATH", "")])
     env["PYTHONPYCACHEPREFIX"] = os.path.join(PYCACHE, tree.name or "root")
@@ -130,7 +132,7 @@ def cli(url: str, prefix: str, *extra: str, tree: Path = ROOT, label: str = "") 
 
     def run() -> None:
         before = children_cpu()
-        proc = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
+        proc = subprocess.run(command, env=env, cwd=PYCACHE, capture_output=True, timeout=120, check=False)
         used.append(children_cpu() - before)
         if label:
             CPU[label] = statistics.median(used[1:] or used)
@@ -143,6 +145,7 @@ def cli(url: str, prefix: str, *extra: str, tree: Path = ROOT, label: str = "") 
 
 INSPECT_ALL = """
 import json, statistics, sys, time
+import distbreaker
 from distbreaker import Admin, connect
 admin = Admin(connect(sys.argv[1], timeout=30), prefix=sys.argv[2])
 wall, cpu = [], []
@@ -151,7 +154,7 @@ for _ in range(int(sys.argv[3])):
     admin.inspect_all()
     wall.append(time.perf_counter() - start)
     cpu.append(time.process_time() - used)
-print(json.dumps([statistics.median(wall), statistics.median(cpu)]))
+print(json.dumps([statistics.median(wall), statistics.median(cpu), distbreaker.__file__]))
 """
 
 
@@ -164,11 +167,14 @@ def inspect_all_from(tree: Path, url: str, prefix: str, label: str) -> Callable[
         proc = subprocess.run(
             [sys.executable, "-c", INSPECT_ALL, url, prefix, "1"],
             env=env_for(tree),
+            cwd=PYCACHE,
             capture_output=True,
             timeout=600,
             check=True,
         )
-        wall, cpu = json.loads(proc.stdout.decode().splitlines()[-1])
+        wall, cpu, where = json.loads(proc.stdout.decode().splitlines()[-1])
+        if not Path(where).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(f"{tree}'s inspect_all imported distbreaker from {where}")
         used.append(cpu)
         CPU[label] = statistics.median(used)
         return float(wall)

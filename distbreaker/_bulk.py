@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +61,18 @@ _READ_NUMBERS = (*_NUMERIC, "lt", "hs", "pt")
 _BUCKET = re.compile(r"(\d+):(\d+):(\d+)")
 _LEASE = re.compile(r"([^=;]+)=(\d+)")
 _STATES = {s.value: s for s in State}
+_STATE_NAMES: dict[Any, str] = {**{s.value: s.value for s in State}, **{s.value.encode(): s.value for s in State}}
+_READ_TEXTS = ("fr", "fa", "lc", "lf", "la", "hl", "fp", "ov", "cc", "cfg", "pf")
 _FORCED = ("forced_open", "disabled")
 
 
-_NAMES: dict[Any, str] = {f.encode(): f for f in (*FIELDS, "oa", "hn", "qc", "qs", "xr")}
-_RING: dict[Any, int] = {}
-for _i in range(1000):  # the ring slots' names (buckets <= 1000), as bytes and as str
-    _RING[f"r{_i}".encode()] = _RING[f"r{_i}"] = _i
+# A hash field's name as read (bytes, or str from a client that decodes) -> its key in a `Read`:
+# the name (str) for a field, the slot (int) for a ring slot r0..r999 (buckets <= 1000)
+_KEYS: dict[Any, str | int] = {}
+for _name in (*FIELDS, "oa", "hn", "qc", "qs", "xr"):
+    _KEYS[_name.encode()] = _KEYS[_name] = _name
+for _i in range(1000):
+    _KEYS[f"r{_i}".encode()] = _KEYS[f"r{_i}"] = _i
 
 
 class Corrupt(ValueError):
@@ -98,21 +103,6 @@ def _number(fields: Mapping[str, Any], name: str, default: float = 0) -> float:
 
 def _int(fields: Mapping[str, Any], name: str, default: int = 0) -> int:
     return int(_number(fields, name, default))
-
-
-def _ints(fields: Mapping[str, Any], names: Sequence[str]) -> dict[str, int]:
-    """`_int` of each of `names` (absent = 0), in one pass: the common case costs no call."""
-    out = {}
-    for name in names:
-        value = fields.get(name)
-        if value is None:
-            out[name] = 0
-            continue
-        try:
-            out[name] = int(value)
-        except ValueError:
-            out[name] = int(_number(fields, name))
-    return out
 
 
 def _config(fields: Mapping[str, Any]) -> list[str] | None:
@@ -165,21 +155,24 @@ def expired_slots(fields: Mapping[str, Any], now_ms: int) -> list[int] | None:
 
 
 def _window(
-    fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int, number: Mapping[str, int]
+    fields: Mapping[str, Any], ring: Mapping[Any, Any], now_ms: int, be: int, calls: int, failures: int, slow: int
 ) -> tuple[int, int, int]:
-    """(calls, failures, slow) in the window at `now_ms` (rotation applied)."""
-    calls, failures, slow = number["tc"], number["tf"], number["ts"]
-    slots = expired_slots(fields, now_ms)
-    if slots is None:
+    """(calls, failures, slow) in the window at `now_ms`, from the totals of a window whose
+    current bucket is `be`: the buckets expired since then no longer count."""
+    bucket_ms, buckets = layout(fields)
+    epoch = now_ms // bucket_ms
+    if epoch <= be:
+        return calls, failures, slow
+    if epoch - be >= buckets:
         return 0, 0, 0
-    for slot in slots:
-        value = ring.get(slot)
+    for e in range(be - buckets + 1, epoch - buckets + 1):
+        value = ring.get(e % buckets)
         if value is not None:
             match = _BUCKET.fullmatch(show(value))
             if match is None:
-                raise Corrupt(f"r{slot} is {show(value)!r}, not a bucket")
-            c, f, s = (int(g) for g in match.groups())
-            calls, failures, slow = calls - c, failures - f, slow - s
+                raise Corrupt(f"r{e % buckets} is {show(value)!r}, not a bucket")
+            c, f, s = match.groups()
+            calls, failures, slow = calls - int(c), failures - int(f), slow - int(s)
     return calls, failures, slow
 
 
@@ -196,7 +189,31 @@ def _failing_clients(fields: Mapping[str, Any], now_ms: int) -> int:
     return sum(1 for _, e in _LEASE.findall(show(raw)) if int(e) > current - buckets)
 
 
-def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> list[Any] | None:
+def _texts(fields: Mapping[Any, Any], names: Sequence[str]) -> list[str]:
+    """`show` of each of `names` ("" when absent)."""
+    out = []
+    for name in names:
+        value = fields.get(name)
+        if value is None:
+            out.append("")
+        elif value.__class__ is bytes:
+            out.append(value.decode("utf-8", "backslashreplace"))
+        else:
+            out.append(str(value))
+    return out
+
+
+def _numbers(fields: Mapping[Any, Any]) -> list[int]:
+    """`_int` of each of `_READ_NUMBERS` (absent = 0): the common case (integers the scripts
+    wrote) costs one int() each; any other value goes through `_int` (its checks, its error)."""
+    get = fields.get
+    try:
+        return [0 if (v := get(name)) is None else int(v) for name in _READ_NUMBERS]
+    except ValueError:
+        return [_int(fields, name) for name in _READ_NUMBERS]
+
+
+def reply(fields: Mapping[Any, Any], ring: Mapping[Any, Any], now_ms: int) -> list[Any] | None:
     """What read.lua would return for a breaker with these hash `fields` (names of `FIELDS`;
     None = absent) and the `ring` slots `expired_slots` named, at server time `now_ms`; None when
     there is no breaker (no ``st``: read.lua finds none either).
@@ -207,48 +224,45 @@ def reply(fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> li
     raw = fields.get("st")
     if raw is None:
         return None
-    st = show(raw)
-    if st not in _STATES:
-        raise Corrupt(f"st is {st!r}, not a state")
-    number = _ints(fields, _READ_NUMBERS)  # (each checked, as the scripts do)
-    g, ou, fu, cx, oc = number["g"], number["ou"], number["fu"], number["cx"], number["oc"]
-    text = {n: show(fields[n]) if fields.get(n) is not None else "" for n in ("fr", "fa", "lc", "lf", "la", "hl")}
-    lt, hs = number["lt"], number["hs"]
-    made: list[str] = []
+    st = _STATE_NAMES.get(raw)
+    if st is None:
+        raise Corrupt(f"st is {show(raw)!r}, not a state")
+    # each checked, as the scripts do
+    g, ou, be, tc, tf, ts, _, _, _, cx, fu, oc, lt, hs, pt = _numbers(fields)
+    fr, fa, lc, lf, la, hl, fp, ov, cc, cfg, pf = _texts(fields, _READ_TEXTS)
+    made = ""
     cause = ""
     # lazy expiry (step 2): a transition of the next generation, stored by read.lua at `now_ms`
-    if st in _FORCED and fu > 0 and now_ms >= fu:
-        made.append(f"{st}>closed")
+    if fu > 0 and st in _FORCED and now_ms >= fu:
+        made = f"{st}>closed"
         cause = f"{st} expired"
-        text.update(lf=st, lc=cause, la="", fr="", fa="")
+        lf, lc, la, fr, fa = st, cause, "", "", ""
         st, g, fu, lt = "closed", g + 1, 0, now_ms
     if st == "open" and now_ms >= ou:
-        made.append("open>half_open")
+        made = f"{made};open>half_open" if made else "open>half_open"
         cause = "open_duration elapsed"
-        text.update(lf="open", lc=cause, la="", hl="")
+        lf, lc, la, hl = "open", cause, "", ""
         st, g, lt, hs = "half_open", g + 1, now_ms, 0
-    calls, failures, slow = _window(fields, ring, now_ms, number)  # rotation (step 3)
+    calls, failures, slow = tc, tf, ts
+    if fields.get("be") is not None:  # rotation (step 3)
+        calls, failures, slow = _window(fields, ring, now_ms, be, tc, tf, ts)
     reason, actor, live = "", "", 0
     if st in _FORCED:
-        reason, actor = text["fr"], text["fa"]
-    elif st in ("open", "half_open"):
-        reason = text["lc"]
-    if st == "half_open":
-        live = sum(1 for _, exp in _LEASE.findall(text["hl"]) if int(exp) > now_ms)
-    else:
+        reason, actor = fr, fa
+    elif st == "open":
+        reason = lc
+    elif st == "half_open":
+        reason = lc
+        live = sum(1 for _, exp in _LEASE.findall(hl) if int(exp) > now_ms) if hl else 0
+    if st != "half_open":
         hs = 0
-    values = _config(fields)
-
-    def raw_text(name: str) -> str:
-        value = fields.get(name)
-        return "" if value is None else show(value)
-
+    if fields.get("cfg") is not None:
+        _config_values(fields["cfg"])  # checked (its text is `cfg`: the values joined again)
+    failing = 0 if fields.get("wc") is None else _failing_clients(fields, now_ms)
     return [
         st, g, now_ms, ou if st == "open" else 0, calls, failures, slow, cx, fu, reason, actor, oc,
-        ";".join(made), cause, "", 0, live, hs,
-        1, ",".join(values) if values is not None else "", raw_text("fp"), lt, text["lf"], text["lc"],
-        text["la"], raw_text("ov"), raw_text("cc") or raw_text("cfg"), raw_text("pf"), number["pt"],
-        _failing_clients(fields, now_ms),
+        made, cause, "", 0, live, hs,
+        1, cfg, fp, lt, lf, lc, la, ov, cc or cfg, pf, pt, failing,
     ]  # fmt: skip
 
 
@@ -268,7 +282,7 @@ class BreakerRow:
     last_transition: float  # seconds since the epoch of the stored transition; 0 = never
 
 
-def read_row(service: str, fields: Mapping[str, Any], ring: Mapping[int, Any], now_ms: int) -> BreakerRow:
+def read_row(service: str, fields: Mapping[str, Any], ring: Mapping[Any, Any], now_ms: int) -> BreakerRow:
     """The exporter's row of a breaker (`reply`, with the config in force and the time until a
     half-open breaker frees a probe).
 
@@ -322,12 +336,13 @@ def time_ms(value: Any) -> int:
 
 @dataclass
 class Read:
-    """One breaker of a pipelined read: its hash `fields` and `ring` slots, or the `error` that
-    replaced them (a Redis error reply, or `Corrupt`)."""
+    """One breaker of a pipelined read: its hash `fields` (by name) and `ring` slots (by number),
+    or the `error` that replaced them (a Redis error reply, or `Corrupt`). A hash read whole is
+    one dict, both `fields` and `ring` (the names of other fields, if any, under None)."""
 
     key: str
-    fields: dict[str, Any]
-    ring: dict[int, Any]
+    fields: dict[Any, Any]
+    ring: dict[Any, Any]
     error: Exception | None = None
 
 
@@ -368,16 +383,13 @@ def read_hashes(
         if isinstance(got, Exception):
             reads.append(Read(key, {}, {}, got))
             continue
-        if whole:
-            fields: dict[str, Any] = {}
-            ring: dict[int, Any] = {}
-            for k, v in (got or {}).items():
-                slot = _RING.get(k)
-                if slot is not None:
-                    ring[slot] = v
-                else:
-                    fields[_NAMES.get(k) or show(k)] = v
-            reads.append(Read(key, fields, ring))
+        if whole:  # one dict: the fields by name and the ring slots by number (other names: None)
+            if got.__class__ is dict:  # (through redis-py's callback)
+                whole_hash = dict(zip(map(_KEYS.get, got), got.values()))
+            else:  # [name, value, ...] as the server sent it
+                pairs = iter(got or ())
+                whole_hash = dict(zip(map(_KEYS.get, pairs), pairs))
+            reads.append(Read(key, whole_hash, whole_hash))
             continue
         read = Read(key, dict(zip(FIELDS, got, strict=False)), {})
         read.ring = {j: v for j, v in enumerate(got[len(FIELDS) :]) if v is not None}
@@ -404,33 +416,44 @@ def read_hashes(
 Steps = Generator[Pipeline, list[Any], Any]
 
 
-def run(client: Any, steps: Steps) -> tuple[Any, int]:
+def _pipeline(client: Any, commands: Pipeline) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+
+def run(client: Any, steps: Steps, execute: Callable[[Any, Pipeline], list[Any]] = _pipeline) -> tuple[Any, int]:
     """Run `steps` on a sync client: each pipeline yielded, without a transaction, errors as
-    replies (a Cluster client's pipeline sends each key to its node). Returns what the steps
-    return and the number of pipelines run."""
+    replies (a Cluster client's pipeline sends each key to its node); `execute` runs one
+    (default: the client's own pipeline; `_transport.pipeline` for raw replies on a plain
+    client). Returns what the steps return and the number of pipelines run."""
     pipelines = 0
     try:
         commands = next(steps)
         while True:
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
             pipelines += 1
-            commands = steps.send(pipe.execute(raise_on_error=False))
+            commands = steps.send(execute(client, commands))
     except StopIteration as stop:
         return stop.value, pipelines
 
 
-async def arun(client: Any, steps: Steps) -> tuple[Any, int]:
-    """`run` on an asyncio client."""
+async def _apipeline(client: Any, commands: Pipeline) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+
+async def arun(
+    client: Any, steps: Steps, execute: Callable[[Any, Pipeline], Awaitable[list[Any]]] = _apipeline
+) -> tuple[Any, int]:
+    """`run` on an asyncio client (`execute`: `_transport.apipeline` for raw replies)."""
     pipelines = 0
     try:
         commands = next(steps)
         while True:
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
             pipelines += 1
-            commands = steps.send(await pipe.execute(raise_on_error=False))
+            commands = steps.send(await execute(client, commands))
     except StopIteration as stop:
         return stop.value, pipelines

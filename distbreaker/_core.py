@@ -73,6 +73,7 @@ __all__ = [
     "classify_result",
     "decode_snapshot",
     "keys_for",
+    "state_key",
     "validate_service",
 ]
 
@@ -111,11 +112,15 @@ class Keys(NamedTuple):
     ids: str  # batched flushes: each client's last applied batch
 
 
+def state_key(prefix: str, service: str) -> str:
+    """The state hash of `service` under `prefix` (``keys_for(prefix, service).state``)."""
+    return f"{prefix}:{{{service}}}"
+
+
 def keys_for(prefix: str, service: str) -> Keys:
     """Key names of `service` under `prefix` (the service is the Cluster hash tag)."""
-    return Keys(
-        f"{prefix}:{{{service}}}", f"{prefix}:{{{service}}}:events", f"{prefix}:events", f"{prefix}:{{{service}}}:ids"
-    )
+    state = state_key(prefix, service)
+    return Keys(state, f"{state}:events", f"{prefix}:events", f"{state}:ids")
 
 
 def service_of_key(prefix: str, key: str) -> str | None:

@@ -16,6 +16,7 @@ oldest (5.0.1) and the newest redis-py the project accepts.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import select
@@ -24,7 +25,7 @@ import struct
 import sys
 from collections.abc import Generator
 from time import monotonic
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -46,12 +47,14 @@ __all__ = [
     "adrive",
     "ainit",
     "alean_pool",
+    "apipeline",
     "check_client",
     "Lane",
     "drive",
     "lane_for",
     "lean_pool",
     "pack",
+    "pipeline",
 ]
 
 T = TypeVar("T")
@@ -414,6 +417,7 @@ _LEAN_CONNECTIONS = (redis.connection.Connection, redis.connection.UnixDomainSoc
 _HAS_POLL = hasattr(select, "poll")
 _DIRTY = (select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP) if _HAS_POLL else 0
 _RECV_SIZE = 16384
+_PIPELINE_RECV_SIZE = 262144  # `pipeline`: the replies of a few hundred breakers in a few reads
 _PACKED_MAX = 64  # packed requests kept per lane
 _TIMEVAL = "ll"  # struct timeval on Linux
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux") and struct.calcsize(_TIMEVAL) == 16
@@ -660,6 +664,112 @@ def lane_for(client: Any) -> Lane | None:
     commands go through `drive`."""
     pool = lean_pool(client)
     return None if pool is None or not _HAS_POLL else Lane(client, pool)
+
+
+# -- pipelines of many commands (the bulk reads of many breakers) ------------------------------
+
+
+def pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """`commands` as one pipeline without a transaction: the replies in order, an error reply
+    (`ResponseError`) in the place of its reply.
+
+    On a plain redis.Redis the commands are packed here (`pack`), written at once on a
+    connection of the pool and read back with its `read_response`, without redis-py's
+    per-command layers: a few microseconds of the client a command (the bulk reads of many
+    breakers). The replies are then as the server sends them (HGETALL: a flat list in RESP2,
+    TIME: two bytes). Other clients (clusters: each key to its node) run their own pipeline,
+    whose replies went through redis-py's response callbacks (HGETALL: a dict): callers take both.
+    """
+    pool = lean_pool(client)
+    if pool is not None:
+        held = _held(pool)
+        conn = _checkout(pool, held)
+        encoder = conn.encoder
+        encoding, errors = encoder.encoding, encoder.encoding_errors
+        packed = [pack(command, encoding, errors) for command in commands]
+        if None not in packed:
+            return _pipelined(pool, held, conn, commands, packed)
+        _keep(pool, held, conn)  # an argument `pack` does not handle: redis-py's pipeline
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+
+def _pipelined(pool: Any, held: _Held, conn: Any, commands: list[tuple[Any, ...]], packed: list[Any]) -> list[Any]:
+    """The packed `commands` written at once on `conn`, their replies read (see `pipeline`):
+    straight from its socket and parsed by hiredis (`_resp`) where the lane can speak for the
+    connection (TCP or a Unix socket, RESP2, no health-check interval), else with redis-py's
+    `read_response`. Each write and read is bounded by the socket's timeout, as in redis-py."""
+    data = b"".join(packed)
+    wire = _wire_of(conn)
+    replies: list[Any] = []
+    try:
+        if wire is None or wire is _NOT_LEAN:
+            conn.send_packed_command([data])
+            read = conn.read_response
+            for _ in commands:
+                try:
+                    replies.append(read())
+                except ResponseError as exc:  # an error reply: the others are read on
+                    replies.append(exc)
+        else:
+            _exchange(conn, wire, data, len(commands), replies)
+    except BaseException as exc:
+        _discard(pool, conn)  # timeout, reset, interrupt mid-reply: never reuse it
+        if isinstance(exc, (TimeoutError, BlockingIOError)):
+            raise RedisTimeoutError("Timeout reading from socket") from None
+        if isinstance(exc, _resp.ProtocolError):
+            raise InvalidResponse(f"Protocol error: {exc}") from None
+        if isinstance(exc, OSError):
+            raise RedisConnectionError(f"Error while talking to the socket: {exc}") from exc
+        raise
+    _keep(pool, held, conn)
+    return replies
+
+
+def _exchange(conn: Any, wire: _Wire, data: bytes, count: int, replies: list[Any]) -> None:
+    """Write `data` on the socket of `wire`, then read `count` replies into `replies` (error
+    replies as redis-py's exceptions, in their place)."""
+    sock = wire.sock
+    sock.sendall(data)
+    encoder = conn.encoder
+    reader = _resp.reader(encoder.encoding if encoder.decode_responses else None, encoder.encoding_errors)
+    parse_error = conn._parser.parse_error
+    buf = bytearray(_PIPELINE_RECV_SIZE)
+    while len(replies) < count:
+        n = sock.recv_into(buf)
+        if not n:
+            raise RedisConnectionError("Connection closed by server.")
+        reader.feed(buf, 0, n)
+        reply = reader.gets()
+        while reply is not False:
+            replies.append(parse_error(reply.args[0]) if type(reply) is _resp.ReplyError else reply)
+            reply = reader.gets()
+    if len(replies) > count or reader.has_data():  # more replies than commands: out of step
+        raise _resp.ProtocolError("more replies than commands")
+
+
+async def apipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """`pipeline` for asyncio: on a plain redis.asyncio.Redis, the commands go on the pool's
+    pipelined connection for the running loop (`_aio_pipe`: written together, their replies
+    complete futures in order), as the server sends them; other clients run their own pipeline.
+    A connection error or timeout is raised (not put in place of a reply)."""
+    pool = alean_pool(client)
+    if pool is not None:
+        pipes = pipes_for(pool)
+        packed = [pipes.pack(command) for command in commands]
+        if None not in packed:
+            requests = [pipes.request(cast(bytes, p)) for p in packed]
+            replies = await asyncio.gather(*requests, return_exceptions=True)
+            for reply in replies:
+                if isinstance(reply, BaseException) and not isinstance(reply, ResponseError):
+                    raise reply
+            return replies
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
 
 def drive(client: Any, steps: Steps[T], answered: RedisError | None = None) -> T:

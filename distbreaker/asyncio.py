@@ -18,7 +18,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from . import _arg_checks, _bulk, _functions, _nesting, _schema
+from . import _arg_checks, _bulk, _functions, _nesting, _schema, _transport
 from ._action_steps import control_steps, snapshot_steps
 from ._batch import AsyncFlusher, async_flusher
 from ._config import BreakerConfig
@@ -713,7 +713,7 @@ class Admin(_Operations):
         """
         names = await self.list() if services is None else self._names(services)
         try:
-            result, _ = await _bulk.arun(self.redis, self._inspect_all_steps(names))
+            result, _ = await _bulk.arun(self.redis, self._inspect_all_steps(names), _transport.apipeline)
         except RedisError as exc:
             raise translate(exc) from exc
         return cast(Inspection, result)

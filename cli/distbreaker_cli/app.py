@@ -10,6 +10,7 @@ Tracebacks only with --traceback.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 import traceback
@@ -19,7 +20,7 @@ import click
 
 from distbreaker.errors import redact
 
-from . import _restore_interrupt, bulkheads, commands, dashboard, demo, exporter
+from . import _restore_interrupt, commands
 from .context import OUTPUT_HELP, OUTPUTS, CliError, Context, password_from_env
 from .exits import ExitStatus
 from .failures import exit_for
@@ -41,8 +42,31 @@ EXIT_CODES = (
 )
 
 
+# Commands whose modules are imported when the command is used (or listed: --help, completion),
+# so that the start of every other command (`distbreaker status`) does not pay for them (the
+# demo's multiprocessing, the dashboard's server): name -> (module of this package, attribute)
+LAZY_COMMANDS = {
+    "bulkheads": ("bulkheads", "bulkheads"),
+    "dashboard": ("dashboard", "dashboard"),
+    "demo": ("demo", "demo"),
+    "exporter": ("exporter", "exporter"),
+}
+
+
 class Group(click.Group):
-    """Maps every exception to one line on stderr and an exit code (tracebacks only with --traceback)."""
+    """Maps every exception to one line on stderr and an exit code (tracebacks only with
+    --traceback); imports the `LAZY_COMMANDS` when they are asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module, attribute = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f".{module}", __package__), attribute)
+            self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -184,7 +208,7 @@ def cli(
     ctx.color = color
 
 
-for _command in (*commands.COMMANDS, bulkheads.bulkheads, demo.demo, exporter.exporter, dashboard.dashboard):
+for _command in commands.COMMANDS:
     cli.add_command(_command)
 
 

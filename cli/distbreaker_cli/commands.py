@@ -7,7 +7,6 @@ Each command is a few lines over `distbreaker.Admin`; errors go up to the one bo
 from __future__ import annotations
 
 import fnmatch
-import json
 import sys
 import time
 from typing import Any
@@ -39,7 +38,7 @@ from .output import (
     config_changes,
     config_table,
     dumps,
-    dumps_rows,
+    dumps_status,
     fleet_config_dict,
     history_table,
     local_clock,
@@ -172,15 +171,6 @@ def _disagreements(found: list[tuple[Snapshot, FleetConfig]]) -> dict[str, str]:
     return out
 
 
-def _status_doc(found: list[tuple[Snapshot, FleetConfig]], warnings: dict[str, str]) -> list[dict[str, Any]]:
-    docs = []
-    for snap, cfg in found:
-        doc = snapshot_dict(snap, cfg)
-        doc["config"]["workers_disagree"] = snap.service in warnings
-        docs.append(doc)
-    return docs
-
-
 def _show_status(
     obj: Context, admin: Admin, services: tuple[str, ...], *, watching: bool, states: frozenset[str] = frozenset()
 ) -> tuple[Found, Broken, list[str]]:
@@ -189,8 +179,7 @@ def _show_status(
     found, broken, unknown = _collect(admin, services, states)
     warnings = _disagreements(found)
     if obj.json:
-        docs = _status_doc(found, warnings)
-        obj.out(json.dumps(docs) if watching else dumps_rows(docs))
+        obj.out(dumps_status(found, warnings, lines=watching))
         return found, broken, unknown
     if watching and obj.tty:
         click.clear()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "config_changes",
     "config_table",
     "dumps",
+    "dumps_status",
     "fleet_config_dict",
     "history_table",
     "local_clock",
@@ -66,12 +67,64 @@ def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=False)
 
 
-def dumps_rows(rows: list[Any], indent_up_to: int = 100) -> str:
+_INDENT_UP_TO = 100  # a JSON list of more items: one compact item per line (`dumps_rows`)
+
+
+def dumps_rows(rows: list[Any], indent_up_to: int = _INDENT_UP_TO) -> str:
     """A JSON list: indented (`dumps`) up to `indent_up_to` items, else one compact object per
     line (json's C encoder: 10,000 breakers in a tenth of the indented time)."""
     if len(rows) <= indent_up_to:
         return dumps(rows)
     return "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]"
+
+
+def dumps_status(
+    found: Sequence[tuple[Snapshot, FleetConfig]], disagree: Collection[str], *, lines: bool = False
+) -> str:
+    """``status -o json``: `dumps_rows` of each breaker's `snapshot_dict` with its ``config``
+    (``workers_disagree``: its service is in `disagree`); `lines`: ``json.dumps`` of the list, on
+    one line (``--watch``). The same text, with each distinct config encoded once: a fleet shares
+    a few configs, and their 40 values are most of the encoding of 10,000 breakers."""
+    if not lines and len(found) <= _INDENT_UP_TO:
+        docs = []
+        for snap, cfg in found:
+            doc = snapshot_dict(snap, cfg)
+            doc["config"]["workers_disagree"] = snap.service in disagree
+            docs.append(doc)
+        return dumps_rows(docs)
+    encoded: dict[Any, str] = {}
+    rows = []
+    for snap, cfg in found:
+        agree = snap.service not in disagree
+        key = (
+            cfg.fingerprint,
+            cfg.previous_fingerprint,
+            cfg.fingerprint_changed_at,
+            agree,
+            *(_exactly(part) for part in (cfg.effective, cfg.client, cfg.overrides)),
+        )
+        config = encoded.get(key)
+        if config is None:
+            doc = fleet_config_dict(cfg)
+            doc["workers_disagree"] = not agree
+            config = encoded[key] = json.dumps(doc)
+        # json.dumps(dict) ends with "}" and "config" is the last key of the breaker's object
+        rows.append(f'{json.dumps(snapshot_dict(snap))[:-1]}, "config": {config}}}')
+    if lines:
+        return f"[{', '.join(rows)}]"
+    return "[\n" + ",\n".join(rows) + "\n]"
+
+
+def _exactly(values: dict[str, Any] | None) -> Any:
+    """A key that tells apart any two `values` that JSON writes differently: the names in their
+    order, the values and their types (1, 1.0 and True are equal in Python, not in JSON). A
+    value equal to 0 makes a key of its own (0.0 and -0.0 are equal too): never shared."""
+    if not values:
+        return values is None
+    vals = tuple(values.values())
+    if 0 in vals:
+        return object()
+    return tuple(values), vals, tuple(map(type, vals))
 
 
 def utc(seconds: float | None) -> str:
@@ -170,9 +223,9 @@ def _render(
     if output == "plain":
         lines = ["\t".join(header)] if headers else []
         return "\n".join([*lines, *("\t".join(r) for r in rows)])
-    all_rows = [list(header), *[list(r) for r in rows]]
+    all_rows = [header, *rows]
     ncols = len(header)
-    widths = [max(len(r[i]) for r in all_rows) for i in range(ncols)]
+    widths = [max(map(len, column)) for column in zip(*all_rows, strict=True)]
     under: int | None = None  # the column shown on a line of its own
     if width is not None:
         over = sum(widths) + 2 * (ncols - 1) - width
@@ -197,19 +250,26 @@ def _render(
                     widths[col] -= give
                     over -= give
     cols = [i for i in range(ncols) if i != under]
+    # per column: index, width, right-aligned, last (not padded), the styles of its cells
+    specs = [(i, widths[i], i in right, i == cols[-1], (styled or {}).get(i)) for i in cols]
+    painted: dict[tuple[str, str], str] = {}  # (cell, value) -> the styled cell (a few distinct)
     lines = []
     for n, row in enumerate(all_rows):
         if n == 0 and not headers:
             continue
         cells = []
-        for i in cols:
-            cell = _cut(row[i], widths[i])
-            if i != cols[-1]:
-                cell = cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+        for i, w, to_right, last, styles in specs:
+            value = row[i]
+            cell = value if len(value) <= w else _cut(value, w)
+            if not last:
+                cell = cell.rjust(w) if to_right else cell.ljust(w)
             if n == 0:
                 cell = click.style(cell, bold=True)
-            elif styled and i in styled and row[i] in styled[i]:
-                cell = click.style(cell, **styled[i][row[i]])
+            elif styles is not None and value in styles:
+                done = painted.get((cell, value))
+                if done is None:
+                    done = painted[(cell, value)] = click.style(cell, **styles[value])
+                cell = done
             cells.append(cell)
         lines.append("  ".join(cells).rstrip())
         if under is not None and n > 0 and width is not None and row[under] != "-":

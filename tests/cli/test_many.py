@@ -343,3 +343,117 @@ def test_failing_clients_are_counted_as_read_lua_counts_them(redis_url: str, pre
         b.close()
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("options", [{"decode_responses": True}, {"protocol": 3}], ids=["decoding", "resp3"])
+def test_inspect_all_reads_the_same_through_any_plain_client(
+    fleet: tuple[str, dict[str, tuple[str, int, int]]], redis_url: str, options: dict[str, Any]
+) -> None:
+    """A client that decodes replies, or speaks RESP3 (its replies read by redis-py, not the
+    lane's parser), finds what `connect()`'s client finds."""
+    prefix, expected = fleet
+    plain = connect(redis_url, timeout=10)
+    other = redis.Redis.from_url(redis_url, socket_timeout=10, **options)
+    try:
+        ours, theirs = Admin(plain, prefix=prefix).inspect_all(), Admin(other, prefix=prefix).inspect_all()
+    finally:
+        plain.close()
+        other.close()
+    _check(theirs.breakers, expected)
+    assert [_timeless(found) for found in theirs.breakers] == [_timeless(found) for found in ours.breakers]
+
+
+def test_a_pipeline_keeps_each_reply_in_its_place(redis_url: str, prefix: str) -> None:
+    """`_transport.pipeline`: an error reply takes the place of its command's reply, the others
+    are read on, and the connection serves the next pipeline; arguments it does not pack go
+    through redis-py's pipeline."""
+    from distbreaker._transport import pipeline
+
+    client = connect(redis_url, timeout=5)
+    try:
+        client.hset(f"{prefix}:h", mapping={"a": "1"})
+        client.set(f"{prefix}:s", "x")
+        first = pipeline(client, [("HGETALL", f"{prefix}:h"), ("HGETALL", f"{prefix}:s"), ("GET", f"{prefix}:s")])
+        assert first[0] == [b"a", b"1"] and first[2] == b"x"
+        assert isinstance(first[1], redis.ResponseError) and "WRONGTYPE" in str(first[1])
+        assert pipeline(client, [("GET", f"{prefix}:s"), ("HGET", f"{prefix}:h", "a")]) == [b"x", b"1"]
+        assert pipeline(client, [("INCRBYFLOAT", f"{prefix}:f", 1.5)]) == [1.5]  # (redis-py's callback)
+    finally:
+        client.delete(f"{prefix}:h", f"{prefix}:s", f"{prefix}:f")
+        client.close()
+
+
+def test_status_json_encodes_each_config_as_json_would(redis_url: str) -> None:
+    """``status -o json`` over many breakers encodes each distinct config once: the text is
+    json's, also for configs that are equal in Python but not in JSON (1, 1.0, True; 0.0 and
+    -0.0; another order of the names)."""
+    from distbreaker import State
+    from distbreaker_cli.output import dumps_rows, dumps_status, snapshot_dict
+
+    def snap(i: int) -> Snapshot:
+        return Snapshot(f"s{i:03d}", State.CLOSED, i, 1, 0, 0, 0, None, None, "", "", 0, 0, 0, 1e9 + i)
+
+    base = {"a": 1.0, "b": 2, "c": None}
+    variants: list[dict[str, Any]] = [
+        base,
+        {"a": 1, "b": 2, "c": None},
+        {"a": True, "b": 2, "c": None},
+        {"b": 2, "a": 1.0, "c": None},
+        {"a": 0.0, "b": 2, "c": None},
+        {"a": -0.0, "b": 2, "c": None},
+        {"a": float("nan"), "b": 2, "c": None},
+    ]
+    found = [
+        (
+            snap(i),
+            FleetConfig(
+                f"s{i:03d}",
+                dict(variants[i % len(variants)]),
+                dict(variants[(i // 3) % len(variants)]) if i % 5 else None,
+                {"a": 1} if i % 11 == 0 else {},
+                "f1" if i % 2 else None,
+                None,
+                None,
+                1e9,
+            ),
+        )
+        for i in range(250)
+    ]
+    disagree = {"s004", "s010"}
+
+    def docs(rows: list[tuple[Snapshot, FleetConfig]]) -> list[dict[str, Any]]:
+        out = []
+        for s, c in rows:
+            doc = snapshot_dict(s, c)
+            doc["config"]["workers_disagree"] = s.service in disagree
+            out.append(doc)
+        return out
+
+    for rows in (found, found[:100], found[:1], []):
+        assert dumps_status(rows, disagree) == dumps_rows(docs(rows))
+        assert dumps_status(rows, disagree, lines=True) == json.dumps(docs(rows))
+
+
+def test_an_asyncio_pipeline_keeps_each_reply_in_its_place(redis_url: str, prefix: str) -> None:
+    """`_transport.apipeline` (the pool's pipelined connection): an error reply in its place, the
+    replies of a client that decodes as str, and the next pipeline served."""
+    from distbreaker._transport import apipeline
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+        try:
+            await client.hset(f"{prefix}:h", mapping={"a": "1"})
+            await client.set(f"{prefix}:s", "x")
+            first = await apipeline(
+                client, [("HGETALL", f"{prefix}:h"), ("HGETALL", f"{prefix}:s"), ("GET", f"{prefix}:s")]
+            )
+            second = await apipeline(client, [("GET", f"{prefix}:s"), ("HGET", f"{prefix}:h", "a")])
+            await client.delete(f"{prefix}:h", f"{prefix}:s")
+            return first, second
+        finally:
+            await client.aclose()
+
+    first, second = asyncio.run(main())
+    assert first[0] in (["a", "1"], {"a": "1"}) and first[2] == "x"  # (RESP2 or RESP3: redis-py 8's default)
+    assert isinstance(first[1], redis.ResponseError) and "WRONGTYPE" in str(first[1])
+    assert second == ["x", "1"]

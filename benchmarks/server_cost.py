@@ -12,8 +12,14 @@ its ratio to `return 1`:
 - batched flush of 10: 7 successes and 3 failures with a batch id (KEYS[3]) and the config,
   as the batched mode's flusher sends them.
 - acquire (closed), read (status of an existing breaker, as an operator).
+- the floor, on a breaker hash made by the record script and called with the record's 2 keys
+  and 7 arguments: `return 1`; the least read-modify-write script (HMGET of 2 fields, HSET of
+  1); the same with TIME first (what any record needs: the server's time, a read, a write).
 
-    python benchmarks/server_cost.py [--url redis://127.0.0.1:PORT/0] [--calls 20000]
+The targets of issue 15 (record ≤ 4×, batched flush ≤ 8×, acquire and read ≤ 4×) are printed
+with PASS or MISS for each server.
+
+    python benchmarks/server_cost.py [--url redis://127.0.0.1:PORT/0] [--calls 20000] [--quick]
         [--lua /path/to/other/checkout/lua]   # the same table for another tree's scripts
 
 The scripts are those of the `distbreaker` imported (run it with another checkout on
@@ -42,6 +48,20 @@ from distbreaker._scripts import SCRIPTS
 # window 60 s in 10 buckets, minimum_calls out of reach: nothing trips
 CFG = Cfg(1.0, 1_000_000, 60_000, 10, 0, 1.0, 30_000, 2.0, 600_000, 1, 1, 10_000, 604_800_000)
 TRIVIAL = "return 1"
+# the floor: the least a record-shaped script costs (see the module docstring)
+FLOOR_RMW = (
+    "local v = redis.call('HMGET', KEYS[1], 'st', 'tc') "
+    "redis.call('HSET', KEYS[1], 'tc', (tonumber(v[2]) or 0) + 1) return 1"
+)
+FLOOR_TIME_RMW = "local t = redis.call('TIME') " + FLOOR_RMW
+# issue 15's targets: workload -> the largest ratio to `return 1` it allows
+TARGETS = {
+    "record, success (closed)": 4.0,
+    "record, failure (no trip)": 4.0,
+    "batched flush of 10": 8.0,
+    "acquire (closed)": 4.0,
+    "read (status)": 4.0,
+}
 
 
 def valkey_binary() -> str | None:
@@ -102,6 +122,9 @@ WORKLOADS = [
     "batched flush of 10",
     "acquire (closed)",
     "read (status)",
+    "floor: `return 1`, record's keys + args",
+    "floor: HMGET 2 + HSET 1, same args",
+    "floor: TIME + HMGET 2 + HSET 1, same args",
 ]
 
 
@@ -114,6 +137,7 @@ def config_count(texts: dict[str, bytes]) -> int | None:
 def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[int], object]]:
     """Each workload as a function of the call number, on keys of its own."""
     trivial = r.script_load(TRIVIAL)
+    floors = [r.script_load(text) for text in (TRIVIAL, FLOOR_RMW, FLOOR_TIME_RMW)]
     sha = {name: r.script_load(text) for name, text in texts.items()}
     # (the values added since 0.1 are last and off by default: an older tree gets the first 13,
     # and the fingerprint of a config with them off is 0.1's)
@@ -141,6 +165,14 @@ def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[in
         seq[0] += 1
         return script("record", "batch", ["0", "7", "3", "0", "", *config, f"bench:{seq[0]}"], (batch_ids,))
 
+    def floor(which: int) -> Callable[[int], object]:
+        def call(i: int) -> object:
+            if i < 0:  # warm: a breaker hash as the record script makes it
+                script("record", "floor", ["0", "1", "0", "0", ""])
+            return r.evalsha(floors[which], 2, *keys("floor"), "", fp, "0", "1", "0", "0", "")
+
+        return call
+
     return {
         "return 1": lambda i: r.evalsha(trivial, 0),
         "record, success (closed)": lambda i: script("record", "ok", ["0", "1", "0", "0", ""]),
@@ -148,6 +180,9 @@ def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[in
         "batched flush of 10": flush,
         "acquire (closed)": lambda i: script("acquire", "acquire", []),
         "read (status)": lambda i: r.evalsha(sha["read"], 2, *keys("acquire"), "", "", "1"),
+        WORKLOADS[-3]: floor(0),
+        WORKLOADS[-2]: floor(1),
+        WORKLOADS[-1]: floor(2),
     }
 
 
@@ -195,6 +230,7 @@ def main() -> None:
     parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per workload; the median is shown")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 calls, 1 round")
     parser.add_argument(
         "--lua",
         action="append",
@@ -203,6 +239,8 @@ def main() -> None:
         help="also measure the scripts of this lua/ directory (another checkout)",
     )
     args = parser.parse_args()
+    if args.quick:
+        args.calls, args.rounds = 200, 1
     variants = [("this tree", {name: sc.text for name, sc in SCRIPTS.items()})]
     variants += [(str(p), scripts_from(p)) for p in args.lua]
     results = []
@@ -225,6 +263,14 @@ def main() -> None:
                 usec, base = per[name][w], per[name]["return 1"]
                 cells.append(f"{usec:.2f} | {usec / base:.1f}×")
             print(f"| {w} | " + " | ".join(cells) + " |")
+        print("\n| issue 15 target | " + " | ".join(label for label, _ in results) + " |")
+        print("|---|" + "---:|" * len(results))
+        for w, most in TARGETS.items():
+            verdicts = []
+            for _, per in results:
+                ratio = per[name][w] / per[name]["return 1"]
+                verdicts.append(f"{'PASS' if ratio <= most else 'MISS'} ({ratio:.1f}×)")
+            print(f"| {w} ≤ {most:g}× | " + " | ".join(verdicts) + " |")
         print("\n| memory of a breaker (bytes, MEMORY USAGE) | " + " | ".join(label for label, _ in results) + " |")
         print("|---|" + "---:|" * len(results))
         for m in MEMORY:

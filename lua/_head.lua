@@ -11,27 +11,18 @@
 --
 -- A script is: this head, its fast path (if any), then _lib.lua where it says --@lib, then
 -- its general body. The head defines what a fast path needs (the trip predicate, the TTL
--- rule, the reply builders), so that the common call does not pay for building the library's
+-- rule, the lean reply), so that the common call does not pay for building the library's
 -- functions and tables, and so that the fast path and the general path share one definition
--- of each.
+-- of each. Every function defined here is a closure built on every call: the head keeps
+-- to the ones a fast path calls.
 
 local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
 local FP = ARGV[2] or ''
 
--- A plain string: Redis 6.2's error handler rejects error tables, and fakeredis drops their text.
-local function fail(msg)
-  error('distbreaker: ' .. msg)
-end
-
-local function num(i, name)
-  local v = tonumber(ARGV[i])
-  if v == nil then fail(name .. ' must be a number, got ' .. tostring(ARGV[i])) end
-  return v
-end
-
 local now
 if ARGV[1] ~= nil and ARGV[1] ~= '' then
-  now = num(1, 'now')
+  now = tonumber(ARGV[1])
+  if now == nil then error('distbreaker: now must be a number, got ' .. ARGV[1]) end
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -72,33 +63,15 @@ end
 -- expiry when the refresh is due: `xr` (the raw field: the time the next refresh is due, stored
 -- with each refresh, never later than the end of the current bucket) is absent, not a number or
 -- passed. A fast path may only return early while it is not: so it never skips a rotation either.
-local function refresh_due()
-  local xr = tonumber(H_xr)
-  return xr == nil or now >= xr
-end
-
--- What a fast path may return early on: every hot field a number when present (else CORRUPT on
--- the general path) and the stored hot config usable (else NOCONFIG); the general path's checks.
-local function hot_fields_ok()
-  return (not H_g or tonumber(H_g)) and (not H_ou or tonumber(H_ou)) and (not H_be or tonumber(H_be))
-    and (not H_tc or tonumber(H_tc)) and (not H_tf or tonumber(H_tf)) and (not H_ts or tonumber(H_ts))
-    and (not H_c0 or tonumber(H_c0)) and (not H_f0 or tonumber(H_f0)) and (not H_s0 or tonumber(H_s0))
-    and (not H_cx or tonumber(H_cx)) and (not H_fu or tonumber(H_fu)) and (not H_oc or tonumber(H_oc))
-    and tonumber(H_qb) and tonumber(H_qn) and tonumber(H_qr) and tonumber(H_qm) and tonumber(H_qc)
-    and tonumber(H_qs)
-end
+-- (A value, not a function: a closure built on every call costs more than this one test.)
+local REFRESH_DUE = tonumber(H_xr)
+REFRESH_DUE = REFRESH_DUE == nil or now >= REFRESH_DUE
 
 -- THE REPLY BUILDERS (the one definition of each layout; docs/state-machine.md "Reply").
 -- The lean reply: a record that made no transition and leaves the breaker closed (the common
 -- call) says only this; the client knows the rest (closed: no open_until, no forced state, no
--- reason). Its fields are the full reply's first three.
+-- reason). Its fields are the full reply's first three. The full reply, which only the general
+-- path builds, is build_reply() in _lib.lua.
 local function lean_reply(st, g)
   return {st, g, now}
-end
-
--- The full reply: every other call.
-local function build_reply(st, g, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause,
-                           lease, retry_at, live, hs)
-  return {st, g, now, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause, lease,
-          retry_at, live, hs}
 end

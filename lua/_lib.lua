@@ -1,10 +1,20 @@
 -- distbreaker/_lib.lua: the general path shared by every script, inserted at its --@lib line
--- after _head.lua (which defined K_STATE, K_EVENTS, FP, fail, num, now, the hot fields H_*,
--- trip_cause, refresh_due, hot_fields_ok, lean_reply and build_reply). docs/state-machine.md is
--- the contract.
+-- after _head.lua (which defined K_STATE, K_EVENTS, FP, now, the hot fields H_*, trip_cause,
+-- REFRESH_DUE and lean_reply). docs/state-machine.md is the contract.
 --
 -- Every write of a script happens in save(), after every check and every computation (and
 -- after the PUBLISH calls, which an ACL may refuse): a script that fails writes nothing.
+
+-- A plain string: Redis 6.2's error handler rejects error tables, and fakeredis drops their text.
+local function fail(msg)
+  error('distbreaker: ' .. msg)
+end
+
+local function num(i, name)
+  local v = tonumber(ARGV[i])
+  if v == nil then fail(name .. ' must be a number, got ' .. tostring(ARGV[i])) end
+  return v
+end
 
 local function is_state(st)
   return st == 'closed' or st == 'open' or st == 'half_open' or st == 'forced_open'
@@ -430,7 +440,7 @@ local function begin(nop, repair)
   rotate()
 end
 
--- THE TTL RULE, part 2 (part 1: refresh_due() in _head.lua). A script that saves refreshes the
+-- THE TTL RULE, part 2 (part 1: REFRESH_DUE in _head.lua). A script that saves refreshes the
 -- expiry of both keys when it creates the key, makes a transition, rotates the window, stores a
 -- config, or when the refresh is due; it then stores `xr` = now + min(bucket_ms, idle_ttl / 2).
 -- The expiry is idle_ttl, but never earlier than open_until (open) or forced until (a forced
@@ -441,7 +451,7 @@ local function save(create)
     set('st', S.st); set('g', S.g)
     TOUCH = true
   end
-  if refresh_due() then TOUCH = true end
+  if REFRESH_DUE then TOUCH = true end
   -- everything is computed and checked before the first write
   local ttl
   if TOUCH then
@@ -515,6 +525,13 @@ local function save(create)
       redis.call('PEXPIRE', K_EVENTS, ttl)
     end
   end
+end
+
+-- The full reply (the one definition of its layout; the lean reply is lean_reply() in _head.lua).
+local function build_reply(st, g, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause,
+                           lease, retry_at, live, hs)
+  return {st, g, now, ou, tc, tf, ts, cx, fu, reason, actor, oc, transitions, cause, lease,
+          retry_at, live, hs}
 end
 
 local function reply(lease, retry_at)

@@ -12,26 +12,30 @@
 --          client of the window (`wc`; docs/state-machine.md "Quorum").
 -- Returns the lean reply (closed, no transition made) or the full reply: docs/state-machine.md ("Reply").
 
--- Fast path: the common call. Closed, config known (the caller's fingerprint stored, every hot
--- field a number: hot_fields_ok), no lease, the same generation, before `xr` (the TTL refresh
--- not due, and so the same bucket: xr is never later than the bucket's end), and no trip (the
--- one predicate, trip_cause): count and return the lean reply. Everything else (and any doubt:
--- a field that is not a number is for the general path to judge) takes the general path below,
--- which starts again from the values read in the head; nothing has been written here. The fast
--- path does not read minimum_failing_workers (a quorum only holds a trip back): a call that would
--- trip without it takes the general path, which knows it.
-if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not refresh_due()
-    and hot_fields_ok() then
-  local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local g = tonumber(H_g or 0)
-  if ns and nf and nslow and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf
-      and tonumber(ARGV[3]) == g then
-    local c0, f0, s0 = tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0)
-    local n, cx0 = ns + nf, tonumber(H_cx or 0)
-    local tc, tf, ts = tonumber(H_tc or 0) + n, tonumber(H_tf or 0) + nf, tonumber(H_ts or 0) + nslow
+-- Fast path: the common call. Closed, the caller's fingerprint stored, no lease, the same
+-- generation, before `xr` (the TTL refresh not due, and so the same bucket: xr is never later
+-- than the bucket's end), and no trip (the one predicate, trip_cause): count and return the lean
+-- reply. Every hot field must be a number, as the general path requires: anything else (and any
+-- doubt) takes the general path below, which starts again from the values read in the head and
+-- judges them (CORRUPT, NOCONFIG); nothing has been written here. Each field is converted once
+-- (a tonumber() of a string is two strtod calls: the largest part of this path's own time). The
+-- fast path does not read minimum_failing_workers (a quorum only holds a trip back): a call that
+-- would trip without it takes the general path, which knows it.
+if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
+  local ns, nf, nslow, g = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(H_g or 0)
+  local tc, tf, ts, cx0 = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0), tonumber(H_cx or 0)
+  local frt, min, cxn, srt = tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)
+  if ns and nf and nslow and g and tc and tf and ts and cx0 and frt and min and cxn and srt
+      and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf and tonumber(ARGV[3]) == g then
+    local n, c0, f0, s0 = ns + nf, tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0)
+    tc, tf, ts = tc + n, tf + nf, ts + nslow
     local cx = cx0 + nf
     if ns > 0 then cx = nf end
-    if not trip_cause(tc, tf, ts, cx, tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)) then
+    -- the hot fields it does not use: numbers too, as the general path requires (else CORRUPT or
+    -- NOCONFIG there)
+    if c0 and f0 and s0 and (not H_ou or tonumber(H_ou)) and (not H_be or tonumber(H_be))
+        and (not H_fu or tonumber(H_fu)) and (not H_oc or tonumber(H_oc)) and tonumber(H_qb) and tonumber(H_qn)
+        and not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
       -- the general path's writes, in one HSET: the counts, and cx when it changed
       local w, k = {'c0', c0 + n, 'tc', tc}, 4
       if nf > 0 then w[5] = 'f0'; w[6] = f0 + nf; w[7] = 'tf'; w[8] = tf; k = 8 end

@@ -86,6 +86,16 @@ def test_functions_cost_quick(redis_binary: Binary) -> None:
     assert "nan" not in out, out
 
 
+def test_server_cost_quick(redis_binary: Binary) -> None:
+    """benchmarks/server_cost.py: every script, the floor rows and a verdict for each target."""
+    out = _run("server_cost.py")
+    rows = _rows(out, "| workload |")
+    assert len(rows) == 9 and sum("floor:" in r for r in rows) == 3, out
+    verdicts = _rows(out, "| issue 15 target |")
+    assert len(verdicts) == 5 and all(("PASS" in r) or ("MISS" in r) for r in verdicts), out
+    assert "nan" not in out, out
+
+
 def test_many_quick(redis_binary: Binary) -> None:
     """benchmarks/many.py: status, Admin.list/inspect_all and memory per breaker, all measured."""
     out = _run("many.py")

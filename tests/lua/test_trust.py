@@ -229,7 +229,11 @@ def test_until_out_of_bounds_is_refused_with_nothing_written(s: Script, until: s
 # -- 14.11: corrupt state --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field,value", [("st", "garbage"), ("st", ""), ("tc", "many"), ("g", "x"), ("r3", "1:2")])
+# (ou and f0: fields a success on the record fast path does not add to, checked all the same)
+@pytest.mark.parametrize(
+    "field,value",
+    [("st", "garbage"), ("st", ""), ("tc", "many"), ("g", "x"), ("ou", "soon"), ("f0", "x"), ("r3", "1:2")],
+)
 def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str, value: str) -> None:
     s.cfg = CFG60  # a ring of ten 6 s buckets (r3 is read when the window rotates past it)
     s.record(T0, 0, 1, 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from . import _arg_checks
 from ._core import Command, Eval, decode_made, decode_snapshot, keys_for, script_args, validate_prefix, validate_service
@@ -102,7 +102,7 @@ def read_steps(target: Target) -> Steps[Sequence[Any]]:
     """Read the shared state (read.lua, with its extras); the reply as the script gave it."""
     reply = yield from eval_steps(target.eval("read", ["1"]))
     target.update(reply)  # read.lua may make lazy expiries: this process performed them
-    return reply  # type: ignore[no-any-return]
+    return cast("Sequence[Any]", reply)
 
 
 def snapshot_steps(target: Target) -> Steps[Snapshot]:
@@ -138,4 +138,4 @@ def config_steps(target: Target, spec: str, actor: str) -> Steps[Sequence[Any]]:
     """Set (``name=value;...``) or clear (``""``) the fleet-wide overrides (control.lua config)."""
     reply = yield from eval_steps(target.eval("control", ["config", "0", spec, actor]))
     target.update(reply, actor)
-    return reply  # type: ignore[no-any-return]
+    return cast("Sequence[Any]", reply)

@@ -76,7 +76,7 @@ def check_mode(mode: object, flush_interval: object, flush_size: object) -> tupl
     """Validate the batched-mode arguments of a Breaker."""
     if mode not in ("sync", "batched"):
         raise ConfigError("mode", f"must be 'sync' or 'batched', got {mode!r}")
-    interval = seconds(flush_interval, "flush_interval")  # type: ignore[arg-type]
+    interval = seconds(flush_interval, "flush_interval")
     if interval is None or not 0 < interval <= 60:
         raise ConfigError("flush_interval", f"must be > 0 and <= 60 seconds, got {flush_interval!r}")
     if not isinstance(flush_size, int) or isinstance(flush_size, bool) or flush_size < 1:

@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ._model import State
 from ._schema import DEFAULT_ARGV
@@ -420,7 +420,7 @@ def _pipeline(client: Any, commands: Pipeline) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
-    return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+    return cast("list[Any]", pipe.execute(raise_on_error=False))
 
 
 def run(client: Any, steps: Steps, execute: Callable[[Any, Pipeline], list[Any]] = _pipeline) -> tuple[Any, int]:
@@ -442,7 +442,7 @@ async def _apipeline(client: Any, commands: Pipeline) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
-    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+    return cast("list[Any]", await pipe.execute(raise_on_error=False))
 
 
 async def arun(

@@ -15,8 +15,9 @@ __all__ = ["BreakerConfig", "Duration", "seconds"]
 Duration = float | timedelta
 
 
-def seconds(value: Duration | None, name: str) -> float | None:
-    """Normalise a duration (seconds or timedelta) to float seconds; `name` for errors."""
+def seconds(value: object, name: str) -> float | None:
+    """Normalise a duration (seconds or timedelta; None passes) to float seconds; anything else
+    is a `ConfigError` naming `name` (so callers may pass what a user gave, unchecked)."""
     if value is None:
         return None
     if isinstance(value, timedelta):

@@ -28,7 +28,7 @@ _NO_SETINFO: dict[str, Any] = (
 def client_options(url: object, timeout: object, *, asyncio: bool = False) -> dict[str, Any]:
     """Validated redis-py options for a breaker client (sync, or asyncio: its own `Retry` class,
     which redis-py >= 8.2 expects and warns about otherwise)."""
-    value = seconds(timeout, "timeout")  # type: ignore[arg-type]
+    value = seconds(timeout, "timeout")
     if value is None or not value > 0:
         raise ConfigError("timeout", f"must be a positive number of seconds, got {timeout!r}")
     if not isinstance(url, str) or "://" not in url:
@@ -74,4 +74,4 @@ def connect(url: str, *, timeout: float = 0.05, functions: bool = False, **kwarg
         client = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, **options))
     except ValueError as exc:
         raise ConfigError("url", redact(str(exc))) from None
-    return use_functions(client, functions)  # type: ignore[no-any-return]
+    return use_functions(client, functions)

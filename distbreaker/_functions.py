@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Generator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import NoPermissionError, ResponseError
 
 from ._core import Command, Eval
+
+C = TypeVar("C")  # a client, returned as given
 
 __all__ = [
     "LIBRARY",
@@ -87,7 +89,7 @@ def build(scripts: Mapping[str, Any]) -> tuple[str, bytes, dict[str, Any]]:
     )
 
 
-def use_functions(client: Any, enabled: bool = True) -> Any:
+def use_functions(client: C, enabled: bool = True) -> C:
     """Make the Breakers and Admin built on `client` call the scripts with FCALL; returns it."""
     setattr(client, _ATTR, bool(enabled))
     return client

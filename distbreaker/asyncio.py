@@ -76,7 +76,7 @@ def connect(url: str, *, timeout: float = 0.05, functions: bool = False, **kwarg
         client = redis.asyncio.Redis.from_pool(redis.asyncio.ConnectionPool.from_url(url, **options))
     except ValueError as exc:
         raise ConfigError("url", redact(str(exc))) from None
-    return use_functions(client, functions)  # type: ignore[no-any-return]
+    return use_functions(client, functions)
 
 
 async def connect_cluster(url: str, *, timeout: float = 0.05, **kwargs: Any) -> Any:

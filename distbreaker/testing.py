@@ -160,7 +160,7 @@ def make_breaker(
     if config is None:
         config = BreakerConfig()
     if redis is None:
-        redis = fake_redis(socket_timeout=config.redis_timeout)  # type: ignore[arg-type]
+        redis = fake_redis(socket_timeout=_seconds(config.redis_timeout, "redis_timeout"))
     return Breaker(
         service, redis, config, prefix=prefix, clock=clock if clock is not None else FrozenClock(), **_OPTIONS
     )

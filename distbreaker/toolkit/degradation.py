@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from .._config import seconds
 from .._model import Snapshot, State
@@ -325,7 +325,7 @@ class _Base:
 
             @functools.wraps(fn)
             def run(*args: P.args, **kwargs: P.kwargs) -> T:
-                return self.choose(fn, fallback, at=at)(*args, **kwargs)  # type: ignore[no-any-return]
+                return cast("T", self.choose(fn, fallback, at=at)(*args, **kwargs))
 
             return run
 

@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from .._core import FAILURE, classify, classify_result
 from .._log import LIMITED
@@ -356,11 +356,11 @@ class Failover(_Base[T]):
                 last = (provider, failed)
                 continue
             chain.observe(provider, time.perf_counter() - start)
-            return result  # type: ignore[no-any-return]
+            return cast("T", result)
         error = FailoverError(errors)
         if self.fallback is None:
             raise error
-        return self.fallback(error)  # type: ignore[no-any-return]
+        return cast("T", self.fallback(error))
 
     __call__ = call
 
@@ -432,13 +432,13 @@ class AsyncFailover(_Base[T]):
                 last = (provider, failed)
                 continue
             chain.observe(provider, time.perf_counter() - start)
-            return result  # type: ignore[no-any-return]
+            return cast("T", result)
         error = FailoverError(errors)
         if self.fallback is None:
             raise error
         value = self.fallback(error)
         if inspect.isawaitable(value):
             value = await value
-        return value  # type: ignore[no-any-return]
+        return cast("T", value)
 
     __call__ = call

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 try:
     import httpx
@@ -108,7 +108,7 @@ class BreakerTransport(httpx.BaseTransport):
             return response
 
         try:
-            return breaker.call(send)  # type: ignore[no-any-return]
+            return cast("httpx.Response", breaker.call(send))
         except ResponseFailure as failure:
             return failure.response
         except CircuitOpenError as exc:
@@ -158,7 +158,7 @@ class AsyncBreakerTransport(httpx.AsyncBaseTransport):
             return response
 
         try:
-            return await breaker.call(send)  # type: ignore[no-any-return]
+            return cast("httpx.Response", await breaker.call(send))
         except ResponseFailure as failure:
             return failure.response
         except CircuitOpenError as exc:

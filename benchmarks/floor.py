@@ -378,10 +378,17 @@ def goals(default: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], bo
     check("sync closed wall ÷ raw socket wall", rows["closed"]["wall"] / rows["raw"]["wall"], SYNC_WALL)
     check("sync closed CPU ÷ raw socket CPU", rows["closed"]["cpu"] / rows["raw"]["cpu"], SYNC_CPU)
     check("asyncio closed wall ÷ raw stream wall", rows["aclosed"]["wall"] / rows["araw"]["wall"], ASYNC_WALL)
-    for world, name in (("sync", "closed"), ("asyncio", "aclosed")):
+    # The two installs run one after the other (two processes), so the machine's load differs
+    # between them: each is taken against the raw floor measured in its own rounds.
+    for world, name, floor in (("sync", "closed", "raw"), ("asyncio", "aclosed", "araw")):
         for kind in ("wall", "cpu"):
-            best = min(rows[name][kind], other["rows"][name][kind])
-            check(f"default install ÷ best install, {world} closed {kind}", rows[name][kind] / best, DEFAULT_VS_BEST)
+            mine = rows[name][kind] / rows[floor][kind]
+            best = min(mine, other["rows"][name][kind] / other["rows"][floor][kind])
+            check(
+                f"default install ÷ best install, {world} closed {kind} (each ÷ its own floor)",
+                mine / best,
+                DEFAULT_VS_BEST,
+            )
     lines = ["| goal (issue 19) | measured | limit | met |", "|---|---:|---:|---|"]
     lines += [f"| {w} | {v:.2f}× | ≤ {limit:.2f}× | {'PASS' if ok else '**MISS**'} |" for w, v, limit, ok in checks]
     return lines, all(ok for *_, ok in checks)

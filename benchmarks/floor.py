@@ -7,10 +7,13 @@ time), redis-py's `evalsha` of `return 1`, and a protected no-op on the closed p
 hiredis (the default install: a dependency) and without it (a subprocess in which
 ``import hiredis`` fails, so that one run prints both). Rows are measured in interleaved
 rounds; each figure is the median of the rounds; ratios are to the raw `return 1` row of the same
-world and install. When a goal of issue 19 is not met, a breakdown (and a profile of the
-Python work) shows where the µs go.
+world and install. The goals of issue 19 are printed with PASS/MISS, and beside them the
+client-side ratios: the breaker against the raw round trip of its own record EVALSHA, which
+takes record.lua's server time out (that cost is the server's, issue 15). When a goal is missed
+(or with --profile), a breakdown and a profile of the Python work (top functions by own time per
+call, sync and asyncio) show where the µs go.
 
-    PYTHONPATH=$PWD python benchmarks/floor.py [--url redis://127.0.0.1:PORT/0] [-n 10000] [--rounds 5]
+    PYTHONPATH=$PWD python benchmarks/floor.py [--url redis://127.0.0.1:PORT/0] [-n 10000] [--rounds 5] [--profile]
 
 Without --url it starts a private server from the same binaries the tests use.
 """
@@ -234,6 +237,14 @@ def breakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
     for _ in range(n):
         breaker.call(noop)
     profile.disable()
+    breaker._lane = lane
+    breaker.close()
+    r.close()
+    return {"python_cpu": statistics.median(samples), **_top(profile, n)}
+
+
+def _top(profile: cProfile.Profile, n: int) -> dict[str, Any]:
+    """The functions of a profile of `n` calls by own time per call (µs), the first 12."""
     stats = pstats.Stats(profile)
     rows = []
     total = 0.0
@@ -241,10 +252,50 @@ def breakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
         total += tottime
         rows.append((tottime / n * 1e6, calls / n, f"{Path(filename).name}:{line}({func})"))
     rows.sort(reverse=True)
+    return {"profile": rows[:12], "profile_total": total / n * 1e6}
+
+
+async def _abreakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
+    """`breakdown` for asyncio: the lane's request answers with a future already done (the
+    reply Redis gave), so the call's Python work runs without I/O or a loop turn."""
+    r = dba.connect(url, timeout=2.0)
+    breaker = dba.Breaker(
+        "afloor-prof", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False
+    )
+
+    async def noop() -> None:
+        return None
+
+    await breaker.call(noop)
+    lane = breaker._lane
+    core = breaker._core
+    reply = await breaker._run(core.record((core.view.generation, ""), Outcome.SUCCESS, 0.0))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+
+    class Canned:  # the lane, answering from memory
+        def request(self, request: Any) -> Any:
+            future = loop.create_future()
+            future.set_result(reply)
+            return future
+
+    breaker._lane = Canned()  # type: ignore[assignment]
+    for _ in range(n // 10):
+        await breaker.call(noop)
+    samples = []
+    for _ in range(3):
+        cpu0 = time.process_time()
+        for _ in range(n):
+            await breaker.call(noop)
+        samples.append((time.process_time() - cpu0) / n)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(n):
+        await breaker.call(noop)
+    profile.disable()
     breaker._lane = lane
-    breaker.close()
-    r.close()
-    return {"python_cpu": statistics.median(samples), "profile": rows[:12], "profile_total": total / n * 1e6}
+    await breaker.close()
+    await r.aclose()
+    return {"python_cpu": statistics.median(samples), **_top(profile, n)}
 
 
 # -- one install: a process ---------------------------------------------------------------------
@@ -257,12 +308,13 @@ def measure(url: str, n: int, rounds: int) -> dict[str, Any]:
         for name, v in rows.items()
     }
     profiled = breakdown(url, n, prefix)
+    aprofiled = asyncio.run(_abreakdown(url, n, prefix))
     r = connect(url, timeout=2.0)
     keys = r.keys(f"{prefix}:*")
     if keys:
         r.delete(*keys)
     r.close()
-    return {"hiredis": HIREDIS, "rows": result, "breakdown": profiled}
+    return {"hiredis": HIREDIS, "rows": result, "breakdown": profiled, "abreakdown": aprofiled}
 
 
 _HIDE_HIREDIS = (
@@ -326,17 +378,44 @@ def goals(default: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], bo
     check("sync closed wall ÷ raw socket wall", rows["closed"]["wall"] / rows["raw"]["wall"], SYNC_WALL)
     check("sync closed CPU ÷ raw socket CPU", rows["closed"]["cpu"] / rows["raw"]["cpu"], SYNC_CPU)
     check("asyncio closed wall ÷ raw stream wall", rows["aclosed"]["wall"] / rows["araw"]["wall"], ASYNC_WALL)
-    for world, name in (("sync", "closed"), ("asyncio", "aclosed")):
+    # The two installs run one after the other (two processes), so the machine's load differs
+    # between them: each is taken against the raw floor measured in its own rounds.
+    for world, name, floor in (("sync", "closed", "raw"), ("asyncio", "aclosed", "araw")):
         for kind in ("wall", "cpu"):
-            best = min(rows[name][kind], other["rows"][name][kind])
-            check(f"default install ÷ best install, {world} closed {kind}", rows[name][kind] / best, DEFAULT_VS_BEST)
+            mine = rows[name][kind] / rows[floor][kind]
+            best = min(mine, other["rows"][name][kind] / other["rows"][floor][kind])
+            check(
+                f"default install ÷ best install, {world} closed {kind} (each ÷ its own floor)",
+                mine / best,
+                DEFAULT_VS_BEST,
+            )
     lines = ["| goal (issue 19) | measured | limit | met |", "|---|---:|---:|---|"]
-    lines += [f"| {w} | {v:.2f}× | ≤ {limit:.2f}× | {'yes' if ok else '**no**'} |" for w, v, limit, ok in checks]
+    lines += [f"| {w} | {v:.2f}× | ≤ {limit:.2f}× | {'PASS' if ok else '**MISS**'} |" for w, v, limit, ok in checks]
     return lines, all(ok for *_, ok in checks)
 
 
-def where(install: str, result: dict[str, Any]) -> list[str]:
-    rows, b = result["rows"], result["breakdown"]
+def client_side(result: dict[str, Any]) -> list[str]:
+    """The breaker against the raw round trip of its own record EVALSHA (no goal: record.lua's
+    server time, issue 15's, is out of these ratios)."""
+    rows = result["rows"]
+    lines = ["| client side (no goal of its own) | wall | worker CPU |", "|---|---:|---:|"]
+    for label, name, floor in (
+        ("sync closed ÷ raw socket, the record script", "closed", "raw_record"),
+        ("asyncio closed ÷ raw stream, the record script", "aclosed", "araw_record"),
+    ):
+        wall, cpu = rows[name]["wall"] / rows[floor]["wall"], rows[name]["cpu"] / rows[floor]["cpu"]
+        lines.append(f"| {label} | {wall:.2f}× | {cpu:.2f}× |")
+    return lines
+
+
+def where(install: str, result: dict[str, Any], world: str = "sync") -> list[str]:
+    rows = result["rows"]
+    raw, record, closed, b = (
+        ("raw", "raw_record", "closed", result["breakdown"])
+        if world == "sync"
+        else ("araw", "araw_record", "aclosed", result["abreakdown"])
+    )
+    floor = "raw round trip" if world == "sync" else "raw stream round trip"
 
     def part(label: str, hi: str, lo: str | None) -> str:
         wall = rows[hi]["wall"] - (rows[lo]["wall"] if lo else 0.0)
@@ -344,16 +423,16 @@ def where(install: str, result: dict[str, Any]) -> list[str]:
         return f"| {label} | {wall * 1e6:+.1f} µs | {cpu * 1e6:+.1f} µs |"
 
     lines = [
-        f"Where the sync closed path's µs go ({install}; differences between rows of this run):",
+        f"Where the {world} closed path's µs go ({install}; differences between rows of this run):",
         "",
         "| part | wall | worker CPU |",
         "|---|---:|---:|",
-        part("raw round trip of `return 1` (the floor)", "raw", None),
-        part("record.lua's server time and bytes (raw record − raw)", "raw_record", "raw"),
-        part("the breaker over the raw record round trip (closed − raw record)", "closed", "raw_record"),
+        part(f"{floor} of `return 1` (the floor)", raw, None),
+        part("record.lua's server time and bytes (raw record − raw)", record, raw),
+        part(f"the breaker over the {floor} of its record (closed − raw record)", closed, record),
         f"| of which the breaker's Python work with no I/O (measured alone) | | {b['python_cpu'] * 1e6:.1f} µs |",
         "",
-        f"Profile of that Python work ({install}; cProfile own time per call, "
+        f"Profile of that Python work ({world}, {install}; cProfile own time per call, "
         f"{b['profile_total']:.1f} µs in all under the profiler, which inflates it):",
         "",
         "| function | own µs per call | calls per call |",
@@ -374,6 +453,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10000, help="calls per row per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 300 calls, 1 round")
+    parser.add_argument(
+        "--profile", action="store_true", help="print where the µs go and the profiles even when every goal is met"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -401,10 +483,13 @@ def main() -> None:
     print()
     lines, met = goals(default, bare)
     print("\n".join(lines))
-    if not met:
-        for install, result in runs:
-            print()
-            print("\n".join(where(install, result)))
+    print()
+    print("\n".join(client_side(default)))
+    if not met or args.profile:
+        for world in ("sync", "asyncio"):
+            for install, result in runs:
+                print()
+                print("\n".join(where(install, result, world)))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import inspect
 import os
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
+from time import monotonic
 from typing import Any, Protocol
 
 import redis.asyncio
@@ -189,8 +190,11 @@ class Pipe(asyncio.Protocol):
 
     def __init__(self, pipes: Pipes) -> None:
         self.pipes = pipes
-        self.loop = pipes.loop
+        self.loop = loop = pipes.loop
         self.budget = pipes.budget
+        self.new_future = loop.create_future
+        # the loop's clock (`loop.time`); the standard loop's is time.monotonic, called directly
+        self.clock: Callable[[], float] = monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         self.reader = make_reader(pipes.encoding, pipes.errors)
         self.waiting: deque[asyncio.Future[Any]] = deque()  # one per command sent, oldest first
         self.out: list[bytes] = []  # commands not written yet (the last len(out) of `waiting`)
@@ -206,7 +210,7 @@ class Pipe(asyncio.Protocol):
     # -- sending -----------------------------------------------------------------------------
     def request(self, packed: bytes) -> asyncio.Future[Any]:
         """Send one packed command; the future gets its reply (or its error)."""
-        fut = self.loop.create_future()
+        fut = self.new_future()
         if self.error is not None:
             fut.set_exception(_copy(self.error))
             return fut
@@ -216,7 +220,9 @@ class Pipe(asyncio.Protocol):
             self.out.append(packed)  # being set up, or a write is due this turn
         elif len(waiting) == 1:
             self.transport.write(packed)  # nothing outstanding: write now
-            self.started()
+            self.since = self.clock()  # `started`, inline (the common call)
+            if self.timer is None and self.budget is not None:
+                self.timer = self.loop.call_at(self.since + self.budget, self.check)
         else:
             self.out.append(packed)  # replies outstanding: write with the others of this turn
             self.flushing = True
@@ -236,7 +242,7 @@ class Pipe(asyncio.Protocol):
 
     def started(self) -> None:
         """Replies became outstanding: the budget runs from now."""
-        self.since = self.loop.time()
+        self.since = self.clock()
         if self.timer is None and self.budget is not None:
             self.timer = self.loop.call_at(self.since + self.budget, self.check)
 
@@ -246,7 +252,7 @@ class Pipe(asyncio.Protocol):
         if self.error is not None or len(self.waiting) == len(self.out):
             self.last_look = False
             return  # dropped, or nothing outstanding: the next write starts the clock
-        now, due = self.loop.time(), self.since + self.budget  # type: ignore[operator]
+        now, due = self.clock(), self.since + self.budget  # type: ignore[operator]
         if now < due:
             self.last_look = False
             self.timer = self.loop.call_at(due, self.check)
@@ -281,7 +287,8 @@ class Pipe(asyncio.Protocol):
         except (RedisError, ValueError, IndexError) as exc:  # a protocol error, or a reply nobody asked for
             self.drop(RedisConnectionError(f"Protocol error on the breaker's connection: {exc!r}"))
             return
-        self.since = self.loop.time()  # progress
+        if waiting:  # progress; with nothing outstanding, the next write starts the clock
+            self.since = self.clock()
 
     def eof_received(self) -> bool:
         return False  # close the transport: connection_lost follows

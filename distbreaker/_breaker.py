@@ -167,12 +167,16 @@ class Breaker:
         return reply
 
     def _admit(self) -> Permit:
-        core = self._core
-        permit = core.admit()
+        permit = self._core.admit()
         if type(permit) is not Eval:
             return permit  # type: ignore[return-value]
+        return self._ask(permit)
+
+    def _ask(self, request: Eval) -> Permit:
+        """Run the acquire `request` (the cache did not admit the call)."""
+        core = self._core
         try:
-            reply = self._run(permit)
+            reply = self._run(request)
         except RedisError as exc:
             core.failed(exc)
             return core.degraded(core.clock())
@@ -231,7 +235,8 @@ class Breaker:
         if self in inside:
             return self._nested(fn, args, kwargs, fallback, limit)
         try:
-            permit = self._admit()
+            admitted = self._core.admit()  # the common call: the cache admits it
+            permit: Permit = self._ask(admitted) if type(admitted) is Eval else admitted  # type: ignore[assignment]
         except CircuitOpenError as exc:
             if fallback is None:
                 raise

@@ -23,6 +23,7 @@ import select
 import socket
 import struct
 import sys
+from asyncio import get_running_loop
 from collections.abc import Generator
 from time import monotonic
 from typing import Any, NamedTuple, TypeVar, cast
@@ -46,9 +47,11 @@ __all__ = [
     "Steps",
     "adrive",
     "ainit",
+    "alane_for",
     "alean_pool",
     "apipeline",
     "check_client",
+    "ALane",
     "Lane",
     "drive",
     "lane_for",
@@ -811,6 +814,50 @@ async def _aexecute(client: Any, pool: Any, command: tuple[Any, ...]) -> Any:
     return await client.execute_command(*command)
 
 
+class ALane:
+    """The asyncio breaker's call-path scripts (record, acquire) straight onto its loop's pipe.
+
+    `request(eval)` returns the future of the request's EVALSHA on the pool's pipelined
+    connection for the running loop (`_aio_pipe.Pipe.request`: the same write, FIFO, budget and
+    drop rules as `_aexecute`), or None when an argument is not str, bytes or int (the caller
+    then goes through `adrive`). Its packed bytes are kept per request (as `Lane.bytes_of`): the
+    core hands the same object for the common call, so it is packed once; no coroutine, steps
+    generator or command tuple is made per call. An error reply (NOSCRIPT, NOCONFIG, ...) is the
+    future's exception: the caller goes on with `adrive(..., answered=exc)`.
+    """
+
+    __slots__ = ("fork", "packed", "pipes", "pool")
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        # the pool's `Pipes` for the loop last used, in the process (fork count) that asked
+        self.pipes: Any = None
+        self.fork = _forks
+        self.packed: dict[int, tuple[Any, bytes]] = {}  # id(request) -> (request, its RESP bytes)
+
+    def request(self, request: Any) -> Any:
+        pipes = self.pipes
+        if pipes is None or pipes.loop is not get_running_loop() or self.fork != _forks:
+            self.fork = _forks  # a forked child: `pipes_for` gives it its own
+            pipes = self.pipes = pipes_for(self.pool)
+        entry = self.packed.get(id(request))
+        if entry is not None:
+            return pipes.request(entry[1])
+        packed = pipes.pack(_command(request))
+        if packed is None:  # pragma: no cover - the core's arguments are str and int
+            return None
+        if len(self.packed) >= _PACKED_MAX:
+            self.packed.clear()
+        self.packed[id(request)] = (request, packed)
+        return pipes.request(packed)
+
+
+def alane_for(client: Any) -> ALane | None:
+    """An `ALane` for a plain `redis.asyncio.Redis` (not a single-connection client), else None."""
+    pool = alean_pool(client)
+    return None if pool is None else ALane(pool)
+
+
 async def ainit(client: Any) -> None:
     """Initialise a `redis.asyncio.cluster.RedisCluster` once (its pub/sub and concurrent
     first commands fail on a client that was not initialised); no-op for other clients.
@@ -819,13 +866,16 @@ async def ainit(client: Any) -> None:
         await client.initialize()
 
 
-async def adrive(client: Any, steps: Steps[T]) -> T:
-    """`drive` for a `redis.asyncio` client."""
+async def adrive(client: Any, steps: Steps[T], answered: RedisError | None = None) -> T:
+    """`drive` for a `redis.asyncio` client (`answered`: as in `drive`, the first command was
+    already sent, by an `ALane`, and answered with this error)."""
     pool = alean_pool(client)
     if pool is None and getattr(client, "_initialize", False) is True:
         await ainit(client)  # a user-built asyncio RedisCluster, not initialised yet
     reply: Any = None
-    error: BaseException | None = None
+    error: BaseException | None = answered
+    if answered is not None:
+        steps.send(None)  # the first command: already run
     while True:
         try:
             command = steps.throw(error) if error is not None else steps.send(reply)

@@ -13,10 +13,11 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import timedelta
 from time import perf_counter
+from types import CoroutineType
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 import redis.asyncio
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from . import _arg_checks, _bulk, _functions, _nesting, _schema, _transport
 from ._action_steps import control_steps, snapshot_steps
@@ -44,7 +45,7 @@ from ._model import Outcome, Snapshot, State, Transition
 from ._reporters import standard_reporters
 from ._scripts import Steps, adrive, eval_steps, scripts_for
 from ._timeout import check_timeout, within
-from ._transport import check_client
+from ._transport import alane_for, check_client
 from .admin import SCAN_COUNT, Events, FleetConfig, Inspection, _Operations, close_matches
 from .bulkhead import AsyncBulkhead as Bulkhead
 from .errors import BulkheadFullError, CallTimeoutError, CircuitOpenError, ConfigError, redact, translate
@@ -191,6 +192,8 @@ class Breaker:
         self.service, self.prefix, self.config, self.redis = core.service, core.prefix, core.config, redis
         self._stack = PermitStack()
         check_client(redis, asynchronous=True)  # a sync client here is refused, saying what to pass
+        # the lane speaks EVALSHA; scripts run as Redis Functions (FCALL) go through adrive()
+        self._lane = None if any(s.function for s in core.scripts.values()) else alane_for(redis)
         _arg_checks.check_client_budget(redis, core.config)
         self._listen = listen
         self._listener: AsyncListener | None = None  # started by the first round trip (needs a loop)
@@ -247,15 +250,27 @@ class Breaker:
         if self._listener is None and self._listen:
             self._start_listening()
         start = perf_counter()
-        reply = await adrive(self.redis, eval_steps(request))
+        lane = self._lane
+        future = lane.request(request) if lane is not None else None
+        if future is not None:
+            try:
+                reply = await future  # the common call: the pipe's write and its reply (_transport.ALane)
+            except ResponseError as exc:  # NOSCRIPT, NOCONFIG, ...: the steps take it from there
+                reply = await adrive(self.redis, eval_steps(request), exc)
+        else:
+            reply = await adrive(self.redis, eval_steps(request))
         self._core.ran(request, start)
         return reply
 
     async def _admit(self) -> Permit:
-        core = self._core
-        permit = core.admit()
+        permit = self._core.admit()
         if type(permit) is not Eval:
             return permit  # type: ignore[return-value]
+        return await self._ask(permit)
+
+    async def _ask(self, request: Eval) -> Permit:
+        """Run the acquire `request` (the cache did not admit the call)."""
+        core = self._core
         # One acquire at a time per event loop: the tasks that find the cache empty or stale while
         # another task of the loop asks Redis wait for its reply (it refreshes the cache) and
         # decide again; only those the cache still does not admit (half-open: a probe lease
@@ -264,14 +279,15 @@ class Breaker:
         asking = self._asking
         if asking is not None and asking[0] is loop:
             await asking[1].wait()
-            permit = core.admit()
-            if type(permit) is not Eval:
-                return permit  # type: ignore[return-value]
+            again = core.admit()
+            if type(again) is not Eval:
+                return again  # type: ignore[return-value]
+            request = again
         mine = (loop, asyncio.Event())
         if self._asking is None:
             self._asking = mine
         try:
-            reply = await self._run(permit)
+            reply = await self._run(request)
         except RedisError as exc:
             core.failed(exc)
             return core.degraded(core.clock())
@@ -353,12 +369,13 @@ class Breaker:
             CircuitOpenError: the breaker is open and no fallback was given.
             CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
-        limit = check_timeout(timeout)
+        limit = check_timeout(timeout) if timeout is not None else None
         inside = _nesting.INSIDE.get()
         if self in inside:
             return await self._nested(fn, args, kwargs, fallback, limit)
         try:
-            permit = await self._admit()
+            admitted = self._core.admit()  # the common call: the cache admits it, no await
+            permit: Permit = await self._ask(admitted) if type(admitted) is Eval else admitted  # type: ignore[assignment]
         except CircuitOpenError as exc:
             if fallback is None:
                 raise
@@ -370,7 +387,9 @@ class Breaker:
             token = _nesting.INSIDE.set((*inside, self))
             try:
                 if limit is None:
-                    result = await _resolve(fn(*args, **kwargs))
+                    result = fn(*args, **kwargs)
+                    if type(result) is CoroutineType or inspect.isawaitable(result):
+                        result = await result
                 else:
                     done, result = await within(limit, fn(*args, **kwargs))
                     if not done:

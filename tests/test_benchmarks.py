@@ -145,5 +145,9 @@ def test_floor_quick(redis_binary: Binary) -> None:
     assert not re.search(r"\b(nan|inf)\b", out), out  # every figure measured
     goals = _rows(out, "| goal (issue 19) |")
     assert len(goals) == 7, out
-    if any("**no**" in g for g in goals):  # a goal not met: where the µs go is printed
-        assert "Where the sync closed path's µs go" in out and "Profile of that Python work" in out
+    assert all(g.rstrip(" |").endswith(("PASS", "**MISS**")) for g in goals), out
+    assert len(_rows(out, "| client side (no goal of its own) |")) == 2, out  # against the raw record rows
+    if any("**MISS**" in g for g in goals):  # a goal missed: where the µs go is printed, with profiles
+        for world in ("sync", "asyncio"):
+            assert f"Where the {world} closed path's µs go" in out, out
+            assert f"Profile of that Python work ({world}," in out, out

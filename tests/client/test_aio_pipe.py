@@ -13,6 +13,7 @@ from typing import Any
 import hiredis
 import pytest
 import redis
+import redis.asyncio
 from _servers import Server, ServerFactory
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -21,7 +22,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 import distbreaker.asyncio as dba
 from distbreaker import BreakerConfig, _aio_pipe
 from distbreaker._aio_pipe import MORE, Push, RespReader, pipes_for
-from distbreaker._transport import _aexecute
+from distbreaker._model import Outcome
+from distbreaker._transport import ALane, _aexecute
 
 PARSERS = ["hiredis", "own"]
 
@@ -376,3 +378,73 @@ async def test_a_cold_burst_sends_one_acquire(server: Server, prefix: str) -> No
         assert (await b.snapshot()).calls == 300
     finally:
         await client.aclose()
+
+
+async def test_the_asyncio_breaker_sends_its_record_through_the_lane(aclient: Any, prefix: str) -> None:
+    """On a `dba.connect` client the closed call's record goes straight onto the loop's pipe
+    (`_transport.ALane`): packed once for the prepared request, the same connection, every
+    call counted."""
+    b = dba.Breaker("svc", aclient, BreakerConfig(minimum_calls=10**6), prefix=prefix, listen=False)
+    assert isinstance(b._lane, ALane)
+    for _ in range(20):
+        await b.call(lambda: None)
+    request = b._core.record((b._core.view.generation, ""), Outcome.SUCCESS, 0.0)
+    assert id(request) in b._lane.packed  # the common call's request, packed once and kept
+    assert b._lane.pipes is pipes_for(aclient.connection_pool)
+    assert (await b.snapshot()).calls == 20
+
+
+async def test_a_single_connection_client_has_no_lane(server: Server, prefix: str) -> None:
+    """A single-connection client keeps its own connection: the breaker goes through redis-py."""
+    client = redis.asyncio.Redis.from_url(server.url, socket_timeout=2.0, single_connection_client=True)
+    try:
+        b = dba.Breaker("svc", client, BreakerConfig(), prefix=prefix, listen=False)
+        assert b._lane is None
+        await b.call(lambda: None)
+        assert (await b.snapshot()).calls == 1
+    finally:
+        await client.aclose()
+
+
+async def test_noscript_on_the_lane_is_reloaded_and_counted(aclient: Any, prefix: str) -> None:
+    """After SCRIPT FLUSH the lane's EVALSHA answers NOSCRIPT to its caller: the call goes on
+    with EVAL (the steps, `adrive(answered=...)`), counts once, and the pipe stays."""
+    b = dba.Breaker("svc", aclient, BreakerConfig(), prefix=prefix, listen=False)
+    await b.call(lambda: None)
+    sha = b._core.scripts["record"].sha
+    await _run(aclient, "SCRIPT", "FLUSH")
+    assert b._lane is not None
+    pipe = pipes_for(aclient.connection_pool).pipe
+    with pytest.raises(NoScriptError):
+        await b._lane.request(b._core.record((b._core.view.generation, ""), Outcome.SUCCESS, 0.0))
+    assert await b.call(lambda: 5) == 5
+    assert await _run(aclient, "SCRIPT", "EXISTS", sha) == [1]
+    assert pipes_for(aclient.connection_pool).pipe is pipe and pipe is not None and pipe.error is None
+    assert b._core.down_until == 0
+    assert (await b.snapshot()).calls == 2
+
+
+def test_the_lane_follows_a_new_event_loop(server: Server, prefix: str) -> None:
+    """A breaker used under two `asyncio.run`s sends on each loop's own pipe (the lane's cached
+    pipes belong to the loop that made them)."""
+    client = dba.connect(server.url, timeout=2.0)
+    b = dba.Breaker("svc", client, BreakerConfig(minimum_calls=10**6), prefix=prefix, listen=False)
+    seen = []
+
+    async def calls() -> None:
+        for _ in range(3):
+            await b.call(lambda: None)
+        assert b._lane is not None
+        seen.append(b._lane.pipes)
+        assert b._lane.pipes.loop is asyncio.get_running_loop()
+
+    asyncio.run(calls())
+    asyncio.run(calls())
+    assert seen[0] is not seen[1]
+
+    async def count() -> int:
+        calls = (await b.snapshot()).calls
+        await client.aclose()
+        return calls
+
+    assert asyncio.run(count()) == 6

@@ -48,6 +48,7 @@ from _server import server  # noqa: E402  (benchmarks/_server.py)
 import distbreaker  # noqa: E402
 import distbreaker.asyncio as dba  # noqa: E402
 from distbreaker import Breaker, BreakerConfig, connect  # noqa: E402
+from distbreaker._breaker import swap_lane  # noqa: E402  (the documented internal hook)
 from distbreaker._model import Outcome  # noqa: E402
 from distbreaker._resp import HIREDIS  # noqa: E402
 from distbreaker._transport import _command, pack  # noqa: E402
@@ -98,7 +99,7 @@ def sync_rows(url: str, n: int, rounds: int, prefix: str) -> dict[str, list[tupl
     before = Breaker(
         "floor-drive", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False
     )
-    before._lane = None
+    swap_lane(before, None)
 
     def raw_call() -> None:
         raw.sendall(trivial)
@@ -202,7 +203,6 @@ def breakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
         "floor-prof", r, BreakerConfig(minimum_calls=10**9, redis_timeout=2.0), prefix=prefix, listen=False
     )
     breaker.call(int)
-    lane = breaker._lane
     record = _record_bytes(breaker)
     host, port = _address(url)
     with socket.create_connection((host, port)) as s:
@@ -219,7 +219,7 @@ def breakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
             rd.feed(reply_bytes)
             return rd.gets()
 
-    breaker._lane = Canned()  # type: ignore[assignment]
+    lane = swap_lane(breaker, Canned())
 
     def noop() -> None:
         return None
@@ -237,7 +237,7 @@ def breakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
     for _ in range(n):
         breaker.call(noop)
     profile.disable()
-    breaker._lane = lane
+    swap_lane(breaker, lane)
     breaker.close()
     r.close()
     return {"python_cpu": statistics.median(samples), **_top(profile, n)}
@@ -267,7 +267,6 @@ async def _abreakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
         return None
 
     await breaker.call(noop)
-    lane = breaker._lane
     core = breaker._core
     reply = await breaker._run(core.record((core.view.generation, ""), Outcome.SUCCESS, 0.0))  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
@@ -278,7 +277,7 @@ async def _abreakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
             future.set_result(reply)
             return future
 
-    breaker._lane = Canned()  # type: ignore[assignment]
+    lane = swap_lane(breaker, Canned())
     for _ in range(n // 10):
         await breaker.call(noop)
     samples = []
@@ -292,7 +291,7 @@ async def _abreakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
     for _ in range(n):
         await breaker.call(noop)
     profile.disable()
-    breaker._lane = lane
+    swap_lane(breaker, lane)
     await breaker.close()
     await r.aclose()
     return {"python_cpu": statistics.median(samples), **_top(profile, n)}

@@ -403,3 +403,15 @@ class Breaker:
     def reset(self, *, reason: str = "", actor: str | None = None) -> Snapshot:
         """Return the breaker to closed with an empty window, clearing any forced state."""
         return self._do(control_steps(self._core, "reset", None, reason, actor))
+
+
+def swap_lane(breaker: Any, lane: Any) -> Any:
+    """The documented internal hook of the benchmarks (docs/benchmarks.md, "At the floor"): give a
+    Breaker, sync or asyncio, another send lane, and return the one it had. ``None`` sends its
+    call-path scripts through redis-py's connection I/O (as before the lanes); an object with the
+    lane's interface (sync: ``on`` and ``run(request)``; asyncio: ``request(request)``, a
+    future) answers from memory, so the call's own Python work can be profiled without I/O.
+    Not public API: no compatibility promise beyond the benchmarks of this checkout."""
+    old = breaker._lane
+    breaker._lane = lane
+    return old

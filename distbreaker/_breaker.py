@@ -234,14 +234,18 @@ class Breaker:
         inside = _nesting.INSIDE.get()
         if self in inside:
             return self._nested(fn, args, kwargs, fallback, limit)
-        try:
-            admitted = self._core.admit()  # the common call: the cache admits it
-            permit: Permit = self._ask(admitted) if type(admitted) is Eval else admitted  # type: ignore[assignment]
-        except CircuitOpenError as exc:
-            if fallback is None:
-                raise
-            return fallback(exc)
-        clock = self._core.clock
+        core = self._core
+        if fallback is None:  # a rejection goes straight up (caught and raised again, it costs more)
+            admitted = core.admission()  # _admit() inline; the cache's rejection is raised from here
+            if isinstance(admitted, CircuitOpenError):
+                raise admitted
+            permit: Permit = self._ask(admitted) if isinstance(admitted, Eval) else admitted
+        else:
+            try:
+                permit = self._admit()
+            except CircuitOpenError as exc:
+                return fallback(exc)
+        clock = core.clock
         start = clock()
         expired: CallTimeoutError | None = None
         result: Any

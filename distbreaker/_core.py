@@ -265,6 +265,10 @@ _STATE_TEXT = {
     state: state.value for state in State
 }  # (`.value` is a Python-level property: the reject path reads this)
 _FORCED = (State.FORCED_OPEN, State.DISABLED)
+# The members the cache's methods compare with, as module names: reading ``State.OPEN`` is an
+# Enum class attribute lookup (~0.1 µs on Python 3.11), paid twice per rejected call otherwise.
+_CLOSED, _HALF_OPEN, _OPEN = State.CLOSED, State.HALF_OPEN, State.OPEN
+_FORCED_OPEN, _DISABLED = State.FORCED_OPEN, State.DISABLED
 
 
 class View:
@@ -319,10 +323,10 @@ class View:
         """The cached state with the lazy expiry the scripts would apply at `now` (local clock):
         open past open_until is half_open, a forced state past its expiry is closed."""
         state = self.state
-        if state is State.OPEN and now >= self.open_until:
-            return State.HALF_OPEN
+        if state is _OPEN and now >= self.open_until:
+            return _HALF_OPEN
         if state in _FORCED and self.forced_until and now >= self.forced_until:
-            return State.CLOSED
+            return _CLOSED
         return state
 
     def forget(self) -> None:
@@ -334,23 +338,25 @@ class View:
         state = self.state
         if state is None or now - self.fetched_at > self.max_staleness:
             return ASK
-        if state in _LOCAL_ALLOW:
+        if state is _CLOSED or state is _DISABLED:  # (_LOCAL_ALLOW, by identity: no string compare)
             return ALLOW
-        if state is State.OPEN:
+        if state is _OPEN:
             return REJECT if now < self.open_until else ASK
-        if state is State.FORCED_OPEN:
+        if state is _FORCED_OPEN:
             return REJECT if not self.forced_until or now < self.forced_until else ASK
         return ASK  # half_open: every probe needs a lease
 
     def rejection(self, service: str, now: float, retry_at_ms: int = 0, server_now_ms: int = 0) -> CircuitOpenError:
         """The error for a rejected call, from the cache or from an acquire reply."""
-        state = self.state or State.OPEN
+        state = self.state
+        if state is None:
+            state = _OPEN
         # (no max(): a builtin call costs more than the comparison on the reject path)
         if retry_at_ms:
             retry: float | None = (retry_at_ms - server_now_ms) / 1000.0
-        elif state is State.OPEN:
+        elif state is _OPEN:
             retry = self.open_until - now
-        elif state is State.FORCED_OPEN and self.forced_until:
+        elif state is _FORCED_OPEN and self.forced_until:
             retry = self.forced_until - now
         else:
             retry = None
@@ -550,13 +556,30 @@ class BreakerCore:
             CircuitOpenError: the cache says open / forced open, or Redis is down and the
                 policy is "reject".
         """
+        permit = self.admission()
+        if isinstance(permit, CircuitOpenError):
+            raise permit
+        return permit
+
+    def admission(self) -> Permit | Eval | CircuitOpenError:
+        """`admit()`, except that the cache's rejection is returned (reported already), not raised.
+
+        The shells' call paths raise it themselves: an exception costs about 0.3 µs more for
+        each frame it leaves, and a rejected call is otherwise a few hundred ns in all.
+
+        Raises:
+            CircuitOpenError: Redis is down and the policy is "reject" (or "local" rejects).
+        """
         now = self.clock()
         view = self.view
         decision = view.decide(now)
         if decision == ALLOW:
             return (view.generation, "")
         if decision == REJECT:
-            raise self.rejected(view.rejection(self.service, now))
+            err = view.rejection(self.service, now)
+            for reporter in self.on_rejected:  # self.rejected(err), inline: the reject path is hot
+                reporter.rejected(self.service, err)
+            return err
         if now < self.down_until:
             return self.degraded(now)
         if not self.config_sent or self.test_clock is not None:
@@ -595,7 +618,8 @@ class BreakerCore:
         else:
             code = (0 if outcome is SUCCESS else 2) + (self.slow is not None and duration >= self.slow)
         if self.batch is not None and not lease:  # probes stay synchronous: half-open is exact
-            return FLUSH if self.batch.add(gen, *_COUNTS[code]) else None
+            successes, failures, slow = _COUNTS[code]  # (no f(*args): a slower call)
+            return FLUSH if self.batch.add(gen, successes, failures, slow) else None
         if self.down_until and self.clock() < self.down_until:
             return None
         if self.quorum and not lease and (outcome is FAILURE or _ARGS[code][2] == "1"):
@@ -993,21 +1017,28 @@ class Batcher:
         """Count one outcome; True when the caller should flush now: `size` outcomes wait, or
         the unflushed failures alone could trip the breaker (so that a worker never runs far
         past a trip it is causing while the flusher waits for its turn)."""
-        with self._lock:
+        lock = self._lock  # acquire/release rather than `with`: ~0.1 µs less on every batched call
+        lock.acquire()
+        try:
             c = self._counts.get(generation)
             if c is None:
                 c = self._counts[generation] = [0, 0, 0]
             c[0] += successes
             c[1] += failures
             c[2] += slow
-            self._n += 1
-            self._failures += failures
-            self._consecutive = failures if successes else self._consecutive + failures
+            self._n = n = self._n + 1
+            if failures:
+                self._failures += failures
+                self._consecutive = failures if successes else self._consecutive + failures
+            elif successes:
+                self._consecutive = 0
             return (
-                self._n >= self.size
+                n >= self.size
                 or self._failures >= self.trip_failures
                 or (self.trip_consecutive > 0 and self._consecutive >= self.trip_consecutive)
             )
+        finally:
+            lock.release()
 
     def take(self, now: float) -> list[tuple[str, int, list[int]]]:
         """The batches to send now: the pending ones first, then what was counted since."""

@@ -16,7 +16,7 @@ What is recorded (README "Observability"):
   process. ``outcome`` is ``success``, ``failure``, ``rejected`` or ``ignored`` (one value per
   call: they add up to the calls made); ``slow`` (true/false) is an extra attribute on
   ``success`` and ``failure``, as the breaker itself counts a slow call *and* its result.
-  Counted in the process (a lock and an increment per call) and reported by an observable
+  Counted in the process (one atomic `itertools.count` step per call) and reported by an observable
   counter when the SDK collects: an SDK measurement costs several µs in Python, too much for
   every call.
 - ``distbreaker.transitions`` counter {service, from, to}: transitions that a script run by this
@@ -36,16 +36,20 @@ What is recorded (README "Observability"):
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ._model import BreakerView, Outcome, Reporter, State
 
@@ -99,6 +103,30 @@ SPAN_RESULT = "circuit.result"
 SPAN_SLOW = "circuit.slow"
 SPAN_TRANSITION = "circuit.transition"
 
+
+def _context_reader() -> Callable[[], Mapping[str, Any]]:
+    """The function that returns the current OpenTelemetry `Context`.
+
+    `get_current_span()` is four Python calls (~0.2 µs) on every call through a breaker; with the
+    API's default runtime context (contextvars) the current context is one `ContextVar.get`,
+    and the span is its entry under the API's span key (what `get_current_span` reads).
+    Another runtime context (``OTEL_PYTHON_CONTEXT``) is read through the public API.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(var, ContextVar):
+        return var.get
+    return otel_context.get_current
+
+
+current_context = _context_reader()
+
+
+def current_span() -> Any:
+    """The current span, or None when there is none (a non-recording span: nothing to annotate)."""
+    return current_context().get(_SPAN_KEY)
+
+
 STATE_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2, State.FORCED_OPEN: 3, State.DISABLED: 4}
 
 # The names Prometheus gives them (OTLP -> Collector prometheus exporter, or the SDK's
@@ -125,14 +153,20 @@ RETIRED_TALLIES = 256
 
 
 class Tally:
-    """The calls of one service in this process, per outcome (shared by its breakers)."""
+    """The calls of one service in this process, per outcome (shared by its breakers).
 
-    __slots__ = ("lock", "n", "attrs", "users")
+    Each slot is an `itertools.count`: a call takes its next value (`next(tally.slots[i])`, one
+    C call, atomic under the GIL: no lock on the call path, ~0.1 µs less than taking one). A
+    read (`counts`) takes one too: a slot's count is what was taken minus the reads before.
+    """
+
+    __slots__ = ("lock", "slots", "reads", "attrs", "users")
 
     def __init__(self, service: str) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # serialises the reads
         self.users = 0  # live breakers of the service (Instruments._lock)
-        self.n = [0] * 7
+        self.slots = tuple(itertools.count() for _ in range(7))
+        self.reads = 0
         plain = {SERVICE: service, OUTCOME: "ignored"}
         self.attrs: tuple[dict[str, Any], ...] = (
             {SERVICE: service, OUTCOME: "success", SLOW: False},
@@ -143,6 +177,13 @@ class Tally:
             plain,
             {SERVICE: service, OUTCOME: REJECTED},
         )
+
+    def counts(self) -> list[int]:
+        """The calls counted so far, per slot."""
+        with self.lock:
+            reads = self.reads
+            self.reads = reads + 1
+            return [next(slot) - reads for slot in self.slots]
 
 
 def _version() -> str | None:
@@ -238,8 +279,7 @@ class Instruments:
             tallies = [*self._tallies.values(), *self._retired.values()]
         out: list[Observation] = []
         for tally in tallies:
-            with tally.lock:
-                counts = list(tally.n)
+            counts = tally.counts()
             out.extend(Observation(n, tally.attrs[i]) for i, n in enumerate(counts) if n)
         return out
 
@@ -294,12 +334,9 @@ class Metrics(Reporter):
         tally = self.tally
         if tally is None or not self.obs.on:
             return
-        lock = tally.lock
-        lock.acquire()
-        tally.n[_SLOT[outcome] + slow] += 1
-        lock.release()
-        span = get_current_span()
-        if span.is_recording():
+        next(tally.slots[_SLOT[outcome] + slow])
+        span = current_context().get(_SPAN_KEY)  # current_span(), inline: it runs on every call
+        if span is not None and span.is_recording():
             attrs: dict[str, Any] = {
                 SPAN_SERVICE: service,
                 SPAN_STATE: "unknown" if state is None else state.value,
@@ -314,12 +351,9 @@ class Metrics(Reporter):
         tally = self.tally
         if tally is None or not self.obs.on:
             return
-        lock = tally.lock
-        lock.acquire()
-        tally.n[REJECTED_SLOT] += 1
-        lock.release()
-        span = get_current_span()
-        if span.is_recording():
+        next(tally.slots[REJECTED_SLOT])
+        span = current_context().get(_SPAN_KEY)  # current_span(), inline: it runs on every call
+        if span is not None and span.is_recording():
             span.set_attributes({SPAN_SERVICE: service, SPAN_STATE: err.state, SPAN_RESULT: REJECTED})
 
     def transitions(self, service: str, made: Sequence[Transition], ms: int) -> None:
@@ -328,8 +362,8 @@ class Metrics(Reporter):
             return
         for t in made:
             self.obs.transitions.add(1, {SERVICE: service, FROM: t.from_state.value, TO: t.to_state.value})
-        span = get_current_span()
-        if span.is_recording():
+        span = current_span()
+        if span is not None and span.is_recording():
             span.set_attribute(SPAN_TRANSITION, ";".join(f"{t.from_state.value}>{t.to_state.value}" for t in made))
 
     def round_trip(self, service: str, script: str, start: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -314,3 +315,59 @@ def test_state_gauge_applies_expiry_to_an_idle_breaker(otel: Otel, redis_url: st
     clock.advance(10**6)
     assert otel.values(STATE, svc) == {(): 3}
     b.close()
+
+
+def test_call_counts_are_exact_across_threads_and_repeated_reads(otel: Otel, redis_url: str, prefix: str) -> None:
+    """Threads counting at once, with the SDK reading meanwhile, lose no call: the tallies take
+    no lock on the call path, and a read does not disturb them."""
+    svc = unique()
+    client = connect(redis_url, timeout=1)
+    cfg = BreakerConfig(minimum_calls=10**6)
+    b = Breaker(svc, client, cfg, prefix=prefix, listen=False, mode="batched", flush_interval=60)
+    opened = Breaker(unique(), client, BreakerConfig(max_staleness=3600), prefix=prefix, listen=False)
+    opened.trip(for_=3600)
+    start = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            start.wait(timeout=10)
+            for _ in range(500):
+                b.call(ok)
+                try:
+                    opened.call(ok)
+                except CircuitOpenError:
+                    pass
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    start.wait(timeout=10)
+    for _ in range(20):  # reads while the threads count
+        otel.values(CALLS, svc)
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert otel.values(CALLS, svc) == {outcome("success", False): 2000}
+    assert otel.values(CALLS, opened.service) == {outcome("rejected"): 2000}
+    assert otel.values(CALLS, svc) == {outcome("success", False): 2000}  # a read changes nothing
+    b.close()
+    opened.close()
+
+
+def test_the_span_lookup_matches_the_api(otel: Otel) -> None:
+    """`_otel.current_span()` (the call path's cheaper read) finds the span the API's
+    `get_current_span()` finds, and nothing outside a span."""
+    from opentelemetry.trace import get_current_span
+
+    from distbreaker._otel import current_span
+
+    assert current_span() is None and not get_current_span().is_recording()
+    with otel.tracer.start_as_current_span("outer") as span:
+        assert current_span() is span is get_current_span()
+        with otel.tracer.start_as_current_span("inner") as inner:
+            assert current_span() is inner is get_current_span()
+        assert current_span() is span
+    assert current_span() is None

@@ -40,7 +40,7 @@ import itertools
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -212,6 +212,7 @@ class Instruments:
         self._cores: weakref.WeakSet[BreakerView] = weakref.WeakSet()
         self._tallies: dict[str, Tally] = {}  # services with a live breaker
         self._retired: OrderedDict[str, Tally] = OrderedDict()  # the last RETIRED_TALLIES others
+        self._collected: deque[Tally] = deque()  # tallies of breakers collected meanwhile (`collected`)
 
     def _make(self) -> None:
         provider = self._provider if self._provider is not None else metrics.get_meter_provider()
@@ -246,6 +247,7 @@ class Instruments:
                     self._make()
         service = core.service
         with self._lock:
+            self._retire_collected()
             self._cores.add(core)
             tally = self._tallies.get(service)
             if tally is None:
@@ -254,28 +256,54 @@ class Instruments:
             tally.users += 1
             return tally
 
-    def unregister(self, core: BreakerView | None, tally: Tally) -> None:
-        """A breaker was closed (or collected: `core` None): its state leaves the gauge; the
-        tally of its service retires with the service's last breaker."""
+    def unregister(self, core: BreakerView, tally: Tally) -> None:
+        """A breaker was closed: its state leaves the gauge; the tally of its service retires
+        with the service's last breaker."""
         with self._lock:
-            if core is not None:
-                self._cores.discard(core)
-            tally.users -= 1
-            service = tally.attrs[0][SERVICE]
-            if tally.users <= 0 and self._tallies.get(service) is tally:
-                del self._tallies[service]
-                self._retired[service] = tally
-                while len(self._retired) > RETIRED_TALLIES:
-                    self._retired.popitem(last=False)
+            self._retire_collected()
+            self._cores.discard(core)
+            self._release(tally)
+
+    def collected(self, tally: Tally) -> None:
+        """A breaker was garbage-collected without close() (a `weakref.finalize` callback).
+
+        The collector runs callbacks wherever an allocation triggers it, also in this thread
+        while it holds `_lock` (inside `register`, say): waiting for the lock there would never
+        end. So the tally is queued, and released now only if the lock is free; else by the
+        next holder of the lock.
+        """
+        self._collected.append(tally)  # deque.append: atomic, takes no lock
+        if self._lock.acquire(blocking=False):
+            try:
+                self._retire_collected()
+            finally:
+                self._lock.release()
+
+    def _retire_collected(self) -> None:
+        """Release the tallies of collected breakers (with `_lock` held)."""
+        while self._collected:
+            self._release(self._collected.popleft())
+
+    def _release(self, tally: Tally) -> None:
+        """One breaker of the tally's service is gone (with `_lock` held)."""
+        tally.users -= 1
+        service = tally.attrs[0][SERVICE]
+        if tally.users <= 0 and self._tallies.get(service) is tally:
+            del self._tallies[service]
+            self._retired[service] = tally
+            while len(self._retired) > RETIRED_TALLIES:
+                self._retired.popitem(last=False)
 
     @property
     def tallies(self) -> int:
         """How many tallies are kept (live and retired)."""
         with self._lock:
+            self._retire_collected()
             return len(self._tallies) + len(self._retired)
 
     def _observe_calls(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
+            self._retire_collected()
             tallies = [*self._tallies.values(), *self._retired.values()]
         out: list[Observation] = []
         for tally in tallies:
@@ -314,7 +342,7 @@ class Metrics(Reporter):
     def opened(self, breaker: BreakerView) -> None:
         self.tally = tally = self.obs.register(breaker)
         # a breaker dropped without close() releases its tally when it is collected
-        self._release = weakref.finalize(breaker, self.obs.unregister, None, tally)
+        self._release = weakref.finalize(breaker, self.obs.collected, tally)
 
     def closed(self, breaker: BreakerView) -> None:
         release, self._release = self._release, None

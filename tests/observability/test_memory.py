@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import tracemalloc
 from collections.abc import Iterator
 
@@ -68,3 +69,37 @@ def test_httpx_transport_keeps_at_most_max_breakers_hosts(client: redis.Redis, p
     assert len(reg) == MAX
     assert reg.services()[-1] == "host-599.example"
     reg.close()
+
+
+def test_a_breaker_collected_while_the_instruments_lock_is_held_does_not_deadlock(
+    client: redis.Redis, prefix: str
+) -> None:
+    """The garbage collector may finalize a dropped breaker inside any allocation, also while
+    this thread holds the instruments' lock (building another breaker): its tally is released
+    later by the lock's next holder instead of waiting for the lock forever (a full-suite hang:
+    test_registry's bounded-routes test stuck in `Instruments.unregister` under `register`)."""
+    from distbreaker import Breaker
+
+    service = f"collected-{prefix}"
+    breaker = Breaker(service, client, BreakerConfig(), prefix=prefix, listen=False)
+    tally = breaker._core.on_call[0].tally  # type: ignore[attr-defined]
+    assert tally is not None and tally.users == 1
+    instruments = _otel.INSTRUMENTS
+    done = threading.Event()
+
+    def collect_inside_the_lock() -> None:
+        with instruments._lock:  # what register() holds when an allocation runs the collector
+            del_breaker()
+            gc.collect()  # runs the finalizer here, in the lock's holder
+        done.set()
+
+    def del_breaker() -> None:
+        nonlocal breaker
+        del breaker
+
+    worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set(), "the finalizer waited for the lock its own thread held"
+    assert instruments.tallies >= 1  # the next holder of the lock released the tally
+    assert tally.users == 0

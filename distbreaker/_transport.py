@@ -380,6 +380,28 @@ def _checkout(pool: Any, held: _Held) -> Any:
     return pool.get_connection(*_GET_CONNECTION_ARGS)
 
 
+def _redis_error(exc: BaseException, doing: str) -> BaseException:
+    """What the send path raises for `exc`, met while `doing` on a held connection: redis-py's
+    timeout, protocol and connection errors (as its own I/O raises them); anything else as is."""
+    if isinstance(exc, (TimeoutError, BlockingIOError)):
+        return RedisTimeoutError("Timeout reading from socket")
+    if isinstance(exc, _resp.ProtocolError):
+        return InvalidResponse(f"Protocol error: {exc}")
+    if isinstance(exc, OSError):
+        return RedisConnectionError(f"Error while {doing}: {exc}")
+    return exc
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """The cause `_redis_error(exc)` is raised from: the OSError of a connection error, else none
+    (a timeout or a protocol error says all; an error raised as is keeps its own)."""
+    if isinstance(exc, (TimeoutError, BlockingIOError, _resp.ProtocolError)):
+        return None
+    if isinstance(exc, OSError):
+        return exc
+    return exc.__cause__
+
+
 def _discard(pool: Any, conn: Any) -> None:
     try:
         conn.disconnect()
@@ -637,13 +659,7 @@ class Lane:
                 reply = reader.gets()
         except BaseException as exc:
             _discard(pool, conn)  # timeout, reset, interrupt mid-reply: never reuse it
-            if isinstance(exc, (TimeoutError, BlockingIOError)):
-                raise RedisTimeoutError("Timeout reading from socket") from None
-            if isinstance(exc, _resp.ProtocolError):
-                raise InvalidResponse(f"Protocol error: {exc}") from None
-            if isinstance(exc, OSError):
-                raise RedisConnectionError(f"Error while reading from socket: {exc}") from exc
-            raise
+            raise _redis_error(exc, "reading from socket") from _cause(exc)
         if reader.has_data():  # more than one reply to one command: out of step
             _discard(pool, conn)
             raise InvalidResponse("Protocol error: more than one reply to one command")
@@ -720,13 +736,7 @@ def _pipelined(pool: Any, held: _Held, conn: Any, commands: list[tuple[Any, ...]
             _exchange(conn, wire, data, len(commands), replies)
     except BaseException as exc:
         _discard(pool, conn)  # timeout, reset, interrupt mid-reply: never reuse it
-        if isinstance(exc, (TimeoutError, BlockingIOError)):
-            raise RedisTimeoutError("Timeout reading from socket") from None
-        if isinstance(exc, _resp.ProtocolError):
-            raise InvalidResponse(f"Protocol error: {exc}") from None
-        if isinstance(exc, OSError):
-            raise RedisConnectionError(f"Error while talking to the socket: {exc}") from exc
-        raise
+        raise _redis_error(exc, "talking to the socket") from _cause(exc)
     _keep(pool, held, conn)
     return replies
 

@@ -20,16 +20,6 @@ Run = Callable[..., Result]
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    """A breaker client to the session server (a generous timeout: tests, not outages)."""
-    c = connect(redis_url, timeout=2)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
 def run(redis_url: str, prefix: str) -> Run:
     """``run(*args, color=False)``: the CLI on the session server under this test's prefix."""
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from click.shell_completion import BashComplete
 from click.testing import CliRunner, Result
 
 import distbreaker.asyncio as dba
-from distbreaker import Admin, Breaker, BreakerConfig, State, connect
+from distbreaker import Admin, Breaker, BreakerConfig, State
 from distbreaker._core import keys_for
 from distbreaker_cli.app import cli
 
@@ -40,15 +40,6 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 REASON = "INC-4242 partner API timeouts after the 14:00 deploy, paging the partner's on-call"
 
 Run = Callable[..., Result]
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = connect(redis_url, timeout=2)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

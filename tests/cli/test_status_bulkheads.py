@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from distbreaker import Breaker, BreakerConfig, Bulkhead, connect
+from distbreaker import Breaker, BreakerConfig, Bulkhead
 from distbreaker_cli.app import cli
 
 Run = Callable[..., Result]
 READS = {"zcount", "zscore", "zrangebyscore", "eval", "evalsha", "fcall", "eval_ro", "evalsha_ro", "fcall_ro"}
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = connect(redis_url, timeout=2)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from distbreaker import Admin, Breaker, BreakerConfig, connect
+from distbreaker import Admin, Breaker, BreakerConfig
 
 CLI = [sys.executable, "-m", "distbreaker_cli.app"]
 SECRET = "Zq7Se@cretValueXy"  # a password with an "@" in it
@@ -52,15 +52,6 @@ def closed_port() -> int:
 @pytest.fixture
 def base(redis_url: str, prefix: str) -> list[str]:
     return ["--url", redis_url, "--prefix", prefix]
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = connect(redis_url, timeout=2)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def use(client: redis.Redis, prefix: str, *services: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import RedisError, ResponseError
 
-from . import _arg_checks, _nesting, _schema
+from . import _arg_checks, _schema
 from ._action_steps import control_steps, snapshot_steps
 from ._batch import sync_flusher
 from ._config import BreakerConfig
@@ -32,6 +32,7 @@ from ._core import (
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._listener import sync_listener
 from ._model import Outcome, Snapshot, State
+from ._nesting import INSIDE
 from ._reporters import standard_reporters
 from ._scripts import Steps, drive, eval_steps, scripts_for
 from ._timeout import check_timeout, run_within
@@ -231,15 +232,15 @@ class Breaker:
             CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
         limit = check_timeout(timeout) if timeout is not None else None
-        inside = _nesting.INSIDE.get()
+        inside = INSIDE.get()
         if self in inside:
             return self._nested(fn, args, kwargs, fallback, limit)
         core = self._core
         if fallback is None:  # a rejection goes straight up (caught and raised again, it costs more)
             admitted = core.admission()  # _admit() inline; the cache's rejection is raised from here
-            if isinstance(admitted, CircuitOpenError):
+            if type(admitted) is CircuitOpenError:  # (type(): no global lookup and builtin call)
                 raise admitted
-            permit: Permit = self._ask(admitted) if isinstance(admitted, Eval) else admitted
+            permit: Permit = self._ask(admitted) if type(admitted) is Eval else admitted  # type: ignore[assignment]
         else:
             try:
                 permit = self._admit()
@@ -250,7 +251,7 @@ class Breaker:
         expired: CallTimeoutError | None = None
         result: Any
         try:
-            token = _nesting.INSIDE.set((*inside, self))
+            token = INSIDE.set((*inside, self))
             try:
                 if limit is None:
                     result = fn(*args, **kwargs)
@@ -259,7 +260,7 @@ class Breaker:
                     if not done:
                         raise (expired := CallTimeoutError(self.service, limit))
             finally:
-                _nesting.INSIDE.reset(token)
+                INSIDE.reset(token)
         except BaseException as exc:
             took = clock() - start
             if exc is expired:

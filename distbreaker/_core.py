@@ -576,9 +576,18 @@ class BreakerCore:
         if decision == ALLOW:
             return (view.generation, "")
         if decision == REJECT:
-            err = view.rejection(self.service, now)
-            for reporter in self.on_rejected:  # self.rejected(err), inline: the reject path is hot
-                reporter.rejected(self.service, err)
+            # view.rejection(self.service, now), inline: the reject path is hot. Rejected from
+            # the cache, the state is open (now < open_until) or forced open (no expiry, or now
+            # before it): the retry is never negative.
+            state = view.state
+            if state is _OPEN:
+                retry: float | None = view.open_until - now
+            else:
+                retry = view.forced_until - now if view.forced_until else None
+            service = self.service
+            err = CircuitOpenError(service, _STATE_TEXT[state], retry, view.reason)  # type: ignore[index]
+            for reporter in self.on_rejected:  # self.rejected(err), inline
+                reporter.rejected(service, err)
             return err
         if now < self.down_until:
             return self.degraded(now)

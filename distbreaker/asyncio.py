@@ -19,7 +19,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
-from . import _arg_checks, _bulk, _functions, _nesting, _schema, _transport
+from . import _arg_checks, _bulk, _functions, _schema, _transport
 from ._action_steps import control_steps, snapshot_steps
 from ._batch import AsyncFlusher, async_flusher
 from ._config import BreakerConfig
@@ -42,6 +42,7 @@ from ._functions import use_functions
 from ._hooks import CallHook, Hooks, TransitionHook
 from ._listener import AsyncListener, async_listener
 from ._model import Outcome, Snapshot, State, Transition
+from ._nesting import INSIDE
 from ._reporters import standard_reporters
 from ._scripts import Steps, adrive, eval_steps, scripts_for
 from ._timeout import check_timeout, within
@@ -370,21 +371,28 @@ class Breaker:
             CallTimeoutError: the call ran past `timeout` and no fallback was given.
         """
         limit = check_timeout(timeout) if timeout is not None else None
-        inside = _nesting.INSIDE.get()
+        inside = INSIDE.get()
         if self in inside:
             return await self._nested(fn, args, kwargs, fallback, limit)
+        core = self._core
         try:
-            admitted = self._core.admit()  # the common call: the cache admits it, no await
-            permit: Permit = await self._ask(admitted) if type(admitted) is Eval else admitted  # type: ignore[assignment]
-        except CircuitOpenError as exc:
+            admitted = core.admission()  # the common call: the cache admits it, no await
+            if type(admitted) is Eval:
+                admitted = await self._ask(admitted)
+        except CircuitOpenError as exc:  # Redis down and on_redis_error="reject", or acquire denied
             if fallback is None:
                 raise
             return await _resolve(fallback(exc))
-        clock = self._core.clock
+        if type(admitted) is CircuitOpenError:  # the cache's rejection: raised from here, one frame
+            if fallback is None:
+                raise admitted
+            return await _resolve(fallback(admitted))
+        permit: Permit = admitted  # type: ignore[assignment]
+        clock = core.clock
         start = clock()
         expired: CallTimeoutError | None = None
         try:
-            token = _nesting.INSIDE.set((*inside, self))
+            token = INSIDE.set((*inside, self))
             try:
                 if limit is None:
                     result = fn(*args, **kwargs)
@@ -395,7 +403,7 @@ class Breaker:
                     if not done:
                         raise (expired := CallTimeoutError(self.service, limit))
             finally:
-                _nesting.INSIDE.reset(token)
+                INSIDE.reset(token)
         except BaseException as exc:
             took = clock() - start
             if exc is expired:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from time import perf_counter
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -291,7 +291,7 @@ class Breaker:
             done, result = run_within(limit, functools.partial(fn, *args, **kwargs), self.service)
             if not done:
                 raise CallTimeoutError(self.service, limit)
-            return result  # type: ignore[return-value]
+            return cast(T, result)
         except BaseException as exc:
             if fallback is not None and (
                 isinstance(exc, CallTimeoutError) or classify(self.config, exc, self.service) == FAILURE
@@ -362,7 +362,7 @@ class Breaker:
         except BulkheadFullError as exc:  # not counted by the breaker
             if fallback is None:
                 raise
-            return fallback(exc)  # type: ignore[no-any-return]
+            return cast(T, fallback(exc))
 
     def allows(self) -> bool:
         """False when the local cache alone rejects a call now (open, forced open); no I/O.

@@ -487,7 +487,7 @@ class BreakerCore:
         self.key_list = (self.keys.state, self.keys.events)
         self.test_clock = clock
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
-        self.view = View(config.max_staleness)  # type: ignore[arg-type]
+        self.view = View(cast(float, config.max_staleness))  # seconds: BreakerConfig normalises
         self.scripts = scripts
         self.fingerprint = config.fingerprint
         self.config_args = list(config._lua)
@@ -533,7 +533,7 @@ class BreakerCore:
         cfg = self.config
         self.batch = Batcher(
             size,
-            max_age=cfg.window,  # type: ignore[arg-type]
+            max_age=cast(float, cfg.window),  # seconds: BreakerConfig normalises
             trip_failures=max(1, math.ceil(cfg.minimum_calls * cfg.failure_rate_threshold)),
             trip_consecutive=cfg.consecutive_failures or 0,
         )

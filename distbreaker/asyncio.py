@@ -503,7 +503,7 @@ class Breaker:
             if fallback is None:
                 raise
             result = fallback(exc)
-            return await result if inspect.isawaitable(result) else result  # type: ignore[no-any-return]
+            return cast(T, await result if inspect.isawaitable(result) else result)
 
     def allows(self) -> bool:
         """False when the local cache alone rejects a call now (open, forced open); no I/O.

@@ -575,20 +575,8 @@ class BreakerCore:
         decision = view.decide(now)
         if decision == ALLOW:
             return (view.generation, "")
-        if decision == REJECT:
-            # view.rejection(self.service, now), inline: the reject path is hot. Rejected from
-            # the cache, the state is open (now < open_until) or forced open (no expiry, or now
-            # before it): the retry is never negative.
-            state = view.state
-            if state is _OPEN:
-                retry: float | None = view.open_until - now
-            else:
-                retry = view.forced_until - now if view.forced_until else None
-            service = self.service
-            err = CircuitOpenError(service, _STATE_TEXT[state], retry, view.reason)  # type: ignore[index]
-            for reporter in self.on_rejected:  # self.rejected(err), inline
-                reporter.rejected(service, err)
-            return err
+        if decision == REJECT:  # the error and its report, each written once (View.rejection, rejected)
+            return self.rejected(view.rejection(self.service, now))
         if now < self.down_until:
             return self.degraded(now)
         if not self.config_sent or self.test_clock is not None:

@@ -502,8 +502,7 @@ class Breaker:
         except BulkheadFullError as exc:  # not counted by the breaker
             if fallback is None:
                 raise
-            result = fallback(exc)
-            return cast(T, await result if inspect.isawaitable(result) else result)
+            return cast(T, await _resolve(fallback(exc)))
 
     def allows(self) -> bool:
         """False when the local cache alone rejects a call now (open, forced open); no I/O.

@@ -416,14 +416,15 @@ def read_hashes(
 Steps = Generator[Pipeline, list[Any], Any]
 
 
-def _pipeline(client: Any, commands: Pipeline) -> list[Any]:
+def client_pipeline(client: Any, commands: Pipeline) -> list[Any]:
+    """`commands` through the client's own pipeline, without a transaction, errors as replies."""
     pipe = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
     return cast("list[Any]", pipe.execute(raise_on_error=False))
 
 
-def run(client: Any, steps: Steps, execute: Callable[[Any, Pipeline], list[Any]] = _pipeline) -> tuple[Any, int]:
+def run(client: Any, steps: Steps, execute: Callable[[Any, Pipeline], list[Any]] = client_pipeline) -> tuple[Any, int]:
     """Run `steps` on a sync client: each pipeline yielded, without a transaction, errors as
     replies (a Cluster client's pipeline sends each key to its node); `execute` runs one
     (default: the client's own pipeline; `_transport.pipeline` for raw replies on a plain
@@ -438,7 +439,8 @@ def run(client: Any, steps: Steps, execute: Callable[[Any, Pipeline], list[Any]]
         return stop.value, pipelines
 
 
-async def _apipeline(client: Any, commands: Pipeline) -> list[Any]:
+async def aclient_pipeline(client: Any, commands: Pipeline) -> list[Any]:
+    """`client_pipeline` on an asyncio client."""
     pipe = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
@@ -446,7 +448,7 @@ async def _apipeline(client: Any, commands: Pipeline) -> list[Any]:
 
 
 async def arun(
-    client: Any, steps: Steps, execute: Callable[[Any, Pipeline], Awaitable[list[Any]]] = _apipeline
+    client: Any, steps: Steps, execute: Callable[[Any, Pipeline], Awaitable[list[Any]]] = aclient_pipeline
 ) -> tuple[Any, int]:
     """`run` on an asyncio client (`execute`: `_transport.apipeline` for raw replies)."""
     pipelines = 0

@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _resp
 from ._aio_pipe import pipes_for
+from ._bulk import aclient_pipeline, client_pipeline
 from ._core import Command
 from .errors import ConfigError
 
@@ -709,10 +710,7 @@ def pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         if None not in packed:
             return _pipelined(pool, held, conn, commands, packed)
         _keep(pool, held, conn)  # an argument `pack` does not handle: redis-py's pipeline
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+    return client_pipeline(client, commands)
 
 
 def _pipelined(pool: Any, held: _Held, conn: Any, commands: list[tuple[Any, ...]], packed: list[Any]) -> list[Any]:
@@ -779,10 +777,7 @@ async def apipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
                 if isinstance(reply, BaseException) and not isinstance(reply, ResponseError):
                     raise reply
             return replies
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+    return await aclient_pipeline(client, commands)
 
 
 def drive(client: Any, steps: Steps[T], answered: RedisError | None = None) -> T:

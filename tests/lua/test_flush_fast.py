@@ -309,3 +309,15 @@ def test_other_flushes_take_the_general_path_with_the_same_result(pair: Pair) ->
     pair.now += 1
     _, fast = pair.flush(1, 0, batch="w1:5")
     assert fast
+
+
+def test_a_stored_hot_config_of_other_text_takes_the_general_path(pair: Pair) -> None:
+    """`qm` edited (a number, not the given text): the general path, which runs on the given
+    minimum_calls (20), not the stored 2: 1 failure in 2 calls does not trip; `qm` is kept (a
+    number: the stored config is usable)."""
+    pair.flush(1, 0)
+    for qm in ("20.0", "2"):
+        pair.hset("qm", qm)
+        pair.now += 1
+        reply, fast = pair.flush(0, 1, batch=f"w1:{pair.now}")
+        assert not fast and reply == ["closed", 0, pair.now] and pair.hash()["qm"] == qm

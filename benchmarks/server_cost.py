@@ -16,8 +16,20 @@ its ratio to `return 1`:
   and 7 arguments: `return 1`; the least read-modify-write script (HMGET of 2 fields, HSET of
   1); the same with TIME first (what any record needs: the server's time, a read, a write).
 
-The targets of issue 15 (record ≤ 4×, batched flush ≤ 8×, acquire and read ≤ 4×) are printed
-with PASS or MISS for each server.
+The breaker workloads run with two configs, because the breaker hash's encoding follows the
+length of the stored config text (`cfg`; a value longer than hash-max-listpack-value, 64 bytes,
+makes the hash a `hashtable`, else it is a `listpack`, where an HMGET of the 21 hot fields costs
+more):
+
+- `CFG` (the rows without a suffix): minimum_calls 1,000,000, a 69-byte config text: hashtable.
+- `CFG_LP` (the rows marked "64-byte config"): the defaults' layout with
+  failure_rate_threshold 1.0, minimum_calls 1,000,000 and shorter durations (which no closed
+  breaker reads), 64 bytes like the defaults' text: listpack, as a breaker with the default
+  config. Neither trips in the failure workload.
+
+The encoding of each breaker hash is printed (OBJECT ENCODING). The targets of issue 15
+(record ≤ 4×, batched flush ≤ 8×, acquire and read ≤ 4×) are printed with PASS or MISS for each
+server and each config; the `CFG_LP` rows are the honest ones (a default-like breaker).
 
     python benchmarks/server_cost.py [--url redis://127.0.0.1:PORT/0] [--calls 20000] [--quick]
         [--lua /path/to/other/checkout/lua]   # the same table for another tree's scripts
@@ -45,8 +57,14 @@ from distbreaker._reference import Cfg
 from distbreaker._schema import lua_constants
 from distbreaker._scripts import SCRIPTS
 
-# window 60 s in 10 buckets, minimum_calls out of reach: nothing trips
+# window 60 s in 10 buckets, minimum_calls out of reach: nothing trips (a 69-byte config text:
+# the breaker hash is a hashtable)
 CFG = Cfg(1.0, 1_000_000, 60_000, 10, 0, 1.0, 30_000, 2.0, 600_000, 1, 1, 10_000, 604_800_000)
+# the same that fits in 64 bytes, as the defaults' text does (a listpack hash): open 5 s, max
+# open 60 s, probe timeout 1 s, idle_ttl 1 h (none of them read while closed)
+CFG_LP = Cfg(1.0, 1_000_000, 60_000, 10, 0, 1.0, 5_000, 2.0, 60_000, 1, 1, 1_000, 3_600_000)
+LP = ", 64-byte config"  # the suffix of CFG_LP's rows
+assert len(",".join(CFG.argv())) > 64 >= len(",".join(CFG_LP.argv()))
 TRIVIAL = "return 1"
 # the floor: the least a record-shaped script costs (see the module docstring)
 FLOOR_RMW = (
@@ -62,6 +80,7 @@ TARGETS = {
     "acquire (closed)": 4.0,
     "read (status)": 4.0,
 }
+TARGETS.update({w + LP: most for w, most in list(TARGETS.items())})
 
 
 def valkey_binary() -> str | None:
@@ -115,17 +134,23 @@ def scripts_from(lua: Path) -> dict[str, bytes]:
     }
 
 
-WORKLOADS = [
-    "return 1",
+BREAKER = [  # the workloads run with each config
     "record, success (closed)",
     "record, failure (no trip)",
     "batched flush of 10",
     "acquire (closed)",
     "read (status)",
+]
+WORKLOADS = [
+    "return 1",
+    *BREAKER,
+    *(w + LP for w in BREAKER),
     "floor: `return 1`, record's keys + args",
     "floor: HMGET 2 + HSET 1, same args",
     "floor: TIME + HMGET 2 + HSET 1, same args",
 ]
+# the breaker hashes whose encoding is printed: workload -> its service
+ENCODED = {"record, success (closed)": "ok", "batched flush of 10": "batch", "acquire (closed)": "acquire"}
 
 
 def config_count(texts: dict[str, bytes]) -> int | None:
@@ -134,14 +159,18 @@ def config_count(texts: dict[str, bytes]) -> int | None:
     return 13 if b"for i = 1, 13 do" in texts["record"] else None
 
 
-def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[int], object]]:
-    """Each workload as a function of the call number, on keys of its own."""
+def workloads(
+    r: redis.Redis, texts: dict[str, bytes], cfg: Cfg = CFG, suffix: str = ""
+) -> tuple[dict[str, Callable[[int], object]], Callable[[], dict[str, str]]]:
+    """Each workload as a function of the call number, on keys of its own (the breaker ones with
+    `cfg`, named with `suffix`; the others only without a suffix); and a function that says the
+    encoding of the breaker hashes (ENCODED)."""
     trivial = r.script_load(TRIVIAL)
     floors = [r.script_load(text) for text in (TRIVIAL, FLOOR_RMW, FLOOR_TIME_RMW)]
     sha = {name: r.script_load(text) for name, text in texts.items()}
     # (the values added since 0.1 are last and off by default: an older tree gets the first 13,
     # and the fingerprint of a config with them off is 0.1's)
-    fp, config = CFG.fingerprint, CFG.argv()[: config_count(texts)]
+    fp, config = cfg.fingerprint, cfg.argv()[: config_count(texts)]
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
 
     def keys(service: str) -> tuple[str, str]:
@@ -173,40 +202,57 @@ def workloads(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, Callable[[in
 
         return call
 
-    return {
-        "return 1": lambda i: r.evalsha(trivial, 0),
+    breaker: dict[str, Callable[[int], object]] = {
         "record, success (closed)": lambda i: script("record", "ok", ["0", "1", "0", "0", ""]),
         "record, failure (no trip)": lambda i: script("record", "fail", ["0", "0", "1", "0", ""]),
         "batched flush of 10": flush,
         "acquire (closed)": lambda i: script("acquire", "acquire", []),
         "read (status)": lambda i: r.evalsha(sha["read"], 2, *keys("acquire"), "", "", "1"),
-        WORKLOADS[-3]: floor(0),
-        WORKLOADS[-2]: floor(1),
-        WORKLOADS[-1]: floor(2),
     }
+    loads = {w + suffix: fn for w, fn in breaker.items()}
+    if not suffix:
+        loads.update(
+            {
+                "return 1": lambda i: r.evalsha(trivial, 0),
+                WORKLOADS[-3]: floor(0),
+                WORKLOADS[-2]: floor(1),
+                WORKLOADS[-1]: floor(2),
+            }
+        )
+
+    def encodings() -> dict[str, str]:
+        return {w + suffix: str(r.object("encoding", keys(svc)[0])) for w, svc in ENCODED.items()}
+
+    return loads, encodings
 
 
 def measure(
     url: str, n: int, variants: list[tuple[str, dict[str, bytes]]], rounds: int
-) -> tuple[str, dict[str, dict[str, float]]]:
-    """Server label, and variant -> workload -> median usec_per_call over `rounds` (the variants
-    interleaved, so that a noisy neighbour hits them alike)."""
+) -> tuple[str, dict[str, dict[str, float]], dict[str, dict[str, str]]]:
+    """Server label, variant -> workload -> median usec_per_call over `rounds` (the variants
+    interleaved, so that a noisy neighbour hits them alike), and variant -> workload -> the
+    encoding of its breaker hash (ENCODED's)."""
     r = redis.Redis.from_url(url, decode_responses=True)
     info = r.info("server")
     label = f"{'Valkey' if 'valkey_version' in info else 'Redis'} {info.get('valkey_version') or info['redis_version']}"
-    loads = {name: workloads(r, texts) for name, texts in variants}
+    loads: dict[str, dict[str, Callable[[int], object]]] = {}
+    encoders: dict[str, list[Callable[[], dict[str, str]]]] = {}
+    for name, texts in variants:
+        (plain, enc), (small, enc_lp) = workloads(r, texts), workloads(r, texts, CFG_LP, LP)
+        loads[name], encoders[name] = {**plain, **small}, [enc, enc_lp]
     samples: dict[str, dict[str, list[float]]] = {name: {w: [] for w in WORKLOADS} for name, _ in variants}
     for _ in range(rounds):
         for w in WORKLOADS:
             for name, _ in variants:
                 samples[name][w].append(evalsha_usec(r, loads[name][w], n))
     memory = {name: breaker_memory(r, texts) for name, texts in variants}
+    encoding = {name: {w: e for enc in encoders[name] for w, e in enc().items()} for name, _ in variants}
     r.delete(*r.keys("bench-*")) if r.keys("bench-*") else None
     r.close()
     medians = {name: {w: statistics.median(v) for w, v in per.items()} for name, per in samples.items()}
     for name, _ in variants:
         medians[name].update(memory[name])
-    return label, medians
+    return label, medians, encoding
 
 
 MEMORY = ["hash", "events stream", "batch ids", "breaker total"]
@@ -255,30 +301,36 @@ def main() -> None:
                 results.append(measure(url, args.calls, variants, args.rounds))
     for name, _ in variants:
         print(f"\nscripts: {name}\n")
-        print("| workload | " + " | ".join(f"{label} µs | ×" for label, _ in results) + " |")
+        print("| workload | " + " | ".join(f"{label} µs | ×" for label, _, _ in results) + " |")
         print("|---|" + "---:|---:|" * len(results))
         for w in WORKLOADS:
             cells = []
-            for _, per in results:
+            for _, per, _ in results:
                 usec, base = per[name][w], per[name]["return 1"]
                 cells.append(f"{usec:.2f} | {usec / base:.1f}×")
             print(f"| {w} | " + " | ".join(cells) + " |")
-        print("\n| issue 15 target | " + " | ".join(label for label, _ in results) + " |")
+        print("\n| issue 15 target | " + " | ".join(label for label, _, _ in results) + " |")
         print("|---|" + "---:|" * len(results))
         for w, most in TARGETS.items():
             verdicts = []
-            for _, per in results:
+            for _, per, _ in results:
                 ratio = per[name][w] / per[name]["return 1"]
                 verdicts.append(f"{'PASS' if ratio <= most else 'MISS'} ({ratio:.1f}×)")
             print(f"| {w} ≤ {most:g}× | " + " | ".join(verdicts) + " |")
-        print("\n| memory of a breaker (bytes, MEMORY USAGE) | " + " | ".join(label for label, _ in results) + " |")
+        print("\n| breaker hash encoding (OBJECT ENCODING) | " + " | ".join(label for label, _, _ in results) + " |")
+        print("|---|" + "---|" * len(results))
+        for w in next(iter(results))[2][name]:
+            print(f"| {w} | " + " | ".join(enc[name][w] for _, _, enc in results) + " |")
+        print("\n| memory of a breaker (bytes, MEMORY USAGE) | " + " | ".join(label for label, _, _ in results) + " |")
         print("|---|" + "---:|" * len(results))
         for m in MEMORY:
-            print(f"| {m} | " + " | ".join(f"{per[name][m]:.0f}" for _, per in results) + " |")
+            print(f"| {m} | " + " | ".join(f"{per[name][m]:.0f}" for _, per, _ in results) + " |")
     print(
         f"\n{args.calls} calls per workload, median of {args.rounds} rounds; `×` = usec_per_call ÷ that of "
-        "`return 1` on the same server, same run. Memory: a breaker made by one batched flush (its hash "
-        "with the config stored, the events stream with no transition, the batch ids of one client)."
+        "`return 1` on the same server, same run. Rows without a suffix: CFG (a 69-byte config text, "
+        "hashtable hash); ', 64-byte config': CFG_LP (listpack hash, like the defaults). Memory: a breaker "
+        "made by one batched flush with CFG (its hash with the config stored, the events stream with no "
+        "transition, the batch ids of one client)."
     )
 
 

@@ -12,21 +12,50 @@
 --          client of the window (`wc`; docs/state-machine.md "Quorum").
 -- Returns the lean reply (closed, no transition made) or the full reply: docs/state-machine.md ("Reply").
 
--- Fast path: the common call. Closed, the caller's fingerprint stored, no lease, the same
--- generation, before `xr` (the TTL refresh not due, and so the same bucket: xr is never later
--- than the bucket's end), and no trip (the one predicate, trip_cause): count and return the lean
--- reply. Every hot field must be a number, as the general path requires: anything else (and any
--- doubt) takes the general path below, which starts again from the values read in the head and
--- judges them (CORRUPT, NOCONFIG); nothing has been written here. Each field is converted once
--- (a tonumber() of a string is two strtod calls: the largest part of this path's own time). The
--- fast path does not read minimum_failing_workers (a quorum only holds a trip back): a call that
--- would trip without it takes the general path, which knows it.
-if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
+-- Fast path: the common call and the batched flush. Closed, the caller's fingerprint stored, no
+-- lease, the same generation, before `xr` (the TTL refresh not due, and so the same bucket: xr is
+-- never later than the bucket's end), and no trip (the one predicate, trip_cause): count and
+-- return the lean reply. Every hot field must be a number, as the general path requires: anything
+-- else (and any doubt) takes the general path below, which starts again from the values read in
+-- the head and judges them (CORRUPT, NOCONFIG); nothing has been written here. Each field is
+-- converted once (a tonumber() of a string is two strtod calls: the largest part of this path's
+-- own time). The fast path does not read minimum_failing_workers (a quorum only holds a trip
+-- back): a call that would trip without it takes the general path, which knows it.
+-- Two callers take it:
+-- - no config given (ARGV[8] nil): the trip check reads the stored hot config (q*);
+-- - a batched flush ('<client>:<seq>' at ARGV[8+NCFG], KEYS[3]) given its config, when the stored
+--   `cfg` is exactly the given values, the stored qr qm qc qs the given texts (so numbers, as the
+--   general path requires, with no tonumber of them) and no override (`ov`) is stored: then the
+--   general path would store nothing and run on the given values (the trip check reads them), with
+--   minimum_failing_workers 0 or nothing failed or slow (else it would note the client in `wc`).
+--   A seq already applied (a duplicate) counts nothing and writes nothing; a new one is then
+--   stored in KEYS[3] as the general path does, after the breaker hash.
+if ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
   local ns, nf, nslow, g = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(H_g or 0)
-  local tc, tf, ts, cx0 = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0), tonumber(H_cx or 0)
-  local frt, min, cxn, srt = tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)
-  if ns and nf and nslow and g and tc and tf and ts and cx0 and frt and min and cxn and srt
+  local qr, qm, qc, qs = H_qr, H_qm, H_qc, H_qs  -- the trip check's config (text): the stored one
+  local go, client, seq, dup = ARGV[8] == nil, nil, nil, false
+  local I_BATCH = 23  -- 8 + NCFG: the batch id's index (tests/unit/test_schema.py checks it)
+  if not go and FP ~= '' and KEYS[3] ~= nil and nf and nslow then
+    client, seq = string.match(ARGV[I_BATCH] or '', '^(.+):(%d+)$')  -- (as the general path)
+    if client and (tonumber(ARGV[I_BATCH - 1]) == 0 or nf + nslow == 0) and H_qr == ARGV[8]
+        and H_qm == ARGV[9] and H_qc == ARGV[12] and H_qs == ARGV[13] then
+      local v = redis.call('HMGET', K_STATE, 'cfg', 'ov')
+      if v[1] == table.concat(ARGV, ',', 8, I_BATCH - 1) and (not v[2] or v[2] == '') then
+        go, qr, qm, qc, qs = true, ARGV[8], ARGV[9], ARGV[12], ARGV[13]
+        seq = tonumber(seq)
+        local last = tonumber(redis.call('HGET', KEYS[3], client))
+        dup = last ~= nil and seq <= last
+      end
+    end
+  end
+  local tc, tf, ts, cx0, frt, min, cxn, srt
+  if go then
+    tc, tf, ts, cx0 = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0), tonumber(H_cx or 0)
+    frt, min, cxn, srt = tonumber(qr), tonumber(qm), tonumber(qc), tonumber(qs)
+  end
+  if go and ns and nf and nslow and g and tc and tf and ts and cx0 and frt and min and cxn and srt
       and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf and tonumber(ARGV[3]) == g then
+    if dup then ns, nf, nslow = 0, 0, 0 end  -- (checked first: a bad count fails there too)
     local n, c0, f0, s0 = ns + nf, tonumber(H_c0 or 0), tonumber(H_f0 or 0), tonumber(H_s0 or 0)
     tc, tf, ts = tc + n, tf + nf, ts + nslow
     local cx = cx0 + nf
@@ -42,6 +71,10 @@ if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not 
       if nslow > 0 then w[k + 1] = 's0'; w[k + 2] = s0 + nslow; w[k + 3] = 'ts'; w[k + 4] = ts; k = k + 4 end
       if cx ~= cx0 then w[k + 1] = 'cx'; w[k + 2] = cx; k = k + 2 end
       if n > 0 then redis.call('HSET', K_STATE, unpack(w, 1, k)) end  -- (n = 0: nothing changed)
+      if client ~= nil and not dup then  -- a new batch: its seq, as the general path stores it
+        redis.call('HSET', KEYS[3], client, seq)
+        redis.call('PEXPIRE', KEYS[3], 3600000)
+      end
       return lean_reply('closed', g)
     end
   end

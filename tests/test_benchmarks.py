@@ -87,12 +87,18 @@ def test_functions_cost_quick(redis_binary: Binary) -> None:
 
 
 def test_server_cost_quick(redis_binary: Binary) -> None:
-    """benchmarks/server_cost.py: every script, the floor rows and a verdict for each target."""
+    """benchmarks/server_cost.py: every script (with each config), the floor rows, a verdict for each
+    target and the encoding of each breaker hash."""
     out = _run("server_cost.py")
     rows = _rows(out, "| workload |")
-    assert len(rows) == 9 and sum("floor:" in r for r in rows) == 3, out
+    assert len(rows) == 14 and sum("floor:" in r for r in rows) == 3, out
+    assert sum("64-byte config" in r for r in rows) == 5, out
     verdicts = _rows(out, "| issue 15 target |")
-    assert len(verdicts) == 5 and all(("PASS" in r) or ("MISS" in r) for r in verdicts), out
+    assert len(verdicts) == 10 and all(("PASS" in r) or ("MISS" in r) for r in verdicts), out
+    # the two configs make the two encodings of the breaker hash
+    encodings = _rows(out, "| breaker hash encoding")
+    assert len(encodings) == 6, out
+    assert all(("listpack" in r) == ("64-byte" in r) for r in encodings), out
     assert "nan" not in out, out
 
 

@@ -352,3 +352,19 @@ def test_configuration_page_documents_every_bound() -> None:
         words = "60 seconds" if high_s == 60 else _schema.human_ms(high_s * 1000)
         assert words in rows[name], (name, words, rows[name])
     assert "| `for_` of `trip` / `disable` | 366 days |" in page and _schema.FOR_MAX == 366 * DAY
+
+
+def test_record_fast_path_knows_where_the_batch_id_is() -> None:
+    """record.lua's fast path runs before the library (and its NCFG): it names the batch id's
+    index (8 + NCFG), reads the value before it as minimum_failing_workers, and joins ARGV[8 ..
+    I_BATCH - 1] as the config text. A config value added to the schema must move it."""
+    from distbreaker._scripts import _lua_dir
+
+    record = (_lua_dir() / "record.lua").read_text()
+    assert record.count(f"local I_BATCH = {8 + len(_schema.FIELDS)}  -- 8 + NCFG") == 1
+    assert _schema.FIELDS[-1].name == "minimum_failing_workers"
+    # the trip check's values the fast path reads from the given config: ARGV[8 + index - 1]
+    names = [f.name for f in _schema.FIELDS]
+    assert [names.index(n) + 8 for n in ("failure_rate_threshold", "minimum_calls")] == [8, 9]
+    assert [names.index(n) + 8 for n in ("consecutive_failures", "slow_call_rate_threshold")] == [12, 13]
+    assert "qr, qm, qc, qs = true, ARGV[8], ARGV[9], ARGV[12], ARGV[13]" in record

@@ -306,7 +306,7 @@ class _Operations:
                 error = exc
         if isinstance(error, _bulk.Corrupt):
             raise _corrupt_error(service, read.key, str(error))
-        if str(error).startswith("WRONGTYPE"):
+        if "WRONGTYPE" in str(error):  # (as the server says it, or annotated by a client pipeline)
             raise errors.BackendError(
                 f"breaker {service!r}: key {read.key} holds a value that is not a breaker (WRONGTYPE); "
                 "choose another prefix or delete the key"

@@ -1,6 +1,8 @@
-"""Many breakers read with plain pipelined commands, no script: the one decoding of a breaker's
-hash fields, shared by the exporter (`distbreaker.exporter`) and `Admin.inspect_all` (what
-``distbreaker status`` runs over every breaker).
+"""Breakers read with plain pipelined commands, no script: the one decoding of a breaker's
+hash fields, shared by the exporter (`distbreaker.exporter`), `Admin.inspect_all` (what
+``distbreaker status`` runs over every breaker) and the operator's read of one breaker
+(`Admin.status` / `config` / `inspect`, sync and asyncio: ``distbreaker status <svc>``,
+``config <svc>``).
 
 Per breaker one ``HMGET`` of `FIELDS` and of the ring slots of its window, in pipelines of a few
 hundred keys with one ``TIME`` each; the scripts' lazy steps (docs/state-machine.md, "Steps")
@@ -48,7 +50,7 @@ __all__ = [
 # Hash fields read per breaker (docs/state-machine.md, "Hash fields"), then the ring r0..r<n-1>
 FIELDS = (
     "st", "g", "ou", "fu", "fr", "fa", "oc", "be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "hl", "hs",
-    "lt", "lf", "lc", "la", "cfg", "fp", "ov", "cc", "pf", "pt", "qb", "qn", "qr", "qm", "wc",
+    "lt", "lf", "lc", "la", "cfg", "fp", "ov", "cc", "pf", "pt", "qb", "qn", "qr", "qm", "wc", "qc", "qs",
 )  # fmt: skip
 _INDEX = {f.name: i for i, f in enumerate(CONFIG_FIELDS)}
 WINDOW, BUCKETS, HALF_OPEN_MAX = _INDEX["window"], _INDEX["buckets"], _INDEX["half_open_max_calls"]
@@ -64,12 +66,13 @@ _STATES = {s.value: s for s in State}
 _STATE_NAMES: dict[Any, str] = {**{s.value: s.value for s in State}, **{s.value.encode(): s.value for s in State}}
 _READ_TEXTS = ("fr", "fa", "lc", "lf", "la", "hl", "fp", "ov", "cc", "cfg", "pf")
 _FORCED = ("forced_open", "disabled")
+_HOT_CONFIG = ("qb", "qn", "qr", "qm", "qc", "qs")  # the stored hot config (_lib.lua hot_config)
 
 
 # A hash field's name as read (bytes, or str from a client that decodes) -> its key in a `Read`:
 # the name (str) for a field, the slot (int) for a ring slot r0..r999 (buckets <= 1000)
 _KEYS: dict[Any, str | int] = {}
-for _name in (*FIELDS, "oa", "hn", "qc", "qs", "xr"):
+for _name in (*FIELDS, "oa", "hn", "xr"):
     _KEYS[_name.encode()] = _KEYS[_name] = _name
 for _i in range(1000):
     _KEYS[f"r{_i}".encode()] = _KEYS[f"r{_i}"] = _i
@@ -213,10 +216,24 @@ def _numbers(fields: Mapping[Any, Any]) -> list[int]:
         return [_int(fields, name) for name in _READ_NUMBERS]
 
 
-def reply(fields: Mapping[Any, Any], ring: Mapping[Any, Any], now_ms: int) -> list[Any] | None:
+def _hot_config_ok(fields: Mapping[Any, Any]) -> bool:
+    """Whether every field of the stored hot config is a number (_lib.lua's hot_config())."""
+    try:
+        return all(math.isfinite(float(show(fields.get(name)))) for name in _HOT_CONFIG)
+    except ValueError:  # (absent: float("None"))
+        return False
+
+
+def reply(
+    fields: Mapping[Any, Any], ring: Mapping[Any, Any], now_ms: int, *, operator: bool = False
+) -> list[Any] | None:
     """What read.lua would return for a breaker with these hash `fields` (names of `FIELDS`;
     None = absent) and the `ring` slots `expired_slots` named, at server time `now_ms`; None when
     there is no breaker (no ``st``: read.lua finds none either).
+
+    `operator`: read.lua as an operator runs it (no fingerprint): a hot config (``q*``) that is
+    not whole, with no ``cfg`` to fall back on, is corrupt too (a worker would be asked for its
+    config instead; the exporter shows such a breaker with the defaults).
 
     Raises:
         Corrupt: a field that no script could have written (read.lua fails with CORRUPT).
@@ -227,6 +244,13 @@ def reply(fields: Mapping[Any, Any], ring: Mapping[Any, Any], now_ms: int) -> li
     st = _STATE_NAMES.get(raw)
     if st is None:
         raise Corrupt(f"st is {show(raw)!r}, not a state")
+    if (
+        operator
+        and fields.get("cfg") is None
+        and any(fields.get(q) is not None for q in _HOT_CONFIG)
+        and not _hot_config_ok(fields)
+    ):
+        raise Corrupt("q* without cfg")
     # each checked, as the scripts do
     g, ou, be, tc, tf, ts, _, _, _, cx, fu, oc, lt, hs, pt = _numbers(fields)
     fr, fa, lc, lf, la, hl, fp, ov, cc, cfg, pf = _texts(fields, _READ_TEXTS)

@@ -68,6 +68,7 @@ __all__ = [
     "Eval",
     "Keys",
     "Permit",
+    "Pipelined",
     "View",
     "classify",
     "classify_result",
@@ -435,6 +436,16 @@ class Command(NamedTuple):
     """A plain Redis command, run through the client's `execute_command` (reply callbacks apply)."""
 
     args: tuple[Any, ...]
+
+
+class Pipelined(Command):
+    """Plain commands (`args`: one tuple per command) run as one pipeline without a transaction
+    (`_transport.pipeline`): the reply is the list of their replies in order, an error reply
+    (`ResponseError`) in the place of its reply; a connection error is raised. Replies are as
+    the server sent them on a plain client, through redis-py's callbacks on others (a Cluster:
+    each key to its node): readers take both (`_bulk`)."""
+
+    __slots__ = ()
 
 
 FLUSH = "flush"  # BreakerCore.record: flush the batch now (batched mode)

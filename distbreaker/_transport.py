@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import _resp
 from ._aio_pipe import pipes_for
 from ._bulk import aclient_pipeline, client_pipeline
-from ._core import Command
+from ._core import Command, Pipelined
 from .errors import ConfigError
 
 __all__ = [
@@ -782,7 +782,8 @@ async def apipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
 
 def drive(client: Any, steps: Steps[T], answered: RedisError | None = None) -> T:
     """Run `steps` on a sync client: each yielded command is executed, its reply (or redis
-    error) sent back in. Redis errors the steps do not handle propagate untranslated.
+    error) sent back in; a `Pipelined` request runs as one pipeline (`pipeline`), the list of
+    its replies sent back. Redis errors the steps do not handle propagate untranslated.
 
     `answered`: the steps' first command was already sent (by a `Lane`) and answered with this
     error; the steps go on from there (NOSCRIPT: EVAL; NOCONFIG: again with the config).
@@ -798,7 +799,10 @@ def drive(client: Any, steps: Steps[T], answered: RedisError | None = None) -> T
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
-            reply, error = _execute(client, pool, command.args), None
+            if command.__class__ is Pipelined:  # (an operator's read of one breaker: `Pipelined`)
+                reply, error = pipeline(client, list(command.args)), None
+            else:
+                reply, error = _execute(client, pool, command.args), None
         except RedisError as exc:
             reply, error = None, exc
 
@@ -887,6 +891,9 @@ async def adrive(client: Any, steps: Steps[T], answered: RedisError | None = Non
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
-            reply, error = await _aexecute(client, pool, command.args), None
+            if command.__class__ is Pipelined:
+                reply, error = await apipeline(client, list(command.args)), None
+            else:
+                reply, error = await _aexecute(client, pool, command.args), None
         except RedisError as exc:
             reply, error = None, exc

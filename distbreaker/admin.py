@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, TypeVar, cast
 
-from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError
 
 from . import _arg_checks, _bulk, _functions, _schema, _transport, errors
-from ._action_steps import Operator, config_steps, control_steps, read_steps
+from ._action_steps import Operator, config_steps, control_steps
 from ._config import BreakerConfig
 from ._core import (
     DEFAULT_PREFIX,
     Command,
+    Pipelined,
     decode_snapshot,
     decode_transition,
     keys_for,
@@ -35,7 +36,6 @@ from ._model import Snapshot, Transition
 from ._reply import (
     CLIENT_CONFIG,
     CONFIG,
-    EXISTS,
     FINGERPRINT,
     FINGERPRINT_CHANGED_AT,
     NOW,
@@ -237,6 +237,21 @@ def _stream_entry(entry: Any) -> tuple[Any, dict[Any, Any]]:
     return entry_id, fields
 
 
+R = TypeVar("R")
+
+
+def _pipelined(steps: Generator[_bulk.Pipeline, builtins.list[Any], tuple[int, R, Any]]) -> Steps[tuple[int, R]]:
+    """`_bulk` steps (each yields a pipeline) as steps of `drive` / `adrive`: each pipeline a
+    `Pipelined` request (one round trip). Returns the server time and the reads."""
+    try:
+        commands = next(steps)
+        while True:
+            commands = steps.send((yield Pipelined(tuple(commands))))
+    except StopIteration as stop:
+        now_ms, reads, _ = stop.value
+        return now_ms, reads
+
+
 class _Operations:
     """What `Admin` and `distbreaker.asyncio.Admin` share: every read and action written once as
     steps (`_action_steps`); the two shells only run them (`drive` / `adrive`). Every argument is
@@ -257,23 +272,46 @@ class _Operations:
         return f"{self.prefix}:{{*}}"
 
     def _read_steps(self, service: str) -> Steps[Any]:
-        target = self._operator(service)
-        try:
-            reply = yield from read_steps(target)
-        except ResponseError as exc:
-            # read.lua gets no argument of ours to refuse: its refusal (distbreaker: ...) or a Lua
-            # type error on a stored value (user_script:N: attempt to ...) is about the stored data
-            # (WRONGTYPE, NOPERM, OOM, ... keep their own meaning)
-            message = str(exc)
-            detail = message.split("distbreaker:", 1)[-1].split(" script:", 1)[0].strip()
-            ours = "distbreaker:" in message and not detail.startswith(("WRONGTYPE", "CORRUPT"))
-            lua_type_error = "user_script:" in message and ": attempt to " in message
-            if "WRONGTYPE" in message or not (ours or lua_type_error):
-                raise
-            raise _corrupt_error(service, target.keys.state, detail) from None
-        if not int(reply[EXISTS]):
+        """Read one breaker as `inspect_all` reads each (`_bulk`: ``TIME`` and ``HGETALL`` in one
+        pipeline, ``HMGET`` where the ACL has no ``HGETALL``; no script), the lazy steps applied
+        at the server's time and nothing written; the reply read.lua would give (`_bulk.reply`).
+
+        Raises:
+            UnknownServiceError: no breaker (no ``st``): nothing is created.
+            CorruptStateError, BackendError: see `_reply_of`.
+        """
+        key = state_key(self.prefix, validate_service(service))
+        now_ms, reads = yield from _pipelined(_bulk.read_hashes([key], whole=True))
+        if _denied(reads[0].error):  # an ACL without HGETALL (docs/operations.md before 0.3): HMGET
+            now_ms, reads = yield from _pipelined(_bulk.read_hashes([key]))
+        reply = self._reply_of(service, reads[0], now_ms)
+        if reply is None:
             raise UnknownServiceError(service)
         return reply
+
+    @staticmethod
+    def _reply_of(service: str, read: _bulk.Read, now_ms: int) -> builtins.list[Any] | None:
+        """read.lua's reply for a breaker `_bulk` read (`_bulk.reply`), None when there is none.
+
+        Raises:
+            CorruptStateError: fields no script could have written (names the key and `reset`).
+            BackendError: the error reply that replaced the read, translated (WRONGTYPE: a key
+                of another type, named); RedisUnavailableError, AccessDeniedError as such.
+        """
+        error = read.error
+        if error is None:
+            try:
+                return _bulk.reply(read.fields, read.ring, now_ms, operator=True)
+            except _bulk.Corrupt as exc:
+                error = exc
+        if isinstance(error, _bulk.Corrupt):
+            raise _corrupt_error(service, read.key, str(error))
+        if "WRONGTYPE" in str(error):  # (as the server says it, or annotated by a client pipeline)
+            raise errors.BackendError(
+                f"breaker {service!r}: key {read.key} holds a value that is not a breaker (WRONGTYPE); "
+                "choose another prefix or delete the key"
+            ) from error
+        raise translate(error, service) from error
 
     def _decode(self, service: str, reply: Any) -> tuple[Snapshot, FleetConfig]:
         try:
@@ -315,17 +353,11 @@ class _Operations:
                 now_ms, reads, _ = yield from _bulk.read_hashes(keys)
             for service, read in zip(chunk, reads, strict=True):
                 try:
-                    if isinstance(read.error, _bulk.Corrupt):
-                        raise read.error
-                    if read.error is not None:
-                        error = translate(read.error, service)
-                        if isinstance(error, (RedisUnavailableError, AccessDeniedError)):
-                            raise error from read.error  # nothing can be read: the whole call fails
-                        broken[service] = error
-                        continue
-                    reply = _bulk.reply(read.fields, read.ring, now_ms)
-                except _bulk.Corrupt as exc:
-                    broken[service] = _corrupt_error(service, read.key, str(exc))
+                    reply = self._reply_of(service, read, now_ms)
+                except (RedisUnavailableError, AccessDeniedError):
+                    raise  # nothing can be read: the whole call fails
+                except DistbreakerError as exc:
+                    broken[service] = exc
                     continue
                 if reply is None:
                     missing.append(service)  # (listed by SCAN, then gone: expired or deleted)
@@ -500,28 +532,43 @@ class Admin(_Operations):
     def status(self, service: str) -> Snapshot:
         """The snapshot of `service`, with its config and last transition.
 
+        Read as `inspect_all` reads each breaker: plain commands, no script (``TIME`` and
+        ``HGETALL`` in one pipeline; ``HMGET`` where the ACL has no ``HGETALL``), decoded as
+        read.lua's reply. The scripts' lazy steps are applied at the server's time but **not
+        written**: an ``open`` breaker past ``open_until`` reads ``half_open`` (its last
+        transition that one, at the time of the read) and a forced state past its expiry reads
+        ``closed``, while the hash and the events stream stay as they are; the next worker call
+        makes and records that transition (and publishes it). read.lua, which these reads ran
+        before, stored it; `Breaker.snapshot` still does. Nothing is ever created.
+
         Raises:
             UnknownServiceError: no breaker by that name exists.
-            BackendError: its key holds data that is not a breaker's (the message names the
-                key; `reset` rewrites it).
+            CorruptStateError: its hash holds what no script writes (the message names the key
+                and the field; `reset` rewrites it).
+            BackendError: its key holds another type (WRONGTYPE; the message names the key).
         """
         return self._do(service, self._status_steps(service))
 
     def config(self, service: str) -> FleetConfig:
         """The stored config of `service`: the workers', the overrides and the one in force.
 
+        The same read as `status` (plain commands, nothing written).
+
         Raises:
             UnknownServiceError: no breaker by that name exists.
+            CorruptStateError, BackendError: as `status`.
 
         .. versionadded:: 0.1.0
         """
         return self._do(service, self._config_steps(service))
 
     def inspect(self, service: str) -> tuple[Snapshot, FleetConfig]:
-        """`status` and `config` of `service` from one read (one round trip).
+        """`status` and `config` of `service` from one read (one round trip; plain commands,
+        nothing written, as `status`).
 
         Raises:
             UnknownServiceError: no breaker by that name exists.
+            CorruptStateError, BackendError: as `status`.
 
         .. versionadded:: 0.1.0
         """

@@ -102,6 +102,19 @@ def test_server_cost_quick(redis_binary: Binary) -> None:
     assert "nan" not in out, out
 
 
+def test_read_cost_quick(redis_binary: Binary) -> None:
+    """benchmarks/read_cost.py: `return 1`, read.lua and the plain read of one breaker (each config),
+    every figure measured, a verdict for each target row."""
+    out = _run("read_cost.py")
+    rows = _rows(out, "| workload |")
+    assert len(rows) == 7 and sum("read.lua" in r for r in rows) == 2, out
+    verdicts = _rows(out, "| issue 15 target: an operator's read")
+    assert len(verdicts) == 2 and all(("PASS" in r) or ("MISS" in r) for r in verdicts), out
+    split = _rows(out, "| plain read, µs per command")
+    assert len(split) == 4 and all("TIME" in r for r in split), out
+    assert "nan" not in out and "listpack" in out and "hashtable" in out, out
+
+
 def test_many_quick(redis_binary: Binary) -> None:
     """benchmarks/many.py: status, Admin.list/inspect_all and memory per breaker, all measured."""
     out = _run("many.py")

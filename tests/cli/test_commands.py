@@ -386,11 +386,25 @@ def test_bad_url_unreachable_wrong_password_and_acl(redis_server_factory: Server
         "payments", reason="INC-1"
     )
     url = f"redis://reader:s3cret@127.0.0.1:{server.port}/0"
-    for args in (["status", "payments"], ["trip", "payments", "--reason", "r"], ["config", "payments"]):
+    # reading one breaker is plain commands (TIME, HGETALL), no script: a read-only user may
+    # (it ran read.lua before, which such a user may not run: exit 77)
+    for args in (["status", "payments"], ["config", "payments"]):
+        result = runner.invoke(cli, ["--url", url, "--prefix", prefix, *args])
+        assert result.exit_code == 0, (args, result.stderr)
+    assert "forced_open" in runner.invoke(cli, ["--url", url, "--prefix", prefix, "status", "payments"]).stdout
+    for args in (["trip", "payments", "--reason", "r"], ["config", "payments", "--set", "minimum_calls=3"]):
         result = runner.invoke(cli, ["--url", url, "--prefix", prefix, *args])
         assert result.exit_code == 77, (args, result.stderr)
         line = one_error_line(result)
         assert "no permissions" in line.lower() and "s3cret" not in line and "reader:***@" not in line
+    # a user who may not read the hash at all
+    admin.execute_command("ACL", "SETUSER", "blind", "on", ">s3cret", f"~{prefix}:*", "+scan", "+time", "+exists")
+    url = f"redis://blind:s3cret@127.0.0.1:{server.port}/0"
+    for args in (["status", "payments"], ["config", "payments"]):
+        result = runner.invoke(cli, ["--url", url, "--prefix", prefix, *args])
+        assert result.exit_code == 77, (args, result.stderr)
+        line = one_error_line(result)
+        assert "no permissions" in line.lower() and "s3cret" not in line and "blind:***@" not in line
 
 
 def test_doctor_reports_each_denied_command(redis_server_factory: ServerFactory, prefix: str) -> None:

@@ -4,8 +4,9 @@ breaker with pipelined plain reads, no script per breaker, and find what read.lu
 2,000 breakers are made by the scripts in eight shapes (closed with counts, open, open past
 open_until, forced open, forced past its expiry, disabled, half-open with a success, a window
 with expired buckets). Each listed breaker is checked twice: against what the test made it
-(state, counts) and against `Admin.inspect` (read.lua) run right after, field by field; the
-times that read.lua sets itself (its server time, the time of the expiry it stores) aside.
+(state, counts) and against read.lua (`_read_lua.read_lua`: what `Admin.inspect` ran before it
+read with plain commands too) run right after, field by field; the times that read.lua sets
+itself (its server time, the time of the expiry it stores) aside.
 Nothing here is timed: benchmarks/many.py measures the 10,000-breaker figures.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from _read_lua import read_lua
 from click.testing import CliRunner
 
 from distbreaker import Admin, Breaker, BreakerConfig, Snapshot, connect
@@ -158,7 +160,7 @@ def test_inspect_all_reads_every_breaker_as_read_lua_does(
         assert elapsed.last_transition is not None and elapsed.last_transition.cause == "open_duration elapsed"
         # the oracle: read.lua on each breaker, right after
         for service, pair in by_service.items():
-            assert _timeless(pair) == _timeless(admin.inspect(service)), service
+            assert _timeless(pair) == _timeless(read_lua(client, prefix, service)), service
     finally:
         client.close()
         r.close()
@@ -248,7 +250,9 @@ def test_broken_and_foreign_keys_hide_no_breaker(redis_url: str, prefix: str) ->
         for service in ("bad-count", "bad-ring", "bad-state"):
             assert isinstance(result.broken[service], CorruptStateError), service
             with pytest.raises(CorruptStateError):
-                admin.inspect(service)  # read.lua refuses it too
+                admin.inspect(service)  # one breaker: the same plain read
+            with pytest.raises(CorruptStateError):
+                read_lua(client, prefix, service)  # read.lua refuses it too
             assert f"{prefix}:{{{service}}}" in str(result.broken[service])
         assert "WRONGTYPE" in str(result.broken["string"])
         out = CliRunner().invoke(cli, ["--url", redis_url, "--prefix", prefix, "status"])
@@ -305,7 +309,7 @@ def test_a_live_probe_lease_is_counted_as_read_lua_counts_it(redis_url: str, pre
         with b:  # the probe: a lease held while the block runs
             (found,) = admin.inspect_all().breakers
             assert (found[0].state.value, found[0].half_open_calls) == ("half_open", 1)
-            assert _timeless(found) == _timeless(admin.inspect("probe"))
+            assert _timeless(found) == _timeless(read_lua(client, prefix, "probe"))
         (after,) = admin.inspect_all().breakers
         assert (after[0].state.value, after[0].half_open_calls) == ("closed", 0)
         b.close()
@@ -339,7 +343,7 @@ def test_failing_clients_are_counted_as_read_lua_counts_them(redis_url: str, pre
         admin = Admin(client, prefix=prefix)
         (found,) = admin.inspect_all().breakers
         assert (found[0].state.value, found[0].failures, found[0].failing_clients) == ("closed", 3, 2)
-        assert _timeless(found) == _timeless(admin.inspect("quorum"))
+        assert _timeless(found) == _timeless(read_lua(client, prefix, "quorum"))
         b.close()
     finally:
         client.close()

@@ -2,8 +2,8 @@
 
 The output is parsed with prometheus_client's own parser. Where the exporter applies the lazy
 expiry itself (an open breaker past open_until, a forced state past its expiry, window buckets
-that have expired), the oracle is read.lua: `Admin.status` runs the scripts' expiry and rotation
-on the same hash, right after the scrape.
+that have expired), the oracle is read.lua (`_read_lua.read_lua`): the scripts' expiry and
+rotation on the same hash, right after the scrape.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 from _obs import unique
+from _read_lua import read_lua
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -107,7 +108,7 @@ def test_states_with_expiry_applied_as_redis_would(client: Any, r: redis.Redis, 
     for what, state in expected.items():
         service = names[what]
         assert value(samples, "distbreaker_breaker_state", service=service) == STATE_CODES[state], what
-        assert admin.status(service).state.value == state, what  # the scripts agree
+        assert read_lua(client, prefix, service)[0].state.value == state, what  # the scripts agree
     assert STATE_CODES == {"closed": 0, "half_open": 1, "open": 2, "forced_open": 3, "disabled": 4}
     retry = value(samples, "distbreaker_breaker_retry_after_seconds", service=names["open"])
     assert 590 < retry <= 600
@@ -150,7 +151,7 @@ def test_window_counts_drop_expired_buckets(client: Any, r: redis.Redis, prefix:
     assert value(samples, "distbreaker_breaker_minimum_calls", service=service) == 100
     assert value(samples, "distbreaker_breaker_window_calls", service=gone) == 0
     assert value(samples, "distbreaker_breaker_failure_rate", service=gone) == 0
-    snap = Admin(client, prefix=prefix).status(service)
+    snap = read_lua(client, prefix, service)[0]
     assert (snap.calls, snap.failures) == (3, 2)
 
 

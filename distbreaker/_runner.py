@@ -236,8 +236,17 @@ class TaskRunner:
 
     async def _run(self, stopping: asyncio.Event, wake: asyncio.Event) -> None:
         backoff = 0.0
+        task = asyncio.current_task()
+        # A request to cancel this task that a step swallowed (Python 3.11's wait_for returns a
+        # result that is ready when the cancellation lands; an `asyncio.timeout` entered while a
+        # cancellation is pending turns its own expiry into TimeoutError, which redis-py's
+        # get_message(timeout=) answers with None) is still counted by `cancelling()`: the task
+        # ends at the next step instead of looping on (it held a test loop's teardown forever).
+        cancelling = getattr(task, "cancelling", None)  # (Python >= 3.11)
         try:
             while not stopping.is_set():
+                if cancelling is not None and cancelling():
+                    raise asyncio.CancelledError
                 try:
                     delay = await self._step()
                     backoff = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -88,3 +89,32 @@ async def test_task_runner_runs_until_none_and_restarts() -> None:
         await asyncio.sleep(0.01)
     assert len(calls) == 4
     await runner.stop()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is Python 3.11+")
+async def test_task_runner_ends_when_a_step_swallowed_its_cancellation() -> None:
+    """A cancellation that a step swallows (as Python 3.11's wait_for, or an asyncio.timeout
+    entered with a cancellation pending, can) still ends the task: the loop teardown that
+    cancels it once must not wait forever (seen twice in the suite, after asyncio tests that left
+    a listening breaker open)."""
+    entered = asyncio.Event()
+    steps = []
+
+    async def step() -> float | None:
+        steps.append(1)
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # swallowed below the runner
+        return 0.01
+
+    runner = TaskRunner("test-swallow", step)
+    runner.start()
+    await asyncio.wait_for(entered.wait(), 5)
+    task = runner._task
+    assert task is not None
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled(), f"the task is still running after {len(steps)} steps"
+    assert len(steps) == 1

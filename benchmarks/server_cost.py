@@ -54,7 +54,7 @@ from pathlib import Path
 import redis
 
 from distbreaker._reference import Cfg
-from distbreaker._schema import lua_constants
+from distbreaker._schema import lua_constants, lua_head_constants
 from distbreaker._scripts import SCRIPTS
 
 # window 60 s in 10 buckets, minimum_calls out of reach: nothing trips (a 69-byte config text:
@@ -127,7 +127,12 @@ def scripts_from(lua: Path) -> dict[str, bytes]:
     """The script texts built from another checkout's lua/ directory (as _scripts.py does; its
     `--@schema` line, if any, gets this tree's schema constants)."""
     head, lib = (lua / "_head.lua").read_bytes(), (lua / "_lib.lua").read_bytes()
-    lib = lib.replace(b"\n--@schema\n", b"\n" + lua_constants().encode() + b"\n")
+    if b"\n--@schema-head\n" in head:
+        head = head.replace(b"\n--@schema-head\n", b"\n" + lua_head_constants().encode() + b"\n")
+        constants = lua_constants()
+    else:  # a tree before the head had its own schema line: NCFG comes with the library's
+        constants = lua_head_constants() + "\n" + lua_constants()
+    lib = lib.replace(b"\n--@schema\n", b"\n" + constants.encode() + b"\n")
     return {
         name: head + b"\n" + (lua / f"{name}.lua").read_bytes().replace(b"\n--@lib\n", b"\n" + lib + b"\n")
         for name in SCRIPTS

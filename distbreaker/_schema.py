@@ -335,15 +335,32 @@ def check_options(listen: object, clock: object) -> None:
         raise ConfigError("clock", f"must be None or a callable returning seconds, got {clock!r}")
 
 
+def lua_head_constants() -> str:
+    """The Lua for `lua/_head.lua`'s ``--@schema-head`` line: what a fast path needs of the
+    schema before the library is built: `NCFG` and where a given config's values are (their
+    1-based positions among the NCFG: `I_FRT`, `I_MIN`, `I_CXN`, `I_SRT`, `I_WMIN`)."""
+    index = {f.name: i for i, f in enumerate(FIELDS, 1)}
+    names = ("failure_rate_threshold", "minimum_calls", "consecutive_failures", "slow_call_rate_threshold")
+    positions = ", ".join(str(index[n]) for n in (*names, "minimum_failing_workers"))
+    return "\n".join(
+        [
+            "-- Generated from distbreaker/_schema.py when the scripts are loaded: edit it there.",
+            f"local NCFG = {len(FIELDS)}   -- the number of config values",
+            "-- positions among the NCFG config values (a script given them finds value i at its base + i)",
+            f"local I_FRT, I_MIN, I_CXN, I_SRT, I_WMIN = {positions}",
+        ]
+    )
+
+
 def lua_constants() -> str:
     """The Lua for `lua/_lib.lua`'s ``--@schema`` line: `CFG_NAMES`, `DEFAULT_CFG`, the default
-    bucket layout and ``check_cfg(c, values)``, which fails on the first value out of bounds."""
+    bucket layout and ``check_cfg(c, values)``, which fails on the first value out of bounds
+    (`NCFG` is the head's: `lua_head_constants`)."""
     index = {f.name: i for i, f in enumerate(FIELDS, 1)}
     window, buckets = (int(DEFAULT_ARGV[index[n] - 1]) for n in ("window", "buckets"))
     names = ", ".join(f"'{f.lua}'" for f in FIELDS)
     out = [
         "-- Generated from distbreaker/_schema.py when the scripts are loaded: edit it there.",
-        f"local NCFG = {len(FIELDS)}   -- the number of config values",
         f"local NCFG_0_1 = {FIELDS_0_1}   -- 0.1's: a stored config this long takes the defaults of the rest",
         f"local MAX_FAILING = {MAX_FAILING_CLIENTS}   -- failing clients remembered (`wc`)",
         f"local CFG_NAMES = {{{names}}}",

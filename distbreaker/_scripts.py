@@ -73,6 +73,9 @@ def _load() -> dict[str, LuaScript]:
     if lib.count(b"\n--@schema\n") != 1:
         raise RuntimeError("lua/_lib.lua must contain one '--@schema' line")
     lib = lib.replace(b"\n--@schema\n", b"\n" + _schema.lua_constants().encode() + b"\n")
+    if head.count(b"\n--@schema-head\n") != 1:
+        raise RuntimeError("lua/_head.lua must contain one '--@schema-head' line")
+    head = head.replace(b"\n--@schema-head\n", b"\n" + _schema.lua_head_constants().encode() + b"\n")
     scripts = {}
     for name in NAMES:
         body = (base / f"{name}.lua").read_bytes()

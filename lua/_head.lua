@@ -16,6 +16,7 @@
 -- of each. Every function defined here is a closure built on every call: the head keeps
 -- to the ones a fast path calls.
 
+--@schema-head
 local K_STATE, K_EVENTS = KEYS[1], KEYS[2]
 local FP = ARGV[2] or ''
 

@@ -34,14 +34,15 @@ if ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
   local ns, nf, nslow, g = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(H_g or 0)
   local qr, qm, qc, qs = H_qr, H_qm, H_qc, H_qs  -- the trip check's config (text): the stored one
   local go, client, seq, dup = ARGV[8] == nil, nil, nil, false
-  local I_BATCH = 23  -- 8 + NCFG: the batch id's index (tests/unit/test_schema.py checks it)
+  local CFG = 7  -- the config's values are ARGV[CFG + 1 .. CFG + NCFG] (after 2 + 5 arguments)
+  local I_BATCH = CFG + NCFG + 1  -- the batch id's index
   if not go and FP ~= '' and KEYS[3] ~= nil and nf and nslow then
     client, seq = string.match(ARGV[I_BATCH] or '', '^(.+):(%d+)$')  -- (as the general path)
-    if client and (tonumber(ARGV[I_BATCH - 1]) == 0 or nf + nslow == 0) and H_qr == ARGV[8]
-        and H_qm == ARGV[9] and H_qc == ARGV[12] and H_qs == ARGV[13] then
+    if client and (tonumber(ARGV[CFG + I_WMIN]) == 0 or nf + nslow == 0) and H_qr == ARGV[CFG + I_FRT]
+        and H_qm == ARGV[CFG + I_MIN] and H_qc == ARGV[CFG + I_CXN] and H_qs == ARGV[CFG + I_SRT] then
       local v = redis.call('HMGET', K_STATE, 'cfg', 'ov')
-      if v[1] == table.concat(ARGV, ',', 8, I_BATCH - 1) and (not v[2] or v[2] == '') then
-        go, qr, qm, qc, qs = true, ARGV[8], ARGV[9], ARGV[12], ARGV[13]
+      if v[1] == table.concat(ARGV, ',', CFG + 1, CFG + NCFG) and (not v[2] or v[2] == '') then
+        go, qr, qm, qc, qs = true, ARGV[CFG + I_FRT], ARGV[CFG + I_MIN], ARGV[CFG + I_CXN], ARGV[CFG + I_SRT]
         seq = tonumber(seq)
         local last = tonumber(redis.call('HGET', KEYS[3], client))
         dup = last ~= nil and seq <= last

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from dataclasses import fields
 from datetime import timedelta
 from typing import Any
@@ -39,6 +40,8 @@ def test_every_view_of_the_config_is_derived_from_the_schema() -> None:
         text = script.text.decode()
         assert "--@schema" not in text
         assert text.count("local CFG_NAMES = ") == 1 and _schema.lua_constants() in text
+        assert text.count("local NCFG = ") == 1
+        assert 0 < text.find(_schema.lua_head_constants()) < text.index("local K_STATE")  # before any fast path
         assert f"local DEFAULT_CFG = '{','.join(_schema.DEFAULT_ARGV)}'" in text
 
 
@@ -354,17 +357,27 @@ def test_configuration_page_documents_every_bound() -> None:
     assert "| `for_` of `trip` / `disable` | 366 days |" in page and _schema.FOR_MAX == 366 * DAY
 
 
-def test_record_fast_path_knows_where_the_batch_id_is() -> None:
-    """record.lua's fast path runs before the library (and its NCFG): it names the batch id's
-    index (8 + NCFG), reads the value before it as minimum_failing_workers, and joins ARGV[8 ..
-    I_BATCH - 1] as the config text. A config value added to the schema must move it."""
+def test_fast_paths_take_config_positions_from_the_schema() -> None:
+    """record.lua's fast path runs before the library: where a given config's values are (NCFG,
+    I_FRT ...) comes from the head's generated line, never a number written in a script."""
     from distbreaker._scripts import _lua_dir
 
-    record = (_lua_dir() / "record.lua").read_text()
-    assert record.count(f"local I_BATCH = {8 + len(_schema.FIELDS)}  -- 8 + NCFG") == 1
-    assert _schema.FIELDS[-1].name == "minimum_failing_workers"
-    # the trip check's values the fast path reads from the given config: ARGV[8 + index - 1]
+    head = _schema.lua_head_constants()
     names = [f.name for f in _schema.FIELDS]
-    assert [names.index(n) + 8 for n in ("failure_rate_threshold", "minimum_calls")] == [8, 9]
-    assert [names.index(n) + 8 for n in ("consecutive_failures", "slow_call_rate_threshold")] == [12, 13]
-    assert "qr, qm, qc, qs = true, ARGV[8], ARGV[9], ARGV[12], ARGV[13]" in record
+    wanted = [
+        names.index(n) + 1
+        for n in (
+            "failure_rate_threshold",
+            "minimum_calls",
+            "consecutive_failures",
+            "slow_call_rate_threshold",
+            "minimum_failing_workers",
+        )
+    ]
+    assert f"local NCFG = {len(names)} " in head
+    assert f"local I_FRT, I_MIN, I_CXN, I_SRT, I_WMIN = {', '.join(map(str, wanted))}" in head
+    record = (_lua_dir() / "record.lua").read_text()
+    fast = record.split("--@lib")[0]
+    assert "local I_BATCH = CFG + NCFG + 1" in fast and "ARGV[CFG + I_WMIN]" in fast
+    code = "\n".join(line.split("--")[0] for line in fast.splitlines())  # (no comments)
+    assert not re.search(r"ARGV\[(8|9|1[0-9]|2[0-9])\]", code.replace("ARGV[8] == nil", ""))

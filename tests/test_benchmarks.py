@@ -102,6 +102,16 @@ def test_server_cost_quick(redis_binary: Binary) -> None:
     assert "nan" not in out, out
 
 
+def test_layout_cost_quick(redis_binary: Binary) -> None:
+    """benchmarks/layout_cost.py: the record, the HMGET of the head's fields and both packed-layout
+    prototypes measured on listpack hashes (each prototype answered the common call, or the run
+    would have failed with its error reply)."""
+    out = _run("layout_cost.py")
+    rows = _rows(out, "| workload |")
+    assert len(rows) == 5 and sum("prototype" in r for r in rows) == 2, out
+    assert "nan" not in out and "hashtable" not in out and out.count("listpack") >= 3, out
+
+
 def test_read_cost_quick(redis_binary: Binary) -> None:
     """benchmarks/read_cost.py: `return 1`, read.lua and the plain read of one breaker (each config),
     every figure measured, a verdict for each target row."""

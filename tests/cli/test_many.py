@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from _read_lua import read_lua
+from _read_lua import read_lua, server_ms
 from click.testing import CliRunner
 
 from distbreaker import Admin, Breaker, BreakerConfig, Snapshot, connect
@@ -33,11 +33,6 @@ from distbreaker_cli.app import cli
 N = 2000
 SHAPES = 8
 BUCKET_MS = 6000  # the default window: 60 s in 10 buckets
-
-
-def server_ms(r: redis.Redis) -> int:
-    sec, usec = r.time()
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 def _fail() -> None:

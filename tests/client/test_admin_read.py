@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from _read_lua import read_lua
+from _read_lua import read_lua, server_ms
 
 import distbreaker
 import distbreaker.asyncio as dba
@@ -33,11 +33,6 @@ from distbreaker import (
 from distbreaker.admin import FleetConfig
 
 SCRIPTS = {"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"}
-
-
-def server_ms(r: redis.Redis) -> int:
-    sec, usec = r.time()
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 from _obs import unique
-from _read_lua import read_lua
+from _read_lua import read_lua, server_ms
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -56,11 +56,6 @@ def scrape(client: Any, prefix: str, collector: ExporterCollector | None = None)
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
-
-
-def server_ms(r: redis.Redis) -> int:
-    sec, usec = r.time()
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 @pytest.fixture

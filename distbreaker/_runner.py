@@ -28,10 +28,11 @@ import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ._log import LIMITED
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "TaskRunner", "ThreadRunner", "next_backoff"]
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "TaskRunner", "ThreadRunner", "cancel_requested", "next_backoff"]
 
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
 
@@ -170,6 +171,17 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def cancel_requested(task: asyncio.Task[Any] | None) -> bool:
+    """True when `task` has been asked to cancel (Python >= 3.11 counts the requests; False on
+    3.10). A loop of awaits checks it each round: a cancellation that something below swallowed
+    (Python 3.11's `wait_for` returns a result that is ready when the cancellation lands; an
+    `asyncio.timeout` entered while a cancellation is pending turns its own expiry into
+    TimeoutError, which redis-py's `get_message(timeout=)` answers with None) is still counted,
+    and the loop ends instead of running on (it held an event loop's shutdown forever)."""
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
+
+
 class TaskRunner:
     """Await ``step()`` in an asyncio task named `name` until it returns None or `stop()`.
 
@@ -237,15 +249,9 @@ class TaskRunner:
     async def _run(self, stopping: asyncio.Event, wake: asyncio.Event) -> None:
         backoff = 0.0
         task = asyncio.current_task()
-        # A request to cancel this task that a step swallowed (Python 3.11's wait_for returns a
-        # result that is ready when the cancellation lands; an `asyncio.timeout` entered while a
-        # cancellation is pending turns its own expiry into TimeoutError, which redis-py's
-        # get_message(timeout=) answers with None) is still counted by `cancelling()`: the task
-        # ends at the next step instead of looping on (it held a test loop's teardown forever).
-        cancelling = getattr(task, "cancelling", None)  # (Python >= 3.11)
         try:
             while not stopping.is_set():
-                if cancelling is not None and cancelling():
+                if cancel_requested(task):  # a cancellation a step swallowed: end here
                     raise asyncio.CancelledError
                 try:
                     delay = await self._step()

@@ -50,6 +50,7 @@ from redis.exceptions import RedisError
 
 from ._core import keys_for, validate_prefix
 from ._model import Transition
+from ._runner import cancel_requested
 from .errors import ConfigError, DistbreakerError, UnknownServiceError, redact
 
 __all__ = ["ACTIONS", "TOKEN_HEADER", "Dashboard", "make_app", "read_breakers"]
@@ -467,7 +468,8 @@ def _build_app(board: Dashboard) -> Any:
         page opens; without lifespan events (a test transport) the requests sample."""
 
         async def keep_sampling() -> None:
-            while True:
+            me = asyncio.current_task()
+            while not cancel_requested(me):  # (a cancellation swallowed by a read still ends it)
                 await board.frame()
                 await asyncio.sleep(board.interval)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from distbreaker._runner import BACKOFF_MAX, BACKOFF_MIN, TaskRunner, ThreadRunner, next_backoff
+from distbreaker._runner import BACKOFF_MAX, BACKOFF_MIN, TaskRunner, ThreadRunner, cancel_requested, next_backoff
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -118,3 +118,23 @@ async def test_task_runner_ends_when_a_step_swallowed_its_cancellation() -> None
     done, _ = await asyncio.wait({task}, timeout=5)
     assert task in done and task.cancelled(), f"the task is still running after {len(steps)} steps"
     assert len(steps) == 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is Python 3.11+")
+async def test_cancel_requested_sees_a_swallowed_cancellation() -> None:
+    """cancel_requested(): what the listener's runner and the dashboard's sampler check each round."""
+    seen: list[bool] = []
+
+    async def swallow() -> None:
+        me = asyncio.current_task()
+        seen.append(cancel_requested(me))
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append(cancel_requested(me))
+
+    task = asyncio.create_task(swallow())
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait_for(task, 5)
+    assert seen == [False, True] and not cancel_requested(None)

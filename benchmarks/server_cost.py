@@ -291,20 +291,26 @@ def measure(
     return label, medians, encoding
 
 
-MEMORY = ["hash", "events stream", "batch ids", "breaker total"]
+_PARTS = ["hash", "events stream", "batch ids", "breaker total"]
+MEMORY = [part + suffix for suffix in ("", LP) for part in _PARTS]  # with CFG, then with CFG_LP
 
 
 def breaker_memory(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, float]:
     """MEMORY USAGE (bytes, SAMPLES 0 = exact) of a breaker made by one batched flush at a fixed
-    clock: its hash (state, counts, the config stored), its events stream (no transition: the
-    empty stream the scripts create), its batch-id hash (one client); and the sum."""
-    key = f"bench-mem-{uuid.uuid4().hex[:8]}:{{mem}}"
-    keys = (key, key + ":events", key + ":ids")
-    argv = ["1700000000000", CFG.fingerprint, "0", "7", "3", "0", "", *CFG.argv()[: config_count(texts)], "bench:1"]
-    r.eval(texts["record"], len(keys), *keys, *argv)
-    sizes = [float(r.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0") or 0) for k in keys]
-    r.delete(*keys)
-    return dict(zip(MEMORY, [*sizes, sum(sizes)], strict=True))
+    clock, with CFG (its hash a hashtable) and with CFG_LP (a listpack, like the defaults'): its
+    hash (state, counts, the config stored), its events stream (no transition: the empty stream
+    the scripts create), its batch-id hash (one client); and the sum."""
+    out: dict[str, float] = {}
+    for cfg, suffix in ((CFG, ""), (CFG_LP, LP)):
+        key = f"bench-mem-{uuid.uuid4().hex[:8]}:{{mem}}"
+        keys = (key, key + ":events", key + ":ids")
+        config = cfg.argv()[: config_count(texts)]
+        argv = ["1700000000000", cfg.fingerprint, "0", "7", "3", "0", "", *config, "bench:1"]
+        r.eval(texts["record"], len(keys), *keys, *argv)
+        sizes = [float(r.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0") or 0) for k in keys]
+        r.delete(*keys)
+        out.update(zip([part + suffix for part in _PARTS], [*sizes, sum(sizes)], strict=True))
+    return out
 
 
 def main() -> None:
@@ -352,7 +358,7 @@ def main() -> None:
         f"\n{args.calls} calls per workload, median of {args.rounds} rounds; `×` = usec_per_call ÷ that of "
         "`return 1` on the same server, same run. Rows without a suffix: CFG (a 69-byte config text, "
         "hashtable hash); ', 64-byte config': CFG_LP (listpack hash, like the defaults). Memory: a breaker "
-        "made by one batched flush with CFG (its hash with the config stored, the events stream with no "
+        "made by one batched flush with each config (its hash with the config stored, the events stream with no "
         "transition, the batch ids of one client)."
     )
 

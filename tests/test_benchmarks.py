@@ -99,6 +99,9 @@ def test_server_cost_quick(redis_binary: Binary) -> None:
     encodings = _rows(out, "| breaker hash encoding")
     assert len(encodings) == 6, out
     assert all(("listpack" in r) == ("64-byte" in r) for r in encodings), out
+    # memory with each config: a listpack hash is the smaller one
+    memory = {r.split("|")[1].strip(): r for r in _rows(out, "| memory of a breaker")}
+    assert len(memory) == 8 and "breaker total, 64-byte config" in memory, out
     assert "nan" not in out, out
 
 

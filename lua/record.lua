@@ -30,19 +30,21 @@
 --   minimum_failing_workers 0 or nothing failed or slow (else it would note the client in `wc`).
 --   A seq already applied (a duplicate) counts nothing and writes nothing; a new one is then
 --   stored in KEYS[3] as the general path does, after the breaker hash.
+-- What both paths read of a batch (written once, here):
+local CFG = 7  -- the config's values are ARGV[CFG + 1 .. CFG + NCFG] (after 2 + 5 arguments)
+local I_BATCH = CFG + NCFG + 1  -- who reports: '<client>:<seq>' (a batch) or '<client>'
+local BATCH_ID = '^(.+):(%d+)$'  -- '<client>:<seq>'
+local IDS_TTL_MS = 3600000  -- the batch ids' expiry: a client silent for an hour has no retry pending
 if ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
   local ns, nf, nslow, g = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(H_g or 0)
-  local qr, qm, qc, qs = H_qr, H_qm, H_qc, H_qs  -- the trip check's config (text): the stored one
   local go, client, seq, dup = ARGV[8] == nil, nil, nil, false
-  local CFG = 7  -- the config's values are ARGV[CFG + 1 .. CFG + NCFG] (after 2 + 5 arguments)
-  local I_BATCH = CFG + NCFG + 1  -- the batch id's index
   if not go and FP ~= '' and KEYS[3] ~= nil and nf and nslow then
-    client, seq = string.match(ARGV[I_BATCH] or '', '^(.+):(%d+)$')  -- (as the general path)
+    client, seq = string.match(ARGV[I_BATCH] or '', BATCH_ID)
     if client and (tonumber(ARGV[CFG + I_WMIN]) == 0 or nf + nslow == 0) and H_qr == ARGV[CFG + I_FRT]
         and H_qm == ARGV[CFG + I_MIN] and H_qc == ARGV[CFG + I_CXN] and H_qs == ARGV[CFG + I_SRT] then
       local v = redis.call('HMGET', K_STATE, 'cfg', 'ov')
       if v[1] == table.concat(ARGV, ',', CFG + 1, CFG + NCFG) and (not v[2] or v[2] == '') then
-        go, qr, qm, qc, qs = true, ARGV[CFG + I_FRT], ARGV[CFG + I_MIN], ARGV[CFG + I_CXN], ARGV[CFG + I_SRT]
+        go = true  -- (the trip check's stored qr qm qc qs are the given texts: checked above)
         seq = tonumber(seq)
         local last = tonumber(redis.call('HGET', KEYS[3], client))
         dup = last ~= nil and seq <= last
@@ -52,7 +54,7 @@ if ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
   local tc, tf, ts, cx0, frt, min, cxn, srt
   if go then
     tc, tf, ts, cx0 = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0), tonumber(H_cx or 0)
-    frt, min, cxn, srt = tonumber(qr), tonumber(qm), tonumber(qc), tonumber(qs)
+    frt, min, cxn, srt = tonumber(H_qr), tonumber(H_qm), tonumber(H_qc), tonumber(H_qs)
   end
   if go and ns and nf and nslow and g and tc and tf and ts and cx0 and frt and min and cxn and srt
       and ns >= 0 and nf >= 0 and nslow >= 0 and nslow <= ns + nf and tonumber(ARGV[3]) == g then
@@ -74,7 +76,7 @@ if ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
       if n > 0 then redis.call('HSET', K_STATE, unpack(w, 1, k)) end  -- (n = 0: nothing changed)
       if client ~= nil and not dup then  -- a new batch: its seq, as the general path stores it
         redis.call('HSET', KEYS[3], client, seq)
-        redis.call('PEXPIRE', KEYS[3], 3600000)
+        redis.call('PEXPIRE', KEYS[3], IDS_TTL_MS)
       end
       return lean_reply('closed', g)
     end
@@ -90,11 +92,11 @@ if ns < 0 or nf < 0 or nslow < 0 or nslow > ns + nf then
   fail('successes, failures and slow must be >= 0, slow <= successes + failures')
 end
 
-local batch, client, seq = ARGV[8 + NCFG], nil, nil
+local batch, client, seq = ARGV[I_BATCH], nil, nil
 local reporter = nil  -- the client that reports these outcomes, when it said
 local duplicate = false
 if batch ~= nil and batch ~= '' then
-  client, seq = string.match(batch, '^(.+):(%d+)$')
+  client, seq = string.match(batch, BATCH_ID)
   if client == nil then
     reporter = string.match(batch, '^[%w_.-]+$')
     if reporter == nil or #batch > 64 then
@@ -166,7 +168,7 @@ end
 save(true)
 if client ~= nil and not duplicate then
   redis.call('HSET', KEYS[3], client, seq)
-  redis.call('PEXPIRE', KEYS[3], 3600000)  -- a client silent for an hour has no retry pending
+  redis.call('PEXPIRE', KEYS[3], IDS_TTL_MS)
 end
 -- the lean reply when the call made no transition and the breaker is closed (as the fast path)
 if #TRANS == 0 and S.st == 'closed' then return lean_reply('closed', S.g) end

@@ -217,11 +217,16 @@ def _numbers(fields: Mapping[Any, Any]) -> list[int]:
 
 
 def _hot_config_ok(fields: Mapping[Any, Any]) -> bool:
-    """Whether every field of the stored hot config is a number (_lib.lua's hot_config())."""
-    try:
-        return all(math.isfinite(float(show(fields.get(name)))) for name in _HOT_CONFIG)
-    except ValueError:  # (absent: float("None"))
+    """Whether every field of the stored hot config is present and a number (_lib.lua's
+    hot_config()), by the one check of a stored number (`_number`)."""
+    if any(fields.get(name) is None for name in _HOT_CONFIG):
         return False
+    try:
+        for name in _HOT_CONFIG:
+            _number(fields, name)
+    except Corrupt:
+        return False
+    return True
 
 
 def reply(

@@ -298,11 +298,11 @@ async def _abreakdown(url: str, n: int, prefix: str) -> dict[str, Any]:
 
 
 # -- one install: a process ---------------------------------------------------------------------
-def rows_of(url: str, n: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
-    """Every row's (wall, cpu) per call, `rounds` rounds, in this process's install."""
+def rows_of(url: str, n: int) -> dict[str, list[tuple[float, float]]]:
+    """Every row's (wall, cpu) per call, one round, in this process's install."""
     prefix = f"floor-{uuid.uuid4().hex[:8]}"
-    rows = sync_rows(url, n, rounds, prefix)
-    rows.update(async_rows(url, n, rounds, prefix))
+    rows = sync_rows(url, n, 1, prefix)
+    rows.update(async_rows(url, n, 1, prefix))
     _forget(url, prefix)
     return rows
 
@@ -358,7 +358,7 @@ def interleaved(url: str, n: int, rounds: int) -> tuple[dict[str, Any], dict[str
     mine: dict[str, list[tuple[float, float]]] = {}
     other: dict[str, list[tuple[float, float]]] = {}
     for _ in range(rounds):
-        for name, v in rows_of(url, n, 1).items():
+        for name, v in rows_of(url, n).items():
             mine.setdefault(name, []).extend(v)
         for name, v in without_hiredis(url, n, "rows").items():
             other.setdefault(name, []).extend(tuple(x) for x in v)
@@ -491,7 +491,7 @@ def main() -> None:
     if args.quick:
         args.n, args.rounds = 300, 1
     if args.child == "rows":
-        print(json.dumps(rows_of(args.url, args.n, 1)))
+        print(json.dumps(rows_of(args.url, args.n)))
         return
     if args.child == "profiles":
         print(json.dumps(profiles_of(args.url, args.n)))

@@ -35,7 +35,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_cost import each_server, evalsha_usec, server_args  # noqa: E402  (benchmarks/server_cost.py)
+from server_cost import each_server, evalsha_usec, server_args, server_label  # noqa: E402  (benchmarks/server_cost.py)
 
 from distbreaker._reference import DEFAULT_CFG  # noqa: E402
 from distbreaker._scripts import SCRIPTS  # noqa: E402
@@ -132,8 +132,7 @@ PACKED_AWAY = {"be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "qb", "qn", "qr",
 
 def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[str, str]]:
     r = redis.Redis.from_url(url)
-    info = r.info("server")
-    label = f"{'Valkey' if 'valkey_version' in info else 'Redis'} {info.get('valkey_version') or info['redis_version']}"
+    label = server_label(r)
     cfg, tag = DEFAULT_CFG, uuid.uuid4().hex[:8]
     sha = {name: r.script_load(text) for name, text in
            (("trivial", "return 1"), ("record", SCRIPTS["record"].text), ("hmget", HMGET21),

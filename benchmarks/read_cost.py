@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from server_cost import each_server, evalsha_usec, server_args
+from server_cost import each_server, evalsha_usec, server_args, server_label
 
 from distbreaker import BreakerConfig, _bulk, _transport, connect
 from distbreaker._scripts import SCRIPTS
@@ -105,15 +105,12 @@ def workloads(r: redis.Redis, client: Any, prefix: str) -> dict[str, Callable[[i
         def evalsha(_: int, key: str = key) -> object:
             return r.evalsha(read, 2, key, key + ":events", "", "", "1")
 
-        def plain(_: int, commands: list[tuple[Any, ...]] = whole) -> object:
-            return _transport.pipeline(client, commands)
-
-        def hmget(_: int, commands: list[tuple[Any, ...]] = fields) -> object:
-            return _transport.pipeline(client, commands)
+        def sent(commands: list[tuple[Any, ...]]) -> Callable[[int], object]:
+            return lambda _: _transport.pipeline(client, commands)  # as Admin sends them
 
         out[f"read.lua (EVALSHA), {label}"] = evalsha
-        out[f"plain read: TIME + HGETALL, {label}"] = plain
-        out[f"plain read: TIME + HMGET (no HGETALL in the ACL), {label}"] = hmget
+        out[f"plain read: TIME + HGETALL, {label}"] = sent(whole)
+        out[f"plain read: TIME + HMGET (no HGETALL in the ACL), {label}"] = sent(fields)
     return out
 
 
@@ -122,8 +119,7 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
     noisy neighbour hits them alike), and the per-command split of the plain reads (last round)."""
     r = redis.Redis.from_url(url, decode_responses=True)
     client = connect(url, timeout=5)
-    info = r.info("server")
-    label = f"{'Valkey' if 'valkey_version' in info else 'Redis'} {info.get('valkey_version') or info['redis_version']}"
+    label = server_label(r)
     prefix = f"bench-read-{uuid.uuid4().hex[:8]}"
     loads = workloads(r, client, prefix)
     encodings = ", ".join(f"{c}: {r.object('encoding', f'{prefix}:{{svc{i}}}')}" for i, c in enumerate(CONFIGS))

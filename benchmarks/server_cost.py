@@ -129,6 +129,12 @@ def evalsha_usec(r: redis.Redis, fn: Callable[[int], object], n: int) -> float:
     return float(stats["cmdstat_evalsha"]["usec_per_call"])
 
 
+def server_label(r: redis.Redis) -> str:
+    """ "Redis 7.0.15" or "Valkey 8.1.8": the server `r` talks to (INFO server)."""
+    info = r.info("server")
+    return f"{'Valkey' if 'valkey_version' in info else 'Redis'} {info.get('valkey_version') or info['redis_version']}"
+
+
 def server_args(parser: argparse.ArgumentParser) -> None:
     """The options these server-time benchmarks share: --url, --calls, --rounds, --quick."""
     parser.add_argument("--url", help="measure this server only (default: start Redis 7.0 and Valkey 8.1)")
@@ -269,8 +275,7 @@ def measure(
     interleaved, so that a noisy neighbour hits them alike), and variant -> workload -> the
     encoding of its breaker hash (ENCODED's)."""
     r = redis.Redis.from_url(url, decode_responses=True)
-    info = r.info("server")
-    label = f"{'Valkey' if 'valkey_version' in info else 'Redis'} {info.get('valkey_version') or info['redis_version']}"
+    label = server_label(r)
     loads: dict[str, dict[str, Callable[[int], object]]] = {}
     encoders: dict[str, list[Callable[[], dict[str, str]]]] = {}
     for name, texts in variants:

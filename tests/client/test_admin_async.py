@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,13 +28,6 @@ from distbreaker import (
     UnknownServiceError,
     connect,
 )
-
-
-@pytest.fixture
-async def aclient(redis_url: str) -> AsyncIterator[Any]:
-    client = dba.connect(redis_url, timeout=2.0)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ equals what read.lua (`_read_lua.read_lua`, the oracle) gives for the same break
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,20 +33,6 @@ from distbreaker import (
 from distbreaker.admin import FleetConfig
 
 SCRIPTS = {"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"}
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = connect(redis_url, timeout=5)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-async def aclient(redis_url: str) -> AsyncIterator[Any]:
-    c = dba.connect(redis_url, timeout=5)
-    yield c
-    await c.aclose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,13 +16,6 @@ from distbreaker import BackendError, BreakerConfig, CircuitOpenError, State
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture
-async def aclient(redis_url: str) -> AsyncIterator[Any]:
-    client = dba.connect(redis_url, timeout=2.0)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,20 +39,6 @@ def is_5xx(exc: Exception) -> bool:
 
 def returned_5xx(value: Any) -> bool:
     return isinstance(value, Response) and value.status >= 500
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Any]:
-    c = connect(redis_url, timeout=2.0)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-async def aclient(redis_url: str) -> AsyncIterator[Any]:
-    c = dba.connect(redis_url, timeout=2.0)
-    yield c
-    await c.aclose()
 
 
 @pytest.fixture

@@ -140,7 +140,7 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
     today = f"layout-{tag}:{{today}}"
 
     def record(i: int) -> object:
-        args = ["", cfg.fingerprint, "0", "1", "0", "0", ""]
+        args = ["", cfg.fingerprint, "0", "1", "0", "0", "", "", ""]
         try:
             return r.evalsha(sha["record"], 2, today, today + ":events", *args)
         except redis.ResponseError:

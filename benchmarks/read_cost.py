@@ -66,7 +66,7 @@ def make_breaker(r: redis.Redis, key: str, cfg: BreakerConfig) -> None:
     bucket_ms = int(float(argv[2])) // buckets
     for i in range(buckets):
         at = now - (buckets - 1 - i) * bucket_ms
-        own = ["0", "1", "0", "0", ""] if i % 3 else ["0", "0", "1", "0", ""]  # a success, or a failure
+        own = ["0", "1", "0", "0", "", "", ""] if i % 3 else ["0", "0", "1", "0", "", "", ""]  # a success, or a failure
         try:
             r.evalsha(record.sha, 2, *keys, str(at), cfg.fingerprint, *own)
         except redis.ResponseError as exc:

@@ -9,12 +9,13 @@ its ratio to `return 1`:
 - record, success (closed): one success, the generation current, the config known (the
   common call of a sync worker).
 - record, failure (no trip): one failure that does not trip (minimum_calls out of reach).
-- batched flush of 10: 7 successes and 3 failures with a batch id (KEYS[3]) and the config,
-  as the batched mode's flusher sends them.
+- batched flush of 10: 7 successes and 3 failures with a batch id (KEYS[3]), as the batched
+  mode's flusher sends them (the config only after NOCONFIG; a tree before 0.2's record layout
+  sends it with every batch, as its flusher did).
 - acquire (closed); read.lua on an existing breaker (what a worker's `Breaker.snapshot()` and the
   listener run; an operator's `status` reads with plain commands: benchmarks/read_cost.py).
 - the floor, on a breaker hash made by the record script and called with the record's 2 keys
-  and 7 arguments: `return 1`; the least read-modify-write script (HMGET of 2 fields, HSET of
+  and arguments: `return 1`; the least read-modify-write script (HMGET of 2 fields, HSET of
   1); the same with TIME first (what any record needs: the server's time, a read, a write).
 
 The breaker workloads run with two configs, because the breaker hash's encoding follows the
@@ -56,7 +57,7 @@ from typing import TypeVar
 import redis
 
 from distbreaker._reference import Cfg
-from distbreaker._schema import lua_constants, lua_head_constants
+from distbreaker._schema import FIELDS, lua_constants, lua_head_constants
 from distbreaker._scripts import SCRIPTS
 
 T = TypeVar("T")
@@ -165,7 +166,13 @@ def scripts_from(lua: Path) -> dict[str, bytes]:
     `--@schema` line, if any, gets this tree's schema constants)."""
     head, lib = (lua / "_head.lua").read_bytes(), (lua / "_lib.lua").read_bytes()
     if b"\n--@schema-head\n" in head:
-        head = head.replace(b"\n--@schema-head\n", b"\n" + lua_head_constants().encode() + b"\n")
+        line = lua_head_constants()
+        if b"I_WMIN" in (lua / "record.lua").read_bytes():  # a tree whose fast path read a given config
+            index = {f.name: i for i, f in enumerate(FIELDS, 1)}
+            names = ("failure_rate_threshold", "minimum_calls", "consecutive_failures", "slow_call_rate_threshold")
+            positions = ", ".join(str(index[n]) for n in (*names, "minimum_failing_workers"))
+            line += f"\nlocal I_FRT, I_MIN, I_CXN, I_SRT, I_WMIN = {positions}"
+        head = head.replace(b"\n--@schema-head\n", b"\n" + line.encode() + b"\n")
         constants = lua_constants()
     else:  # a tree before the head had its own schema line: NCFG comes with the library's
         constants = lua_head_constants() + "\n" + lua_constants()
@@ -175,6 +182,9 @@ def scripts_from(lua: Path) -> dict[str, bytes]:
         for name in SCRIPTS
     }
 
+
+# record.lua's own arguments (generation, successes, failures, slow, lease) of the workloads
+OK_OWN, FAIL_OWN, FLUSH_OWN = ["0", "1", "0", "0", ""], ["0", "0", "1", "0", ""], ["0", "7", "3", "0", ""]
 
 BREAKER = [  # the workloads run with each config
     "record, success (closed)",
@@ -193,6 +203,16 @@ WORKLOADS = [
 ]
 # the breaker hashes whose encoding is printed: workload -> its service
 ENCODED = {"record, success (closed)": "ok", "batched flush of 10": "batch", "acquire (closed)": "acquire"}
+
+
+def record_own(texts: dict[str, bytes], own: list[str], batch: str = "", config: list[str] | None = None) -> list[str]:
+    """record.lua's own ARGV (generation, successes, failures, slow, lease: `own`; and a batch
+    id) in the layout of the tree `texts` come from: this tree's 7 (then the batch id and the
+    reporter '', the config only after NOCONFIG); a tree before it: 5, and a batch id after the
+    config, which a flush then always sends."""
+    if b"local CFG = 9 " in texts["record"]:
+        return [*own, batch, ""]
+    return [*own, *(config or []), batch] if batch else own
 
 
 def config_count(texts: dict[str, bytes]) -> int | None:
@@ -234,19 +254,19 @@ def workloads(
 
     def flush(i: int) -> object:
         seq[0] += 1
-        return script("record", "batch", ["0", "7", "3", "0", "", *config, f"bench:{seq[0]}"], (batch_ids,))
+        return script("record", "batch", record_own(texts, FLUSH_OWN, f"bench:{seq[0]}", config), (batch_ids,))
 
     def floor(which: int) -> Callable[[int], object]:
         def call(i: int) -> object:
             if i < 0:  # warm: a breaker hash as the record script makes it
-                script("record", "floor", ["0", "1", "0", "0", ""])
-            return r.evalsha(floors[which], 2, *keys("floor"), "", fp, "0", "1", "0", "0", "")
+                script("record", "floor", record_own(texts, OK_OWN))
+            return r.evalsha(floors[which], 2, *keys("floor"), "", fp, *record_own(texts, OK_OWN))
 
         return call
 
     breaker: dict[str, Callable[[int], object]] = {
-        "record, success (closed)": lambda i: script("record", "ok", ["0", "1", "0", "0", ""]),
-        "record, failure (no trip)": lambda i: script("record", "fail", ["0", "0", "1", "0", ""]),
+        "record, success (closed)": lambda i: script("record", "ok", record_own(texts, OK_OWN)),
+        "record, failure (no trip)": lambda i: script("record", "fail", record_own(texts, FAIL_OWN)),
         "batched flush of 10": flush,
         "acquire (closed)": lambda i: script("acquire", "acquire", []),
         READ_ROW: lambda i: r.evalsha(sha["read"], 2, *keys("acquire"), "", "", "1"),
@@ -310,7 +330,9 @@ def breaker_memory(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, float]:
         key = f"bench-mem-{uuid.uuid4().hex[:8]}:{{mem}}"
         keys = (key, key + ":events", key + ":ids")
         config = cfg.argv()[: config_count(texts)]
-        argv = ["1700000000000", cfg.fingerprint, "0", "7", "3", "0", "", *config, "bench:1"]
+        argv = ["1700000000000", cfg.fingerprint, *record_own(texts, FLUSH_OWN, "bench:1", config)]
+        if b"local CFG = 9 " in texts["record"]:
+            argv += config  # (the first flush: the config stored)
         r.eval(texts["record"], len(keys), *keys, *argv)
         sizes = [float(r.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0") or 0) for k in keys]
         r.delete(*keys)

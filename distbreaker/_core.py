@@ -503,8 +503,8 @@ class BreakerCore:
         self.fingerprint = config.fingerprint
         self.config_args = list(config._lua)
         self.config_sent = False  # the first call stores our config; later ones send only its hash
-        # minimum_failing_workers on: a failed or slow call says who reports it (with the config,
-        # which the client id follows in ARGV); off: nothing more on any call
+        # minimum_failing_workers on: a failed or slow call (or batch) says who reports it (its
+        # client id, record.lua's ARGV[9]); off: nothing more on any call
         self.quorum = config.minimum_failing_workers is not None
         # requests of the common calls, made once (record: gen * 4 + outcome code; acquire: -1)
         self.prepared: dict[int, Eval] = {}
@@ -631,12 +631,10 @@ class BreakerCore:
         if self.down_until and self.clock() < self.down_until:
             return None
         if self.quorum and not lease and (outcome is FAILURE or _ARGS[code][2] == "1"):
-            now = "" if self.test_clock is None else str(round(self.test_clock() * 1000))
-            self.config_sent = True
-            args = [now, self.fingerprint, str(gen), *_ARGS[code], lease, *self.config_args, client_id()]
-            return Eval(self.scripts["record"], self.key_list, args, None)
+            # minimum_failing_workers on: a failed or slow call says who reports it
+            return self.eval("record", [str(gen), *_ARGS[code], lease, "", client_id()])
         if lease or not self.config_sent or self.test_clock is not None:
-            return self.eval("record", [str(gen), *_ARGS[code], lease])
+            return self.eval("record", [str(gen), *_ARGS[code], lease, "", ""])
         # The common call: the same request object while the generation and the outcome stay the
         # same (a shell's transport packs it once: _transport.Lane).
         key = gen * 4 + code
@@ -644,7 +642,7 @@ class BreakerCore:
         if request is None:
             if len(self.prepared) >= 8:
                 self.prepared.clear()
-            request = self.prepared[key] = self.eval("record", [str(gen), *_ARGS[code], ""])
+            request = self.prepared[key] = self.eval("record", [str(gen), *_ARGS[code], "", "", ""])
         return request
 
     def flush_requests(self) -> list[tuple[str, Eval]]:
@@ -655,9 +653,10 @@ class BreakerCore:
         keys = (*self.key_list, self.keys.ids)
         out = []
         for batch_id, gen, (s, f, slow) in self.batch.take(now):
-            head = ["" if self.test_clock is None else str(round(self.test_clock() * 1000)), self.fingerprint]
-            args = [*head, str(gen), str(s), str(f), str(slow), "", *self.config_args, batch_id]
-            out.append((batch_id, Eval(self.scripts["record"], keys, args, None)))
+            # the reporter (minimum_failing_workers on, something failed or was slow): the batch's client
+            reporter = batch_id.rpartition(":")[0] if self.quorum and (f or slow) else ""
+            request = self.eval("record", [str(gen), str(s), str(f), str(slow), "", batch_id, reporter])
+            out.append((batch_id, request._replace(keys=keys)))
         return out
 
     def flushed(self, batch_id: str, reply: Sequence[Any]) -> None:

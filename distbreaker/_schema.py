@@ -336,18 +336,12 @@ def check_options(listen: object, clock: object) -> None:
 
 
 def lua_head_constants() -> str:
-    """The Lua for `lua/_head.lua`'s ``--@schema-head`` line: what a fast path needs of the
-    schema before the library is built: `NCFG` and where a given config's values are (their
-    1-based positions among the NCFG: `I_FRT`, `I_MIN`, `I_CXN`, `I_SRT`, `I_WMIN`)."""
-    index = {f.name: i for i, f in enumerate(FIELDS, 1)}
-    names = ("failure_rate_threshold", "minimum_calls", "consecutive_failures", "slow_call_rate_threshold")
-    positions = ", ".join(str(index[n]) for n in (*names, "minimum_failing_workers"))
+    """The Lua for `lua/_head.lua`'s ``--@schema-head`` line: what a script needs of the schema
+    before the library is built: `NCFG`, the number of config values (where a given config ends)."""
     return "\n".join(
         [
             "-- Generated from distbreaker/_schema.py when the scripts are loaded: edit it there.",
             f"local NCFG = {len(FIELDS)}   -- the number of config values",
-            "-- positions among the NCFG config values (a script given them finds value i at its base + i)",
-            f"local I_FRT, I_MIN, I_CXN, I_SRT, I_WMIN = {positions}",
         ]
     )
 

@@ -177,15 +177,18 @@ def test_same_batch_id_twice_counts_once(r: redis.Redis, prefix: str) -> None:
     """record.lua applies a batch id at most once per client."""
     cfg = BreakerConfig(minimum_calls=10**6)
     keys = (f"{prefix}:{{svc}}", f"{prefix}:{{svc}}:events", f"{prefix}:{{svc}}:ids")
-    args = ["", cfg.fingerprint, "0", "3", "1", "0", "", *cfg._lua, "client-a:1"]
+    args = ["", cfg.fingerprint, "0", "3", "1", "0", "", "client-a:1", "", *cfg._lua]
     for _ in range(3):
         r.eval(SCRIPTS["record"].text, 3, *keys, *args)  # (the lean reply: the counts are in the hash)
     assert r.hmget(keys[0], "tc", "tf") == [b"4", b"1"]
-    args[-1] = "client-a:2"
+    args[7] = "client-a:2"
     r.eval(SCRIPTS["record"].text, 3, *keys, *args)
     assert r.hget(keys[0], "tc") == b"8"
-    args[-1] = "client-b:1"  # another client's sequence is independent
+    args[7] = "client-b:1"  # another client's sequence is independent
     r.eval(SCRIPTS["record"].text, 3, *keys, *args)
+    assert r.hget(keys[0], "tc") == b"12"
+    for batch in ("client-a:2", "client-b:1", "client-a:1"):  # again, without the config (as a flusher sends it)
+        r.eval(SCRIPTS["record"].text, 3, *keys, *args[:7], batch, "")
     assert r.hget(keys[0], "tc") == b"12"
 
 

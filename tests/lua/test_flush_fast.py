@@ -1,6 +1,7 @@
 """record.lua's fast path for the batched flush (issue 15, item 1) gives exactly what the general
 path gives: the same reply, the same breaker hash, the same batch ids and events, or the same
-error.
+error. A flush sends its config only when the script asks for it (NOCONFIG), as the common
+record does.
 
 Each step runs on two breakers at the same test clock: one with the real record script, whose
 fast-path return is marked (so a test knows which path answered), and one with the same script
@@ -32,7 +33,10 @@ CFG = Cfg(0.5, 20, 60_000, 10, 0, 0.5, 1_000, 2.0, 5_000, 1, 1, 500, 86_400_000)
 QUORUM = Cfg(0.5, 20, 60_000, 10, 0, 0.5, 1_000, 2.0, 5_000, 1, 1, 500, 86_400_000, 0.0, 2)
 
 TEXT = SCRIPTS["record"].text.decode()
-_FAST_START = "\nif ARGV[7] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then\n"
+_FAST_START = (
+    "\nif #ARGV == CFG and ARGV[7] == '' and ARGV[9] == '' and H_st == 'closed' and H_fp == FP"
+    " and not REFRESH_DUE then\n"
+)
 _LIB_START = "-- distbreaker/_lib.lua:"
 _FAST_RETURN = "      return lean_reply('closed', g)\n"
 assert TEXT.count(_FAST_START) == 1 and TEXT.count(_LIB_START) == 1
@@ -64,11 +68,29 @@ class Pair:
             self.keys.append((key, key + ":events", key + ":ids"))
 
     def flush(
-        self, s: int, f: int, slow: int = 0, batch: str = "w1:1", cfg: Cfg = CFG, gen: int = 0, ids: bool = True
+        self,
+        s: int,
+        f: int,
+        slow: int = 0,
+        batch: str = "w1:1",
+        cfg: Cfg = CFG,
+        gen: int = 0,
+        ids: bool = True,
+        reporter: str = "",
     ) -> tuple[Any, bool]:
-        """One batched flush on both breakers: (the reply, whether the fast path answered).
-        Both must answer the same (or fail with the same error) and leave the same state."""
-        argv = [str(self.now), cfg.fingerprint, str(gen), str(s), str(f), str(slow), "", *cfg.argv(), batch]
+        """One batched flush on both breakers, as the flusher sends it (the config only after
+        NOCONFIG): (the reply, whether the fast path answered). Both must answer the same (or
+        fail with the same error) and leave the same state."""
+        argv = [str(self.now), cfg.fingerprint, str(gen), str(s), str(f), str(slow), "", batch, reporter]
+        try:
+            return self.run(argv, ids)
+        except redis.ResponseError as exc:
+            if "NOCONFIG" not in str(exc):
+                raise
+        return self.run([*argv, *cfg.argv()], ids)
+
+    def run(self, argv: list[str], ids: bool = True) -> tuple[Any, bool]:
+        """`argv` on both breakers: (the reply, whether the fast path answered)."""
         out = []
         for text, keys in zip((TRACED, GENERAL), self.keys, strict=True):
             ks = keys if ids else keys[:2]
@@ -100,7 +122,8 @@ class Pair:
         return self.r.hgetall(self.keys[i][0])
 
     def ids(self, i: int = 0) -> dict[str, str]:
-        return self.r.hgetall(self.keys[i][2])
+        """The batch ids: client -> its highest applied seq (without the refresh time, field '')."""
+        return {k: v for k, v in self.r.hgetall(self.keys[i][2]).items() if k}
 
     def same_state(self) -> None:
         """The same breaker hash, batch ids, events (without their stream ids) and expiry set."""
@@ -125,14 +148,15 @@ def pair(redis_url: str, prefix: str) -> Iterator[Pair]:
 def test_the_cut_and_the_marker_change_only_the_fast_path() -> None:
     """GENERAL has no fast path and the whole library; TRACED differs from the script only in
     the fast path's return."""
-    assert "string.match(ARGV[I_BATCH]" not in GENERAL and "local function begin(" in GENERAL
+    assert "string.match(ARGV[8], BATCH_ID)" not in GENERAL and "local function begin(" in GENERAL
     assert TRACED.replace("{'closed', g, now, 'fast'}", "lean_reply('closed', g)") == TEXT
 
 
 def test_flushes_take_the_fast_path_and_write_what_the_general_path_writes(pair: Pair) -> None:
-    """The first flush creates the breaker (general path); then flushes of successes, failures
-    and slow calls from two clients, and an empty one, are counted by the fast path: the same
-    lean reply, counts, cx and batch ids as the general path."""
+    """The first flush creates the breaker (NOCONFIG, then with the config: general path); then
+    flushes of successes, failures and slow calls from two clients, and an empty one, are counted
+    by the fast path with no config sent: the same lean reply, counts, cx and batch ids as the
+    general path."""
     reply, fast = pair.flush(3, 0, batch="w1:1")
     assert reply == ["closed", 0, T0] and not fast  # creates the key and stores the config
     steps = [(7, 3, 0, "w1:2"), (0, 2, 1, "w2:1"), (4, 0, 2, "w2:2"), (0, 0, 0, "w1:3"), (1, 1, 1, "w1:10")]
@@ -144,7 +168,31 @@ def test_flushes_take_the_fast_path_and_write_what_the_general_path_writes(pair:
     assert (h["c0"], h["tc"], h["f0"], h["tf"], h["s0"], h["ts"]) == ("21", "21", "6", "6", "4", "4")
     assert h["cx"] == "1"  # the last batch: 1 success then 1 failure
     assert pair.ids() == {"w1": "10", "w2": "2"}
-    assert 0 < pair.r.pttl(pair.keys[0][2]) <= 3_600_000
+    assert 3_600_000 < pair.r.pttl(pair.keys[0][2]) <= 7_200_000
+
+
+def test_the_ids_expiry_is_refreshed_once_an_hour(pair: Pair) -> None:
+    """The ids key's expiry (2 hours) is set by the first batch and refreshed by the first batch
+    after the time in its field '' (an hour later), not by the flushes between: on both paths."""
+    pair.flush(1, 0, batch="w1:1")
+    ids = pair.keys[0][2]
+    assert pair.r.hget(ids, "") == str(T0 + 3_600_000)
+    for keys in pair.keys:
+        pair.r.pexpire(keys[2], 600_000)
+    pair.now += 1
+    _, fast = pair.flush(1, 0, batch="w2:1")  # a new client, the refresh not due: no PEXPIRE
+    assert fast and pair.r.pttl(ids) <= 600_000 and pair.ids() == {"w1": "1", "w2": "1"}
+    pair.now += 1
+    for keys in pair.keys:  # the hour has passed (as if: the breaker's own bucket stays the same)
+        pair.r.hset(keys[2], "", str(pair.now))
+    _, fast = pair.flush(1, 0, batch="w1:2")
+    assert fast and pair.r.pttl(ids) > 600_000 and pair.r.hget(ids, "") == str(pair.now + 3_600_000)
+    pair.hset("xr", str(pair.now))  # the general path refreshes the same way
+    for keys in pair.keys:
+        pair.r.hset(keys[2], "", str(pair.now))
+        pair.r.pexpire(keys[2], 600_000)
+    _, fast = pair.flush(1, 0, batch="w1:3")
+    assert not fast and pair.r.pttl(ids) > 600_000 and pair.r.hget(ids, "") == str(pair.now + 3_600_000)
 
 
 def test_a_duplicate_seq_counts_nothing(pair: Pair) -> None:
@@ -164,10 +212,10 @@ def test_a_duplicate_seq_counts_nothing(pair: Pair) -> None:
     assert fast and pair.hash()["tc"] == str(int(before["tc"]) + 1) and pair.ids() == {"w1": "6"}
 
 
-def test_a_stored_config_other_than_the_given_one_is_stored_again(pair: Pair) -> None:
-    """`cfg` lost or not a config under the same fingerprint: the general path stores the given
-    config again, as before; then the fast path takes over. A `cfg` edited to another valid
-    config is kept by the general path (it is usable), and every flush takes the general path."""
+def test_a_broken_stored_config_is_asked_for_when_the_whole_config_is_needed(pair: Pair) -> None:
+    """`cfg` lost or not a config under the same fingerprint: flushes that need only the hot
+    config (`q*`) count as before, on both paths; the first that needs the whole config (here the
+    due refresh of the expiry) is answered NOCONFIG, and the config it then sends is stored again."""
     pair.flush(3, 0)
     for edited in ("garbage", None):
         if edited is None:
@@ -177,25 +225,19 @@ def test_a_stored_config_other_than_the_given_one_is_stored_again(pair: Pair) ->
             pair.hset("cfg", edited)
         pair.now += 1
         _, fast = pair.flush(1, 0, batch=f"w1:{pair.now}")
+        assert fast and pair.hash().get("cfg") == edited
+        pair.hset("xr", str(pair.now))
+        _, fast = pair.flush(1, 0, batch=f"w1:{pair.now + 1}")
         assert not fast and pair.hash()["cfg"] == ",".join(CFG.argv())
-        pair.now += 1
-        _, fast = pair.flush(1, 0, batch=f"w1:{pair.now}")
-        assert fast
-    other = "0.5,20,60000,10,0,0.5,1000,2.0,5000,1,1,500,86400001,0.0,0"
-    pair.hset("cfg", other)
-    for _ in range(2):
-        pair.now += 1
-        reply, fast = pair.flush(1, 0, batch=f"w1:{pair.now}")
-        assert not fast and reply == ["closed", 0, pair.now] and pair.hash()["cfg"] == other
 
 
-def test_an_override_is_applied_by_the_general_path(pair: Pair) -> None:
-    """An operator's override (`ov`, here minimum_calls=2) makes the stored config differ from
-    the given one: the general path applies it, so 1 failure in 2 calls trips; cleared, the
-    fast path answers again."""
+def test_an_override_is_in_the_stored_hot_config(pair: Pair) -> None:
+    """An operator's override (`ov`, here minimum_calls=2) is in the stored config and its hot
+    part, which both paths run on: 1 failure in 2 calls trips (the general path makes the
+    transition); cleared, the fast path answers again."""
     pair.flush(1, 0)
     pair.control("config", "minimum_calls=2")
-    assert pair.hash()["ov"] == "minimum_calls=2"
+    assert pair.hash()["ov"] == "minimum_calls=2" and pair.hash()["qm"] == "2"
     pair.now += 1
     reply, fast = pair.flush(0, 1, batch="w1:2")
     assert not fast and reply[STATE] == "open" and reply[TRANSITIONS] == "closed>open"
@@ -231,23 +273,37 @@ def test_a_flush_that_trips_takes_the_general_path(pair: Pair) -> None:
     assert pair.r.xlen(pair.keys[0][1]) == 1  # the transition (the stream was created empty)
 
 
-def test_a_quorum_config_notes_failing_clients(pair: Pair) -> None:
-    """minimum_failing_workers on: a flush with a failed or slow outcome notes its client in
-    `wc` (general path); a flush of successes only notes nothing and takes the fast path. The
-    quorum holds the trip back until 2 clients failed."""
+def test_a_quorum_config_notes_the_reporters(pair: Pair) -> None:
+    """minimum_failing_workers on: a flush with a failed or slow outcome says its client as the
+    reporter (as the flusher does), noted in `wc` (general path); a flush of successes says
+    nothing and takes the fast path. The quorum holds the trip back until 2 clients failed."""
     pair.flush(5, 0, cfg=QUORUM)
     pair.now += 1
-    _, fast = pair.flush(0, 1, batch="w1:2", cfg=QUORUM)
+    _, fast = pair.flush(0, 1, batch="w1:2", cfg=QUORUM, reporter="w1")
     assert not fast and pair.hash()["wc"] == "w1=283333333"  # the bucket epoch, T0 // 6000
     pair.now += 1
-    _, fast = pair.flush(1, 0, 1, batch="w2:1", cfg=QUORUM)  # a slow success: noted too
+    _, fast = pair.flush(1, 0, 1, batch="w2:1", cfg=QUORUM, reporter="w2")  # a slow success: noted too
     assert not fast and pair.hash()["wc"] == "w1=283333333;w2=283333333"
     pair.now += 1
     _, fast = pair.flush(4, 0, batch="w3:1", cfg=QUORUM)
     assert fast and pair.hash()["wc"] == "w1=283333333;w2=283333333"
     pair.now += 1
-    reply, fast = pair.flush(0, 9, batch="w1:3", cfg=QUORUM)  # 20 calls, 10 failures, 2 clients
+    reply, fast = pair.flush(0, 9, batch="w1:3", cfg=QUORUM, reporter="w1")  # 20 calls, 10 failures, 2 clients
     assert not fast and reply[TRANSITIONS] == "closed>open"
+
+
+def test_only_a_reporter_is_noted(pair: Pair) -> None:
+    """A batch with failures and no reporter (a client whose own quorum is off, under an
+    override that turned it on) is counted on the fast path and notes nobody, as the general
+    path would; a reporter with successes only is not noted either (general path)."""
+    pair.flush(5, 0)
+    pair.control("config", "minimum_failing_workers=2")
+    pair.now += 1
+    _, fast = pair.flush(2, 1, batch="w1:2")
+    assert fast and "wc" not in pair.hash()
+    pair.now += 1
+    _, fast = pair.flush(2, 0, batch="w1:3", reporter="w1")
+    assert not fast and "wc" not in pair.hash() and pair.hash()["tc"] == "10"
 
 
 def test_a_quorum_holds_the_trip_back(pair: Pair) -> None:
@@ -255,25 +311,48 @@ def test_a_quorum_holds_the_trip_back(pair: Pair) -> None:
     which holds it back (1 failing client of 2): closed, lean, the client noted."""
     pair.flush(10, 0, cfg=QUORUM)
     pair.now += 1
-    reply, fast = pair.flush(0, 10, batch="w1:2", cfg=QUORUM)
+    reply, fast = pair.flush(0, 10, batch="w1:2", cfg=QUORUM, reporter="w1")
     assert not fast and reply == ["closed", 0, pair.now] and pair.hash()["wc"] == "w1=283333333"
 
 
 @pytest.mark.parametrize("batch", ["w1:", ":5", "w1:x", "w 1", "w1:5:"])
 def test_a_bad_batch_id_fails_as_before(pair: Pair, batch: str) -> None:
-    """An id that is neither '<client>:<seq>' nor a client id fails with the general path's
-    error, nothing written."""
+    """An id that is not '<client>:<seq>' fails with the general path's error, nothing written."""
     pair.flush(1, 0)
     before = pair.hash()
     pair.now += 1
-    with pytest.raises(redis.ResponseError, match="who reports is '<client>:<seq>' or '<client>'"):
+    with pytest.raises(redis.ResponseError, match="a batch id is '<client>:<seq>'"):
         pair.flush(1, 0, batch=batch)
     assert pair.hash() == before and pair.ids() == {"w1": "1"}
 
 
+def test_a_bad_reporter_fails(pair: Pair) -> None:
+    """A reporter that is not a client id fails, also with successes only, nothing written."""
+    pair.flush(1, 0)
+    before = pair.hash()
+    for s, f in ((1, 0), (0, 1)):
+        with pytest.raises(redis.ResponseError, match="a reporter is a client id"):
+            pair.flush(s, f, batch="w1:2", reporter="w1=2;x")
+    assert pair.hash() == before and pair.ids() == {"w1": "1"}
+
+
+def test_a_call_of_the_old_argument_layout_is_refused(pair: Pair) -> None:
+    """Five arguments and the config (0.1's record layout) would read a config value as the
+    batch id: refused by the count of ARGV, nothing written."""
+    pair.flush(1, 0)
+    before = pair.hash()
+    argv = [str(pair.now), CFG.fingerprint, "0", "1", "0", "0", "", *CFG.argv()]
+    for extra in ([], ["w1:2"]):
+        with pytest.raises(redis.ResponseError, match="record takes 7 arguments"):
+            pair.run(argv + extra)
+    with pytest.raises(redis.ResponseError, match="record takes 7 arguments"):
+        pair.run(argv[:7])
+    assert pair.hash() == before
+
+
 def test_batch_ids_are_split_as_the_general_path_splits_them(pair: Pair) -> None:
     """'<client>:<seq>' with the same pattern on both paths: the seq is the digits after the
-    last colon, the client anything before it (not checked while the quorum is off)."""
+    last colon, the client anything before it."""
     pair.flush(1, 0)
     for batch in ("a:b:7", "w 1:5", "w1:007"):
         pair.now += 1
@@ -311,13 +390,20 @@ def test_other_flushes_take_the_general_path_with_the_same_result(pair: Pair) ->
     assert fast
 
 
-def test_a_stored_hot_config_of_other_text_takes_the_general_path(pair: Pair) -> None:
-    """`qm` edited (a number, not the given text): the general path, which runs on the given
-    minimum_calls (20), not the stored 2: 1 failure in 2 calls does not trip; `qm` is kept (a
-    number: the stored config is usable)."""
+def test_the_stored_hot_config_is_what_both_paths_run_on(pair: Pair) -> None:
+    """`qm` edited: to another text of the same number, the fast path counts; to 2, 1 failure in
+    2 calls trips on both paths (the general path makes it); to a non-number, NOCONFIG, and the
+    config then sent is stored again."""
     pair.flush(1, 0)
-    for qm in ("20.0", "2"):
-        pair.hset("qm", qm)
-        pair.now += 1
-        reply, fast = pair.flush(0, 1, batch=f"w1:{pair.now}")
-        assert not fast and reply == ["closed", 0, pair.now] and pair.hash()["qm"] == qm
+    pair.hset("qm", "20.0")
+    pair.now += 1
+    reply, fast = pair.flush(0, 1, batch="w1:2")
+    assert fast and reply == ["closed", 0, pair.now]
+    pair.hset("qm", "x")
+    pair.now += 1
+    _, fast = pair.flush(1, 0, batch="w1:3")
+    assert not fast and pair.hash()["qm"] == "20"
+    pair.hset("qm", "2")
+    pair.now += 1
+    reply, fast = pair.flush(0, 1, batch="w1:4")
+    assert not fast and reply[TRANSITIONS] == "closed>open"

@@ -185,10 +185,11 @@ class BreakerMachine(RuleBasedStateMachine):
         except redis.exceptions.NoScriptError:
             return self.r.eval(script.text, len(keys), *keys, *argv)
 
-    def call(self, name: str, *own: str, operator: bool = False, who: str = "") -> list[Any]:
-        """Run script `name` at the test clock with its own ARGV `own`.
+    def call(self, name: str, *own: str, operator: bool = False) -> list[Any]:
+        """Run script `name` at the test clock with its own ARGV `own` (a record with a batch id,
+        its ARGV[8], also names the ids key).
 
-        A client (the model's current `cfg`) passes its fingerprint, and the 13 config values
+        A client (the model's current `cfg`) passes its fingerprint, and the config values
         either always (`eager`) or only after the script answered NOCONFIG (`lazy`, as
         `distbreaker._scripts.run` does); NOCONFIG must come exactly while the stored
         fingerprint differs from the client's. An operator passes no fingerprint and no config,
@@ -196,24 +197,23 @@ class BreakerMachine(RuleBasedStateMachine):
         """
         client = self.m.cfg
         config, fingerprint = client.argv(), client.fingerprint
-        if who:  # a report says who sends it after the config, which it therefore always sends
-            reply = self.eval(name, [str(self.now), fingerprint, *own, *config, who], ids=":" in who)
-        elif operator:
+        ids = name == "record" and len(own) > 5 and own[5] != ""
+        if operator:
             reply = self.eval(name, [str(self.now), "", *own])
         elif self.eager_config:
-            reply = self.eval(name, [str(self.now), fingerprint, *own, *config])
+            reply = self.eval(name, [str(self.now), fingerprint, *own, *config], ids)
         else:
             argv = [str(self.now), fingerprint, *own]
             stored = self.m.fp
             try:
-                reply = self.eval(name, argv)
+                reply = self.eval(name, argv, ids)
             except redis.exceptions.ResponseError as exc:
                 if "NOCONFIG" not in str(exc):
                     raise
                 assert stored != fingerprint or self.m.stored is None, (
                     f"{name}: NOCONFIG with the fingerprint and the config stored"
                 )
-                reply = self.eval(name, [*argv, *config])
+                reply = self.eval(name, [*argv, *config], ids)
             else:
                 assert stored == fingerprint and self.m.stored is not None, (
                     f"{name}: no NOCONFIG, yet {stored!r} is stored (config: {self.m.stored})"
@@ -363,14 +363,19 @@ class BreakerMachine(RuleBasedStateMachine):
         self, gen: int, successes: int, failures: int, slow: int, lease: str, client: str = "", batched: bool = False
     ) -> None:
         before = len(self.m.events)
-        who = client
+        batch = ""
         if client and batched:
             self.seq += 1
-            who = f"{client}:{self.seq}"
-        raw = self.call("record", str(gen), str(successes), str(failures), str(slow), lease, who=who)
-        expected = self.m.record(self.now, gen, successes, failures, slow, lease, client)
+            batch = f"{client}:{self.seq}"
+        # Who reports a failed or slow outcome: a batch says it when its client's own quorum is
+        # on (as the flusher does); a sync record here always (more than a client does: so that an
+        # operator's override of minimum_failing_workers is checked too).
+        reporter = client if (failures or slow) and (not batched or self.m.cfg.minimum_failing_workers) else ""
+        own = (str(gen), str(successes), str(failures), str(slow), lease, batch, reporter)
+        raw = self.call("record", *own)
+        expected = self.m.record(self.now, gen, successes, failures, slow, lease, reporter)
         self.check("record", raw, expected, before)
-        if client and (failures or slow) and self.m.eff.minimum_failing_workers:
+        if reporter and self.m.eff.minimum_failing_workers:
             self.event(f"quorum: {self.m.failing_clients()} failing of {self.m.eff.minimum_failing_workers}")
 
     @rule(

@@ -108,7 +108,7 @@ class Script:
 
     def record(self, s: int, f: int, slow: int = 0, lease: str = "") -> list[Any]:
         gen = self.model.g
-        lua = self.run("record", str(gen), str(s), str(f), str(slow), lease)
+        lua = self.run("record", str(gen), str(s), str(f), str(slow), lease, "", "")
         return self.check(lua, self.model.record(self.now, gen, s, f, slow, lease), lean_ok=True)
 
     def acquire(self) -> list[Any]:
@@ -201,7 +201,7 @@ def test_record_answers_lean_when_closed_without_transition(script: Script) -> N
     s.now += 1
     assert s.record(1, 0) == ["closed", 0, T0 + 1]
     gen = s.model.g
-    stale = s.run("record", str(gen + 5), "1", "0", "0", "")  # an unknown generation: not counted
+    stale = s.run("record", str(gen + 5), "1", "0", "0", "", "", "")  # an unknown generation: not counted
     assert stale == ["closed", 0, T0 + 1]
     s.now += 2_000  # the next bucket: rotation on the general path, still lean
     assert s.record(0, 1) == ["closed", 0, T0 + 2_001]

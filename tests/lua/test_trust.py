@@ -68,7 +68,7 @@ class Script:
             return self.raw(name, now, self.cfg.fingerprint, *own, *self.cfg.argv())
 
     def record(self, now: int, gen: int, s: int, f: int) -> Any:
-        return self.worker("record", now, str(gen), str(s), str(f), "0", "")
+        return self.worker("record", now, str(gen), str(s), str(f), "0", "", "", "")
 
     def operator(self, name: str, now: int, *own: str) -> Any:
         return self.raw(name, now, "", *own)
@@ -171,7 +171,7 @@ def test_broken_stored_config_answers_noconfig_then_is_rewritten(s: Script, fiel
         s.r.hset(s.key, field, value)
     with pytest.raises(redis.ResponseError, match="NOCONFIG"):
         # a failure trips (minimum_calls 2 with 2 calls, 50 %): it needs the whole config
-        s.raw("record", T0 + 1, s.cfg.fingerprint, "0", "0", "1", "0", "")
+        s.raw("record", T0 + 1, s.cfg.fingerprint, "0", "0", "1", "0", "", "", "")
     assert s.record(T0 + 1, 0, 0, 1)[0] == "open"
     assert s.r.hget(s.key, "cfg") == ",".join(s.cfg.argv())
 
@@ -244,7 +244,7 @@ def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str
         # have written it: the record fast path returns early only before xr)
         s.r.hset(s.key, mapping={"be": str(epoch - 5), "xr": str((epoch - 4) * 6_000), f"r{(epoch - 12) % 10}": value})
     before, xlen = s.hash(), s.r.xlen(s.events)
-    for name, own in (("record", ("0", "1", "0", "0", "")), ("acquire", ()), ("read", ("1",))):
+    for name, own in (("record", ("0", "1", "0", "0", "", "", "")), ("acquire", ()), ("read", ("1",))):
         with pytest.raises(redis.ResponseError, match=r"CORRUPT .*rewrites it"):
             s.worker(name, T0 + 1, *own)
     for op in ("trip", "disable", "config"):
@@ -253,7 +253,7 @@ def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str
     assert s.hash() == before and s.r.xlen(s.events) == xlen
     reply = s.operator("control", T0 + 1, "reset", "0", "", "alice")
     assert reply[0] == "closed" and "rewrote a corrupt breaker" in reply[13]
-    assert s.worker("record", T0 + 2, str(reply[1]), "1", "0", "0", "") == ["closed", reply[1], T0 + 2]  # lean
+    assert s.worker("record", T0 + 2, str(reply[1]), "1", "0", "0", "", "", "") == ["closed", reply[1], T0 + 2]  # lean
     assert s.r.hget(s.key, "tc") == "1"
     entry = s.r.xrevrange(s.events, count=1)[0][1]
     assert "rewrote a corrupt breaker" in entry["cause"]

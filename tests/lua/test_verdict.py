@@ -107,12 +107,14 @@ def test_at_most_32_failing_clients_are_kept(machine: BreakerMachine) -> None:
 
 
 def test_a_bad_client_id_is_refused_and_writes_nothing(machine: BreakerMachine) -> None:
-    """'who reports' must be '<client>:<seq>' or a plain id: 'a=b;c' would break `wc`."""
+    """A reporter (record.lua's ARGV[9]) must be a client id: 'a=b;c' would break `wc`; refused
+    even with the quorum off and from a success, as from a failure."""
     mc = machine
     mc.do_record(mc.m.g, 1, 0, 0, "")
     before = mc.r.hgetall(mc.key)
-    with pytest.raises(redis.ResponseError, match="who reports"):
-        mc.call("record", "0", "0", "1", "0", "", who="a=b;c")
+    for s, f in ((0, 1), (1, 0)):
+        with pytest.raises(redis.ResponseError, match="a reporter is a client id"):
+            mc.call("record", str(mc.m.g), str(s), str(f), "0", "", "", "a=b;c")
     assert mc.r.hgetall(mc.key) == before
 
 
@@ -194,20 +196,25 @@ def requests(**cfg: Any) -> list[Eval]:
 
 
 def test_with_the_quorum_off_a_record_sends_nothing_more() -> None:
-    """Quorum off: every record is the 7 ARGV of 0.1 (now, fingerprint, own 5), no config, no id."""
-    assert [len(r.args) for r in requests()] == [7, 7, 7]
-    assert [len(r.args) for r in requests(half_open_failure_rate_threshold=0.5)] == [7, 7, 7]
+    """Quorum off: every record is now, fingerprint and its own 7 (no batch id, no reporter), no
+    config (it comes only after NOCONFIG)."""
+    for requests_ in (requests(), requests(half_open_failure_rate_threshold=0.5)):
+        assert [r.args[2:] for r in requests_] == [
+            ["0", "1", "0", "0", "", "", ""],
+            ["0", "0", "1", "0", "", "", ""],
+            ["0", "1", "0", "1", "", "", ""],
+        ]
+        assert all(r.config is not None for r in requests_)
 
 
 def test_with_the_quorum_on_only_failed_and_slow_calls_say_who_reports() -> None:
-    """Quorum on: a success is unchanged (7 ARGV); a failure and a slow success carry the config
-    and then this process's id."""
+    """Quorum on: a success is unchanged; a failure and a slow success say this process's id as
+    the reporter (ARGV[9]), the config still only after NOCONFIG."""
     success, failure, slow = requests(minimum_failing_workers=2)
-    assert len(success.args) == 7
-    ncfg = len(_schema.FIELDS)
+    assert success.args[2:] == ["0", "1", "0", "0", "", "", ""]
     for r in (failure, slow):
-        assert len(r.args) == 7 + ncfg + 1 and r.config is None
-        assert r.args[-1].isalnum() and len(r.args[-1]) == 16
+        assert len(r.args) == 9 and r.args[7] == "" and r.config is not None
+        assert r.args[8].isalnum() and len(r.args[8]) == 16
 
 
 def test_status_shows_the_failing_clients(r: redis.Redis, prefix: str) -> None:

@@ -384,11 +384,11 @@ def test_noconfig_is_answered_with_the_config() -> None:
     c, _ = core()
     c.acquired(canned("closed"))
     c.config_sent = True
-    request = c.eval("record", ["0", "1", "0", "0", ""])
+    request = c.eval("record", ["0", "1", "0", "0", "", "", ""])
     assert request.config == c.config_args
     steps = eval_steps(request)
     first = steps.send(None)
-    assert first.args[0] == "EVALSHA" and len(first.args) == 3 + 2 + 7
+    assert first.args[0] == "EVALSHA" and len(first.args) == 3 + 2 + 9
     second = steps.throw(rx.ResponseError("distbreaker: NOCONFIG"))
     assert second.args[-len(c.config_args) :] == tuple(c.config_args)
     with pytest.raises(StopIteration) as done:
@@ -426,7 +426,7 @@ def test_batched_flush_keeps_a_batch_over_an_outage_and_drops_it_on_a_refusal() 
         c.record((2, ""), outcome, 0.0)
     [(batch_id, request)] = c.flush_requests()
     assert request.keys == ("p:{svc}", "p:{svc}:events", "p:{svc}:ids")
-    assert request.args[2:7] == ["2", "2", "1", "0", ""] and request.args[-1] == batch_id
+    assert request.args[2:9] == ["2", "2", "1", "0", "", batch_id, ""]  # (no reporter: the quorum is off)
     c.flush_failed(batch_id, rx.ConnectionError("refused"))
     assert c.flush_requests() == []  # backing off
     clock.now = c.down_until

@@ -15,6 +15,12 @@ N calls each, median of the rounds, rows interleaved:
 - prototype, text: the same with the two fields as `:`-joined decimal text (what would run on
   fakeredis, whose Lua has no `struct`).
 
+A second table prices the parts any script is made of, each alone in a script on the same
+lived-in hash (26 fields, listpack), with `+ µs` over `return 1`: a `redis.call` of TIME, an
+HGET, HMGETs of 2 and 21 fields, an HSET, 20 `tonumber`s of a string, two closures. The record's
+common call is TIME + an HMGET of 21 fields + an HSET + about 16 `tonumber`s and its own logic:
+the sum says what any layout must cut to reach a ratio.
+
 The prototypes are measurement scripts, not the product: they skip what the real fast path
 also checks (corrupt fields, leases, the refresh). Their figures bound what such a layout can
 save; docs/benchmarks.md has a run.
@@ -184,6 +190,35 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
     return label, {row: statistics.median(v) for row, v in samples.items()}, encodings
 
 
+# The parts of a script's cost: each alone (KEYS[1] = the lived-in breaker; ARGV[1] a number text).
+PARTS = {
+    "return 1": "return 1",
+    "TIME": "redis.call('TIME') return 1",
+    "HGET of 1 field": "redis.call('HGET', KEYS[1], 'st') return 1",
+    "HMGET of 2 fields": "redis.call('HMGET', KEYS[1], 'st', 'tc') return 1",
+    "HMGET of the head's 21 fields": HMGET21,
+    "HSET of 2 fields": "redis.call('HSET', KEYS[1], 'tc', ARGV[1], 'c0', ARGV[1]) return 1",
+    "20 tonumber() of a string": "local x = 0 for i = 1, 20 do x = x + tonumber(ARGV[1]) end return 1",
+    "2 closures built": "local function a(x) return x end local function b(y) return {y} end return 1",
+}
+
+
+def measure_parts(url: str, n: int, rounds: int) -> tuple[str, dict[str, float]]:
+    """Server label, part -> median usec_per_call (PARTS, on a lived-in breaker hash)."""
+    r = redis.Redis.from_url(url)
+    label = server_label(r)
+    key = f"layout-{uuid.uuid4().hex[:8]}:{{parts}}"
+    r.hset(key, mapping={f: "1700000000000" for f in (*HEAD_FIELDS, *LIVED)})
+    sha = {name: r.script_load(text) for name, text in PARTS.items()}
+    samples: dict[str, list[float]] = {name: [] for name in PARTS}
+    for _ in range(rounds):
+        for name in PARTS:
+            samples[name].append(evalsha_usec(r, lambda i, s=sha[name]: r.evalsha(s, 1, key, "12345"), n))
+    r.delete(key)
+    r.close()
+    return label, {name: statistics.median(v) for name, v in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     server_args(parser)
@@ -201,6 +236,15 @@ def main() -> None:
         f"\n{args.calls} calls per row, median of {args.rounds} rounds, rows interleaved; `×` = usec_per_call ÷ "
         "that of `return 1` on the same server, same run."
     )
+    parts = each_server(args, lambda url: measure_parts(url, args.calls, args.rounds))
+    print("\n| part of a script (alone) | " + " | ".join(f"{label} µs | + µs | ×" for label, _ in parts) + " |")
+    print("|---|" + "---:|---:|---:|" * len(parts))
+    for name in PARTS:
+        cells = [
+            f"{per[name]:.2f} | {per[name] - per['return 1']:+.2f} | {per[name] / per['return 1']:.2f}×"
+            for _, per in parts
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

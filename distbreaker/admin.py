@@ -415,6 +415,13 @@ class _Operations:
         base = dict(current.client or current.effective or {}) if current else {}
         kept = {} if replace or current is None else dict(current.overrides)
         wanted = {**kept, **overrides}
+        if base and not base.get("minimum_failing_workers") and overrides.get("minimum_failing_workers"):
+            # workers report who fails only when their own config has the quorum on
+            raise ConfigError(
+                "minimum_failing_workers",
+                "the workers have it off, so they do not say which of them fail; an override would "
+                "count no failing client and hold every trip back: set it in their BreakerConfig",
+            )
         values = {f: getattr(_DEFAULTS, f) for f in FLEET_FIELDS}
         values.update({k: v for k, v in base.items() if k in values})
         values.update(wanted)
@@ -600,8 +607,10 @@ class Admin(_Operations):
             The config after the change.
 
         Raises:
-            ConfigError: a name that cannot be set fleet-wide, or a value `BreakerConfig`
-                rejects (checked with the workers' stored config around it).
+            ConfigError: a name that cannot be set fleet-wide, a value `BreakerConfig`
+                rejects (checked with the workers' stored config around it), or
+                ``minimum_failing_workers`` turned on while the workers have it off (they do not
+                say which of them fail: the quorum would hold every trip back).
 
         .. versionadded:: 0.1.0
         """

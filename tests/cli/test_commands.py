@@ -297,6 +297,25 @@ def test_config_of_an_unused_breaker(run: Run) -> None:
     assert result.exit_code == 0 and "no worker has used 'nobody' yet" in result.stderr
 
 
+def test_config_does_not_turn_the_quorum_on_for_workers_that_have_it_off(
+    run: Run, make: Callable[..., Breaker]
+) -> None:
+    """Workers whose minimum_failing_workers is off do not say who fails: an override turning it
+    on would count no failing client and hold every trip back. Refused (exit 2, nothing stored),
+    naming the fix; where the workers have it on, an override may change it or turn it off."""
+    worker = make("payments", minimum_calls=2)
+    calls(worker, ok=1)
+    refused = run("config", "payments", "--set", "minimum_failing_workers=2")
+    assert refused.exit_code == 2, refused.stdout
+    assert "minimum_failing_workers" in one_error_line(refused) and "their BreakerConfig" in refused.stderr
+    assert json.loads(run("--json", "config", "payments").stdout)["overrides"] == {}
+    calls(worker, failed=1)  # (no override: 1 failure in 2 calls trips it, as configured)
+    assert worker.snapshot().state is State.OPEN
+    calls(make("quorum", minimum_failing_workers=2), ok=1)
+    for value in ("3", "off"):
+        assert run("config", "quorum", "--set", f"minimum_failing_workers={value}").exit_code == 0
+
+
 # -- doctor ---------------------------------------------------------------------------------
 def test_doctor_passes_on_a_good_server(run: Run, redis_server_factory: ServerFactory, prefix: str) -> None:
     """doctor: PASS lines for server, Lua, ACL, eviction policy and latency; exit 0; --json."""

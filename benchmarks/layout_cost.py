@@ -14,6 +14,11 @@ N calls each, median of the rounds, rows interleaved:
   (bms nb frt min cxn srt) are each one `struct.pack` field: one HMGET of 9 fields, one HSET.
 - prototype, text: the same with the two fields as `:`-joined decimal text (what would run on
   fakeredis, whose Lua has no `struct`).
+- prototype, whole hot state: a v2 state format's common call: state, generation, expiries,
+  refresh time and window in one `struct` field of 105 bytes (the hash becomes a hashtable) or
+  two of 49 and 56 (it stays a listpack), the hot config in a third, `fp` beside them: one HMGET
+  of 3 or 4 fields, one HSET of one field, the least logic (no check of corrupt fields). What
+  no layout can go below, for a script that reads the server's time, reads state and writes.
 
 A second table prices the parts any script is made of, each alone in a script on the same
 lived-in hash (26 fields, listpack), with `+ µs` over `return 1`: a `redis.call` of TIME, an
@@ -123,12 +128,55 @@ TEXT = (
         "ENCODE_W", "be .. ':' .. tc .. ':' .. tf .. ':' .. ts .. ':' .. c0 .. ':' .. f0 .. ':' .. s0 .. ':' .. cx2"
     )
 )
+# The whole hot state packed (a v2 state format): state, generation, expiries and refresh time,
+# the window, the hot config, in struct fields; `fp` beside them. HOT_FIELDS is filled in: one
+# field 'h' of 105 bytes (the hash becomes a hashtable), or 'h1' + 'h2' of 49 and 56 bytes (a
+# listpack stays one).
+WHOLE = """
+local now
+if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
+  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+local v = redis.call('HMGET', KEYS[1], 'fp', 'q', HOT_FIELDS)
+if ARGV[8] == nil and ARGV[7] == '' and v[1] == ARGV[2] and v[2] and v[3] and v[LAST] then
+  local st, g, ou, fu, oc, xr, be, tc, tf, ts, c0, f0, s0, cx = UNPACK_H
+  local bms, nb, frt, min, cxn, srt = struct.unpack('>dddddd', v[2])
+  local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  if st == 0 and now < xr and tonumber(ARGV[3]) == g and ns and nf and nslow and ns >= 0 and nf >= 0
+      and nslow >= 0 and nslow <= ns + nf then
+    local n = ns + nf
+    tc, tf, ts = tc + n, tf + nf, ts + nslow
+    local cx2 = cx + nf
+    if ns > 0 then cx2 = nf end
+    local trip = (cxn > 0 and cx2 >= cxn) or (tc >= min and (tf / tc >= frt or (ts > 0 and ts / tc >= srt)))
+    if not trip then
+      c0, f0, s0 = c0 + n, f0 + nf, s0 + nslow
+      redis.call('HSET', KEYS[1], PACK_H)
+      return {'closed', g, now}
+    end
+  end
+end
+return redis.error_reply('prototype: not the common call')
+"""
+WHOLE_1 = (
+    WHOLE.replace("HOT_FIELDS", "'h'").replace("v[LAST]", "v[3]")
+    .replace("UNPACK_H", "struct.unpack('>Bddddddddddddd', v[3])")
+    .replace("PACK_H", "'h', struct.pack('>Bddddddddddddd', st, g, ou, fu, oc, xr, be, tc, tf, ts, c0, f0, s0, cx2)")
+)  # fmt: skip
+WHOLE_2 = (
+    WHOLE.replace("HOT_FIELDS", "'h1', 'h2'").replace("v[LAST]", "v[4]")
+    .replace("local st, g, ou, fu, oc, xr, be, tc, tf, ts, c0, f0, s0, cx = UNPACK_H",
+             "local st, g, ou, fu, oc, xr, be = struct.unpack('>Bdddddd', v[3])\n"
+             "  local tc, tf, ts, c0, f0, s0, cx = struct.unpack('>ddddddd', v[4])")
+    .replace("PACK_H", "'h2', struct.pack('>ddddddd', tc, tf, ts, c0, f0, s0, cx2)")
+)  # fmt: skip
 ROWS = [
     "return 1",
     "record.lua, success (today's layout)",
     "HMGET of the head's 21 fields only (today's layout)",
     "prototype, struct-packed window + config",
     "prototype, text-packed window + config",
+    "prototype, whole hot state in 1 struct field + config + fp (hashtable)",
+    "prototype, whole hot state in 2 struct fields + config + fp (listpack)",
 ]
 # a breaker that has lived: a last transition and six finished buckets
 LIVED = {"lt": "1700000000000", "lf": "half_open", "lc": "1 probe succeeded", "la": "", "hs": "0", "hl": ""}
@@ -142,7 +190,7 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
     cfg, tag = DEFAULT_CFG, uuid.uuid4().hex[:8]
     sha = {name: r.script_load(text) for name, text in
            (("trivial", "return 1"), ("record", SCRIPTS["record"].text), ("hmget", HMGET21),
-            ("struct", STRUCT), ("text", TEXT))}  # fmt: skip
+            ("struct", STRUCT), ("text", TEXT), ("whole1", WHOLE_1), ("whole2", WHOLE_2))}  # fmt: skip
     today = f"layout-{tag}:{{today}}"
 
     def record(i: int) -> object:
@@ -163,6 +211,19 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
         "struct": {**cold, "w": struct.pack(">dddddddd", be, 0, 0, 0, 0, 0, 0, 0), "q": struct.pack(">dddddd", *q)},
         "text": {**cold, "w": f"{be}:0:0:0:0:0:0:0", "q": ":".join(str(v) for v in q)},
     }
+    hot = (0, int(g), 0, 0, 0, 4 * 10**12, be)  # closed, the generation, no expiries, the refresh never due
+    rest = {k: v for k, v in cold.items() if k not in ("st", "g", "ou", "fu", "oc", "xr")}
+    packed["whole1"] = {
+        **rest,
+        "q": packed["struct"]["q"],
+        "h": struct.pack(">Bddddddddddddd", *hot, 0, 0, 0, 0, 0, 0, 0),
+    }
+    packed["whole2"] = {
+        **rest,
+        "q": packed["struct"]["q"],
+        "h1": struct.pack(">Bdddddd", *hot),
+        "h2": struct.pack(">ddddddd", 0, 0, 0, 0, 0, 0, 0),
+    }
     keys: dict[str, str] = {}
     for name, mapping in packed.items():
         keys[name] = f"layout-{tag}:{{{name}}}"
@@ -180,6 +241,8 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
         ROWS[2]: lambda i: r.evalsha(sha["hmget"], 1, today),
         ROWS[3]: proto("struct"),
         ROWS[4]: proto("text"),
+        ROWS[5]: proto("whole1"),
+        ROWS[6]: proto("whole2"),
     }
     samples: dict[str, list[float]] = {row: [] for row in ROWS}
     for _ in range(rounds):

@@ -21,8 +21,9 @@ N calls each, median of the rounds, rows interleaved:
   no layout can go below, for a script that reads the server's time, reads state and writes.
 
 A second table prices the parts any script is made of, each alone in a script on the same
-lived-in hash (26 fields, listpack), with `+ µs` over `return 1`: a `redis.call` of TIME, an
-HGET, HMGETs of 2 and 21 fields, an HSET, 20 `tonumber`s of a string, two closures. The record's
+lived-in hash (26 fields, listpack), with `+ µs` over `return 1`: a `redis.call` of TIME (then
+`now` computed from it, then the lean reply returned), an HGET, HMGETs of 2 and 21 fields, an
+HSET, 20 `tonumber`s of a string, two closures. The record's
 common call is TIME + an HMGET of 21 fields + an HSET + about 16 `tonumber`s and its own logic:
 the sum says what any layout must cut to reach a ratio.
 
@@ -253,10 +254,13 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
     return label, {row: statistics.median(v) for row, v in samples.items()}, encodings
 
 
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
 # The parts of a script's cost: each alone (KEYS[1] = the lived-in breaker; ARGV[1] a number text).
 PARTS = {
     "return 1": "return 1",
     "TIME": "redis.call('TIME') return 1",
+    "TIME, and `now` from it (as the head)": _NOW + "return 1",
+    "TIME, `now`, the lean reply (a table of 3)": _NOW + "return {'closed', 0, now}",
     "HGET of 1 field": "redis.call('HGET', KEYS[1], 'st') return 1",
     "HMGET of 2 fields": "redis.call('HMGET', KEYS[1], 'st', 'tc') return 1",
     "HMGET of the head's 21 fields": HMGET21,

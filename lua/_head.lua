@@ -25,8 +25,8 @@ if ARGV[1] ~= nil and ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
   if now == nil then error('distbreaker: now must be a number, got ' .. ARGV[1]) end
 else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local t = redis.call('TIME')  -- (two texts of digits: arithmetic converts them, ~0.5 µs less than tonumber)
+  now = t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
 -- One HMGET of the hot fields (state, window totals, the hot config, the TTL refresh time),

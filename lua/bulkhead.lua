@@ -56,7 +56,7 @@ if ARGV[2] ~= nil and ARGV[2] ~= '' then
   now = int(2, 'now', 0, 1e15)
 else
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now = t[1] * 1000 + math.floor(t[2] / 1000)  -- (as _head.lua: arithmetic converts TIME's texts)
 end
 
 local function ms(v)

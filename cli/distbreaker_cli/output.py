@@ -170,6 +170,10 @@ _SNAPSHOT_JSON = (
 _TRANSITION_JSON = '{"time": %r, "from": %s, "to": %s, "cause": %s, "actor": %s, "generation": %d}'
 
 
+_STATE_VALUE = {state: state.value for state in State}  # (`.value` is a slow property)
+_STATE_JSON = {state: _quote(value) for state, value in _STATE_VALUE.items()}
+
+
 def _number_json(value: Any) -> str | None:
     """json's text of an int, a finite float or None (``null``); None for anything else."""
     kind = type(value)
@@ -180,37 +184,53 @@ def _number_json(value: Any) -> str | None:
     return int.__repr__(value) if kind is int else None
 
 
+def _state_json(state: Any) -> str | None:
+    """json's text of a `State`'s value; None for anything else (a str equal to one too)."""
+    return _STATE_JSON[state] if state.__class__ is State else None
+
+
 def _snapshot_json(s: Snapshot) -> str | None:
     """``json.dumps(snapshot_dict(s))`` without its closing ``}``: the same text
     (tests/cli/test_output_json.py) without building the dict; None where a value is not of a type
     this writes as json does (a bool for an int, a float that is not finite, a text that is not
     a str: json.dumps writes that one)."""
-    ints = (s.generation, s.calls, s.failures, s.slow_calls, s.consecutive_failures, s.open_count, s.half_open_calls)
-    server_time, last = s.server_time, s.last_transition
-    if not all(type(n) is int for n in ints) or type(server_time) is not float or server_time - server_time != 0:
+    g, calls, failures, slow, cx, oc, hoc = ints = (
+        s.generation,
+        s.calls,
+        s.failures,
+        s.slow_calls,
+        s.consecutive_failures,
+        s.open_count,
+        s.half_open_calls,
+    )
+    server_time, last, state = s.server_time, s.last_transition, _state_json(s.state)
+    if (
+        set(map(type, ints)) != _INT
+        or type(server_time) is not float
+        or server_time - server_time != 0
+        or state is None
+    ):
         return None
-    numbers = [_number_json(v) for v in (s.open_until, s.retry_after, s.forced_until, s.failing_clients)]
+    until, retry, forced, failing = numbers = (
+        _number_json(s.open_until),
+        _number_json(s.retry_after),
+        _number_json(s.forced_until),
+        _number_json(s.failing_clients),
+    )
     if None in numbers:
         return None
     try:
         if last is None:
             last_text = "null"
-        elif type(last.time) is float and last.time - last.time == 0 and type(last.generation) is int:
-            last_text = _TRANSITION_JSON % (
-                last.time,
-                _quote(last.from_state.value),
-                _quote(last.to_state.value),
-                _quote(last.cause),
-                _quote(last.actor),
-                last.generation,
-            )
         else:
-            return None
-        g, calls, failures, slow, cx, oc, hoc = ints
-        until, retry, forced, failing = numbers
+            time_, generation = last.time, last.generation
+            frm, to = _state_json(last.from_state), _state_json(last.to_state)
+            if type(time_) is not float or time_ - time_ != 0 or type(generation) is not int or not (frm and to):
+                return None
+            last_text = _TRANSITION_JSON % (time_, frm, to, _quote(last.cause), _quote(last.actor), generation)
         return _SNAPSHOT_JSON % (
             _quote(s.service),
-            _quote(s.state.value),
+            state,
             g,
             calls,
             failures,
@@ -229,8 +249,11 @@ def _snapshot_json(s: Snapshot) -> str | None:
             server_time,
             last_text,
         )
-    except (TypeError, AttributeError):  # (encode_basestring_ascii takes only a str)
+    except TypeError:  # (encode_basestring_ascii takes only a str)
         return None
+
+
+_INT = {int}
 
 
 def utc(seconds: float | None) -> str:
@@ -428,10 +451,14 @@ def _under(text: str, width: int, most: int = 3) -> list[str]:
     return ["    " + p for p in parts]
 
 
+_OPEN, _FORCED_OPEN, _DISABLED = State.OPEN, State.FORCED_OPEN, State.DISABLED
+
+
 def _left(s: Snapshot) -> str:
-    if s.state is State.OPEN and s.retry_after is not None:
+    state = s.state
+    if state is _OPEN and s.retry_after is not None:
         return format_duration(s.retry_after) if s.retry_after >= 0.001 else "0s"
-    if s.state in (State.FORCED_OPEN, State.DISABLED):
+    if state is _FORCED_OPEN or state is _DISABLED:
         if s.forced_until is None:
             return "until reset"
         return format_duration(max(0.001, s.forced_until - s.server_time))
@@ -462,7 +489,9 @@ def table(
         failed = f"{s.failures} ({100 * s.failure_rate:.0f}%)" if s.calls else "0"
         if s.failing_clients:  # minimum_failing_workers on: how many clients fail
             failed += f" by {s.failing_clients} client{'' if s.failing_clients == 1 else 's'}"
-        row: tuple[str, ...] = (safe(s.service), s.state.value, str(s.calls), failed, str(s.slow_calls), _left(s))
+        state = s.state
+        value = _STATE_VALUE[state] if state.__class__ is State else state.value  # (.value: a slow property)
+        row: tuple[str, ...] = (safe(s.service), value, str(s.calls), failed, str(s.slow_calls), _left(s))
         if wide:
             row += (str(s.generation), utc(s.forced_until) if s.forced_until is not None else "-")
         rows.append((*row, last))

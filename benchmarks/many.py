@@ -122,12 +122,30 @@ def interleaved(runs: int, *fns: Callable[[], Any]) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
+# The console script `distbreaker` as pip writes it (run by its path: sys.argv[0] is its name)
+CONSOLE_SCRIPT = """import sys
+from distbreaker_cli.app import main
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def console_script() -> str:
+    """The path of a `distbreaker` console script (in PYCACHE, a directory of its own: the
+    script's directory comes first on sys.path)."""
+    path = Path(PYCACHE, "bin", "distbreaker")
+    if not path.exists():
+        path.parent.mkdir()
+        path.write_text(CONSOLE_SCRIPT)
+    return str(path)
+
+
 def cli(url: str, prefix: str, *extra: str, tree: Path = ROOT, label: str = "") -> Callable[[], None]:
-    """A run of ``distbreaker status`` from `tree`'s code (the first call, untimed by `timed`'s
-    caller, writes the bytecode); under `label`, the subprocess's CPU is recorded in CPU."""
+    """A run of ``distbreaker status`` from `tree`'s code, through the console script (the
+    first call, untimed by `timed`'s caller, writes the bytecode); under `label`, the
+    subprocess's CPU is recorded in CPU."""
     env = env_for(tree)
-    main = "from distbreaker_cli.app import main; main()"  # the console script `distbreaker`
-    command = [sys.executable, "-c", main, "--url", url, "--prefix", prefix, "status", *extra]
+    command = [sys.executable, console_script(), "--url", url, "--prefix", prefix, "status", *extra]
     used: list[float] = []
 
     def run() -> None:

@@ -113,6 +113,8 @@ def _parsed_config(joined: str) -> dict[str, float | int | None]:
 def _overrides(joined: str) -> dict[str, float | int | None]:
     """The stored overrides ``name=value;...`` as `BreakerConfig` fields."""
     out: dict[str, float | int | None] = {}
+    if not joined:
+        return out
     for part in filter(None, joined.split(";")):
         name, _, value = part.partition("=")
         if name in _BY_SCRIPT_NAME:
@@ -158,6 +160,27 @@ class FleetConfig:
         """
         at = self.fingerprint_changed_at
         return at is not None and self.server_time - at <= seconds
+
+
+def _read_config(service: str, reply: builtins.list[Any]) -> FleetConfig:
+    """`_Operations._fleet_config` for a `_bulk.reply` (its numbers int, its texts str: none
+    converted again), as `_bulk.snapshot` is `decode_snapshot` for one: the same FleetConfig
+    (tests/unit/test_bulk.py proves the two equal).
+
+    Raises:
+        ValueError, IndexError: a stored config that does not parse (as `_fleet_config` raises).
+    """
+    pt = reply[FINGERPRINT_CHANGED_AT]
+    return FleetConfig(
+        service,
+        _config_values(reply[CONFIG]),
+        _config_values(reply[CLIENT_CONFIG]),
+        _overrides(reply[OVERRIDES]),
+        reply[FINGERPRINT] or None,
+        reply[PREVIOUS_FINGERPRINT] or None,
+        pt / 1000.0 if pt else None,
+        reply[NOW] / 1000.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +362,8 @@ class _Operations:
         self, names: builtins.list[str]
     ) -> Generator[_bulk.Pipeline, builtins.list[Any], Inspection]:
         """`names` read in pipelines of `CHUNK` (an HGETALL each, a TIME per pipeline) and decoded
-        as read.lua's reply would be (`_bulk.reply`), through the same `_decode`."""
+        as read.lua's reply would be (`_bulk.reply`), each by position (`_bulk.snapshot`,
+        `_read_config`: what `_decode` gives, without converting the reply's values again)."""
         found: builtins.list[tuple[Snapshot, FleetConfig]] = []
         broken: dict[str, DistbreakerError] = {}
         missing: builtins.list[str] = []
@@ -363,9 +387,12 @@ class _Operations:
                     missing.append(service)  # (listed by SCAN, then gone: expired or deleted)
                     continue
                 try:
-                    found.append(self._decode(service, reply))
-                except CorruptStateError as exc:
-                    broken[service] = exc
+                    found.append((_bulk.snapshot(service, reply), _read_config(service, reply)))
+                except (KeyError, ValueError, IndexError, TypeError):
+                    try:  # as one breaker's read decodes it: its error
+                        found.append(self._decode(service, reply))
+                    except CorruptStateError as exc:
+                        broken[service] = exc
         return Inspection(found, broken, missing)
 
     def _status_steps(self, service: str) -> Steps[Snapshot]:

@@ -77,10 +77,14 @@ def _collect(
     breakers); `states` keeps only breakers in those states. Redis unreachable or access
     denied ends the whole command: nothing could be read.
     """
-    names, unknown = _resolve(admin, services)
     found: Found = []
     broken: Broken = {}
-    if len(names) == 1 and services:  # one breaker: read.lua (its errors are the command's)
+    names, unknown = _resolve(admin, services) if services else ([], [])
+    if not services:  # every breaker: inspect_all lists them (valid names) and reads them
+        result = admin.inspect_all()
+        found = result.breakers
+        broken.update((name, exit_for(exc)) for name, exc in result.broken.items())
+    elif len(names) == 1:  # one breaker: read.lua (its errors are the command's)
         try:
             found.append(admin.inspect(names[0]))
         except UnknownServiceError:
@@ -116,9 +120,7 @@ def _is_glob(name: str) -> bool:
 
 
 def _resolve(admin: Admin, services: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """The breakers to read for `services` (all when none), and the globs that matched none."""
-    if not services:
-        return admin.list(), []
+    """The breakers to read for `services` (names and globs), and the globs that matched none."""
     listed = admin.list() if any(_is_glob(s) for s in services) else []
     names: list[str] = []
     unknown: list[str] = []

@@ -2,8 +2,10 @@
 
 Every command pays for the imports of the CLI before it runs; the commands in modules of their
 own (the demo with its worker processes, the dashboard, the exporter, bulkheads) are imported
-only when they are used or listed. Nothing here is timed (benchmarks/many.py measures the start
-with the rest of ``status``); ``python -X importtime -m distbreaker_cli.app status`` shows it.
+only when they are used or listed, and redis is imported without OpenTelemetry's SDK (redis-py
+imports it, when installed, only to know whether its own metrics could be on). Nothing here is
+timed (benchmarks/many.py measures the start with the rest of ``status``);
+``python -X importtime -m distbreaker_cli.app status`` shows it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from distbreaker_cli.app import LAZY_COMMANDS, cli
@@ -60,3 +64,26 @@ def test_a_lazy_command_is_a_click_command_of_that_name() -> None:
     for name, (module, attribute) in LAZY_COMMANDS.items():
         command = getattr(importlib.import_module(f"distbreaker_cli.{module}"), attribute)
         assert command.name == name
+
+
+SDK = "opentelemetry.sdk.metrics"
+COMMAND = f"""import json, sys
+import distbreaker_cli.app
+import redis.observability.providers
+seen = {SDK!r} in sys.modules
+import {SDK}
+print(json.dumps([seen, redis.observability.providers.OTEL_AVAILABLE, sys.modules[{SDK!r}] is not None]))
+"""
+
+
+def test_the_command_starts_without_the_opentelemetry_sdk_and_can_still_import_it(tmp_path: Path) -> None:
+    """Run as the `distbreaker` command, redis is imported as where OpenTelemetry's SDK is not
+    installed (redis-py does not import it: its own metrics stay off), and the SDK can still be
+    imported afterwards; imported as a library, the CLI leaves redis-py to find the SDK."""
+    pytest.importorskip(SDK)
+    script = tmp_path / "distbreaker"  # (the console script's name: sys.argv[0])
+    script.write_text(COMMAND)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == [False, False, True]
+    out = subprocess.run([sys.executable, "-c", COMMAND], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == [True, True, True]

@@ -139,6 +139,15 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def key_name(raw: Any) -> str:
+    """A key name SCAN returned, as str; "" (which names nothing) for one that is not UTF-8: a
+    stray key, never one distbreaker makes."""
+    try:
+        return text(raw)
+    except UnicodeDecodeError:
+        return ""
+
+
 def script_args(config: BreakerConfig | None, now_ms: int | None, extra: Sequence[str]) -> list[str]:
     """ARGV of a script call: now override ('' = server time), fingerprint, the script's own args.
 

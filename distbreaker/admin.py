@@ -24,6 +24,7 @@ from ._core import (
     Pipelined,
     decode_snapshot,
     decode_transition,
+    key_name,
     keys_for,
     service_of_key,
     state_key,
@@ -288,7 +289,7 @@ class _Operations:
         return Operator(self.prefix, service, scripts_for(self.redis))
 
     def _found(self, keys: builtins.list[Any]) -> builtins.list[str]:
-        found = {service_of_key(self.prefix, text(k)) for k in keys}
+        found = {service_of_key(self.prefix, key_name(k)) for k in keys}
         return sorted(s for s in found if s)
 
     def _match(self) -> str:

@@ -34,7 +34,7 @@ from . import _functions
 from ._bulk import arun, run, time_ms
 from ._bulkhead_otel import BULKHEAD_INSTRUMENTS
 from ._config import seconds
-from ._core import _SERVICE, DEFAULT_PREFIX, Eval, client_id, text, validate_prefix, validate_service
+from ._core import _SERVICE, DEFAULT_PREFIX, Eval, client_id, key_name, text, validate_prefix, validate_service
 from ._log import LIMITED
 from ._scripts import OTHER_FUNCTIONS, OTHER_SCRIPTS, LuaScript, adrive, drive, eval_steps
 from .errors import BulkheadFullError, ConfigError, translate
@@ -670,7 +670,7 @@ def bulkheads(redis: Any, prefix: str = DEFAULT_PREFIX) -> list[BulkheadState]:
     """
     prefix = validate_prefix(prefix)
     try:
-        names = _names(prefix, (text(k) for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)))
+        names = _names(prefix, (key_name(k) for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)))
         read = run(redis, read_steps(prefix, names))[0]
     except RedisError as exc:
         raise translate(exc, prefix) from exc
@@ -681,7 +681,9 @@ async def abulkheads(redis: Any, prefix: str = DEFAULT_PREFIX) -> list[BulkheadS
     """`bulkheads` over a `redis.asyncio` client."""
     prefix = validate_prefix(prefix)
     try:
-        names = _names(prefix, [text(k) async for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)])
+        names = _names(
+            prefix, [key_name(k) async for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)]
+        )
         read = (await arun(redis, read_steps(prefix, names)))[0]
     except RedisError as exc:
         raise translate(exc, prefix) from exc
@@ -697,7 +699,7 @@ def bulkhead_names(redis: Any, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """
     prefix = validate_prefix(prefix)
     try:
-        return _names(prefix, (text(k) for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)))
+        return _names(prefix, (key_name(k) for k in redis.scan_iter(match=f"{prefix}:{{*}}:bulkhead", count=1000)))
     except RedisError as exc:
         raise translate(exc, prefix) from exc
 

@@ -84,7 +84,7 @@ def _collect(
         result = admin.inspect_all()
         found = result.breakers
         broken.update((name, exit_for(exc)) for name, exc in result.broken.items())
-    elif len(names) == 1:  # one breaker: read.lua (its errors are the command's)
+    elif len(names) == 1:  # one breaker: Admin.status, plain reads (its errors are the command's)
         try:
             found.append(admin.inspect(names[0]))
         except UnknownServiceError:

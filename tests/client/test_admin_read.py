@@ -303,3 +303,18 @@ async def test_cluster_one_breaker_on_its_master(redis_cluster: Any, prefix: str
     finally:
         rc.close()
         await arc.aclose()
+
+
+def test_a_key_that_is_not_utf8_is_skipped_by_list_and_status(
+    client: redis.Redis, r: redis.Redis, prefix: str, make: Callable[..., Breaker]
+) -> None:
+    """A stray key under the prefix whose name is not UTF-8 (`<prefix>:{\\xff}`) names no breaker:
+    Admin.list, inspect_all and the bulkheads' list skip it (they raised UnicodeDecodeError)."""
+    make("payments").call(lambda: None)
+    r.hset(f"{prefix}:{{".encode() + b"\xff}", "st", "closed")
+    r.zadd(f"{prefix}:{{".encode() + b"\xfe}:bulkhead", {"x": 1})
+    admin = distbreaker.Admin(client, prefix=prefix)
+    assert admin.list() == ["payments"]
+    inspection = admin.inspect_all()
+    assert [s.service for s, _ in inspection.breakers] == ["payments"] and not inspection.broken
+    assert distbreaker.bulkhead.bulkhead_names(client, prefix=prefix) == []

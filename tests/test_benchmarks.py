@@ -106,13 +106,17 @@ def test_server_cost_quick(redis_binary: Binary) -> None:
 
 
 def test_layout_cost_quick(redis_binary: Binary) -> None:
-    """benchmarks/layout_cost.py: the record, the HMGET of the head's fields and both packed-layout
-    prototypes measured on listpack hashes (each prototype answered the common call, or the run
-    would have failed with its error reply)."""
+    """benchmarks/layout_cost.py: the record, the HMGET of the head's fields and the four
+    packed-layout prototypes (each answered the common call, or the run would have failed with
+    its error reply), on listpack hashes but for the one whose 105-byte field makes a hashtable;
+    then the parts table, every part measured."""
     out = _run("layout_cost.py")
     rows = _rows(out, "| workload |")
-    assert len(rows) == 5 and sum("prototype" in r for r in rows) == 2, out
-    assert "nan" not in out and "hashtable" not in out and out.count("listpack") >= 3, out
+    assert len(rows) == 7 and sum("prototype" in r for r in rows) == 4, out
+    assert "nan" not in out and out.count("listpack") >= 4, out
+    assert out.count("whole1: hashtable") == out.count("hash encodings") >= 1, out
+    parts = _rows(out, "| part of a script")
+    assert len(parts) == 10 and any("HMGET of the head's 21 fields" in r for r in parts), out
 
 
 def test_read_cost_quick(redis_binary: Binary) -> None:

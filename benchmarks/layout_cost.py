@@ -254,7 +254,7 @@ def measure(url: str, n: int, rounds: int) -> tuple[str, dict[str, float], dict[
     return label, {row: statistics.median(v) for row, v in samples.items()}, encodings
 
 
-_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+_NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "  # (as lua/_head.lua)
 # The parts of a script's cost: each alone (KEYS[1] = the lived-in breaker; ARGV[1] a number text).
 PARTS = {
     "return 1": "return 1",

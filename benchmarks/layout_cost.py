@@ -77,11 +77,20 @@ HEAD_FIELDS = (
 )  # fmt: skip  (lua/_head.lua's HMGET)
 HMGET21 = "redis.call('HMGET', KEYS[1], " + ", ".join(f"'{f}'" for f in HEAD_FIELDS) + ") return 1"
 
+# What every prototype does with the outcome (one success): the counts, cx, the trip check; then
+# its write (the text that follows, in each prototype).
+COUNT_AND_TRIP = """    local n = ns + nf
+    tc, tf, ts = tc + n, tf + nf, ts + nslow
+    local cx2 = cx + nf
+    if ns > 0 then cx2 = nf end
+    local trip = (cxn > 0 and cx2 >= cxn) or (tc >= min and (tf / tc >= frt or (ts > 0 and ts / tc >= srt)))
+    if not trip then
+      c0, f0, s0 = c0 + n, f0 + nf, s0 + nslow"""
 # The common call of record.lua on a packed layout; DECODE_W/DECODE_Q/ENCODE_W are filled in.
-PROTOTYPE = """
+PROTOTYPE_TEXT = """
 local now
 if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
-  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+  local t = redis.call('TIME'); now = t[1] * 1000 + math.floor(t[2] / 1000) end
 local H_st, H_g, H_ou, H_fu, H_oc, H_fp, H_xr, H_w, H_q = unpack(redis.call('HMGET', KEYS[1],
   'st', 'g', 'ou', 'fu', 'oc', 'fp', 'xr', 'w', 'q'))
 if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == ARGV[2] and H_w and H_q then
@@ -92,13 +101,7 @@ if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == ARGV[2] and
   if xr and now < xr and g and tonumber(ARGV[3]) == g and ns and nf and nslow and ns >= 0 and nf >= 0
       and nslow >= 0 and nslow <= ns + nf and (not H_ou or tonumber(H_ou)) and (not H_fu or tonumber(H_fu))
       and (not H_oc or tonumber(H_oc)) then
-    local n = ns + nf
-    tc, tf, ts = tc + n, tf + nf, ts + nslow
-    local cx2 = cx + nf
-    if ns > 0 then cx2 = nf end
-    local trip = (cxn > 0 and cx2 >= cxn) or (tc >= min and (tf / tc >= frt or (ts > 0 and ts / tc >= srt)))
-    if not trip then
-      c0, f0, s0 = c0 + n, f0 + nf, s0 + nslow
+COUNT_AND_TRIP
       redis.call('HSET', KEYS[1], 'w', ENCODE_W)
       return {'closed', g, now}
     end
@@ -106,6 +109,7 @@ if ARGV[8] == nil and ARGV[7] == '' and H_st == 'closed' and H_fp == ARGV[2] and
 end
 return redis.error_reply('prototype: not the common call')
 """
+PROTOTYPE = PROTOTYPE_TEXT.replace("COUNT_AND_TRIP", COUNT_AND_TRIP)
 STRUCT = (
     PROTOTYPE.replace("DECODE_W", "struct.unpack('>dddddddd', H_w)")
     .replace("DECODE_Q", "struct.unpack('>dddddd', H_q)")
@@ -133,10 +137,10 @@ TEXT = (
 # the window, the hot config, in struct fields; `fp` beside them. HOT_FIELDS is filled in: one
 # field 'h' of 105 bytes (the hash becomes a hashtable), or 'h1' + 'h2' of 49 and 56 bytes (a
 # listpack stays one).
-WHOLE = """
+WHOLE_TEXT = """
 local now
 if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
-  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+  local t = redis.call('TIME'); now = t[1] * 1000 + math.floor(t[2] / 1000) end
 local v = redis.call('HMGET', KEYS[1], 'fp', 'q', HOT_FIELDS)
 if ARGV[8] == nil and ARGV[7] == '' and v[1] == ARGV[2] and v[2] and v[3] and v[LAST] then
   local st, g, ou, fu, oc, xr, be, tc, tf, ts, c0, f0, s0, cx = UNPACK_H
@@ -144,13 +148,7 @@ if ARGV[8] == nil and ARGV[7] == '' and v[1] == ARGV[2] and v[2] and v[3] and v[
   local ns, nf, nslow = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
   if st == 0 and now < xr and tonumber(ARGV[3]) == g and ns and nf and nslow and ns >= 0 and nf >= 0
       and nslow >= 0 and nslow <= ns + nf then
-    local n = ns + nf
-    tc, tf, ts = tc + n, tf + nf, ts + nslow
-    local cx2 = cx + nf
-    if ns > 0 then cx2 = nf end
-    local trip = (cxn > 0 and cx2 >= cxn) or (tc >= min and (tf / tc >= frt or (ts > 0 and ts / tc >= srt)))
-    if not trip then
-      c0, f0, s0 = c0 + n, f0 + nf, s0 + nslow
+COUNT_AND_TRIP
       redis.call('HSET', KEYS[1], PACK_H)
       return {'closed', g, now}
     end
@@ -158,6 +156,7 @@ if ARGV[8] == nil and ARGV[7] == '' and v[1] == ARGV[2] and v[2] and v[3] and v[
 end
 return redis.error_reply('prototype: not the common call')
 """
+WHOLE = WHOLE_TEXT.replace("COUNT_AND_TRIP", COUNT_AND_TRIP)
 WHOLE_1 = (
     WHOLE.replace("HOT_FIELDS", "'h'").replace("v[LAST]", "v[3]")
     .replace("UNPACK_H", "struct.unpack('>Bddddddddddddd', v[3])")

@@ -22,54 +22,39 @@ floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_fr
 maybe_floats = st.one_of(st.none(), floats, st.integers(0, 10))
 words = st.one_of(st.text(max_size=10), st.sampled_from(["", "café", "a\x1b[31mb", 'quote " and \\', "\u202e"]))
 states = st.sampled_from(list(State))
-transitions = st.builds(Transition, words, floats, states, states, words, words, ints)
-snapshots = st.builds(
-    Snapshot,
-    service=words,
-    state=states,
-    generation=ints,
-    calls=ints,
-    failures=ints,
-    slow_calls=ints,
-    consecutive_failures=ints,
-    open_until=maybe_floats,
-    forced_until=maybe_floats,
-    reason=words,
-    actor=words,
-    open_count=ints,
-    half_open_calls=ints,
-    half_open_successes=ints,
-    server_time=floats,
-    last_transition=st.one_of(st.none(), transitions),
-    config=st.one_of(st.none(), words),
-    failing_clients=st.one_of(st.none(), ints),
-)
 
 
+def snapshot_strategy(count: Any, time: Any, maybe_time: Any) -> Any:
+    """Snapshots (and their last transition) whose counts are drawn from `count`, their times
+    from `time` (`maybe_time` where None is allowed)."""
+    last = st.builds(Transition, words, time, states, states, words, words, count)
+    return st.builds(
+        Snapshot,
+        service=words,
+        state=states,
+        generation=count,
+        calls=count,
+        failures=count,
+        slow_calls=count,
+        consecutive_failures=count,
+        open_until=maybe_time,
+        forced_until=maybe_time,
+        reason=words,
+        actor=words,
+        open_count=count,
+        half_open_calls=count,
+        half_open_successes=count,
+        server_time=time,
+        last_transition=st.one_of(st.none(), last),
+        config=st.one_of(st.none(), words),
+        failing_clients=st.one_of(st.none(), count),
+    )
+
+
+snapshots = snapshot_strategy(ints, floats, maybe_floats)
 counts = st.integers(-1, 10**12)
 finite = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, -0.0, 1.8e9 + 0.123]))
-plain_transitions = st.builds(Transition, words, finite, states, states, words, words, counts)
-plain_snapshots = st.builds(
-    Snapshot,
-    service=words,
-    state=states,
-    generation=counts,
-    calls=counts,
-    failures=counts,
-    slow_calls=counts,
-    consecutive_failures=counts,
-    open_until=st.one_of(st.none(), finite),
-    forced_until=st.one_of(st.none(), finite),
-    reason=words,
-    actor=words,
-    open_count=counts,
-    half_open_calls=counts,
-    half_open_successes=counts,
-    server_time=finite,
-    last_transition=st.one_of(st.none(), plain_transitions),
-    config=st.one_of(st.none(), words),
-    failing_clients=st.one_of(st.none(), counts),
-)
+plain_snapshots = snapshot_strategy(counts, finite, st.one_of(st.none(), finite))
 
 
 def _reference(s: Snapshot) -> str | None:

@@ -124,6 +124,14 @@ def _overrides(joined: str) -> dict[str, float | int | None]:
     return out
 
 
+def quorum_unreported(workers: dict[str, Any], overrides: dict[str, Any]) -> bool:
+    """Whether `overrides` turn minimum_failing_workers on for workers whose own config
+    (`workers`) has it off: they say who fails only when theirs is on, so no failing client would
+    be counted and the quorum would hold every trip back (`Admin.set_config` refuses it;
+    ``distbreaker config SERVICE`` warns of one stored before)."""
+    return not workers.get("minimum_failing_workers") and bool(overrides.get("minimum_failing_workers"))
+
+
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
     """A breaker's config as Redis holds it (`BreakerConfig` field names and units: seconds).
@@ -443,8 +451,7 @@ class _Operations:
         base = dict(current.client or current.effective or {}) if current else {}
         kept = {} if replace or current is None else dict(current.overrides)
         wanted = {**kept, **overrides}
-        if base and not base.get("minimum_failing_workers") and overrides.get("minimum_failing_workers"):
-            # workers report who fails only when their own config has the quorum on
+        if base and quorum_unreported(base, overrides):
             raise ConfigError(
                 "minimum_failing_workers",
                 "the workers have it off, so they do not say which of them fail; an override would "

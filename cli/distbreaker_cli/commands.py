@@ -18,7 +18,7 @@ from distbreaker import Admin, Snapshot, State
 from distbreaker._action_steps import check_control
 from distbreaker._arg_checks import actor_or_default, check_reason
 from distbreaker._core import keys_for, validate_service
-from distbreaker.admin import FleetConfig, close_matches
+from distbreaker.admin import FleetConfig, close_matches, quorum_unreported
 from distbreaker.bulkhead import bulkhead_names
 from distbreaker.errors import (
     AccessDeniedError,
@@ -604,6 +604,12 @@ def config(
                 f" (replaced {after.previous_fingerprint} {ago(after.server_time - after.fingerprint_changed_at)})"
             )
         obj.note(line)
+        if after.client is not None and quorum_unreported(after.client, after.overrides):
+            obj.warn(
+                f"minimum_failing_workers {after.overrides['minimum_failing_workers']} is an override while the "
+                "workers have it off: they do not say which of them fail, so the quorum holds every trip back; "
+                f"'distbreaker config {service} --clear' removes it (set it in the workers' BreakerConfig instead)"
+            )
     if changed and before is None:
         obj.note(f"note: no worker has used {service!r} yet; the overrides apply when workers start")
 

@@ -14,6 +14,7 @@ from _servers import ServerFactory
 from click.testing import CliRunner, Result
 
 from distbreaker import Admin, Breaker, BreakerConfig, CircuitOpenError, State, connect
+from distbreaker._scripts import SCRIPTS
 from distbreaker_cli.app import cli
 
 Run = Callable[..., Result]
@@ -314,6 +315,24 @@ def test_config_does_not_turn_the_quorum_on_for_workers_that_have_it_off(
     calls(make("quorum", minimum_failing_workers=2), ok=1)
     for value in ("3", "off"):
         assert run("config", "quorum", "--set", f"minimum_failing_workers={value}").exit_code == 0
+
+
+def test_config_warns_of_a_quorum_override_the_workers_cannot_answer(
+    run: Run, make: Callable[..., Breaker], client: redis.Redis, prefix: str
+) -> None:
+    """An override that turned the quorum on for workers that have it off (stored before
+    Admin.set_config refused it, or by a script directly): `config SERVICE` says so, with the fix;
+    once cleared, no warning."""
+    calls(make("payments"), ok=1)
+    key = f"{prefix}:{{payments}}"
+    client.eval(
+        SCRIPTS["control"].text, 2, key, key + ":events", "", "", "config", "0", "minimum_failing_workers=2", "x"
+    )
+    shown = run("config", "payments")
+    assert shown.exit_code == 0
+    assert "warning: minimum_failing_workers 2 is an override" in shown.stderr and "--clear" in shown.stderr
+    run("config", "payments", "--clear")
+    assert "warning" not in run("config", "payments").stderr
 
 
 # -- doctor ---------------------------------------------------------------------------------

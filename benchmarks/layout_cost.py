@@ -47,7 +47,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_cost import each_server, evalsha_usec, server_args, server_label  # noqa: E402  (benchmarks/server_cost.py)
+from server_cost import each_server, evalsha_usec, print_ratios, server_args, server_label  # noqa: E402  (benchmarks/server_cost.py)
 
 from distbreaker._reference import DEFAULT_CFG  # noqa: E402
 from distbreaker._scripts import SCRIPTS  # noqa: E402
@@ -290,11 +290,7 @@ def main() -> None:
     server_args(parser)
     args = parser.parse_args()
     results = each_server(args, lambda url: measure(url, args.calls, args.rounds))
-    print("| workload | " + " | ".join(f"{label} µs | ×" for label, _, _ in results) + " |")
-    print("|---|" + "---:|---:|" * len(results))
-    for row in ROWS:
-        cells = [f"{per[row]:.2f} | {per[row] / per['return 1']:.1f}×" for _, per, _ in results]
-        print(f"| {row} | " + " | ".join(cells) + " |")
+    print_ratios([(label, per) for label, per, _ in results], ROWS, "return 1")
     print()
     for label, _, enc in results:
         print(f"{label}: hash encodings: " + "; ".join(f"{k}: {v}" for k, v in enc.items()))

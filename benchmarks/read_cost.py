@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from server_cost import each_server, evalsha_usec, server_args, server_label
+from server_cost import each_server, evalsha_usec, print_ratios, server_args, server_label, verdict
 
 from distbreaker import BreakerConfig, _bulk, _transport, connect
 from distbreaker._scripts import SCRIPTS
@@ -146,18 +146,11 @@ def main() -> None:
     server_args(parser)
     args = parser.parse_args()
     results = each_server(args, lambda url: measure(url, args.calls, args.rounds))
-    print("| workload | " + " | ".join(f"{label} µs | ×" for label, _, _ in results) + " |")
-    print("|---|" + "---:|---:|" * len(results))
-    for w in WORKLOADS:
-        cells = [f"{per[w]:.2f} | {per[w] / per['return 1 (EVALSHA)']:.1f}×" for _, per, _ in results]
-        print(f"| {w} | " + " | ".join(cells) + " |")
+    print_ratios([(label, per) for label, per, _ in results], WORKLOADS, "return 1 (EVALSHA)")
     print("\n| issue 15 target: an operator's read ≤ 4× | " + " | ".join(label for label, _, _ in results) + " |")
     print("|---|" + "---:|" * len(results))
     for w in TARGETS:
-        verdicts = []
-        for _, per, _ in results:
-            ratio = per[w] / per["return 1 (EVALSHA)"]
-            verdicts.append(f"{'PASS' if ratio <= TARGET else 'MISS'} ({ratio:.1f}×)")
+        verdicts = [verdict(per[w] / per["return 1 (EVALSHA)"], TARGET) for _, per, _ in results]
         print(f"| {w} | " + " | ".join(verdicts) + " |")
     print("\n| plain read, µs per command (last round) | " + " | ".join(label for label, _, _ in results) + " |")
     print("|---|" + "---:|" * len(results))

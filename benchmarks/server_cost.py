@@ -161,6 +161,21 @@ def each_server(args: argparse.Namespace, fn: Callable[[str], T]) -> list[T]:
     return out
 
 
+def print_ratios(columns: list[tuple[str, dict[str, float]]], rows: list[str], base: str) -> None:
+    """A `| workload | <server> µs | × | ...` table: each row's µs on each server (`columns`: the
+    server's label and row -> µs, one run) and its ratio to that server's `base` row."""
+    print("| workload | " + " | ".join(f"{label} µs | ×" for label, _ in columns) + " |")
+    print("|---|" + "---:|---:|" * len(columns))
+    for row in rows:
+        cells = [f"{per[row]:.2f} | {per[row] / per[base]:.1f}×" for _, per in columns]
+        print(f"| {row} | " + " | ".join(cells) + " |")
+
+
+def verdict(ratio: float, most: float) -> str:
+    """A target's cell: PASS or MISS, and the ratio measured."""
+    return f"{'PASS' if ratio <= most else 'MISS'} ({ratio:.1f}×)"
+
+
 def scripts_from(lua: Path) -> dict[str, bytes]:
     """The script texts built from another checkout's lua/ directory (as _scripts.py does; its
     `--@schema` line, if any, gets this tree's schema constants)."""
@@ -357,21 +372,11 @@ def main() -> None:
     results = each_server(args, lambda url: measure(url, args.calls, variants, args.rounds))
     for name, _ in variants:
         print(f"\nscripts: {name}\n")
-        print("| workload | " + " | ".join(f"{label} µs | ×" for label, _, _ in results) + " |")
-        print("|---|" + "---:|---:|" * len(results))
-        for w in WORKLOADS:
-            cells = []
-            for _, per, _ in results:
-                usec, base = per[name][w], per[name]["return 1"]
-                cells.append(f"{usec:.2f} | {usec / base:.1f}×")
-            print(f"| {w} | " + " | ".join(cells) + " |")
+        print_ratios([(label, per[name]) for label, per, _ in results], WORKLOADS, "return 1")
         print("\n| issue 15 target | " + " | ".join(label for label, _, _ in results) + " |")
         print("|---|" + "---:|" * len(results))
         for w, most in TARGETS.items():
-            verdicts = []
-            for _, per, _ in results:
-                ratio = per[name][w] / per[name]["return 1"]
-                verdicts.append(f"{'PASS' if ratio <= most else 'MISS'} ({ratio:.1f}×)")
+            verdicts = [verdict(per[name][w] / per[name]["return 1"], most) for _, per, _ in results]
             print(f"| {w} ≤ {most:g}× | " + " | ".join(verdicts) + " |")
         print("\n| breaker hash encoding (OBJECT ENCODING) | " + " | ".join(label for label, _, _ in results) + " |")
         print("|---|" + "---|" * len(results))

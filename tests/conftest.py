@@ -11,9 +11,9 @@ import importlib.util
 import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -28,6 +28,9 @@ from _servers import (
     TopologyError,
     find_binary,
 )
+
+import distbreaker.asyncio as dba
+from distbreaker import connect
 
 
 def _no_server(message: str) -> NoReturn:
@@ -130,6 +133,22 @@ def _fresh_log_limits() -> None:
 def prefix() -> str:
     """A key prefix unique to this test (the only isolation on a shared server)."""
     return f"dbt-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A breaker client to the session server (a generous timeout: tests, not outages)."""
+    c = connect(redis_url, timeout=2.0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def aclient(redis_url: str) -> AsyncIterator[Any]:
+    """The asyncio twin of `client`."""
+    c = dba.connect(redis_url, timeout=2.0)
+    yield c
+    await c.aclose()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,10 +31,9 @@ from distbreaker import (
 
 
 @pytest.fixture
-def sync_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = connect(redis_url, timeout=2.0)
-    yield client
-    client.close()
+def sync_client(client: redis.Redis) -> redis.Redis:
+    """The shared sync `client` (tests/conftest.py), by the name these tests give it beside `aclient`."""
+    return client
 
 
 @pytest.fixture

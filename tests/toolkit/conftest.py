@@ -3,30 +3,14 @@ and a local HTTP server (loopback only)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from _toolkit import HTTPServer
 
 import distbreaker.asyncio as dba
-from distbreaker import Breaker, BreakerConfig, connect
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Any]:
-    """A breaker-tuned sync client of the session server (generous timeout: CI is busy)."""
-    c = connect(redis_url, timeout=2.0)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-async def aclient(redis_url: str) -> AsyncIterator[Any]:
-    """The asyncio client of the session server."""
-    c = dba.connect(redis_url, timeout=2.0)
-    yield c
-    await c.aclose()
+from distbreaker import Breaker, BreakerConfig
 
 
 @pytest.fixture

@@ -162,6 +162,16 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def rtext(redis_url: str) -> Iterator[redis.Redis]:
+    """`r` with text replies (decode_responses): what the script tests compare with str."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
 def redis_server_factory(redis_binary: Binary, tmp_path: Path) -> Iterator[ServerFactory]:
     """``factory(*extra_args) -> Server``: private started servers, all stopped at teardown."""
     servers: list[Server] = []

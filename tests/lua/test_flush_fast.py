@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -137,12 +136,8 @@ class Pair:
 
 
 @pytest.fixture
-def pair(redis_url: str, prefix: str) -> Iterator[Pair]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield Pair(client, prefix)
-    finally:
-        client.close()
+def pair(rtext: redis.Redis, prefix: str) -> Pair:
+    return Pair(rtext, prefix)
 
 
 def test_the_cut_and_the_marker_change_only_the_fast_path() -> None:

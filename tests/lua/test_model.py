@@ -533,17 +533,15 @@ CLIENT = Cfg(0.5, 2, 4_000, 2, 0, 1.0, 1_000, 2.0, 5_000, 1, 1, 500, 86_400_000,
 
 
 @pytest.fixture
-def machine(r: redis.Redis, redis_url: str, prefix: str) -> Any:
+def machine(rtext: redis.Redis, prefix: str) -> Any:
     """A `BreakerMachine` driven by hand: one fresh key, the model, `CLIENT` as the worker."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    mc = BreakerMachine(client, prefix)
+    mc = BreakerMachine(rtext, prefix)
     mc.setup(CLIENT, offset=0, eager_config=False)
     mc.statistics = False
     try:
         yield mc
     finally:
         mc.teardown()
-        client.close()
 
 
 def test_operator_first_then_a_worker_with_wide_buckets(machine: BreakerMachine) -> None:

@@ -129,12 +129,10 @@ class Script:
 
 
 @pytest.fixture
-def script(redis_url: str, prefix: str) -> Iterator[Script]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    s = Script(client, prefix)
+def script(rtext: redis.Redis, prefix: str) -> Iterator[Script]:
+    s = Script(rtext, prefix)
     yield s
-    client.delete(*s.keys)
-    client.close()
+    rtext.delete(*s.keys)
 
 
 def test_every_named_field_holds_its_value(script: Script) -> None:

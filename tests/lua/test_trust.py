@@ -78,12 +78,8 @@ class Script:
 
 
 @pytest.fixture
-def s(redis_url: str, prefix: str) -> Iterator[Script]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield Script(client, prefix)
-    finally:
-        client.close()
+def s(rtext: redis.Redis, prefix: str) -> Script:
+    return Script(rtext, prefix)
 
 
 # -- 14.4: the TTL rule ---------------------------------------------------------------------------

@@ -28,17 +28,15 @@ RATE = dataclasses.replace(CLIENT, minimum_calls=1, half_open_max_calls=4, half_
 
 
 @pytest.fixture
-def machine(redis_url: str, prefix: str) -> Iterator[BreakerMachine]:
+def machine(rtext: redis.Redis, prefix: str) -> Iterator[BreakerMachine]:
     """A `BreakerMachine` driven by hand: one fresh key, the model, `QUORUM` as the worker."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    mc = BreakerMachine(client, prefix)
+    mc = BreakerMachine(rtext, prefix)
     mc.setup(QUORUM, offset=0, eager_config=False)
     mc.statistics = False
     try:
         yield mc
     finally:
         mc.teardown()
-        client.close()
 
 
 def failing(mc: BreakerMachine) -> int:

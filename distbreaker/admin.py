@@ -171,27 +171,6 @@ class FleetConfig:
         return at is not None and self.server_time - at <= seconds
 
 
-def _read_config(service: str, reply: builtins.list[Any]) -> FleetConfig:
-    """`_Operations._fleet_config` for a `_bulk.reply` (its numbers int, its texts str: none
-    converted again), as `_bulk.snapshot` is `decode_snapshot` for one: the same FleetConfig
-    (tests/unit/test_bulk.py proves the two equal).
-
-    Raises:
-        ValueError, IndexError: a stored config that does not parse (as `_fleet_config` raises).
-    """
-    pt = reply[FINGERPRINT_CHANGED_AT]
-    return FleetConfig(
-        service,
-        _config_values(reply[CONFIG]),
-        _config_values(reply[CLIENT_CONFIG]),
-        _overrides(reply[OVERRIDES]),
-        reply[FINGERPRINT] or None,
-        reply[PREVIOUS_FINGERPRINT] or None,
-        pt / 1000.0 if pt else None,
-        reply[NOW] / 1000.0,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Check:
     """One finding of `Admin.doctor`.
@@ -372,7 +351,7 @@ class _Operations:
     ) -> Generator[_bulk.Pipeline, builtins.list[Any], Inspection]:
         """`names` read in pipelines of `CHUNK` (an HGETALL each, a TIME per pipeline) and decoded
         as read.lua's reply would be (`_bulk.reply`), each by position (`_bulk.snapshot`,
-        `_read_config`: what `_decode` gives, without converting the reply's values again)."""
+        `_fleet_config`: what `_decode` gives, without converting the reply's values again)."""
         found: builtins.list[tuple[Snapshot, FleetConfig]] = []
         broken: dict[str, DistbreakerError] = {}
         missing: builtins.list[str] = []
@@ -396,7 +375,7 @@ class _Operations:
                     missing.append(service)  # (listed by SCAN, then gone: expired or deleted)
                     continue
                 try:
-                    found.append((_bulk.snapshot(service, reply), _read_config(service, reply)))
+                    found.append((_bulk.snapshot(service, reply), self._fleet_config(service, reply)))
                 except (KeyError, ValueError, IndexError, TypeError):
                     try:  # as one breaker's read decodes it: its error
                         found.append(self._decode(service, reply))
@@ -414,18 +393,23 @@ class _Operations:
         return self._decode(service, (yield from self._read_steps(service)))
 
     @staticmethod
-    def _fleet_config(service: str, reply: Any) -> FleetConfig:
-        ov, cc, pf = text(reply[OVERRIDES]), text(reply[CLIENT_CONFIG]), text(reply[PREVIOUS_FINGERPRINT])
-        pt = int(reply[FINGERPRINT_CHANGED_AT])
+    def _fleet_config(service: str, reply: builtins.list[Any]) -> FleetConfig:
+        """The FleetConfig of a `_bulk.reply` (its numbers int, its texts str: none converted
+        again), by position.
+
+        Raises:
+            ValueError, IndexError: a stored config that does not parse.
+        """
+        pt = reply[FINGERPRINT_CHANGED_AT]
         return FleetConfig(
-            service=service,
-            effective=_config_values(text(reply[CONFIG])),
-            client=_config_values(cc),
-            overrides=_overrides(ov),
-            fingerprint=text(reply[FINGERPRINT]) or None,
-            previous_fingerprint=pf or None,
-            fingerprint_changed_at=pt / 1000.0 if pt else None,
-            server_time=int(reply[NOW]) / 1000.0,
+            service,
+            _config_values(reply[CONFIG]),
+            _config_values(reply[CLIENT_CONFIG]),
+            _overrides(reply[OVERRIDES]),
+            reply[FINGERPRINT] or None,
+            reply[PREVIOUS_FINGERPRINT] or None,
+            pt / 1000.0 if pt else None,
+            reply[NOW] / 1000.0,
         )
 
     def _set_config_steps(

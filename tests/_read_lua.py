@@ -3,8 +3,9 @@
 `Admin.status` / `config` / `inspect` ran read.lua until they were moved to the plain reads of
 `_bulk` (issue 15 item 1: the script's server time); the tests that check a plain read
 (`Admin.inspect`, `Admin.inspect_all`, the exporter) against the scripts compare it with this:
-the same script (ARGV ``'' '' '1'``: the server's time, no config, create nothing), decoded by the
-same `Admin._decode`. read.lua *stores* the lazy steps it applies (a plain read does not).
+the same script (ARGV ``'' '' '1'``: the server's time, no config, create nothing), its texts
+decoded as `_bulk.reply` gives them, then read by the same `Admin._decode`. read.lua *stores*
+the lazy steps it applies (a plain read does not).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from distbreaker import Admin, Snapshot, UnknownServiceError
 from distbreaker._action_steps import Operator, read_steps
+from distbreaker._core import text
 from distbreaker._reply import EXISTS
 from distbreaker._scripts import drive, scripts_for
 from distbreaker.admin import FleetConfig
@@ -34,7 +36,8 @@ def read_lua(client: Any, prefix: str, service: str) -> tuple[Snapshot, FleetCon
         raise translate(exc, service) from exc
     if not int(reply[EXISTS]):
         raise UnknownServiceError(service)
-    return Admin(client, prefix=prefix)._decode(service, reply)
+    typed = [text(v) if isinstance(v, bytes) else v for v in reply]  # (its numbers are ints already)
+    return Admin(client, prefix=prefix)._decode(service, typed)
 
 
 def server_ms(r: Any) -> int:

@@ -18,19 +18,25 @@ local BATCH_ID = '^(.+):(%d+)$'  -- '<client>:<seq>'
 -- the first batch after IDS_REFRESH_MS: a batch is remembered for at least an hour after it was
 -- applied (a client silent that long has no retry pending), and most flushes pay no PEXPIRE.
 local IDS_TTL_MS, IDS_REFRESH_MS = 7200000, 3600000
--- the client's last applied seq (nil = none) and whether the ids key's expiry is due
-local function batch_seen(client)
-  local v = redis.call('HMGET', KEYS[3], client, '')
-  local due = tonumber(v[2])
-  return tonumber(v[1]), due == nil or now >= due
-end
--- store a new seq of the client (after the breaker hash: nothing is written before the checks)
-local function batch_applied(client, seq, refresh)
-  if refresh then
-    redis.call('HSET', KEYS[3], client, seq, '', now + IDS_REFRESH_MS)
-    redis.call('PEXPIRE', KEYS[3], IDS_TTL_MS)
-  else
-    redis.call('HSET', KEYS[3], client, seq)
+-- Built only for a call with a batch id (the common record has none, and a closure is built on
+-- every call that reaches its definition):
+-- batch_seen(client): the client's last applied seq (nil = none) and whether the ids key's expiry is due;
+-- batch_applied(client, seq, refresh): store a new seq of the client (after the breaker hash:
+-- nothing is written before the checks).
+local batch_seen, batch_applied
+if ARGV[8] ~= nil and ARGV[8] ~= '' then
+  batch_seen = function(client)
+    local v = redis.call('HMGET', KEYS[3], client, '')
+    local due = tonumber(v[2])
+    return tonumber(v[1]), due == nil or now >= due
+  end
+  batch_applied = function(client, seq, refresh)
+    if refresh then
+      redis.call('HSET', KEYS[3], client, seq, '', now + IDS_REFRESH_MS)
+      redis.call('PEXPIRE', KEYS[3], IDS_TTL_MS)
+    else
+      redis.call('HSET', KEYS[3], client, seq)
+    end
   end
 end
 

@@ -220,13 +220,15 @@ WORKLOADS = [
 ENCODED = {"record, success (closed)": "ok", "batched flush of 10": "batch", "acquire (closed)": "acquire"}
 
 
-def record_own(texts: dict[str, bytes], own: list[str], batch: str = "", config: list[str] | None = None) -> list[str]:
+def record_own(
+    texts: dict[str, bytes], own: list[str], batch: str = "", config: list[str] | None = None, stored: bool = False
+) -> list[str]:
     """record.lua's own ARGV (generation, successes, failures, slow, lease: `own`; and a batch
     id) in the layout of the tree `texts` come from: this tree's 7 (then the batch id and the
-    reporter '', the config only after NOCONFIG); a tree before it: 5, and a batch id after the
-    config, which a flush then always sends."""
+    reporter '', the config only after NOCONFIG, or now with `stored`: a call that stores it); a
+    tree before it: 5, and a batch id after the config, which a flush then always sends."""
     if b"local CFG = 9 " in texts["record"]:
-        return [*own, batch, ""]
+        return [*own, batch, "", *(config or [] if stored else [])]
     return [*own, *(config or []), batch] if batch else own
 
 
@@ -345,9 +347,7 @@ def breaker_memory(r: redis.Redis, texts: dict[str, bytes]) -> dict[str, float]:
         key = f"bench-mem-{uuid.uuid4().hex[:8]}:{{mem}}"
         keys = (key, key + ":events", key + ":ids")
         config = cfg.argv()[: config_count(texts)]
-        argv = ["1700000000000", cfg.fingerprint, *record_own(texts, FLUSH_OWN, "bench:1", config)]
-        if b"local CFG = 9 " in texts["record"]:
-            argv += config  # (the first flush: the config stored)
+        argv = ["1700000000000", cfg.fingerprint, *record_own(texts, FLUSH_OWN, "bench:1", config, stored=True)]
         r.eval(texts["record"], len(keys), *keys, *argv)
         sizes = [float(r.execute_command("MEMORY", "USAGE", k, "SAMPLES", "0") or 0) for k in keys]
         r.delete(*keys)

@@ -50,32 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_cost import each_server, evalsha_usec, print_ratios, server_args, server_label  # noqa: E402  (benchmarks/server_cost.py)
 
 from distbreaker._reference import DEFAULT_CFG  # noqa: E402
-from distbreaker._scripts import SCRIPTS  # noqa: E402
+from distbreaker._scripts import HOT_FIELDS, SCRIPTS  # noqa: E402
 
-HEAD_FIELDS = (
-    "st",
-    "g",
-    "ou",
-    "be",
-    "tc",
-    "tf",
-    "ts",
-    "c0",
-    "f0",
-    "s0",
-    "cx",
-    "fu",
-    "oc",
-    "fp",
-    "qb",
-    "qn",
-    "qr",
-    "qm",
-    "qc",
-    "qs",
-    "xr",
-)  # fmt: skip  (lua/_head.lua's HMGET)
-HMGET21 = "redis.call('HMGET', KEYS[1], " + ", ".join(f"'{f}'" for f in HEAD_FIELDS) + ") return 1"
+HMGET21 = (  # every hot field, as read.lua's head reads them (the record's fast path reads 15 since 0.2)
+    "redis.call('HMGET', KEYS[1], " + ", ".join(f"'{f}'" for f in HOT_FIELDS) + ") return 1"
+)
 
 # What every prototype does with the outcome (one success): the counts, cx, the trip check; then
 # its write (the text that follows, in each prototype).
@@ -274,7 +253,7 @@ def measure_parts(url: str, n: int, rounds: int) -> tuple[str, dict[str, float]]
     r = redis.Redis.from_url(url)
     label = server_label(r)
     key = f"layout-{uuid.uuid4().hex[:8]}:{{parts}}"
-    r.hset(key, mapping={f: "1700000000000" for f in (*HEAD_FIELDS, *LIVED)})
+    r.hset(key, mapping={f: "1700000000000" for f in (*HOT_FIELDS, *LIVED)})
     sha = {name: r.script_load(text) for name, text in PARTS.items()}
     samples: dict[str, list[float]] = {name: [] for name in PARTS}
     for _ in range(rounds):

@@ -58,7 +58,7 @@ import redis
 
 from distbreaker._reference import Cfg
 from distbreaker._schema import FIELDS, lua_constants, lua_head_constants
-from distbreaker._scripts import SCRIPTS
+from distbreaker._scripts import SCRIPTS, build
 
 T = TypeVar("T")
 # window 60 s in 10 buckets, minimum_calls out of reach: nothing trips (a 69-byte config text:
@@ -177,9 +177,12 @@ def verdict(ratio: float, most: float) -> str:
 
 
 def scripts_from(lua: Path) -> dict[str, bytes]:
-    """The script texts built from another checkout's lua/ directory (as _scripts.py does; its
+    """The script texts built from another checkout's lua/ directory: by this tree's loader
+    (_scripts.build) when it has the same markers, else as the loader of its time did (its
     `--@schema` line, if any, gets this tree's schema constants)."""
     head, lib = (lua / "_head.lua").read_bytes(), (lua / "_lib.lua").read_bytes()
+    if b"\n--@head-read\n" in head:
+        return build(lua)
     if b"\n--@schema-head\n" in head:
         line = lua_head_constants()
         if b"I_WMIN" in (lua / "record.lua").read_bytes():  # a tree whose fast path read a given config

@@ -291,12 +291,18 @@ class Model:
         self._save(create=True)
         return self._reply()
 
-    def acquire(self, now_ms: int) -> Reply:
+    def acquire(self, now_ms: int, *, config_sent: bool = False) -> Reply:
         """acquire.lua: admit (closed, disabled), deny (open, forced_open) or lease a probe.
+
+        A worker's call that brings no config (`config_sent` False, the common call) admits
+        without reading the window or the config when `admits_unread`.
 
         In `half_open`, expired leases are dropped; a lease `"<g>:<hn+1>"` is granted while
         fewer than `half_open_max_calls` are live, else the caller is told the earliest expiry.
         """
+        if not config_sent and self.admits_unread(now_ms):  # (acquire.lua's fast path: `st g fp xr` read, nothing else)
+            self._begin_call(now_ms)
+            return self._reply()
         self._begin(now_ms)
         lease, retry_at = "", 0
         if self.st == OPEN:
@@ -393,14 +399,31 @@ class Model:
 
     # ---------------------------------------------------------------- steps
 
-    def _begin(self, now_ms: int, *, operator: bool = False) -> None:
-        """Steps 1-3: take `now` and the config, run lazy expiry, then rotation."""
+    def admits_unread(self, now_ms: int) -> bool:
+        """Whether a worker's acquire admits without reading the window or the config: the
+        breaker is closed, the worker's fingerprint stored and the refresh not due (`now < xr`:
+        no expiry, rotation or refresh to do). It then writes nothing, and a config deleted by
+        hand is asked for (NOCONFIG) by the next call that reads it, not by this one."""
+        return (
+            self.exists
+            and self.st == CLOSED
+            and self.fp == self.cfg.fingerprint
+            and self.xr is not None
+            and now_ms < self.xr
+        )
+
+    def _begin_call(self, now_ms: int) -> None:
+        """What every call starts with: its time, and nothing made yet."""
         self.now = now_ms
         self._moves = []
         self._cause = ""
         self._touch = False
         self.refreshed = False
         self.notes = []
+
+    def _begin(self, now_ms: int, *, operator: bool = False) -> None:
+        """Steps 1-3: take `now` and the config, run lazy expiry, then rotation."""
+        self._begin_call(now_ms)
         self._config(operator)
         self._expire()
         self._rotate()

@@ -65,8 +65,51 @@ class LuaScript:
     function: str = ""  # FCALL name when called as a Redis Function ("" = EVALSHA); see _functions
 
 
-def _load() -> dict[str, LuaScript]:
-    base = _lua_dir()
+# The breaker hash's hot fields: what the head reads into the locals H_<field> (docs/state-machine.md
+# "Hash fields"). A script reads them all in the head, in one HMGET, unless it names the ones its
+# fast path uses on a `--@fast-path-reads` line: then the head reads those and the rest are read where
+# the library begins (the --@lib line), so the common call reads only what it uses.
+HOT_FIELDS = (
+    "st", "g", "ou", "be", "tc", "tf", "ts", "c0", "f0", "s0", "cx", "fu", "oc", "fp",
+    "qb", "qn", "qr", "qm", "qc", "qs", "xr",
+)  # fmt: skip
+HEAD_NEEDS = ("st", "g", "fp", "xr")  # what the head itself uses (the state, the refresh rule, the reply)
+
+
+def hot_reads(body: bytes, name: str) -> tuple[str, str]:
+    """The Lua that reads the hot fields for script `body`: the head's line (replacing
+    ``--@head-read`` in _head.lua) and the library's (before the --@lib text; '' = none)."""
+    declared = [line for line in body.split(b"\n") if line.startswith(b"--@fast-path-reads")]
+    if len(declared) > 1:
+        raise RuntimeError(f"lua/{name}.lua has more than one '--@fast-path-reads' line")
+    first = list(HOT_FIELDS)
+    if declared:
+        given = declared[0].decode().split()[1:]
+        unknown = sorted(set(given) - set(HOT_FIELDS))
+        if unknown or len(set(given)) != len(given):
+            raise RuntimeError(
+                f"lua/{name}.lua: '--@fast-path-reads' names unknown or repeated fields: {unknown or given}"
+            )
+        first = [f for f in HOT_FIELDS if f in given or f in HEAD_NEEDS]
+    rest = [f for f in HOT_FIELDS if f not in first]
+
+    def hmget(fields: list[str]) -> str:
+        return "unpack(redis.call('HMGET', K_STATE, " + ", ".join(f"'{f}'" for f in fields) + "))"
+
+    locals_ = ", ".join(f"H_{f}" for f in first)
+    head = f"local {locals_} = {hmget(first)}"
+    if not rest:
+        return head, ""
+    later = ", ".join(f"H_{f}" for f in rest)
+    head += f"\nlocal {later}  -- (read where the library begins: this script's fast path does not use them)"
+    return (
+        head,
+        f"-- the hot fields the fast path did not read (generated: _scripts.hot_reads)\n{later} = {hmget(rest)}",
+    )
+
+
+def build(base: Any) -> dict[str, bytes]:
+    """The script texts of the lua/ directory `base` (a Path or Traversable): head, body, library."""
     head = (base / "_head.lua").read_bytes()
     lib = (base / "_lib.lua").read_bytes()
     # the config's names, defaults and bounds come from the one schema (distbreaker/_schema.py)
@@ -76,14 +119,21 @@ def _load() -> dict[str, LuaScript]:
     if head.count(b"\n--@schema-head\n") != 1:
         raise RuntimeError("lua/_head.lua must contain one '--@schema-head' line")
     head = head.replace(b"\n--@schema-head\n", b"\n" + _schema.lua_head_constants().encode() + b"\n")
-    scripts = {}
+    if head.count(b"\n--@head-read\n") != 1:
+        raise RuntimeError("lua/_head.lua must contain one '--@head-read' line")
+    texts = {}
     for name in NAMES:
         body = (base / f"{name}.lua").read_bytes()
         if body.count(b"\n--@lib\n") != 1:
             raise RuntimeError(f"lua/{name}.lua must contain one '--@lib' line")
-        text = head + b"\n" + body.replace(b"\n--@lib\n", b"\n" + lib + b"\n")
-        scripts[name] = LuaScript(name, text, hashlib.sha1(text).hexdigest())
-    return scripts
+        first, rest = hot_reads(body, name)
+        own_head = head.replace(b"\n--@head-read\n", b"\n" + first.encode() + b"\n")
+        texts[name] = own_head + b"\n" + body.replace(b"\n--@lib\n", b"\n" + rest.encode() + b"\n" + lib + b"\n")
+    return texts
+
+
+def _load() -> dict[str, LuaScript]:
+    return {name: LuaScript(name, text, hashlib.sha1(text).hexdigest()) for name, text in build(_lua_dir()).items()}
 
 
 def _load_other() -> dict[str, LuaScript]:

@@ -29,12 +29,12 @@ else
   now = t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
--- One HMGET of the hot fields (state, window totals, the hot config, the TTL refresh time),
--- into named locals: the raw values (false = absent). docs/state-machine.md "Hash fields".
-local H_st, H_g, H_ou, H_be, H_tc, H_tf, H_ts, H_c0, H_f0, H_s0, H_cx, H_fu, H_oc, H_fp,
-  H_qb, H_qn, H_qr, H_qm, H_qc, H_qs, H_xr = unpack(redis.call('HMGET', K_STATE,
-  'st', 'g', 'ou', 'be', 'tc', 'tf', 'ts', 'c0', 'f0', 's0', 'cx', 'fu', 'oc', 'fp',
-  'qb', 'qn', 'qr', 'qm', 'qc', 'qs', 'xr'))
+-- The hot fields (state, window totals, the hot config, the TTL refresh time) into named locals
+-- H_<field>: the raw values (false = absent). docs/state-machine.md "Hash fields". The line below
+-- is generated when the scripts are loaded (distbreaker/_scripts.py, HOT_FIELDS): one HMGET of
+-- them all, or, for a script with a `--@fast-path-reads` line (a fast path that uses only some), one of
+-- those and `st g fp xr` here and one of the rest where the library begins (until then they are nil).
+--@head-read
 
 -- THE TRIP PREDICATE (the one definition; docs/state-machine.md "Trip check"): the cause when
 -- a closed breaker with these window totals and consecutive failures must open, else nil.

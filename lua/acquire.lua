@@ -5,21 +5,17 @@
 -- caller may try again (0 = unknown).
 
 -- Fast path: the common call (a worker's cache went stale on a closed breaker). Closed, the
--- caller's fingerprint stored, before `xr` (no TTL refresh and no rotation due: xr is never
--- later than the bucket's end), every hot field a number when present and the stored hot config
--- usable (the general path's checks: else CORRUPT or NOCONFIG there): the general path would
--- write nothing and admit; so does this, with the lean reply. Anything else takes the general
--- path. The checks are written inline: a helper function would be a closure built on every call
--- of every script, capturing 18 upvalues.
+-- caller's fingerprint stored and before `xr` (no TTL refresh and no rotation due: xr is never
+-- later than the bucket's end): the general path would admit and write nothing; so does this,
+-- with the lean reply. It reads only what it uses (the line below; the head's loader reads the
+-- rest where the library begins): the window and the stored config are not read here, so a
+-- corrupt one is refused by the next call that reads it (the worker's record reads the window and
+-- the hot config; every general path reads them all), not by this one, which neither uses nor
+-- writes it (docs/state-machine.md "Corrupt state"). Anything else takes the general path.
+--@fast-path-reads st g fp xr
 if ARGV[3] == nil and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
   local g = tonumber(H_g or 0)
-  if g and (not H_ou or tonumber(H_ou)) and (not H_be or tonumber(H_be)) and (not H_tc or tonumber(H_tc))
-      and (not H_tf or tonumber(H_tf)) and (not H_ts or tonumber(H_ts)) and (not H_c0 or tonumber(H_c0))
-      and (not H_f0 or tonumber(H_f0)) and (not H_s0 or tonumber(H_s0)) and (not H_cx or tonumber(H_cx))
-      and (not H_fu or tonumber(H_fu)) and (not H_oc or tonumber(H_oc)) and tonumber(H_qb)
-      and tonumber(H_qn) and tonumber(H_qr) and tonumber(H_qm) and tonumber(H_qc) and tonumber(H_qs) then
-    return lean_reply('closed', g)
-  end
+  if g then return lean_reply('closed', g) end
 end
 
 --@lib

@@ -46,13 +46,18 @@ end
 -- predicate, trip_cause, on the stored hot config q*): count and return the lean reply. Every
 -- hot field must be a number, as the general path requires: anything else (and any doubt) takes
 -- the general path below, which starts again from the values read in the head and judges them
--- (CORRUPT, NOCONFIG); nothing has been written here. Each field is converted once (a
+-- (CORRUPT, NOCONFIG); nothing has been written here. It reads only the fields it uses (the
+-- --@fast-path-reads line; the rest are read where the library begins): one it does not read
+-- (`ou be fu oc qb qn`: the open and forced deadlines, the open count, the bucket layout) is
+-- neither used nor written here, and the first general path refuses it if corrupt (at the latest
+-- when `xr` passes, at the end of the bucket: docs/state-machine.md "Corrupt state"). Each field is converted once (a
 -- tonumber() of a string is two strtod calls: the largest part of this path's own time). The
 -- fast path does not read minimum_failing_workers: a quorum only holds a trip back, so a call
 -- that would trip without it takes the general path, which knows it; and only a reporter
 -- (ARGV[9], which takes the general path) is noted as a failing client.
 -- A batch ('<client>:<seq>', KEYS[3]) whose seq is already applied (a duplicate) counts and
 -- writes nothing; a new one is stored in KEYS[3] after the breaker hash, as the general path does.
+--@fast-path-reads st g fp xr tc tf ts c0 f0 s0 cx qr qm qc qs
 if #ARGV == CFG and ARGV[7] == '' and ARGV[9] == '' and H_st == 'closed' and H_fp == FP and not REFRESH_DUE then
   local ns, nf, nslow, g = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(H_g or 0)
   local tc, tf, ts, cx0 = tonumber(H_tc or 0), tonumber(H_tf or 0), tonumber(H_ts or 0), tonumber(H_cx or 0)
@@ -71,11 +76,7 @@ if #ARGV == CFG and ARGV[7] == '' and ARGV[9] == '' and H_st == 'closed' and H_f
     tc, tf, ts = tc + n, tf + nf, ts + nslow
     local cx = cx0 + nf
     if ns > 0 then cx = nf end
-    -- the hot fields it does not use: numbers too, as the general path requires (else CORRUPT or
-    -- NOCONFIG there)
-    if c0 and f0 and s0 and (not H_ou or tonumber(H_ou)) and (not H_be or tonumber(H_be))
-        and (not H_fu or tonumber(H_fu)) and (not H_oc or tonumber(H_oc)) and tonumber(H_qb) and tonumber(H_qn)
-        and not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
+    if c0 and f0 and s0 and not trip_cause(tc, tf, ts, cx, frt, min, cxn, srt) then
       -- the general path's writes, in one HSET: the counts, and cx when it changed
       local w, k = {'c0', c0 + n, 'tc', tc}, 4
       if nf > 0 then w[5] = 'f0'; w[6] = f0 + nf; w[7] = 'tf'; w[8] = tf; k = 8 end

@@ -225,12 +225,14 @@ def test_until_out_of_bounds_is_refused_with_nothing_written(s: Script, until: s
 # -- 14.11: corrupt state --------------------------------------------------------------------------
 
 
-# (ou and f0: fields a success on the record fast path does not add to, checked all the same)
+# (ou and f0: fields a success on the record fast path does not add to; the general paths check all)
 @pytest.mark.parametrize(
     "field,value",
     [("st", "garbage"), ("st", ""), ("tc", "many"), ("g", "x"), ("ou", "soon"), ("f0", "x"), ("r3", "1:2")],
 )
-def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str, value: str) -> None:
+def test_corrupt_fields_fail_every_general_path_before_any_write(s: Script, field: str, value: str) -> None:
+    """Every script's general path refuses a corrupt hash before any write (record and acquire
+    are sent there by a config given with the call); the fast paths: the next test."""
     s.cfg = CFG60  # a ring of ten 6 s buckets (r3 is read when the window rotates past it)
     s.record(T0, 0, 1, 0)
     s.r.hset(s.key, field, value)
@@ -242,7 +244,7 @@ def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str
     before, xlen = s.hash(), s.r.xlen(s.events)
     for name, own in (("record", ("0", "1", "0", "0", "", "", "")), ("acquire", ()), ("read", ("1",))):
         with pytest.raises(redis.ResponseError, match=r"CORRUPT .*rewrites it"):
-            s.worker(name, T0 + 1, *own)
+            s.raw(name, T0 + 1, s.cfg.fingerprint, *own, *([] if name == "read" else s.cfg.argv()))
     for op in ("trip", "disable", "config"):
         with pytest.raises(redis.ResponseError, match="CORRUPT"):
             s.operator("control", T0 + 1, op, "0", "", "alice")
@@ -253,6 +255,46 @@ def test_corrupt_fields_fail_every_script_before_any_write(s: Script, field: str
     assert s.r.hget(s.key, "tc") == "1"
     entry = s.r.xrevrange(s.events, count=1)[0][1]
     assert "rewrote a corrupt breaker" in entry["cause"]
+
+
+@pytest.mark.parametrize("field,value", [("st", "garbage"), ("g", "x"), ("tc", "many"), ("f0", "x"), ("qr", "half")])
+def test_a_fast_path_refuses_a_corrupt_field_it_reads(s: Script, field: str, value: str) -> None:
+    """A worker's common record reads the state, the generation, the window and the hot config:
+    one of them corrupt sends it to the general path, which refuses it (a broken stored config
+    is asked for again: NOCONFIG, then the config given repairs it)."""
+    s.cfg = CFG60
+    s.record(T0, 0, 1, 0)
+    s.r.hset(s.key, field, value)
+    before = s.hash()
+    error = "NOCONFIG" if field == "qr" else r"CORRUPT .*rewrites it"
+    with pytest.raises(redis.ResponseError, match=error):
+        s.raw("record", T0 + 1, s.cfg.fingerprint, "0", "1", "0", "0", "", "", "")
+    assert s.hash() == before
+
+
+@pytest.mark.parametrize(
+    "name,field,value",
+    [("acquire", "tc", "many"), ("acquire", "qr", "half"), ("acquire", "ou", "soon"), ("record", "ou", "soon"),
+     ("record", "qb", "wide"), ("record", "oc", "x")],
+)  # fmt: skip
+def test_a_fast_path_leaves_a_field_it_does_not_read_to_the_next_general_path(
+    s: Script, name: str, field: str, value: str
+) -> None:
+    """The fast paths read only what they use (issue 15: fewer fields read): acquire on a closed
+    breaker reads `st g fp xr`, the common record also the window and the hot config. A corrupt
+    field they do not read is neither used nor written by them; the first general path refuses
+    it: here the record at the end of the bucket (past `xr`), before any write."""
+    s.cfg = CFG60  # ten 6 s buckets: T0 + 1 is in the first record's bucket, T0 + 6_000 is not
+    s.record(T0, 0, 1, 0)
+    s.r.hset(s.key, field, value)
+    own = ("0", "1", "0", "0", "", "", "") if name == "record" else ()
+    assert s.raw(name, T0 + 1, s.cfg.fingerprint, *own) == ["closed", 0, T0 + 1]  # the lean reply
+    assert s.r.hget(s.key, field) == value
+    assert s.r.hget(s.key, "tc") == ("2" if name == "record" else value if field == "tc" else "1")
+    before = s.hash()
+    with pytest.raises(redis.ResponseError, match=r"CORRUPT .*rewrites it|NOCONFIG"):
+        s.raw("record", T0 + 6_000, s.cfg.fingerprint, "0", "1", "0", "0", "", "", "")
+    assert s.hash() == before
 
 
 def test_corrupt_cfg_is_corrupt_for_operators_and_reset_drops_it(s: Script) -> None:

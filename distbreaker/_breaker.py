@@ -129,13 +129,13 @@ class Breaker:
         if core.batch is None:
             return
         with self._flush_lock:
-            for batch_id, request in core.flush_requests():
+            for batch_id, gen, request in core.flush_requests():
                 try:
                     reply = self._run(request)
                 except RedisError as exc:
                     core.flush_failed(batch_id, exc)
                     return  # in order: a later batch must not overtake a pending one
-                core.flushed(batch_id, reply)
+                core.flushed(batch_id, gen, reply)
 
     def close(self) -> None:
         """Flush what batched mode summed and stop listening (the listener thread ends with its
@@ -194,7 +194,7 @@ class Breaker:
             except RedisError as err:
                 core.failed(err)
             else:
-                core.recorded(reply)
+                core.recorded(reply, permit[0])  # type: ignore[index]
         core.finished(outcome, duration, exc)
 
     def call(

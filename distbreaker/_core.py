@@ -311,6 +311,17 @@ class View:
         self.offset = 0.0  # server seconds - local seconds, at the last reply
         self.server_ms = 0  # server time of what the cache knows (a reply, or an event)
 
+    def closed_at(self, generation: int, server_ms: int, local_now: float) -> None:
+        """Take record.lua's bare reply received at `local_now`: closed at `generation` (the one
+        the call sent), at server time `server_ms`."""
+        self.server_ms = server_ms
+        self.offset = server_ms / 1000.0 - local_now
+        self.open_until = self.forced_until = 0.0
+        self.reason = ""
+        self.generation = generation
+        self.fetched_at = local_now
+        self.state = _CLOSED
+
     def update(self, reply: Sequence[Any], local_now: float) -> State:
         """Take a script reply received at `local_now`; return the new state."""
         state = _STATES[reply[STATE]]
@@ -654,8 +665,9 @@ class BreakerCore:
             request = self.prepared[key] = self.eval("record", [str(gen), *_ARGS[code], "", "", ""])
         return request
 
-    def flush_requests(self) -> list[tuple[str, Eval]]:
-        """One record request per pending batch (none while backing off after an outage)."""
+    def flush_requests(self) -> list[tuple[str, int, Eval]]:
+        """One record request per pending batch, with its id and generation (none while backing
+        off after an outage)."""
         now = self.clock()
         if self.batch is None or (self.down_until and now < self.down_until):
             return []
@@ -665,14 +677,14 @@ class BreakerCore:
             # the reporter (minimum_failing_workers on, something failed or was slow): the batch's client
             reporter = batch_id.rpartition(":")[0] if self.quorum and (f or slow) else ""
             request = self.eval("record", [str(gen), str(s), str(f), str(slow), "", batch_id, reporter])
-            out.append((batch_id, request._replace(keys=keys)))
+            out.append((batch_id, gen, request._replace(keys=keys)))
         return out
 
-    def flushed(self, batch_id: str, reply: Sequence[Any]) -> None:
-        """A batch was applied."""
+    def flushed(self, batch_id: str, generation: int, reply: Sequence[Any] | int) -> None:
+        """A batch of `generation` was applied."""
         assert self.batch is not None
         self.batch.done(batch_id)
-        self.recorded(reply)
+        self.recorded(reply, generation)
 
     def flush_failed(self, batch_id: str, exc: BaseException) -> None:
         """Keep the batch for the next flush on an outage; drop it (logged) on any other error."""
@@ -690,24 +702,35 @@ class BreakerCore:
                 burst=3,
             )
 
-    def recorded(self, reply: Sequence[Any]) -> None:
-        """Take a record reply (the new shared state; lean or full, see `_reply`)."""
+    def recorded(self, reply: Sequence[Any] | int, generation: int) -> None:
+        """Take the reply of a record sent with `generation` (the new shared state; bare, lean
+        or full, see `_reply`)."""
         if self.writes_refused or self.backoff or self.local is not None:
             self.recovered()
-        self.update(reply)
+        if type(reply) is int:  # the bare reply: closed at the generation sent (no transition)
+            if not generation:
+                self.vanished(reply)
+            self.view.closed_at(generation, reply, self.clock())
+        else:
+            self.update(reply)  # type: ignore[arg-type]
 
-    def update(self, reply: Sequence[Any], actor: str = "") -> State:
-        """Take any script reply: refresh the cache, and report the transitions the call made
-        (`actor`: the operator of a control call). Returns the new state."""
-        # Generation 0 after a later one: the key was lost, unless this reply was computed before
-        # what the cache already knows (an in-flight reply racing a pub/sub event).
-        if reply[GENERATION] in (0, b"0", "0") and self.view.generation and int(reply[NOW]) > self.view.server_ms:
+    def vanished(self, server_ms: int) -> None:
+        """A reply at server time `server_ms` says generation 0: after a later one the key was
+        lost, unless this reply was computed before what the cache already knows (an in-flight
+        reply racing a pub/sub event)."""
+        if self.view.generation and server_ms > self.view.server_ms:
             LIMITED.warning(
                 ("key-vanished", self.service),
                 "breaker %r: its Redis key vanished (eviction, "
                 "FLUSHDB or DEL); it starts again closed with empty counts",
                 self.service,
             )
+
+    def update(self, reply: Sequence[Any], actor: str = "") -> State:
+        """Take any script reply but the bare one: refresh the cache, and report the transitions
+        the call made (`actor`: the operator of a control call). Returns the new state."""
+        if reply[GENERATION] in (0, b"0", "0"):
+            self.vanished(int(reply[NOW]))
         state = self.view.update(reply, self.clock())
         if not is_lean(reply) and reply[TRANSITIONS]:  # a lean reply made none
             self.made(decode_made(self.service, reply, actor), int(reply[NOW]))

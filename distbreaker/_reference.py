@@ -730,6 +730,12 @@ def lean(reply: Reply) -> bool:
     return reply.state == CLOSED and not reply.transitions
 
 
+def bare(reply: Reply, generation: int) -> bool:
+    """record.lua answers with the bare reply (`now` alone, an integer) when it would answer
+    lean and the breaker's generation is `generation`, the one the call sent."""
+    return lean(reply) and reply.generation == generation
+
+
 def parse_overrides(text: str) -> dict[str, str]:
     """control.lua's `config` argument `"name=value;name=value"` (`""` = none) -> name -> text."""
     out: dict[str, str] = {}

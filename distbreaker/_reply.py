@@ -2,12 +2,16 @@
 
 Every script (record, acquire, control, read) returns the 18 `COMMON` fields; read.lua appends
 the `READ` fields. record.lua and acquire.lua answer the common call (no transition made, the
-breaker closed) with the 3 `LEAN` fields instead: the first three of `COMMON` (state, generation, now), so the
-positions below read both; `is_lean(reply)` tells them apart (a lean reply implies open_until 0,
-forced_until 0, reason "", no transition). The docs number positions from 1; Python indexes from 0 through the constants
-below (``reply[CALLS]``), never through a bare number. `_reference.Reply` has the `COMMON` names
-as its fields, in this order (checked when it is imported); tests/lua/test_reply.py runs the
-scripts on a real server and proves the Lua reply builder puts each field where this says.
+breaker closed) with the 3 `LEAN` fields instead: the first three of `COMMON` (state,
+generation, now), so the positions below read both; `is_lean(reply)` tells them apart (a lean
+reply implies open_until 0, forced_until 0, reason "", no transition). record.lua answers a call
+that leaves the breaker closed at the generation the call sent, with no transition made (its
+fast path: nearly every call), with the bare reply instead: `now` alone, an integer (the state
+is closed, the generation the caller's; `BreakerCore.recorded`). The docs number positions from
+1; Python indexes from 0 through the constants below (``reply[CALLS]``), never through a bare
+number. `_reference.Reply` has the `COMMON` names as its fields, in this order (checked when it
+is imported); tests/lua/test_reply.py runs the scripts on a real server and proves the Lua reply
+builder puts each field where this says.
 """
 
 from __future__ import annotations

@@ -213,13 +213,13 @@ class Breaker:
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
-            for batch_id, request in core.flush_requests():
+            for batch_id, gen, request in core.flush_requests():
                 try:
                     reply = await self._run(request)
                 except RedisError as exc:
                     core.flush_failed(batch_id, exc)
                     return  # in order: a later batch must not overtake a pending one
-                core.flushed(batch_id, reply)
+                core.flushed(batch_id, gen, reply)
 
     def _start_listening(self) -> None:
         if self._listen and self._listener is None:
@@ -314,7 +314,7 @@ class Breaker:
             except RedisError as err:
                 core.failed(err)
             else:
-                core.recorded(reply)
+                core.recorded(reply, permit[0])  # type: ignore[index]
         core.finished(outcome, duration, exc)
 
     @overload

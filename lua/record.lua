@@ -8,7 +8,8 @@
 --         minimum_failing_workers is on: it becomes a failing client of the window (`wc`;
 --         docs/state-machine.md "Quorum")
 -- ARGV[10..9+NCFG] config (optional, see _head.lua)
--- Returns the lean reply (closed, no transition made) or the full reply: docs/state-machine.md ("Reply").
+-- Returns the bare reply (`now`, an integer: closed at the generation sent, no transition made),
+-- the lean reply (closed, another generation) or the full reply: docs/state-machine.md ("Reply").
 
 -- What both paths read of the arguments and the batch ids (written once, here):
 local CFG = 9  -- a given config's values are ARGV[CFG + 1 .. CFG + NCFG] (after 2 + 7 arguments)
@@ -43,7 +44,7 @@ end
 -- Fast path: the common call and the batched flush. No config given, no lease, no reporter,
 -- closed, the caller's fingerprint stored, the same generation, before `xr` (the TTL refresh not
 -- due, and so the same bucket: xr is never later than the bucket's end), and no trip (the one
--- predicate, trip_cause, on the stored hot config q*): count and return the lean reply. Every
+-- predicate, trip_cause, on the stored hot config q*): count and return the bare reply. Every
 -- hot field must be a number, as the general path requires: anything else (and any doubt) takes
 -- the general path below, which starts again from the values read in the head and judges them
 -- (CORRUPT, NOCONFIG); nothing has been written here. It reads only the fields it uses (the
@@ -84,7 +85,7 @@ if #ARGV == CFG and ARGV[7] == '' and ARGV[9] == '' and H_st == 'closed' and H_f
       if cx ~= cx0 then w[k + 1] = 'cx'; w[k + 2] = cx; k = k + 2 end
       if n > 0 then redis.call('HSET', K_STATE, unpack(w, 1, k)) end  -- (n = 0: nothing changed)
       if client and (last == nil or seq > last) then batch_applied(client, seq, refresh) end
-      return lean_reply('closed', g)
+      return now  -- the bare reply: closed, at the generation the call sent (g, as checked above)
     end
   end
 end
@@ -167,6 +168,11 @@ end
 
 save(true)
 if client ~= nil and not duplicate then batch_applied(client, seq, refresh) end
--- the lean reply when the call made no transition and the breaker is closed (as the fast path)
-if #TRANS == 0 and S.st == 'closed' then return lean_reply('closed', S.g) end
+-- No transition made and the breaker closed: the bare reply (`now` alone) when the generation is
+-- the one the call sent, as the fast path answers; else the lean reply, which names it (the call's
+-- generation was stale). docs/state-machine.md "Bare reply".
+if #TRANS == 0 and S.st == 'closed' then
+  if S.g == gen then return now end
+  return lean_reply('closed', S.g)
+end
 return reply('', 0)

@@ -424,13 +424,13 @@ def test_batched_flush_keeps_a_batch_over_an_outage_and_drops_it_on_a_refusal() 
     c.acquired(canned("closed", generation=2))
     for outcome in (SUCCESS, SUCCESS, FAILURE):
         c.record((2, ""), outcome, 0.0)
-    [(batch_id, request)] = c.flush_requests()
-    assert request.keys == ("p:{svc}", "p:{svc}:events", "p:{svc}:ids")
+    [(batch_id, gen, request)] = c.flush_requests()
+    assert gen == 2 and request.keys == ("p:{svc}", "p:{svc}:events", "p:{svc}:ids")
     assert request.args[2:9] == ["2", "2", "1", "0", "", batch_id, ""]  # (no reporter: the quorum is off)
     c.flush_failed(batch_id, rx.ConnectionError("refused"))
     assert c.flush_requests() == []  # backing off
     clock.now = c.down_until
-    [(again, _)] = c.flush_requests()
+    [(again, _, _)] = c.flush_requests()
     assert again == batch_id
     c.flush_failed(again, rx.ResponseError("distbreaker: bad batch"))
     assert c.flush_requests() == [] and c.batch is not None and c.batch.empty
@@ -482,5 +482,5 @@ def test_refused_writes_end_with_a_write_not_a_read() -> None:
     clock.now = c.down_until
     c.acquired(canned("closed", at=clock.now))
     assert c.backoff == 0.1 and c.writes_refused
-    c.recorded(canned("closed", at=clock.now, calls=1))
+    c.recorded(canned("closed", at=clock.now, calls=1), 0)
     assert c.backoff == 0.0 and not c.writes_refused

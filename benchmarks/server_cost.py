@@ -161,10 +161,11 @@ def each_server(args: argparse.Namespace, fn: Callable[[str], T]) -> list[T]:
     return out
 
 
-def print_ratios(columns: list[tuple[str, dict[str, float]]], rows: list[str], base: str) -> None:
-    """A `| workload | <server> µs | × | ...` table: each row's µs on each server (`columns`: the
-    server's label and row -> µs, one run) and its ratio to that server's `base` row."""
-    print("| workload | " + " | ".join(f"{label} µs | ×" for label, _ in columns) + " |")
+def print_ratios(columns: list[tuple[str, dict[str, float]]], rows: list[str], base: str, unit: str = "µs") -> None:
+    """A `| workload | <server> µs | × | ...` table: each row's µs (or another `unit`) on each
+    server (`columns`: the server's label and row -> value, one run) and its ratio to that
+    server's `base` row."""
+    print("| workload | " + " | ".join(f"{label} {unit} | ×" for label, _ in columns) + " |")
     print("|---|" + "---:|---:|" * len(columns))
     for row in rows:
         cells = [f"{per[row]:.2f} | {per[row] / per[base]:.1f}×" for _, per in columns]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,19 @@ def test_server_cost_quick(redis_binary: Binary) -> None:
     memory = {r.split("|")[1].strip(): r for r in _rows(out, "| memory of a breaker")}
     assert len(memory) == 8 and "breaker total, 64-byte config" in memory, out
     assert "nan" not in out, out
+
+
+@pytest.mark.skipif(
+    not shutil.which("callgrind_control"), reason="valgrind is not installed (apt-get install valgrind)"
+)
+def test_server_instructions_quick(redis_binary: Binary) -> None:
+    """benchmarks/server_instructions.py: server_cost's workloads counted in instructions under
+    callgrind; `return 1` is the base, every breaker script more."""
+    out = _run("server_instructions.py", timeout=600)
+    rows = _rows(out, "| workload |")
+    assert len(rows) == 14 and rows[0].startswith("| return 1 |") and "1.0×" in rows[0], out
+    ratios = [float(x) for r in rows[1:] for x in re.findall(r"\| ([0-9.]+)×", r)]
+    assert ratios and all(x > 1.0 for x in ratios), out
 
 
 def test_layout_cost_quick(redis_binary: Binary) -> None:

@@ -314,7 +314,7 @@ class Breaker:
             except RedisError as err:
                 core.failed(err)
             else:
-                core.recorded(reply, permit[0])  # type: ignore[index]
+                core.recorded(reply, permit[0])  # type: ignore[index]  # (a request: a permit of (generation, lease))
         core.finished(outcome, duration, exc)
 
     @overload

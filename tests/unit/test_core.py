@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -484,3 +485,29 @@ def test_refused_writes_end_with_a_write_not_a_read() -> None:
     assert c.backoff == 0.1 and c.writes_refused
     c.recorded(canned("closed", at=clock.now, calls=1), 0)
     assert c.backoff == 0.0 and not c.writes_refused
+
+
+def test_the_bare_reply_is_closed_at_the_generation_sent_and_says_a_lost_key(caplog: pytest.LogCaptureFixture) -> None:
+    """record.lua's bare reply (`now` alone): the cache is closed at the generation the record
+    was sent with, at that server time; generation 0 after a later one is a lost key (one
+    warning), unless the reply is older than what the cache knows."""
+    caplog.set_level(logging.WARNING, logger="distbreaker")
+    c, clock = core()
+    c.update(canned("open", generation=3, at=1.0, open_until=T + 31_000, reason="failure_rate"))
+    clock.now = 2.0
+    c.recorded(T + 1_500, 3)
+    view = c.view
+    assert (view.state, view.generation, view.open_until, view.reason, view.server_ms) == (
+        State.CLOSED,
+        3,
+        0.0,
+        "",
+        T + 1_500,
+    )
+    assert view.offset == pytest.approx((T + 1_500) / 1000 - 2.0) and view.fetched_at == 2.0
+    c.recorded(T + 1_400, 0)  # older than what the cache knows: not a lost key
+    assert not [r for r in caplog.records if "vanished" in r.getMessage()]
+    c.update(canned("closed", generation=3, at=3.0))
+    c.recorded(T + 4_000, 0)
+    assert len([r for r in caplog.records if "vanished" in r.getMessage()]) == 1
+    assert (c.view.state, c.view.generation) == (State.CLOSED, 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import multiprocessing
 import os
 import platform
@@ -61,8 +62,9 @@ DEMO_PREFIX = "distbreaker-demo"
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 15.0  # server up, workers ready
 STOP_TIMEOUT = 5.0  # per process, before SIGKILL
-SLOTS = 4  # per worker in the shared counters: ok, failed, rejected, ready
-OK, FAILED, REJECTED, READY = range(SLOTS)
+SLOTS = 5  # per worker in the shared counters: ok, failed, rejected, ready, log lines
+OK, FAILED, REJECTED, READY, LOGGED = range(SLOTS)
+NOTE_BYTES = 160  # per worker in the shared notes: its last log line (UTF-8, cut, NUL-padded)
 HEALTHY, FAILING = 0.02, 0.9  # failure probability of the fake service in each phase
 
 
@@ -100,11 +102,33 @@ class ServiceError(Exception):
     """The fake service failed."""
 
 
+class _SharedNote(logging.Handler):
+    """A worker's log lines (the library's warnings: Redis unavailable, answering again) go to
+    shared memory, for the frame to show (`Fleet.log_note`), not to the terminal, which the
+    frame owns: a line printed there scrolled a full-height frame out of place."""
+
+    def __init__(self, notes: Any, counters: Any, wid: int) -> None:
+        super().__init__(logging.WARNING)
+        self.notes, self.counters, self.wid = notes, counters, wid
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - runs in a child process
+        try:
+            text = " ".join(self.format(record).split()).encode("utf-8", "replace")[: NOTE_BYTES - 1]
+            start = self.wid * NOTE_BYTES
+            self.notes[start : start + NOTE_BYTES] = text.ljust(NOTE_BYTES, b"\0")
+            self.counters[self.wid * SLOTS + LOGGED] += 1
+        except Exception:
+            self.handleError(record)
+
+
 def _worker(
-    url: str, prefix: str, wid: int, period: float, counters: Any, start: Any, stop: Any, parent: int
+    url: str, prefix: str, wid: int, period: float, counters: Any, start: Any, stop: Any, parent: int, notes: Any
 ) -> None:  # pragma: no cover - runs in a child process
     """One worker process: call the flaky service through the shared breaker until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+    log = logging.getLogger("distbreaker")
+    log.addHandler(_SharedNote(notes, counters, wid))
+    log.propagate = False
     from distbreaker import Breaker, CircuitOpenError
 
     rng = random.Random(wid * 7919 + os.getpid())
@@ -311,6 +335,9 @@ class Fleet:
     def __init__(self, url: str, prefix: str, workers: int, period: float) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.counters = ctx.RawArray("q", workers * SLOTS)
+        self.notes = ctx.RawArray("c", workers * NOTE_BYTES)
+        self._logged = [0] * workers  # each worker's LOGGED count at the last log_note()
+        self._note = ""
         self.start_time = ctx.RawValue("d", 0.0)
         self.stop_flag = ctx.RawValue("b", 0)
         self.procs = [
@@ -318,7 +345,7 @@ class Fleet:
                 target=_worker,
                 name=f"distbreaker-demo-worker-{i + 1}",
                 daemon=True,
-                args=(url, prefix, i, period, self.counters, self.start_time, self.stop_flag, os.getpid()),
+                args=(url, prefix, i, period, self.counters, self.start_time, self.stop_flag, os.getpid(), self.notes),
             )
             for i in range(workers)
         ]
@@ -349,6 +376,19 @@ class Fleet:
 
     def totals(self) -> list[int]:
         return [sum(self.counters[i * SLOTS + k] for i in range(len(self.procs))) for k in (OK, FAILED, REJECTED)]
+
+    def log_note(self) -> tuple[int, str]:
+        """The workers' log lines so far, and the newest one ("" = none): that of a worker that
+        logged since the last call (the previous one when none did)."""
+        total = 0
+        for i in range(len(self.procs)):
+            n = self.counters[i * SLOTS + LOGGED]
+            total += n
+            if n != self._logged[i]:
+                self._logged[i] = n
+                raw = bytes(self.notes[i * NOTE_BYTES : (i + 1) * NOTE_BYTES])
+                self._note = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return total, self._note
 
     def per_worker(self) -> list[tuple[int, int, int, int]]:
         return [
@@ -661,7 +701,9 @@ class _View:
             click.style("WORKER  PID        OK  FAILED  REJECTED", bold=True),
         ]
         per_worker = self.fleet.per_worker()
-        room = rows - len(lines) - 5  # 'all', a blank, the TRANSITIONS title and at least two moves
+        logged, note = self.fleet.log_note()
+        # 'all', the workers' log line (if any), a blank, the TRANSITIONS title and at least two moves
+        room = rows - len(lines) - (6 if logged else 5)
         shown = per_worker if len(per_worker) <= max(1, room) else per_worker[: max(1, room - 1)]
         for n, (pid, w_ok, w_failed, w_rejected) in enumerate(shown, 1):
             lines.append(f"{n:>6}  {pid:<7} {w_ok:>5}  {w_failed:>6}  {w_rejected:>8}")
@@ -669,6 +711,8 @@ class _View:
             lines.append(f"{'...':>6}  {len(per_worker) - len(shown)} more")
         ok, failed, rejected = totals
         lines.append(f"{'all':>6}  {'':<7} {ok:>5}  {failed:>6}  {rejected:>8}")
+        if logged:
+            lines.append(click.style(_cut(f"worker log ({logged}): {note}", cols), fg="yellow"))
         lines += ["", click.style("TRANSITIONS (events stream, newest last)", bold=True)]
         room = max(1, rows - len(lines))
         lines += [_move_line(t, started, cols) for t in moves[-room:]] or ["  (none yet)"]

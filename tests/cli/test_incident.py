@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -410,6 +411,37 @@ def test_output_options_after_the_command_and_json_alias(run: Run, used: Callabl
     assert run("status", "--no-headers").stdout.startswith("payments ")
     bad = run("status", "-o", "yaml")
     assert bad.exit_code == 2 and "yaml" in one_error_line(bad)
+
+
+def test_demo_shows_the_workers_log_lines_in_its_frame(redis_server_factory: ServerFactory) -> None:
+    """Redis stalls (CLIENT PAUSE) past the demo's redis_timeout: the workers' warnings (Redis
+    unavailable, answering again) are shown on a line of the frame, never printed between frames
+    (on a full-height frame they scrolled it out of place: seen at 80x24 on a loaded machine)."""
+    server = redis_server_factory()
+    admin = server.client()
+    workers = 3
+
+    def pause_once_they_call() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the workers and the demo's own client connected
+            if int(admin.info("clients")["connected_clients"]) >= workers + 2:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # (let a frame or two be drawn before the stall)
+        admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+
+    pauser = threading.Thread(target=pause_once_they_call, daemon=True)
+    pauser.start()
+    args = ["demo", "--url", server.url, "--workers", str(workers), "--interval", "0.3", "--duration", "6"]
+    code, out = on_terminal(args, 80, 24, timeout=90)
+    pauser.join(timeout=60)
+    assert code == 0, out
+    frames = [ANSI.sub("", frame).split("\n") for frame in out.split("\x1b[H")[1:]]
+    stray = [line for lines in frames for line in lines if line.startswith("breaker 'payments'")]
+    assert not stray, stray
+    notes = [line for lines in frames for line in lines if line.startswith("worker log (")]
+    assert any("Redis" in line for line in notes), out
+    assert all(len(line) <= 80 for line in notes), notes
 
 
 def test_demo_redraws_in_place_at_80_by_24() -> None:

@@ -122,13 +122,23 @@ class _SharedNote(logging.Handler):
 
 
 def _worker(
-    url: str, prefix: str, wid: int, period: float, counters: Any, start: Any, stop: Any, parent: int, notes: Any
+    url: str,
+    prefix: str,
+    wid: int,
+    period: float,
+    counters: Any,
+    start: Any,
+    stop: Any,
+    parent: int,
+    notes: Any | None,
 ) -> None:  # pragma: no cover - runs in a child process
-    """One worker process: call the flaky service through the shared breaker until told to stop."""
+    """One worker process: call the flaky service through the shared breaker until told to stop.
+    With `notes` (a terminal the frame owns) its log lines go there; else to stderr, as usual."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
-    log = logging.getLogger("distbreaker")
-    log.addHandler(_SharedNote(notes, counters, wid))
-    log.propagate = False
+    if notes is not None:
+        log = logging.getLogger("distbreaker")
+        log.addHandler(_SharedNote(notes, counters, wid))
+        log.propagate = False
     from distbreaker import Breaker, CircuitOpenError
 
     rng = random.Random(wid * 7919 + os.getpid())
@@ -330,9 +340,10 @@ class EmbeddedServer:
 # -- the fleet --------------------------------------------------------------------------------
 class Fleet:
     """The worker processes and the shared memory they report through (no locks: each worker
-    writes only its own slots)."""
+    writes only its own slots). `capture_logs`: the workers' log lines go to the shared notes
+    (`log_note`, for a frame that owns the terminal), else to their stderr."""
 
-    def __init__(self, url: str, prefix: str, workers: int, period: float) -> None:
+    def __init__(self, url: str, prefix: str, workers: int, period: float, capture_logs: bool = False) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.counters = ctx.RawArray("q", workers * SLOTS)
         self.notes = ctx.RawArray("c", workers * NOTE_BYTES)
@@ -345,7 +356,17 @@ class Fleet:
                 target=_worker,
                 name=f"distbreaker-demo-worker-{i + 1}",
                 daemon=True,
-                args=(url, prefix, i, period, self.counters, self.start_time, self.stop_flag, os.getpid(), self.notes),
+                args=(
+                    url,
+                    prefix,
+                    i,
+                    period,
+                    self.counters,
+                    self.start_time,
+                    self.stop_flag,
+                    os.getpid(),
+                    self.notes if capture_logs else None,
+                ),
             )
             for i in range(workers)
         ]
@@ -558,7 +579,7 @@ def demo(
         admin = Admin(client, prefix=prefix)
         keys = (f"{prefix}:{{{SERVICE}}}", f"{prefix}:{{{SERVICE}}}:events", f"{prefix}:{{{SERVICE}}}:ids")
         client.delete(*keys)  # the demo's own breaker only (its prefix): a fresh start
-        fleet = Fleet(url, prefix, workers, period)
+        fleet = Fleet(url, prefix, workers, period, capture_logs=obj.tty and not obj.json)  # (the frame shows them)
         fleet.start()
         obj.note(
             f"started {workers} workers (pids {', '.join(map(str, fleet.pids))}), prefix {prefix!r}; "

@@ -312,8 +312,8 @@ class View:
         self.server_ms = 0  # server time of what the cache knows (a reply, or an event)
 
     def closed_at(self, generation: int, server_ms: int, local_now: float) -> None:
-        """Take record.lua's bare reply received at `local_now`: closed at `generation` (the one
-        the call sent), at server time `server_ms`."""
+        """Closed at `generation` and server time `server_ms`, learnt at `local_now`: record.lua's
+        bare reply (the generation the call sent) and any lean reply (`update`)."""
         self.server_ms = server_ms
         self.offset = server_ms / 1000.0 - local_now
         self.open_until = self.forced_until = 0.0
@@ -325,16 +325,16 @@ class View:
     def update(self, reply: Sequence[Any], local_now: float) -> State:
         """Take a script reply received at `local_now`; return the new state."""
         state = _STATES[reply[STATE]]
+        if is_lean(reply):  # record/acquire's common call: closed, so no open_until, forced state or reason
+            self.closed_at(int(reply[GENERATION]), int(reply[NOW]), local_now)
+            self.state = state
+            return state
         self.server_ms = int(reply[NOW])
         self.offset = offset = self.server_ms / 1000.0 - local_now
-        if is_lean(reply):  # record's common call: closed, so no open_until, forced state or reason
-            self.open_until = self.forced_until = 0.0
-            self.reason = ""
-        else:
-            ou, fu = int(reply[OPEN_UNTIL]), int(reply[FORCED_UNTIL])
-            self.open_until = ou / 1000.0 - offset if ou else 0.0
-            self.forced_until = fu / 1000.0 - offset if fu else 0.0
-            self.reason = text(reply[REASON])  # operator reason (forced) or the cause of the open
+        ou, fu = int(reply[OPEN_UNTIL]), int(reply[FORCED_UNTIL])
+        self.open_until = ou / 1000.0 - offset if ou else 0.0
+        self.forced_until = fu / 1000.0 - offset if fu else 0.0
+        self.reason = text(reply[REASON])  # operator reason (forced) or the cause of the open
         self.generation = int(reply[GENERATION])
         self.fetched_at = local_now
         self.state = state

@@ -151,24 +151,24 @@ async def aclient(redis_url: str) -> AsyncIterator[Any]:
     await c.aclose()
 
 
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    """A sync client to the session server (bytes replies), closed at teardown."""
-    client = redis.Redis.from_url(redis_url, decode_responses=False)
+def _plain_client(redis_url: str, decode_responses: bool) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=decode_responses)
     try:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A sync client to the session server (bytes replies), closed at teardown."""
+    yield from _plain_client(redis_url, False)
 
 
 @pytest.fixture
 def rtext(redis_url: str) -> Iterator[redis.Redis]:
     """`r` with text replies (decode_responses): what the script tests compare with str."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from _plain_client(redis_url, True)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -323,23 +323,14 @@ def real_backend(client: redis.Redis, prefix: str) -> Backend:
     return Backend(make, clock)
 
 
-@pytest.fixture
-def real_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A client of the session's real server (requested only by the 'real' runs)."""
-    client = redis.Redis.from_url(redis_url, decode_responses=False)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.redis)])
 def backend(request: pytest.FixtureRequest) -> Backend:
     """The plugin's fake breaker factory, or breakers on the real server with a frozen clock."""
     if request.param == "fake":
         factory: FakeBreakerFactory = request.getfixturevalue("fake_breaker")
         return Backend(factory, factory.clock)
-    return real_backend(request.getfixturevalue("real_client"), request.getfixturevalue("prefix"))
+    # (the session server's client `r` is requested only by the 'real' runs)
+    return real_backend(request.getfixturevalue("r"), request.getfixturevalue("prefix"))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -349,11 +340,11 @@ def test_scenario_gives_expected_observations(name: str, backend: Backend) -> No
     assert [o if isinstance(o, str) else brief(o) for o in observations] == EXPECTED[name]
 
 
-def test_fake_and_real_give_identical_snapshots(real_client: redis.Redis, prefix: str) -> None:
+def test_fake_and_real_give_identical_snapshots(r: redis.Redis, prefix: str) -> None:
     """Every scenario yields equal observations, full snapshots included, on fakeredis and Redis."""
     for name, scenario in SCENARIOS.items():
         fake = FakeBreakerFactory(FrozenClock())
-        real = real_backend(real_client, f"{prefix}-{name}")
+        real = real_backend(r, f"{prefix}-{name}")
         assert scenario(fake, fake.clock) == scenario(real.make, real.clock), name
 
 
